@@ -1,0 +1,3 @@
+//! The audit log (placeholder root; the storage half is being written).
+pub mod event;
+pub use event::*;
