@@ -1,1 +1,242 @@
-fn main() {}
+//! The `flightdeck` binary: command line, configuration, wiring of the
+//! stores into the server, first-start bootstrap, signals. No business
+//! logic lives here; `anyhow` is used only in this crate.
+
+mod audit_cmd;
+mod config;
+
+use std::io::Write;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+/// Flightdeck: metrics, logs, dashboards and alerts (the cockpit) and a
+/// tamper-evident audit trail (the flight recorder), in one binary.
+///
+/// Every configuration key can be set in the TOML file (--config), as a
+/// FLIGHTDECK_* environment variable, or as a flag; flags and environment
+/// win over the file.
+#[derive(Parser)]
+#[command(name = "flightdeck", version, about, long_about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server. On the very first start it creates the organization,
+    /// the `default` project, the `admin` user and an admin API token, and
+    /// prints the password and token once.
+    Serve(config::Overrides),
+    /// Read the audit trail from a data directory or a server.
+    #[command(subcommand)]
+    Audit(audit_cmd::AuditCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(o) => {
+            let cfg = match config::load(&o) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("flightdeck: bad configuration: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            init_tracing(&cfg.log_level);
+            match serve(cfg) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("flightdeck: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Audit(cmd) => match audit_cmd::run(cmd) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("flightdeck audit: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+fn init_tracing(filter: &str) {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn now_ns() -> i64 {
+    i64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos()).unwrap_or(i64::MAX)
+}
+
+/// Opens the stores in the data directory.
+pub fn open_stores(data_dir: &Path) -> anyhow::Result<(Arc<meta::Meta>, audit::AuditLog)> {
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
+    let audit = audit::AuditLog::open(&data_dir.join("audit"), audit::Options::default())
+        .with_context(|| format!("cannot open the audit log in {}", data_dir.display()))?;
+    let meta = meta::Meta::open(&data_dir.join("meta.sqlite"))
+        .with_context(|| format!("cannot open metadata in {}", data_dir.display()))?;
+    Ok((Arc::new(meta), audit))
+}
+
+/// Creates the organization, default project, admin user and token on the
+/// very first start, each with its audit event; returns the secrets to show.
+fn bootstrap(
+    meta: &meta::Meta,
+    audit: &audit::AuditLog,
+    org: &str,
+) -> anyhow::Result<Option<(String, String)>> {
+    if meta.read(|tx| tx.organization())?.is_some() {
+        return Ok(None);
+    }
+    let now = now_ns();
+    let b = meta
+        .write(
+            |tx| tx.bootstrap(org, now),
+            |r| {
+                let Ok(b) = r else { return Ok(()) };
+                let ev = |project: Option<&str>, action: &str, kind: &str, id: &str, name: &str| {
+                    audit::EventDraft {
+                        organization: b.organization.name.clone(),
+                        project: project.map(str::to_string),
+                        principal: audit::Principal::system(),
+                        source_ip: None,
+                        user_agent: None,
+                        action: action.into(),
+                        resource: Some(audit::Resource {
+                            kind: kind.into(),
+                            id: Some(id.into()),
+                            name: Some(name.into()),
+                        }),
+                        request_id: None,
+                        result: audit::Outcome {
+                            status: audit::Status::Success,
+                            http_status: None,
+                            error_code: None,
+                            error_message: None,
+                        },
+                        request_parameters: None,
+                        response_elements: None,
+                        changes: vec![],
+                        event_source: "flightdeck".into(),
+                        event_time: None,
+                        external_id: None,
+                    }
+                };
+                for d in [
+                    ev(
+                        None,
+                        "iam.organization.create",
+                        "organization",
+                        &b.organization.id,
+                        &b.organization.name,
+                    ),
+                    ev(
+                        None,
+                        "iam.project.create",
+                        "project",
+                        &b.project.id,
+                        &b.project.name,
+                    ),
+                    ev(None, "iam.user.create", "user", &b.user.id, &b.user.name),
+                    ev(
+                        Some(&b.project.name),
+                        "iam.membership.set",
+                        "membership",
+                        &b.user.id,
+                        &b.user.name,
+                    ),
+                    ev(
+                        Some(&b.project.name),
+                        "iam.token.create",
+                        "token",
+                        &b.token.id,
+                        &b.token.name,
+                    ),
+                ] {
+                    audit.append(d)?;
+                }
+                Ok::<(), audit::AuditError>(())
+            },
+        )
+        .map_err(|e| match e {
+            meta::WriteError::Meta(e) => anyhow::Error::new(e),
+            meta::WriteError::Gate(a) => {
+                anyhow::Error::new(a).context("cannot record the first start in the audit log")
+            }
+        })?;
+    Ok(Some((b.password, b.token_secret)))
+}
+
+fn serve(cfg: config::Config) -> anyhow::Result<()> {
+    let (meta, audit) = open_stores(&cfg.data_dir)?;
+    let organization = match bootstrap(&meta, &audit, &cfg.organization)? {
+        Some((password, token)) => {
+            // Shown once, never again: only hashes are stored.
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "admin password: {password}")?;
+            writeln!(out, "admin token: {token}")?;
+            out.flush()?;
+            cfg.organization.clone()
+        }
+        None => meta
+            .read(|tx| tx.organization())?
+            .map(|o| o.name)
+            .unwrap_or(cfg.organization.clone()),
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let result = rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind(cfg.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", cfg.listen))?;
+        tracing::info!(
+            address = %listener.local_addr()?,
+            data_dir = %cfg.data_dir.display(),
+            "flightdeck listening"
+        );
+        let state = server::AppState::new(
+            meta,
+            audit.clone(),
+            organization,
+            cfg.server.clone(),
+            server::system_clock(),
+        );
+        server::serve(listener, state, shutdown_signal())
+            .await
+            .context("server failed")
+    });
+    audit.shutdown();
+    result
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down");
+}

@@ -1,1 +1,161 @@
-//! server
+//! Flightdeck's HTTP face: axum routers, authentication, tenancy checks,
+//! JSON shapes, the one mapping from errors to HTTP status, and the
+//! OpenAPI document.
+//!
+//! This is the only crate that knows HTTP or JSON request shapes. It is not
+//! where data lives: identity rows are in `meta`, audit events in `audit`.
+//!
+//! Every request under `/api/flightdeck/v1/` passes [`auth::layer`] once:
+//! it authenticates, stamps a request id, and after the handler makes sure
+//! every mutating call left an audit event (a catch-all for failures that
+//! never reached a handler, like malformed JSON). Handlers that change state
+//! go through [`AppState::mutate`], which commits only once the change's
+//! audit event is durable.
+
+pub mod api;
+pub mod auth;
+pub mod error;
+pub mod openapi;
+mod ratelimit;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+
+pub use error::{ApiError, Kind};
+
+/// Marks a response whose audit event has been written already.
+#[derive(Clone, Copy, Debug)]
+pub struct AuditRecorded;
+
+/// Server settings that come from the configuration.
+#[derive(Clone, Debug)]
+pub struct ServerOptions {
+    /// Largest request body accepted (after decompression), in bytes.
+    pub max_body_bytes: usize,
+    /// Lifetime of a UI session.
+    pub session_ttl: Duration,
+    /// Failed logins allowed per source IP, and per user name, in
+    /// `login_window` before answers become 429.
+    pub login_max_failures: u32,
+    pub login_window: Duration,
+    /// How often the expiry of tokens is checked and recorded.
+    pub expiry_check_interval: Duration,
+    /// Set the `Secure` attribute on the session cookie (behind TLS).
+    pub secure_cookies: bool,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        ServerOptions {
+            max_body_bytes: 1 << 20,
+            session_ttl: Duration::from_secs(12 * 3600),
+            login_max_failures: 10,
+            login_window: Duration::from_secs(300),
+            expiry_check_interval: Duration::from_secs(10),
+            secure_cookies: false,
+        }
+    }
+}
+
+/// A clock returning unix nanoseconds; injected so tests never sleep.
+pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
+
+/// The system clock.
+pub fn system_clock() -> Clock {
+    Arc::new(|| {
+        i64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos()).unwrap_or(i64::MAX)
+    })
+}
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub meta: Arc<meta::Meta>,
+    pub audit: audit::AuditLog,
+    pub organization: String,
+    pub opts: Arc<ServerOptions>,
+    pub clock: Clock,
+    pub(crate) limiter: Arc<ratelimit::LoginLimiter>,
+}
+
+impl AppState {
+    pub fn new(
+        meta: Arc<meta::Meta>,
+        audit: audit::AuditLog,
+        organization: String,
+        opts: ServerOptions,
+        clock: Clock,
+    ) -> AppState {
+        let limiter = Arc::new(ratelimit::LoginLimiter::new(
+            opts.login_max_failures,
+            opts.login_window,
+        ));
+        AppState {
+            meta,
+            audit,
+            organization,
+            opts: Arc::new(opts),
+            clock,
+            limiter,
+        }
+    }
+
+    pub fn now(&self) -> i64 {
+        (self.clock)()
+    }
+}
+
+/// The whole HTTP surface.
+pub fn router(state: AppState) -> Router {
+    let api = api::routes(state.clone())
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::layer,
+        ))
+        .layer(DefaultBodyLimit::max(state.opts.max_body_bytes));
+    Router::new()
+        .route("/-/healthy", get(healthy))
+        .route("/-/ready", get(ready))
+        .merge(api)
+        .fallback(not_found)
+        .with_state(state)
+}
+
+async fn healthy() -> &'static str {
+    "Flightdeck is Healthy.\n"
+}
+
+async fn ready(axum::extract::State(st): axum::extract::State<AppState>) -> impl IntoResponse {
+    if st.audit.is_poisoned() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Flightdeck is not ready: the audit log failed and refuses writes; see the server log.\n",
+        )
+    } else {
+        (StatusCode::OK, "Flightdeck is Ready.\n")
+    }
+}
+
+async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::not_found(format!("path {}", uri.path()))
+}
+
+/// Serves until `shutdown` resolves, then drains connections.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    tokio::spawn(auth::expiry_sweeper(state.clone()));
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}

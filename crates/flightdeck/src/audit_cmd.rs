@@ -1,0 +1,344 @@
+//! `flightdeck audit tail|search|export`: reads the audit trail from a data
+//! directory (read-only, safe while a server runs) or from a server URL
+//! with a token, and prints NDJSON (or CSV for export).
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+
+#[derive(clap::Subcommand)]
+pub enum AuditCommand {
+    /// Print matching events, one JSON object per line (newest first unless --order oldest).
+    Search(SearchArgs),
+    /// Stream every matching event as NDJSON or CSV.
+    Export {
+        #[command(flatten)]
+        args: SearchArgs,
+        /// `ndjson` or `csv`.
+        #[arg(long, default_value = "ndjson")]
+        format: String,
+    },
+    /// Print the last events, then follow new ones as they are appended.
+    Tail {
+        #[command(flatten)]
+        args: SearchArgs,
+        /// Poll interval while following.
+        #[arg(long, default_value = "1s")]
+        interval: String,
+        /// Print the last events and exit instead of following.
+        #[arg(long)]
+        no_follow: bool,
+    },
+}
+
+#[derive(clap::Args, Clone)]
+pub struct SearchArgs {
+    /// Read this data directory (default when no --url is given).
+    #[arg(long, env = "FLIGHTDECK_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// Read from a server instead, e.g. http://127.0.0.1:9464.
+    #[arg(long, env = "FLIGHTDECK_URL")]
+    pub url: Option<String>,
+    /// API token for --url.
+    #[arg(long, env = "FLIGHTDECK_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Project slug; without it, organization-level events.
+    #[arg(long)]
+    pub project: Option<String>,
+    #[arg(long)]
+    pub principal_id: Option<String>,
+    /// user, token, system or anonymous.
+    #[arg(long)]
+    pub principal_type: Option<String>,
+    #[arg(long)]
+    pub action: Option<String>,
+    #[arg(long)]
+    pub action_prefix: Option<String>,
+    #[arg(long)]
+    pub resource_type: Option<String>,
+    #[arg(long)]
+    pub resource_id: Option<String>,
+    /// success or failure.
+    #[arg(long)]
+    pub result: Option<String>,
+    #[arg(long)]
+    pub source_ip: Option<String>,
+    /// RFC 3339 start time (inclusive).
+    #[arg(long)]
+    pub from: Option<String>,
+    /// RFC 3339 end time (exclusive).
+    #[arg(long)]
+    pub to: Option<String>,
+    /// Case-insensitive text anywhere in the event.
+    #[arg(long)]
+    pub q: Option<String>,
+    /// newest or oldest.
+    #[arg(long, default_value = "newest")]
+    pub order: String,
+    /// At most this many events (search and tail).
+    #[arg(long, default_value_t = 100)]
+    pub limit: usize,
+}
+
+impl SearchArgs {
+    /// The filters as URL query pairs (the server's parameter names).
+    fn pairs(&self) -> Vec<(&'static str, String)> {
+        let mut v = Vec::new();
+        let mut add = |k: &'static str, o: &Option<String>| {
+            if let Some(x) = o {
+                v.push((k, x.clone()));
+            }
+        };
+        add("principal_id", &self.principal_id);
+        add("principal_type", &self.principal_type);
+        add("action", &self.action);
+        add("action_prefix", &self.action_prefix);
+        add("resource_type", &self.resource_type);
+        add("resource_id", &self.resource_id);
+        add("result", &self.result);
+        add("source_ip", &self.source_ip);
+        add("from", &self.from);
+        add("to", &self.to);
+        add("q", &self.q);
+        v
+    }
+
+    fn query(&self) -> anyhow::Result<audit::Query> {
+        let time = |name: &str, v: &Option<String>| -> anyhow::Result<Option<i64>> {
+            v.as_ref()
+                .map(|t| {
+                    audit::parse_time_ns(t)
+                        .with_context(|| format!("--{name}: '{t}' is not an RFC 3339 time"))
+                })
+                .transpose()
+        };
+        Ok(audit::Query {
+            log: Some(audit::LogKey::of(self.project.as_deref())),
+            principal_id: self.principal_id.clone(),
+            principal_type: match self.principal_type.as_deref() {
+                None => None,
+                Some("user") => Some(audit::PrincipalKind::User),
+                Some("token") => Some(audit::PrincipalKind::Token),
+                Some("system") => Some(audit::PrincipalKind::System),
+                Some("anonymous") => Some(audit::PrincipalKind::Anonymous),
+                Some(o) => bail!("--principal-type: '{o}' is not user, token, system or anonymous"),
+            },
+            action: self.action.clone(),
+            action_prefix: self.action_prefix.clone(),
+            resource_type: self.resource_type.clone(),
+            resource_id: self.resource_id.clone(),
+            status: match self.result.as_deref() {
+                None => None,
+                Some("success") => Some(audit::Status::Success),
+                Some("failure") => Some(audit::Status::Failure),
+                Some(o) => bail!("--result: '{o}' is not success or failure"),
+            },
+            source_ip: self.source_ip.clone(),
+            from_ns: time("from", &self.from)?,
+            to_ns: time("to", &self.to)?,
+            text: self.q.clone(),
+            order: self.order()?,
+            cursor: None,
+            limit: self.limit.clamp(1, 1000),
+        })
+    }
+
+    fn order(&self) -> anyhow::Result<audit::Order> {
+        match self.order.as_str() {
+            "newest" => Ok(audit::Order::NewestFirst),
+            "oldest" => Ok(audit::Order::OldestFirst),
+            o => bail!("--order: '{o}' is not newest or oldest"),
+        }
+    }
+
+    fn base(&self, url: &str, what: &str) -> String {
+        let url = url.trim_end_matches('/');
+        match &self.project {
+            Some(p) => format!("{url}/api/flightdeck/v1/projects/{p}/audit/{what}"),
+            None => format!("{url}/api/flightdeck/v1/audit/{what}"),
+        }
+    }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(300)))
+        .build()
+        .into()
+}
+
+fn get(
+    args: &SearchArgs,
+    url: &str,
+    what: &str,
+    extra: &[(&str, String)],
+) -> anyhow::Result<ureq::http::Response<ureq::Body>> {
+    let Some(token) = &args.token else {
+        bail!("--url needs --token (or FLIGHTDECK_TOKEN)");
+    };
+    let mut req = agent()
+        .get(args.base(url, what))
+        .header("Authorization", format!("Bearer {token}"));
+    for (k, v) in args.pairs().iter().chain(extra.iter()) {
+        req = req.query(*k, v);
+    }
+    let resp = req.call().context("request failed")?;
+    if !resp.status().is_success() {
+        let status = resp.status();
+        let body = resp.into_body().read_to_string().unwrap_or_default();
+        bail!("server answered {status}: {body}");
+    }
+    Ok(resp)
+}
+
+/// One page from a server: events and the next cursor.
+fn remote_page(
+    args: &SearchArgs,
+    url: &str,
+    order: &str,
+    cursor: Option<&str>,
+    limit: usize,
+) -> anyhow::Result<(Vec<serde_json::Value>, Option<String>)> {
+    let mut extra = vec![("order", order.to_string()), ("limit", limit.to_string())];
+    if let Some(c) = cursor {
+        extra.push(("cursor", c.to_string()));
+    }
+    let resp = get(args, url, "events", &extra)?;
+    let v: serde_json::Value = serde_json::from_reader(resp.into_body().into_reader())
+        .context("the server's answer is not JSON")?;
+    let events = v["events"].as_array().cloned().unwrap_or_default();
+    let next = v["next_cursor"].as_str().map(str::to_string);
+    Ok((events, next))
+}
+
+fn print_event(out: &mut impl Write, e: &audit::Event) -> anyhow::Result<()> {
+    out.write_all(&e.canonical_bytes())?;
+    out.write_all(b"\n")?;
+    Ok(())
+}
+
+pub fn run(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    match cmd {
+        AuditCommand::Search(args) => {
+            if let Some(url) = args.url.clone() {
+                let (events, _) =
+                    remote_page(&args, &url, &args.order, None, args.limit.clamp(1, 1000))?;
+                for e in events {
+                    writeln!(out, "{e}")?;
+                }
+            } else {
+                let log = open(&args)?;
+                for e in log.search(&args.query()?)?.events {
+                    print_event(&mut out, &e)?;
+                }
+            }
+        }
+        AuditCommand::Export { args, format } => {
+            if format != "ndjson" && format != "csv" {
+                bail!("--format: '{format}' is not ndjson or csv");
+            }
+            if let Some(url) = args.url.clone() {
+                let mut extra = vec![("format", format.clone())];
+                if args.order != "newest" {
+                    extra.push(("order", args.order.clone()));
+                }
+                let resp = get(&args, &url, "export", &extra)?;
+                std::io::copy(&mut resp.into_body().into_reader(), &mut out)?;
+            } else {
+                if format == "csv" {
+                    bail!(
+                        "CSV export reads through a server (--url); from a data directory use NDJSON"
+                    );
+                }
+                let log = open(&args)?;
+                for e in log.export(args.query()?) {
+                    print_event(&mut out, &e?)?;
+                }
+            }
+        }
+        AuditCommand::Tail {
+            args,
+            interval,
+            no_follow,
+        } => {
+            let every = crate::config::parse_duration(&interval)
+                .with_context(|| format!("--interval: '{interval}' is not a duration"))?;
+            tail(&args, every, no_follow, &mut out)?;
+        }
+    }
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn open(args: &SearchArgs) -> anyhow::Result<audit::AuditLog> {
+    let dir = args.data_dir.join("audit");
+    if !dir.is_dir() {
+        bail!(
+            "{} holds no audit log (is --data-dir right?)",
+            args.data_dir.display()
+        );
+    }
+    audit::AuditLog::open_read_only(&dir)
+        .with_context(|| format!("cannot read the audit log in {}", dir.display()))
+}
+
+/// Last `limit` events oldest-first, then new ones as they come.
+fn tail(
+    args: &SearchArgs,
+    every: Duration,
+    no_follow: bool,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    let limit = args.limit.clamp(1, 1000);
+    if let Some(url) = args.url.clone() {
+        let (mut last, _) = remote_page(args, &url, "newest", None, limit)?;
+        last.reverse();
+        let mut seen = last.last().and_then(|e| e["seq"].as_u64()).unwrap_or(0);
+        for e in &last {
+            writeln!(out, "{e}")?;
+        }
+        out.flush()?;
+        while !no_follow {
+            std::thread::sleep(every);
+            let (newer, _) = remote_page(args, &url, "newest", None, 1000)?;
+            let floor = seen;
+            for e in newer
+                .iter()
+                .rev()
+                .filter(|e| e["seq"].as_u64().unwrap_or(0) > floor)
+            {
+                writeln!(out, "{e}")?;
+                seen = seen.max(e["seq"].as_u64().unwrap_or(0));
+            }
+            out.flush()?;
+        }
+        return Ok(());
+    }
+    let mut seen = 0u64;
+    let mut first = true;
+    loop {
+        let log = open(args)?;
+        let mut q = args.query()?;
+        q.order = audit::Order::NewestFirst;
+        q.limit = if first { limit } else { 1000 };
+        let mut events = log.search(&q)?.events;
+        events.reverse();
+        let floor = seen;
+        for e in events.iter().filter(|e| e.seq > floor) {
+            print_event(out, e)?;
+            seen = seen.max(e.seq);
+        }
+        out.flush()?;
+        first = false;
+        if no_follow {
+            return Ok(());
+        }
+        std::thread::sleep(every);
+    }
+}

@@ -1,0 +1,294 @@
+//! Configuration: a TOML file (`--config`), overridden by `FLIGHTDECK_*`
+//! environment variables and flags (clap reads both), validated into
+//! [`Config`]. Raw input is parsed into loose structs first, then checked
+//! key by key, so every error names the key and what is wrong with it.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Where a bad configuration was found; printed, then exit code 2.
+#[derive(Debug)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The file's shape. Unknown keys are rejected.
+#[derive(Deserialize, Default, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub data_dir: Option<PathBuf>,
+    pub listen: Option<String>,
+    pub organization: Option<String>,
+    pub log_level: Option<String>,
+    #[serde(default)]
+    pub limits: FileLimits,
+    #[serde(default)]
+    pub auth: FileAuth,
+}
+
+#[derive(Deserialize, Default, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct FileLimits {
+    pub max_body_bytes: Option<u64>,
+}
+
+#[derive(Deserialize, Default, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct FileAuth {
+    pub session_ttl: Option<String>,
+    pub login_max_failures: Option<u32>,
+    pub login_window: Option<String>,
+    pub token_expiry_check_interval: Option<String>,
+    pub secure_cookies: Option<bool>,
+}
+
+/// Values given as flags or environment variables (clap merges the two).
+#[derive(clap::Args, Debug, Default, Clone)]
+pub struct Overrides {
+    /// TOML configuration file.
+    #[arg(long, env = "FLIGHTDECK_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Data directory (metadata, audit log, later metrics and logs) [default: ./data].
+    #[arg(long, env = "FLIGHTDECK_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// HTTP listen address [default: 127.0.0.1:9464].
+    #[arg(long, env = "FLIGHTDECK_LISTEN")]
+    pub listen: Option<String>,
+    /// Organization name, used on first start [default: flightdeck].
+    #[arg(long, env = "FLIGHTDECK_ORGANIZATION")]
+    pub organization: Option<String>,
+    /// Log filter (tracing syntax), e.g. info or server=debug [default: info].
+    #[arg(long, env = "FLIGHTDECK_LOG_LEVEL")]
+    pub log_level: Option<String>,
+    /// Largest accepted request body in bytes (`limits.max_body_bytes`) [default: 1048576].
+    #[arg(long, env = "FLIGHTDECK_MAX_BODY_BYTES")]
+    pub max_body_bytes: Option<u64>,
+    /// UI session lifetime, e.g. 12h (`auth.session_ttl`) [default: 12h].
+    #[arg(long, env = "FLIGHTDECK_SESSION_TTL")]
+    pub session_ttl: Option<String>,
+    /// Failed logins per IP and per user before 429 (`auth.login_max_failures`) [default: 10].
+    #[arg(long, env = "FLIGHTDECK_LOGIN_MAX_FAILURES")]
+    pub login_max_failures: Option<u32>,
+    /// Window for counting failed logins (`auth.login_window`) [default: 5m].
+    #[arg(long, env = "FLIGHTDECK_LOGIN_WINDOW")]
+    pub login_window: Option<String>,
+    /// How often token expiry is checked and audited (`auth.token_expiry_check_interval`) [default: 10s].
+    #[arg(long, env = "FLIGHTDECK_TOKEN_EXPIRY_CHECK_INTERVAL")]
+    pub token_expiry_check_interval: Option<String>,
+    /// Mark the session cookie Secure (serve behind TLS) (`auth.secure_cookies`) [default: false].
+    #[arg(long, env = "FLIGHTDECK_SECURE_COOKIES")]
+    pub secure_cookies: Option<bool>,
+}
+
+/// The validated configuration the program runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub organization: String,
+    pub log_level: String,
+    pub server: server::ServerOptions,
+}
+
+/// Parses durations like `500ms`, `10s`, `5m`, `12h`, `7d`.
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit())?;
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n.parse().ok()?;
+    let ms = match unit {
+        "ms" => n,
+        "s" => n.checked_mul(1000)?,
+        "m" => n.checked_mul(60_000)?,
+        "h" => n.checked_mul(3_600_000)?,
+        "d" => n.checked_mul(86_400_000)?,
+        _ => return None,
+    };
+    Some(Duration::from_millis(ms))
+}
+
+fn duration(key: &str, v: Option<String>, default: Duration) -> Result<Duration, ConfigError> {
+    match v {
+        None => Ok(default),
+        Some(s) => match parse_duration(&s) {
+            Some(d) if !d.is_zero() => Ok(d),
+            _ => Err(ConfigError(format!(
+                "config key `{key}`: '{s}' is not a positive duration (use e.g. 500ms, 10s, 5m, 12h, 7d)"
+            ))),
+        },
+    }
+}
+
+/// Reads the file (if any), applies overrides, and validates every key.
+pub fn load(o: &Overrides) -> Result<Config, ConfigError> {
+    let file = match &o.config {
+        None => FileConfig::default(),
+        Some(p) => read_file(p)?,
+    };
+    let defaults = server::ServerOptions::default();
+    let listen_raw = o
+        .listen
+        .clone()
+        .or(file.listen)
+        .unwrap_or_else(|| "127.0.0.1:9464".into());
+    let listen: SocketAddr = listen_raw.parse().map_err(|_| {
+        ConfigError(format!(
+            "config key `listen`: '{listen_raw}' is not a HOST:PORT socket address (e.g. 127.0.0.1:9464)"
+        ))
+    })?;
+    let organization = o
+        .organization
+        .clone()
+        .or(file.organization)
+        .unwrap_or_else(|| "flightdeck".into());
+    if organization.trim().is_empty() || organization.len() > 100 {
+        return Err(ConfigError(
+            "config key `organization`: must be 1 to 100 characters".into(),
+        ));
+    }
+    let max_body = o
+        .max_body_bytes
+        .or(file.limits.max_body_bytes)
+        .unwrap_or(defaults.max_body_bytes as u64);
+    if !(1024..=(1 << 30)).contains(&max_body) {
+        return Err(ConfigError(format!(
+            "config key `limits.max_body_bytes`: {max_body} is out of range (1024 to 1073741824)"
+        )));
+    }
+    let login_max_failures = o
+        .login_max_failures
+        .or(file.auth.login_max_failures)
+        .unwrap_or(defaults.login_max_failures);
+    if login_max_failures == 0 {
+        return Err(ConfigError(
+            "config key `auth.login_max_failures`: must be at least 1".into(),
+        ));
+    }
+    let log_level = o
+        .log_level
+        .clone()
+        .or(file.log_level)
+        .unwrap_or_else(|| "info".into());
+    if tracing_subscriber::EnvFilter::try_new(&log_level).is_err() {
+        return Err(ConfigError(format!(
+            "config key `log_level`: '{log_level}' is not a valid filter (e.g. info, debug, server=debug)"
+        )));
+    }
+    Ok(Config {
+        data_dir: o
+            .data_dir
+            .clone()
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from("./data")),
+        listen,
+        organization,
+        log_level,
+        server: server::ServerOptions {
+            max_body_bytes: max_body as usize,
+            session_ttl: duration(
+                "auth.session_ttl",
+                o.session_ttl.clone().or(file.auth.session_ttl),
+                defaults.session_ttl,
+            )?,
+            login_max_failures,
+            login_window: duration(
+                "auth.login_window",
+                o.login_window.clone().or(file.auth.login_window),
+                defaults.login_window,
+            )?,
+            expiry_check_interval: duration(
+                "auth.token_expiry_check_interval",
+                o.token_expiry_check_interval
+                    .clone()
+                    .or(file.auth.token_expiry_check_interval),
+                defaults.expiry_check_interval,
+            )?,
+            secure_cookies: o
+                .secure_cookies
+                .or(file.auth.secure_cookies)
+                .unwrap_or(false),
+        },
+    })
+}
+
+fn read_file(p: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(p)
+        .map_err(|e| ConfigError(format!("cannot read config file {}: {e}", p.display())))?;
+    toml::from_str(&text).map_err(|e| {
+        ConfigError(format!(
+            "config file {}: {}",
+            p.display(),
+            e.to_string().trim_end()
+        ))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_file(text: &str) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f.toml");
+        std::fs::write(&p, text).unwrap();
+        load(&Overrides {
+            config: Some(p),
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn defaults_apply() {
+        let c = load(&Overrides::default()).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:9464");
+        assert_eq!(c.data_dir, PathBuf::from("./data"));
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = with_file("listen = \"nope\"").unwrap_err().0;
+        assert!(e.contains("`listen`"), "{e}");
+        let e = with_file("bogus = 1").unwrap_err().0;
+        assert!(e.contains("bogus"), "{e}");
+        let e = with_file("[auth]\nsession_ttl = \"soon\"").unwrap_err().0;
+        assert!(e.contains("auth.session_ttl"), "{e}");
+        let e = with_file("[limits]\nmax_body_bytes = \"big\"")
+            .unwrap_err()
+            .0;
+        assert!(e.contains("max_body_bytes"), "{e}");
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f.toml");
+        std::fs::write(
+            &p,
+            "listen = \"127.0.0.1:1\"\n[auth]\nlogin_window = \"1m\"",
+        )
+        .unwrap();
+        let c = load(&Overrides {
+            config: Some(p),
+            listen: Some("127.0.0.1:2".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(c.listen.port(), 2);
+        assert_eq!(c.server.login_window, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("12h"), Some(Duration::from_secs(43200)));
+        assert_eq!(parse_duration("12"), None);
+        assert_eq!(parse_duration("h"), None);
+    }
+}

@@ -1,0 +1,778 @@
+//! Audit endpoints: search (filters, both orders, cursor pagination), one
+//! event by id, streamed export (NDJSON or CSV), and ingest of external
+//! events (CI/CD deploys, scripts) in the same schema.
+//!
+//! A project's events are served under its path with `audit:read`
+//! (or project admin); organization-level events under `/audit/...` to
+//! organization admins.
+
+use audit::{Change, Event, LogKey, Order, PrincipalKind, Query, Resource, Status};
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use meta::Scope;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+
+use super::{JsonBody, Params};
+use crate::AppState;
+use crate::auth::Caller;
+use crate::error::ApiError;
+
+// ---- shapes (documentation mirrors of audit::Event) --------------------------
+
+/// An audit event (schema version 1); see docs/audit-event-schema.md.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Event)]
+#[allow(dead_code)]
+pub struct EventDoc {
+    /// UUIDv7.
+    id: String,
+    schema_version: u32,
+    /// Global sequence number (strictly increasing).
+    seq: u64,
+    /// Position in its own log (the project's, or the organization's).
+    log_index: u64,
+    /// When the log accepted it: RFC 3339, UTC, nanoseconds.
+    time: String,
+    organization: String,
+    /// Absent for organization-level events.
+    #[schema(nullable = false)]
+    project: Option<String>,
+    principal: PrincipalDoc,
+    #[schema(nullable = false)]
+    source_ip: Option<String>,
+    #[schema(nullable = false)]
+    user_agent: Option<String>,
+    /// `service.resource.verb`.
+    action: String,
+    #[schema(nullable = false)]
+    resource: Option<ResourceDoc>,
+    #[schema(nullable = false)]
+    request_id: Option<String>,
+    result: OutcomeDoc,
+    #[schema(value_type = Object, nullable = false)]
+    request_parameters: Option<Value>,
+    #[schema(value_type = Object, nullable = false)]
+    response_elements: Option<Value>,
+    changes: Vec<ChangeDoc>,
+    /// `flightdeck`, or what an external submitter named itself.
+    event_source: String,
+    #[schema(nullable = false)]
+    event_time: Option<String>,
+    #[schema(nullable = false)]
+    external_id: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[schema(as = Principal)]
+#[allow(dead_code)]
+pub struct PrincipalDoc {
+    /// `user`, `token`, `system` or `anonymous`.
+    #[serde(rename = "type")]
+    kind: String,
+    id: String,
+    name: String,
+    #[schema(nullable = false)]
+    token_id: Option<String>,
+    /// `password`, `session`, `bearer`, `basic` or `none`.
+    #[schema(nullable = false)]
+    auth_method: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+#[schema(as = Resource)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceDoc {
+    #[serde(rename = "type")]
+    #[schema(min_length = 1, max_length = 100)]
+    kind: String,
+    #[schema(nullable = false, max_length = 200)]
+    id: Option<String>,
+    #[schema(nullable = false, max_length = 200)]
+    name: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+#[schema(as = Outcome)]
+#[serde(deny_unknown_fields)]
+pub struct OutcomeDoc {
+    /// `success` or `failure`.
+    #[schema(pattern = "^(success|failure)$")]
+    status: String,
+    #[schema(nullable = false)]
+    #[serde(default)]
+    http_status: Option<u16>,
+    #[schema(nullable = false, max_length = 100)]
+    #[serde(default)]
+    error_code: Option<String>,
+    #[schema(nullable = false, max_length = 2000)]
+    #[serde(default)]
+    error_message: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+#[schema(as = Change)]
+#[serde(deny_unknown_fields)]
+pub struct ChangeDoc {
+    #[schema(min_length = 1, max_length = 200)]
+    field: String,
+    #[schema(value_type = Object)]
+    #[serde(default)]
+    before: Value,
+    #[schema(value_type = Object)]
+    #[serde(default)]
+    after: Value,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct EventPage {
+    #[schema(value_type = Vec<EventDoc>)]
+    pub events: Vec<Event>,
+    pub next_cursor: Option<String>,
+}
+
+/// Filters of audit search and export.
+#[derive(Deserialize, IntoParams, Default)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct AuditParams {
+    /// Principal id (user id, token id, `system`).
+    pub principal_id: Option<String>,
+    /// `user`, `token`, `system` or `anonymous`.
+    #[param(pattern = "^(user|token|system|anonymous)$")]
+    pub principal_type: Option<String>,
+    /// Exact action, e.g. `iam.token.create`.
+    pub action: Option<String>,
+    /// Action prefix, e.g. `iam.token.`.
+    pub action_prefix: Option<String>,
+    pub resource_type: Option<String>,
+    pub resource_id: Option<String>,
+    /// `success` or `failure`.
+    #[param(pattern = "^(success|failure)$")]
+    pub result: Option<String>,
+    pub source_ip: Option<String>,
+    /// RFC 3339 time, inclusive.
+    #[param(format = DateTime)]
+    pub from: Option<String>,
+    /// RFC 3339 time, exclusive.
+    #[param(format = DateTime)]
+    pub to: Option<String>,
+    /// Case-insensitive text anywhere in the event.
+    pub q: Option<String>,
+    /// `newest` (default) or `oldest` first.
+    #[param(pattern = "^(newest|oldest)$")]
+    pub order: Option<String>,
+    /// Opaque cursor from a previous page's `next_cursor`.
+    pub cursor: Option<String>,
+    /// Page size, 1–1000 (default 100; search only).
+    #[param(minimum = 1, maximum = 1000)]
+    pub limit: Option<u32>,
+    /// Export format: `ndjson` (default) or `csv` (export only).
+    #[param(pattern = "^(ndjson|csv)$")]
+    pub format: Option<String>,
+}
+
+impl AuditParams {
+    fn query(&self, log: LogKey) -> Result<Query, ApiError> {
+        let time = |field: &str, v: &Option<String>| -> Result<Option<i64>, ApiError> {
+            v.as_ref()
+                .map(|t| {
+                    audit::parse_time_ns(t).ok_or_else(|| {
+                        ApiError::bad_field(
+                            field,
+                            "not an RFC 3339 time (e.g. 2026-11-26T09:00:00Z)",
+                        )
+                    })
+                })
+                .transpose()
+        };
+        let principal_type = match self.principal_type.as_deref() {
+            None => None,
+            Some("user") => Some(PrincipalKind::User),
+            Some("token") => Some(PrincipalKind::Token),
+            Some("system") => Some(PrincipalKind::System),
+            Some("anonymous") => Some(PrincipalKind::Anonymous),
+            Some(_) => {
+                return Err(ApiError::bad_field(
+                    "principal_type",
+                    "must be one of user, token, system, anonymous",
+                ));
+            }
+        };
+        let status = match self.result.as_deref() {
+            None => None,
+            Some("success") => Some(Status::Success),
+            Some("failure") => Some(Status::Failure),
+            Some(_) => return Err(ApiError::bad_field("result", "must be success or failure")),
+        };
+        let order = match self.order.as_deref() {
+            None | Some("newest") => Order::NewestFirst,
+            Some("oldest") => Order::OldestFirst,
+            Some(_) => return Err(ApiError::bad_field("order", "must be newest or oldest")),
+        };
+        let limit = match self.limit {
+            None => 100,
+            Some(n @ 1..=1000) => n as usize,
+            Some(_) => return Err(ApiError::bad_field("limit", "must be between 1 and 1000")),
+        };
+        let from_ns = time("from", &self.from)?;
+        let to_ns = time("to", &self.to)?;
+        if let (Some(f), Some(t)) = (from_ns, to_ns)
+            && f > t
+        {
+            return Err(ApiError::bad_field("to", "must not be before from"));
+        }
+        Ok(Query {
+            log: Some(log),
+            principal_id: self.principal_id.clone(),
+            principal_type,
+            action: self.action.clone(),
+            action_prefix: self.action_prefix.clone(),
+            resource_type: self.resource_type.clone(),
+            resource_id: self.resource_id.clone(),
+            status,
+            source_ip: self.source_ip.clone(),
+            from_ns,
+            to_ns,
+            text: self.q.clone().filter(|s| !s.is_empty()),
+            order,
+            cursor: self.cursor.clone(),
+            limit,
+        })
+    }
+}
+
+// ---- search -------------------------------------------------------------------
+
+async fn search(st: &AppState, q: Query) -> Result<Json<EventPage>, ApiError> {
+    let audit = st.audit.clone();
+    let page = tokio::task::spawn_blocking(move || audit.search(&q))
+        .await
+        .map_err(ApiError::internal)??;
+    Ok(Json(EventPage {
+        events: page.events,
+        next_cursor: page.next_cursor,
+    }))
+}
+
+fn reject_format(p: &AuditParams) -> Result<(), ApiError> {
+    if p.format.is_some() {
+        return Err(ApiError::bad_field(
+            "format",
+            "only the export endpoint takes a format",
+        ));
+    }
+    Ok(())
+}
+
+/// Search a project's audit events (newest first by default).
+#[utoipa::path(get, path = "/api/flightdeck/v1/projects/{project}/audit/events", tag = "audit",
+    params(("project" = String, Path, description = "project slug"), AuditParams),
+    responses((status = 200, body = EventPage)))]
+pub async fn search_project(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(project): Path<String>,
+    Params(p): Params<AuditParams>,
+) -> Result<Json<EventPage>, ApiError> {
+    meta::check_slug("project", &project)?;
+    let q = p.query(LogKey::Project(project.clone()));
+    reject_format(&p)?;
+    let q = q?;
+    audit_read(&st, &caller, &project).await?;
+    search(&st, q).await
+}
+
+/// Search organization-level audit events (organization admins).
+#[utoipa::path(get, path = "/api/flightdeck/v1/audit/events", tag = "audit", params(AuditParams),
+    responses((status = 200, body = EventPage)))]
+pub async fn search_org(
+    State(st): State<AppState>,
+    caller: Caller,
+    Params(p): Params<AuditParams>,
+) -> Result<Json<EventPage>, ApiError> {
+    reject_format(&p)?;
+    let q = p.query(LogKey::Organization)?;
+    st.org_access(&caller, Scope::AuditRead).await?;
+    search(&st, q).await
+}
+
+/// `audit:read` in the project, or project admin.
+async fn audit_read(st: &AppState, caller: &Caller, project: &str) -> Result<(), ApiError> {
+    let implied = match &caller.who {
+        crate::auth::Who::Token { token, .. } => {
+            !token.scopes.contains(&Scope::AuditRead) && token.scopes.contains(&Scope::Admin)
+        }
+        _ => false,
+    };
+    let scope = if implied {
+        Scope::Admin
+    } else {
+        Scope::AuditRead
+    };
+    st.project_access(caller, project, scope).await.map(|_| ())
+}
+
+// ---- one event ------------------------------------------------------------------
+
+async fn get_event(st: &AppState, log: LogKey, id: String) -> Result<Json<Event>, ApiError> {
+    let audit = st.audit.clone();
+    let shown: String = id.chars().take(64).collect();
+    let e = tokio::task::spawn_blocking(move || audit.get(&log, &id))
+        .await
+        .map_err(ApiError::internal)??;
+    e.map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("audit event '{shown}'")))
+}
+
+/// One audit event of a project, by id.
+#[utoipa::path(get, path = "/api/flightdeck/v1/projects/{project}/audit/events/{id}", tag = "audit",
+    params(("project" = String, Path, description = "project slug"), ("id" = String, Path, description = "event id")),
+    responses((status = 200, body = EventDoc)))]
+pub async fn get_project_event(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path((project, id)): Path<(String, String)>,
+) -> Result<Json<Event>, ApiError> {
+    meta::check_slug("project", &project)?;
+    audit_read(&st, &caller, &project).await?;
+    get_event(&st, LogKey::Project(project), id).await
+}
+
+/// One organization-level audit event, by id.
+#[utoipa::path(get, path = "/api/flightdeck/v1/audit/events/{id}", tag = "audit",
+    params(("id" = String, Path, description = "event id")),
+    responses((status = 200, body = EventDoc)))]
+pub async fn get_org_event(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Event>, ApiError> {
+    st.org_access(&caller, Scope::AuditRead).await?;
+    get_event(&st, LogKey::Organization, id).await
+}
+
+// ---- export -----------------------------------------------------------------------
+
+/// Columns of the CSV export, in order.
+const CSV_COLUMNS: [&str; 19] = [
+    "seq",
+    "id",
+    "time",
+    "organization",
+    "project",
+    "principal_type",
+    "principal_id",
+    "principal_name",
+    "token_id",
+    "source_ip",
+    "user_agent",
+    "action",
+    "resource_type",
+    "resource_id",
+    "resource_name",
+    "request_id",
+    "status",
+    "http_status",
+    "error_code",
+];
+
+fn csv_field(out: &mut String, s: &str) {
+    if s.contains([',', '"', '\n', '\r']) {
+        out.push('"');
+        out.push_str(&s.replace('"', "\"\""));
+        out.push('"');
+    } else {
+        out.push_str(s);
+    }
+}
+
+fn csv_row(e: &Event) -> String {
+    let r = e.resource.as_ref();
+    let fields: [String; 19] = [
+        e.seq.to_string(),
+        e.id.clone(),
+        e.time.clone(),
+        e.organization.clone(),
+        e.project.clone().unwrap_or_default(),
+        e.principal.kind.as_str().into(),
+        e.principal.id.clone(),
+        e.principal.name.clone(),
+        e.principal.token_id.clone().unwrap_or_default(),
+        e.source_ip.clone().unwrap_or_default(),
+        e.user_agent.clone().unwrap_or_default(),
+        e.action.clone(),
+        r.map(|r| r.kind.clone()).unwrap_or_default(),
+        r.and_then(|r| r.id.clone()).unwrap_or_default(),
+        r.and_then(|r| r.name.clone()).unwrap_or_default(),
+        e.request_id.clone().unwrap_or_default(),
+        e.result.status.as_str().into(),
+        e.result
+            .http_status
+            .map(|s| s.to_string())
+            .unwrap_or_default(),
+        e.result.error_code.clone().unwrap_or_default(),
+    ];
+    let mut line = String::new();
+    for (i, f) in fields.iter().enumerate() {
+        if i > 0 {
+            line.push(',');
+        }
+        csv_field(&mut line, f);
+    }
+    line.push_str("\r\n");
+    line
+}
+
+async fn export(
+    st: &AppState,
+    caller: &Caller,
+    project: Option<String>,
+    p: AuditParams,
+    log: LogKey,
+) -> Result<Response, ApiError> {
+    let csv = match p.format.as_deref() {
+        None | Some("ndjson") => false,
+        Some("csv") => true,
+        Some(_) => return Err(ApiError::bad_field("format", "must be ndjson or csv")),
+    };
+    if p.cursor.is_some() || p.limit.is_some() {
+        return Err(ApiError::bad_field(
+            "limit",
+            "export streams every match: cursor and limit do not apply",
+        ));
+    }
+    let q = p.query(log)?;
+    // Exports are recorded: who took which slice of the trail out.
+    let params = serde_json::json!({
+        "format": if csv { "csv" } else { "ndjson" },
+        "action": p.action, "action_prefix": p.action_prefix, "from": p.from, "to": p.to,
+        "principal_id": p.principal_id, "q": p.q,
+    });
+    let d = st.draft(caller, project, None, Some(params), Ok(StatusCode::OK));
+    st.record_for(caller, d).await?;
+
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(8);
+    let audit = st.audit.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut buf = String::new();
+        if csv {
+            buf.push_str(&CSV_COLUMNS.join(","));
+            buf.push_str("\r\n");
+        }
+        for item in audit.export(q) {
+            match item {
+                Ok(e) => {
+                    if csv {
+                        buf.push_str(&csv_row(&e));
+                    } else {
+                        buf.push_str(&String::from_utf8_lossy(&e.canonical_bytes()));
+                        buf.push('\n');
+                    }
+                }
+                Err(err) => {
+                    // Mid-stream failure: cut the body so the client sees an error.
+                    let _ = tx.blocking_send(Err(std::io::Error::other(err.to_string())));
+                    return;
+                }
+            }
+            if buf.len() >= 64 * 1024
+                && tx
+                    .blocking_send(Ok(Bytes::from(std::mem::take(&mut buf))))
+                    .is_err()
+            {
+                return;
+            }
+        }
+        if !buf.is_empty() {
+            let _ = tx.blocking_send(Ok(Bytes::from(buf)));
+        }
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    let ct = if csv {
+        "text/csv; charset=utf-8"
+    } else {
+        "application/x-ndjson"
+    };
+    Ok(([(header::CONTENT_TYPE, ct)], Body::from_stream(stream)).into_response())
+}
+
+/// Export a project's matching events, streamed, as NDJSON (one canonical event per line) or CSV.
+#[utoipa::path(get, path = "/api/flightdeck/v1/projects/{project}/audit/export", tag = "audit",
+    params(("project" = String, Path, description = "project slug"), AuditParams),
+    responses((status = 200, content_type = "application/x-ndjson", body = String,
+        description = "NDJSON events, or CSV with format=csv")))]
+pub async fn export_project(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(project): Path<String>,
+    Params(p): Params<AuditParams>,
+) -> Result<Response, ApiError> {
+    meta::check_slug("project", &project)?;
+    audit_read(&st, &caller, &project).await?;
+    export(
+        &st,
+        &caller,
+        Some(project.clone()),
+        p,
+        LogKey::Project(project),
+    )
+    .await
+}
+
+/// Export organization-level events, streamed (organization admins).
+#[utoipa::path(get, path = "/api/flightdeck/v1/audit/export", tag = "audit", params(AuditParams),
+    responses((status = 200, content_type = "application/x-ndjson", body = String,
+        description = "NDJSON events, or CSV with format=csv")))]
+pub async fn export_org(
+    State(st): State<AppState>,
+    caller: Caller,
+    Params(p): Params<AuditParams>,
+) -> Result<Response, ApiError> {
+    st.org_access(&caller, Scope::AuditRead).await?;
+    export(&st, &caller, None, p, LogKey::Organization).await
+}
+
+// ---- ingest -------------------------------------------------------------------------
+
+/// An event from an external system. The server stamps id, time, sequence,
+/// the submitting principal, source IP and user agent.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IngestEvent {
+    /// `service.resource.verb` (lower-case, at least three dot-separated parts).
+    #[schema(pattern = "^[a-z0-9_-]{1,64}(\\.[a-z0-9_-]{1,64}){2,5}$")]
+    pub action: String,
+    /// Who reports it, e.g. `ci.github-actions`.
+    #[schema(min_length = 1, max_length = 100)]
+    pub event_source: String,
+    /// When it happened, per the submitter (RFC 3339).
+    #[schema(format = DateTime, nullable = false)]
+    pub event_time: Option<String>,
+    /// The submitter's own id for the event.
+    #[schema(nullable = false, max_length = 200)]
+    pub external_id: Option<String>,
+    #[schema(nullable = false)]
+    pub resource: Option<ResourceDoc>,
+    /// Defaults to success.
+    #[schema(nullable = false)]
+    pub result: Option<OutcomeDoc>,
+    #[schema(value_type = Object, nullable = false)]
+    pub request_parameters: Option<serde_json::Map<String, Value>>,
+    #[schema(value_type = Object, nullable = false)]
+    pub response_elements: Option<serde_json::Map<String, Value>>,
+    #[serde(default)]
+    pub changes: Vec<ChangeDoc>,
+}
+
+fn valid_action(a: &str) -> bool {
+    let parts: Vec<&str> = a.split('.').collect();
+    (3..=6).contains(&parts.len())
+        && parts.iter().all(|p| {
+            !p.is_empty()
+                && p.len() <= 64
+                && p.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+        })
+}
+
+fn bounded(field: &str, v: &Option<String>, max: usize) -> Result<(), ApiError> {
+    match v {
+        Some(s) if s.len() > max => Err(ApiError::bad_field(field, format!("at most {max} bytes"))),
+        Some(s) if s.chars().any(char::is_control) => Err(ApiError::bad_field(
+            field,
+            "control characters are not allowed",
+        )),
+        _ => Ok(()),
+    }
+}
+
+impl IngestEvent {
+    fn validate(&self) -> Result<(), ApiError> {
+        if !valid_action(&self.action) {
+            return Err(ApiError::bad_field(
+                "action",
+                "use service.resource.verb: 3 to 6 dot-separated parts of a-z, 0-9, '_' or '-'",
+            ));
+        }
+        if self.event_source.is_empty() || self.event_source.len() > 100 {
+            return Err(ApiError::bad_field("event_source", "1 to 100 bytes"));
+        }
+        bounded("event_source", &Some(self.event_source.clone()), 100)?;
+        if let Some(t) = &self.event_time
+            && audit::parse_time_ns(t).is_none()
+        {
+            return Err(ApiError::bad_field("event_time", "not an RFC 3339 time"));
+        }
+        bounded("external_id", &self.external_id, 200)?;
+        if let Some(r) = &self.resource {
+            if r.kind.is_empty() {
+                return Err(ApiError::bad_field("resource.type", "must not be empty"));
+            }
+            bounded("resource.type", &Some(r.kind.clone()), 100)?;
+            bounded("resource.id", &r.id, 200)?;
+            bounded("resource.name", &r.name, 200)?;
+        }
+        if let Some(o) = &self.result {
+            if o.status != "success" && o.status != "failure" {
+                return Err(ApiError::bad_field(
+                    "result.status",
+                    "must be success or failure",
+                ));
+            }
+            bounded("result.error_code", &o.error_code, 100)?;
+            bounded("result.error_message", &o.error_message, 2000)?;
+        }
+        for (i, c) in self.changes.iter().enumerate() {
+            if c.field.is_empty() || c.field.len() > 200 {
+                return Err(ApiError::bad_field(
+                    format!("changes[{i}].field"),
+                    "1 to 200 bytes",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Append an external event to a project's audit log (`audit:write`).
+#[utoipa::path(post, path = "/api/flightdeck/v1/projects/{project}/audit/events", tag = "audit",
+    params(("project" = String, Path, description = "project slug")),
+    request_body = IngestEvent, responses((status = 201, body = EventDoc)))]
+pub async fn ingest_project(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(project): Path<String>,
+    JsonBody(body): JsonBody<IngestEvent>,
+) -> Result<(StatusCode, Json<Event>), ApiError> {
+    meta::check_slug("project", &project)?;
+    let p = st
+        .project_access(&caller, &project, Scope::AuditWrite)
+        .await?;
+    if let Err(e) = body.validate() {
+        return Err(st.fail(&caller, Some(p.name), None, e).await);
+    }
+    let mut d = st.draft(&caller, Some(p.name), None, None, Ok(StatusCode::CREATED));
+    d.action = body.action;
+    d.event_source = body.event_source;
+    d.event_time = body.event_time;
+    d.external_id = body.external_id;
+    d.resource = body.resource.map(|r| Resource {
+        kind: r.kind,
+        id: r.id,
+        name: r.name,
+    });
+    if let Some(o) = body.result {
+        d.result = audit::Outcome {
+            status: if o.status == "failure" {
+                Status::Failure
+            } else {
+                Status::Success
+            },
+            http_status: o.http_status,
+            error_code: o.error_code,
+            error_message: o.error_message,
+        };
+    }
+    d.request_parameters = body
+        .request_parameters
+        .map(|m| audit::cap_freeform(redact(Value::Object(m))));
+    d.response_elements = body
+        .response_elements
+        .map(|m| audit::cap_freeform(redact(Value::Object(m))));
+    d.changes = body
+        .changes
+        .into_iter()
+        .map(|c| Change {
+            field: c.field,
+            before: redact(c.before),
+            after: redact(c.after),
+        })
+        .collect();
+    let e = st.record_for(&caller, d).await?;
+    Ok((StatusCode::CREATED, Json(e)))
+}
+
+/// Replaces values under secret-looking keys, and anything that looks like
+/// a Flightdeck token, by `[REDACTED]`.
+pub fn redact(v: Value) -> Value {
+    const SECRET_KEYS: [&str; 10] = [
+        "password",
+        "passwd",
+        "secret",
+        "token",
+        "authorization",
+        "api_key",
+        "apikey",
+        "private_key",
+        "credential",
+        "cookie",
+    ];
+    match v {
+        Value::Object(m) => Value::Object(
+            m.into_iter()
+                .map(|(k, v)| {
+                    let lk = k.to_ascii_lowercase();
+                    if SECRET_KEYS.iter().any(|s| lk.contains(s)) {
+                        (k, Value::String("[REDACTED]".into()))
+                    } else {
+                        (k, redact(v))
+                    }
+                })
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.into_iter().map(redact).collect()),
+        Value::String(s) if s.contains(meta::secrets::TOKEN_PREFIX) && looks_like_token(&s) => {
+            Value::String("[REDACTED]".into())
+        }
+        other => other,
+    }
+}
+
+fn looks_like_token(s: &str) -> bool {
+    s.match_indices(meta::secrets::TOKEN_PREFIX).any(|(i, _)| {
+        let rest = &s[i + 3..];
+        rest.chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+            .count()
+            >= 40
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redact_hides_secret_keys_and_token_lookalikes() {
+        let t = meta::secrets::new_token();
+        let v = serde_json::json!({"Password": "x", "nested": [{"api_key": 1}], "note": format!("leaked {t}"), "ok": "fd_short"});
+        let r = redact(v);
+        assert_eq!(r["Password"], "[REDACTED]");
+        assert_eq!(r["nested"][0]["api_key"], "[REDACTED]");
+        assert_eq!(r["note"], "[REDACTED]");
+        assert_eq!(r["ok"], "fd_short");
+    }
+
+    #[test]
+    fn actions_need_three_parts() {
+        assert!(valid_action("ci.deploy.start"));
+        assert!(valid_action("ci.k8s.deployment.rollout"));
+        assert!(!valid_action("deploy"));
+        assert!(!valid_action("ci..start"));
+        assert!(!valid_action("CI.Deploy.Start"));
+    }
+
+    #[test]
+    fn csv_quotes_what_needs_it() {
+        let mut s = String::new();
+        csv_field(&mut s, "a,\"b\"");
+        assert_eq!(s, "\"a,\"\"b\"\"\"");
+    }
+}

@@ -1,0 +1,265 @@
+//! The management API under `/api/flightdeck/v1/`: routes, and the request
+//! extractors that turn malformed input into precise 4xx answers.
+//!
+//! JSON shapes: resources are objects with snake_case fields and RFC 3339
+//! times; lists are `{"<things>": [...], "next_cursor": "..."}` ordered by a
+//! stable key, with `?limit=` (1–1000, default 100) and `?cursor=`.
+
+pub mod audit_api;
+pub mod iam;
+pub mod session;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::header;
+use axum::http::request::Parts;
+use axum::routing::{get, post};
+use serde::de::DeserializeOwned;
+
+use crate::AppState;
+use crate::error::{ApiError, Kind};
+
+/// Every route of the management API.
+pub fn routes(_state: AppState) -> Router<AppState> {
+    let p = crate::auth::API_PREFIX;
+    Router::new()
+        .route(&format!("{p}/openapi.json"), get(crate::openapi::serve))
+        .route(&format!("{p}/auth/login"), post(session::login))
+        .route(&format!("{p}/auth/logout"), post(session::logout))
+        .route(&format!("{p}/auth/whoami"), get(session::whoami))
+        .route(
+            &format!("{p}/projects"),
+            get(iam::list_projects).post(iam::create_project),
+        )
+        .route(
+            &format!("{p}/projects/{{project}}"),
+            get(iam::get_project).patch(iam::update_project),
+        )
+        .route(
+            &format!("{p}/projects/{{project}}/tokens"),
+            get(iam::list_tokens).post(iam::create_token),
+        )
+        .route(
+            &format!("{p}/projects/{{project}}/tokens/{{token_id}}"),
+            get(iam::get_token).delete(iam::revoke_token),
+        )
+        .route(
+            &format!("{p}/projects/{{project}}/members"),
+            get(iam::list_members),
+        )
+        .route(
+            &format!("{p}/projects/{{project}}/members/{{user}}"),
+            axum::routing::put(iam::set_member).delete(iam::remove_member),
+        )
+        .route(
+            &format!("{p}/users"),
+            get(iam::list_users).post(iam::create_user),
+        )
+        .route(
+            &format!("{p}/users/{{user}}"),
+            get(iam::get_user)
+                .patch(iam::update_user)
+                .delete(iam::delete_user),
+        )
+        .route(
+            &format!("{p}/projects/{{project}}/audit/events"),
+            get(audit_api::search_project).post(audit_api::ingest_project),
+        )
+        .route(
+            &format!("{p}/projects/{{project}}/audit/events/{{id}}"),
+            get(audit_api::get_project_event),
+        )
+        .route(
+            &format!("{p}/projects/{{project}}/audit/export"),
+            get(audit_api::export_project),
+        )
+        .route(&format!("{p}/audit/events"), get(audit_api::search_org))
+        .route(
+            &format!("{p}/audit/events/{{id}}"),
+            get(audit_api::get_org_event),
+        )
+        .route(&format!("{p}/audit/export"), get(audit_api::export_org))
+        .fallback(api_not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+}
+
+async fn api_not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::not_found(format!("path {}", uri.path()))
+}
+
+async fn method_not_allowed(method: axum::http::Method) -> ApiError {
+    ApiError::new(
+        Kind::MethodNotAllowed,
+        "method_not_allowed",
+        format!("method {method} is not allowed on this path"),
+    )
+}
+
+/// A JSON body: `Content-Type: application/json`, within the body limit,
+/// no unknown fields; errors name the offending field.
+pub struct JsonBody<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let ct = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let mime = ct.split(';').next().unwrap_or("").trim();
+        if !(mime.eq_ignore_ascii_case("application/json") || mime.ends_with("+json")) {
+            return Err(ApiError::new(
+                Kind::UnsupportedMediaType,
+                "unsupported_media_type",
+                format!("expected Content-Type: application/json, got '{ct}'"),
+            ));
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(
+                    Kind::PayloadTooLarge,
+                    "payload_too_large",
+                    "request body is larger than the configured limit (max_body_bytes)",
+                )
+            } else {
+                ApiError::new(
+                    Kind::BadRequest,
+                    "bad_body",
+                    format!("could not read the request body: {e}"),
+                )
+            }
+        })?;
+        parse_json(&bytes).map(JsonBody)
+    }
+}
+
+/// Parses JSON, naming the path of the first offending field.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let mut err = ApiError::new(
+            Kind::BadRequest,
+            if inner.is_syntax() || inner.is_eof() {
+                "malformed_json"
+            } else {
+                "invalid_field"
+            },
+            if path == "." {
+                format!("invalid JSON body: {inner}")
+            } else {
+                format!("{path}: {inner}")
+            },
+        );
+        if path != "." {
+            err.field = Some(path);
+        }
+        err
+    })
+}
+
+/// Query parameters; unknown parameters and bad values are 400s naming the parameter.
+pub struct Params<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Params<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let q = parts.uri.query().unwrap_or("");
+        let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(q.as_bytes()));
+        serde_path_to_error::deserialize(de)
+            .map(Params)
+            .map_err(|e| {
+                let path = e.path().to_string();
+                let inner = e.into_inner();
+                let mut err = ApiError::new(
+                    Kind::BadRequest,
+                    "invalid_parameter",
+                    if path == "." {
+                        format!("invalid query string: {inner}")
+                    } else {
+                        format!("query parameter {path}: {inner}")
+                    },
+                );
+                if path != "." {
+                    err.field = Some(path);
+                }
+                err
+            })
+    }
+}
+
+/// Formats unix nanoseconds as RFC 3339 (UTC, nanoseconds).
+pub fn rfc3339(ns: i64) -> String {
+    audit::format_time(audit::time_from_ns(ns))
+}
+
+/// Common list parameters.
+#[derive(serde::Deserialize, utoipa::IntoParams, Default)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListParams {
+    /// Page size, 1–1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    pub limit: Option<u32>,
+    /// Opaque cursor from a previous page's `next_cursor`.
+    pub cursor: Option<String>,
+}
+
+impl ListParams {
+    pub fn limit(&self) -> Result<usize, ApiError> {
+        match self.limit {
+            None => Ok(100),
+            Some(n @ 1..=1000) => Ok(n as usize),
+            Some(_) => Err(ApiError::bad_field("limit", "must be between 1 and 1000")),
+        }
+    }
+
+    /// The cursor decoded back into the key it stands for.
+    pub fn after(&self) -> Result<Option<String>, ApiError> {
+        match &self.cursor {
+            None => Ok(None),
+            Some(c) => decode_cursor(c)
+                .map(Some)
+                .ok_or_else(|| ApiError::bad_field("cursor", "not a cursor this API issued")),
+        }
+    }
+}
+
+/// Cursors are the last key of a page, base64url-encoded with a tag, so
+/// that clients treat them as opaque.
+pub fn encode_cursor(key: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("k:{key}"))
+}
+
+fn decode_cursor(c: &str) -> Option<String> {
+    use base64::Engine;
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(c)
+        .ok()?;
+    String::from_utf8(raw)
+        .ok()?
+        .strip_prefix("k:")
+        .map(str::to_string)
+}
+
+/// `next_cursor` for a page fetched with `limit + 1` rows: trims the extra
+/// row and returns the cursor of the last kept one.
+pub fn page<T>(
+    mut rows: Vec<T>,
+    limit: usize,
+    key: impl Fn(&T) -> String,
+) -> (Vec<T>, Option<String>) {
+    if rows.len() > limit {
+        rows.truncate(limit);
+        let next = rows.last().map(|r| encode_cursor(&key(r)));
+        (rows, next)
+    } else {
+        (rows, None)
+    }
+}
