@@ -206,6 +206,8 @@ pub struct EventDraft {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Event {
+    /// `service.resource.verb`, e.g. `iam.token.create`.
+    pub action: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub changes: Vec<Change>,
     pub event_source: String,
@@ -255,6 +257,7 @@ impl Event {
         time: String,
     ) -> Event {
         Event {
+            action: draft.action,
             changes: draft.changes,
             event_source: draft.event_source,
             event_time: draft.event_time,
@@ -371,8 +374,14 @@ mod tests {
         let e = Event::from_draft(draft(), "id".into(), 7, 3, format_time(time_from_ns(0)));
         let b = e.canonical_bytes();
         let s = std::str::from_utf8(&b).unwrap();
-        assert!(s.starts_with(r#"{"event_source":"flightdeck","id":"id","log_index":3,"#), "{s}");
-        assert!(s.contains(r#""request_parameters":{"a":[true,null],"z":1}"#), "{s}");
+        assert!(
+            s.starts_with(r#"{"action":"iam.token.create","event_source":"flightdeck","id":"id","log_index":3,"#),
+            "{s}"
+        );
+        assert!(
+            s.contains(r#""request_parameters":{"a":[true,null],"z":1}"#),
+            "{s}"
+        );
         assert_eq!(Event::from_bytes(&b).unwrap(), e);
     }
 
@@ -381,7 +390,10 @@ mod tests {
         let t = format_time(time_from_ns(1_700_000_000_000_000_001));
         assert_eq!(t, "2023-11-14T22:13:20.000000001Z");
         assert_eq!(parse_time_ns(&t), Some(1_700_000_000_000_000_001));
-        assert_eq!(parse_time_ns("2023-11-14T23:13:20+01:00"), Some(1_700_000_000_000_000_000));
+        assert_eq!(
+            parse_time_ns("2023-11-14T23:13:20+01:00"),
+            Some(1_700_000_000_000_000_000)
+        );
         assert_eq!(parse_time_ns("yesterday"), None);
     }
 

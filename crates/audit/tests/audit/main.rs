@@ -1,0 +1,9 @@
+//! Integration tests of the audit log: one test binary, a module per area
+//! (keeps link time down on a 2-core machine).
+
+mod append;
+mod crash;
+mod faults;
+mod recovery;
+mod search;
+mod support;
