@@ -71,6 +71,7 @@ fn init_tracing(filter: &str) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
 }
 
@@ -89,111 +90,23 @@ pub fn open_stores(data_dir: &Path) -> anyhow::Result<(Arc<meta::Meta>, audit::A
     Ok((Arc::new(meta), audit))
 }
 
-/// Creates the organization, default project, admin user and token on the
-/// very first start, each with its audit event; returns the secrets to show.
-fn bootstrap(
-    meta: &meta::Meta,
-    audit: &audit::AuditLog,
-    org: &str,
-) -> anyhow::Result<Option<(String, String)>> {
-    if meta.read(|tx| tx.organization())?.is_some() {
-        return Ok(None);
-    }
-    let now = now_ns();
-    let b = meta
-        .write(
-            |tx| tx.bootstrap(org, now),
-            |r| {
-                let Ok(b) = r else { return Ok(()) };
-                let ev = |project: Option<&str>, action: &str, kind: &str, id: &str, name: &str| {
-                    audit::EventDraft {
-                        organization: b.organization.name.clone(),
-                        project: project.map(str::to_string),
-                        principal: audit::Principal::system(),
-                        source_ip: None,
-                        user_agent: None,
-                        action: action.into(),
-                        resource: Some(audit::Resource {
-                            kind: kind.into(),
-                            id: Some(id.into()),
-                            name: Some(name.into()),
-                        }),
-                        request_id: None,
-                        result: audit::Outcome {
-                            status: audit::Status::Success,
-                            http_status: None,
-                            error_code: None,
-                            error_message: None,
-                        },
-                        request_parameters: None,
-                        response_elements: None,
-                        changes: vec![],
-                        event_source: "flightdeck".into(),
-                        event_time: None,
-                        external_id: None,
-                    }
-                };
-                for d in [
-                    ev(
-                        None,
-                        "iam.organization.create",
-                        "organization",
-                        &b.organization.id,
-                        &b.organization.name,
-                    ),
-                    ev(
-                        None,
-                        "iam.project.create",
-                        "project",
-                        &b.project.id,
-                        &b.project.name,
-                    ),
-                    ev(None, "iam.user.create", "user", &b.user.id, &b.user.name),
-                    ev(
-                        Some(&b.project.name),
-                        "iam.membership.set",
-                        "membership",
-                        &b.user.id,
-                        &b.user.name,
-                    ),
-                    ev(
-                        Some(&b.project.name),
-                        "iam.token.create",
-                        "token",
-                        &b.token.id,
-                        &b.token.name,
-                    ),
-                ] {
-                    audit.append(d)?;
-                }
-                Ok::<(), audit::AuditError>(())
-            },
-        )
-        .map_err(|e| match e {
-            meta::WriteError::Meta(e) => anyhow::Error::new(e),
-            meta::WriteError::Gate(a) => {
-                anyhow::Error::new(a).context("cannot record the first start in the audit log")
-            }
-        })?;
-    Ok(Some((b.password, b.token_secret)))
-}
-
 fn serve(cfg: config::Config) -> anyhow::Result<()> {
     let (meta, audit) = open_stores(&cfg.data_dir)?;
-    let organization = match bootstrap(&meta, &audit, &cfg.organization)? {
-        Some((password, token)) => {
-            // Shown once, never again: only hashes are stored.
-            let mut out = std::io::stdout().lock();
-            writeln!(out, "admin password: {password}")?;
-            writeln!(out, "admin token: {token}")?;
-            out.flush()?;
-            cfg.organization.clone()
-        }
-        None => meta
-            .read(|tx| tx.organization())?
-            .map(|o| o.name)
-            .unwrap_or(cfg.organization.clone()),
-    };
+    let organization =
+        match server::bootstrap::first_start(&meta, &audit, &cfg.organization, now_ns())? {
+            Some((password, token)) => {
+                // Shown once, never again: only hashes are stored.
+                let mut out = std::io::stdout().lock();
+                writeln!(out, "admin password: {password}")?;
+                writeln!(out, "admin token: {token}")?;
+                out.flush()?;
+                cfg.organization.clone()
+            }
+            None => meta
+                .read(|tx| tx.organization())?
+                .map(|o| o.name)
+                .unwrap_or(cfg.organization.clone()),
+        };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -1,0 +1,13 @@
+//! End-to-end tests: the real server over real HTTP on an ephemeral port.
+//! One test binary with a module per area keeps link time down.
+
+mod harness;
+
+mod cli;
+mod crash;
+mod failures;
+mod isolation;
+mod openapi;
+mod redaction;
+mod sessions;
+mod walkthrough;
