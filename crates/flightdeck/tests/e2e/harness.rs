@@ -51,6 +51,17 @@ pub fn call(
     headers: &[(&str, &str)],
     body: Option<(&str, Vec<u8>)>,
 ) -> Resp {
+    try_call(method, url, headers, body)
+        .unwrap_or_else(|e| panic!("{method} {url}: transport error {e}"))
+}
+
+/// One request; `Err` only for transport errors (refused, reset).
+pub fn try_call(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Option<(&str, Vec<u8>)>,
+) -> Result<Resp, ureq::Error> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(60)))
@@ -67,7 +78,7 @@ pub fn call(
         }
         None => agent.run(b.body(()).unwrap()),
     };
-    let resp = result.unwrap_or_else(|e| panic!("{method} {url}: transport error {e}"));
+    let resp = result?;
     let status = resp.status().as_u16();
     let headers = resp
         .headers()
@@ -80,11 +91,11 @@ pub fn call(
         .limit(1 << 30)
         .read_to_string()
         .unwrap_or_default();
-    Resp {
+    Ok(Resp {
         status,
         headers,
         body,
-    }
+    })
 }
 
 enum Kind {
