@@ -304,7 +304,10 @@ fn tail(
             writeln!(out, "{e}")?;
         }
         out.flush()?;
-        while !no_follow {
+        if no_follow {
+            return Ok(());
+        }
+        loop {
             std::thread::sleep(every);
             let (newer, _) = remote_page(args, &url, "newest", None, 1000)?;
             let floor = seen;
@@ -318,7 +321,6 @@ fn tail(
             }
             out.flush()?;
         }
-        return Ok(());
     }
     let mut seen = 0u64;
     let mut first = true;

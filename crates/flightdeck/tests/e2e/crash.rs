@@ -35,20 +35,20 @@ fn acknowledged_events_survive_sigkill() {
                     let ext = format!("c{cycle}-w{writer}-{i}");
                     if writer == 0 && i % 10 == 1 {
                         let name = format!("p-{cycle}-{i}");
-                        let r = (|| {
+                        let r = {
                             try_call("POST", &format!("{url}{API}/projects"), &[("authorization", &format!("Bearer {admin}"))],
                                 Some(("application/json", json!({"name": name}).to_string().into_bytes())))
-                        })();
+                        };
                         match r {
                             Ok(r) if r.status == 201 => pr.lock().unwrap().push(name),
                             _ => break,
                         }
                         continue;
                     }
-                    let r = (|| {
+                    let r = {
                         try_call("POST", &format!("{url}{API}/projects/default/audit/events"), &[("authorization", &format!("Bearer {token}"))],
                             Some(("application/json", json!({"action": "ci.deploy.start", "event_source": "crash", "external_id": ext}).to_string().into_bytes())))
-                    })();
+                    };
                     match r {
                         Ok(r) if r.status == 201 => {
                             let id = r.json()["id"].as_str().unwrap().to_string();
