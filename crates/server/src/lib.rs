@@ -14,6 +14,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod bootstrap;
 pub mod error;
 pub mod openapi;
 mod ratelimit;
@@ -123,7 +124,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/-/healthy", get(healthy))
         .route("/-/ready", get(ready))
-        .merge(api)
+        .nest(auth::API_PREFIX, api)
         .fallback(not_found)
         .with_state(state)
 }

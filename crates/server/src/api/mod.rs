@@ -22,7 +22,8 @@ use crate::error::{ApiError, Kind};
 
 /// Every route of the management API.
 pub fn routes(_state: AppState) -> Router<AppState> {
-    let p = crate::auth::API_PREFIX;
+    // Paths relative to API_PREFIX: the router is nested there.
+    let p = "";
     Router::new()
         .route(&format!("{p}/openapi.json"), get(crate::openapi::serve))
         .route(&format!("{p}/auth/login"), post(session::login))
