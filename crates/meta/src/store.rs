@@ -131,12 +131,15 @@ pub fn check_user_name(s: &str) -> Result<(), MetaError> {
     }
 }
 
-/// Checks a new password's length (8–1024 bytes).
+/// Checks a new password's length: 8–1024 characters (Unicode scalar
+/// values, as the API's JSON Schema `minLength`/`maxLength` count them; a
+/// byte count would let four two-byte characters pass as "8 long").
 pub fn check_password(p: &str) -> Result<(), MetaError> {
-    if p.len() < 8 || p.len() > 1024 {
+    let n = p.chars().count();
+    if !(8..=1024).contains(&n) {
         return Err(MetaError::Invalid {
             field: "password",
-            message: "passwords are 8 to 1024 bytes long".into(),
+            message: "passwords are 8 to 1024 characters long".into(),
         });
     }
     Ok(())
@@ -945,6 +948,16 @@ mod tests {
         }
         for good in ["a", "shop-1", "default"] {
             assert!(check_slug("name", good).is_ok(), "{good}");
+        }
+    }
+
+    #[test]
+    fn password_length_counts_characters() {
+        for bad in ["1234567", "éééé", &"é".repeat(1025)] {
+            assert!(check_password(bad).is_err(), "{bad}");
+        }
+        for good in ["12345678", &"é".repeat(8), &"é".repeat(1024)] {
+            assert!(check_password(good).is_ok(), "{good}");
         }
     }
 }

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use audit::{AuthMethod, Change, EventDraft, Outcome, Principal, PrincipalKind, Resource, Status};
-use axum::extract::{ConnectInfo, FromRequestParts, MatchedPath, Request, State};
+use axum::extract::{ConnectInfo, FromRequestParts, MatchedPath, OriginalUri, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::Next;
@@ -272,7 +272,14 @@ pub async fn layer(State(st): State<AppState>, mut req: Request, next: Next) -> 
         source_ip,
         user_agent: header_str(req.headers(), header::USER_AGENT),
         action: action_of(&method, route.as_deref()),
-        path_project: project_segment(route.as_deref(), req.uri().path()),
+        // The full path: under `nest`, `req.uri()` has the prefix stripped
+        // while the matched route keeps it.
+        path_project: project_segment(
+            route.as_deref(),
+            req.extensions()
+                .get::<OriginalUri>()
+                .map_or(req.uri().path(), |u| u.0.path()),
+        ),
         method: method.clone(),
         route: route.clone(),
         recorded: Arc::new(AtomicBool::new(false)),
@@ -445,7 +452,7 @@ async fn catch_all(st: &AppState, caller: &Caller, resp: Response) -> Response {
             .and_then(|v| v["error"]["code"].as_str().map(str::to_string));
         let message = parsed
             .as_ref()
-            .and_then(|v| v["error"]["message"].as_str().map(str::to_string));
+            .and_then(|v| v["error"]["message"].as_str().map(cap_message));
         Some((code, message))
     };
     // Only name a project whose existence the caller may learn.
@@ -466,6 +473,17 @@ async fn catch_all(st: &AppState, caller: &Caller, resp: Response) -> Response {
         Ok(_) => Response::from_parts(parts, axum::body::Body::from(bytes)),
         Err(e) => e.into_response(),
     }
+}
+
+/// Longest `result.error_message` an audit event carries, in characters
+/// (the documented `maxLength`). Error messages may quote the input (an
+/// unknown field name, say), which must not make the event too large to
+/// record.
+pub const MAX_ERROR_MESSAGE_CHARS: usize = 2000;
+
+/// An error message cut to [`MAX_ERROR_MESSAGE_CHARS`].
+pub fn cap_message(m: &str) -> String {
+    m.chars().take(MAX_ERROR_MESSAGE_CHARS).collect()
 }
 
 /// Runs metadata work on a blocking thread.
@@ -508,7 +526,7 @@ impl AppState {
                 status: Status::Failure,
                 http_status: Some(e.status().as_u16()),
                 error_code: Some(e.code.to_string()),
-                error_message: Some(e.message.clone()),
+                error_message: Some(cap_message(&e.message)),
             },
         };
         EventDraft {
@@ -543,19 +561,25 @@ impl AppState {
         );
         match rx.await {
             Ok(Ok(e)) => Ok(e),
+            // Too large to record: nothing was written, and a smaller
+            // event saying so still can be (the error is not "audited").
+            Ok(Err(e @ audit::AuditError::EventTooLarge { .. })) => Err(ApiError::from(e)),
             Ok(Err(e)) => Err(ApiError::from(e).audited()),
             Err(_) => Err(ApiError::audit_unavailable("the audit writer stopped").audited()),
         }
     }
 
-    /// Appends the event of `caller`'s request and notes that it has one.
+    /// Appends the event of `caller`'s request and notes that it has one
+    /// (unless it could not be written and another may still be).
     pub async fn record_for(
         &self,
         caller: &Caller,
         draft: EventDraft,
     ) -> Result<audit::Event, ApiError> {
         let r = self.record(draft).await;
-        caller.req.recorded.store(true, Ordering::SeqCst);
+        if r.as_ref().map_or_else(|e| e.audited, |_| true) {
+            caller.req.recorded.store(true, Ordering::SeqCst);
+        }
         r
     }
 
@@ -710,7 +734,7 @@ impl AppState {
                             status: Status::Failure,
                             http_status: Some(api.status().as_u16()),
                             error_code: Some(api.code.to_string()),
-                            error_message: Some(api.message),
+                            error_message: Some(cap_message(&api.message)),
                         };
                     }
                 }
@@ -721,6 +745,11 @@ impl AppState {
         match r {
             Ok(v) => Ok(v),
             Err(WriteError::Meta(e)) => Err(ApiError::from(e).audited()),
+            Err(WriteError::Gate(a @ audit::AuditError::EventTooLarge { .. })) => {
+                // Nothing was written: let the catch-all record a smaller event.
+                caller.req.recorded.store(false, Ordering::SeqCst);
+                Err(ApiError::from(a))
+            }
             Err(WriteError::Gate(a)) => Err(ApiError::from(a).audited()),
         }
     }
@@ -835,4 +864,31 @@ pub fn error_json(kind: Kind, code: &str, message: &str) -> Response {
         }),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn project_segment_reads_the_full_path() {
+        let route = Some("/api/flightdeck/v1/projects/{project}/tokens");
+        assert_eq!(
+            project_segment(route, "/api/flightdeck/v1/projects/shop/tokens").as_deref(),
+            Some("shop")
+        );
+        assert_eq!(
+            project_segment(Some("/api/flightdeck/v1/users"), "/api/flightdeck/v1/users"),
+            None
+        );
+    }
+
+    #[test]
+    fn long_error_messages_are_capped() {
+        assert_eq!(
+            cap_message(&"é".repeat(5000)).chars().count(),
+            MAX_ERROR_MESSAGE_CHARS
+        );
+        assert_eq!(cap_message("short"), "short");
+    }
 }

@@ -9,10 +9,11 @@ use std::sync::OnceLock;
 
 use axum::Json;
 use utoipa::OpenApi;
-use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, RefOr, ResponseBuilder};
 
 use crate::api::{audit_api, iam, session};
+use crate::auth::SESSION_COOKIE;
 use crate::error::{ErrorBody, ErrorDetail};
 
 #[derive(OpenApi)]
@@ -34,7 +35,7 @@ use crate::error::{ErrorBody, ErrorDetail};
         audit_api::ingest_project,
     ),
     components(schemas(ErrorBody, ErrorDetail)),
-    security(("bearer" = []), ("basic" = [])),
+    security(("bearer" = []), ("basic" = []), ("session" = [])),
 )]
 struct ApiDoc;
 
@@ -74,6 +75,10 @@ pub fn document() -> &'static utoipa::openapi::OpenApi {
         comps.add_security_scheme(
             "basic",
             SecurityScheme::Http(Http::new(HttpAuthScheme::Basic)),
+        );
+        comps.add_security_scheme(
+            "session",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new(SESSION_COOKIE))),
         );
         for item in doc.paths.paths.values_mut() {
             for op in [
@@ -115,4 +120,185 @@ pub fn document() -> &'static utoipa::openapi::OpenApi {
 /// `GET /api/flightdeck/v1/openapi.json`.
 pub async fn serve() -> Json<&'static utoipa::openapi::OpenApi> {
     Json(document())
+}
+
+#[cfg(test)]
+mod tests {
+    use audit::{Change, Event, EventDraft, Outcome, Principal, Resource, Status};
+    use serde_json::{Value, json};
+
+    fn doc() -> Value {
+        serde_json::to_value(super::document()).unwrap()
+    }
+
+    /// Checks the parts of JSON Schema the fuzzer trips on most: required
+    /// properties present, no undeclared ones where they are closed, and
+    /// the basic type of each value.
+    fn conforms(doc: &Value, schema: &Value, v: &Value, at: &str) -> Result<(), String> {
+        if let Some(r) = schema["$ref"].as_str() {
+            let name = r.rsplit('/').next().unwrap();
+            return conforms(doc, &doc["components"]["schemas"][name], v, at);
+        }
+        let types: Vec<&str> = match &schema["type"] {
+            Value::String(t) => vec![t.as_str()],
+            Value::Array(ts) => ts.iter().filter_map(Value::as_str).collect(),
+            _ => vec![],
+        };
+        let actual = match v {
+            Value::Null => "null",
+            Value::Bool(_) => "boolean",
+            Value::Number(n) if n.is_f64() => "number",
+            Value::Number(_) => "integer",
+            Value::String(_) => "string",
+            Value::Array(_) => "array",
+            Value::Object(_) => "object",
+        };
+        let documented = types.is_empty()
+            || types.contains(&actual)
+            || (actual == "integer" && types.contains(&"number"));
+        if !documented {
+            return Err(format!("{at}: {actual}, documented {types:?}"));
+        }
+        if let Value::Object(m) = v {
+            for r in schema["required"].as_array().into_iter().flatten() {
+                let r = r.as_str().unwrap();
+                if !m.contains_key(r) {
+                    return Err(format!("{at}: required '{r}' missing"));
+                }
+            }
+            let props = schema["properties"].as_object();
+            for (k, x) in m {
+                match props.and_then(|p| p.get(k)) {
+                    Some(s) => conforms(doc, s, x, &format!("{at}.{k}"))?,
+                    None if props.is_some() => {
+                        return Err(format!("{at}: '{k}' is not documented"));
+                    }
+                    None => {}
+                }
+            }
+        }
+        if let (Value::Array(xs), Some(items)) = (v, schema.get("items")) {
+            for (i, x) in xs.iter().enumerate() {
+                conforms(doc, items, x, &format!("{at}[{i}]"))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn check_event(draft: EventDraft) {
+        let e = Event::from_draft(
+            draft,
+            "id".into(),
+            1,
+            0,
+            audit::format_time(audit::time_from_ns(0)),
+        );
+        let d = doc();
+        let v = serde_json::to_value(&e).unwrap();
+        conforms(
+            &d,
+            &json!({"$ref": "#/components/schemas/Event"}),
+            &v,
+            "event",
+        )
+        .unwrap();
+    }
+
+    fn minimal() -> EventDraft {
+        EventDraft {
+            organization: "org".into(),
+            project: None,
+            principal: Principal::system(),
+            source_ip: None,
+            user_agent: None,
+            action: "iam.token.expire".into(),
+            resource: None,
+            request_id: None,
+            result: Outcome {
+                status: Status::Success,
+                http_status: None,
+                error_code: None,
+                error_message: None,
+            },
+            request_parameters: None,
+            response_elements: None,
+            changes: vec![],
+            event_source: "flightdeck".into(),
+            event_time: None,
+            external_id: None,
+        }
+    }
+
+    #[test]
+    fn minimal_event_matches_the_documented_schema() {
+        check_event(minimal());
+    }
+
+    #[test]
+    fn full_event_matches_the_documented_schema() {
+        check_event(EventDraft {
+            project: Some("default".into()),
+            source_ip: Some("127.0.0.1".into()),
+            user_agent: Some("curl".into()),
+            resource: Some(Resource {
+                kind: "token".into(),
+                id: Some("t".into()),
+                name: Some("n".into()),
+            }),
+            request_id: Some("r".into()),
+            result: Outcome {
+                status: Status::Failure,
+                http_status: Some(400),
+                error_code: Some("invalid_field".into()),
+                error_message: Some("bad".into()),
+            },
+            request_parameters: Some(json!({"a": 1})),
+            response_elements: Some(json!({"id": "x"})),
+            changes: vec![
+                Change {
+                    field: "status".into(),
+                    before: "active".into(),
+                    after: "revoked".into(),
+                },
+                Change {
+                    field: "role".into(),
+                    before: Value::Null,
+                    after: json!(["any", 1, true]),
+                },
+            ],
+            event_time: Some("2026-01-01T00:00:00Z".into()),
+            external_id: Some("x".into()),
+            ..minimal()
+        });
+    }
+
+    #[test]
+    fn scopes_document_every_known_scope() {
+        let d = doc();
+        let documented: Vec<&str> = d["components"]["schemas"]["Scope"]["enum"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_str().unwrap())
+            .collect();
+        let known: Vec<&str> = meta::Scope::ALL.iter().map(|s| s.as_str()).collect();
+        assert_eq!(documented, known);
+    }
+
+    #[test]
+    fn search_and_export_document_only_what_they_accept() {
+        let d = doc();
+        let names = |path: &str| -> Vec<String> {
+            d["paths"][path]["get"]["parameters"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p["name"].as_str().unwrap().to_string())
+                .collect()
+        };
+        let search = names("/api/flightdeck/v1/audit/events");
+        let export = names("/api/flightdeck/v1/audit/export");
+        assert!(search.contains(&"limit".into()) && !search.contains(&"format".into()));
+        assert!(export.contains(&"format".into()) && !export.contains(&"limit".into()));
+    }
 }

@@ -9,7 +9,7 @@
 use audit::{Change, Event, LogKey, Order, PrincipalKind, Query, Resource, Status};
 use axum::Json;
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use meta::Scope;
@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
-use super::{JsonBody, Params};
+use super::{JsonBody, Params, PathParams, ProjectPath};
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::ApiError;
@@ -54,10 +54,13 @@ pub struct EventDoc {
     #[schema(nullable = false)]
     request_id: Option<String>,
     result: OutcomeDoc,
-    #[schema(value_type = Object, nullable = false)]
+    /// Absent when there were none (like every optional field here).
+    #[schema(value_type = Object, nullable = false, required = false)]
     request_parameters: Option<Value>,
-    #[schema(value_type = Object, nullable = false)]
+    #[schema(value_type = Object, nullable = false, required = false)]
     response_elements: Option<Value>,
+    /// Absent when empty.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     changes: Vec<ChangeDoc>,
     /// `flightdeck`, or what an external submitter named itself.
     event_source: String,
@@ -83,9 +86,12 @@ pub struct PrincipalDoc {
     auth_method: Option<String>,
 }
 
-#[derive(Serialize, Deserialize, ToSchema)]
+/// What an event is about. Events the server records itself may carry any
+/// text here (e.g. a rejected name, as sent); see [`IngestResource`] for
+/// what submitters may send.
+#[derive(Serialize, ToSchema)]
 #[schema(as = Resource)]
-#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
 pub struct ResourceDoc {
     #[serde(rename = "type")]
     #[schema(min_length = 1, max_length = 100)]
@@ -96,20 +102,54 @@ pub struct ResourceDoc {
     name: Option<String>,
 }
 
-#[derive(Serialize, Deserialize, ToSchema)]
+/// How an action ended.
+#[derive(Serialize, ToSchema)]
 #[schema(as = Outcome)]
-#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
 pub struct OutcomeDoc {
     /// `success` or `failure`.
     #[schema(pattern = "^(success|failure)$")]
     status: String,
-    #[schema(nullable = false)]
-    #[serde(default)]
+    #[schema(nullable = false, minimum = 100, maximum = 599)]
     http_status: Option<u16>,
     #[schema(nullable = false, max_length = 100)]
-    #[serde(default)]
     error_code: Option<String>,
     #[schema(nullable = false, max_length = 2000)]
+    error_message: Option<String>,
+}
+
+/// The resource of a submitted event: text without control characters.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IngestResource {
+    #[serde(rename = "type")]
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$"
+    )]
+    kind: String,
+    #[schema(max_length = 200, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$")]
+    id: Option<String>,
+    #[schema(max_length = 200, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$")]
+    name: Option<String>,
+}
+
+/// The outcome of a submitted event.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IngestOutcome {
+    /// `success` or `failure`.
+    #[schema(pattern = "^(success|failure)$")]
+    status: String,
+    /// An HTTP status, 100–599.
+    #[schema(minimum = 100, maximum = 599)]
+    #[serde(default, deserialize_with = "http_status")]
+    http_status: Option<u16>,
+    #[schema(max_length = 100, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$")]
+    #[serde(default)]
+    error_code: Option<String>,
+    #[schema(max_length = 2000, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$")]
     #[serde(default)]
     error_message: Option<String>,
 }
@@ -120,10 +160,10 @@ pub struct OutcomeDoc {
 pub struct ChangeDoc {
     #[schema(min_length = 1, max_length = 200)]
     field: String,
-    #[schema(value_type = Object)]
+    /// Any JSON value (absent: null).
     #[serde(default)]
     before: Value,
-    #[schema(value_type = Object)]
+    /// Any JSON value (absent: null).
     #[serde(default)]
     after: Value,
 }
@@ -135,53 +175,116 @@ pub struct EventPage {
     pub next_cursor: Option<String>,
 }
 
-/// Filters of audit search and export.
-#[derive(Deserialize, IntoParams, Default)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct AuditParams {
-    /// Principal id (user id, token id, `system`).
-    pub principal_id: Option<String>,
-    /// `user`, `token`, `system` or `anonymous`.
-    #[param(pattern = "^(user|token|system|anonymous)$")]
-    pub principal_type: Option<String>,
-    /// Exact action, e.g. `iam.token.create`.
-    pub action: Option<String>,
-    /// Action prefix, e.g. `iam.token.`.
-    pub action_prefix: Option<String>,
-    pub resource_type: Option<String>,
-    pub resource_id: Option<String>,
-    /// `success` or `failure`.
-    #[param(pattern = "^(success|failure)$")]
-    pub result: Option<String>,
-    pub source_ip: Option<String>,
-    /// RFC 3339 time, inclusive.
-    #[param(format = DateTime)]
-    pub from: Option<String>,
-    /// RFC 3339 time, exclusive.
-    #[param(format = DateTime)]
-    pub to: Option<String>,
-    /// Case-insensitive text anywhere in the event.
-    pub q: Option<String>,
-    /// `newest` (default) or `oldest` first.
-    #[param(pattern = "^(newest|oldest)$")]
-    pub order: Option<String>,
-    /// Opaque cursor from a previous page's `next_cursor`.
-    pub cursor: Option<String>,
-    /// Page size, 1–1000 (default 100; search only).
-    #[param(minimum = 1, maximum = 1000)]
-    pub limit: Option<u32>,
-    /// Export format: `ndjson` (default) or `csv` (export only).
-    #[param(pattern = "^(ndjson|csv)$")]
-    pub format: Option<String>,
+/// Declares a query-parameter struct with the filters audit search and
+/// export share, plus the given extra fields, so that each endpoint
+/// documents (and accepts) exactly the parameters it takes.
+macro_rules! audit_params {
+    ($(#[$attr:meta])* $name:ident { $($extra:tt)* }) => {
+        $(#[$attr])*
+        #[derive(Deserialize, IntoParams, Default)]
+        #[serde(deny_unknown_fields)]
+        #[into_params(parameter_in = Query)]
+        pub struct $name {
+            /// Principal id (user id, token id, `system`).
+            pub principal_id: Option<String>,
+            /// `user`, `token`, `system` or `anonymous`.
+            #[param(pattern = "^(user|token|system|anonymous)$")]
+            pub principal_type: Option<String>,
+            /// Exact action, e.g. `iam.token.create`.
+            pub action: Option<String>,
+            /// Action prefix, e.g. `iam.token.`.
+            pub action_prefix: Option<String>,
+            pub resource_type: Option<String>,
+            pub resource_id: Option<String>,
+            /// `success` or `failure`.
+            #[param(pattern = "^(success|failure)$")]
+            pub result: Option<String>,
+            pub source_ip: Option<String>,
+            /// RFC 3339 time, inclusive.
+            #[param(format = DateTime)]
+            pub from: Option<String>,
+            /// RFC 3339 time, exclusive.
+            #[param(format = DateTime)]
+            pub to: Option<String>,
+            /// Case-insensitive text anywhere in the event.
+            pub q: Option<String>,
+            /// `newest` (default) or `oldest` first.
+            #[param(pattern = "^(newest|oldest)$")]
+            pub order: Option<String>,
+            $($extra)*
+        }
+
+        impl $name {
+            /// The filters as a query of `log`; `cursor` and `limit` are
+            /// the page to fetch (search only).
+            fn filters(
+                &self,
+                log: LogKey,
+                cursor: Option<String>,
+                limit: usize,
+            ) -> Result<Query, ApiError> {
+                Filters {
+                    principal_id: &self.principal_id,
+                    principal_type: &self.principal_type,
+                    action: &self.action,
+                    action_prefix: &self.action_prefix,
+                    resource_type: &self.resource_type,
+                    resource_id: &self.resource_id,
+                    result: &self.result,
+                    source_ip: &self.source_ip,
+                    from: &self.from,
+                    to: &self.to,
+                    q: &self.q,
+                    order: &self.order,
+                }
+                .query(log, cursor, limit)
+            }
+        }
+    };
 }
 
-impl AuditParams {
-    fn query(&self, log: LogKey) -> Result<Query, ApiError> {
+audit_params! {
+    /// Parameters of audit search.
+    SearchParams {
+        /// Opaque cursor from a previous page's `next_cursor` (empty: the first page).
+        pub cursor: Option<String>,
+        /// Page size, 1–1000 (default 100).
+        #[param(minimum = 1, maximum = 1000)]
+        pub limit: Option<u32>,
+    }
+}
+
+audit_params! {
+    /// Parameters of audit export (which streams every match: no paging).
+    ExportParams {
+        /// `ndjson` (default) or `csv`.
+        #[param(pattern = "^(ndjson|csv)$")]
+        pub format: Option<String>,
+    }
+}
+
+/// The filters both parameter structs share, borrowed.
+struct Filters<'a> {
+    principal_id: &'a Option<String>,
+    principal_type: &'a Option<String>,
+    action: &'a Option<String>,
+    action_prefix: &'a Option<String>,
+    resource_type: &'a Option<String>,
+    resource_id: &'a Option<String>,
+    result: &'a Option<String>,
+    source_ip: &'a Option<String>,
+    from: &'a Option<String>,
+    to: &'a Option<String>,
+    q: &'a Option<String>,
+    order: &'a Option<String>,
+}
+
+impl Filters<'_> {
+    fn query(&self, log: LogKey, cursor: Option<String>, limit: usize) -> Result<Query, ApiError> {
         let time = |field: &str, v: &Option<String>| -> Result<Option<i64>, ApiError> {
             v.as_ref()
                 .map(|t| {
-                    audit::parse_time_ns(t).ok_or_else(|| {
+                    super::parse_time_ns_clamped(t).ok_or_else(|| {
                         ApiError::bad_field(
                             field,
                             "not an RFC 3339 time (e.g. 2026-11-26T09:00:00Z)",
@@ -214,13 +317,8 @@ impl AuditParams {
             Some("oldest") => Order::OldestFirst,
             Some(_) => return Err(ApiError::bad_field("order", "must be newest or oldest")),
         };
-        let limit = match self.limit {
-            None => 100,
-            Some(n @ 1..=1000) => n as usize,
-            Some(_) => return Err(ApiError::bad_field("limit", "must be between 1 and 1000")),
-        };
-        let from_ns = time("from", &self.from)?;
-        let to_ns = time("to", &self.to)?;
+        let from_ns = time("from", self.from)?;
+        let to_ns = time("to", self.to)?;
         if let (Some(f), Some(t)) = (from_ns, to_ns)
             && f > t
         {
@@ -240,9 +338,22 @@ impl AuditParams {
             to_ns,
             text: self.q.clone().filter(|s| !s.is_empty()),
             order,
-            cursor: self.cursor.clone(),
+            cursor,
             limit,
         })
+    }
+}
+
+impl SearchParams {
+    fn query(&self, log: LogKey) -> Result<Query, ApiError> {
+        let limit = match self.limit {
+            None => 100,
+            Some(n @ 1..=1000) => n as usize,
+            Some(_) => return Err(ApiError::bad_field("limit", "must be between 1 and 1000")),
+        };
+        // An empty cursor is the first page, as if none was sent.
+        let cursor = self.cursor.clone().filter(|c| !c.is_empty());
+        self.filters(log, cursor, limit)
     }
 }
 
@@ -259,43 +370,30 @@ async fn search(st: &AppState, q: Query) -> Result<Json<EventPage>, ApiError> {
     }))
 }
 
-fn reject_format(p: &AuditParams) -> Result<(), ApiError> {
-    if p.format.is_some() {
-        return Err(ApiError::bad_field(
-            "format",
-            "only the export endpoint takes a format",
-        ));
-    }
-    Ok(())
-}
-
 /// Search a project's audit events (newest first by default).
 #[utoipa::path(get, path = "/api/flightdeck/v1/projects/{project}/audit/events", tag = "audit",
-    params(("project" = String, Path, description = "project slug"), AuditParams),
+    params(ProjectPath, SearchParams),
     responses((status = 200, body = EventPage)))]
 pub async fn search_project(
     State(st): State<AppState>,
     caller: Caller,
-    Path(project): Path<String>,
-    Params(p): Params<AuditParams>,
+    PathParams(project): PathParams<String>,
+    Params(p): Params<SearchParams>,
 ) -> Result<Json<EventPage>, ApiError> {
     meta::check_slug("project", &project)?;
-    let q = p.query(LogKey::Project(project.clone()));
-    reject_format(&p)?;
-    let q = q?;
+    let q = p.query(LogKey::Project(project.clone()))?;
     audit_read(&st, &caller, &project).await?;
     search(&st, q).await
 }
 
 /// Search organization-level audit events (organization admins).
-#[utoipa::path(get, path = "/api/flightdeck/v1/audit/events", tag = "audit", params(AuditParams),
+#[utoipa::path(get, path = "/api/flightdeck/v1/audit/events", tag = "audit", params(SearchParams),
     responses((status = 200, body = EventPage)))]
 pub async fn search_org(
     State(st): State<AppState>,
     caller: Caller,
-    Params(p): Params<AuditParams>,
+    Params(p): Params<SearchParams>,
 ) -> Result<Json<EventPage>, ApiError> {
-    reject_format(&p)?;
     let q = p.query(LogKey::Organization)?;
     st.org_access(&caller, Scope::AuditRead).await?;
     search(&st, q).await
@@ -331,12 +429,12 @@ async fn get_event(st: &AppState, log: LogKey, id: String) -> Result<Json<Event>
 
 /// One audit event of a project, by id.
 #[utoipa::path(get, path = "/api/flightdeck/v1/projects/{project}/audit/events/{id}", tag = "audit",
-    params(("project" = String, Path, description = "project slug"), ("id" = String, Path, description = "event id")),
+    params(ProjectPath, ("id" = String, Path, description = "event id")),
     responses((status = 200, body = EventDoc)))]
 pub async fn get_project_event(
     State(st): State<AppState>,
     caller: Caller,
-    Path((project, id)): Path<(String, String)>,
+    PathParams((project, id)): PathParams<(String, String)>,
 ) -> Result<Json<Event>, ApiError> {
     meta::check_slug("project", &project)?;
     audit_read(&st, &caller, &project).await?;
@@ -350,7 +448,7 @@ pub async fn get_project_event(
 pub async fn get_org_event(
     State(st): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
 ) -> Result<Json<Event>, ApiError> {
     st.org_access(&caller, Scope::AuditRead).await?;
     get_event(&st, LogKey::Organization, id).await
@@ -432,7 +530,7 @@ async fn export(
     st: &AppState,
     caller: &Caller,
     project: Option<String>,
-    p: AuditParams,
+    p: ExportParams,
     log: LogKey,
 ) -> Result<Response, ApiError> {
     let csv = match p.format.as_deref() {
@@ -440,13 +538,7 @@ async fn export(
         Some("csv") => true,
         Some(_) => return Err(ApiError::bad_field("format", "must be ndjson or csv")),
     };
-    if p.cursor.is_some() || p.limit.is_some() {
-        return Err(ApiError::bad_field(
-            "limit",
-            "export streams every match: cursor and limit do not apply",
-        ));
-    }
-    let q = p.query(log)?;
+    let q = p.filters(log, None, audit::DEFAULT_LIMIT)?;
     // Exports are recorded: who took which slice of the trail out.
     let params = serde_json::json!({
         "format": if csv { "csv" } else { "ndjson" },
@@ -505,14 +597,14 @@ async fn export(
 
 /// Export a project's matching events, streamed, as NDJSON (one canonical event per line) or CSV.
 #[utoipa::path(get, path = "/api/flightdeck/v1/projects/{project}/audit/export", tag = "audit",
-    params(("project" = String, Path, description = "project slug"), AuditParams),
-    responses((status = 200, content_type = "application/x-ndjson", body = String,
-        description = "NDJSON events, or CSV with format=csv")))]
+    params(ProjectPath, ExportParams),
+    responses((status = 200, content((String = "application/x-ndjson"), (String = "text/csv")),
+        description = "NDJSON events (one canonical event per line), or CSV with format=csv")))]
 pub async fn export_project(
     State(st): State<AppState>,
     caller: Caller,
-    Path(project): Path<String>,
-    Params(p): Params<AuditParams>,
+    PathParams(project): PathParams<String>,
+    Params(p): Params<ExportParams>,
 ) -> Result<Response, ApiError> {
     meta::check_slug("project", &project)?;
     audit_read(&st, &caller, &project).await?;
@@ -527,13 +619,13 @@ pub async fn export_project(
 }
 
 /// Export organization-level events, streamed (organization admins).
-#[utoipa::path(get, path = "/api/flightdeck/v1/audit/export", tag = "audit", params(AuditParams),
-    responses((status = 200, content_type = "application/x-ndjson", body = String,
-        description = "NDJSON events, or CSV with format=csv")))]
+#[utoipa::path(get, path = "/api/flightdeck/v1/audit/export", tag = "audit", params(ExportParams),
+    responses((status = 200, content((String = "application/x-ndjson"), (String = "text/csv")),
+        description = "NDJSON events (one canonical event per line), or CSV with format=csv")))]
 pub async fn export_org(
     State(st): State<AppState>,
     caller: Caller,
-    Params(p): Params<AuditParams>,
+    Params(p): Params<ExportParams>,
 ) -> Result<Response, ApiError> {
     st.org_access(&caller, Scope::AuditRead).await?;
     export(&st, &caller, None, p, LogKey::Organization).await
@@ -550,25 +642,45 @@ pub struct IngestEvent {
     #[schema(pattern = "^[a-z0-9_-]{1,64}(\\.[a-z0-9_-]{1,64}){2,5}$")]
     pub action: String,
     /// Who reports it, e.g. `ci.github-actions`.
-    #[schema(min_length = 1, max_length = 100)]
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$"
+    )]
     pub event_source: String,
     /// When it happened, per the submitter (RFC 3339).
-    #[schema(format = DateTime, nullable = false)]
+    #[schema(format = DateTime)]
     pub event_time: Option<String>,
     /// The submitter's own id for the event.
-    #[schema(nullable = false, max_length = 200)]
+    #[schema(max_length = 200, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$")]
     pub external_id: Option<String>,
-    #[schema(nullable = false)]
-    pub resource: Option<ResourceDoc>,
+    pub resource: Option<IngestResource>,
     /// Defaults to success.
-    #[schema(nullable = false)]
-    pub result: Option<OutcomeDoc>,
-    #[schema(value_type = Object, nullable = false)]
+    pub result: Option<IngestOutcome>,
+    #[schema(value_type = Object, nullable, required = false)]
     pub request_parameters: Option<serde_json::Map<String, Value>>,
-    #[schema(value_type = Object, nullable = false)]
+    #[schema(value_type = Object, nullable, required = false)]
     pub response_elements: Option<serde_json::Map<String, Value>>,
     #[serde(default)]
     pub changes: Vec<ChangeDoc>,
+}
+
+/// An HTTP status as a JSON integer. `105.0` is one too (JSON Schema's
+/// `integer` is any number without a fraction), which serde's `u16` refuses.
+fn http_status<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u16>, D::Error> {
+    use serde::de::Error;
+    let Some(n) = Option::<serde_json::Number>::deserialize(d)? else {
+        return Ok(None);
+    };
+    let whole = n.as_u64().or_else(|| {
+        n.as_f64()
+            .filter(|f| f.fract() == 0.0 && (0.0..=65535.0).contains(f))
+            .map(|f| f as u64)
+    });
+    whole
+        .and_then(|u| u16::try_from(u).ok())
+        .map(Some)
+        .ok_or_else(|| D::Error::custom(format!("expected an HTTP status (100 to 599), got {n}")))
 }
 
 fn valid_action(a: &str) -> bool {
@@ -582,9 +694,14 @@ fn valid_action(a: &str) -> bool {
         })
 }
 
+/// At most `max` characters (as JSON Schema's `maxLength` counts them), no
+/// control characters.
 fn bounded(field: &str, v: &Option<String>, max: usize) -> Result<(), ApiError> {
     match v {
-        Some(s) if s.len() > max => Err(ApiError::bad_field(field, format!("at most {max} bytes"))),
+        Some(s) if s.chars().count() > max => Err(ApiError::bad_field(
+            field,
+            format!("at most {max} characters"),
+        )),
         Some(s) if s.chars().any(char::is_control) => Err(ApiError::bad_field(
             field,
             "control characters are not allowed",
@@ -601,12 +718,12 @@ impl IngestEvent {
                 "use service.resource.verb: 3 to 6 dot-separated parts of a-z, 0-9, '_' or '-'",
             ));
         }
-        if self.event_source.is_empty() || self.event_source.len() > 100 {
-            return Err(ApiError::bad_field("event_source", "1 to 100 bytes"));
+        if self.event_source.is_empty() {
+            return Err(ApiError::bad_field("event_source", "must not be empty"));
         }
         bounded("event_source", &Some(self.event_source.clone()), 100)?;
         if let Some(t) = &self.event_time
-            && audit::parse_time_ns(t).is_none()
+            && super::parse_time(t).is_none()
         {
             return Err(ApiError::bad_field("event_time", "not an RFC 3339 time"));
         }
@@ -626,14 +743,20 @@ impl IngestEvent {
                     "must be success or failure",
                 ));
             }
+            if o.http_status.is_some_and(|c| !(100..=599).contains(&c)) {
+                return Err(ApiError::bad_field(
+                    "result.http_status",
+                    "an HTTP status, 100 to 599",
+                ));
+            }
             bounded("result.error_code", &o.error_code, 100)?;
             bounded("result.error_message", &o.error_message, 2000)?;
         }
         for (i, c) in self.changes.iter().enumerate() {
-            if c.field.is_empty() || c.field.len() > 200 {
+            if c.field.is_empty() || c.field.chars().count() > 200 {
                 return Err(ApiError::bad_field(
                     format!("changes[{i}].field"),
-                    "1 to 200 bytes",
+                    "1 to 200 characters",
                 ));
             }
         }
@@ -643,12 +766,12 @@ impl IngestEvent {
 
 /// Append an external event to a project's audit log (`audit:write`).
 #[utoipa::path(post, path = "/api/flightdeck/v1/projects/{project}/audit/events", tag = "audit",
-    params(("project" = String, Path, description = "project slug")),
+    params(ProjectPath),
     request_body = IngestEvent, responses((status = 201, body = EventDoc)))]
 pub async fn ingest_project(
     State(st): State<AppState>,
     caller: Caller,
-    Path(project): Path<String>,
+    PathParams(project): PathParams<String>,
     JsonBody(body): JsonBody<IngestEvent>,
 ) -> Result<(StatusCode, Json<Event>), ApiError> {
     meta::check_slug("project", &project)?;
@@ -767,6 +890,37 @@ mod tests {
         assert!(!valid_action("deploy"));
         assert!(!valid_action("ci..start"));
         assert!(!valid_action("CI.Deploy.Start"));
+    }
+
+    fn check_status(body: &str, expected: Result<Option<u16>, &str>) {
+        let r = crate::api::parse_json::<IngestOutcome>(body.as_bytes());
+        match (r, expected) {
+            (Ok(o), Ok(want)) => assert_eq!(o.http_status, want, "{body}"),
+            (Err(e), Err(want)) => assert!(e.message.contains(want), "{body}: {}", e.message),
+            (r, want) => panic!(
+                "{body}: got {:?}, want {want:?}",
+                r.map(|o| o.http_status).map_err(|e| e.message)
+            ),
+        }
+    }
+
+    #[test]
+    fn http_status_is_any_whole_json_number() {
+        check_status(r#"{"status":"success"}"#, Ok(None));
+        check_status(r#"{"status":"success","http_status":201}"#, Ok(Some(201)));
+        check_status(r#"{"status":"success","http_status":105.0}"#, Ok(Some(105)));
+        check_status(
+            r#"{"status":"success","http_status":105.5}"#,
+            Err("HTTP status"),
+        );
+        check_status(
+            r#"{"status":"success","http_status":2147483646}"#,
+            Err("HTTP status"),
+        );
+        check_status(
+            r#"{"status":"success","http_status":-1}"#,
+            Err("HTTP status"),
+        );
     }
 
     #[test]

@@ -4,14 +4,14 @@
 
 use audit::{Change, Resource};
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use meta::{Role, Scope};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::ToSchema;
 
-use super::{JsonBody, ListParams, Params, page, rfc3339};
+use super::{JsonBody, ListParams, Params, PathParams, ProjectPath, page, rfc3339};
 use crate::AppState;
 use crate::auth::{Caller, Described, Who, blocking, token_resource};
 use crate::error::ApiError;
@@ -52,18 +52,22 @@ pub struct CreateProject {
     /// Slug: 1–63 lower-case letters, digits and inner dashes.
     #[schema(pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
     pub name: String,
-    #[schema(max_length = 200)]
+    /// No control characters.
+    #[schema(max_length = 200, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$")]
     pub display_name: Option<String>,
-    #[schema(max_length = 2000)]
+    /// No control characters (no line breaks either).
+    #[schema(max_length = 2000, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$")]
     pub description: Option<String>,
 }
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateProject {
-    #[schema(max_length = 200)]
+    /// No control characters.
+    #[schema(max_length = 200, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$")]
     pub display_name: Option<String>,
-    #[schema(max_length = 2000)]
+    /// No control characters (no line breaks either).
+    #[schema(max_length = 2000, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$")]
     pub description: Option<String>,
 }
 
@@ -72,6 +76,7 @@ pub struct TokenOut {
     pub id: String,
     pub project: String,
     pub name: String,
+    #[schema(value_type = Vec<ScopeDoc>)]
     pub scopes: Vec<String>,
     pub org_admin: bool,
     pub created_at: String,
@@ -108,6 +113,29 @@ impl TokenOut {
     }
 }
 
+/// A token scope (documentation of `meta::Scope`'s names).
+#[derive(Serialize, ToSchema)]
+#[schema(as = Scope)]
+#[allow(dead_code)]
+pub enum ScopeDoc {
+    #[serde(rename = "metrics:write")]
+    MetricsWrite,
+    #[serde(rename = "metrics:read")]
+    MetricsRead,
+    #[serde(rename = "logs:write")]
+    LogsWrite,
+    #[serde(rename = "logs:read")]
+    LogsRead,
+    #[serde(rename = "alerts:manage")]
+    AlertsManage,
+    #[serde(rename = "audit:read")]
+    AuditRead,
+    #[serde(rename = "audit:write")]
+    AuditWrite,
+    #[serde(rename = "admin")]
+    Admin,
+}
+
 #[derive(Serialize, ToSchema)]
 pub struct CreatedToken {
     pub token: TokenOut,
@@ -124,13 +152,19 @@ pub struct TokenList {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateToken {
-    #[schema(min_length = 1, max_length = 100)]
+    /// Not blank; no control characters.
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*[^\\s\\u0000-\\u001F\\u007F-\\u009F][^\\u0000-\\u001F\\u007F-\\u009F]*$"
+    )]
     pub name: String,
     /// Any of `metrics:write`, `metrics:read`, `logs:write`, `logs:read`,
     /// `alerts:manage`, `audit:read`, `audit:write`, `admin`.
-    #[schema(min_items = 1)]
+    #[schema(min_items = 1, value_type = Vec<ScopeDoc>)]
     pub scopes: Vec<String>,
-    /// RFC 3339 time after which the token stops working; must be in the future.
+    /// RFC 3339 time after which the token stops working; must be in the
+    /// future. Times after 2262-04-11T23:47:16Z are kept as that instant.
     #[schema(format = DateTime)]
     pub expires_at: Option<String>,
 }
@@ -216,9 +250,14 @@ pub struct SetMember {
 
 // ---- validation helpers -----------------------------------------------------
 
+/// At most `max` characters (as JSON Schema's `maxLength` counts them), no
+/// control characters.
 fn check_len(field: &str, s: &str, max: usize) -> Result<(), ApiError> {
-    if s.len() > max {
-        return Err(ApiError::bad_field(field, format!("at most {max} bytes")));
+    if s.chars().count() > max {
+        return Err(ApiError::bad_field(
+            field,
+            format!("at most {max} characters"),
+        ));
     }
     if s.chars().any(|c| c.is_control()) {
         return Err(ApiError::bad_field(
@@ -351,12 +390,12 @@ pub async fn create_project(
 
 /// Get one project.
 #[utoipa::path(get, path = "/api/flightdeck/v1/projects/{project}", tag = "projects",
-    params(("project" = String, Path, description = "project slug")),
+    params(ProjectPath),
     responses((status = 200, body = ProjectOut)))]
 pub async fn get_project(
     State(st): State<AppState>,
     caller: Caller,
-    Path(project): Path<String>,
+    PathParams(project): PathParams<String>,
 ) -> Result<Json<ProjectOut>, ApiError> {
     let p = visible_project(&st, &caller, &project).await?;
     Ok(Json(ProjectOut::from(&p)))
@@ -420,12 +459,12 @@ async fn quiet_access(
 
 /// Change a project's display name or description (project admins).
 #[utoipa::path(patch, path = "/api/flightdeck/v1/projects/{project}", tag = "projects",
-    params(("project" = String, Path, description = "project slug")),
+    params(ProjectPath),
     request_body = UpdateProject, responses((status = 200, body = ProjectOut)))]
 pub async fn update_project(
     State(st): State<AppState>,
     caller: Caller,
-    Path(project): Path<String>,
+    PathParams(project): PathParams<String>,
     JsonBody(body): JsonBody<UpdateProject>,
 ) -> Result<Json<ProjectOut>, ApiError> {
     path_slug(&project)?;
@@ -497,12 +536,12 @@ pub async fn update_project(
 
 /// List a project's tokens (never their secrets).
 #[utoipa::path(get, path = "/api/flightdeck/v1/projects/{project}/tokens", tag = "tokens",
-    params(("project" = String, Path, description = "project slug"), ListParams),
+    params(ProjectPath, ListParams),
     responses((status = 200, body = TokenList)))]
 pub async fn list_tokens(
     State(st): State<AppState>,
     caller: Caller,
-    Path(project): Path<String>,
+    PathParams(project): PathParams<String>,
     Params(q): Params<ListParams>,
 ) -> Result<Json<TokenList>, ApiError> {
     path_slug(&project)?;
@@ -523,12 +562,12 @@ pub async fn list_tokens(
 
 /// Create a token; its secret is in the answer, once.
 #[utoipa::path(post, path = "/api/flightdeck/v1/projects/{project}/tokens", tag = "tokens",
-    params(("project" = String, Path, description = "project slug")),
+    params(ProjectPath),
     request_body = CreateToken, responses((status = 201, body = CreatedToken)))]
 pub async fn create_token(
     State(st): State<AppState>,
     caller: Caller,
-    Path(project): Path<String>,
+    PathParams(project): PathParams<String>,
     JsonBody(body): JsonBody<CreateToken>,
 ) -> Result<(StatusCode, Json<CreatedToken>), ApiError> {
     path_slug(&project)?;
@@ -565,7 +604,7 @@ pub async fn create_token(
         let expires = match &body.expires_at {
             None => None,
             Some(t) => {
-                let ns = audit::parse_time_ns(t).ok_or_else(|| {
+                let ns = super::parse_time_ns_clamped(t).ok_or_else(|| {
                     ApiError::bad_field(
                         "expires_at",
                         "not an RFC 3339 time (e.g. 2030-01-01T00:00:00Z)",
@@ -613,12 +652,12 @@ pub async fn create_token(
 
 /// Get one token.
 #[utoipa::path(get, path = "/api/flightdeck/v1/projects/{project}/tokens/{token_id}", tag = "tokens",
-    params(("project" = String, Path, description = "project slug"), ("token_id" = String, Path, description = "token id")),
+    params(ProjectPath, ("token_id" = String, Path, description = "token id")),
     responses((status = 200, body = TokenOut)))]
 pub async fn get_token(
     State(st): State<AppState>,
     caller: Caller,
-    Path((project, token_id)): Path<(String, String)>,
+    PathParams((project, token_id)): PathParams<(String, String)>,
 ) -> Result<Json<TokenOut>, ApiError> {
     path_slug(&project)?;
     let p = st.project_access(&caller, &project, Scope::Admin).await?;
@@ -628,12 +667,12 @@ pub async fn get_token(
 
 /// Revoke a token; it stops working at once.
 #[utoipa::path(delete, path = "/api/flightdeck/v1/projects/{project}/tokens/{token_id}", tag = "tokens",
-    params(("project" = String, Path, description = "project slug"), ("token_id" = String, Path, description = "token id")),
+    params(ProjectPath, ("token_id" = String, Path, description = "token id")),
     responses((status = 200, body = TokenOut)))]
 pub async fn revoke_token(
     State(st): State<AppState>,
     caller: Caller,
-    Path((project, token_id)): Path<(String, String)>,
+    PathParams((project, token_id)): PathParams<(String, String)>,
 ) -> Result<Json<TokenOut>, ApiError> {
     path_slug(&project)?;
     let p = st.project_access(&caller, &project, Scope::Admin).await?;
@@ -670,12 +709,12 @@ pub async fn revoke_token(
 
 /// List a project's members and their roles.
 #[utoipa::path(get, path = "/api/flightdeck/v1/projects/{project}/members", tag = "members",
-    params(("project" = String, Path, description = "project slug")),
+    params(ProjectPath),
     responses((status = 200, body = MemberList)))]
 pub async fn list_members(
     State(st): State<AppState>,
     caller: Caller,
-    Path(project): Path<String>,
+    PathParams(project): PathParams<String>,
 ) -> Result<Json<MemberList>, ApiError> {
     path_slug(&project)?;
     let p = st.project_access(&caller, &project, Scope::Admin).await?;
@@ -687,12 +726,12 @@ pub async fn list_members(
 
 /// Give a user a role in a project (or change it).
 #[utoipa::path(put, path = "/api/flightdeck/v1/projects/{project}/members/{user}", tag = "members",
-    params(("project" = String, Path, description = "project slug"), ("user" = String, Path, description = "user name")),
+    params(ProjectPath, ("user" = String, Path, description = "user name")),
     request_body = SetMember, responses((status = 200, body = MemberOut)))]
 pub async fn set_member(
     State(st): State<AppState>,
     caller: Caller,
-    Path((project, user)): Path<(String, String)>,
+    PathParams((project, user)): PathParams<(String, String)>,
     JsonBody(body): JsonBody<SetMember>,
 ) -> Result<Json<MemberOut>, ApiError> {
     path_slug(&project)?;
@@ -736,12 +775,12 @@ pub async fn set_member(
 
 /// Remove a user from a project.
 #[utoipa::path(delete, path = "/api/flightdeck/v1/projects/{project}/members/{user}", tag = "members",
-    params(("project" = String, Path, description = "project slug"), ("user" = String, Path, description = "user name")),
+    params(ProjectPath, ("user" = String, Path, description = "user name")),
     responses((status = 200, body = MemberOut)))]
 pub async fn remove_member(
     State(st): State<AppState>,
     caller: Caller,
-    Path((project, user)): Path<(String, String)>,
+    PathParams((project, user)): PathParams<(String, String)>,
 ) -> Result<Json<MemberOut>, ApiError> {
     path_slug(&project)?;
     let p = st.project_access(&caller, &project, Scope::Admin).await?;
@@ -851,7 +890,7 @@ pub async fn create_user(
 pub async fn get_user(
     State(st): State<AppState>,
     caller: Caller,
-    Path(user): Path<String>,
+    PathParams(user): PathParams<String>,
 ) -> Result<Json<UserOut>, ApiError> {
     let is_self = matches!(&caller.who, Who::User { user: u, .. } if u.name == user);
     if !is_self {
@@ -868,7 +907,7 @@ pub async fn get_user(
 pub async fn update_user(
     State(st): State<AppState>,
     caller: Caller,
-    Path(user): Path<String>,
+    PathParams(user): PathParams<String>,
     JsonBody(body): JsonBody<UpdateUser>,
 ) -> Result<Json<UserOut>, ApiError> {
     let is_self = matches!(&caller.who, Who::User { user: u, .. } if u.name == user);
@@ -936,7 +975,7 @@ pub async fn update_user(
 pub async fn delete_user(
     State(st): State<AppState>,
     caller: Caller,
-    Path(user): Path<String>,
+    PathParams(user): PathParams<String>,
 ) -> Result<Json<UserOut>, ApiError> {
     st.org_access(&caller, Scope::Admin).await?;
     let resource = Resource {

@@ -137,8 +137,19 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     }
 }
 
-/// Parses JSON, naming the path of the first offending field.
+/// Parses a JSON object, naming the path of the first offending field.
+///
+/// Every request body of this API is an object; serde would also build a
+/// struct from an array of its fields in order, which the API does not
+/// document, so arrays are refused up front.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.trim_ascii_start().starts_with(b"[") {
+        return Err(ApiError::new(
+            Kind::BadRequest,
+            "invalid_field",
+            "invalid JSON body: expected an object, got an array",
+        ));
+    }
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
@@ -194,9 +205,56 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Params<T> {
     }
 }
 
+/// Path parameters. axum's own `Path` answers a malformed segment (say,
+/// percent-encoded bytes that are not UTF-8) in plain text; this answers it
+/// in the error shape, naming the problem.
+pub struct PathParams<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for PathParams<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(v)) => Ok(PathParams(v)),
+            Err(e) if e.status().is_client_error() => Err(ApiError::new(
+                Kind::BadRequest,
+                "invalid_path",
+                e.body_text(),
+            )),
+            Err(e) => Err(ApiError::internal(format!(
+                "bug: path parameters do not fit the route: {}",
+                e.body_text()
+            ))),
+        }
+    }
+}
+
+/// Parses an RFC 3339 time (a JSON Schema `date-time`, years 0000–9999).
+pub fn parse_time(s: &str) -> Option<time::OffsetDateTime> {
+    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()
+}
+
+/// An RFC 3339 time as unix nanoseconds, clamped to what an `i64` holds
+/// (1677-09-21 to 2262-04-11): no event or expiry lies beyond those, so a
+/// bound outside them means "unbounded".
+pub fn parse_time_ns_clamped(s: &str) -> Option<i64> {
+    let ns = parse_time(s)?.unix_timestamp_nanos();
+    Some(ns.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64)
+}
+
 /// Formats unix nanoseconds as RFC 3339 (UTC, nanoseconds).
 pub fn rfc3339(ns: i64) -> String {
     audit::format_time(audit::time_from_ns(ns))
+}
+
+/// The `{project}` path segment, documented once for every route that has it.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+pub struct ProjectPath {
+    /// Project slug: 1–63 lower-case letters, digits and inner dashes.
+    #[param(pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
+    project: String,
 }
 
 /// Common list parameters.
@@ -207,7 +265,7 @@ pub struct ListParams {
     /// Page size, 1–1000 (default 100).
     #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
-    /// Opaque cursor from a previous page's `next_cursor`.
+    /// Opaque cursor from a previous page's `next_cursor` (empty: the first page).
     pub cursor: Option<String>,
 }
 
@@ -222,8 +280,8 @@ impl ListParams {
 
     /// The cursor decoded back into the key it stands for.
     pub fn after(&self) -> Result<Option<String>, ApiError> {
-        match &self.cursor {
-            None => Ok(None),
+        match self.cursor.as_deref() {
+            None | Some("") => Ok(None),
             Some(c) => decode_cursor(c)
                 .map(Some)
                 .ok_or_else(|| ApiError::bad_field("cursor", "not a cursor this API issued")),
@@ -262,5 +320,49 @@ pub fn page<T>(
         (rows, next)
     } else {
         (rows, None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check_time(input: &str, expected: Option<i64>) {
+        assert_eq!(parse_time_ns_clamped(input), expected, "{input}");
+    }
+
+    #[test]
+    fn times_in_range() {
+        check_time("1970-01-01T00:00:01Z", Some(1_000_000_000));
+        check_time("1970-01-01T01:00:00+01:00", Some(0));
+        check_time("1970-01-01t00:00:00z", Some(0));
+    }
+
+    #[test]
+    fn times_beyond_i64_nanoseconds_clamp() {
+        check_time("8504-03-29T09:37:58.27Z", Some(i64::MAX));
+        check_time("0091-12-03T17:48:24.578Z", Some(i64::MIN));
+        check_time("0016-08-31T07:21:15-09:40", Some(i64::MIN));
+    }
+
+    #[test]
+    fn times_malformed() {
+        check_time("", None);
+        check_time("yesterday", None);
+        check_time("2026-13-01T00:00:00Z", None);
+    }
+
+    #[test]
+    fn empty_cursor_is_the_first_page() {
+        let p = |c: &str| ListParams {
+            limit: None,
+            cursor: Some(c.into()),
+        };
+        assert_eq!(p("").after().unwrap(), None);
+        assert_eq!(
+            p(&encode_cursor("b")).after().unwrap().as_deref(),
+            Some("b")
+        );
+        assert_eq!(p("junk!").after().unwrap_err().status(), 400);
     }
 }

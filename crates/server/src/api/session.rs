@@ -47,6 +47,7 @@ pub struct WhoAmI {
     /// The token's project (tokens only).
     pub project: Option<String>,
     /// The token's scopes (tokens only).
+    #[schema(value_type = Vec<super::iam::ScopeDoc>)]
     pub scopes: Vec<String>,
     /// The session's CSRF token (sessions only).
     pub csrf_token: Option<String>,
@@ -160,9 +161,10 @@ pub async fn login(
     Ok(resp)
 }
 
-/// End the current session.
+/// End the current session. Only a session (cookie plus `X-CSRF-Token`)
+/// can be logged out; other credentials get 401.
 #[utoipa::path(post, path = "/api/flightdeck/v1/auth/logout", tag = "auth",
-    responses((status = 200, body = LoggedOut)))]
+    security(("session" = [])), responses((status = 200, body = LoggedOut)))]
 pub async fn logout(
     State(st): State<AppState>,
     caller: Caller,
@@ -175,10 +177,12 @@ pub async fn logout(
     };
     let Some(secret) = session_cookie(&headers).filter(|_| matches!(caller.who, Who::User { .. }))
     else {
+        // The credential this operation needs (the session cookie) is
+        // missing: 401, as for any other missing credential.
         let e = ApiError::new(
-            Kind::BadRequest,
+            Kind::Unauthorized,
             "no_session",
-            "logout ends a UI session; this request was not made with one",
+            "logout ends a UI session; this request was not made with one (send the session cookie)",
         );
         return Err(st.fail(&caller, None, Some(resource), e).await);
     };
