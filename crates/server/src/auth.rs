@@ -170,9 +170,7 @@ pub fn action_of(method: &Method, route: Option<&str>) -> String {
         ("GET", "/projects/{project}/audit/events") | ("GET", "/audit/events") => {
             "audit.event.search"
         }
-        ("POST", "/projects/{project}/audit/events") | ("POST", "/audit/events") => {
-            "audit.event.ingest"
-        }
+        ("POST", "/projects/{project}/audit/events") => "audit.event.ingest",
         ("GET", "/projects/{project}/audit/events/{id}") | ("GET", "/audit/events/{id}") => {
             "audit.event.get"
         }
@@ -805,48 +803,32 @@ pub async fn sweep_expired_tokens(st: &AppState) -> Result<usize, ApiError> {
     let expired = blocking(st, move |m| m.read(|tx| tx.newly_expired_tokens(now))).await?;
     let n = expired.len();
     for t in expired {
-        let d = EventDraft {
-            organization: st.organization.clone(),
-            project: Some(t.project.clone()),
-            principal: Principal::system(),
-            source_ip: None,
-            user_agent: None,
-            action: "iam.token.expire".into(),
-            resource: Some(token_resource(&t)),
-            request_id: None,
-            result: Outcome {
-                status: Status::Success,
-                http_status: None,
-                error_code: None,
-                error_message: None,
-            },
-            request_parameters: None,
-            response_elements: None,
-            changes: vec![Change {
-                field: "active".into(),
-                before: true.into(),
-                after: false.into(),
-            }],
-            event_source: "flightdeck".into(),
-            event_time: None,
-            external_id: None,
-        };
+        let mut d = crate::bootstrap::system_draft(
+            &st.organization,
+            Some(&t.project),
+            "iam.token.expire",
+            token_resource(&t),
+        );
+        d.changes = vec![Change {
+            field: "active".into(),
+            before: true.into(),
+            after: false.into(),
+        }];
         let audit = st.audit.clone();
         let id = t.id.clone();
-        blocking(st, move |m| {
+        let m = st.meta.clone();
+        tokio::task::spawn_blocking(move || {
             m.write(
                 |tx| tx.mark_expiry_recorded(&id),
                 |_| audit.append(d).map(|_| ()),
             )
             .map_err(|e| match e {
-                WriteError::Meta(e) => e,
-                WriteError::Gate(a) => MetaError::Invalid {
-                    field: "audit",
-                    message: a.to_string(),
-                },
+                WriteError::Meta(e) => ApiError::from(e),
+                WriteError::Gate(a) => ApiError::from(a),
             })
         })
-        .await?;
+        .await
+        .map_err(ApiError::internal)??;
     }
     Ok(n)
 }

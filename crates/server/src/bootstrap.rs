@@ -15,26 +15,21 @@ pub enum BootstrapError {
     Audit(#[from] audit::AuditError),
 }
 
-fn event(
-    b: &Bootstrap,
+/// An event of the program itself (principal `system`), with success.
+pub fn system_draft(
+    organization: &str,
     project: Option<&str>,
     action: &str,
-    kind: &str,
-    id: &str,
-    name: &str,
+    resource: Resource,
 ) -> EventDraft {
     EventDraft {
-        organization: b.organization.name.clone(),
+        organization: organization.into(),
         project: project.map(str::to_string),
         principal: Principal::system(),
         source_ip: None,
         user_agent: None,
         action: action.into(),
-        resource: Some(Resource {
-            kind: kind.into(),
-            id: Some(id.into()),
-            name: Some(name.into()),
-        }),
+        resource: Some(resource),
         request_id: None,
         result: Outcome {
             status: Status::Success,
@@ -49,6 +44,22 @@ fn event(
         event_time: None,
         external_id: None,
     }
+}
+
+fn event(
+    b: &Bootstrap,
+    project: Option<&str>,
+    action: &str,
+    kind: &str,
+    id: &str,
+    name: &str,
+) -> EventDraft {
+    let resource = Resource {
+        kind: kind.into(),
+        id: Some(id.into()),
+        name: Some(name.into()),
+    };
+    system_draft(&b.organization.name, project, action, resource)
 }
 
 /// Bootstraps an empty installation. Returns `(password, token)` to show
