@@ -1,36 +1,60 @@
-//! The search index: a SQLite database derived from the segments.
+//! The search index: a SQLite database derived from the segments, plus an
+//! in-memory *tail* of the newest events that SQLite does not hold yet.
 //!
-//! One row per event with a column for every [`crate::Query`] filter, the
-//! event's segment and offset, and the canonical bytes themselves. Storing
-//! the bytes doubles the disk footprint but lets one query return a whole
-//! page (no file handles, no extra reads) and lets the case-insensitive text
-//! filter run inside SQLite next to the other filters.
+//! SQLite holds one row per event with a column for every [`crate::Query`]
+//! filter and where the event lives: `(segment, offset, len)` of its frame.
+//! The event bytes themselves are not copied into SQLite: results are read
+//! from the (immutable once written) segment files with one positioned read
+//! each, and their checksum and seq are verified. Secondary indexes:
+//! `ev_id (id_key)` (get: the UUID's high 64 bits), `ev_time` (time range
+//! → seq range), `ev_log (log, seq)`, `ev_log_action (log, action, seq)`,
+//! `ev_principal (principal_id, seq)`, `ev_resource (resource_id, seq)`.
+//! Each scattered secondary index costs ~1.5–3 µs per inserted row (the
+//! append-only `ev_id` and `ev_time` ~0.1 µs), so there is no
+//! `(action, seq)` index: the server and the CLI always scope a search to
+//! one log, and an action query across all logs (tests, tools) scans seq
+//! order. `principal_type`, `status` and `source_ip` are plain columns
+//! checked as residual filters; the text filter runs on the event bytes,
+//! in Rust.
+//!
+//! The **tail** ([`Tail`]) is where an event becomes searchable: the log
+//! acknowledges an event once it is durable and in the tail. A background
+//! flusher moves the tail into SQLite in large transactions (thousands of
+//! rows each), so SQLite's per-commit cost (WAL pages of every touched
+//! index) is paid rarely. A search takes a snapshot of the tail and its
+//! `lo` (the lowest seq SQLite does not hold), asks SQLite only for seqs
+//! below `lo`, and merges: the tail is removed only after the SQLite
+//! transaction holding it has committed, so nothing is missed or repeated.
 //!
 //! The index is *derived data*: it runs with `synchronous=OFF` and is never
 //! trusted over the segments. `meta.watermark` is the highest seq it holds,
 //! committed in the same transaction as the rows, so after a crash it is
-//! behind (recovery indexes the rest) but never ahead. A missing, corrupt or
-//! inconsistent index is deleted and rebuilt from the segments.
+//! behind (recovery indexes the rest, including what was only in the tail)
+//! but never ahead. A missing, corrupt or inconsistent index is deleted and
+//! rebuilt from the segments.
 //!
 //! Time is non-decreasing in seq (the writer guarantees it), so a time range
 //! is first turned into a seq range through `ev_time`; every query is then
 //! an equality-prefix + seq-range scan on one composite index, walked in seq
-//! order, stopping after `limit + 1` rows.
+//! order, stopping after `limit + 1` hits.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::fs::File;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Instant;
 
-use rusqlite::functions::FunctionFlags;
 use rusqlite::types::Value;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 use crate::error::AuditError;
-use crate::event::{Event, LogKey};
+use crate::event::{Event, EventDraft, LogKey, PrincipalKind, Status};
+use crate::files;
 use crate::query::{Cursor, Order, Page, Query};
 
 /// Bumped whenever the schema changes; an index of another version is rebuilt.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
@@ -38,8 +62,8 @@ CREATE TABLE IF NOT EXISTS logs (log TEXT PRIMARY KEY, next_index INTEGER NOT NU
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY,
     log TEXT NOT NULL,
-    log_index INTEGER NOT NULL,
     id TEXT NOT NULL,
+    id_key INTEGER NOT NULL,
     time_ns INTEGER NOT NULL,
     principal_id TEXT NOT NULL,
     principal_type TEXT NOT NULL,
@@ -50,26 +74,29 @@ CREATE TABLE IF NOT EXISTS events (
     source_ip TEXT,
     segment INTEGER NOT NULL,
     offset INTEGER NOT NULL,
-    body BLOB NOT NULL
+    len INTEGER NOT NULL
 );
-CREATE UNIQUE INDEX IF NOT EXISTS ev_id ON events(id);
+CREATE INDEX IF NOT EXISTS ev_id ON events(id_key);
 CREATE INDEX IF NOT EXISTS ev_time ON events(time_ns);
 CREATE INDEX IF NOT EXISTS ev_log ON events(log, seq);
 CREATE INDEX IF NOT EXISTS ev_log_action ON events(log, action, seq);
-CREATE INDEX IF NOT EXISTS ev_action ON events(action, seq);
 CREATE INDEX IF NOT EXISTS ev_principal ON events(principal_id, seq);
 CREATE INDEX IF NOT EXISTS ev_resource ON events(resource_id, seq);
 INSERT OR IGNORE INTO meta(key, value) VALUES ('watermark', 0), ('last_time_ns', -9223372036854775808);
 ";
-
-/// Name of the SQL function behind [`Query::text`].
-const ICONTAINS: &str = "fd_icontains";
 
 /// The text a [`LogKey`] is stored as (`o` = organization, `p:<slug>`).
 pub fn log_text(log: &LogKey) -> String {
     match log {
         LogKey::Organization => "o".to_string(),
         LogKey::Project(p) => format!("p:{p}"),
+    }
+}
+
+fn log_text_of(project: Option<&str>) -> String {
+    match project {
+        None => "o".to_string(),
+        Some(p) => format!("p:{p}"),
     }
 }
 
@@ -81,13 +108,79 @@ fn parse_log_text(s: &str) -> Option<LogKey> {
     }
 }
 
-/// One row to index.
-pub struct Row<'a> {
-    pub event: &'a Event,
-    pub bytes: &'a [u8],
+/// The filterable fields of an event, known before it is stamped (so a
+/// caller's thread computes them, not the writer's).
+#[derive(Clone, Debug)]
+pub struct RowKeys {
+    /// [`log_text`] of the event's log.
+    pub log: String,
+    pub principal_id: String,
+    pub principal_type: PrincipalKind,
+    pub action: String,
+    pub resource_type: Option<String>,
+    pub resource_id: Option<String>,
+    pub status: Status,
+    pub source_ip: Option<String>,
+}
+
+impl RowKeys {
+    pub fn of_draft(d: &EventDraft) -> RowKeys {
+        RowKeys {
+            log: log_text_of(d.project.as_deref()),
+            principal_id: d.principal.id.clone(),
+            principal_type: d.principal.kind,
+            action: d.action.clone(),
+            resource_type: d.resource.as_ref().map(|r| r.kind.clone()),
+            resource_id: d.resource.as_ref().and_then(|r| r.id.clone()),
+            status: d.result.status,
+            source_ip: d.source_ip.clone(),
+        }
+    }
+
+    pub fn of_event(e: &Event) -> RowKeys {
+        RowKeys {
+            log: log_text_of(e.project.as_deref()),
+            principal_id: e.principal.id.clone(),
+            principal_type: e.principal.kind,
+            action: e.action.clone(),
+            resource_type: e.resource.as_ref().map(|r| r.kind.clone()),
+            resource_id: e.resource.as_ref().and_then(|r| r.id.clone()),
+            status: e.result.status,
+            source_ip: e.source_ip.clone(),
+        }
+    }
+}
+
+/// One durable event, as the index knows it.
+#[derive(Clone, Debug)]
+pub struct IndexRow {
+    pub keys: RowKeys,
+    pub seq: u64,
+    pub log_index: u64,
+    pub id: String,
     pub time_ns: i64,
+    /// First seq of the segment holding the event.
     pub segment: u64,
+    /// Offset of the event's frame (header) in that segment.
     pub offset: u64,
+    /// The canonical bytes (the frame's payload).
+    pub bytes: Vec<u8>,
+}
+
+impl IndexRow {
+    /// A row for an event found in the segments.
+    pub fn of_found(f: crate::segment::Found) -> IndexRow {
+        IndexRow {
+            keys: RowKeys::of_event(&f.event),
+            seq: f.event.seq,
+            log_index: f.event.log_index,
+            id: f.event.id,
+            time_ns: f.time_ns,
+            segment: f.segment,
+            offset: f.offset,
+            bytes: f.bytes,
+        }
+    }
 }
 
 /// The writing side: one connection, used by one thread at a time.
@@ -121,7 +214,7 @@ impl IndexWriter {
     fn init(conn: Connection) -> Result<IndexWriter, rusqlite::Error> {
         // Derived data: durability comes from the segments, not from here.
         conn.pragma_update(None, "synchronous", "OFF")?;
-        conn.pragma_update(None, "cache_size", -65536)?;
+        conn.pragma_update(None, "cache_size", -262_144)?;
         conn.pragma_update(None, "temp_store", "MEMORY")?;
         let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
         let tables: i64 = conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?;
@@ -132,7 +225,6 @@ impl IndexWriter {
         }
         conn.execute_batch(SCHEMA)?;
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
-        register_functions(&conn)?;
         Ok(IndexWriter { conn })
     }
 
@@ -159,40 +251,42 @@ impl IndexWriter {
         })
     }
 
-    /// Inserts rows (in seq order) and moves the watermark, in one transaction.
-    pub fn insert(&mut self, rows: &[Row<'_>]) -> Result<(), rusqlite::Error> {
-        let Some(last) = rows.last() else {
-            return Ok(());
-        };
+    /// Inserts rows (in seq order, without gaps after the watermark) and
+    /// moves the watermark, in one transaction.
+    pub fn insert<'a>(
+        &mut self,
+        rows: impl IntoIterator<Item = &'a IndexRow>,
+    ) -> Result<(), rusqlite::Error> {
         let tx = self.conn.transaction()?;
+        let mut last: Option<(u64, i64)> = None;
         {
             let mut ins = tx.prepare_cached(
-                "INSERT INTO events (seq, log, log_index, id, time_ns, principal_id, principal_type, action,
-                                     resource_type, resource_id, status, source_ip, segment, offset, body)
+                "INSERT INTO events (seq, log, id, id_key, time_ns, principal_id, principal_type, action,
+                                     resource_type, resource_id, status, source_ip, segment, offset, len)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
             )?;
-            let mut next: HashMap<String, u64> = HashMap::new();
+            let mut next: HashMap<&str, u64> = HashMap::new();
             for r in rows {
-                let e = r.event;
-                let log = log_text(&e.log_key());
+                let k = &r.keys;
                 ins.execute(params![
-                    to_i64(e.seq),
-                    log,
-                    to_i64(e.log_index),
-                    e.id,
+                    to_i64(r.seq),
+                    k.log,
+                    r.id,
+                    id_key(&r.id),
                     r.time_ns,
-                    e.principal.id,
-                    e.principal.kind.as_str(),
-                    e.action,
-                    e.resource.as_ref().map(|x| x.kind.as_str()),
-                    e.resource.as_ref().and_then(|x| x.id.as_deref()),
-                    e.result.status.as_str(),
-                    e.source_ip,
+                    k.principal_id,
+                    k.principal_type.as_str(),
+                    k.action,
+                    k.resource_type,
+                    k.resource_id,
+                    k.status.as_str(),
+                    k.source_ip,
                     to_i64(r.segment),
                     to_i64(r.offset),
-                    r.bytes,
+                    to_i64(r.bytes.len() as u64),
                 ])?;
-                next.insert(log, e.log_index + 1);
+                next.insert(&k.log, r.log_index + 1);
+                last = Some((r.seq, r.time_ns));
             }
             let mut up = tx.prepare_cached(
                 "INSERT INTO logs(log, next_index) VALUES (?1, ?2)
@@ -201,9 +295,11 @@ impl IndexWriter {
             for (log, n) in &next {
                 up.execute(params![log, to_i64(*n)])?;
             }
-            let mut meta = tx.prepare_cached("UPDATE meta SET value = ?2 WHERE key = ?1")?;
-            meta.execute(params!["watermark", to_i64(last.event.seq)])?;
-            meta.execute(params!["last_time_ns", last.time_ns])?;
+            if let Some((seq, time_ns)) = last {
+                let mut meta = tx.prepare_cached("UPDATE meta SET value = ?2 WHERE key = ?1")?;
+                meta.execute(params!["watermark", to_i64(seq)])?;
+                meta.execute(params!["last_time_ns", time_ns])?;
+            }
         }
         tx.commit()
     }
@@ -214,52 +310,160 @@ impl IndexWriter {
     }
 }
 
+/// The integer `ev_id` indexes an event id by: the high 64 bits of a UUID
+/// (for UUIDv7, the millisecond timestamp first, so inserts append at the
+/// end of the index), or a 64-bit FNV-1a hash of anything else. Not
+/// unique: lookups also compare the id itself.
+fn id_key(id: &str) -> i64 {
+    let v = match uuid::Uuid::try_parse(id) {
+        Ok(u) => (u.as_u128() >> 64) as u64,
+        Err(_) => id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+        }),
+    };
+    v as i64
+}
+
 fn to_i64(v: u64) -> i64 {
     // Seqs, indexes and offsets stay far below 2^63 (a log would need
     // centuries of appends at millions per second to get there).
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-fn register_functions(conn: &Connection) -> Result<(), rusqlite::Error> {
-    conn.create_scalar_function(
-        ICONTAINS,
-        2,
-        FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC,
-        |ctx| {
-            let hay = ctx.get_raw(0).as_bytes_or_null()?.unwrap_or(&[]);
-            let needle = ctx.get_raw(1).as_str_or_null()?.unwrap_or("");
-            Ok(icontains(hay, needle))
-        },
-    )
+/// Durable, acknowledged events that SQLite does not hold yet, oldest
+/// first, in the batches the writer committed them in.
+#[derive(Debug)]
+pub struct Tail {
+    pub chunks: VecDeque<Arc<Vec<IndexRow>>>,
+    /// Rows in `chunks`.
+    pub rows: usize,
+    /// The lowest seq SQLite does not hold (its watermark + 1): SQLite
+    /// holds every seq below it, `chunks` the ones from it on.
+    pub lo: u64,
+    /// When the oldest chunk arrived (`None` when empty).
+    pub since: Option<Instant>,
+    /// No more chunks will come: flush everything and stop.
+    pub closed: bool,
+    /// Flushing failed; rows stay here (searchable) until the next open.
+    pub failed: bool,
 }
 
-/// Case-insensitive substring test of `needle_lower` (already lowercased
-/// with [`str::to_lowercase`]) in `hay` (UTF-8). Equivalent to
-/// `hay.to_lowercase().contains(needle_lower)`, with an allocation-free
-/// path when both sides are ASCII (the common case).
-pub fn icontains(hay: &[u8], needle_lower: &str) -> bool {
-    let needle = needle_lower.as_bytes();
-    if needle.is_empty() {
-        return true;
+/// A [`Tail`] shared by the acknowledging thread, the flusher and readers.
+#[derive(Debug)]
+pub struct TailShared {
+    state: Mutex<Tail>,
+    /// Signalled on every change (new chunk, flush done, close).
+    pub cond: Condvar,
+}
+
+impl TailShared {
+    /// An empty tail whose next seq is `lo`.
+    pub fn new(lo: u64) -> Arc<TailShared> {
+        Arc::new(TailShared {
+            state: Mutex::new(Tail {
+                chunks: VecDeque::new(),
+                rows: 0,
+                lo,
+                since: None,
+                closed: false,
+                failed: false,
+            }),
+            cond: Condvar::new(),
+        })
     }
-    if hay.is_ascii() && needle.is_ascii() {
-        if needle.len() > hay.len() {
-            return false;
+
+    /// Locks the tail (a panic elsewhere does not make it unusable: every
+    /// update of it is a single assignment or push).
+    pub fn lock(&self) -> MutexGuard<'_, Tail> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds a committed batch (rows in seq order, continuing the tail).
+    /// Waits while the tail holds `max_rows` or more and flushing works,
+    /// so memory stays bounded if SQLite falls behind.
+    pub fn push(&self, rows: Vec<IndexRow>, max_rows: usize) {
+        if rows.is_empty() {
+            return;
         }
-        let first = needle[0];
-        let first_upper = first.to_ascii_uppercase();
-        return (0..=hay.len() - needle.len()).any(|i| {
-            (hay[i] == first || hay[i] == first_upper)
-                && hay[i..i + needle.len()].eq_ignore_ascii_case(needle)
-        });
+        let mut t = self.lock();
+        while t.rows >= max_rows && !t.failed {
+            t = self.cond.wait(t).unwrap_or_else(|e| e.into_inner());
+        }
+        t.rows += rows.len();
+        t.chunks.push_back(Arc::new(rows));
+        t.since.get_or_insert_with(Instant::now);
+        drop(t);
+        self.cond.notify_all();
     }
-    String::from_utf8_lossy(hay)
-        .to_lowercase()
-        .contains(needle_lower)
+
+    /// Marks the end of input.
+    pub fn close(&self) {
+        self.lock().closed = true;
+        self.cond.notify_all();
+    }
+
+    fn snapshot(&self) -> (Vec<Arc<Vec<IndexRow>>>, u64) {
+        let t = self.lock();
+        (t.chunks.iter().cloned().collect(), t.lo)
+    }
 }
 
-/// Where readers get their connections.
-pub enum Readers {
+/// Positioned reads of event frames from segment files.
+#[derive(Debug)]
+pub struct SegmentFiles {
+    dir: PathBuf,
+    open: Mutex<HashMap<u64, Arc<File>>>,
+}
+
+/// Segment files kept open for reading.
+const OPEN_SEGMENTS_MAX: usize = 64;
+
+impl SegmentFiles {
+    pub fn new(dir: PathBuf) -> SegmentFiles {
+        SegmentFiles {
+            dir,
+            open: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn file(&self, segment: u64) -> Result<Arc<File>, AuditError> {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(f) = open.get(&segment) {
+            return Ok(f.clone());
+        }
+        let path = self.dir.join(files::segment_name(segment));
+        let f = Arc::new(File::open(&path).map_err(|e| AuditError::io(&path, e))?);
+        if open.len() >= OPEN_SEGMENTS_MAX {
+            open.clear();
+        }
+        open.insert(segment, f.clone());
+        Ok(f)
+    }
+
+    /// The payload of the frame at `offset` of `segment`, checked against
+    /// its length and checksum.
+    fn read(&self, segment: u64, offset: u64, len: usize) -> Result<Vec<u8>, AuditError> {
+        let f = self.file(segment)?;
+        let mut buf = vec![0u8; diskio::frame::HEADER_LEN + len];
+        let path = || self.dir.join(files::segment_name(segment));
+        f.read_exact_at(&mut buf, offset)
+            .map_err(|e| AuditError::io(path(), e))?;
+        let stored_len = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+        let stored_crc = u32::from_le_bytes([buf[4], buf[5], buf[6], buf[7]]);
+        let payload = &buf[diskio::frame::HEADER_LEN..];
+        if stored_len != len || diskio::frame::checksum(payload) != stored_crc {
+            return Err(AuditError::Index(format!(
+                "the index points at a bad frame ({} offset {offset}); delete the index to rebuild it",
+                path().display()
+            )));
+        }
+        buf.drain(..diskio::frame::HEADER_LEN);
+        Ok(buf)
+    }
+}
+
+/// Where the SQLite part of the readers gets its connections.
+pub enum Store {
     /// A pool of read-only connections to the index file (WAL: readers do
     /// not block the writer, and see only committed batches).
     File {
@@ -270,15 +474,84 @@ pub enum Readers {
     Memory(Mutex<Connection>),
 }
 
+/// The reading side: SQLite + tail + segment files.
+pub struct Readers {
+    store: Store,
+    tail: Arc<TailShared>,
+    segments: SegmentFiles,
+}
+
 /// Pooled connections kept around; more are opened on demand and closed
 /// when the pool is full.
 const POOL_MAX: usize = 8;
 
+/// The filters of a query, prepared for testing tail rows and bytes.
+struct Filter<'q> {
+    q: &'q Query,
+    log: Option<String>,
+    text: Option<String>,
+}
+
+impl<'q> Filter<'q> {
+    fn new(q: &'q Query) -> Filter<'q> {
+        Filter {
+            q,
+            log: q.log.as_ref().map(log_text),
+            text: q
+                .text
+                .as_deref()
+                .filter(|t| !t.is_empty())
+                .map(str::to_lowercase),
+        }
+    }
+
+    fn text_ok(&self, bytes: &[u8]) -> bool {
+        self.text.as_deref().is_none_or(|t| icontains(bytes, t))
+    }
+
+    fn row_ok(&self, r: &IndexRow) -> bool {
+        let q = self.q;
+        let k = &r.keys;
+        self.log.as_ref().is_none_or(|l| *l == k.log)
+            && q.action.as_ref().is_none_or(|a| *a == k.action)
+            && q.action_prefix
+                .as_deref()
+                .is_none_or(|p| k.action.starts_with(p))
+            && q.principal_id.as_ref().is_none_or(|p| *p == k.principal_id)
+            && q.principal_type.is_none_or(|t| t == k.principal_type)
+            && q.resource_type
+                .as_ref()
+                .is_none_or(|t| k.resource_type.as_ref() == Some(t))
+            && q.resource_id
+                .as_ref()
+                .is_none_or(|t| k.resource_id.as_ref() == Some(t))
+            && q.status.is_none_or(|s| s == k.status)
+            && q.source_ip
+                .as_ref()
+                .is_none_or(|ip| k.source_ip.as_ref() == Some(ip))
+            && q.from_ns.is_none_or(|f| r.time_ns >= f)
+            && q.to_ns.is_none_or(|t| r.time_ns < t)
+            && self.text_ok(&r.bytes)
+    }
+}
+
 impl Readers {
-    pub fn file(path: PathBuf) -> Readers {
-        Readers::File {
-            path,
-            pool: Mutex::new(Vec::new()),
+    pub fn file(path: PathBuf, dir: PathBuf, tail: Arc<TailShared>) -> Readers {
+        Readers {
+            store: Store::File {
+                path,
+                pool: Mutex::new(Vec::new()),
+            },
+            tail,
+            segments: SegmentFiles::new(dir),
+        }
+    }
+
+    pub fn memory(conn: Connection, dir: PathBuf, tail: Arc<TailShared>) -> Readers {
+        Readers {
+            store: Store::Memory(Mutex::new(conn)),
+            tail,
+            segments: SegmentFiles::new(dir),
         }
     }
 
@@ -286,14 +559,14 @@ impl Readers {
         &self,
         f: impl FnOnce(&Connection) -> Result<R, AuditError>,
     ) -> Result<R, AuditError> {
-        match self {
-            Readers::Memory(conn) => {
+        match &self.store {
+            Store::Memory(conn) => {
                 let conn = conn
                     .lock()
                     .map_err(|_| AuditError::Index("index lock poisoned by a panic".into()))?;
                 f(&conn)
             }
-            Readers::File { path, pool } => {
+            Store::File { path, pool } => {
                 let pooled = pool.lock().ok().and_then(|mut p| p.pop());
                 let conn = match pooled {
                     Some(c) => c,
@@ -318,28 +591,166 @@ impl Readers {
             .map(|c| Cursor::parse(c, q.order))
             .transpose()?;
         let limit = q.effective_limit();
+        let want = limit + 1;
+        let filter = Filter::new(q);
+        // The tail first: SQLite is then asked only for seqs below `lo`.
+        let (chunks, lo) = self.tail.snapshot();
+        // Seq bounds from the cursor (exclusive), time bounds from the
+        // query: whole chunks outside them are skipped (time is
+        // non-decreasing in seq, so a chunk spans [first.time, last.time]).
+        let (above, below) = match (cursor, q.order) {
+            (None, _) => (0, u64::MAX),
+            (Some(c), Order::NewestFirst) => (0, u64::try_from(c.seq).unwrap_or(0)),
+            (Some(c), Order::OldestFirst) => (u64::try_from(c.seq).unwrap_or(u64::MAX), u64::MAX),
+        };
+        let chunk_may_match = |c: &&Arc<Vec<IndexRow>>| match (c.first(), c.last()) {
+            (Some(first), Some(last)) => {
+                last.seq > above
+                    && first.seq < below
+                    && q.from_ns.is_none_or(|f| last.time_ns >= f)
+                    && q.to_ns.is_none_or(|t| first.time_ns < t)
+            }
+            _ => false,
+        };
+        let mut events: Vec<Event> = Vec::with_capacity(want.min(1024));
+        let tail_part = |events: &mut Vec<Event>| -> Result<(), AuditError> {
+            let mut take = |r: &IndexRow| -> Result<bool, AuditError> {
+                if r.seq > above && r.seq < below && filter.row_ok(r) {
+                    events.push(parse_body(&r.bytes, r.seq)?);
+                }
+                Ok(events.len() < want)
+            };
+            let chunks = chunks.iter().filter(chunk_may_match);
+            match q.order {
+                Order::NewestFirst => {
+                    for r in chunks.rev().flat_map(|c| c.iter().rev()) {
+                        if !take(r)? {
+                            break;
+                        }
+                    }
+                }
+                Order::OldestFirst => {
+                    for r in chunks.flat_map(|c| c.iter()) {
+                        if !take(r)? {
+                            break;
+                        }
+                    }
+                }
+            }
+            Ok(())
+        };
+        let below_lo = i64::try_from(lo.saturating_sub(1)).unwrap_or(i64::MAX);
+        match q.order {
+            Order::NewestFirst => {
+                tail_part(&mut events)?;
+                if events.len() < want {
+                    self.sqlite_part(q, &filter, cursor, below_lo, want, &mut events)?;
+                }
+            }
+            Order::OldestFirst => {
+                self.sqlite_part(q, &filter, cursor, below_lo, want, &mut events)?;
+                if events.len() < want {
+                    tail_part(&mut events)?;
+                }
+            }
+        }
+        let more = events.len() > limit;
+        events.truncate(limit);
+        let next_cursor = match (more, events.last()) {
+            (true, Some(last)) => Some(Cursor::new(last.seq, q.order).encode()),
+            _ => None,
+        };
+        Ok(Page {
+            events,
+            next_cursor,
+        })
+    }
+
+    /// Adds SQLite's matches with seq <= `max_seq` to `out` until it holds
+    /// `want` events.
+    fn sqlite_part(
+        &self,
+        q: &Query,
+        filter: &Filter<'_>,
+        cursor: Option<Cursor>,
+        max_seq: i64,
+        want: usize,
+        out: &mut Vec<Event>,
+    ) -> Result<(), AuditError> {
+        if max_seq < 1 {
+            return Ok(());
+        }
         self.with(|conn| {
             let tx = conn.unchecked_transaction()?;
-            let page = search_in(&tx, q, cursor, limit);
+            let Some((lo, hi)) = seq_range(&tx, q)? else {
+                return Ok(());
+            };
+            let hi = hi.min(max_seq);
+            if lo > hi {
+                return Ok(());
+            }
+            let need = want - out.len();
+            let (sql, args) = build_sql(q, cursor, filter.text.is_none().then_some(need), (lo, hi));
+            {
+                let mut stmt = tx.prepare_cached(&sql)?;
+                let mut rows = stmt.query(rusqlite::params_from_iter(args))?;
+                while out.len() < want {
+                    let Some(row) = rows.next()? else { break };
+                    let seq: i64 = row.get(0)?;
+                    let segment: i64 = row.get(1)?;
+                    let offset: i64 = row.get(2)?;
+                    let len: i64 = row.get(3)?;
+                    let bytes = self.segments.read(
+                        u64::try_from(segment).unwrap_or(0),
+                        u64::try_from(offset).unwrap_or(0),
+                        usize::try_from(len).unwrap_or(0),
+                    )?;
+                    if filter.text_ok(&bytes) {
+                        out.push(parse_body(&bytes, u64::try_from(seq).unwrap_or(0))?);
+                    }
+                }
+            }
             tx.finish()?;
-            page
+            Ok(())
         })
     }
 
     pub fn get(&self, log: &LogKey, id: &str) -> Result<Option<Event>, AuditError> {
-        self.with(|conn| {
-            let body: Option<Vec<u8>> = conn
-                .prepare_cached("SELECT body FROM events WHERE id = ?1 AND log = ?2")?
-                .query_row(params![id, log_text(log)], |r| r.get(0))
-                .optional()?;
-            body.map(|b| parse_body(&b)).transpose()
-        })
+        let log = log_text(log);
+        let (chunks, _) = self.tail.snapshot();
+        if let Some(r) = chunks
+            .iter()
+            .flat_map(|c| c.iter())
+            .find(|r| r.id == id && r.keys.log == log)
+        {
+            return parse_body(&r.bytes, r.seq).map(Some);
+        }
+        let found: Option<(i64, i64, i64, i64)> = self.with(|conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT seq, segment, offset, len FROM events
+                     WHERE id_key = ?1 AND id = ?2 AND log = ?3",
+                )?
+                .query_row(params![id_key(id), id, log], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                })
+                .optional()?)
+        })?;
+        let Some((seq, segment, offset, len)) = found else {
+            return Ok(None);
+        };
+        let bytes = self.segments.read(
+            u64::try_from(segment).unwrap_or(0),
+            u64::try_from(offset).unwrap_or(0),
+            usize::try_from(len).unwrap_or(0),
+        )?;
+        parse_body(&bytes, u64::try_from(seq).unwrap_or(0)).map(Some)
     }
 
     /// The query plan SQLite picks for `q` (for tests and the bench).
     pub fn explain(&self, q: &Query) -> Result<String, AuditError> {
         self.with(|conn| {
-            let (sql, args) = build_sql(q, None, q.effective_limit(), Some((1, i64::MAX)));
+            let (sql, args) = build_sql(q, None, Some(q.effective_limit() + 1), (1, i64::MAX));
             let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
             let rows =
                 stmt.query_map(rusqlite::params_from_iter(args), |r| r.get::<_, String>(3))?;
@@ -360,7 +771,6 @@ fn open_reader(path: &Path) -> Result<Connection, AuditError> {
             | OpenFlags::SQLITE_OPEN_URI,
     )?;
     conn.pragma_update(None, "cache_size", -16384)?;
-    register_functions(&conn)?;
     Ok(conn)
 }
 
@@ -371,23 +781,33 @@ pub fn read_only_watermark(path: &Path) -> Option<u64> {
         return None;
     }
     let conn = open_reader(path).ok()?;
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .ok()?;
+    if version != SCHEMA_VERSION {
+        return None;
+    }
     let v: i64 = conn
         .query_row("SELECT value FROM meta WHERE key = 'watermark'", [], |r| {
             r.get(0)
         })
         .ok()?;
-    let version: i64 = conn
-        .query_row("PRAGMA user_version", [], |r| r.get(0))
-        .ok()?;
-    (version == SCHEMA_VERSION).then(|| u64::try_from(v).unwrap_or(0))
+    Some(u64::try_from(v).unwrap_or(0))
 }
 
-fn parse_body(b: &[u8]) -> Result<Event, AuditError> {
-    Event::from_bytes(b).map_err(|e| {
+fn parse_body(b: &[u8], seq: u64) -> Result<Event, AuditError> {
+    let e = Event::from_bytes(b).map_err(|e| {
         AuditError::Index(format!(
             "an indexed event does not parse ({e}); delete the index to rebuild it"
         ))
-    })
+    })?;
+    if e.seq != seq {
+        return Err(AuditError::Index(format!(
+            "the index entry for seq {seq} points at seq {}; delete the index to rebuild it",
+            e.seq
+        )));
+    }
+    Ok(e)
 }
 
 /// Converts the query's time range into an inclusive seq range; `None`
@@ -436,11 +856,14 @@ fn prefix_upper_bound(prefix: &str) -> Option<String> {
     None
 }
 
+/// The SQL of a query's SQLite part: every filter but `text` (applied to
+/// the event bytes by the caller), seqs in `range` (inclusive), in seq
+/// order, at most `limit` rows (`None`: unbounded, the caller stops).
 fn build_sql(
     q: &Query,
     cursor: Option<Cursor>,
-    limit: usize,
-    range: Option<(i64, i64)>,
+    limit: Option<usize>,
+    range: (i64, i64),
 ) -> (String, Vec<Value>) {
     let mut conds: Vec<String> = Vec::new();
     let mut args: Vec<Value> = Vec::new();
@@ -474,15 +897,14 @@ fn build_sql(
             conds.push(format!("action < ?{}", args.len()));
         }
     }
-    if let Some((lo, hi)) = range {
-        if lo > 1 {
-            args.push(Value::Integer(lo));
-            conds.push(format!("seq >= ?{}", args.len()));
-        }
-        if hi < i64::MAX {
-            args.push(Value::Integer(hi));
-            conds.push(format!("seq <= ?{}", args.len()));
-        }
+    let (lo, hi) = range;
+    if lo > 1 {
+        args.push(Value::Integer(lo));
+        conds.push(format!("seq >= ?{}", args.len()));
+    }
+    if hi < i64::MAX {
+        args.push(Value::Integer(hi));
+        conds.push(format!("seq <= ?{}", args.len()));
     }
     if let Some(c) = cursor {
         args.push(Value::Integer(c.seq));
@@ -491,10 +913,6 @@ fn build_sql(
             Order::OldestFirst => ">",
         };
         conds.push(format!("seq {op} ?{}", args.len()));
-    }
-    if let Some(t) = q.text.as_deref().filter(|t| !t.is_empty()) {
-        args.push(Value::Text(t.to_lowercase()));
-        conds.push(format!("{ICONTAINS}(body, ?{})", args.len()));
     }
     let wh = if conds.is_empty() {
         String::new()
@@ -505,44 +923,37 @@ fn build_sql(
         Order::NewestFirst => "DESC",
         Order::OldestFirst => "ASC",
     };
-    args.push(Value::Integer(i64::try_from(limit + 1).unwrap_or(i64::MAX)));
-    let sql = format!(
-        "SELECT seq, body FROM events {wh} ORDER BY seq {dir} LIMIT ?{}",
-        args.len()
-    );
+    let mut sql = format!("SELECT seq, segment, offset, len FROM events {wh} ORDER BY seq {dir}");
+    if let Some(limit) = limit {
+        args.push(Value::Integer(i64::try_from(limit).unwrap_or(i64::MAX)));
+        sql.push_str(&format!(" LIMIT ?{}", args.len()));
+    }
     (sql, args)
 }
 
-fn search_in(
-    conn: &Connection,
-    q: &Query,
-    cursor: Option<Cursor>,
-    limit: usize,
-) -> Result<Page, AuditError> {
-    let Some(range) = seq_range(conn, q)? else {
-        return Ok(Page::default());
-    };
-    let (sql, args) = build_sql(q, cursor, limit, Some(range));
-    let mut stmt = conn.prepare_cached(&sql)?;
-    let mut rows = stmt.query(rusqlite::params_from_iter(args))?;
-    let mut events = Vec::with_capacity(limit.min(1024));
-    let mut more = false;
-    while let Some(row) = rows.next()? {
-        if events.len() == limit {
-            more = true;
-            break;
-        }
-        let body = row.get_ref(1)?.as_bytes().map_err(rusqlite::Error::from)?;
-        events.push(parse_body(body)?);
+/// Case-insensitive substring test of `needle_lower` (already lowercased
+/// with [`str::to_lowercase`]) in `hay` (UTF-8). Equivalent to
+/// `hay.to_lowercase().contains(needle_lower)`, with an allocation-free
+/// path when both sides are ASCII (the common case).
+pub fn icontains(hay: &[u8], needle_lower: &str) -> bool {
+    let needle = needle_lower.as_bytes();
+    if needle.is_empty() {
+        return true;
     }
-    let next_cursor = match (more, events.last()) {
-        (true, Some(last)) => Some(Cursor::new(last.seq, q.order).encode()),
-        _ => None,
-    };
-    Ok(Page {
-        events,
-        next_cursor,
-    })
+    if hay.is_ascii() && needle.is_ascii() {
+        if needle.len() > hay.len() {
+            return false;
+        }
+        let first = needle[0];
+        let first_upper = first.to_ascii_uppercase();
+        return (0..=hay.len() - needle.len()).any(|i| {
+            (hay[i] == first || hay[i] == first_upper)
+                && hay[i..i + needle.len()].eq_ignore_ascii_case(needle)
+        });
+    }
+    String::from_utf8_lossy(hay)
+        .to_lowercase()
+        .contains(needle_lower)
 }
 
 #[cfg(test)]

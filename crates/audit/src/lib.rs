@@ -10,6 +10,7 @@
 //! signed checkpoints and the offline verifier come later and build on the
 //! segments' canonical bytes.
 
+mod canonical;
 pub mod error;
 pub mod event;
 pub mod files;

@@ -4,26 +4,40 @@
 //!
 //! An event is acknowledged (its `append` returns `Ok`, its `append_with`
 //! callback gets `Ok`) only after the segment bytes holding it were
-//! fsynced (and, for a new segment, the directory too) and the search
-//! index holds it. After a crash at any point, reopening yields every
+//! fsynced (and, for a new segment, the directory too) and it is visible
+//! to `search` and `get` (in the index's in-memory tail, later in SQLite).
+//! After a crash at any point, reopening yields every
 //! acknowledged event, with the same seq, and possibly some events that
 //! were written but never acknowledged (the caller got an error or never
 //! heard back). A torn tail of the last segment is truncated on open.
 //! If a write or fsync fails, the log is *poisoned*: that batch fails,
 //! every later append fails with [`AuditError::Poisoned`], and the batch's
 //! bytes are truncated away (best effort) so that they do not reappear.
+//! If moving the tail into SQLite fails, the log is poisoned too; the
+//! events concerned stay searchable in memory and are indexed from the
+//! segments when the log is reopened.
 //!
 //! # Threads
 //!
 //! ```text
 //! callers ──mpsc──▶ writer thread ──sync_channel(16)──▶ indexer thread ──▶ callbacks
-//!                  stamp, frame, write,              one SQLite txn
-//!                  ONE fsync per batch               per (merged) batch
+//!  canonicalize    stamp, splice, frame,      push the batch onto the
+//!  (own thread)    write, ONE fsync/batch     in-memory tail (searchable)
+//!                                                     │
+//!                                                     ▼
+//!                                             flusher thread: tail → SQLite,
+//!                                             one transaction per ≥16k rows
+//!                                             (or every 0.5 s)
 //! ```
 //!
-//! Two stages so that fsyncing batch N+1 overlaps indexing batch N (the
-//! machine has two cores). Both are plain threads: the crate must not
-//! depend on tokio; the server bridges with a oneshot in `append_with`.
+//! Callers serialize their draft canonically (all but the four stamped
+//! fields) in their own thread, so the writer only splices. Writer and
+//! indexer are two stages so that fsyncing batch N+1 overlaps acknowledging
+//! batch N (the machine has two cores). An event is searchable once it is
+//! in the tail ([`crate::index`] merges tail and SQLite), so SQLite commits
+//! are off the acknowledgement path and large. All are plain threads: the
+//! crate must not depend on tokio; the server bridges with a oneshot in
+//! `append_with`.
 
 use std::collections::{HashMap, VecDeque};
 use std::fs::{self, File, OpenOptions};
@@ -32,23 +46,31 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use diskio::{DirLock, Faults, LockError};
 
+use crate::canonical::Prepared;
 use crate::error::AuditError;
-use crate::event::{Event, EventDraft, LogKey, format_time, time_from_ns};
+use crate::event::{Event, EventDraft, LogKey, format_time_ns};
 use crate::files;
-use crate::index::{self, IndexWriter, Readers, Row};
+use crate::index::{self, IndexRow, IndexWriter, Readers, RowKeys, TailShared};
 use crate::query::{Page, Query};
-use crate::segment::{self, Found, MAX_EVENT_BYTES, Repair};
+use crate::segment::{self, MAX_EVENT_BYTES, Repair};
 
 /// Largest number of events committed by one fsync.
 const MAX_BATCH_EVENTS: usize = 4096;
 /// Largest number of framed bytes committed by one fsync.
 const MAX_BATCH_BYTES: usize = 8 << 20;
-/// Largest number of events indexed in one SQLite transaction.
-const MAX_INDEX_BATCH: usize = 16384;
+/// The flusher moves the tail into SQLite once it holds this many rows...
+const FLUSH_ROWS: usize = 16384;
+/// ... or once its oldest row has waited this long.
+const FLUSH_AFTER: Duration = Duration::from_millis(500);
+/// Largest number of rows moved in one SQLite transaction.
+const MAX_FLUSH_ROWS: usize = 32768;
+/// Acknowledgements wait while the tail holds this many rows (SQLite has
+/// fallen behind): bounds memory (~1 KiB a row) and absorbs bursts.
+const MAX_TAIL_ROWS: usize = 131_072;
 /// Rows per transaction while catching the index up at open.
 const CATCH_UP_ROWS: usize = 8192;
 /// Page size [`Export`] fetches internally.
@@ -140,6 +162,10 @@ struct Inner {
 
 struct Pending {
     draft: EventDraft,
+    /// The draft's canonical bytes minus the stamps, made by the caller.
+    prepared: Prepared,
+    /// The draft's filterable fields, made by the caller.
+    keys: RowKeys,
     done: Done,
 }
 
@@ -191,24 +217,14 @@ fn catch_up(
     watermark: u64,
     repair: Repair,
 ) -> Result<segment::Walked, AuditError> {
-    let mut buf: Vec<Found> = Vec::new();
-    let flush = |buf: &mut Vec<Found>, index: &mut IndexWriter| -> Result<(), AuditError> {
-        let rows: Vec<Row<'_>> = buf
-            .iter()
-            .map(|f| Row {
-                event: &f.event,
-                bytes: &f.bytes,
-                time_ns: f.time_ns,
-                segment: f.segment,
-                offset: f.offset,
-            })
-            .collect();
-        index.insert(&rows)?;
+    let mut buf: Vec<IndexRow> = Vec::new();
+    let flush = |buf: &mut Vec<IndexRow>, index: &mut IndexWriter| -> Result<(), AuditError> {
+        index.insert(buf.iter())?;
         buf.clear();
         Ok(())
     };
     let walked = segment::walk(dir, watermark, repair, |f| {
-        buf.push(f);
+        buf.push(IndexRow::of_found(f));
         if buf.len() >= CATCH_UP_ROWS {
             flush(&mut buf, index)?;
         }
@@ -279,6 +295,12 @@ impl AuditLog {
         let stats = Arc::new(StatCounters::default());
         let (tx, rx) = mpsc::channel::<Pending>();
         let (itx, irx) = mpsc::sync_channel::<Committed>(16);
+        let tail = TailShared::new(last_seq + 1);
+        let next_index = counters
+            .next_index
+            .iter()
+            .map(|(k, v)| (index::log_text(k), *v))
+            .collect();
 
         let writer = Writer {
             dir: dir.to_path_buf(),
@@ -287,7 +309,7 @@ impl AuditLog {
             max_segment_bytes: opts.max_segment_bytes.max(1),
             next_seq: last_seq + 1,
             last_time_ns: counters.last_time_ns,
-            next_index: counters.next_index,
+            next_index,
             segment,
             poisoned: poisoned.clone(),
             stats: stats.clone(),
@@ -296,10 +318,14 @@ impl AuditLog {
             _lock: lock,
         };
         let indexer = Indexer {
-            index,
+            tail: tail.clone(),
             poisoned: poisoned.clone(),
             last_seq: last_seq_shared.clone(),
-            failed: false,
+        };
+        let flusher = Flusher {
+            index,
+            tail: tail.clone(),
+            poisoned: poisoned.clone(),
         };
         let spawn = |name: &str| std::thread::Builder::new().name(name.to_string());
         let wt = spawn("audit-writer")
@@ -308,16 +334,19 @@ impl AuditLog {
         let it = spawn("audit-indexer")
             .spawn(move || indexer.run(irx))
             .map_err(|e| AuditError::io(dir, e))?;
+        let ft = spawn("audit-flusher")
+            .spawn(move || flusher.run())
+            .map_err(|e| AuditError::io(dir, e))?;
 
         Ok(AuditLog {
             inner: Arc::new(Inner {
                 dir: dir.to_path_buf(),
                 tx: RwLock::new(Some(tx)),
-                threads: Mutex::new(vec![wt, it]),
+                threads: Mutex::new(vec![wt, it, ft]),
                 poisoned,
                 last_seq: last_seq_shared,
                 stats,
-                readers: Readers::file(index_path),
+                readers: Readers::file(index_path, dir.to_path_buf(), tail),
                 read_only: false,
             }),
         })
@@ -336,30 +365,35 @@ impl AuditLog {
             ));
         }
         let index_path = dir.join(files::INDEX);
-        let mut readers = None;
-        let mut last_seq = 0;
+        let mut found = None;
         if let Some(wm) = index::read_only_watermark(&index_path) {
-            let walked = segment::walk(dir, u64::MAX, Repair::ReadOnly, |_| Ok(()))?;
-            last_seq = walked.last_seq;
-            // A writer may be between fsync and index commit: give it a moment.
-            let mut wm = wm;
-            for _ in 0..5 {
-                if wm >= last_seq {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-                wm = index::read_only_watermark(&index_path).unwrap_or(0);
-            }
-            if wm >= last_seq {
-                readers = Some(Readers::file(index_path));
+            // The index file covers seqs up to its watermark (a live writer
+            // may move it on: queries of the file stop below `wm + 1`);
+            // the events after it are read from the segments into a tail.
+            let mut rows = Vec::new();
+            let walked = segment::walk(dir, wm, Repair::ReadOnly, |f| {
+                rows.push(IndexRow::of_found(f));
+                Ok(())
+            })?;
+            if wm <= walked.last_seq {
+                let tail = TailShared::new(wm + 1);
+                tail.push(rows, usize::MAX);
+                found = Some((
+                    Readers::file(index_path, dir.to_path_buf(), tail),
+                    walked.last_seq,
+                ));
             }
         }
-        let readers = match readers {
-            Some(r) => r,
+        let (readers, last_seq) = match found {
+            Some(v) => v,
             None => {
                 let mut ix = IndexWriter::in_memory()?;
-                last_seq = catch_up(dir, &mut ix, 0, Repair::ReadOnly)?.last_seq;
-                Readers::Memory(Mutex::new(ix.into_connection()))
+                let last_seq = catch_up(dir, &mut ix, 0, Repair::ReadOnly)?.last_seq;
+                let tail = TailShared::new(last_seq + 1);
+                (
+                    Readers::memory(ix.into_connection(), dir.to_path_buf(), tail),
+                    last_seq,
+                )
             }
         };
         Ok(AuditLog {
@@ -391,21 +425,40 @@ impl AuditLog {
 
     /// Like [`AuditLog::append`] without blocking: `done` is called once,
     /// from the indexer thread (or right here on an immediate error), when
-    /// the event is durable and indexed or has failed. Keep `done` short:
-    /// it runs on the log's own thread.
+    /// the event is durable and searchable or has failed. Keep `done`
+    /// short: it runs on the log's own thread. The draft is serialized
+    /// (canonically, minus the stamps) here, in the caller's thread.
+    ///
+    /// A poisoned log answers [`AuditError::Poisoned`] from the writer
+    /// thread, so callbacks see the failure of the batch that poisoned it
+    /// before any `Poisoned`.
     pub fn append_with(&self, draft: EventDraft, done: Done) {
-        if self.is_poisoned() {
-            return done(Err(AuditError::Poisoned));
+        if self.inner.read_only {
+            return done(Err(AuditError::ReadOnly));
         }
+        let prepared = Prepared::of_draft(&draft);
+        let keys = RowKeys::of_draft(&draft);
         let Ok(guard) = self.inner.tx.read() else {
             return done(Err(AuditError::Closed));
         };
+        let closed = || {
+            if self.is_poisoned() {
+                AuditError::Poisoned
+            } else {
+                AuditError::Closed
+            }
+        };
         match guard.as_ref() {
-            None if self.inner.read_only => done(Err(AuditError::ReadOnly)),
-            None => done(Err(AuditError::Closed)),
+            None => done(Err(closed())),
             Some(tx) => {
-                if let Err(mpsc::SendError(p)) = tx.send(Pending { draft, done }) {
-                    (p.done)(Err(AuditError::Closed));
+                let pending = Pending {
+                    draft,
+                    prepared,
+                    keys,
+                    done,
+                };
+                if let Err(mpsc::SendError(p)) = tx.send(pending) {
+                    (p.done)(Err(closed()));
                 }
             }
         }
@@ -516,19 +569,11 @@ struct OpenSegment {
     path: PathBuf,
 }
 
-/// An event made durable, on its way to the index.
-struct Stamped {
-    event: Event,
-    bytes: Vec<u8>,
-    time_ns: i64,
-    segment: u64,
-    offset: u64,
-    done: Done,
-}
-
-/// A durable batch handed from the writer to the indexer.
+/// A durable batch handed from the writer to the indexer: the stamped
+/// events with their callbacks, and their index rows (same order).
 struct Committed {
-    events: Vec<Stamped>,
+    acks: Vec<(Event, Done)>,
+    rows: Vec<IndexRow>,
 }
 
 /// Bytes of one batch destined for one segment.
@@ -550,7 +595,8 @@ struct Writer {
     max_segment_bytes: u64,
     next_seq: u64,
     last_time_ns: i64,
-    next_index: HashMap<LogKey, u64>,
+    /// Next `log_index` per log, keyed by [`index::log_text`].
+    next_index: HashMap<String, u64>,
     segment: Option<OpenSegment>,
     poisoned: Arc<AtomicBool>,
     stats: Arc<StatCounters>,
@@ -604,23 +650,23 @@ impl Writer {
             }
             return;
         }
-        let mut stamped: Vec<Stamped> = Vec::with_capacity(batch.len());
+        let mut acks: Vec<(Event, Done)> = Vec::with_capacity(batch.len());
+        let mut rows: Vec<IndexRow> = Vec::with_capacity(batch.len());
         let mut chunks: Vec<Chunk> = Vec::new();
         let mut framed = 0usize;
         let mut rest = batch.into_iter();
+        let mut id_buf = uuid::Uuid::encode_buffer();
         for p in rest.by_ref() {
-            let log = LogKey::of(p.draft.project.as_deref());
-            let log_index = self.next_index.get(&log).copied().unwrap_or(0);
+            let log_index = self.next_index.get(&p.keys.log).copied().unwrap_or(0);
             let now = (self.clock)().max(self.last_time_ns);
             let seq = self.next_seq;
-            let event = Event::from_draft(
-                p.draft,
-                uuid::Uuid::now_v7().to_string(),
-                seq,
-                log_index,
-                format_time(time_from_ns(now)),
-            );
-            let bytes = event.canonical_bytes();
+            let id = uuid::Uuid::now_v7()
+                .hyphenated()
+                .encode_lower(&mut id_buf)
+                .to_string();
+            let time = format_time_ns(now);
+            let mut bytes = Vec::with_capacity(p.prepared.len() + 128);
+            p.prepared.splice(&id, log_index, seq, &time, &mut bytes);
             if bytes.len() > MAX_EVENT_BYTES {
                 (p.done)(Err(AuditError::EventTooLarge {
                     bytes: bytes.len(),
@@ -629,7 +675,12 @@ impl Writer {
                 continue;
             }
             self.next_seq += 1;
-            self.next_index.insert(log, log_index + 1);
+            match self.next_index.get_mut(&p.keys.log) {
+                Some(n) => *n = log_index + 1,
+                None => {
+                    self.next_index.insert(p.keys.log.clone(), log_index + 1);
+                }
+            }
             self.last_time_ns = now;
 
             let frame_len = (diskio::frame::HEADER_LEN + bytes.len()) as u64;
@@ -653,7 +704,7 @@ impl Writer {
                     first_seq: seg_first,
                     new: false,
                     start_len: seg_len,
-                    buf: Vec::new(),
+                    buf: Vec::with_capacity(MAX_BATCH_BYTES.min(256 << 10)),
                 });
             }
             let Some(chunk) = chunks.last_mut() else {
@@ -664,33 +715,36 @@ impl Writer {
                 unreachable!("bug: a non-empty event under 60 KiB always frames: {e}");
             }
             framed += frame_len as usize;
-            stamped.push(Stamped {
-                event,
-                bytes,
+            let event = Event::from_draft(p.draft, id.clone(), seq, log_index, time);
+            rows.push(IndexRow {
+                keys: p.keys,
+                seq,
+                log_index,
+                id,
                 time_ns: now,
                 segment: chunk.first_seq,
                 offset,
-                done: p.done,
+                bytes,
             });
+            acks.push((event, p.done));
             if framed >= MAX_BATCH_BYTES {
                 break;
             }
         }
         self.carry.extend(rest);
-        if stamped.is_empty() {
+        if acks.is_empty() {
             return;
         }
         match self.write_chunks(&chunks) {
             Ok(()) => {
                 self.stats
                     .events
-                    .fetch_add(stamped.len() as u64, Ordering::Relaxed);
+                    .fetch_add(acks.len() as u64, Ordering::Relaxed);
                 self.stats.batches.fetch_add(1, Ordering::Relaxed);
-                if let Err(mpsc::SendError(c)) = self.to_indexer.send(Committed { events: stamped })
-                {
+                if let Err(mpsc::SendError(c)) = self.to_indexer.send(Committed { acks, rows }) {
                     self.poisoned.store(true, Ordering::SeqCst);
-                    for s in c.events {
-                        (s.done)(Err(AuditError::Closed));
+                    for (_, done) in c.acks {
+                        done(Err(AuditError::Closed));
                     }
                 }
             }
@@ -698,8 +752,8 @@ impl Writer {
                 tracing::error!(error = %e, "audit log write failed; poisoning the log");
                 self.poisoned.store(true, Ordering::SeqCst);
                 self.roll_back(&chunks);
-                for s in stamped {
-                    (s.done)(Err(e.duplicate()));
+                for (_, done) in acks {
+                    done(Err(e.duplicate()));
                 }
             }
         }
@@ -780,67 +834,115 @@ impl Writer {
     }
 }
 
-/// Indexes durable batches, then acknowledges them.
+/// Makes durable batches searchable (the tail), then acknowledges them.
 struct Indexer {
-    index: IndexWriter,
+    tail: Arc<TailShared>,
     poisoned: Arc<AtomicBool>,
     last_seq: Arc<AtomicU64>,
-    /// Set after an index failure: later batches are durable but cannot be
-    /// made searchable, so they fail (and are indexed at the next open).
-    failed: bool,
+}
+
+/// Closes the tail when the indexer ends, however it ends, so that the
+/// flusher drains it and stops.
+struct CloseOnDrop(Arc<TailShared>);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        self.0.close();
+    }
 }
 
 impl Indexer {
-    fn run(mut self, rx: Receiver<Committed>) {
+    fn run(self, rx: Receiver<Committed>) {
         let _guard = PoisonOnPanic(self.poisoned.clone());
-        while let Ok(mut batch) = rx.recv() {
-            // When indexing falls behind, merge the durable batches waiting
-            // behind this one: one SQLite transaction per merged batch keeps
-            // the per-event cost low exactly when it matters.
-            while batch.events.len() < MAX_INDEX_BATCH {
-                match rx.try_recv() {
-                    Ok(more) => batch.events.extend(more.events),
-                    Err(_) => break,
-                }
-            }
-            if self.failed {
-                for s in batch.events {
-                    (s.done)(Err(AuditError::Poisoned));
-                }
+        let _close = CloseOnDrop(self.tail.clone());
+        while let Ok(batch) = rx.recv() {
+            let Some(last) = batch.rows.last().map(|r| r.seq) else {
                 continue;
+            };
+            self.tail.push(batch.rows, MAX_TAIL_ROWS);
+            self.last_seq.store(last, Ordering::SeqCst);
+            for (event, done) in batch.acks {
+                done(Ok(event));
             }
-            let rows: Vec<Row<'_>> = batch
-                .events
-                .iter()
-                .map(|s| Row {
-                    event: &s.event,
-                    bytes: &s.bytes,
-                    time_ns: s.time_ns,
-                    segment: s.segment,
-                    offset: s.offset,
-                })
-                .collect();
-            match self.index.insert(&rows) {
+        }
+    }
+}
+
+/// Moves the tail into SQLite in large transactions.
+struct Flusher {
+    index: IndexWriter,
+    tail: Arc<TailShared>,
+    poisoned: Arc<AtomicBool>,
+}
+
+/// Marks the tail failed if the flusher unwinds (a bug), so that an
+/// acknowledgement waiting for room in the tail does not wait forever.
+struct FailTailOnPanic(Arc<TailShared>);
+
+impl Drop for FailTailOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.lock().failed = true;
+            self.0.cond.notify_all();
+        }
+    }
+}
+
+impl Flusher {
+    fn run(mut self) {
+        let _guard = PoisonOnPanic(self.poisoned.clone());
+        let _fail = FailTailOnPanic(self.tail.clone());
+        loop {
+            let batch: Vec<Arc<Vec<IndexRow>>> = {
+                let mut t = self.tail.lock();
+                loop {
+                    let due = t.closed
+                        || t.rows >= FLUSH_ROWS
+                        || t.since.is_some_and(|s| s.elapsed() >= FLUSH_AFTER);
+                    if due && t.rows > 0 {
+                        break;
+                    }
+                    if t.closed {
+                        return;
+                    }
+                    let wait = t
+                        .since
+                        .map_or(FLUSH_AFTER, |s| FLUSH_AFTER.saturating_sub(s.elapsed()));
+                    t = match self.tail.cond.wait_timeout(t, wait) {
+                        Ok((t, _)) => t,
+                        Err(e) => e.into_inner().0,
+                    };
+                }
+                let mut n = 0;
+                t.chunks
+                    .iter()
+                    .take_while(|c| {
+                        let take = n < MAX_FLUSH_ROWS;
+                        n += c.len();
+                        take
+                    })
+                    .cloned()
+                    .collect()
+            };
+            let rows: usize = batch.iter().map(|c| c.len()).sum();
+            let next_lo = batch.last().and_then(|c| c.last()).map_or(0, |r| r.seq + 1);
+            match self.index.insert(batch.iter().flat_map(|c| c.iter())) {
                 Ok(()) => {
-                    if let Some(last) = batch.events.last() {
-                        self.last_seq.store(last.event.seq, Ordering::SeqCst);
-                    }
-                    for s in batch.events {
-                        (s.done)(Ok(s.event));
-                    }
+                    let mut t = self.tail.lock();
+                    t.chunks.drain(..batch.len());
+                    t.rows -= rows;
+                    t.lo = next_lo;
+                    t.since = (!t.chunks.is_empty()).then(Instant::now);
                 }
                 Err(e) => {
-                    tracing::error!(error = %e, "audit index update failed; poisoning the log");
-                    self.failed = true;
+                    tracing::error!(error = %e, "audit index update failed; poisoning the log (the events stay searchable in memory and are indexed when the log is reopened)");
                     self.poisoned.store(true, Ordering::SeqCst);
-                    let err = AuditError::Index(format!(
-                        "{e} (the event is durable and will be indexed when the log is reopened)"
-                    ));
-                    for s in batch.events {
-                        (s.done)(Err(err.duplicate()));
-                    }
+                    self.tail.lock().failed = true;
+                    self.tail.cond.notify_all();
+                    return;
                 }
             }
+            self.tail.cond.notify_all();
         }
     }
 }
