@@ -7,6 +7,12 @@
 //!   00000000000000004097.seg      next segment, named by its first seq
 //!   index.sqlite                  search index (derived; rebuilt from segments if lost)
 //!   index.sqlite-wal, -shm        SQLite's WAL-mode companions
+//!   signing-key                   Ed25519 checkpoint signer key (mode 0600, signed-note skey form)
+//!   tlog/org/                     the organization log as a C2SP tlog-tiles tree
+//!   tlog/p/<slug>/                one project's log (see docs/format/audit-tlog.md)
+//!     checkpoint                  latest signed checkpoint (replaced atomically)
+//!     tile/<L>/<N>[.p/<W>]        hash tiles (write-once)
+//!     tile/entries/<N>[.p/<W>]    entry bundles (write-once)
 //! ```
 
 /// Lock file held by the one process writing the directory.
@@ -42,6 +48,39 @@ pub fn parse_segment_name(name: &str) -> Option<u64> {
     stem.parse().ok()
 }
 
+/// The checkpoint signer key, in signed-note `PRIVATE+KEY+...` form.
+pub const SIGNING_KEY: &str = "signing-key";
+
+/// Directory holding one tlog-tiles tree per log.
+pub const TLOG_DIR: &str = "tlog";
+
+/// A log's latest signed checkpoint, relative to its tree directory.
+pub const CHECKPOINT: &str = "checkpoint";
+
+/// The tree directory of a log, relative to [`TLOG_DIR`]: `org` for the
+/// organization log, `p/<slug>` for a project. A slug that is not made of
+/// `[A-Za-z0-9._-]` only (or is `.` / `..`) is written as `p/~<hex of its
+/// bytes>`, so that no log name can leave the directory; `~` never occurs
+/// in a plain slug, so the two forms cannot collide.
+pub fn tlog_log_dir(log: &crate::LogKey) -> String {
+    match log {
+        crate::LogKey::Organization => "org".to_string(),
+        crate::LogKey::Project(slug) => {
+            let plain = !slug.is_empty()
+                && slug != "."
+                && slug != ".."
+                && slug
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+            if plain {
+                format!("p/{slug}")
+            } else {
+                format!("p/~{}", hex::encode(slug.as_bytes()))
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -59,5 +98,14 @@ mod tests {
         ] {
             assert_eq!(parse_segment_name(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn tlog_dirs_stay_inside() {
+        use crate::LogKey;
+        assert_eq!(tlog_log_dir(&LogKey::Organization), "org");
+        assert_eq!(tlog_log_dir(&LogKey::Project("web-1".into())), "p/web-1");
+        assert_eq!(tlog_log_dir(&LogKey::Project("..".into())), "p/~2e2e");
+        assert_eq!(tlog_log_dir(&LogKey::Project("a/b".into())), "p/~612f62");
     }
 }

@@ -100,7 +100,7 @@ fn log_text_of(project: Option<&str>) -> String {
     }
 }
 
-fn parse_log_text(s: &str) -> Option<LogKey> {
+pub(crate) fn parse_log_text(s: &str) -> Option<LogKey> {
     if s == "o" {
         Some(LogKey::Organization)
     } else {

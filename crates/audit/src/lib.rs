@@ -6,9 +6,9 @@
 //! Crash contract: see the [`log`] module.
 //!
 //! It is *not* an HTTP layer (no axum, hyper or tokio here: the server
-//! bridges `append_with` into async), and not a metadata store. Tiles,
-//! signed checkpoints and the offline verifier come later and build on the
-//! segments' canonical bytes.
+//! bridges `append_with` into async), and not a metadata store. The
+//! transparency logs ([`tlog`]: tiles and signed checkpoints) are derived
+//! from the segments' canonical bytes; the offline verifier comes later.
 
 mod canonical;
 pub mod error;
@@ -18,6 +18,7 @@ mod index;
 pub mod log;
 pub mod query;
 pub mod segment;
+pub mod tlog;
 
 pub use error::AuditError;
 pub use event::*;

@@ -57,6 +57,7 @@ use crate::files;
 use crate::index::{self, IndexRow, IndexWriter, Readers, RowKeys, TailShared};
 use crate::query::{Page, Query};
 use crate::segment::{self, MAX_EVENT_BYTES, Repair};
+use crate::tlog;
 
 /// Largest number of events committed by one fsync.
 const MAX_BATCH_EVENTS: usize = 4096;
@@ -92,6 +93,13 @@ pub struct Options {
     /// Unix nanoseconds; `None` = the system clock. The log makes it
     /// non-decreasing (`max(now, last)`), so it may go backwards.
     pub clock: Option<Clock>,
+    /// Longest time between an append and the signed checkpoint covering
+    /// it (plus the time to write the tiles).
+    pub checkpoint_interval: Duration,
+    /// Name of the checkpoint signing key when it is created, and prefix of
+    /// every log's origin line (`<name>/org`, `<name>/p/<slug>`); see
+    /// [`crate::tlog`]. Must not contain `+` or whitespace.
+    pub tlog_name: String,
 }
 
 impl Default for Options {
@@ -100,6 +108,8 @@ impl Default for Options {
             max_segment_bytes: 64 << 20,
             faults: Faults::disabled(),
             clock: None,
+            checkpoint_interval: Duration::from_secs(1),
+            tlog_name: "flightdeck".to_string(),
         }
     }
 }
@@ -110,6 +120,8 @@ impl std::fmt::Debug for Options {
             .field("max_segment_bytes", &self.max_segment_bytes)
             .field("faults", &self.faults)
             .field("clock", &self.clock.as_ref().map(|_| "custom"))
+            .field("checkpoint_interval", &self.checkpoint_interval)
+            .field("tlog_name", &self.tlog_name)
             .finish()
     }
 }
@@ -158,6 +170,9 @@ struct Inner {
     stats: Arc<StatCounters>,
     readers: Readers,
     read_only: bool,
+    /// Verifier key string of the checkpoint signer (empty when a
+    /// read-only open found no key). Immutable.
+    verifier: String,
 }
 
 struct Pending {
@@ -280,6 +295,13 @@ impl AuditLog {
         let counters = index.counters()?;
         let last_seq = walked.last_seq;
 
+        let signer = tlog::load_or_create_key(dir, &opts.tlog_name)?;
+        let verifier = signer.verifier().to_string();
+        // The tlog writes get no injected faults: those target the segment writer.
+        let trees = tlog::Trees::recover(dir, &opts.tlog_name, signer, Faults::disabled())?;
+        let (ttx, trx) = mpsc::channel::<Vec<tlog::Leaf>>();
+        let checkpoint_interval = opts.checkpoint_interval;
+
         let segment = match walked.last_segment {
             Some((first_seq, path, len)) => Some(OpenSegment {
                 file: segment::open_append(&path)?,
@@ -321,6 +343,7 @@ impl AuditLog {
             tail: tail.clone(),
             poisoned: poisoned.clone(),
             last_seq: last_seq_shared.clone(),
+            to_tlog: ttx,
         };
         let flusher = Flusher {
             index,
@@ -337,17 +360,21 @@ impl AuditLog {
         let ft = spawn("audit-flusher")
             .spawn(move || flusher.run())
             .map_err(|e| AuditError::io(dir, e))?;
+        let ct = spawn("audit-checkpointer")
+            .spawn(move || trees.run(trx, checkpoint_interval))
+            .map_err(|e| AuditError::io(dir, e))?;
 
         Ok(AuditLog {
             inner: Arc::new(Inner {
                 dir: dir.to_path_buf(),
                 tx: RwLock::new(Some(tx)),
-                threads: Mutex::new(vec![wt, it, ft]),
+                threads: Mutex::new(vec![wt, it, ft, ct]),
                 poisoned,
                 last_seq: last_seq_shared,
                 stats,
                 readers: Readers::file(index_path, dir.to_path_buf(), tail),
                 read_only: false,
+                verifier,
             }),
         })
     }
@@ -406,6 +433,11 @@ impl AuditLog {
                 stats: Arc::new(StatCounters::default()),
                 readers,
                 read_only: true,
+                // A missing or unreadable key must not stop reading events.
+                verifier: tlog::read_verifier_key(dir)
+                    .ok()
+                    .flatten()
+                    .unwrap_or_default(),
             }),
         })
     }
@@ -509,6 +541,52 @@ impl AuditLog {
     /// The directory this log lives in.
     pub fn dir(&self) -> &Path {
         &self.inner.dir
+    }
+
+    /// The latest signed checkpoint of `log` (C2SP signed-note bytes), or
+    /// `None` while the log has no checkpoint yet.
+    pub fn checkpoint(&self, log: &LogKey) -> Option<Vec<u8>> {
+        let path = self.tlog_dir(log).join(files::CHECKPOINT);
+        match fs::read(&path) {
+            Ok(b) => Some(b),
+            Err(e) => {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot read audit checkpoint");
+                }
+                None
+            }
+        }
+    }
+
+    /// A tlog-tiles file of `log` at `path` relative to the log's base
+    /// (`tile/<L>/<N>[.p/<W>]` or `tile/entries/<N>[.p/<W>]`). `Ok(None)`
+    /// when absent or when `path` is not a canonical tile path (so nothing
+    /// outside the log's tiles can be named).
+    pub fn tlog_file(&self, log: &LogKey, path: &str) -> Result<Option<Vec<u8>>, AuditError> {
+        let rel = match merkle::tiles::parse_tile_path(path) {
+            Ok(merkle::TilePath::Hash(t)) => t.path(),
+            Ok(merkle::TilePath::Entries(b)) => b.path(),
+            Err(_) => return Ok(None),
+        };
+        let full = self.tlog_dir(log).join(rel);
+        match fs::read(&full) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(AuditError::io(full, e)),
+        }
+    }
+
+    /// The checkpoint verifier key (`<name>+<hex key id>+<base64 key>`);
+    /// empty for a read-only open of a directory without a signing key.
+    pub fn verifier_key(&self) -> String {
+        self.inner.verifier.clone()
+    }
+
+    fn tlog_dir(&self, log: &LogKey) -> PathBuf {
+        self.inner
+            .dir
+            .join(files::TLOG_DIR)
+            .join(files::tlog_log_dir(log))
     }
 
     /// The SQLite plan for `q` (diagnostics, tests, the bench).
@@ -839,6 +917,9 @@ struct Indexer {
     tail: Arc<TailShared>,
     poisoned: Arc<AtomicBool>,
     last_seq: Arc<AtomicU64>,
+    /// Durable events for the checkpointer (dropped when the indexer ends,
+    /// which makes it flush and stop).
+    to_tlog: Sender<Vec<tlog::Leaf>>,
 }
 
 /// Closes the tail when the indexer ends, however it ends, so that the
@@ -859,6 +940,18 @@ impl Indexer {
             let Some(last) = batch.rows.last().map(|r| r.seq) else {
                 continue;
             };
+            let leaves = batch
+                .rows
+                .iter()
+                .map(|r| tlog::Leaf {
+                    log: r.keys.log.clone(),
+                    index: r.log_index,
+                    bytes: r.bytes.clone(),
+                })
+                .collect();
+            // A gone checkpointer (it only ends after us, or on a bug that
+            // it logged) must not stop acknowledgements.
+            let _ = self.to_tlog.send(leaves);
             self.tail.push(batch.rows, MAX_TAIL_ROWS);
             self.last_seq.store(last, Ordering::SeqCst);
             for (event, done) in batch.acks {

@@ -1,6 +1,7 @@
 //! `flightdeck audit tail|search|export`: reads the audit trail from a data
 //! directory (read-only, safe while a server runs) or from a server URL
-//! with a token, and prints NDJSON (or CSV for export).
+//! with a token, and prints NDJSON (or CSV for export). `flightdeck audit
+//! pubkey` prints the checkpoint verifier key of a data directory.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -31,6 +32,13 @@ pub enum AuditCommand {
         /// Print the last events and exit instead of following.
         #[arg(long)]
         no_follow: bool,
+    },
+    /// Print the verifier key of the audit log's signed checkpoints
+    /// (`<name>+<hex key id>+<base64 key>`), for tlog and note verifiers.
+    Pubkey {
+        /// The data directory of the server.
+        #[arg(long, env = "FLIGHTDECK_DATA_DIR", default_value = "./data")]
+        data_dir: PathBuf,
     },
 }
 
@@ -225,6 +233,18 @@ pub fn run(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     match cmd {
+        AuditCommand::Pubkey { data_dir } => {
+            let dir = data_dir.join("audit");
+            let key = audit::tlog::read_verifier_key(&dir)
+                .with_context(|| format!("cannot read the signing key in {}", dir.display()))?;
+            match key {
+                Some(k) => writeln!(out, "{k}")?,
+                None => bail!(
+                    "{} has no audit signing key yet: start the server on it once (is --data-dir right?)",
+                    data_dir.display()
+                ),
+            }
+        }
         AuditCommand::Search(args) => {
             if let Some(url) = args.url.clone() {
                 let (events, _) =

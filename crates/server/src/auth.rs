@@ -177,6 +177,9 @@ pub fn action_of(method: &Method, route: Option<&str>) -> String {
         ("GET", "/projects/{project}/audit/export") | ("GET", "/audit/export") => {
             "audit.event.export"
         }
+        ("GET", "/projects/{project}/audit/log/{*path}") | ("GET", "/audit/log/{*path}") => {
+            "audit.log.read"
+        }
         _ => return format!("api.request.{}", method.as_str().to_ascii_lowercase()),
     };
     a.to_string()

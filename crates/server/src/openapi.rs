@@ -12,7 +12,7 @@ use utoipa::OpenApi;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, RefOr, ResponseBuilder};
 
-use crate::api::{audit_api, iam, session};
+use crate::api::{audit_api, iam, session, tlog_api};
 use crate::auth::SESSION_COOKIE;
 use crate::error::{ErrorBody, ErrorDetail};
 
@@ -32,7 +32,7 @@ use crate::error::{ErrorBody, ErrorDetail};
         iam::list_users, iam::create_user, iam::get_user, iam::update_user, iam::delete_user,
         audit_api::search_project, audit_api::search_org, audit_api::get_project_event,
         audit_api::get_org_event, audit_api::export_project, audit_api::export_org,
-        audit_api::ingest_project,
+        audit_api::ingest_project, tlog_api::project_log, tlog_api::org_log,
     ),
     components(schemas(ErrorBody, ErrorDetail)),
     security(("bearer" = []), ("basic" = []), ("session" = [])),

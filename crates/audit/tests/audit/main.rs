@@ -7,3 +7,4 @@ mod faults;
 mod recovery;
 mod search;
 mod support;
+mod tlog;

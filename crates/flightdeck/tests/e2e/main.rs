@@ -10,4 +10,5 @@ mod isolation;
 mod openapi;
 mod redaction;
 mod sessions;
+mod tlog;
 mod walkthrough;

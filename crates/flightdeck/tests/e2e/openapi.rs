@@ -38,6 +38,8 @@ fn openapi_document_covers_every_route() {
         ("get", "/audit/events"),
         ("get", "/audit/events/{id}"),
         ("get", "/audit/export"),
+        ("get", "/projects/{project}/audit/log/{path}"),
+        ("get", "/audit/log/{path}"),
     ];
     let mut documented = 0;
     for (_, item) in paths {
@@ -79,7 +81,8 @@ fn openapi_document_covers_every_route() {
                     .replace("{project}", "default")
                     .replace("{token_id}", "x")
                     .replace("{user}", "x")
-                    .replace("{id}", "x"),
+                    .replace("{id}", "x")
+                    .replace("{path}", "key"),
             ),
             &[],
             None,

@@ -400,7 +400,11 @@ pub async fn search_org(
 }
 
 /// `audit:read` in the project, or project admin.
-async fn audit_read(st: &AppState, caller: &Caller, project: &str) -> Result<(), ApiError> {
+pub(super) async fn audit_read(
+    st: &AppState,
+    caller: &Caller,
+    project: &str,
+) -> Result<(), ApiError> {
     let implied = match &caller.who {
         crate::auth::Who::Token { token, .. } => {
             !token.scopes.contains(&Scope::AuditRead) && token.scopes.contains(&Scope::Admin)

@@ -8,6 +8,7 @@
 pub mod audit_api;
 pub mod iam;
 pub mod session;
+pub mod tlog_api;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -81,6 +82,11 @@ pub fn routes(_state: AppState) -> Router<AppState> {
             get(audit_api::get_org_event),
         )
         .route(&format!("{p}/audit/export"), get(audit_api::export_org))
+        .route(
+            &format!("{p}/projects/{{project}}/audit/log/{{*path}}"),
+            get(tlog_api::project_log),
+        )
+        .route(&format!("{p}/audit/log/{{*path}}"), get(tlog_api::org_log))
         .fallback(api_not_found)
         .method_not_allowed_fallback(method_not_allowed)
 }
