@@ -8,7 +8,8 @@
 //! It is *not* an HTTP layer (no axum, hyper or tokio here: the server
 //! bridges `append_with` into async), and not a metadata store. The
 //! transparency logs ([`tlog`]: tiles and signed checkpoints) are derived
-//! from the segments' canonical bytes; the offline verifier comes later.
+//! from the segments' canonical bytes; [`verify`] checks one of them from
+//! its public tlog-tiles files alone.
 
 mod canonical;
 pub mod error;
@@ -19,6 +20,7 @@ pub mod log;
 pub mod query;
 pub mod segment;
 pub mod tlog;
+pub mod verify;
 
 pub use error::AuditError;
 pub use event::*;

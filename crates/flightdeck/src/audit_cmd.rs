@@ -1,7 +1,9 @@
 //! `flightdeck audit tail|search|export`: reads the audit trail from a data
 //! directory (read-only, safe while a server runs) or from a server URL
 //! with a token, and prints NDJSON (or CSV for export). `flightdeck audit
-//! pubkey` prints the checkpoint verifier key of a data directory.
+//! pubkey` prints the checkpoint verifier key of a data directory; `flightdeck
+//! audit verify` checks a log's tlog-tiles files (from a data directory or
+//! over HTTP) with `audit::verify`.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -40,6 +42,46 @@ pub enum AuditCommand {
         #[arg(long, env = "FLIGHTDECK_DATA_DIR", default_value = "./data")]
         data_dir: PathBuf,
     },
+    /// Verify an audit transparency log from its public tlog-tiles files:
+    /// checkpoint signature and origin, every hash tile against the root,
+    /// every entry bundle against the leaves, events in order, and
+    /// consistency with a saved checkpoint. Exit 0 when it verifies, 1 at
+    /// the first bad place (named).
+    Verify(VerifyArgs),
+}
+
+#[derive(clap::Args, Clone)]
+pub struct VerifyArgs {
+    /// Read this data directory (default when no --url is given).
+    #[arg(long, env = "FLIGHTDECK_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// Read from a server instead, e.g. http://127.0.0.1:9464 (needs --key).
+    #[arg(long, env = "FLIGHTDECK_URL")]
+    pub url: Option<String>,
+    /// API token for --url (scope audit:read).
+    #[arg(long, env = "FLIGHTDECK_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// The project's log; without it (or with --org), the organization log.
+    #[arg(long, conflicts_with_all = ["org", "all"])]
+    pub project: Option<String>,
+    /// The organization log (the default).
+    #[arg(long, conflicts_with = "all")]
+    pub org: bool,
+    /// Every log found in the data directory (organization and projects).
+    #[arg(long, conflicts_with_all = ["url", "since_checkpoint"])]
+    pub all: bool,
+    /// The verifier key (`flightdeck audit pubkey`). Without it, the key
+    /// of the data directory's signing key is used, which trusts the
+    /// data directory.
+    #[arg(long)]
+    pub key: Option<String>,
+    /// The expected origin line (default `<key name>/org` or `<key name>/p/<slug>`).
+    #[arg(long)]
+    pub origin: Option<String>,
+    /// A previously saved checkpoint file of the same log: the current one
+    /// must extend it (a rollback or fork is reported).
+    #[arg(long)]
+    pub since_checkpoint: Option<PathBuf>,
 }
 
 #[derive(clap::Args, Clone)]
@@ -245,6 +287,11 @@ pub fn run(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
                 ),
             }
         }
+        AuditCommand::Verify(args) => {
+            out.flush()?;
+            drop(out);
+            return verify(&args);
+        }
         AuditCommand::Search(args) => {
             if let Some(url) = args.url.clone() {
                 let (events, _) =
@@ -363,4 +410,123 @@ fn tail(
         }
         std::thread::sleep(every);
     }
+}
+
+/// Reads one relative path of a log (a directory or a server).
+type Fetcher = Box<dyn FnMut(&str) -> audit::verify::Fetched>;
+
+/// `flightdeck audit verify`: exit 0 when every selected log verifies.
+fn verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let key = match &args.key {
+        Some(k) => merkle::VerifierKey::parse(k)
+            .with_context(|| format!("--key: '{k}' is not a verifier key"))?,
+        None => {
+            if args.url.is_some() {
+                bail!("--url needs --key (the verifier key printed by `flightdeck audit pubkey`)");
+            }
+            let dir = args.data_dir.join("audit");
+            let k = audit::tlog::read_verifier_key(&dir)
+                .with_context(|| format!("cannot read the signing key in {}", dir.display()))?
+                .with_context(|| {
+                    format!(
+                        "{} has no audit signing key (is --data-dir right?)",
+                        args.data_dir.display()
+                    )
+                })?;
+            writeln!(
+                out,
+                "note: no --key given: using the key of {}, which trusts the data directory",
+                dir.display()
+            )?;
+            merkle::VerifierKey::parse(&k)?
+        }
+    };
+    let since = match &args.since_checkpoint {
+        Some(p) => Some(
+            std::fs::read(p)
+                .with_context(|| format!("--since-checkpoint: cannot read {}", p.display()))?,
+        ),
+        None => None,
+    };
+    let log = audit::LogKey::of(args.project.as_deref());
+    let mut logs: Vec<(String, Fetcher)> = Vec::new();
+    if let Some(url) = &args.url {
+        let Some(token) = args.token.clone() else {
+            bail!("--url needs --token (or FLIGHTDECK_TOKEN)");
+        };
+        let url = url.trim_end_matches('/');
+        let base = match &args.project {
+            Some(p) => format!("{url}/api/flightdeck/v1/projects/{p}/audit/log/"),
+            None => format!("{url}/api/flightdeck/v1/audit/log/"),
+        };
+        let agent = agent();
+        let fetch = move |rel: &str| -> audit::verify::Fetched {
+            let resp = agent
+                .get(format!("{base}{rel}"))
+                .header("Authorization", format!("Bearer {token}"))
+                .call()
+                .map_err(|e| format!("request failed: {e}"))?;
+            match resp.status().as_u16() {
+                200 => resp
+                    .into_body()
+                    .with_config()
+                    .limit(16 << 20)
+                    .read_to_vec()
+                    .map(Some)
+                    .map_err(|e| format!("reading the answer: {e}")),
+                404 => Ok(None),
+                s => Err(format!("server answered {s}")),
+            }
+        };
+        logs.push((audit::files::tlog_log_dir(&log), Box::new(fetch)));
+    } else {
+        let tlog = args.data_dir.join("audit").join(audit::files::TLOG_DIR);
+        if args.all {
+            for (name, dir) in audit::verify::log_dirs(&tlog)
+                .with_context(|| format!("cannot list {}", tlog.display()))?
+            {
+                logs.push((name, Box::new(audit::verify::dir_fetcher(dir))));
+            }
+            if logs.is_empty() {
+                bail!("{} holds no audit log with a checkpoint", tlog.display());
+            }
+        } else {
+            let name = audit::files::tlog_log_dir(&log);
+            let dir = tlog.join(&name);
+            if !dir.is_dir() {
+                bail!(
+                    "{} does not exist (is --data-dir right? a log without events has no files)",
+                    dir.display()
+                );
+            }
+            logs.push((name, Box::new(audit::verify::dir_fetcher(dir))));
+        }
+    }
+    let mut failed = false;
+    for (name, fetch) in logs {
+        let expect = audit::verify::Expect {
+            key: key.clone(),
+            origin: match &args.origin {
+                Some(o) if !args.all => o.clone(),
+                _ => format!("{}/{name}", key.name()),
+            },
+            since: since.clone(),
+            log: audit::verify::log_of_dir(&name),
+        };
+        match audit::verify::verify(fetch, &expect) {
+            Ok(report) => writeln!(out, "{report}")?,
+            Err(f) => {
+                writeln!(out, "FAIL: {}: {f}", expect.origin)?;
+                failed = true;
+            }
+        }
+    }
+    out.flush()?;
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }

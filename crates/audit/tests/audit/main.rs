@@ -8,3 +8,4 @@ mod recovery;
 mod search;
 mod support;
 mod tlog;
+mod verify;

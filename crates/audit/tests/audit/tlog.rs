@@ -15,7 +15,7 @@ use tlog_tiles::{Checkpoint as TheirCheckpoint, Hash as TheirHash, TileHashReade
 
 use crate::support::draft;
 
-fn options() -> Options {
+pub fn options() -> Options {
     Options {
         checkpoint_interval: Duration::from_millis(20),
         ..Options::default()
@@ -27,7 +27,7 @@ fn key(project: Option<&str>) -> LogKey {
 }
 
 /// Appends `n` events to `project`'s log, returning their ids in order.
-fn append_n(log: &AuditLog, project: Option<&str>, n: usize, ids: &mut Vec<String>) {
+pub fn append_n(log: &AuditLog, project: Option<&str>, n: usize, ids: &mut Vec<String>) {
     let (tx, rx) = std::sync::mpsc::channel();
     for i in 0..n {
         let tx = tx.clone();
@@ -46,7 +46,7 @@ fn append_n(log: &AuditLog, project: Option<&str>, n: usize, ids: &mut Vec<Strin
 }
 
 /// Waits (bounded) for `log`'s checkpoint to reach `size`.
-fn wait_for_size(log: &AuditLog, k: &LogKey, size: u64) -> Vec<u8> {
+pub fn wait_for_size(log: &AuditLog, k: &LogKey, size: u64) -> Vec<u8> {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         if let Some(cp) = log.checkpoint(k) {

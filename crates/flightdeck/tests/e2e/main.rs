@@ -11,4 +11,5 @@ mod openapi;
 mod redaction;
 mod sessions;
 mod tlog;
+mod verify;
 mod walkthrough;
