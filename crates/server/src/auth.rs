@@ -757,7 +757,7 @@ impl AppState {
 }
 
 /// May the caller learn that project `p` exists?
-fn can_see(tx: &Tx, c: &Caller, p: &meta::Project) -> Result<bool, MetaError> {
+pub(crate) fn can_see(tx: &Tx, c: &Caller, p: &meta::Project) -> Result<bool, MetaError> {
     Ok(match &c.who {
         Who::Anonymous => false,
         Who::User { user, .. } => user.org_admin || tx.role_of(&user.id, &p.id)?.is_some(),
@@ -768,7 +768,12 @@ fn can_see(tx: &Tx, c: &Caller, p: &meta::Project) -> Result<bool, MetaError> {
 /// Does the caller hold `scope` in project `p`? Org-admin tokens manage
 /// every project (`admin`, `audit:read`) but read or write data only in
 /// their own.
-fn has_scope(tx: &Tx, c: &Caller, p: &meta::Project, scope: Scope) -> Result<bool, MetaError> {
+pub(crate) fn has_scope(
+    tx: &Tx,
+    c: &Caller,
+    p: &meta::Project,
+    scope: Scope,
+) -> Result<bool, MetaError> {
     Ok(match &c.who {
         Who::Anonymous => false,
         Who::User { user, .. } => {

@@ -301,14 +301,7 @@ pub async fn list_projects(
                 let done = batch.len() < 500;
                 cursor = batch.last().map(|p| p.name.clone());
                 for p in batch {
-                    let visible = match &c.who {
-                        Who::User { user, .. } => {
-                            user.org_admin || tx.role_of(&user.id, &p.id)?.is_some()
-                        }
-                        Who::Token { token, .. } => token.project_id == p.id || c.is_org_admin(),
-                        Who::Anonymous => false,
-                    };
-                    if visible {
+                    if crate::auth::can_see(tx, &c, &p)? {
                         out.push(p);
                     }
                 }
@@ -434,19 +427,7 @@ async fn quiet_access(
     let r = blocking(st, move |m| {
         m.read(|tx| {
             let p = tx.project(&name)?;
-            let ok = match &c.who {
-                Who::User { user, .. } => {
-                    user.org_admin
-                        || tx
-                            .role_of(&user.id, &p.id)?
-                            .is_some_and(|r| r.scopes().contains(&scope))
-                }
-                Who::Token { token, .. } => {
-                    (token.project_id == p.id && token.scopes.contains(&scope))
-                        || (c.is_org_admin() && matches!(scope, Scope::Admin | Scope::AuditRead))
-                }
-                Who::Anonymous => false,
-            };
+            let ok = crate::auth::has_scope(tx, &c, &p, scope)?;
             Ok(ok.then_some(p))
         })
     })
