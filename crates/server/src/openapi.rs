@@ -124,7 +124,7 @@ pub async fn serve() -> Json<&'static utoipa::openapi::OpenApi> {
 
 #[cfg(test)]
 mod tests {
-    use audit::{Change, Event, EventDraft, Outcome, Principal, Resource, Status};
+    use audit::{Change, Event, EventDraft, Outcome, Resource, Status};
     use serde_json::{Value, json};
 
     fn doc() -> Value {
@@ -205,28 +205,18 @@ mod tests {
     }
 
     fn minimal() -> EventDraft {
-        EventDraft {
-            organization: "org".into(),
-            project: None,
-            principal: Principal::system(),
-            source_ip: None,
-            user_agent: None,
-            action: "iam.token.expire".into(),
-            resource: None,
-            request_id: None,
-            result: Outcome {
-                status: Status::Success,
-                http_status: None,
-                error_code: None,
-                error_message: None,
+        let mut d = crate::bootstrap::system_draft(
+            "org",
+            None,
+            "iam.token.expire",
+            audit::Resource {
+                kind: "token".into(),
+                id: None,
+                name: None,
             },
-            request_parameters: None,
-            response_elements: None,
-            changes: vec![],
-            event_source: "flightdeck".into(),
-            event_time: None,
-            external_id: None,
-        }
+        );
+        d.resource = None;
+        d
     }
 
     #[test]

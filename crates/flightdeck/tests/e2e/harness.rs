@@ -20,7 +20,9 @@ pub const API: &str = "/api/flightdeck/v1";
 pub struct Resp {
     pub status: u16,
     pub headers: Vec<(String, String)>,
+    /// The body as text (lossy for binary bodies; see `bytes`).
     pub body: String,
+    pub bytes: Vec<u8>,
 }
 
 impl Resp {
@@ -89,12 +91,13 @@ pub fn try_call(
         .into_body()
         .with_config()
         .limit(1 << 30)
-        .read_to_string()
+        .read_to_vec()
         .unwrap_or_default();
     Ok(Resp {
         status,
         headers,
-        body,
+        body: String::from_utf8_lossy(&body).into_owned(),
+        bytes: body,
     })
 }
 

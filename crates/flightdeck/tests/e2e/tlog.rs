@@ -15,29 +15,13 @@ use crate::harness::{API, Server, call};
 
 /// A GET whose body is kept as bytes (tiles are binary).
 fn get_bytes(url: &str, token: &str) -> (u16, Vec<(String, String)>, Vec<u8>) {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(60)))
-        .build()
-        .into();
-    let resp = agent
-        .get(url)
-        .header("authorization", &format!("Bearer {token}"))
-        .call()
-        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
-    let status = resp.status().as_u16();
-    let headers = resp
-        .headers()
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
-        .collect();
-    let body = resp
-        .into_body()
-        .with_config()
-        .limit(1 << 30)
-        .read_to_vec()
-        .unwrap();
-    (status, headers, body)
+    let r = call(
+        "GET",
+        url,
+        &[("authorization", &format!("Bearer {token}"))],
+        None,
+    );
+    (r.status, r.headers, r.bytes)
 }
 
 fn header<'a>(h: &'a [(String, String)], name: &str) -> &'a str {
