@@ -26,6 +26,7 @@
 //! ```
 
 use std::cmp::Ordering;
+use std::collections::BTreeMap;
 
 use serde_json::Value;
 
@@ -56,6 +57,7 @@ struct Parts<'a> {
     event_time: Option<&'a str>,
     external_id: Option<&'a str>,
     organization: &'a str,
+    personal: &'a BTreeMap<String, String>,
     principal: &'a Principal,
     project: Option<&'a str>,
     request_id: Option<&'a str>,
@@ -70,8 +72,14 @@ struct Parts<'a> {
 
 impl Prepared {
     /// Prepares a draft as the log will store it (schema version
-    /// [`SCHEMA_VERSION`]).
-    pub fn of_draft(d: &EventDraft) -> Prepared {
+    /// [`SCHEMA_VERSION`]): `personal` holds the commitments and
+    /// `principal` the leaf's principal (personal values removed); the
+    /// draft's `source_ip` and `user_agent` are left out when committed.
+    pub fn of_draft_leaf(
+        d: &EventDraft,
+        personal: &BTreeMap<String, String>,
+        principal: &Principal,
+    ) -> Prepared {
         prepare(&Parts {
             action: &d.action,
             changes: &d.changes,
@@ -79,7 +87,8 @@ impl Prepared {
             event_time: d.event_time.as_deref(),
             external_id: d.external_id.as_deref(),
             organization: &d.organization,
-            principal: &d.principal,
+            personal,
+            principal,
             project: d.project.as_deref(),
             request_id: d.request_id.as_deref(),
             request_parameters: d.request_parameters.as_ref(),
@@ -87,8 +96,14 @@ impl Prepared {
             response_elements: d.response_elements.as_ref(),
             result: &d.result,
             schema_version: SCHEMA_VERSION,
-            source_ip: d.source_ip.as_deref(),
-            user_agent: d.user_agent.as_deref(),
+            source_ip: d
+                .source_ip
+                .as_deref()
+                .filter(|_| !personal.contains_key("source_ip")),
+            user_agent: d
+                .user_agent
+                .as_deref()
+                .filter(|_| !personal.contains_key("user_agent")),
         })
     }
 
@@ -100,6 +115,7 @@ impl Prepared {
             event_time: e.event_time.as_deref(),
             external_id: e.external_id.as_deref(),
             organization: &e.organization,
+            personal: &e.personal,
             principal: &e.principal,
             project: e.project.as_deref(),
             request_id: e.request_id.as_deref(),
@@ -168,6 +184,20 @@ fn prepare(p: &Parts<'_>) -> Prepared {
     field_str(&mut b, "external_id", p.external_id);
     let cut_id = b.len();
     field_str(&mut b, "organization", Some(p.organization));
+    if !p.personal.is_empty() {
+        // Keys are the ASCII names of `personal::PERSONAL_FIELDS`: byte
+        // order is UTF-16 order, and a BTreeMap iterates in byte order.
+        b.extend_from_slice(b",\"personal\":{");
+        for (i, (k, v)) in p.personal.iter().enumerate() {
+            if i > 0 {
+                b.push(b',');
+            }
+            write_str(&mut b, k);
+            b.push(b':');
+            write_str(&mut b, v);
+        }
+        b.push(b'}');
+    }
     b.extend_from_slice(b",\"principal\":");
     write_principal(&mut b, p.principal);
     field_str(&mut b, "project", p.project);
@@ -226,7 +256,7 @@ fn write_principal(b: &mut Vec<u8>, p: &Principal) {
     }
     b.extend_from_slice(b"\"id\":");
     write_str(b, &p.id);
-    field_str(b, "name", Some(&p.name));
+    field_str(b, "name", Some(p.name.as_str()).filter(|n| !n.is_empty()));
     field_str(b, "token_id", p.token_id.as_deref());
     field_str(b, "type", Some(p.kind.as_str()));
     b.push(b'}');
@@ -529,10 +559,19 @@ mod tests {
             id: string(r),
             log_index: if r.coin() { r.below(1000) } else { r.next() },
             organization: string(r),
+            personal: {
+                let mut m = std::collections::BTreeMap::new();
+                for f in crate::personal::PERSONAL_FIELDS {
+                    if r.coin() {
+                        m.insert(f.to_string(), string(r));
+                    }
+                }
+                m
+            },
             principal: Principal {
                 kind: kinds[r.below(4) as usize],
                 id: string(r),
-                name: string(r),
+                name: if r.coin() { string(r) } else { String::new() },
                 token_id: opt_string(r),
                 auth_method: r.coin().then(|| methods[r.below(5) as usize]),
             },
@@ -621,8 +660,21 @@ mod tests {
                 event_time: e.event_time.clone(),
                 external_id: e.external_id.clone(),
             };
+            // The leaf leaves out what it commits to.
+            if e.personal.contains_key("source_ip") {
+                e.source_ip = None;
+            }
+            if e.personal.contains_key("user_agent") {
+                e.user_agent = None;
+            }
             let mut got = Vec::new();
-            Prepared::of_draft(&d).splice(&e.id, e.log_index, e.seq, &e.time, &mut got);
+            Prepared::of_draft_leaf(&d, &e.personal, &e.principal).splice(
+                &e.id,
+                e.log_index,
+                e.seq,
+                &e.time,
+                &mut got,
+            );
             assert_eq!(got, serde_json_canonicalizer::to_vec(&e).unwrap());
         }
     }

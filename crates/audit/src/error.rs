@@ -40,6 +40,11 @@ pub enum AuditError {
     #[error("audit search index: {0}")]
     Index(String),
 
+    /// The subject keystore (`subjects.sqlite`) failed. A failure to
+    /// create a key fails that append; nothing unsealed is written.
+    #[error("audit subject keystore: {0}")]
+    Keystore(String),
+
     #[error("the audit log is shut down")]
     Closed,
 
@@ -91,6 +96,7 @@ impl AuditError {
                 max: *max,
             },
             AuditError::Index(s) => AuditError::Index(s.clone()),
+            AuditError::Keystore(s) => AuditError::Keystore(s.clone()),
             AuditError::Closed => AuditError::Closed,
             AuditError::ReadOnly => AuditError::ReadOnly,
         }

@@ -1,4 +1,4 @@
-//! The audit event schema (version 1) and its canonical byte form.
+//! The audit event schema (version 2) and its canonical byte form.
 //!
 //! An [`Event`] is what the log stores and serves. Callers build an
 //! [`EventDraft`] (who, what, on which resource, with what result); the log
@@ -10,13 +10,19 @@
 //! The field-by-field mapping to CloudTrail and OCSF lives in
 //! `docs/audit-event-schema.md`; keep the two in step.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use time::format_description::FormatItem;
 use time::macros::format_description;
 
 /// The version written into every event's `schema_version`.
-pub const SCHEMA_VERSION: u32 = 1;
+///
+/// Version 2 keeps personal fields out of the leaf (salted commitments in
+/// `personal`, values sealed beside it: see [`crate::personal`]); version 1
+/// events (written before) hold them in clear and still read and verify.
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// Largest number of bytes a draft's free-form parts (request parameters,
 /// changes, error message) may take once serialized. Larger values are
@@ -98,7 +104,9 @@ pub struct Principal {
     /// Stable id of the user or token; `system` for the program itself;
     /// for anonymous principals the name they claimed, if any.
     pub id: String,
-    /// Display name (user name, token name).
+    /// Display name (user name, token name). Personal: absent from a
+    /// version 2 leaf (see [`Event::personal`]).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub name: String,
     /// The token used, when the principal acted through an API token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -264,6 +272,13 @@ pub struct Event {
     /// is built per log over this order.
     pub log_index: u64,
     pub organization: String,
+    /// Schema version 2: for each personal field the event carries
+    /// (`principal.id` of an anonymous caller, `principal.name`,
+    /// `source_ip`, `user_agent`), `base64(SHA-256(salt ‖ value))`. The
+    /// leaf holds these instead of the values; reads put the values (or
+    /// `[erased]`) back into the fields.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub personal: BTreeMap<String, String>,
     pub principal: Principal,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub project: Option<String>,
@@ -307,6 +322,7 @@ impl Event {
             id,
             log_index,
             organization: draft.organization,
+            personal: BTreeMap::new(),
             principal: draft.principal,
             project: draft.project,
             request_id: draft.request_id,
@@ -329,6 +345,31 @@ impl Event {
     /// byte for byte against `serde_json_canonicalizer`.
     pub fn canonical_bytes(&self) -> Vec<u8> {
         crate::canonical::encode_event(self)
+    }
+
+    /// The Merkle leaf of the event: its canonical bytes with every field
+    /// named in `personal` left out (an anonymous caller's id shows as
+    /// `anonymous`). Equal to [`Event::canonical_bytes`] for an event
+    /// without personal fields (schema version 1, or the `system`
+    /// principal).
+    pub fn leaf_bytes(&self) -> Vec<u8> {
+        if self.personal.is_empty() {
+            return self.canonical_bytes();
+        }
+        let mut leaf = self.clone();
+        if leaf.personal.contains_key("principal.id") {
+            leaf.principal.id = "anonymous".into();
+        }
+        if leaf.personal.contains_key("principal.name") {
+            leaf.principal.name.clear();
+        }
+        if leaf.personal.contains_key("source_ip") {
+            leaf.source_ip = None;
+        }
+        if leaf.personal.contains_key("user_agent") {
+            leaf.user_agent = None;
+        }
+        leaf.canonical_bytes()
     }
 
     /// Parses stored canonical bytes back into an event.

@@ -7,6 +7,7 @@
 //!   00000000000000004097.seg      next segment, named by its first seq
 //!   index.sqlite                  search index (derived; rebuilt from segments if lost)
 //!   index.sqlite-wal, -shm        SQLite's WAL-mode companions
+//!   subjects.sqlite[-wal|-shm]    subject keys sealing personal values (not derived; erasure deletes keys)
 //!   signing-key                   Ed25519 checkpoint signer key (mode 0600, signed-note skey form)
 //!   tlog/org/                     the organization log as a C2SP tlog-tiles tree
 //!   tlog/p/<slug>/                one project's log (see docs/format/audit-tlog.md)
@@ -23,6 +24,10 @@ pub const SEGMENT_SUFFIX: &str = ".seg";
 
 /// Width of the zero-padded first seq in a segment name (fits `u64::MAX`).
 pub const SEGMENT_DIGITS: usize = 20;
+
+/// The subject keys sealing personal values (not derived: losing it loses
+/// every personal value; erasure deletes keys from it). See `personal.rs`.
+pub const SUBJECTS: &str = "subjects.sqlite";
 
 /// The SQLite search index.
 pub const INDEX: &str = "index.sqlite";

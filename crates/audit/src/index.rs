@@ -13,9 +13,12 @@
 //! append-only `ev_id` and `ev_time` ~0.1 µs), so there is no
 //! `(action, seq)` index: the server and the CLI always scope a search to
 //! one log, and an action query across all logs (tests, tools) scans seq
-//! order. `principal_type`, `status` and `source_ip` are plain columns
-//! checked as residual filters; the text filter runs on the event bytes,
-//! in Rust.
+//! order. `principal_type` and `status` are plain columns checked as
+//! residual filters; the text filter runs on the leaf bytes, in Rust.
+//!
+//! **Architecture Invariant:** the index holds no personal value (see
+//! [`crate::personal`]): events read through it are revealed from their
+//! sealed envelope, and the `source_ip` filter is applied after that.
 //!
 //! The **tail** ([`Tail`]) is where an event becomes searchable: the log
 //! acknowledges an event once it is durable and in the tail. A background
@@ -51,10 +54,11 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use crate::error::AuditError;
 use crate::event::{Event, EventDraft, LogKey, PrincipalKind, Status};
 use crate::files;
+use crate::personal::Keystore;
 use crate::query::{Cursor, Order, Page, Query};
 
 /// Bumped whenever the schema changes; an index of another version is rebuilt.
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
@@ -71,7 +75,6 @@ CREATE TABLE IF NOT EXISTS events (
     resource_type TEXT,
     resource_id TEXT,
     status TEXT NOT NULL,
-    source_ip TEXT,
     segment INTEGER NOT NULL,
     offset INTEGER NOT NULL,
     len INTEGER NOT NULL
@@ -120,7 +123,6 @@ pub struct RowKeys {
     pub resource_type: Option<String>,
     pub resource_id: Option<String>,
     pub status: Status,
-    pub source_ip: Option<String>,
 }
 
 impl RowKeys {
@@ -133,7 +135,6 @@ impl RowKeys {
             resource_type: d.resource.as_ref().map(|r| r.kind.clone()),
             resource_id: d.resource.as_ref().and_then(|r| r.id.clone()),
             status: d.result.status,
-            source_ip: d.source_ip.clone(),
         }
     }
 
@@ -146,7 +147,6 @@ impl RowKeys {
             resource_type: e.resource.as_ref().map(|r| r.kind.clone()),
             resource_id: e.resource.as_ref().and_then(|r| r.id.clone()),
             status: e.result.status,
-            source_ip: e.source_ip.clone(),
         }
     }
 }
@@ -163,7 +163,8 @@ pub struct IndexRow {
     pub segment: u64,
     /// Offset of the event's frame (header) in that segment.
     pub offset: u64,
-    /// The canonical bytes (the frame's payload).
+    /// The frame's payload: the canonical bytes (the leaf), then the
+    /// sealed envelope if any ([`crate::personal::split_payload`]).
     pub bytes: Vec<u8>,
 }
 
@@ -262,8 +263,8 @@ impl IndexWriter {
         {
             let mut ins = tx.prepare_cached(
                 "INSERT INTO events (seq, log, id, id_key, time_ns, principal_id, principal_type, action,
-                                     resource_type, resource_id, status, source_ip, segment, offset, len)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+                                     resource_type, resource_id, status, segment, offset, len)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
             )?;
             let mut next: HashMap<&str, u64> = HashMap::new();
             for r in rows {
@@ -280,7 +281,6 @@ impl IndexWriter {
                     k.resource_type,
                     k.resource_id,
                     k.status.as_str(),
-                    k.source_ip,
                     to_i64(r.segment),
                     to_i64(r.offset),
                     to_i64(r.bytes.len() as u64),
@@ -477,6 +477,8 @@ pub enum Store {
 /// The reading side: SQLite + tail + segment files.
 pub struct Readers {
     store: Store,
+    /// Reveals personal values of the events read.
+    keys: Arc<Keystore>,
     tail: Arc<TailShared>,
     segments: SegmentFiles,
 }
@@ -505,8 +507,24 @@ impl<'q> Filter<'q> {
         }
     }
 
+    /// The text filter, on the leaf (never the sealed envelope).
     fn text_ok(&self, bytes: &[u8]) -> bool {
-        self.text.as_deref().is_none_or(|t| icontains(bytes, t))
+        let leaf = crate::personal::split_payload(bytes).0;
+        self.text.as_deref().is_none_or(|t| icontains(leaf, t))
+    }
+
+    /// Filters that need the revealed event: `source_ip` is personal, so
+    /// the index does not hold it (version 2).
+    fn event_ok(&self, e: &Event) -> bool {
+        self.q
+            .source_ip
+            .as_ref()
+            .is_none_or(|ip| e.source_ip.as_ref() == Some(ip))
+    }
+
+    /// Whether SQLite can apply every filter (then `LIMIT` is pushed down).
+    fn sql_complete(&self) -> bool {
+        self.text.is_none() && self.q.source_ip.is_none()
     }
 
     fn row_ok(&self, r: &IndexRow) -> bool {
@@ -526,9 +544,6 @@ impl<'q> Filter<'q> {
                 .as_ref()
                 .is_none_or(|t| k.resource_id.as_ref() == Some(t))
             && q.status.is_none_or(|s| s == k.status)
-            && q.source_ip
-                .as_ref()
-                .is_none_or(|ip| k.source_ip.as_ref() == Some(ip))
             && q.from_ns.is_none_or(|f| r.time_ns >= f)
             && q.to_ns.is_none_or(|t| r.time_ns < t)
             && self.text_ok(&r.bytes)
@@ -536,20 +551,32 @@ impl<'q> Filter<'q> {
 }
 
 impl Readers {
-    pub fn file(path: PathBuf, dir: PathBuf, tail: Arc<TailShared>) -> Readers {
+    pub fn file(
+        path: PathBuf,
+        dir: PathBuf,
+        tail: Arc<TailShared>,
+        keys: Arc<Keystore>,
+    ) -> Readers {
         Readers {
             store: Store::File {
                 path,
                 pool: Mutex::new(Vec::new()),
             },
+            keys,
             tail,
             segments: SegmentFiles::new(dir),
         }
     }
 
-    pub fn memory(conn: Connection, dir: PathBuf, tail: Arc<TailShared>) -> Readers {
+    pub fn memory(
+        conn: Connection,
+        dir: PathBuf,
+        tail: Arc<TailShared>,
+        keys: Arc<Keystore>,
+    ) -> Readers {
         Readers {
             store: Store::Memory(Mutex::new(conn)),
+            keys,
             tail,
             segments: SegmentFiles::new(dir),
         }
@@ -616,7 +643,10 @@ impl Readers {
         let tail_part = |events: &mut Vec<Event>| -> Result<(), AuditError> {
             let mut take = |r: &IndexRow| -> Result<bool, AuditError> {
                 if r.seq > above && r.seq < below && filter.row_ok(r) {
-                    events.push(parse_body(&r.bytes, r.seq)?);
+                    let e = parse_body(&r.bytes, r.seq, &self.keys)?;
+                    if filter.event_ok(&e) {
+                        events.push(e);
+                    }
                 }
                 Ok(events.len() < want)
             };
@@ -690,7 +720,7 @@ impl Readers {
                 return Ok(());
             }
             let need = want - out.len();
-            let (sql, args) = build_sql(q, cursor, filter.text.is_none().then_some(need), (lo, hi));
+            let (sql, args) = build_sql(q, cursor, filter.sql_complete().then_some(need), (lo, hi));
             {
                 let mut stmt = tx.prepare_cached(&sql)?;
                 let mut rows = stmt.query(rusqlite::params_from_iter(args))?;
@@ -706,7 +736,10 @@ impl Readers {
                         usize::try_from(len).unwrap_or(0),
                     )?;
                     if filter.text_ok(&bytes) {
-                        out.push(parse_body(&bytes, u64::try_from(seq).unwrap_or(0))?);
+                        let e = parse_body(&bytes, u64::try_from(seq).unwrap_or(0), &self.keys)?;
+                        if filter.event_ok(&e) {
+                            out.push(e);
+                        }
                     }
                 }
             }
@@ -723,7 +756,7 @@ impl Readers {
             .flat_map(|c| c.iter())
             .find(|r| r.id == id && r.keys.log == log)
         {
-            return parse_body(&r.bytes, r.seq).map(Some);
+            return parse_body(&r.bytes, r.seq, &self.keys).map(Some);
         }
         let found: Option<(i64, i64, i64, i64)> = self.with(|conn| {
             Ok(conn
@@ -744,7 +777,7 @@ impl Readers {
             u64::try_from(offset).unwrap_or(0),
             usize::try_from(len).unwrap_or(0),
         )?;
-        parse_body(&bytes, u64::try_from(seq).unwrap_or(0)).map(Some)
+        parse_body(&bytes, u64::try_from(seq).unwrap_or(0), &self.keys).map(Some)
     }
 
     /// The query plan SQLite picks for `q` (for tests and the bench).
@@ -795,8 +828,11 @@ pub fn read_only_watermark(path: &Path) -> Option<u64> {
     Some(u64::try_from(v).unwrap_or(0))
 }
 
-fn parse_body(b: &[u8], seq: u64) -> Result<Event, AuditError> {
-    let e = Event::from_bytes(b).map_err(|e| {
+/// Parses a record payload read through the index and reveals its
+/// personal values.
+fn parse_body(b: &[u8], seq: u64, keys: &Keystore) -> Result<Event, AuditError> {
+    let (leaf, envelope) = crate::personal::split_payload(b);
+    let mut e = Event::from_bytes(leaf).map_err(|e| {
         AuditError::Index(format!(
             "an indexed event does not parse ({e}); delete the index to rebuild it"
         ))
@@ -807,6 +843,7 @@ fn parse_body(b: &[u8], seq: u64) -> Result<Event, AuditError> {
             e.seq
         )));
     }
+    keys.reveal(&mut e, envelope);
     Ok(e)
 }
 
@@ -888,7 +925,6 @@ fn build_sql(
         q.status.map(|s| s.as_str().to_string()),
         &mut conds,
     );
-    eq("source_ip", q.source_ip.clone(), &mut conds);
     if let Some(p) = q.action_prefix.as_deref().filter(|p| !p.is_empty()) {
         args.push(Value::Text(p.to_string()));
         conds.push(format!("action >= ?{}", args.len()));

@@ -17,6 +17,7 @@ pub mod event;
 pub mod files;
 mod index;
 pub mod log;
+pub mod personal;
 pub mod query;
 pub mod segment;
 pub mod tlog;

@@ -52,7 +52,8 @@ use diskio::{DirLock, Faults, LockError};
 
 use crate::canonical::Prepared;
 use crate::error::AuditError;
-use crate::event::{Event, EventDraft, LogKey, format_time_ns};
+use crate::event::{Event, EventDraft, LogKey, Principal, format_time_ns};
+use crate::personal::{self, Keystore};
 use crate::files;
 use crate::index::{self, IndexRow, IndexWriter, Readers, RowKeys, TailShared};
 use crate::query::{Page, Query};
@@ -169,6 +170,8 @@ struct Inner {
     last_seq: Arc<AtomicU64>,
     stats: Arc<StatCounters>,
     readers: Readers,
+    /// Subject keys: seal on append, reveal on read, delete on erasure.
+    keys: Arc<Keystore>,
     read_only: bool,
     /// Verifier key string of the checkpoint signer (empty when a
     /// read-only open found no key). Immutable.
@@ -176,7 +179,13 @@ struct Inner {
 }
 
 struct Pending {
+    /// The draft with its personal values in clear (what the caller gets
+    /// back, stamped).
     draft: EventDraft,
+    /// `personal` commitments of the leaf.
+    commitments: std::collections::BTreeMap<String, String>,
+    /// Sealed personal values, stored after the leaf.
+    envelope: Option<Vec<u8>>,
     /// The draft's canonical bytes minus the stamps, made by the caller.
     prepared: Prepared,
     /// The draft's filterable fields, made by the caller.
@@ -294,6 +303,7 @@ impl AuditLog {
         }
         let counters = index.counters()?;
         let last_seq = walked.last_seq;
+        let keys = Arc::new(Keystore::open(&dir.join(files::SUBJECTS))?);
 
         let signer = tlog::load_or_create_key(dir, &opts.tlog_name)?;
         let verifier = signer.verifier().to_string();
@@ -372,7 +382,8 @@ impl AuditLog {
                 poisoned,
                 last_seq: last_seq_shared,
                 stats,
-                readers: Readers::file(index_path, dir.to_path_buf(), tail),
+                readers: Readers::file(index_path, dir.to_path_buf(), tail, keys.clone()),
+                keys,
                 read_only: false,
                 verifier,
             }),
@@ -392,6 +403,7 @@ impl AuditLog {
             ));
         }
         let index_path = dir.join(files::INDEX);
+        let keys = Arc::new(Keystore::open_read_only(&dir.join(files::SUBJECTS))?);
         let mut found = None;
         if let Some(wm) = index::read_only_watermark(&index_path) {
             // The index file covers seqs up to its watermark (a live writer
@@ -406,7 +418,7 @@ impl AuditLog {
                 let tail = TailShared::new(wm + 1);
                 tail.push(rows, usize::MAX);
                 found = Some((
-                    Readers::file(index_path, dir.to_path_buf(), tail),
+                    Readers::file(index_path, dir.to_path_buf(), tail, keys.clone()),
                     walked.last_seq,
                 ));
             }
@@ -418,7 +430,7 @@ impl AuditLog {
                 let last_seq = catch_up(dir, &mut ix, 0, Repair::ReadOnly)?.last_seq;
                 let tail = TailShared::new(last_seq + 1);
                 (
-                    Readers::memory(ix.into_connection(), dir.to_path_buf(), tail),
+                    Readers::memory(ix.into_connection(), dir.to_path_buf(), tail, keys.clone()),
                     last_seq,
                 )
             }
@@ -432,6 +444,7 @@ impl AuditLog {
                 last_seq: Arc::new(AtomicU64::new(last_seq)),
                 stats: Arc::new(StatCounters::default()),
                 readers,
+                keys,
                 read_only: true,
                 // A missing or unreadable key must not stop reading events.
                 verifier: tlog::read_verifier_key(dir)
@@ -468,8 +481,22 @@ impl AuditLog {
         if self.inner.read_only {
             return done(Err(AuditError::ReadOnly));
         }
-        let prepared = Prepared::of_draft(&draft);
-        let keys = RowKeys::of_draft(&draft);
+        let mut keys = RowKeys::of_draft(&draft);
+        let sealed = match self.inner.keys.seal(&keys.log, &draft, system_clock()) {
+            Ok(s) => s,
+            Err(e) => return done(Err(e)),
+        };
+        let leaf_principal = Principal {
+            id: sealed.leaf_principal_id.clone(),
+            name: if sealed.commitments.contains_key("principal.name") {
+                String::new()
+            } else {
+                draft.principal.name.clone()
+            },
+            ..draft.principal.clone()
+        };
+        let prepared = Prepared::of_draft_leaf(&draft, &sealed.commitments, &leaf_principal);
+        keys.principal_id = sealed.leaf_principal_id;
         let Ok(guard) = self.inner.tx.read() else {
             return done(Err(AuditError::Closed));
         };
@@ -485,6 +512,8 @@ impl AuditLog {
             Some(tx) => {
                 let pending = Pending {
                     draft,
+                    commitments: sealed.commitments,
+                    envelope: sealed.envelope,
                     prepared,
                     keys,
                     done,
@@ -494,6 +523,32 @@ impl AuditLog {
                 }
             }
         }
+    }
+
+    /// Erases the personal values of a person (crypto-shredding): deletes
+    /// the subject keys of `principal_id` — as `user:`, `token:` and the
+    /// `name:` a failed login claimed — and of the `source_ips` of their
+    /// anonymous requests, in every log except `held` ones. Their events
+    /// stay, byte for byte (tiles, checkpoints and proofs keep verifying);
+    /// reads show [`personal::ERASED`] in place of each value. The caller
+    /// records the erasure itself in the log.
+    pub fn erase(
+        &self,
+        principal_id: &str,
+        source_ips: &[String],
+        held: &[LogKey],
+    ) -> Result<personal::Erasure, AuditError> {
+        if self.inner.read_only {
+            return Err(AuditError::ReadOnly);
+        }
+        let mut who = vec![
+            format!("user:{principal_id}"),
+            format!("token:{principal_id}"),
+            format!("name:{principal_id}"),
+        ];
+        who.extend(source_ips.iter().map(|ip| format!("ip:{ip}")));
+        let held: Vec<String> = held.iter().map(index::log_text).collect();
+        self.inner.keys.erase(&who, &held, system_clock())
     }
 
     /// One page of events matching `q`.
@@ -745,9 +800,14 @@ impl Writer {
             let time = format_time_ns(now);
             let mut bytes = Vec::with_capacity(p.prepared.len() + 128);
             p.prepared.splice(&id, log_index, seq, &time, &mut bytes);
-            if bytes.len() > MAX_EVENT_BYTES {
+            let leaf_len = bytes.len();
+            if let Some(env) = &p.envelope {
+                bytes.push(personal::SEPARATOR);
+                bytes.extend_from_slice(env);
+            }
+            if leaf_len > MAX_EVENT_BYTES || bytes.len() > segment::MAX_FRAME_BYTES {
                 (p.done)(Err(AuditError::EventTooLarge {
-                    bytes: bytes.len(),
+                    bytes: leaf_len.max(bytes.len()),
                     max: MAX_EVENT_BYTES,
                 }));
                 continue;
@@ -793,7 +853,8 @@ impl Writer {
                 unreachable!("bug: a non-empty event under 60 KiB always frames: {e}");
             }
             framed += frame_len as usize;
-            let event = Event::from_draft(p.draft, id.clone(), seq, log_index, time);
+            let mut event = Event::from_draft(p.draft, id.clone(), seq, log_index, time);
+            event.personal = p.commitments;
             rows.push(IndexRow {
                 keys: p.keys,
                 seq,
@@ -946,7 +1007,7 @@ impl Indexer {
                 .map(|r| tlog::Leaf {
                     log: r.keys.log.clone(),
                     index: r.log_index,
-                    bytes: r.bytes.clone(),
+                    bytes: personal::split_payload(&r.bytes).0.to_vec(),
                 })
                 .collect();
             // A gone checkpointer (it only ends after us, or on a bug that

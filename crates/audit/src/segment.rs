@@ -3,8 +3,10 @@
 //! Byte layout, checksums and recovery rules are specified in
 //! `docs/format/audit-segment.md`; this module is its implementation.
 //! A segment is a 32-byte header followed by `diskio` frames, one per event,
-//! each payload being the event's canonical (RFC 8785) JSON bytes, in seq
-//! order without gaps. The file is named by the seq of its first event.
+//! each payload being the event's canonical (RFC 8785) JSON bytes (the
+//! Merkle leaf), followed for schema version 2 events with personal data by
+//! a newline and their sealed envelope ([`crate::personal`]), in seq order
+//! without gaps. The file is named by the seq of its first event.
 
 use std::fs::{self, File, OpenOptions};
 use std::path::{Path, PathBuf};
@@ -92,7 +94,9 @@ pub fn list(dir: &Path) -> Result<Vec<(u64, PathBuf)>, AuditError> {
 
 /// An event found while walking the segments, with where it lives.
 pub struct Found {
+    /// Parsed from the leaf: personal values not revealed.
     pub event: Event,
+    /// The whole record payload: leaf, and the sealed envelope if any.
     pub bytes: Vec<u8>,
     pub time_ns: i64,
     pub segment: u64,
@@ -181,7 +185,8 @@ pub fn walk(
             }
             let offset = (HEADER_LEN + rec.offset) as u64;
             let bad = |reason: String| AuditError::corrupt(&path, offset, reason);
-            let event = Event::from_bytes(rec.payload)
+            let (leaf, _) = crate::personal::split_payload(rec.payload);
+            let event = Event::from_bytes(leaf)
                 .map_err(|e| bad(format!("record with a valid checksum is not an event: {e}")))?;
             if event.seq != seq {
                 return Err(bad(format!(

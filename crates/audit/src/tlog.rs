@@ -331,7 +331,10 @@ impl Trees {
             let log = index::log_text(&LogKey::of(f.event.project.as_deref()));
             let seg_path = audit_dir.join(files::segment_name(f.segment));
             let tree = trees.tree(&log)?;
-            tree.push(f.event.log_index, f.bytes)
+            tree.push(
+                f.event.log_index,
+                crate::personal::split_payload(&f.bytes).0.to_vec(),
+            )
                 .map_err(|reason| AuditError::corrupt(&seg_path, f.offset, reason))?;
             // Existing files are trusted here (a tree that lost entries
             // has all its full files below its old checkpoint already).

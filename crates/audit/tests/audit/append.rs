@@ -20,10 +20,25 @@ fn round_trip_through_segment_and_reopen() {
         Some(e.clone())
     );
     assert_eq!(log.last_seq(), 1);
-    // The segment holds the canonical bytes exactly.
+    // The segment holds the leaf's canonical bytes exactly, then the
+    // sealed personal values; the leaf holds no personal value.
     let seg = std::fs::read(&segments(d.path())[0]).unwrap();
-    let bytes = e.canonical_bytes();
-    assert_eq!(&seg[audit::segment::HEADER_LEN + 8..], &bytes[..]);
+    let leaf = e.leaf_bytes();
+    let payload = &seg[audit::segment::HEADER_LEN + 8..];
+    assert_eq!(&payload[..leaf.len()], &leaf[..]);
+    assert_eq!(payload[leaf.len()], b'\n');
+    let text = String::from_utf8_lossy(&leaf);
+    for personal in ["User 1", "10.0.0.1", "curl/8"] {
+        assert!(!text.contains(personal), "{personal} in the leaf: {text}");
+        assert!(
+            !seg.windows(personal.len()).any(|w| w == personal.as_bytes()),
+            "{personal} in clear in the segment"
+        );
+    }
+    assert_eq!(
+        e.personal.keys().collect::<Vec<_>>(),
+        ["principal.name", "source_ip", "user_agent"]
+    );
     log.shutdown();
     drop(log);
     let log = open(d.path());

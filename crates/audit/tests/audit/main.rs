@@ -2,6 +2,7 @@
 //! (keeps link time down on a 2-core machine).
 
 mod append;
+mod personal;
 mod crash;
 mod faults;
 mod recovery;

@@ -66,7 +66,8 @@ fn naive(events: &[Event], q: &Query) -> Vec<u64> {
         .filter(|e| q.to_ns.is_none_or(|t| ns(e) < t))
         .filter(|e| {
             q.text.as_ref().is_none_or(|t| {
-                String::from_utf8(e.canonical_bytes())
+                // Text search covers the leaf: personal values are not in it.
+                String::from_utf8(e.leaf_bytes())
                     .unwrap()
                     .to_lowercase()
                     .contains(&t.to_lowercase())

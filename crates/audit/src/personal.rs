@@ -1,0 +1,503 @@
+//! Personal data in audit events: salted commitments in the leaf, values
+//! sealed under per-subject keys, erasure by deleting the keys
+//! (crypto-shredding).
+//!
+//! # Model (event schema version 2)
+//!
+//! The fields listed in [`PERSONAL_FIELDS`] never enter a Merkle leaf in
+//! clear. For each one an event carries, the leaf holds
+//! `personal.<field> = base64(SHA-256(salt ‖ value))` with a fresh 16-byte
+//! random salt, and the field itself is left out of the leaf. The values
+//! and salts are sealed (XChaCha20-Poly1305) under the key of the event's
+//! *subject* — the acting person, per log — into an envelope stored next to
+//! the leaf in the segment record (`leaf ‖ 0x0A ‖ envelope`, see
+//! `docs/format/audit-segment.md`). The keys live in `subjects.sqlite`
+//! (this module's [`Keystore`]), the only place they exist.
+//!
+//! Erasing a person deletes their keys: every envelope sealed under them
+//! becomes unreadable, so the values and salts are gone, while the leaves
+//! (and therefore every tile, checkpoint and proof) stay byte-identical and
+//! keep verifying. Reads show [`ERASED`] in place of an erased value.
+//!
+//! Why a sealed envelope in the segment rather than a mutable side table:
+//! the segment record stays the one write and the one fsync of the
+//! acknowledgement path; only a subject's first event costs a key write.
+//!
+//! # Subjects
+//!
+//! A subject is `(log, who)`: `who` is `user:<id>` or `token:<id>` for an
+//! authenticated principal, `name:<claimed>` for a failed login that
+//! claimed a user name, `ip:<address>` for other anonymous requests. Keys
+//! are per log so that a legal hold on one project keeps that project's
+//! values while the person is erased everywhere else. The `system`
+//! principal has no personal data; its events carry no envelope.
+//!
+//! This module knows nothing of HTTP; the search index never stores a
+//! personal value (the `source_ip` filter is applied after revealing).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::{Mutex, RwLock};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use sha2::{Digest, Sha256};
+
+use crate::error::AuditError;
+use crate::event::{Event, EventDraft, PrincipalKind};
+
+/// The fields of the schema that are personal, as `personal` map keys.
+pub const PERSONAL_FIELDS: [&str; 4] = ["principal.id", "principal.name", "source_ip", "user_agent"];
+
+/// Shown in place of a value whose subject was erased.
+pub const ERASED: &str = "[erased]";
+/// Shown in place of a value whose envelope cannot be opened (no key for
+/// it in `subjects.sqlite`, or it fails authentication).
+pub const UNAVAILABLE: &str = "[unavailable]";
+
+/// The id a leaf carries for an anonymous principal whose claimed name is
+/// personal.
+const ANONYMOUS_ID: &str = "anonymous";
+
+/// Envelope format version (first byte).
+const ENVELOPE_V1: u8 = 1;
+const KEY_ID_LEN: usize = 16;
+const NONCE_LEN: usize = 24;
+const SALT_LEN: usize = 16;
+
+/// Separates the leaf from the envelope in a segment record. Canonical
+/// JSON never contains a raw newline, so the first one ends the leaf.
+pub const SEPARATOR: u8 = b'\n';
+
+/// Splits a segment record payload into the leaf (the canonical event,
+/// what the Merkle tree hashes) and the sealed envelope, if any.
+pub fn split_payload(payload: &[u8]) -> (&[u8], Option<&[u8]>) {
+    match payload.iter().position(|&b| b == SEPARATOR) {
+        Some(i) => (&payload[..i], Some(&payload[i + 1..])),
+        None => (payload, None),
+    }
+}
+
+/// `base64(SHA-256(salt ‖ value))`: the commitment a leaf holds.
+pub fn commitment(salt: &[u8], value: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(salt);
+    h.update(value.as_bytes());
+    B64.encode(h.finalize())
+}
+
+/// A draft split for storage: what the leaf shows, and what is sealed.
+pub(crate) struct Sealed {
+    /// `personal` map of the leaf: field → commitment.
+    pub commitments: BTreeMap<String, String>,
+    /// The envelope to store after the leaf (None: nothing personal).
+    pub envelope: Option<Vec<u8>>,
+    /// The principal id the leaf shows (anonymous claimed names hidden).
+    pub leaf_principal_id: String,
+}
+
+/// The subject `who` of a draft; `None` for the system principal.
+pub fn subject_of(kind: PrincipalKind, id: &str, source_ip: Option<&str>) -> Option<String> {
+    match kind {
+        PrincipalKind::System => None,
+        PrincipalKind::User => Some(format!("user:{id}")),
+        PrincipalKind::Token => Some(format!("token:{id}")),
+        PrincipalKind::Anonymous if id != ANONYMOUS_ID && !id.is_empty() => {
+            Some(format!("name:{id}"))
+        }
+        PrincipalKind::Anonymous => Some(format!("ip:{}", source_ip.unwrap_or("-"))),
+    }
+}
+
+/// The personal values a draft carries, by field.
+fn values_of(d: &EventDraft) -> BTreeMap<&'static str, &str> {
+    let mut v = BTreeMap::new();
+    if d.principal.kind == PrincipalKind::Anonymous
+        && d.principal.id != ANONYMOUS_ID
+        && !d.principal.id.is_empty()
+    {
+        v.insert("principal.id", d.principal.id.as_str());
+    }
+    if !d.principal.name.is_empty() {
+        v.insert("principal.name", d.principal.name.as_str());
+    }
+    if let Some(ip) = &d.source_ip {
+        v.insert("source_ip", ip.as_str());
+    }
+    if let Some(ua) = &d.user_agent {
+        v.insert("user_agent", ua.as_str());
+    }
+    v
+}
+
+fn random<const N: usize>() -> Result<[u8; N], AuditError> {
+    let mut b = [0u8; N];
+    rand::TryRngCore::try_fill_bytes(&mut rand::rngs::OsRng, &mut b)
+        .map_err(|e| AuditError::Index(format!("OS randomness failed: {e}")))?;
+    Ok(b)
+}
+
+/// One subject key.
+#[derive(Clone, Copy)]
+struct Key {
+    id: [u8; KEY_ID_LEN],
+    key: [u8; 32],
+}
+
+/// What became of a key id.
+enum KeyState {
+    Live([u8; 32]),
+    Erased,
+}
+
+/// The subject keys (`subjects.sqlite`): created durably before the first
+/// event sealed under them is written; deleted by erasure.
+///
+/// Subjects are stored as `hex(SHA-256(who))`. Readers take `state` (read
+/// lock); creating and erasing keys hold `conn`
+/// (serializing writers) and then update `state`. Every key is kept in
+/// memory (about 100 bytes each).
+pub struct Keystore {
+    /// `None` for a read-only keystore whose file does not exist.
+    conn: Option<Mutex<Connection>>,
+    read_only: bool,
+    state: RwLock<State>,
+}
+
+#[derive(Default)]
+struct State {
+    /// Live key per `(log, who)`.
+    active: HashMap<(String, String), Key>,
+    /// Every key id ever issued.
+    by_id: HashMap<[u8; KEY_ID_LEN], KeyState>,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS subject_keys (
+    key_id BLOB PRIMARY KEY,
+    log TEXT NOT NULL,
+    who TEXT NOT NULL,
+    key BLOB,
+    created_ns INTEGER NOT NULL,
+    erased_ns INTEGER
+);
+CREATE INDEX IF NOT EXISTS subject_keys_who ON subject_keys(who, log);
+";
+
+/// What an erasure did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Erasure {
+    /// Keys deleted (one per subject and log).
+    pub keys: u64,
+    /// Logs (`index::log_text`) where keys were deleted.
+    pub logs: Vec<String>,
+    /// Logs skipped because they are held.
+    pub held: Vec<String>,
+}
+
+impl Keystore {
+    /// Opens (creating) the keystore of a writable log.
+    pub fn open(path: &Path) -> Result<Keystore, AuditError> {
+        let db = |e: rusqlite::Error| AuditError::Keystore(format!("{}: {e}", path.display()));
+        let conn = Connection::open(path).map_err(db)?;
+        // FULL: a key must be on disk before an envelope sealed under it
+        // is acknowledged. secure_delete: an erased key's bytes are
+        // overwritten in the file, not left in a free page.
+        conn.execute_batch(
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA secure_delete=ON;",
+        )
+        .map_err(db)?;
+        conn.execute_batch(SCHEMA).map_err(db)?;
+        let state = load(&conn).map_err(db)?;
+        Ok(Keystore {
+            conn: Some(Mutex::new(conn)),
+            read_only: false,
+            state: RwLock::new(state),
+        })
+    }
+
+    /// Opens the keystore for reading only; a missing file is an empty
+    /// keystore (every envelope then reads as unavailable).
+    pub fn open_read_only(path: &Path) -> Result<Keystore, AuditError> {
+        if !path.exists() {
+            return Ok(Keystore {
+                conn: None,
+                read_only: true,
+                state: RwLock::new(State::default()),
+            });
+        }
+        let db = |e: rusqlite::Error| AuditError::Keystore(format!("{}: {e}", path.display()));
+        let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(db)?;
+        let state = load(&conn).map_err(db)?;
+        Ok(Keystore {
+            conn: Some(Mutex::new(conn)),
+            read_only: true,
+            state: RwLock::new(state),
+        })
+    }
+
+    fn live_key(&self, log: &str, who: &str, now_ns: i64) -> Result<Key, AuditError> {
+        let who = who_key(who);
+        let k = (log.to_string(), who.clone());
+        if let Some(key) = self.state.read().map_err(poisoned)?.active.get(&k) {
+            return Ok(*key);
+        }
+        if self.read_only {
+            return Err(AuditError::ReadOnly);
+        }
+        let Some(conn) = &self.conn else {
+            return Err(AuditError::ReadOnly);
+        };
+        let conn = conn.lock().map_err(poisoned)?;
+        // Another writer may have created it while we waited.
+        if let Some(key) = self.state.read().map_err(poisoned)?.active.get(&k) {
+            return Ok(*key);
+        }
+        let key = Key {
+            id: random()?,
+            key: random()?,
+        };
+        conn.execute(
+            "INSERT INTO subject_keys (key_id, log, who, key, created_ns) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![&key.id[..], log, who, &key.key[..], now_ns],
+        )
+        .map_err(|e| AuditError::Keystore(format!("creating a subject key: {e}")))?;
+        let mut st = self.state.write().map_err(poisoned)?;
+        st.by_id.insert(key.id, KeyState::Live(key.key));
+        st.active.insert(k, key);
+        Ok(key)
+    }
+
+    /// Splits a draft's personal values out of the leaf: commitments for
+    /// the leaf, the values and salts sealed under the subject's key.
+    pub(crate) fn seal(&self, log: &str, d: &EventDraft, now_ns: i64) -> Result<Sealed, AuditError> {
+        let values = values_of(d);
+        let leaf_principal_id = if values.contains_key("principal.id") {
+            ANONYMOUS_ID.to_string()
+        } else {
+            d.principal.id.clone()
+        };
+        let who = subject_of(d.principal.kind, &d.principal.id, d.source_ip.as_deref());
+        let (Some(who), false) = (who, values.is_empty()) else {
+            return Ok(Sealed {
+                commitments: BTreeMap::new(),
+                envelope: None,
+                leaf_principal_id: d.principal.id.clone(),
+            });
+        };
+        let key = self.live_key(log, &who, now_ns)?;
+        let mut commitments = BTreeMap::new();
+        let mut plain = serde_json::Map::new();
+        for (field, value) in values {
+            let salt: [u8; SALT_LEN] = random()?;
+            commitments.insert(field.to_string(), commitment(&salt, value));
+            plain.insert(
+                field.to_string(),
+                serde_json::json!({"salt": B64.encode(salt), "value": value}),
+            );
+        }
+        let plain = serde_json::to_vec(&plain).expect("bug: a JSON map always serializes");
+        let nonce: [u8; NONCE_LEN] = random()?;
+        let cipher = XChaCha20Poly1305::new((&key.key).into());
+        let ct = cipher
+            .encrypt(
+                XNonce::from_slice(&nonce),
+                Payload {
+                    msg: &plain,
+                    aad: &key.id,
+                },
+            )
+            .map_err(|_| AuditError::Keystore("sealing personal values failed".into()))?;
+        let mut env = Vec::with_capacity(1 + KEY_ID_LEN + NONCE_LEN + ct.len());
+        env.push(ENVELOPE_V1);
+        env.extend_from_slice(&key.id);
+        env.extend_from_slice(&nonce);
+        env.extend_from_slice(&ct);
+        Ok(Sealed {
+            commitments,
+            envelope: Some(env),
+            leaf_principal_id,
+        })
+    }
+
+    /// Opens an envelope: field → (salt, value); `Err` says why not
+    /// ([`ERASED`] or [`UNAVAILABLE`]).
+    pub fn open_envelope(
+        &self,
+        env: &[u8],
+    ) -> Result<BTreeMap<String, (Vec<u8>, String)>, &'static str> {
+        let (Some(&ENVELOPE_V1), Some(id), Some(nonce), Some(ct)) = (
+            env.first(),
+            env.get(1..1 + KEY_ID_LEN),
+            env.get(1 + KEY_ID_LEN..1 + KEY_ID_LEN + NONCE_LEN),
+            env.get(1 + KEY_ID_LEN + NONCE_LEN..),
+        ) else {
+            return Err(UNAVAILABLE);
+        };
+        let Ok(id) = <[u8; KEY_ID_LEN]>::try_from(id) else {
+            return Err(UNAVAILABLE);
+        };
+        let key = match self.state.read().ok().and_then(|s| match s.by_id.get(&id) {
+            Some(KeyState::Live(k)) => Some(Ok(*k)),
+            Some(KeyState::Erased) => Some(Err(ERASED)),
+            None => None,
+        }) {
+            Some(Ok(k)) => k,
+            Some(Err(e)) => return Err(e),
+            None => return Err(UNAVAILABLE),
+        };
+        let cipher = XChaCha20Poly1305::new((&key).into());
+        let plain = cipher
+            .decrypt(XNonce::from_slice(nonce), Payload { msg: ct, aad: &id })
+            .map_err(|_| UNAVAILABLE)?;
+        let map: BTreeMap<String, serde_json::Value> =
+            serde_json::from_slice(&plain).map_err(|_| UNAVAILABLE)?;
+        let mut out = BTreeMap::new();
+        for (field, v) in map {
+            let (Some(salt), Some(value)) = (
+                v["salt"].as_str().and_then(|s| B64.decode(s).ok()),
+                v["value"].as_str(),
+            ) else {
+                return Err(UNAVAILABLE);
+            };
+            out.insert(field, (salt, value.to_string()));
+        }
+        Ok(out)
+    }
+
+    /// Puts the personal values back into an event parsed from its leaf:
+    /// each field listed in `personal` gets its value, or [`ERASED`] /
+    /// [`UNAVAILABLE`]. A revealed value whose commitment does not match
+    /// the leaf is never shown ([`UNAVAILABLE`]).
+    pub fn reveal(&self, e: &mut Event, envelope: Option<&[u8]>) {
+        if e.personal.is_empty() {
+            return;
+        }
+        let opened = envelope.map_or(Err(UNAVAILABLE), |env| self.open_envelope(env));
+        let fields: Vec<String> = e.personal.keys().cloned().collect();
+        for field in fields {
+            let value = match &opened {
+                Ok(m) => match m.get(&field) {
+                    Some((salt, v)) if commitment(salt, v) == e.personal[&field] => v.clone(),
+                    _ => UNAVAILABLE.to_string(),
+                },
+                Err(why) => (*why).to_string(),
+            };
+            match field.as_str() {
+                "principal.id" => e.principal.id = value,
+                "principal.name" => e.principal.name = value,
+                "source_ip" => e.source_ip = Some(value),
+                "user_agent" => e.user_agent = Some(value),
+                _ => {}
+            }
+        }
+    }
+
+    /// Deletes the keys of `who` (any of the subject strings) in every log
+    /// but the `held` ones. The key bytes are overwritten in the file and
+    /// the `who` string is cleared, so that nothing of the person remains.
+    pub fn erase(&self, who: &[String], held: &[String], now_ns: i64) -> Result<Erasure, AuditError> {
+        let Some(conn) = &self.conn else {
+            return Err(AuditError::ReadOnly);
+        };
+        if self.read_only {
+            return Err(AuditError::ReadOnly);
+        }
+        let db = |e: rusqlite::Error| AuditError::Keystore(format!("erasing subject keys: {e}"));
+        let mut conn = conn.lock().map_err(poisoned)?;
+        let tx = conn.transaction().map_err(db)?;
+        let mut out = Erasure::default();
+        let mut erased_ids = Vec::new();
+        let who: Vec<String> = who.iter().map(|w| who_key(w)).collect();
+        {
+            let mut find = tx
+                .prepare("SELECT key_id, log FROM subject_keys WHERE who = ?1 AND key IS NOT NULL")
+                .map_err(db)?;
+            for w in &who {
+                let rows = find
+                    .query_map([w], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?)))
+                    .map_err(db)?;
+                for row in rows {
+                    let (id, log) = row.map_err(db)?;
+                    if held.contains(&log) {
+                        if !out.held.contains(&log) {
+                            out.held.push(log);
+                        }
+                        continue;
+                    }
+                    erased_ids.push(id);
+                    if !out.logs.contains(&log) {
+                        out.logs.push(log);
+                    }
+                }
+            }
+        }
+        for id in &erased_ids {
+            tx.execute(
+                "UPDATE subject_keys SET key = NULL, who = '', erased_ns = ?2 WHERE key_id = ?1",
+                params![id, now_ns],
+            )
+            .map_err(db)?;
+        }
+        tx.commit().map_err(db)?;
+        // Move the change out of the WAL and truncate it, so the old page
+        // images holding the keys do not linger there.
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .optional()
+            .map_err(db)?;
+        let mut st = self.state.write().map_err(poisoned)?;
+        for id in &erased_ids {
+            if let Ok(id) = <[u8; KEY_ID_LEN]>::try_from(id.as_slice()) {
+                st.by_id.insert(id, KeyState::Erased);
+            }
+        }
+        st.active
+            .retain(|(log, w), _| !(who.contains(w) && !held.contains(log)));
+        out.keys = erased_ids.len() as u64;
+        out.logs.sort();
+        out.held.sort();
+        Ok(out)
+    }
+}
+
+/// How the keystore names a subject: `hex(SHA-256(who))`, so that the file
+/// holds no user name or address in clear.
+fn who_key(who: &str) -> String {
+    hex::encode(Sha256::digest(who.as_bytes()))
+}
+
+fn poisoned<T>(_: T) -> AuditError {
+    AuditError::Keystore("keystore lock poisoned by a panic".into())
+}
+
+fn load(conn: &Connection) -> Result<State, rusqlite::Error> {
+    let mut st = State::default();
+    let mut stmt = conn.prepare("SELECT key_id, log, who, key FROM subject_keys ORDER BY created_ns")?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, Vec<u8>>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, Option<Vec<u8>>>(3)?,
+        ))
+    })?;
+    for row in rows {
+        let (id, log, who, key) = row?;
+        let Ok(id) = <[u8; KEY_ID_LEN]>::try_from(id.as_slice()) else {
+            continue;
+        };
+        match key.and_then(|k| <[u8; 32]>::try_from(k.as_slice()).ok()) {
+            Some(key) => {
+                st.by_id.insert(id, KeyState::Live(key));
+                st.active.insert((log, who), Key { id, key });
+            }
+            None => {
+                st.by_id.insert(id, KeyState::Erased);
+            }
+        }
+    }
+    Ok(st)
+}
