@@ -48,6 +48,32 @@ pub enum AuditCommand {
     /// consistency with a saved checkpoint. Exit 0 when it verifies, 1 at
     /// the first bad place (named).
     Verify(VerifyArgs),
+    /// Erase a person's personal values (name, address, user agent) from
+    /// the audit trail by deleting their keys (crypto-shredding). Events
+    /// stay and keep verifying; reads show `[erased]`. Projects under a
+    /// legal hold are skipped. Recorded in the organization log.
+    Erase(EraseArgs),
+}
+
+#[derive(clap::Args, Clone)]
+pub struct EraseArgs {
+    /// A user name, user id or token id (also erases failed logins that
+    /// claimed this name).
+    #[arg(long)]
+    pub principal: String,
+    /// Addresses of the person's anonymous requests to erase too.
+    #[arg(long = "source-ip")]
+    pub source_ips: Vec<String>,
+    /// Work on this data directory (the server must be stopped: it holds
+    /// the directory lock). Default when no --url is given.
+    #[arg(long, env = "FLIGHTDECK_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// Ask a running server instead (token of an organization admin with
+    /// the `admin` scope).
+    #[arg(long, env = "FLIGHTDECK_URL")]
+    pub url: Option<String>,
+    #[arg(long, env = "FLIGHTDECK_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 }
 
 #[derive(clap::Args, Clone)]
@@ -292,6 +318,10 @@ pub fn run(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
             drop(out);
             return verify(&args);
         }
+        AuditCommand::Erase(args) => {
+            let report = erase(&args)?;
+            writeln!(out, "{report}")?;
+        }
         AuditCommand::Search(args) => {
             if let Some(url) = args.url.clone() {
                 let (events, _) =
@@ -529,4 +559,83 @@ fn verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// `flightdeck audit erase`: over HTTP, or on a stopped server's data
+/// directory (recorded as the `system` principal, source `flightdeck.cli`).
+fn erase(args: &EraseArgs) -> anyhow::Result<serde_json::Value> {
+    if let Some(url) = &args.url {
+        let Some(token) = &args.token else {
+            bail!("--url needs --token (or FLIGHTDECK_TOKEN)");
+        };
+        let resp = agent()
+            .post(format!(
+                "{}/api/flightdeck/v1/audit/erasures",
+                url.trim_end_matches('/')
+            ))
+            .header("Authorization", format!("Bearer {token}"))
+            .send_json(serde_json::json!({
+                "principal": args.principal,
+                "source_ips": args.source_ips,
+            }))
+            .context("request failed")?;
+        let status = resp.status();
+        let body = resp.into_body().read_to_string().unwrap_or_default();
+        if !status.is_success() {
+            bail!("server answered {status}: {body}");
+        }
+        return serde_json::from_str(&body).context("the server's answer is not JSON");
+    }
+    for ip in &args.source_ips {
+        if ip.parse::<std::net::IpAddr>().is_err() {
+            bail!("--source-ip: '{ip}' is not an IP address");
+        }
+    }
+    let (meta, log) = crate::open_stores(&args.data_dir)?;
+    let organization = meta
+        .read(|tx| tx.organization())?
+        .map(|o| o.name)
+        .unwrap_or_default();
+    let held = meta.read(|tx| tx.held_projects())?;
+    let user_id = match meta.read(|tx| tx.user(&args.principal)) {
+        Ok(u) => Some(u.id),
+        Err(meta::MetaError::NotFound { .. }) => None,
+        Err(e) => return Err(e.into()),
+    };
+    use sha2::Digest;
+    let person = hex::encode(sha2::Sha256::digest(args.principal.as_bytes()));
+    let mut d = server::bootstrap::system_draft(
+        &organization,
+        None,
+        "audit.person.erase",
+        audit::Resource {
+            kind: "person".into(),
+            id: Some(format!("sha256:{person}")),
+            name: None,
+        },
+    );
+    d.event_source = "flightdeck.cli".into();
+    d.request_parameters = Some(serde_json::json!({
+        "principal_sha256": person,
+        "source_ips": args.source_ips.len(),
+    }));
+    // Recorded first: an erasure is never unaudited.
+    log.append(d).context("cannot record the erasure in the audit log")?;
+    let held_logs: Vec<audit::LogKey> = held.into_iter().map(audit::LogKey::Project).collect();
+    let mut r = log.erase(&args.principal, &args.source_ips, &held_logs)?;
+    if let Some(id) = user_id {
+        let more = log.erase(&id, &[], &held_logs)?;
+        r.keys += more.keys;
+        r.logs.extend(more.logs);
+        r.held.extend(more.held);
+    }
+    log.shutdown();
+    let name = |l: &String| l.strip_prefix("p:").unwrap_or("org").to_string();
+    let mut logs: Vec<String> = r.logs.iter().map(name).collect();
+    let mut held: Vec<String> = r.held.iter().map(name).collect();
+    logs.sort();
+    logs.dedup();
+    held.sort();
+    held.dedup();
+    Ok(serde_json::json!({"keys_deleted": r.keys, "logs": logs, "held": held}))
 }

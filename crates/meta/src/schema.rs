@@ -57,6 +57,19 @@ const MIGRATIONS: &[&str] = &[
         expires_at INTEGER NOT NULL
     );
     "#,
+    // 2: legal holds on a project's audit log (suspend retention and erasure).
+    r#"
+    CREATE TABLE legal_holds (
+        id TEXT PRIMARY KEY,
+        project_id TEXT NOT NULL REFERENCES projects(id),
+        reason TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        created_by TEXT NOT NULL,
+        released_at INTEGER,
+        released_by TEXT
+    );
+    CREATE INDEX legal_holds_by_project ON legal_holds(project_id, id);
+    "#,
 ];
 
 /// Brings a connection's database to the newest schema version.

@@ -342,6 +342,35 @@ fn user_row(r: &Row) -> rusqlite::Result<User> {
     })
 }
 
+/// A legal hold on a project's audit log: while active (not released),
+/// neither retention nor erasure touches that log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LegalHold {
+    pub id: String,
+    pub project: String,
+    pub reason: String,
+    pub created_at: i64,
+    /// Principal id of who placed it.
+    pub created_by: String,
+    pub released_at: Option<i64>,
+    pub released_by: Option<String>,
+}
+
+const HOLD_COLS: &str =
+    "h.id, p.name, h.reason, h.created_at, h.created_by, h.released_at, h.released_by";
+
+fn hold_row(r: &Row) -> rusqlite::Result<LegalHold> {
+    Ok(LegalHold {
+        id: r.get(0)?,
+        project: r.get(1)?,
+        reason: r.get(2)?,
+        created_at: r.get(3)?,
+        created_by: r.get(4)?,
+        released_at: r.get(5)?,
+        released_by: r.get(6)?,
+    })
+}
+
 fn new_id() -> String {
     uuid::Uuid::now_v7().to_string()
 }
@@ -775,6 +804,79 @@ impl Tx<'_> {
         )?;
         t.revoked_at = Some(now);
         Ok(t)
+    }
+
+    /// Places a legal hold on a project's audit log.
+    pub fn create_hold(
+        &self,
+        project: &str,
+        reason: &str,
+        by: &str,
+        now: i64,
+    ) -> Result<LegalHold, MetaError> {
+        let p = self.project(project)?;
+        let id = new_id();
+        self.conn.execute(
+            "INSERT INTO legal_holds (id, project_id, reason, created_at, created_by) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![id, p.id, reason, now, by],
+        )?;
+        self.hold(project, &id)
+    }
+
+    /// One hold of a project (active or released).
+    pub fn hold(&self, project: &str, id: &str) -> Result<LegalHold, MetaError> {
+        let sql = format!(
+            "SELECT {HOLD_COLS} FROM legal_holds h JOIN projects p ON p.id = h.project_id
+             WHERE p.name = ?1 AND h.id = ?2"
+        );
+        self.conn
+            .query_row(&sql, params![project, id], hold_row)
+            .optional()?
+            .ok_or_else(|| not_found("legal hold", id))
+    }
+
+    /// A project's holds, oldest first (released ones too).
+    pub fn holds(&self, project: &str) -> Result<Vec<LegalHold>, MetaError> {
+        self.project(project)?;
+        let sql = format!(
+            "SELECT {HOLD_COLS} FROM legal_holds h JOIN projects p ON p.id = h.project_id
+             WHERE p.name = ?1 ORDER BY h.created_at, h.id"
+        );
+        let mut st = self.conn.prepare_cached(&sql)?;
+        let rows = st.query_map([project], hold_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Names of the projects with at least one active hold.
+    pub fn held_projects(&self) -> Result<Vec<String>, MetaError> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT DISTINCT p.name FROM legal_holds h JOIN projects p ON p.id = h.project_id
+             WHERE h.released_at IS NULL ORDER BY p.name",
+        )?;
+        let rows = st.query_map([], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Releases an active hold; Conflict if it already was.
+    pub fn release_hold(
+        &self,
+        project: &str,
+        id: &str,
+        by: &str,
+        now: i64,
+    ) -> Result<LegalHold, MetaError> {
+        let h = self.hold(project, id)?;
+        if h.released_at.is_some() {
+            return Err(MetaError::Conflict {
+                kind: "released legal hold",
+                name: id.into(),
+            });
+        }
+        self.conn.execute(
+            "UPDATE legal_holds SET released_at = ?1, released_by = ?2 WHERE id = ?3",
+            params![now, by, id],
+        )?;
+        self.hold(project, id)
     }
 
     /// Records a token's first use; true only for the call that did it.

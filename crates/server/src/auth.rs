@@ -180,6 +180,10 @@ pub fn action_of(method: &Method, route: Option<&str>) -> String {
         ("GET", "/projects/{project}/audit/log/{*path}") | ("GET", "/audit/log/{*path}") => {
             "audit.log.read"
         }
+        ("POST", "/audit/erasures") => "audit.person.erase",
+        ("GET", "/projects/{project}/audit/holds") => "audit.legal_hold.list",
+        ("POST", "/projects/{project}/audit/holds") => "audit.legal_hold.create",
+        ("DELETE", "/projects/{project}/audit/holds/{hold_id}") => "audit.legal_hold.release",
         _ => return format!("api.request.{}", method.as_str().to_ascii_lowercase()),
     };
     a.to_string()

@@ -12,7 +12,7 @@ use utoipa::OpenApi;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, RefOr, ResponseBuilder};
 
-use crate::api::{audit_api, iam, session, tlog_api};
+use crate::api::{audit_api, iam, privacy, session, tlog_api};
 use crate::auth::SESSION_COOKIE;
 use crate::error::{ErrorBody, ErrorDetail};
 
@@ -33,6 +33,7 @@ use crate::error::{ErrorBody, ErrorDetail};
         audit_api::search_project, audit_api::search_org, audit_api::get_project_event,
         audit_api::get_org_event, audit_api::export_project, audit_api::export_org,
         audit_api::ingest_project, tlog_api::project_log, tlog_api::org_log,
+        privacy::erase, privacy::list_holds, privacy::create_hold, privacy::release_hold,
     ),
     components(schemas(ErrorBody, ErrorDetail)),
     security(("bearer" = []), ("basic" = []), ("session" = [])),

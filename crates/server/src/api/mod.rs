@@ -7,6 +7,7 @@
 
 pub mod audit_api;
 pub mod iam;
+pub mod privacy;
 pub mod session;
 pub mod tlog_api;
 
@@ -87,6 +88,15 @@ pub fn routes(_state: AppState) -> Router<AppState> {
             get(tlog_api::project_log),
         )
         .route(&format!("{p}/audit/log/{{*path}}"), get(tlog_api::org_log))
+        .route(&format!("{p}/audit/erasures"), post(privacy::erase))
+        .route(
+            &format!("{p}/projects/{{project}}/audit/holds"),
+            get(privacy::list_holds).post(privacy::create_hold),
+        )
+        .route(
+            &format!("{p}/projects/{{project}}/audit/holds/{{hold_id}}"),
+            axum::routing::delete(privacy::release_hold),
+        )
         .fallback(api_not_found)
         .method_not_allowed_fallback(method_not_allowed)
 }
