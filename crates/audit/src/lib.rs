@@ -15,6 +15,7 @@ mod canonical;
 pub mod error;
 pub mod event;
 pub mod files;
+pub mod fsck;
 mod index;
 pub mod log;
 pub mod personal;

@@ -50,7 +50,8 @@ use crate::error::AuditError;
 use crate::event::{Event, EventDraft, PrincipalKind};
 
 /// The fields of the schema that are personal, as `personal` map keys.
-pub const PERSONAL_FIELDS: [&str; 4] = ["principal.id", "principal.name", "source_ip", "user_agent"];
+pub const PERSONAL_FIELDS: [&str; 4] =
+    ["principal.id", "principal.name", "source_ip", "user_agent"];
 
 /// Shown in place of a value whose subject was erased.
 pub const ERASED: &str = "[erased]";
@@ -230,7 +231,8 @@ impl Keystore {
             });
         }
         let db = |e: rusqlite::Error| AuditError::Keystore(format!("{}: {e}", path.display()));
-        let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(db)?;
+        let conn =
+            Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(db)?;
         let state = load(&conn).map_err(db)?;
         Ok(Keystore {
             conn: Some(Mutex::new(conn)),
@@ -273,7 +275,12 @@ impl Keystore {
 
     /// Splits a draft's personal values out of the leaf: commitments for
     /// the leaf, the values and salts sealed under the subject's key.
-    pub(crate) fn seal(&self, log: &str, d: &EventDraft, now_ns: i64) -> Result<Sealed, AuditError> {
+    pub(crate) fn seal(
+        &self,
+        log: &str,
+        d: &EventDraft,
+        now_ns: i64,
+    ) -> Result<Sealed, AuditError> {
         let values = values_of(d);
         let leaf_principal_id = if values.contains_key("principal.id") {
             ANONYMOUS_ID.to_string()
@@ -399,7 +406,12 @@ impl Keystore {
     /// Deletes the keys of `who` (any of the subject strings) in every log
     /// but the `held` ones. The key bytes are overwritten in the file and
     /// the `who` string is cleared, so that nothing of the person remains.
-    pub fn erase(&self, who: &[String], held: &[String], now_ns: i64) -> Result<Erasure, AuditError> {
+    pub fn erase(
+        &self,
+        who: &[String],
+        held: &[String],
+        now_ns: i64,
+    ) -> Result<Erasure, AuditError> {
         let Some(conn) = &self.conn else {
             return Err(AuditError::ReadOnly);
         };
@@ -418,7 +430,9 @@ impl Keystore {
                 .map_err(db)?;
             for w in &who {
                 let rows = find
-                    .query_map([w], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?)))
+                    .query_map([w], |r| {
+                        Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?))
+                    })
                     .map_err(db)?;
                 for row in rows {
                     let (id, log) = row.map_err(db)?;
@@ -455,7 +469,7 @@ impl Keystore {
             }
         }
         st.active
-            .retain(|(log, w), _| !(who.contains(w) && !held.contains(log)));
+            .retain(|(log, w), _| !who.contains(w) || held.contains(log));
         out.keys = erased_ids.len() as u64;
         out.logs.sort();
         out.held.sort();
@@ -475,7 +489,8 @@ fn poisoned<T>(_: T) -> AuditError {
 
 fn load(conn: &Connection) -> Result<State, rusqlite::Error> {
     let mut st = State::default();
-    let mut stmt = conn.prepare("SELECT key_id, log, who, key FROM subject_keys ORDER BY created_ns")?;
+    let mut stmt =
+        conn.prepare("SELECT key_id, log, who, key FROM subject_keys ORDER BY created_ns")?;
     let rows = stmt.query_map([], |r| {
         Ok((
             r.get::<_, Vec<u8>>(0)?,

@@ -335,7 +335,7 @@ impl Trees {
                 f.event.log_index,
                 crate::personal::split_payload(&f.bytes).0.to_vec(),
             )
-                .map_err(|reason| AuditError::corrupt(&seg_path, f.offset, reason))?;
+            .map_err(|reason| AuditError::corrupt(&seg_path, f.offset, reason))?;
             // Existing files are trusted here (a tree that lost entries
             // has all its full files below its old checkpoint already).
             tree.write_full(&faults, true)

@@ -553,6 +553,25 @@ fn verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
+    // On a data directory, the private copies must agree with the signed
+    // trees too: segments, search index, sealed personal values.
+    if args.url.is_none() && !failed {
+        match audit::fsck::check_store(&args.data_dir.join("audit")) {
+            Ok(r) => writeln!(
+                out,
+                "OK store: {} events, {} leaves match the signed trees, {} index rows, {} sealed envelopes ({} erased)",
+                r.events,
+                r.leaves_checked,
+                r.index_rows,
+                r.envelopes_opened + r.envelopes_erased,
+                r.envelopes_erased
+            )?,
+            Err(f) => {
+                writeln!(out, "FAIL: store: {f}")?;
+                failed = true;
+            }
+        }
+    }
     out.flush()?;
     Ok(if failed {
         ExitCode::FAILURE
@@ -620,7 +639,8 @@ fn erase(args: &EraseArgs) -> anyhow::Result<serde_json::Value> {
         "source_ips": args.source_ips.len(),
     }));
     // Recorded first: an erasure is never unaudited.
-    log.append(d).context("cannot record the erasure in the audit log")?;
+    log.append(d)
+        .context("cannot record the erasure in the audit log")?;
     let held_logs: Vec<audit::LogKey> = held.into_iter().map(audit::LogKey::Project).collect();
     let mut r = log.erase(&args.principal, &args.source_ips, &held_logs)?;
     if let Some(id) = user_id {

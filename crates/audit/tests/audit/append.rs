@@ -31,7 +31,8 @@ fn round_trip_through_segment_and_reopen() {
     for personal in ["User 1", "10.0.0.1", "curl/8"] {
         assert!(!text.contains(personal), "{personal} in the leaf: {text}");
         assert!(
-            !seg.windows(personal.len()).any(|w| w == personal.as_bytes()),
+            !seg.windows(personal.len())
+                .any(|w| w == personal.as_bytes()),
             "{personal} in clear in the segment"
         );
     }

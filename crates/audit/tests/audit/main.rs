@@ -2,9 +2,9 @@
 //! (keeps link time down on a 2-core machine).
 
 mod append;
-mod personal;
 mod crash;
 mod faults;
+mod personal;
 mod recovery;
 mod search;
 mod support;

@@ -76,16 +76,29 @@ fn verify_all(dir: &Path) {
 fn personal_values_are_sealed_revealed_and_erased_without_touching_the_tree() {
     let d = tempfile::tempdir().unwrap();
     let log = AuditLog::open(d.path(), options()).unwrap();
-    let a1 = log.append(by(Some("p1"), "u-alice", "192.0.2.7", 1)).unwrap();
-    let a2 = log.append(by(Some("p2"), "u-alice", "192.0.2.7", 2)).unwrap();
-    let b1 = log.append(by(Some("p1"), "u-bob", "198.51.100.9", 3)).unwrap();
-    let anon = log.append(failed_login("alice@example.com", "192.0.2.7")).unwrap();
+    let a1 = log
+        .append(by(Some("p1"), "u-alice", "192.0.2.7", 1))
+        .unwrap();
+    let a2 = log
+        .append(by(Some("p2"), "u-alice", "192.0.2.7", 2))
+        .unwrap();
+    let b1 = log
+        .append(by(Some("p1"), "u-bob", "198.51.100.9", 3))
+        .unwrap();
+    let anon = log
+        .append(failed_login("alice@example.com", "192.0.2.7"))
+        .unwrap();
     for e in [&a1, &a2, &b1, &anon] {
         assert_eq!(get(&log, e), *e, "read back as acknowledged");
     }
     assert_eq!(anon.principal.id, "alice@example.com");
     // Nothing personal in clear anywhere on disk (segments, tiles, index).
-    for needle in ["u-alice@example.com", "192.0.2.7", "agent-of-u-alice", "alice@example.com"] {
+    for needle in [
+        "u-alice@example.com",
+        "192.0.2.7",
+        "agent-of-u-alice",
+        "alice@example.com",
+    ] {
         let found = files_containing(d.path(), needle.as_bytes());
         assert!(found.is_empty(), "{needle:?} in clear in {found:?}");
     }
@@ -96,7 +109,11 @@ fn personal_values_are_sealed_revealed_and_erased_without_touching_the_tree() {
     };
     assert_eq!(log.search(&q).unwrap().events.len(), 3);
 
-    for (k, n) in [(LogKey::Project("p1".into()), 2), (LogKey::Project("p2".into()), 1), (LogKey::Organization, 1)] {
+    for (k, n) in [
+        (LogKey::Project("p1".into()), 2),
+        (LogKey::Project("p2".into()), 1),
+        (LogKey::Organization, 1),
+    ] {
         wait_for_size(&log, &k, n);
     }
     let tlog_before = std::fs::read_dir(d.path().join("tlog/p/p1/tile/entries"))
@@ -116,19 +133,37 @@ fn personal_values_are_sealed_revealed_and_erased_without_touching_the_tree() {
     assert_eq!(report.logs, ["p:p1"]);
     assert_eq!(report.held, ["p:p2"]);
     let r2 = log.erase("alice@example.com", &[], &[]).unwrap();
-    assert_eq!((r2.keys, r2.logs.clone()), (1, vec!["o".to_string()]), "{r2:?}");
+    assert_eq!(
+        (r2.keys, r2.logs.clone()),
+        (1, vec!["o".to_string()]),
+        "{r2:?}"
+    );
 
     let e = get(&log, &a1);
     assert_eq!(
-        (e.principal.name.as_str(), e.source_ip.as_deref(), e.user_agent.as_deref()),
+        (
+            e.principal.name.as_str(),
+            e.source_ip.as_deref(),
+            e.user_agent.as_deref()
+        ),
         (ERASED, Some(ERASED), Some(ERASED))
     );
-    assert_eq!((e.action.as_str(), e.principal.id.as_str()), ("iam.token.create", "u-alice"));
+    assert_eq!(
+        (e.action.as_str(), e.principal.id.as_str()),
+        ("iam.token.create", "u-alice")
+    );
     assert_eq!(get(&log, &a2), a2, "held project keeps its values");
     assert_eq!(get(&log, &b1), b1, "other people keep theirs");
     let e = get(&log, &anon);
-    assert_eq!((e.principal.id.as_str(), e.principal.name.as_str()), (ERASED, ERASED));
-    assert_eq!(log.search(&q).unwrap().events.len(), 1, "only the held event still matches");
+    assert_eq!(
+        (e.principal.id.as_str(), e.principal.name.as_str()),
+        (ERASED, ERASED)
+    );
+    assert_eq!(
+        log.search(&q).unwrap().events.len(),
+        1,
+        "only the held event still matches"
+    );
 
     // The tree did not change and still verifies.
     let cps_after: Vec<_> = ["p1", "p2"]
@@ -139,7 +174,9 @@ fn personal_values_are_sealed_revealed_and_erased_without_touching_the_tree() {
     verify_all(d.path());
 
     // New events of the erased person are sealed under a new key.
-    let a3 = log.append(by(Some("p1"), "u-alice", "192.0.2.8", 4)).unwrap();
+    let a3 = log
+        .append(by(Some("p1"), "u-alice", "192.0.2.8", 4))
+        .unwrap();
     assert_eq!(get(&log, &a3), a3);
     log.shutdown();
     drop(log);

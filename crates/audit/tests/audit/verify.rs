@@ -439,3 +439,116 @@ fn a_consistent_fork_alone_verifies_and_a_rollback_alone_verifies() {
     rewrite(case.path(), &fx.signer, "flightdeck/p/alpha", &es);
     assert_eq!(run(case.path(), &fx.expect("p/alpha")).unwrap().size, 600);
 }
+
+/// Tamper with the private copies (search index, subject keystore,
+/// segments) of a populated store: `fsck::check_store` names each place;
+/// a legitimate erasure is not a failure.
+#[test]
+fn store_check_catches_an_edited_index_keystore_or_segment() {
+    use audit::fsck::check_store;
+    let f = populate();
+    let clean = check_store(&f.audit).expect("a clean store checks");
+    assert_eq!(clean.events, 1000);
+    assert_eq!(clean.leaves_checked, 1000);
+    assert_eq!(clean.index_rows, 1000);
+    assert_eq!(clean.envelopes_opened, 1000);
+
+    let case = |name: &str, tamper: &dyn Fn(&Path), place: &str, reason: &str| {
+        let copy = tempfile::tempdir().unwrap();
+        copy_dir(&f.audit, copy.path());
+        tamper(copy.path());
+        let err = check_store(copy.path()).expect_err(name);
+        assert!(
+            err.place.contains(place) && err.reason.contains(reason),
+            "{name}: got {err}"
+        );
+    };
+    let sql = |file: &'static str, stmt: &'static str| {
+        move |dir: &Path| {
+            let c = rusqlite::Connection::open(dir.join(file)).unwrap();
+            assert_eq!(c.execute(stmt, []).unwrap(), 1, "{stmt}");
+        }
+    };
+    case(
+        "index action edited",
+        &sql(
+            "index.sqlite",
+            "UPDATE events SET action = 'iam.nothing.happened' WHERE seq = 42",
+        ),
+        "row seq 42",
+        "column action",
+    );
+    case(
+        "index pointing at another record",
+        &sql(
+            "index.sqlite",
+            "UPDATE events SET offset = offset + 1 WHERE seq = 7",
+        ),
+        "row seq 7",
+        "column offset",
+    );
+    case(
+        "index row for an event that does not exist",
+        &sql(
+            "index.sqlite",
+            "UPDATE events SET seq = 5000 WHERE seq = 1000",
+        ),
+        "row seq 5000",
+        "do not hold",
+    );
+    case(
+        "index row deleted",
+        &sql("index.sqlite", "DELETE FROM events WHERE seq = 500"),
+        "row seq 500",
+        "missing from the index",
+    );
+    case(
+        "a subject key replaced",
+        &sql(
+            "subjects.sqlite",
+            "UPDATE subject_keys SET key = randomblob(32) WHERE rowid = 1",
+        ),
+        "event seq",
+        "cannot be opened",
+    );
+    case(
+        "a subject key deleted outside erasure",
+        &sql(
+            "subjects.sqlite",
+            "DELETE FROM subject_keys WHERE rowid = 2",
+        ),
+        "event seq",
+        "cannot be opened",
+    );
+    case(
+        "a segment record rewritten with a valid checksum",
+        &|dir: &Path| {
+            let seg = crate::support::segments(dir)[0].clone();
+            let mut b = std::fs::read(&seg).unwrap();
+            // Record 10 (seq 10, org log index 9).
+            let mut at = audit::segment::HEADER_LEN;
+            for _ in 0..9 {
+                let len = u32::from_le_bytes(b[at..at + 4].try_into().unwrap()) as usize;
+                at += 8 + len;
+            }
+            let len = u32::from_le_bytes(b[at..at + 4].try_into().unwrap()) as usize;
+            let payload = &mut b[at + 8..at + 8 + len];
+            let i = payload.windows(6).position(|w| w == b"Needle").unwrap();
+            payload[i..i + 6].copy_from_slice(b"Noodle");
+            let crc = diskio::frame::checksum(payload);
+            b[at + 4..at + 8].copy_from_slice(&crc.to_le_bytes());
+            std::fs::write(&seg, b).unwrap();
+        },
+        "tlog/org entry 9",
+        "not the entry the signed tree holds",
+    );
+    // An erased key is expected, not a failure.
+    let copy = tempfile::tempdir().unwrap();
+    copy_dir(&f.audit, copy.path());
+    sql(
+        "subjects.sqlite",
+        "UPDATE subject_keys SET key = NULL, erased_ns = 1 WHERE rowid = 1",
+    )(copy.path());
+    let r = check_store(copy.path()).unwrap();
+    assert!(r.envelopes_erased > 0 && r.envelopes_opened + r.envelopes_erased == 1000);
+}

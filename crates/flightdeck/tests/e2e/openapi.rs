@@ -40,6 +40,10 @@ fn openapi_document_covers_every_route() {
         ("get", "/audit/export"),
         ("get", "/projects/{project}/audit/log/{path}"),
         ("get", "/audit/log/{path}"),
+        ("post", "/audit/erasures"),
+        ("get", "/projects/{project}/audit/holds"),
+        ("post", "/projects/{project}/audit/holds"),
+        ("delete", "/projects/{project}/audit/holds/{hold_id}"),
     ];
     let mut documented = 0;
     for (_, item) in paths {

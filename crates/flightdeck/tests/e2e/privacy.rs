@@ -27,14 +27,25 @@ fn verify_over_http(s: &Server, project: &str) {
         if r.status == 200 && size == Some(want) {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "no checkpoint of {want} in {project}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint of {want} in {project}"
+        );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     let key = s.get(&format!("{API}/audit/log/key")).body;
     let out = std::process::Command::new(bin())
         .args([
-            "audit", "verify", "--url", &s.url(""), "--token", &s.token, "--project", project,
-            "--key", key.trim(),
+            "audit",
+            "verify",
+            "--url",
+            &s.url(""),
+            "--token",
+            &s.token,
+            "--project",
+            project,
+            "--key",
+            key.trim(),
         ])
         .output()
         .unwrap();
@@ -86,7 +97,10 @@ fn erasure_crypto_shreds_a_person_except_under_legal_hold() {
     assert_eq!(mine[0]["source_ip"], "127.0.0.1");
     let failed = s.last_event(None, "iam.session.login");
     assert_eq!(
-        (failed["principal"]["type"].as_str(), failed["principal"]["id"].as_str()),
+        (
+            failed["principal"]["type"].as_str(),
+            failed["principal"]["id"].as_str()
+        ),
         (Some("anonymous"), Some("alice"))
     );
 
@@ -105,8 +119,15 @@ fn erasure_crypto_shreds_a_person_except_under_legal_hold() {
     assert_eq!(e["resource"]["id"], hold["id"]);
 
     // Bad requests change nothing and say what is wrong.
-    let r = s.send("POST", &format!("{API}/audit/erasures"), json!({"principal": ""}));
-    assert_eq!((r.status, r.json()["error"]["field"].as_str()), (400, Some("principal")));
+    let r = s.send(
+        "POST",
+        &format!("{API}/audit/erasures"),
+        json!({"principal": ""}),
+    );
+    assert_eq!(
+        (r.status, r.json()["error"]["field"].as_str()),
+        (400, Some("principal"))
+    );
     let r = s.send(
         "POST",
         &format!("{API}/audit/erasures"),
@@ -127,7 +148,11 @@ fn erasure_crypto_shreds_a_person_except_under_legal_hold() {
     );
 
     // Erase alice.
-    let r = s.send("POST", &format!("{API}/audit/erasures"), json!({"principal": "alice"}));
+    let r = s.send(
+        "POST",
+        &format!("{API}/audit/erasures"),
+        json!({"principal": "alice"}),
+    );
     assert_eq!(r.status, 200, "{}", r.body);
     let out = r.json();
     assert_eq!(out["logs"], json!(["org", "shop"]), "{out}");
@@ -146,7 +171,10 @@ fn erasure_crypto_shreds_a_person_except_under_legal_hold() {
         "held project keeps its values"
     );
     let org = s.events(None, "action=iam.session.login");
-    assert!(org.iter().any(|e| e["principal"]["id"] == ERASED), "failed login erased");
+    assert!(
+        org.iter().any(|e| e["principal"]["id"] == ERASED),
+        "failed login erased"
+    );
     assert!(
         org.iter().all(|e| e["principal"]["name"] != "alice"),
         "no login of alice keeps her name"
@@ -165,11 +193,28 @@ fn erasure_crypto_shreds_a_person_except_under_legal_hold() {
 
     // Releasing the hold lets a second erasure reach "held".
     let hold_id = hold["id"].as_str().unwrap();
-    let r = s.send("DELETE", &format!("{API}/projects/held/audit/holds/{hold_id}"), json!({}));
-    assert_eq!((r.status, r.json()["active"].clone()), (200, json!(false)), "{}", r.body);
-    let r = s.send("DELETE", &format!("{API}/projects/held/audit/holds/{hold_id}"), json!({}));
+    let r = s.send(
+        "DELETE",
+        &format!("{API}/projects/held/audit/holds/{hold_id}"),
+        json!({}),
+    );
+    assert_eq!(
+        (r.status, r.json()["active"].clone()),
+        (200, json!(false)),
+        "{}",
+        r.body
+    );
+    let r = s.send(
+        "DELETE",
+        &format!("{API}/projects/held/audit/holds/{hold_id}"),
+        json!({}),
+    );
     assert_eq!(r.status, 409);
-    let r = s.send("POST", &format!("{API}/audit/erasures"), json!({"principal": "alice"}));
+    let r = s.send(
+        "POST",
+        &format!("{API}/audit/erasures"),
+        json!({"principal": "alice"}),
+    );
     assert_eq!(r.json()["logs"], json!(["held"]), "{}", r.body);
     let held = s.events(Some("held"), "");
     assert_eq!(

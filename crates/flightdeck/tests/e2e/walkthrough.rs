@@ -74,7 +74,11 @@ fn create_project_and_token_then_see_their_audit_events() {
     assert_eq!(e["resource"]["id"], token_id.as_str());
     assert_eq!(e["result"]["http_status"], 201);
     assert_eq!(e["schema_version"], 2);
-    assert!(e["personal"]["source_ip"].as_str().is_some_and(|c| c.len() == 44));
+    assert!(
+        e["personal"]["source_ip"]
+            .as_str()
+            .is_some_and(|c| c.len() == 44)
+    );
     assert!(e["time"].as_str().unwrap().ends_with('Z'));
 
     // The new token reads its project's audit log; its first use is recorded.
