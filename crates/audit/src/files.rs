@@ -12,6 +12,7 @@
 //!   tlog/org/                     the organization log as a C2SP tlog-tiles tree
 //!   tlog/p/<slug>/                one project's log (see docs/format/audit-tlog.md)
 //!     checkpoint                  latest signed checkpoint (replaced atomically)
+//!     retained                    first entry index kept by retention (bundles below it deleted)
 //!     tile/<L>/<N>[.p/<W>]        hash tiles (write-once)
 //!     tile/entries/<N>[.p/<W>]    entry bundles (write-once)
 //! ```
@@ -61,6 +62,11 @@ pub const TLOG_DIR: &str = "tlog";
 
 /// A log's latest signed checkpoint, relative to its tree directory.
 pub const CHECKPOINT: &str = "checkpoint";
+
+/// In a tree directory: the first entry index retention kept (decimal and
+/// a newline; absent = 0). Entry bundles below it were deleted on purpose;
+/// hash tiles and checkpoints stay.
+pub const RETAINED: &str = "retained";
 
 /// The tree directory of a log, relative to [`TLOG_DIR`]: `org` for the
 /// organization log, `p/<slug>` for a project. A slug that is not made of

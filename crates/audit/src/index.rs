@@ -58,7 +58,7 @@ use crate::personal::Keystore;
 use crate::query::{Cursor, Order, Page, Query};
 
 /// Bumped whenever the schema changes; an index of another version is rebuilt.
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
@@ -66,6 +66,7 @@ CREATE TABLE IF NOT EXISTS logs (log TEXT PRIMARY KEY, next_index INTEGER NOT NU
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY,
     log TEXT NOT NULL,
+    log_index INTEGER NOT NULL,
     id TEXT NOT NULL,
     id_key INTEGER NOT NULL,
     time_ns INTEGER NOT NULL,
@@ -166,6 +167,9 @@ pub struct IndexRow {
     /// The frame's payload: the canonical bytes (the leaf), then the
     /// sealed envelope if any ([`crate::personal::split_payload`]).
     pub bytes: Vec<u8>,
+    /// A record retention replaced by a tombstone: it moves the counters
+    /// (`next_index`, watermark) but is not indexed.
+    pub expired: bool,
 }
 
 impl IndexRow {
@@ -180,6 +184,7 @@ impl IndexRow {
             segment: f.segment,
             offset: f.offset,
             bytes: f.bytes,
+            expired: f.expired.is_some(),
         }
     }
 }
@@ -263,12 +268,18 @@ impl IndexWriter {
         {
             let mut ins = tx.prepare_cached(
                 "INSERT INTO events (seq, log, id, id_key, time_ns, principal_id, principal_type, action,
-                                     resource_type, resource_id, status, segment, offset, len)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                                     resource_type, resource_id, status, segment, offset, len, log_index)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
             )?;
             let mut next: HashMap<&str, u64> = HashMap::new();
             for r in rows {
                 let k = &r.keys;
+                next.insert(&k.log, r.log_index + 1);
+                last = Some((r.seq, r.time_ns));
+                if r.expired {
+                    // Removed by retention: counted, not searchable.
+                    continue;
+                }
                 ins.execute(params![
                     to_i64(r.seq),
                     k.log,
@@ -284,9 +295,8 @@ impl IndexWriter {
                     to_i64(r.segment),
                     to_i64(r.offset),
                     to_i64(r.bytes.len() as u64),
+                    to_i64(r.log_index),
                 ])?;
-                next.insert(&k.log, r.log_index + 1);
-                last = Some((r.seq, r.time_ns));
             }
             let mut up = tx.prepare_cached(
                 "INSERT INTO logs(log, next_index) VALUES (?1, ?2)
@@ -440,6 +450,12 @@ impl SegmentFiles {
         Ok(f)
     }
 
+    /// Drops the cached handle of a segment that was rewritten (retention).
+    pub fn forget(&self, segment: u64) {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        open.remove(&segment);
+    }
+
     /// The payload of the frame at `offset` of `segment`, checked against
     /// its length and checksum.
     fn read(&self, segment: u64, offset: u64, len: usize) -> Result<Vec<u8>, AuditError> {
@@ -566,6 +582,59 @@ impl Readers {
             tail,
             segments: SegmentFiles::new(dir),
         }
+    }
+
+    /// The highest `log_index` of `log` whose event is older than
+    /// `before_ns` (retention), from SQLite.
+    pub fn max_index_before(&self, log: &LogKey, before_ns: i64) -> Result<Option<u64>, AuditError> {
+        let log = log_text(log);
+        self.with(|conn| {
+            let v: Option<i64> = conn.query_row(
+                "SELECT max(log_index) FROM events WHERE log = ?1 AND time_ns < ?2",
+                params![log, before_ns],
+                |r| r.get(0),
+            )?;
+            Ok(v.and_then(|v| u64::try_from(v).ok()))
+        })
+    }
+
+    /// `(seq, segment, offset, len, log_index, time_ns)` of `log`'s indexed
+    /// events with `log_index < below`, in seq order.
+    #[allow(clippy::type_complexity)]
+    pub fn rows_below(
+        &self,
+        log: &LogKey,
+        below: u64,
+    ) -> Result<Vec<(u64, u64, u64, usize, u64, i64)>, AuditError> {
+        let log = log_text(log);
+        self.with(|conn| {
+            let mut st = conn.prepare(
+                "SELECT seq, segment, offset, len, log_index, time_ns FROM events
+                 WHERE log = ?1 AND log_index < ?2 ORDER BY seq",
+            )?;
+            let rows = st.query_map(params![log, to_i64(below)], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, i64>(4)?,
+                    r.get::<_, i64>(5)?,
+                ))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (a, b, c, d, e, t) = row?;
+                let u = |v: i64| u64::try_from(v).unwrap_or(0);
+                out.push((u(a), u(b), u(c), usize::try_from(d).unwrap_or(0), u(e), t));
+            }
+            Ok(out)
+        })
+    }
+
+    /// Forgets cached file handles of a rewritten segment.
+    pub fn forget_segment(&self, segment: u64) {
+        self.segments.forget(segment);
     }
 
     pub fn memory(

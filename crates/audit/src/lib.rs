@@ -20,6 +20,7 @@ mod index;
 pub mod log;
 pub mod personal;
 pub mod query;
+pub mod retention;
 pub mod segment;
 pub mod tlog;
 pub mod verify;

@@ -551,6 +551,113 @@ impl AuditLog {
         self.inner.keys.erase(&who, &held, system_clock())
     }
 
+    /// What retention would remove from `log` for a window ending at
+    /// `before_ns` (events strictly older go): whole bundles of 256
+    /// entries, below the signed checkpoint and outside the segment being
+    /// appended to. `None` when nothing would go. See [`crate::retention`].
+    pub fn retention_plan(
+        &self,
+        log: &LogKey,
+        before_ns: i64,
+    ) -> Result<Option<crate::retention::RetentionPlan>, AuditError> {
+        let dir = self.tlog_dir(log);
+        let from = tlog::read_retained(&dir)?;
+        let Some(last_old) = self.inner.readers.max_index_before(log, before_ns)? else {
+            return Ok(None);
+        };
+        let mut to = (last_old + 1) / 256 * 256;
+        to = to.min(crate::retention::checkpoint_size(&dir) / 256 * 256);
+        // Never below a record of the segment being appended to.
+        if let Some((active, _)) = segment::list(&self.inner.dir)?.last() {
+            let rows = self.inner.readers.rows_below(log, to)?;
+            if let Some(first) = rows.iter().find(|r| r.1 == *active) {
+                to = to.min(first.4 / 256 * 256);
+            }
+        }
+        Ok((to > from).then(|| crate::retention::RetentionPlan {
+            log: log.clone(),
+            from,
+            to,
+        }))
+    }
+
+    /// Applies a retention plan: floor on disk, then
+    /// [`AuditLog::complete_retention`]. Record the audit event first.
+    pub fn apply_retention(
+        &self,
+        plan: &crate::retention::RetentionPlan,
+    ) -> Result<crate::retention::RetentionDone, AuditError> {
+        if self.inner.read_only {
+            return Err(AuditError::ReadOnly);
+        }
+        let dir = self.tlog_dir(&plan.log);
+        if tlog::read_retained(&dir)? < plan.to {
+            let path = dir.join(files::RETAINED);
+            diskio::atomic_write(&path, format!("{}\n", plan.to).as_bytes(), &Faults::disabled())
+                .map_err(|e| AuditError::io(&path, e))?;
+        }
+        self.complete_retention(&plan.log)
+    }
+
+    /// Makes the segments, the index and the entry bundles of `log` agree
+    /// with the retention floor on disk (idempotent; after a crash, the
+    /// next call finishes the work).
+    pub fn complete_retention(
+        &self,
+        log: &LogKey,
+    ) -> Result<crate::retention::RetentionDone, AuditError> {
+        use crate::retention::{by_segment, delete_bundles, tombstone_segment};
+        if self.inner.read_only {
+            return Err(AuditError::ReadOnly);
+        }
+        let dir = self.tlog_dir(log);
+        let floor = tlog::read_retained(&dir)?;
+        let mut done = crate::retention::RetentionDone::default();
+        if floor == 0 {
+            return Ok(done);
+        }
+        let rows = self.inner.readers.rows_below(log, floor)?;
+        let active = segment::list(&self.inner.dir)?.last().map(|(s, _)| *s);
+        let project = match log {
+            LogKey::Project(p) => Some(p.as_str()),
+            LogKey::Organization => None,
+        };
+        let mut gone = Vec::new();
+        for (seg, recs) in by_segment(&rows) {
+            if Some(seg) == active {
+                continue;
+            }
+            let n = tombstone_segment(&self.inner.dir, seg, project, &recs)?;
+            self.inner.readers.forget_segment(seg);
+            if n > 0 {
+                done.segments_rewritten += 1;
+                done.records_tombstoned += n;
+            }
+            gone.extend(recs.iter().map(|r| r.2));
+        }
+        if !gone.is_empty() {
+            let path = self.inner.dir.join(files::INDEX);
+            let db = |e: rusqlite::Error| AuditError::Index(format!("removing retained rows: {e}"));
+            let mut conn = rusqlite::Connection::open(&path).map_err(db)?;
+            conn.busy_timeout(Duration::from_secs(30)).map_err(db)?;
+            let tx = conn.transaction().map_err(db)?;
+            {
+                let mut del = tx.prepare("DELETE FROM events WHERE seq = ?1").map_err(db)?;
+                for seq in &gone {
+                    del.execute([i64::try_from(*seq).unwrap_or(i64::MAX)]).map_err(db)?;
+                }
+            }
+            tx.commit().map_err(db)?;
+        }
+        done.bundles_deleted = delete_bundles(&dir, 0, floor)?;
+        Ok(done)
+    }
+
+    /// The retention floor of `log`: entries below it were removed.
+    pub fn retained_from(&self, log: &LogKey) -> Result<u64, AuditError> {
+        tlog::read_retained(&self.tlog_dir(log))
+    }
+
     /// One page of events matching `q`.
     pub fn search(&self, q: &Query) -> Result<Page, AuditError> {
         self.inner.readers.search(q)
@@ -864,6 +971,7 @@ impl Writer {
                 segment: chunk.first_seq,
                 offset,
                 bytes,
+                expired: false,
             });
             acks.push((event, p.done));
             if framed >= MAX_BATCH_BYTES {

@@ -92,10 +92,108 @@ pub fn list(dir: &Path) -> Result<Vec<(u64, PathBuf)>, AuditError> {
     Ok(out)
 }
 
+/// First byte of a tombstone record (JSON never starts with it).
+pub const TOMBSTONE_MAGIC: u8 = 0x00;
+/// Tombstone format version (second byte).
+const TOMBSTONE_V1: u8 = 1;
+
+/// What retention leaves of a record: enough to rebuild the Merkle tree and
+/// the counters, nothing of the event itself.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tombstone {
+    pub leaf_hash: merkle::Hash,
+    pub log_index: u64,
+    pub seq: u64,
+    pub time_ns: i64,
+    /// `project` of the event (`None`: organization log).
+    pub project: Option<String>,
+}
+
+impl Tombstone {
+    /// The record payload, zero-padded to `len` bytes (so every other
+    /// record keeps its offset); `None` if it does not fit.
+    pub fn encode(&self, len: usize) -> Option<Vec<u8>> {
+        let project = self.project.as_deref().unwrap_or("");
+        let mut b = Vec::with_capacity(len);
+        b.push(TOMBSTONE_MAGIC);
+        b.push(TOMBSTONE_V1);
+        b.extend_from_slice(self.leaf_hash.as_bytes());
+        b.extend_from_slice(&self.log_index.to_le_bytes());
+        b.extend_from_slice(&self.seq.to_le_bytes());
+        b.extend_from_slice(&self.time_ns.to_le_bytes());
+        b.push(u8::from(self.project.is_some()));
+        b.extend_from_slice(&u16::try_from(project.len()).ok()?.to_le_bytes());
+        b.extend_from_slice(project.as_bytes());
+        if b.len() > len {
+            return None;
+        }
+        b.resize(len, 0);
+        Some(b)
+    }
+
+    /// Decodes a tombstone payload; `None` if it is not one.
+    pub fn decode(p: &[u8]) -> Option<Tombstone> {
+        if p.first() != Some(&TOMBSTONE_MAGIC) || p.get(1) != Some(&TOMBSTONE_V1) {
+            return None;
+        }
+        let u64_at = |at: usize| Some(u64::from_le_bytes(p.get(at..at + 8)?.try_into().ok()?));
+        let leaf_hash = merkle::Hash::from_slice(p.get(2..34)?).ok()?;
+        let has_project = *p.get(58)? == 1;
+        let plen = usize::from(u16::from_le_bytes(p.get(59..61)?.try_into().ok()?));
+        let project = std::str::from_utf8(p.get(61..61 + plen)?).ok()?;
+        Some(Tombstone {
+            leaf_hash,
+            log_index: u64_at(34)?,
+            seq: u64_at(42)?,
+            time_ns: i64::from_le_bytes(p.get(50..58)?.try_into().ok()?),
+            project: has_project.then(|| project.to_string()),
+        })
+    }
+
+    /// A stand-in event for code that walks records: the stamps and the
+    /// log are real, everything else is empty; `action` says what it is.
+    fn stub(&self) -> Event {
+        let mut e = Event::from_draft(
+            crate::event::EventDraft {
+                organization: String::new(),
+                project: self.project.clone(),
+                principal: crate::event::Principal::system(),
+                source_ip: None,
+                user_agent: None,
+                action: "audit.entry.expired".into(),
+                resource: None,
+                request_id: None,
+                result: crate::event::Outcome {
+                    status: crate::event::Status::Success,
+                    http_status: None,
+                    error_code: None,
+                    error_message: None,
+                },
+                request_parameters: None,
+                response_elements: None,
+                changes: vec![],
+                event_source: "flightdeck".into(),
+                event_time: None,
+                external_id: None,
+            },
+            String::new(),
+            self.seq,
+            self.log_index,
+            crate::event::format_time_ns(self.time_ns),
+        );
+        e.schema_version = 0;
+        e
+    }
+}
+
 /// An event found while walking the segments, with where it lives.
 pub struct Found {
-    /// Parsed from the leaf: personal values not revealed.
+    /// Parsed from the leaf: personal values not revealed. For a
+    /// tombstone, a stand-in with the real stamps (see `expired`).
     pub event: Event,
+    /// Set for a record retention replaced by a tombstone: the leaf hash
+    /// it keeps (the event's bytes are gone).
+    pub expired: Option<merkle::Hash>,
     /// The whole record payload: leaf, and the sealed envelope if any.
     pub bytes: Vec<u8>,
     pub time_ns: i64,
@@ -185,6 +283,23 @@ pub fn walk(
             }
             let offset = (HEADER_LEN + rec.offset) as u64;
             let bad = |reason: String| AuditError::corrupt(&path, offset, reason);
+            if let Some(t) = Tombstone::decode(rec.payload) {
+                if t.seq != seq {
+                    return Err(bad(format!(
+                        "tombstone holds seq {} where seq {seq} belongs",
+                        t.seq
+                    )));
+                }
+                found(Found {
+                    event: t.stub(),
+                    expired: Some(t.leaf_hash),
+                    bytes: rec.payload.to_vec(),
+                    time_ns: t.time_ns,
+                    segment: first,
+                    offset,
+                })?;
+                continue;
+            }
             let (leaf, _) = crate::personal::split_payload(rec.payload);
             let event = Event::from_bytes(leaf)
                 .map_err(|e| bad(format!("record with a valid checksum is not an event: {e}")))?;
@@ -202,6 +317,7 @@ pub fn walk(
             })?;
             found(Found {
                 event,
+                expired: None,
                 bytes: rec.payload.to_vec(),
                 time_ns,
                 segment: first,

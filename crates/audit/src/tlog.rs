@@ -114,6 +114,20 @@ pub fn read_verifier_key(audit_dir: &Path) -> Result<Option<String>, AuditError>
     Ok(read_key(&audit_dir.join(files::SIGNING_KEY))?.map(|k| k.verifier().to_string()))
 }
 
+/// The retention floor of a tree directory ([`files::RETAINED`]; 0 when
+/// absent).
+pub(crate) fn read_retained(dir: &Path) -> Result<u64, AuditError> {
+    let path = dir.join(files::RETAINED);
+    match fs::read_to_string(&path) {
+        Ok(s) => s
+            .trim_end()
+            .parse()
+            .map_err(|_| AuditError::corrupt(&path, 0, "not a decimal entry index")),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+        Err(e) => Err(AuditError::io(&path, e)),
+    }
+}
+
 /// The origin line of `log`'s checkpoints.
 pub fn origin(tlog_name: &str, log: &LogKey) -> String {
     format!("{tlog_name}/{}", files::tlog_log_dir(log))
@@ -162,6 +176,9 @@ struct Tree {
     pending: Vec<(String, Vec<u8>)>,
     /// Tree size of the checkpoint on disk (`None`: no checkpoint yet).
     checkpointed: Option<u64>,
+    /// Entries below this index were removed by retention: their bundles
+    /// are never (re)written.
+    retained_from: u64,
     /// Set at open when the checkpoint on disk covers more entries than
     /// the segments hold: the log lost acknowledged events. Signing a
     /// smaller tree would be a fork, so this log's tree is frozen (no
@@ -187,7 +204,9 @@ impl Tree {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(AuditError::io(&cp_path, e)),
         };
+        let retained_from = read_retained(&dir)?;
         Ok(Tree {
+            retained_from,
             dir,
             origin: origin(tlog_name, log),
             range: CompactRange::new(0),
@@ -204,6 +223,12 @@ impl Tree {
     }
 
     fn push(&mut self, index: u64, bytes: Vec<u8>) -> Result<(), String> {
+        self.push_leaf(index, leaf_hash(&bytes), Some(bytes))
+    }
+
+    /// Appends a leaf; `bytes` is `None` for an entry retention removed
+    /// (only its hash is left), whose bundle is then not written.
+    fn push_leaf(&mut self, index: u64, hash: Hash, bytes: Option<Vec<u8>>) -> Result<(), String> {
         if index != self.size() {
             return Err(format!(
                 "log_index {index} arrived while the tree has {} leaves",
@@ -212,7 +237,7 @@ impl Tree {
         }
         let (levels, pending) = (&mut self.levels, &mut self.pending);
         self.range
-            .append_with(leaf_hash(&bytes), |id, h| {
+            .append_with(hash, |id, h| {
                 if id.level % 8 != 0 {
                     return;
                 }
@@ -229,6 +254,11 @@ impl Tree {
                 }
             })
             .map_err(|e| e.to_string())?;
+        let Some(bytes) = bytes.filter(|_| index >= self.retained_from) else {
+            // Retention removed this bundle; keep nothing of it.
+            self.entries.clear();
+            return Ok(());
+        };
         self.entries.push(bytes);
         if self.entries.len() == 256 {
             let b = BundleId::new(index / 256, 256).map_err(|e| e.to_string())?;
@@ -331,10 +361,13 @@ impl Trees {
             let log = index::log_text(&LogKey::of(f.event.project.as_deref()));
             let seg_path = audit_dir.join(files::segment_name(f.segment));
             let tree = trees.tree(&log)?;
-            tree.push(
-                f.event.log_index,
-                crate::personal::split_payload(&f.bytes).0.to_vec(),
-            )
+            match f.expired {
+                Some(h) => tree.push_leaf(f.event.log_index, h, None),
+                None => tree.push(
+                    f.event.log_index,
+                    crate::personal::split_payload(&f.bytes).0.to_vec(),
+                ),
+            }
             .map_err(|reason| AuditError::corrupt(&seg_path, f.offset, reason))?;
             // Existing files are trusted here (a tree that lost entries
             // has all its full files below its old checkpoint already).

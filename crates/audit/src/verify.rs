@@ -70,6 +70,9 @@ pub struct Report {
     pub entries: u64,
     /// Hash tiles and entry bundles read and checked.
     pub tiles: u64,
+    /// Entries below this index were removed by retention (their bundles
+    /// are gone; their hashes are checked through the tiles).
+    pub retained_from: u64,
 }
 
 impl std::fmt::Display for Report {
@@ -82,7 +85,15 @@ impl std::fmt::Display for Report {
             self.root.to_base64(),
             self.entries,
             self.tiles
-        )
+        )?;
+        if self.retained_from > 0 {
+            write!(
+                f,
+                " (entries below {} removed by retention)",
+                self.retained_from
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -256,10 +267,29 @@ pub fn verify(mut fetch: impl FnMut(&str) -> Fetched, expect: &Expect) -> Result
         root: *cp.root(),
         entries: 0,
         tiles: 0,
+        retained_from: 0,
     };
     if size == 0 {
         return Ok(report);
     }
+    // Retention: bundles below the floor are gone on purpose; the log
+    // itself must record that (an `audit.retention.apply` event covering
+    // the floor), checked below.
+    let floor = match fetch(crate::files::RETAINED) {
+        Ok(None) => 0,
+        Ok(Some(b)) => {
+            let f = std::str::from_utf8(&b)
+                .ok()
+                .and_then(|s| s.trim_end().parse::<u64>().ok());
+            match f {
+                Some(f) if f % 256 == 0 && f <= size => f,
+                _ => return fail(crate::files::RETAINED, "not a retention floor (a multiple of 256 within the tree)"),
+            }
+        }
+        Err(e) => return fail(crate::files::RETAINED, format!("cannot be read: {e}")),
+    };
+    report.retained_from = floor;
+    let mut retention_covers = 0u64;
 
     // Every hash tile the size implies, by level; lengths checked.
     let mut levels: Vec<Vec<(TileId, Vec<u8>)>> = Vec::new();
@@ -300,6 +330,13 @@ pub fn verify(mut fetch: impl FnMut(&str) -> Fetched, expect: &Expect) -> Result
     let mut last: Option<(u64, i64)> = None;
     for b in bundles_for_size(size) {
         let path = b.path();
+        if b.first_leaf() < floor {
+            // Removed by retention: the tiles' hashes stand in.
+            let from = b.first_leaf() as usize;
+            let to = from + b.width() as usize;
+            entry_leaves.extend_from_slice(tile_leaves.get(from..to).unwrap_or(&[]));
+            continue;
+        }
         let data = get(&mut fetch, &path)?;
         let entries = decode_entry_bundle(&data)
             .or_else(|e| fail(&path, format!("not an entry bundle: {e}")))?;
@@ -313,6 +350,9 @@ pub fn verify(mut fetch: impl FnMut(&str) -> Fetched, expect: &Expect) -> Result
         for (k, e) in entries.iter().enumerate() {
             let i = b.first_leaf() + k as u64;
             entry_leaves.push(leaf_hash(e));
+            if floor > 0 {
+                retention_covers = retention_covers.max(retention_to(e));
+            }
             if content.is_none() {
                 content = check_entry(e, i, expect.log.as_ref(), &mut last)
                     .err()
@@ -384,7 +424,15 @@ pub fn verify(mut fetch: impl FnMut(&str) -> Fetched, expect: &Expect) -> Result
     if let Some(f) = content {
         return Err(f);
     }
-    report.entries = size;
+    if floor > retention_covers {
+        return fail(
+            crate::files::RETAINED,
+            format!(
+                "entries below {floor} are gone, but no audit.retention.apply event in the log covers them (only up to {retention_covers}): deleted outside retention"
+            ),
+        );
+    }
+    report.entries = size - floor;
 
     if let Some(old) = since {
         let m = old.size() as usize;
@@ -400,6 +448,19 @@ pub fn verify(mut fetch: impl FnMut(&str) -> Fetched, expect: &Expect) -> Result
         }
     }
     Ok(report)
+}
+
+/// The floor an `audit.retention.apply` entry records (`entries_to` of its
+/// request parameters); 0 for any other entry.
+fn retention_to(bytes: &[u8]) -> u64 {
+    const ACTION: &[u8] = b"\"action\":\"audit.retention.apply\"";
+    if !bytes.windows(ACTION.len()).any(|w| w == ACTION) {
+        return 0;
+    }
+    serde_json::from_slice::<serde_json::Value>(bytes)
+        .ok()
+        .and_then(|v| v["request_parameters"]["entries_to"].as_u64())
+        .unwrap_or(0)
 }
 
 /// Checks one entry's content: an [`Event`] at `log_index` `i`, after the

@@ -6,6 +6,7 @@ mod crash;
 mod faults;
 mod personal;
 mod recovery;
+mod retention;
 mod search;
 mod support;
 mod tlog;

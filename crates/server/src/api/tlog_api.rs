@@ -1,7 +1,8 @@
 //! The audit transparency logs, served read-only as C2SP tlog-tiles logs:
 //! a project's at `/projects/{project}/audit/log/`, the organization's at
 //! `/audit/log/`. Under each base: `checkpoint` (the signed note), `key`
-//! (the verifier key string) and the tiles `tile/<L>/<N>[.p/<W>]` and
+//! (the verifier key string), `retained` (the retention floor, when
+//! retention removed entries) and the tiles `tile/<L>/<N>[.p/<W>]` and
 //! entry bundles `tile/entries/<N>[.p/<W>]`, exactly at the spec's relative
 //! paths, so that standard tlog clients can use the base URL as is.
 //!
@@ -31,7 +32,7 @@ const BINARY: &str = "application/octet-stream";
 /// A file of a project's audit transparency log (tlog-tiles).
 #[utoipa::path(get, path = "/api/flightdeck/v1/projects/{project}/audit/log/{path}", tag = "audit",
     params(super::ProjectPath, ("path" = String, Path,
-        description = "`checkpoint`, `key`, `tile/<L>/<N>[.p/<W>]` or `tile/entries/<N>[.p/<W>]`")),
+        description = "`checkpoint`, `key`, `retained`, `tile/<L>/<N>[.p/<W>]` or `tile/entries/<N>[.p/<W>]`")),
     responses((status = 200,
         content((String = "text/plain"), (Vec<u8> = "application/octet-stream")),
         description = "The signed checkpoint or verifier key (text), or a hash tile or entry bundle (binary)")))]
@@ -48,7 +49,7 @@ pub async fn project_log(
 /// A file of the organization's audit transparency log (organization admins).
 #[utoipa::path(get, path = "/api/flightdeck/v1/audit/log/{path}", tag = "audit",
     params(("path" = String, Path,
-        description = "`checkpoint`, `key`, `tile/<L>/<N>[.p/<W>]` or `tile/entries/<N>[.p/<W>]`")),
+        description = "`checkpoint`, `key`, `retained`, `tile/<L>/<N>[.p/<W>]` or `tile/entries/<N>[.p/<W>]`")),
     responses((status = 200,
         content((String = "text/plain"), (Vec<u8> = "application/octet-stream")),
         description = "The signed checkpoint or verifier key (text), or a hash tile or entry bundle (binary)")))]
@@ -66,6 +67,12 @@ async fn serve(st: &AppState, log: LogKey, path: String) -> Result<Response, Api
     let shown: String = path.chars().take(120).collect();
     let (bytes, content_type, cache) = match path.as_str() {
         "key" => (Some(audit.verifier_key().into_bytes()), TEXT, NO_CACHE),
+        "retained" => {
+            let floor = tokio::task::spawn_blocking(move || audit.retained_from(&log))
+                .await
+                .map_err(ApiError::internal)??;
+            ((floor > 0).then(|| format!("{floor}\n").into_bytes()), TEXT, NO_CACHE)
+        }
         "checkpoint" => {
             let cp = tokio::task::spawn_blocking(move || audit.checkpoint(&log))
                 .await
