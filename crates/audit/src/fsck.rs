@@ -138,7 +138,14 @@ pub fn check_store(audit_dir: &Path) -> Result<FsckReport, FsckFailure> {
     }
     check_trees(&audit_dir.join(files::TLOG_DIR), &leaves, &mut report)?;
     if let Some((watermark, rows)) = index {
-        check_index(&index_path, watermark, &rows, &records, &expired, &mut report)?;
+        check_index(
+            &index_path,
+            watermark,
+            &rows,
+            &records,
+            &expired,
+            &mut report,
+        )?;
     }
     Ok(report)
 }

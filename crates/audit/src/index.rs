@@ -586,7 +586,11 @@ impl Readers {
 
     /// The highest `log_index` of `log` whose event is older than
     /// `before_ns` (retention), from SQLite.
-    pub fn max_index_before(&self, log: &LogKey, before_ns: i64) -> Result<Option<u64>, AuditError> {
+    pub fn max_index_before(
+        &self,
+        log: &LogKey,
+        before_ns: i64,
+    ) -> Result<Option<u64>, AuditError> {
         let log = log_text(log);
         self.with(|conn| {
             let v: Option<i64> = conn.query_row(

@@ -593,8 +593,12 @@ impl AuditLog {
         let dir = self.tlog_dir(&plan.log);
         if tlog::read_retained(&dir)? < plan.to {
             let path = dir.join(files::RETAINED);
-            diskio::atomic_write(&path, format!("{}\n", plan.to).as_bytes(), &Faults::disabled())
-                .map_err(|e| AuditError::io(&path, e))?;
+            diskio::atomic_write(
+                &path,
+                format!("{}\n", plan.to).as_bytes(),
+                &Faults::disabled(),
+            )
+            .map_err(|e| AuditError::io(&path, e))?;
         }
         self.complete_retention(&plan.log)
     }
@@ -642,9 +646,12 @@ impl AuditLog {
             conn.busy_timeout(Duration::from_secs(30)).map_err(db)?;
             let tx = conn.transaction().map_err(db)?;
             {
-                let mut del = tx.prepare("DELETE FROM events WHERE seq = ?1").map_err(db)?;
+                let mut del = tx
+                    .prepare("DELETE FROM events WHERE seq = ?1")
+                    .map_err(db)?;
                 for seq in &gone {
-                    del.execute([i64::try_from(*seq).unwrap_or(i64::MAX)]).map_err(db)?;
+                    del.execute([i64::try_from(*seq).unwrap_or(i64::MAX)])
+                        .map_err(db)?;
                 }
             }
             tx.commit().map_err(db)?;

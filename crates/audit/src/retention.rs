@@ -34,7 +34,7 @@ use crate::error::AuditError;
 use crate::event::LogKey;
 use crate::files;
 use crate::personal;
-use crate::segment::{self, Tombstone};
+use crate::segment::Tombstone;
 
 /// What a retention pass would remove from one log.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -77,7 +77,11 @@ pub(crate) fn tombstone_segment(
     for &(offset, len, seq, log_index, time_ns) in rows {
         let start = offset as usize + diskio::frame::HEADER_LEN;
         let Some(payload) = buf.get(start..start + len) else {
-            return Err(AuditError::corrupt(&path, offset, "indexed record past the end of the segment"));
+            return Err(AuditError::corrupt(
+                &path,
+                offset,
+                "indexed record past the end of the segment",
+            ));
         };
         if Tombstone::decode(payload).is_some() {
             continue;
@@ -91,7 +95,11 @@ pub(crate) fn tombstone_segment(
             project: project.map(str::to_string),
         };
         let Some(bytes) = t.encode(len) else {
-            return Err(AuditError::corrupt(&path, offset, "record too short for a tombstone"));
+            return Err(AuditError::corrupt(
+                &path,
+                offset,
+                "record too short for a tombstone",
+            ));
         };
         let crc = diskio::frame::checksum(&bytes);
         buf[start..start + len].copy_from_slice(&bytes);
@@ -122,7 +130,9 @@ pub(crate) fn by_segment(
 pub(crate) fn delete_bundles(dir: &Path, from: u64, to: u64) -> Result<u64, AuditError> {
     let mut n = 0;
     for k in from / 256..to / 256 {
-        let Ok(b) = BundleId::new(k, 256) else { continue };
+        let Ok(b) = BundleId::new(k, 256) else {
+            continue;
+        };
         let full = dir.join(b.path());
         match fs::remove_file(&full) {
             Ok(()) => n += 1,

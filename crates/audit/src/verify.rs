@@ -283,7 +283,12 @@ pub fn verify(mut fetch: impl FnMut(&str) -> Fetched, expect: &Expect) -> Result
                 .and_then(|s| s.trim_end().parse::<u64>().ok());
             match f {
                 Some(f) if f % 256 == 0 && f <= size => f,
-                _ => return fail(crate::files::RETAINED, "not a retention floor (a multiple of 256 within the tree)"),
+                _ => {
+                    return fail(
+                        crate::files::RETAINED,
+                        "not a retention floor (a multiple of 256 within the tree)",
+                    );
+                }
             }
         }
         Err(e) => return fail(crate::files::RETAINED, format!("cannot be read: {e}")),

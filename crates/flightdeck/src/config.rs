@@ -31,6 +31,15 @@ pub struct FileConfig {
     pub limits: FileLimits,
     #[serde(default)]
     pub auth: FileAuth,
+    #[serde(default)]
+    pub audit: FileAudit,
+}
+
+#[derive(Deserialize, Default, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct FileAudit {
+    pub retention_days: Option<u32>,
+    pub retention_check_interval: Option<String>,
 }
 
 #[derive(Deserialize, Default, Debug)]
@@ -85,6 +94,12 @@ pub struct Overrides {
     /// Mark the session cookie Secure (serve behind TLS) (`auth.secure_cookies`) [default: false].
     #[arg(long, env = "FLIGHTDECK_SECURE_COOKIES")]
     pub secure_cookies: Option<bool>,
+    /// Audit retention in days for projects without their own (`audit.retention_days`) [default: 400].
+    #[arg(long, env = "FLIGHTDECK_AUDIT_RETENTION_DAYS")]
+    pub audit_retention_days: Option<u32>,
+    /// How often audit retention runs (`audit.retention_check_interval`) [default: 1h].
+    #[arg(long, env = "FLIGHTDECK_AUDIT_RETENTION_CHECK_INTERVAL")]
+    pub audit_retention_check_interval: Option<String>,
 }
 
 /// The validated configuration the program runs with.
@@ -171,6 +186,15 @@ pub fn load(o: &Overrides) -> Result<Config, ConfigError> {
             "config key `auth.login_max_failures`: must be at least 1".into(),
         ));
     }
+    let retention_days = o
+        .audit_retention_days
+        .or(file.audit.retention_days)
+        .unwrap_or(defaults.audit_retention_days);
+    if !(1..=36_500).contains(&retention_days) {
+        return Err(ConfigError(format!(
+            "config key `audit.retention_days`: {retention_days} is out of range (1 to 36500)"
+        )));
+    }
     let log_level = o
         .log_level
         .clone()
@@ -214,6 +238,14 @@ pub fn load(o: &Overrides) -> Result<Config, ConfigError> {
                 .secure_cookies
                 .or(file.auth.secure_cookies)
                 .unwrap_or(false),
+            audit_retention_days: retention_days,
+            retention_check_interval: duration(
+                "audit.retention_check_interval",
+                o.audit_retention_check_interval
+                    .clone()
+                    .or(file.audit.retention_check_interval),
+                defaults.retention_check_interval,
+            )?,
         },
     })
 }
@@ -263,6 +295,12 @@ mod tests {
             .unwrap_err()
             .0;
         assert!(e.contains("max_body_bytes"), "{e}");
+        let e = with_file("[audit]\nretention_days = 0").unwrap_err().0;
+        assert!(e.contains("audit.retention_days"), "{e}");
+        let c =
+            with_file("[audit]\nretention_days = 30\nretention_check_interval = \"5m\"").unwrap();
+        assert_eq!(c.server.audit_retention_days, 30);
+        assert_eq!(c.server.retention_check_interval, Duration::from_secs(300));
     }
 
     #[test]

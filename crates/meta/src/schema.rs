@@ -70,6 +70,10 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX legal_holds_by_project ON legal_holds(project_id, id);
     "#,
+    // 3: per-project audit retention (NULL: the configured default).
+    r#"
+    ALTER TABLE projects ADD COLUMN audit_retention_days INTEGER;
+    "#,
 ];
 
 /// Brings a connection's database to the newest schema version.

@@ -847,6 +847,42 @@ impl Tx<'_> {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// A project's audit retention in days; `None` = the default.
+    pub fn retention_days(&self, project: &str) -> Result<Option<u32>, MetaError> {
+        self.conn
+            .query_row(
+                "SELECT audit_retention_days FROM projects WHERE name = ?1",
+                [project],
+                |r| r.get::<_, Option<u32>>(0),
+            )
+            .optional()?
+            .ok_or_else(|| not_found("project", project))
+    }
+
+    /// Sets (or with `None` clears) a project's audit retention; returns
+    /// the value before.
+    pub fn set_retention_days(
+        &self,
+        project: &str,
+        days: Option<u32>,
+    ) -> Result<Option<u32>, MetaError> {
+        let before = self.retention_days(project)?;
+        self.conn.execute(
+            "UPDATE projects SET audit_retention_days = ?1 WHERE name = ?2",
+            params![days, project],
+        )?;
+        Ok(before)
+    }
+
+    /// Every project's name and retention override, by name.
+    pub fn retention_overrides(&self) -> Result<Vec<(String, Option<u32>)>, MetaError> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT name, audit_retention_days FROM projects ORDER BY name")?;
+        let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// Names of the projects with at least one active hold.
     pub fn held_projects(&self) -> Result<Vec<String>, MetaError> {
         let mut st = self.conn.prepare_cached(

@@ -181,6 +181,9 @@ pub fn action_of(method: &Method, route: Option<&str>) -> String {
             "audit.log.read"
         }
         ("POST", "/audit/erasures") => "audit.person.erase",
+        ("POST", "/audit/retention/run") => "audit.retention.run",
+        ("GET", "/projects/{project}/audit/retention") => "audit.retention.get",
+        ("PUT", "/projects/{project}/audit/retention") => "audit.retention.set",
         ("GET", "/projects/{project}/audit/holds") => "audit.legal_hold.list",
         ("POST", "/projects/{project}/audit/holds") => "audit.legal_hold.create",
         ("DELETE", "/projects/{project}/audit/holds/{hold_id}") => "audit.legal_hold.release",

@@ -18,6 +18,7 @@ pub mod bootstrap;
 pub mod error;
 pub mod openapi;
 mod ratelimit;
+pub mod retention;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -50,6 +51,11 @@ pub struct ServerOptions {
     pub expiry_check_interval: Duration,
     /// Set the `Secure` attribute on the session cookie (behind TLS).
     pub secure_cookies: bool,
+    /// Audit retention in days for projects without their own setting
+    /// (and for the organization log).
+    pub audit_retention_days: u32,
+    /// How often the retention sweep runs.
+    pub retention_check_interval: Duration,
 }
 
 impl Default for ServerOptions {
@@ -61,6 +67,8 @@ impl Default for ServerOptions {
             login_window: Duration::from_secs(300),
             expiry_check_interval: Duration::from_secs(10),
             secure_cookies: false,
+            audit_retention_days: 400,
+            retention_check_interval: Duration::from_secs(3600),
         }
     }
 }
@@ -155,6 +163,7 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     tokio::spawn(auth::expiry_sweeper(state.clone()));
+    tokio::spawn(retention::sweeper(state.clone()));
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)

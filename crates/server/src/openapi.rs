@@ -34,6 +34,7 @@ use crate::error::{ErrorBody, ErrorDetail};
         audit_api::get_org_event, audit_api::export_project, audit_api::export_org,
         audit_api::ingest_project, tlog_api::project_log, tlog_api::org_log,
         privacy::erase, privacy::list_holds, privacy::create_hold, privacy::release_hold,
+        privacy::get_retention, privacy::set_retention, privacy::run_retention,
     ),
     components(schemas(ErrorBody, ErrorDetail)),
     security(("bearer" = []), ("basic" = []), ("session" = [])),

@@ -34,7 +34,10 @@ fn expect(dir: &Path) -> Expect {
 
 fn append(log: &AuditLog, n: usize) -> Vec<Event> {
     (0..n)
-        .map(|i| log.append(draft(Some("p1"), "iam.token.create", i)).unwrap())
+        .map(|i| {
+            log.append(draft(Some("p1"), "iam.token.create", i))
+                .unwrap()
+        })
         .collect()
 }
 
@@ -63,7 +66,11 @@ fn retention_removes_whole_old_bundles_and_the_log_still_verifies() {
     wait_for_size(&log, &p1, 700);
     let tlog = d.path().join("tlog/p/p1");
 
-    assert_eq!(log.retention_plan(&p1, T0 - DAY).unwrap(), None, "nothing is that old");
+    assert_eq!(
+        log.retention_plan(&p1, T0 - DAY).unwrap(),
+        None,
+        "nothing is that old"
+    );
     // The plan reads SQLite, which the flusher fills within 0.5 s.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let plan = loop {
@@ -73,22 +80,38 @@ fn retention_removes_whole_old_bundles_and_the_log_still_verifies() {
         }
         std::thread::sleep(Duration::from_millis(50));
     };
-    assert_eq!((plan.from, plan.to), (0, 512), "whole bundles of the 600 old entries");
+    assert_eq!(
+        (plan.from, plan.to),
+        (0, 512),
+        "whole bundles of the 600 old entries"
+    );
     record(&log, &plan);
     let done = log.apply_retention(&plan).unwrap();
     assert_eq!(done.records_tombstoned, 512);
-    assert!(done.bundles_deleted >= 2, "two full bundles and their partials: {done:?}");
+    assert!(
+        done.bundles_deleted >= 2,
+        "two full bundles and their partials: {done:?}"
+    );
     assert!(!tlog.join("tile/entries/000").exists());
     assert!(tlog.join("tile/entries/001").exists() || tlog.join("tile/entries/002.p").is_dir());
-    assert!(!tlog.join("tile/entries/001").exists(), "bundle 1 (entries 256..512) went too");
+    assert!(
+        !tlog.join("tile/entries/001").exists(),
+        "bundle 1 (entries 256..512) went too"
+    );
     assert!(tlog.join("tile/0/000").exists(), "hash tiles stay");
     // Idempotent.
-    assert_eq!(log.complete_retention(&p1).unwrap(), retention::RetentionDone::default());
+    assert_eq!(
+        log.complete_retention(&p1).unwrap(),
+        retention::RetentionDone::default()
+    );
 
     // Gone from search and get; kept events read as before.
     assert_eq!(log.get(&p1, &old[0].id).unwrap(), None);
     assert_eq!(log.get(&p1, &old[511].id).unwrap(), None);
-    assert_eq!(log.get(&p1, &old[512].id).unwrap().as_ref(), Some(&old[512]));
+    assert_eq!(
+        log.get(&p1, &old[512].id).unwrap().as_ref(),
+        Some(&old[512])
+    );
     assert_eq!(log.get(&p1, &new[99].id).unwrap().as_ref(), Some(&new[99]));
     let q = Query {
         log: Some(p1.clone()),
@@ -117,7 +140,10 @@ fn retention_removes_whole_old_bundles_and_the_log_still_verifies() {
     append(&log, 300);
     let size = 701 + 300;
     wait_for_size(&log, &p1, size);
-    assert!(!tlog.join("tile/entries/000").exists(), "not rewritten at open");
+    assert!(
+        !tlog.join("tile/entries/000").exists(),
+        "not rewritten at open"
+    );
     let r = verify(dir_fetcher(tlog.clone()), &expect(d.path())).unwrap();
     assert_eq!(r.size, size);
     fsck::check_store(d.path()).unwrap();
@@ -129,7 +155,10 @@ fn retention_removes_whole_old_bundles_and_the_log_still_verifies() {
     std::fs::write(tlog.join("retained"), "768\n").unwrap();
     std::fs::remove_file(tlog.join("tile/entries/002")).unwrap();
     let err = verify(dir_fetcher(tlog.clone()), &expect(d.path())).unwrap_err();
-    assert!(err.place == "retained" && err.reason.contains("no audit.retention.apply"), "{err}");
+    assert!(
+        err.place == "retained" && err.reason.contains("no audit.retention.apply"),
+        "{err}"
+    );
     std::fs::write(tlog.join("retained"), "512\n").unwrap();
     let err = verify(dir_fetcher(tlog.clone()), &expect(d.path())).unwrap_err();
     assert_eq!(err.place, "tile/entries/002", "{err}");

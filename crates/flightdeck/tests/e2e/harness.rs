@@ -216,20 +216,24 @@ impl Server {
 
     /// The server wired in-process, with fault injection and a settable clock.
     pub fn in_process(faults: diskio::Faults, opts: server::ServerOptions) -> Server {
+        Server::in_process_with(
+            audit::Options {
+                faults,
+                ..Default::default()
+            },
+            opts,
+        )
+    }
+
+    /// [`Server::in_process`] with the audit log's options given.
+    pub fn in_process_with(audit_opts: audit::Options, opts: server::ServerOptions) -> Server {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("data");
         std::fs::create_dir_all(&dir).unwrap();
         let clock = Arc::new(AtomicI64::new(now_ns()));
         let c2 = clock.clone();
         let server_clock: server::Clock = Arc::new(move || c2.load(Ordering::SeqCst));
-        let audit = audit::AuditLog::open(
-            &dir.join("audit"),
-            audit::Options {
-                faults,
-                ..Default::default()
-            },
-        )
-        .unwrap();
+        let audit = audit::AuditLog::open(&dir.join("audit"), audit_opts).unwrap();
         let meta = Arc::new(meta::Meta::open(&dir.join("meta.sqlite")).unwrap());
         let (password, token) =
             server::bootstrap::first_start(&meta, &audit, "acme", clock.load(Ordering::SeqCst))

@@ -10,6 +10,7 @@ mod isolation;
 mod openapi;
 mod privacy;
 mod redaction;
+mod retention;
 mod sessions;
 mod tlog;
 mod verify;

@@ -44,6 +44,9 @@ fn openapi_document_covers_every_route() {
         ("get", "/projects/{project}/audit/holds"),
         ("post", "/projects/{project}/audit/holds"),
         ("delete", "/projects/{project}/audit/holds/{hold_id}"),
+        ("post", "/audit/retention/run"),
+        ("get", "/projects/{project}/audit/retention"),
+        ("put", "/projects/{project}/audit/retention"),
     ];
     let mut documented = 0;
     for (_, item) in paths {

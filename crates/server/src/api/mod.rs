@@ -90,6 +90,14 @@ pub fn routes(_state: AppState) -> Router<AppState> {
         .route(&format!("{p}/audit/log/{{*path}}"), get(tlog_api::org_log))
         .route(&format!("{p}/audit/erasures"), post(privacy::erase))
         .route(
+            &format!("{p}/audit/retention/run"),
+            post(privacy::run_retention),
+        )
+        .route(
+            &format!("{p}/projects/{{project}}/audit/retention"),
+            get(privacy::get_retention).put(privacy::set_retention),
+        )
+        .route(
             &format!("{p}/projects/{{project}}/audit/holds"),
             get(privacy::list_holds).post(privacy::create_hold),
         )

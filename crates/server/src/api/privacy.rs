@@ -1,6 +1,7 @@
 //! Privacy controls of the audit trail: erasure of a person's personal
-//! values (crypto-shredding, see `audit::personal`) and legal holds on a
-//! project's audit log, which suspend erasure (and retention) there.
+//! values (crypto-shredding, see `audit::personal`), retention windows
+//! (`crate::retention`), and legal holds on a project's audit log, which
+//! suspend erasure and retention there.
 //!
 //! Both are organization-admin operations (`admin` scope for tokens) and
 //! both are audited. An erasure is recorded *before* the keys are deleted,
@@ -298,4 +299,116 @@ pub async fn release_hold(
         )
         .await?;
     Ok(Json(HoldOut::from(&h)))
+}
+
+/// A project's audit retention.
+#[derive(Serialize, ToSchema)]
+pub struct RetentionOut {
+    /// Entries older than this many days are removed (whole bundles of 256).
+    pub days: u32,
+    /// `days` is the configured default (no setting of the project's own).
+    pub default: bool,
+    /// Entries below this log index were removed.
+    pub retained_from: u64,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetRetention {
+    /// 1 to 36500 days; `null` returns to the configured default.
+    pub days: Option<u32>,
+}
+
+async fn retention_out(st: &AppState, project: String) -> Result<RetentionOut, ApiError> {
+    let p = project.clone();
+    let days = blocking(st, move |m| m.read(|tx| tx.retention_days(&p))).await?;
+    let audit = st.audit.clone();
+    let retained_from =
+        tokio::task::spawn_blocking(move || audit.retained_from(&LogKey::Project(project)))
+            .await
+            .map_err(ApiError::internal)??;
+    Ok(RetentionOut {
+        days: days.unwrap_or(st.opts.audit_retention_days),
+        default: days.is_none(),
+        retained_from,
+    })
+}
+
+/// A project's audit retention window.
+#[utoipa::path(get, path = "/api/flightdeck/v1/projects/{project}/audit/retention", tag = "audit",
+    params(ProjectPath), responses((status = 200, body = RetentionOut)))]
+pub async fn get_retention(
+    State(st): State<AppState>,
+    caller: Caller,
+    PathParams(project): PathParams<String>,
+) -> Result<Json<RetentionOut>, ApiError> {
+    hold_access(&st, &caller, &project).await?;
+    Ok(Json(retention_out(&st, project).await?))
+}
+
+/// Set a project's audit retention window (organization admins).
+#[utoipa::path(put, path = "/api/flightdeck/v1/projects/{project}/audit/retention", tag = "audit",
+    params(ProjectPath), request_body = SetRetention, responses((status = 200, body = RetentionOut)))]
+pub async fn set_retention(
+    State(st): State<AppState>,
+    caller: Caller,
+    PathParams(project): PathParams<String>,
+    JsonBody(body): JsonBody<SetRetention>,
+) -> Result<Json<RetentionOut>, ApiError> {
+    hold_access(&st, &caller, &project).await?;
+    if body.days.is_some_and(|d| !(1..=36_500).contains(&d)) {
+        let e = ApiError::bad_field("days", "1 to 36500, or null for the default");
+        return Err(st.fail(&caller, Some(project), None, e).await);
+    }
+    let p = project.clone();
+    let days = body.days;
+    st.mutate(
+        &caller,
+        Some(project.clone()),
+        Resource {
+            kind: "audit_retention".into(),
+            id: Some(project.clone()),
+            name: None,
+        },
+        Some(serde_json::json!({ "days": days })),
+        StatusCode::OK,
+        move |tx| tx.set_retention_days(&p, days),
+        move |before| Described {
+            resource: Resource {
+                kind: "audit_retention".into(),
+                id: None,
+                name: None,
+            },
+            changes: vec![audit::Change {
+                field: "days".into(),
+                before: serde_json::json!(before),
+                after: serde_json::json!(days),
+            }],
+            response: None,
+        },
+    )
+    .await?;
+    Ok(Json(retention_out(&st, project).await?))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SweepOut {
+    pub logs: Vec<crate::retention::LogRetention>,
+}
+
+/// Run the audit retention sweep now (it also runs on a timer).
+///
+/// Each removal is recorded as `audit.retention.apply` by the `system`
+/// principal in the log concerned, under a signed checkpoint, before any
+/// entry bundle is deleted. Projects under a legal hold are skipped.
+#[utoipa::path(post, path = "/api/flightdeck/v1/audit/retention/run", tag = "audit",
+    responses((status = 200, body = SweepOut)))]
+pub async fn run_retention(
+    State(st): State<AppState>,
+    caller: Caller,
+) -> Result<Json<SweepOut>, ApiError> {
+    st.org_access(&caller, Scope::Admin).await?;
+    Ok(Json(SweepOut {
+        logs: crate::retention::sweep(&st).await?,
+    }))
 }

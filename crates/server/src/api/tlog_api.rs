@@ -71,7 +71,11 @@ async fn serve(st: &AppState, log: LogKey, path: String) -> Result<Response, Api
             let floor = tokio::task::spawn_blocking(move || audit.retained_from(&log))
                 .await
                 .map_err(ApiError::internal)??;
-            ((floor > 0).then(|| format!("{floor}\n").into_bytes()), TEXT, NO_CACHE)
+            (
+                (floor > 0).then(|| format!("{floor}\n").into_bytes()),
+                TEXT,
+                NO_CACHE,
+            )
         }
         "checkpoint" => {
             let cp = tokio::task::spawn_blocking(move || audit.checkpoint(&log))
