@@ -79,6 +79,7 @@ impl Prepared {
         d: &EventDraft,
         personal: &BTreeMap<String, String>,
         principal: &Principal,
+        resource: Option<&Resource>,
     ) -> Prepared {
         prepare(&Parts {
             action: &d.action,
@@ -92,7 +93,7 @@ impl Prepared {
             project: d.project.as_deref(),
             request_id: d.request_id.as_deref(),
             request_parameters: d.request_parameters.as_ref(),
-            resource: d.resource.as_ref(),
+            resource,
             response_elements: d.response_elements.as_ref(),
             result: &d.result,
             schema_version: SCHEMA_VERSION,
@@ -668,7 +669,12 @@ mod tests {
                 e.user_agent = None;
             }
             let mut got = Vec::new();
-            Prepared::of_draft_leaf(&d, &e.personal, &e.principal).splice(
+            if e.personal.contains_key("resource.name")
+                && let Some(r) = e.resource.as_mut()
+            {
+                r.name = None;
+            }
+            Prepared::of_draft_leaf(&d, &e.personal, &e.principal, e.resource.as_ref()).splice(
                 &e.id,
                 e.log_index,
                 e.seq,

@@ -274,7 +274,8 @@ pub struct Event {
     pub organization: String,
     /// Schema version 2: for each personal field the event carries
     /// (`principal.id` of an anonymous caller, `principal.name`,
-    /// `source_ip`, `user_agent`), `base64(SHA-256(salt ‖ value))`. The
+    /// `source_ip`, `user_agent`, a user or membership resource's
+    /// `resource.name`), `base64(SHA-256(salt ‖ value))`. The
     /// leaf holds these instead of the values; reads put the values (or
     /// `[erased]`) back into the fields.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -368,6 +369,11 @@ impl Event {
         }
         if leaf.personal.contains_key("user_agent") {
             leaf.user_agent = None;
+        }
+        if leaf.personal.contains_key("resource.name")
+            && let Some(r) = leaf.resource.as_mut()
+        {
+            r.name = None;
         }
         leaf.canonical_bytes()
     }

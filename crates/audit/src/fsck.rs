@@ -153,10 +153,10 @@ pub fn check_store(audit_dir: &Path) -> Result<FsckReport, FsckFailure> {
 fn check_envelope(
     keys: &Keystore,
     e: &Event,
-    envelope: Option<&[u8]>,
+    sealed: Option<&[u8]>,
     report: &mut FsckReport,
 ) -> Result<(), String> {
-    match (e.personal.is_empty(), envelope) {
+    match (e.personal.is_empty(), sealed) {
         (true, None) => return Ok(()),
         (true, Some(_)) => {
             return Err(
@@ -170,32 +170,40 @@ fn check_envelope(
         }
         (false, Some(_)) => {}
     }
-    match keys.open_envelope(envelope.unwrap_or_default()) {
-        Ok(values) => {
-            for (field, commitment) in &e.personal {
-                let Some((salt, value)) = values.get(field) else {
-                    return Err(format!(
-                        "the sealed values lack the committed field {field}"
-                    ));
-                };
+    let opened = keys.open_all(sealed.unwrap_or_default());
+    if let Some(Err(why)) = opened
+        .values()
+        .find(|v| matches!(v, Err(w) if *w != personal::ERASED))
+    {
+        return Err(format!(
+            "the sealed personal values cannot be opened ({why}): their key is missing from {} or the envelope was altered",
+            files::SUBJECTS
+        ));
+    }
+    let erased = opened.values().any(|v| *v == Err(personal::ERASED));
+    for (field, commitment) in &e.personal {
+        match opened.get(field) {
+            Some(Ok((salt, value))) => {
                 if personal::commitment(salt, value) != *commitment {
                     return Err(format!(
                         "the sealed value of {field} does not match the leaf's commitment (side store edited)"
                     ));
                 }
             }
-            report.envelopes_opened += 1;
-            Ok(())
+            _ if erased => {}
+            _ => {
+                return Err(format!(
+                    "the sealed values lack the committed field {field}"
+                ));
+            }
         }
-        Err(personal::ERASED) => {
-            report.envelopes_erased += 1;
-            Ok(())
-        }
-        Err(_) => Err(format!(
-            "the sealed personal values cannot be opened: their key is missing from {} or the envelope was altered",
-            files::SUBJECTS
-        )),
     }
+    if erased {
+        report.envelopes_erased += 1;
+    } else {
+        report.envelopes_opened += 1;
+    }
+    Ok(())
 }
 
 /// Each log's segment leaves against the level-0 tiles of its signed tree.

@@ -495,7 +495,19 @@ impl AuditLog {
             },
             ..draft.principal.clone()
         };
-        let prepared = Prepared::of_draft_leaf(&draft, &sealed.commitments, &leaf_principal);
+        let leaf_resource = match &draft.resource {
+            Some(r) if sealed.commitments.contains_key("resource.name") => Some(crate::Resource {
+                name: None,
+                ..r.clone()
+            }),
+            other => other.clone(),
+        };
+        let prepared = Prepared::of_draft_leaf(
+            &draft,
+            &sealed.commitments,
+            &leaf_principal,
+            leaf_resource.as_ref(),
+        );
         keys.principal_id = sealed.leaf_principal_id;
         let Ok(guard) = self.inner.tx.read() else {
             return done(Err(AuditError::Closed));

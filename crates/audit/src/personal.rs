@@ -8,10 +8,10 @@
 //! clear. For each one an event carries, the leaf holds
 //! `personal.<field> = base64(SHA-256(salt ‖ value))` with a fresh 16-byte
 //! random salt, and the field itself is left out of the leaf. The values
-//! and salts are sealed (XChaCha20-Poly1305) under the key of the event's
-//! *subject* — the acting person, per log — into an envelope stored next to
-//! the leaf in the segment record (`leaf ‖ 0x0A ‖ envelope`, see
-//! `docs/format/audit-segment.md`). The keys live in `subjects.sqlite`
+//! and salts are sealed (XChaCha20-Poly1305) under the key of their
+//! *subject* — the acting person, or the user a resource names, per log —
+//! into envelopes stored next to the leaf in the segment record (`leaf ‖
+//! 0x0A ‖ (u16 len ‖ envelope)+`, see `docs/format/audit-segment.md`). The keys live in `subjects.sqlite`
 //! (this module's [`Keystore`]), the only place they exist.
 //!
 //! Erasing a person deletes their keys: every envelope sealed under them
@@ -113,23 +113,43 @@ pub fn subject_of(kind: PrincipalKind, id: &str, source_ip: Option<&str>) -> Opt
     }
 }
 
-/// The personal values a draft carries, by field.
-fn values_of(d: &EventDraft) -> BTreeMap<&'static str, &str> {
-    let mut v = BTreeMap::new();
-    if d.principal.kind == PrincipalKind::Anonymous
-        && d.principal.id != ANONYMOUS_ID
-        && !d.principal.id.is_empty()
+/// Whether a resource's `name` names a person (a user, a user's session,
+/// or a user's membership of a project).
+pub fn resource_name_is_personal(kind: &str) -> bool {
+    matches!(kind, "user" | "membership" | "session")
+}
+
+/// The personal values a draft carries: field, the subject it belongs to,
+/// value. The actor's fields belong to the actor; a user resource's name
+/// to that user (`user:<id>`, or `name:<name>` before the user has an id).
+fn values_of(d: &EventDraft) -> Vec<(&'static str, String, &str)> {
+    let mut v = Vec::new();
+    if let Some(who) = subject_of(d.principal.kind, &d.principal.id, d.source_ip.as_deref()) {
+        if d.principal.kind == PrincipalKind::Anonymous
+            && d.principal.id != ANONYMOUS_ID
+            && !d.principal.id.is_empty()
+        {
+            v.push(("principal.id", who.clone(), d.principal.id.as_str()));
+        }
+        if !d.principal.name.is_empty() {
+            v.push(("principal.name", who.clone(), d.principal.name.as_str()));
+        }
+        if let Some(ip) = &d.source_ip {
+            v.push(("source_ip", who.clone(), ip.as_str()));
+        }
+        if let Some(ua) = &d.user_agent {
+            v.push(("user_agent", who, ua.as_str()));
+        }
+    }
+    if let Some(r) = &d.resource
+        && resource_name_is_personal(&r.kind)
+        && let Some(name) = &r.name
     {
-        v.insert("principal.id", d.principal.id.as_str());
-    }
-    if !d.principal.name.is_empty() {
-        v.insert("principal.name", d.principal.name.as_str());
-    }
-    if let Some(ip) = &d.source_ip {
-        v.insert("source_ip", ip.as_str());
-    }
-    if let Some(ua) = &d.user_agent {
-        v.insert("user_agent", ua.as_str());
+        let who = match &r.id {
+            Some(id) => format!("user:{id}"),
+            None => format!("name:{name}"),
+        };
+        v.push(("resource.name", who, name.as_str()));
     }
     v
 }
@@ -274,7 +294,8 @@ impl Keystore {
     }
 
     /// Splits a draft's personal values out of the leaf: commitments for
-    /// the leaf, the values and salts sealed under the subject's key.
+    /// the leaf; the values and salts sealed under each subject's key, one
+    /// envelope per subject.
     pub(crate) fn seal(
         &self,
         log: &str,
@@ -282,52 +303,89 @@ impl Keystore {
         now_ns: i64,
     ) -> Result<Sealed, AuditError> {
         let values = values_of(d);
-        let leaf_principal_id = if values.contains_key("principal.id") {
+        let leaf_principal_id = if values.iter().any(|(f, _, _)| *f == "principal.id") {
             ANONYMOUS_ID.to_string()
         } else {
             d.principal.id.clone()
         };
-        let who = subject_of(d.principal.kind, &d.principal.id, d.source_ip.as_deref());
-        let (Some(who), false) = (who, values.is_empty()) else {
+        if values.is_empty() {
             return Ok(Sealed {
                 commitments: BTreeMap::new(),
                 envelope: None,
-                leaf_principal_id: d.principal.id.clone(),
+                leaf_principal_id,
             });
-        };
-        let key = self.live_key(log, &who, now_ns)?;
+        }
+        let mut by_who: BTreeMap<&str, serde_json::Map<String, serde_json::Value>> =
+            BTreeMap::new();
         let mut commitments = BTreeMap::new();
-        let mut plain = serde_json::Map::new();
-        for (field, value) in values {
+        for (field, who, value) in &values {
             let salt: [u8; SALT_LEN] = random()?;
             commitments.insert(field.to_string(), commitment(&salt, value));
-            plain.insert(
+            by_who.entry(who.as_str()).or_default().insert(
                 field.to_string(),
                 serde_json::json!({"salt": B64.encode(salt), "value": value}),
             );
         }
-        let plain = serde_json::to_vec(&plain).expect("bug: a JSON map always serializes");
-        let nonce: [u8; NONCE_LEN] = random()?;
-        let cipher = XChaCha20Poly1305::new((&key.key).into());
-        let ct = cipher
-            .encrypt(
-                XNonce::from_slice(&nonce),
-                Payload {
-                    msg: &plain,
-                    aad: &key.id,
-                },
-            )
-            .map_err(|_| AuditError::Keystore("sealing personal values failed".into()))?;
-        let mut env = Vec::with_capacity(1 + KEY_ID_LEN + NONCE_LEN + ct.len());
-        env.push(ENVELOPE_V1);
-        env.extend_from_slice(&key.id);
-        env.extend_from_slice(&nonce);
-        env.extend_from_slice(&ct);
+        let mut out = Vec::new();
+        for (who, plain) in by_who {
+            let key = self.live_key(log, who, now_ns)?;
+            let plain = serde_json::to_vec(&plain).expect("bug: a JSON map always serializes");
+            let nonce: [u8; NONCE_LEN] = random()?;
+            let cipher = XChaCha20Poly1305::new((&key.key).into());
+            let ct = cipher
+                .encrypt(
+                    XNonce::from_slice(&nonce),
+                    Payload {
+                        msg: &plain,
+                        aad: &key.id,
+                    },
+                )
+                .map_err(|_| AuditError::Keystore("sealing personal values failed".into()))?;
+            let len = 1 + KEY_ID_LEN + NONCE_LEN + ct.len();
+            let len16 = u16::try_from(len)
+                .map_err(|_| AuditError::Keystore("personal values too large to seal".into()))?;
+            out.extend_from_slice(&len16.to_le_bytes());
+            out.push(ENVELOPE_V1);
+            out.extend_from_slice(&key.id);
+            out.extend_from_slice(&nonce);
+            out.extend_from_slice(&ct);
+        }
         Ok(Sealed {
             commitments,
-            envelope: Some(env),
+            envelope: Some(out),
             leaf_principal_id,
         })
+    }
+
+    /// Opens every envelope of a record's sealed part (`u16 len ‖
+    /// envelope`, repeated): field → its salt and value, or why not
+    /// ([`ERASED`] or [`UNAVAILABLE`]).
+    pub fn open_all(
+        &self,
+        sealed: &[u8],
+    ) -> BTreeMap<String, Result<(Vec<u8>, String), &'static str>> {
+        let mut out = BTreeMap::new();
+        let mut rest = sealed;
+        while let Some(len) = rest.get(..2) {
+            let len = usize::from(u16::from_le_bytes([len[0], len[1]]));
+            let Some(env) = rest.get(2..2 + len) else {
+                break;
+            };
+            rest = &rest[2 + len..];
+            match self.open_envelope(env) {
+                Ok(m) => {
+                    for (f, v) in m {
+                        out.insert(f, Ok(v));
+                    }
+                }
+                Err(why) => {
+                    // Which fields it held is sealed too: the caller marks
+                    // every committed field it cannot find.
+                    out.insert(format!("\u{0}{}", out.len()), Err(why));
+                }
+            }
+        }
+        out
     }
 
     /// Opens an envelope: field → (salt, value); `Err` says why not
@@ -379,25 +437,34 @@ impl Keystore {
     /// each field listed in `personal` gets its value, or [`ERASED`] /
     /// [`UNAVAILABLE`]. A revealed value whose commitment does not match
     /// the leaf is never shown ([`UNAVAILABLE`]).
-    pub fn reveal(&self, e: &mut Event, envelope: Option<&[u8]>) {
+    pub fn reveal(&self, e: &mut Event, sealed: Option<&[u8]>) {
         if e.personal.is_empty() {
             return;
         }
-        let opened = envelope.map_or(Err(UNAVAILABLE), |env| self.open_envelope(env));
+        let opened = sealed.map(|s| self.open_all(s)).unwrap_or_default();
+        // A field not found: erased if some envelope was erased, else unavailable.
+        let missing = if opened.values().any(|v| *v == Err(ERASED)) {
+            ERASED
+        } else {
+            UNAVAILABLE
+        };
         let fields: Vec<String> = e.personal.keys().cloned().collect();
         for field in fields {
-            let value = match &opened {
-                Ok(m) => match m.get(&field) {
-                    Some((salt, v)) if commitment(salt, v) == e.personal[&field] => v.clone(),
-                    _ => UNAVAILABLE.to_string(),
-                },
-                Err(why) => (*why).to_string(),
+            let value = match opened.get(&field) {
+                Some(Ok((salt, v))) if commitment(salt, v) == e.personal[&field] => v.clone(),
+                Some(Ok(_)) => UNAVAILABLE.to_string(),
+                _ => missing.to_string(),
             };
             match field.as_str() {
                 "principal.id" => e.principal.id = value,
                 "principal.name" => e.principal.name = value,
                 "source_ip" => e.source_ip = Some(value),
                 "user_agent" => e.user_agent = Some(value),
+                "resource.name" => {
+                    if let Some(r) = e.resource.as_mut() {
+                        r.name = Some(value);
+                    }
+                }
                 _ => {}
             }
         }

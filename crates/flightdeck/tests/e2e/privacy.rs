@@ -223,6 +223,32 @@ fn erasure_crypto_shreds_a_person_except_under_legal_hold() {
     );
     verify_over_http(&s, "held");
 
+    // Now nothing of alice's name is left anywhere in the audit trail: not
+    // in any event (logins, her user's creation, memberships, her own
+    // actions), not in any file of the audit directory.
+    for log in [None, Some("shop"), Some("held")] {
+        for e in s.events(log, "") {
+            let text = e.to_string();
+            assert!(!text.contains("\"alice\""), "{log:?}: {text}");
+        }
+    }
+    let mut stack = vec![s.data_dir.join("audit")];
+    while let Some(d) = stack.pop() {
+        for f in std::fs::read_dir(&d).unwrap() {
+            let p = f.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let b = std::fs::read(&p).unwrap();
+                assert!(
+                    !b.windows(5).any(|w| w == b"alice"),
+                    "alice in {}",
+                    p.display()
+                );
+            }
+        }
+    }
+
     // The data-directory CLI refuses to run beside the server (lock).
     let out = std::process::Command::new(bin())
         .args(["audit", "erase", "--principal", "alice", "--data-dir"])

@@ -840,7 +840,8 @@ pub async fn create_user(
         return Err(st.fail(&caller, None, Some(resource), e.into()).await);
     }
     // The password itself never reaches the audit log.
-    let params = json!({"name": body.name, "password": "[REDACTED]", "org_admin": body.org_admin});
+    // The user name is personal: `resource.name` carries it, sealed.
+    let params = json!({"password": "[REDACTED]", "org_admin": body.org_admin});
     let now = st.now();
     let u = st
         .mutate(

@@ -85,7 +85,9 @@ pub async fn login(
         id: None,
         name: Some(claimed.clone()),
     };
-    let params = json!({"username": claimed, "password": "[REDACTED]"});
+    // The claimed name is personal: it is in the (sealed) principal, not
+    // in the parameters, which the leaf holds in clear.
+    let params = json!({"password": "[REDACTED]"});
     if st.limiter.blocked(&keys) {
         let e = ApiError::new(
             Kind::TooManyRequests,
