@@ -24,7 +24,9 @@ use crate::error::ApiError;
 
 // ---- shapes (documentation mirrors of audit::Event) --------------------------
 
-/// An audit event (schema version 1); see docs/audit-event-schema.md.
+/// An audit event (schema version 2; 1 for events written before); see
+/// docs/audit-event-schema.md. Personal fields read `[erased]` once their
+/// person was erased.
 #[derive(Serialize, ToSchema)]
 #[schema(as = Event)]
 #[allow(dead_code)]
@@ -42,6 +44,12 @@ pub struct EventDoc {
     /// Absent for organization-level events.
     #[schema(nullable = false)]
     project: Option<String>,
+    /// Schema version 2: `base64(SHA-256(salt ‖ value))` for each personal
+    /// field (`principal.name`, `principal.id` of an anonymous caller,
+    /// `resource.name` of a user, `source_ip`, `user_agent`): what the
+    /// Merkle leaf holds instead of the value. Absent when empty.
+    #[schema(nullable = false, required = false)]
+    personal: Option<std::collections::BTreeMap<String, String>>,
     principal: PrincipalDoc,
     #[schema(nullable = false)]
     source_ip: Option<String>,
@@ -78,7 +86,9 @@ pub struct PrincipalDoc {
     #[serde(rename = "type")]
     kind: String,
     id: String,
-    name: String,
+    /// Display name; absent when empty.
+    #[schema(nullable = false)]
+    name: Option<String>,
     #[schema(nullable = false)]
     token_id: Option<String>,
     /// `password`, `session`, `bearer`, `basic` or `none`.
