@@ -4,6 +4,7 @@
 mod append;
 mod crash;
 mod faults;
+mod proofs;
 mod recovery;
 mod search;
 mod support;
