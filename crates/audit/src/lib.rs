@@ -29,6 +29,8 @@ pub mod verify;
 pub use error::AuditError;
 pub use event::*;
 pub use log::{AuditLog, Clock, Done, Export, Options, Stats};
+/// The hash type of proofs and checkpoints (`merkle`'s).
+pub use merkle::Hash;
 pub use proof::{
     ConsistencyProof, EntryRef, InclusionProof, LogFiles, ProofError, SignedCheckpoint,
 };

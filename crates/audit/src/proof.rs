@@ -122,9 +122,11 @@ pub enum ProofError {
     },
     /// A tree size above the latest checkpoint's.
     #[error(
-        "tree_size {requested} is larger than the latest signed checkpoint of this log (size {latest}); omit it to use the latest"
+        "{param} {requested} is larger than the latest signed checkpoint of this log (size {latest}); omit it to use the latest"
     )]
     TreeSizeTooLarge {
+        /// The parameter (`tree_size`, `to`).
+        param: &'static str,
         /// Size asked for.
         requested: u64,
         /// Size of the latest checkpoint.
@@ -317,6 +319,7 @@ impl LogFiles {
             None => Ok(latest.size),
             Some(0) => Err(ProofError::EmptyTree { param: "tree_size" }),
             Some(s) if s > latest.size => Err(ProofError::TreeSizeTooLarge {
+                param: "tree_size",
                 requested: s,
                 latest: latest.size,
             }),
@@ -376,6 +379,7 @@ impl LogFiles {
             Some(0) => return Err(ProofError::EmptyTree { param: "to" }),
             Some(t) if t > latest.size => {
                 return Err(ProofError::TreeSizeTooLarge {
+                    param: "to",
                     requested: t,
                     latest: latest.size,
                 });
@@ -504,6 +508,7 @@ mod tests {
             "audit event 'abc' (log_index 7) is not in the tree of size 5: pick a tree_size above it"
         );
         let e = ProofError::TreeSizeTooLarge {
+            param: "tree_size",
             requested: 9,
             latest: 3,
         };

@@ -217,6 +217,7 @@ fn proof_requests_fail_with_typed_errors() {
     assert!(matches!(
         incl(EntryRef::Index(0), Some(11)),
         ProofError::TreeSizeTooLarge {
+            param: "tree_size",
             requested: 11,
             latest: 10
         }
@@ -264,6 +265,7 @@ fn proof_requests_fail_with_typed_errors() {
     assert!(matches!(
         cons(5, Some(12)),
         ProofError::TreeSizeTooLarge {
+            param: "to",
             requested: 12,
             latest: 10
         }
