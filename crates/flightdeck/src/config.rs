@@ -214,6 +214,7 @@ pub fn load(o: &Overrides) -> Result<Config, ConfigError> {
                 .secure_cookies
                 .or(file.auth.secure_cookies)
                 .unwrap_or(false),
+            checkpoint_wait: defaults.checkpoint_wait,
         },
     })
 }

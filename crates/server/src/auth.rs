@@ -180,6 +180,12 @@ pub fn action_of(method: &Method, route: Option<&str>) -> String {
         ("GET", "/projects/{project}/audit/log/{*path}") | ("GET", "/audit/log/{*path}") => {
             "audit.log.read"
         }
+        ("GET", "/projects/{project}/audit/proofs/inclusion")
+        | ("GET", "/audit/proofs/inclusion") => "audit.proof.inclusion",
+        ("GET", "/projects/{project}/audit/proofs/consistency")
+        | ("GET", "/audit/proofs/consistency") => "audit.proof.consistency",
+        ("GET", "/projects/{project}/audit/receipts/{entry}")
+        | ("GET", "/audit/receipts/{entry}") => "audit.receipt.get",
         _ => return format!("api.request.{}", method.as_str().to_ascii_lowercase()),
     };
     a.to_string()

@@ -50,6 +50,11 @@ pub struct ServerOptions {
     pub expiry_check_interval: Duration,
     /// Set the `Secure` attribute on the session cookie (behind TLS).
     pub secure_cookies: bool,
+    /// How long `POST .../audit/events?wait=checkpoint` waits for a signed
+    /// checkpoint covering the event (they come within the audit log's
+    /// checkpoint interval, 1 s, unless the tlog cannot be written) before
+    /// answering 503. Not a configuration key; tests shorten it.
+    pub checkpoint_wait: Duration,
 }
 
 impl Default for ServerOptions {
@@ -61,6 +66,7 @@ impl Default for ServerOptions {
             login_window: Duration::from_secs(300),
             expiry_check_interval: Duration::from_secs(10),
             secure_cookies: false,
+            checkpoint_wait: Duration::from_secs(30),
         }
     }
 }
