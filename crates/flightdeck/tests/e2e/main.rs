@@ -8,6 +8,7 @@ mod crash;
 mod failures;
 mod isolation;
 mod openapi;
+mod proofs;
 mod redaction;
 mod sessions;
 mod tlog;
