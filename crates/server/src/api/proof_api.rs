@@ -48,8 +48,9 @@ pub struct InclusionParams {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct ConsistencyParams {
-    /// The older tree size (at least 1). Required.
-    #[param(minimum = 1)]
+    /// The older tree size (at least 1).
+    // Optional in Rust only so that its absence gets a message naming it.
+    #[param(minimum = 1, required = true)]
     pub from: Option<u64>,
     /// The newer tree size, at most the latest signed checkpoint's
     /// (default: that one's).
