@@ -346,7 +346,7 @@ fn wait_checkpoint_without_a_checkpoint_is_a_503_after_recording() {
     let s = Server::in_process(
         diskio::Faults::disabled(),
         server::ServerOptions {
-            checkpoint_wait: Duration::from_secs(2),
+            checkpoint_wait: Duration::from_secs(3),
             ..Default::default()
         },
     );
@@ -362,7 +362,7 @@ fn wait_checkpoint_without_a_checkpoint_is_a_503_after_recording() {
     let msg = r.json()["error"]["message"].as_str().unwrap().to_string();
     assert!(
         msg.contains(&format!("was recorded at log_index {size}"))
-            && msg.contains("within 2 s")
+            && msg.contains("within 3 s")
             && msg.contains("do not send it again"),
         "{msg}"
     );
