@@ -50,6 +50,13 @@ pub enum AuditError {
 
     #[error("the audit log was opened read-only; it cannot append")]
     ReadOnly,
+
+    /// A log whose signed checkpoint covers entries the segments no longer
+    /// hold: no newer checkpoint is signed for it (that would be a fork).
+    #[error(
+        "the audit transparency log {log} is frozen: its signed checkpoint covers events the segments lost, so no new checkpoint is signed until they are restored"
+    )]
+    LogFrozen { log: String },
 }
 
 impl AuditError {
@@ -99,6 +106,7 @@ impl AuditError {
             AuditError::Keystore(s) => AuditError::Keystore(s.clone()),
             AuditError::Closed => AuditError::Closed,
             AuditError::ReadOnly => AuditError::ReadOnly,
+            AuditError::LogFrozen { log } => AuditError::LogFrozen { log: log.clone() },
         }
     }
 }

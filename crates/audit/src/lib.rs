@@ -8,8 +8,10 @@
 //! It is *not* an HTTP layer (no axum, hyper or tokio here: the server
 //! bridges `append_with` into async), and not a metadata store. The
 //! transparency logs ([`tlog`]: tiles and signed checkpoints) are derived
-//! from the segments' canonical bytes; [`verify`] checks one of them from
-//! its public tlog-tiles files alone.
+//! from the segments' canonical bytes; [`proof`] makes inclusion and
+//! consistency proofs and receipts from their files; [`verify`] checks one
+//! log from its public tlog-tiles files alone, and [`receipt`] one receipt
+//! with nothing but the verifier key.
 
 mod canonical;
 pub mod error;
@@ -19,7 +21,9 @@ pub mod fsck;
 mod index;
 pub mod log;
 pub mod personal;
+pub mod proof;
 pub mod query;
+pub mod receipt;
 pub mod retention;
 pub mod segment;
 pub mod tlog;
@@ -28,8 +32,15 @@ pub mod verify;
 pub use error::AuditError;
 pub use event::*;
 pub use log::{AuditLog, Clock, Done, Export, Options, Stats};
+/// The hash type of proofs and checkpoints (`merkle`'s).
+pub use merkle::Hash;
+pub use proof::{
+    ConsistencyProof, EntryRef, InclusionProof, LogFiles, ProofError, SignedCheckpoint,
+};
 pub use query::{DEFAULT_LIMIT, MAX_LIMIT, Order, Page, Query};
+pub use receipt::{Receipt, ReceiptError, Verified, verify_receipt};
 pub use segment::MAX_EVENT_BYTES;
+pub use tlog::CheckpointDone;
 
 /// Case-insensitive substring test used by [`Query::text`], exposed so
 /// tests and tools can check results against it.

@@ -56,9 +56,13 @@ use crate::event::{Event, EventDraft, LogKey, Principal, format_time_ns};
 use crate::files;
 use crate::index::{self, IndexRow, IndexWriter, Readers, RowKeys, TailShared};
 use crate::personal::{self, Keystore};
+use crate::proof::{
+    ConsistencyProof, EntryRef, InclusionProof, LogFiles, ProofError, SignedCheckpoint,
+};
 use crate::query::{Page, Query};
+use crate::receipt::Receipt;
 use crate::segment::{self, MAX_EVENT_BYTES, Repair};
-use crate::tlog;
+use crate::tlog::{self, CheckpointDone, Waiters};
 
 /// Largest number of events committed by one fsync.
 const MAX_BATCH_EVENTS: usize = 4096;
@@ -176,6 +180,8 @@ struct Inner {
     /// Verifier key string of the checkpoint signer (empty when a
     /// read-only open found no key). Immutable.
     verifier: String,
+    /// Callbacks waiting for checkpoints; the checkpointer answers them.
+    waiters: Arc<Waiters>,
 }
 
 struct Pending {
@@ -308,7 +314,14 @@ impl AuditLog {
         let signer = tlog::load_or_create_key(dir, &opts.tlog_name)?;
         let verifier = signer.verifier().to_string();
         // The tlog writes get no injected faults: those target the segment writer.
-        let trees = tlog::Trees::recover(dir, &opts.tlog_name, signer, Faults::disabled())?;
+        let waiters = Arc::new(Waiters::default());
+        let trees = tlog::Trees::recover(
+            dir,
+            &opts.tlog_name,
+            signer,
+            Faults::disabled(),
+            waiters.clone(),
+        )?;
         let (ttx, trx) = mpsc::channel::<Vec<tlog::Leaf>>();
         let checkpoint_interval = opts.checkpoint_interval;
 
@@ -386,6 +399,7 @@ impl AuditLog {
                 keys,
                 read_only: false,
                 verifier,
+                waiters,
             }),
         })
     }
@@ -451,6 +465,7 @@ impl AuditLog {
                     .ok()
                     .flatten()
                     .unwrap_or_default(),
+                waiters: Arc::new(Waiters::default()),
             }),
         })
     }
@@ -761,6 +776,83 @@ impl AuditLog {
     /// empty for a read-only open of a directory without a signing key.
     pub fn verifier_key(&self) -> String {
         self.inner.verifier.clone()
+    }
+
+    /// Calls `done` once with the first signed checkpoint of `log` whose
+    /// size is at least `size` (so that covers `log_index < size`): at once
+    /// if the latest one does, else from the checkpointer thread right after
+    /// it writes one (at most [`Options::checkpoint_interval`] after the
+    /// append, plus write time). Fails with [`AuditError::LogFrozen`] for a
+    /// log that gets no new checkpoints, [`AuditError::Closed`] once the log
+    /// shuts down, [`AuditError::ReadOnly`] on a read-only open. Keep `done`
+    /// short: it may run on the checkpointer thread. Nothing blocks per
+    /// waiter, so any number may wait.
+    pub fn when_checkpointed(&self, log: &LogKey, size: u64, done: CheckpointDone) {
+        if self.inner.read_only {
+            return done(Err(AuditError::ReadOnly));
+        }
+        self.inner
+            .waiters
+            .register(index::log_text(log), size, done);
+    }
+
+    /// The tlog-tiles files of `log`, to make proofs and receipts from.
+    pub fn log_files(&self, log: &LogKey) -> LogFiles {
+        LogFiles::new(self.tlog_dir(log), files::tlog_log_dir(log))
+    }
+
+    /// The entry's `log_index` (an id is looked up in `log` only) and, for
+    /// an id, the id.
+    fn resolve(&self, log: &LogKey, entry: &EntryRef) -> Result<(u64, Option<String>), ProofError> {
+        match entry {
+            EntryRef::Index(i) => Ok((*i, None)),
+            EntryRef::Id(id) => match self.get(log, id)? {
+                Some(e) => Ok((e.log_index, Some(id.clone()))),
+                None => Err(ProofError::NoSuchEvent { id: id.clone() }),
+            },
+        }
+    }
+
+    /// The inclusion proof of an entry of `log` in the tree of `tree_size`
+    /// (default: the latest signed checkpoint's size), from the tiles on
+    /// disk (see [`crate::proof`]).
+    pub fn inclusion_proof(
+        &self,
+        log: &LogKey,
+        entry: &EntryRef,
+        tree_size: Option<u64>,
+    ) -> Result<InclusionProof, ProofError> {
+        let (index, id) = self.resolve(log, entry)?;
+        self.log_files(log)
+            .inclusion(index, id.as_deref(), tree_size)
+    }
+
+    /// The consistency proof of `log` from size `from` to `to` (default:
+    /// the latest signed checkpoint's size).
+    pub fn consistency_proof(
+        &self,
+        log: &LogKey,
+        from: u64,
+        to: Option<u64>,
+    ) -> Result<ConsistencyProof, ProofError> {
+        self.log_files(log).consistency(from, to)
+    }
+
+    /// A receipt for an entry of `log` against the latest signed checkpoint.
+    pub fn receipt(&self, log: &LogKey, entry: &EntryRef) -> Result<Receipt, ProofError> {
+        let (index, id) = self.resolve(log, entry)?;
+        self.log_files(log).receipt(index, id.as_deref())
+    }
+
+    /// A receipt for entry `index` of `log` against `checkpoint` (e.g. the
+    /// one [`AuditLog::when_checkpointed`] handed out).
+    pub fn receipt_at(
+        &self,
+        log: &LogKey,
+        index: u64,
+        checkpoint: &SignedCheckpoint,
+    ) -> Result<Receipt, ProofError> {
+        self.log_files(log).receipt_at(index, checkpoint)
     }
 
     fn tlog_dir(&self, log: &LogKey) -> PathBuf {

@@ -16,6 +16,17 @@
 //! atomically). A checkpoint therefore never names a size whose tiles are
 //! not on disk.
 //!
+//! # Waiting for a checkpoint
+//!
+//! [`crate::AuditLog::when_checkpointed`] registers a callback per log and
+//! size in [`Waiters`] (a std mutex around a map: registration and the
+//! checkpointer's publication are both a few map operations, and no thread
+//! ever blocks on it for I/O). After writing a checkpoint, the checkpointer
+//! publishes it and calls, outside the lock, every callback whose size it
+//! covers; a registration that the latest published checkpoint already
+//! covers is answered at once. No thread is parked per waiter, so any
+//! number of callers (the server: one oneshot each) can wait.
+//!
 //! # Recovery
 //!
 //! Tiles are a pure function of the leaves, so they are derived data: on
@@ -36,21 +47,23 @@
 //! Origins are `<tlog_name>/org` and `<tlog_name>/p/<slug>`: the same
 //! relative names as the tree directories ([`files::tlog_log_dir`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use diskio::Faults;
 use merkle::tiles::{BundleId, TileId, encode_entry_bundle, encode_tile};
-use merkle::{Checkpoint, CompactRange, Hash, Note, SignerKey, leaf_hash};
+use merkle::{Checkpoint, CompactRange, Hash, SignerKey, leaf_hash};
 
 use crate::error::AuditError;
 use crate::event::LogKey;
 use crate::files;
 use crate::index;
+use crate::proof::SignedCheckpoint;
 use crate::segment::{self, Repair};
 
 /// One durable event, as the checkpointer needs it.
@@ -133,6 +146,40 @@ pub fn origin(tlog_name: &str, log: &LogKey) -> String {
     format!("{tlog_name}/{}", files::tlog_log_dir(log))
 }
 
+/// Writes the tlog-tiles directory of `log` under `audit_dir` from its
+/// entries (in `log_index` order) with the checkpointer's own code: the
+/// write-once full and partial tiles and bundles, then a checkpoint signed
+/// by `signer` with origin `<tlog_name>/org` or `<tlog_name>/p/<slug>`.
+/// The files are those a log holds after these entries were appended; no
+/// segment or index is written. For benchmarks and tools that need a large
+/// log quickly. The log must have no checkpoint yet.
+pub fn write_log(
+    audit_dir: &Path,
+    tlog_name: &str,
+    signer: &SignerKey,
+    log: &LogKey,
+    entries: impl IntoIterator<Item = Vec<u8>>,
+) -> Result<SignedCheckpoint, AuditError> {
+    let mut tree = Tree::new(&audit_dir.join(files::TLOG_DIR), tlog_name, log)?;
+    if tree.checkpointed.is_some() {
+        return Err(AuditError::corrupt(
+            tree.dir.join(files::CHECKPOINT),
+            0,
+            "write_log needs a log without files; this one has a checkpoint",
+        ));
+    }
+    let faults = Faults::disabled();
+    for (i, entry) in (0u64..).zip(entries) {
+        tree.push(i, entry)
+            .map_err(|reason| AuditError::corrupt(&tree.dir, i, reason))?;
+        if !tree.pending.is_empty() {
+            tree.write_full(&faults, false)?;
+        }
+    }
+    tree.flush(signer, &faults)?
+        .ok_or_else(|| AuditError::corrupt(&tree.dir, 0, "write_log got no entries"))
+}
+
 /// Writes `bytes` at `path` unless an identical file is there; a file with
 /// other bytes is never replaced. With `trust_existing`, an existing file
 /// is not read back (replay at open, where re-reading every tile would
@@ -179,6 +226,8 @@ struct Tree {
     /// Entries below this index were removed by retention: their bundles
     /// are never (re)written.
     retained_from: u64,
+    /// The checkpoint found on disk at open, until it is published.
+    on_disk: Option<SignedCheckpoint>,
     /// Set at open when the checkpoint on disk covers more entries than
     /// the segments hold: the log lost acknowledged events. Signing a
     /// smaller tree would be a fork, so this log's tree is frozen (no
@@ -190,20 +239,15 @@ impl Tree {
     fn new(tlog_dir: &Path, tlog_name: &str, log: &LogKey) -> Result<Tree, AuditError> {
         let dir = tlog_dir.join(files::tlog_log_dir(log));
         let cp_path = dir.join(files::CHECKPOINT);
-        let checkpointed = match fs::read(&cp_path) {
-            Ok(bytes) => {
-                let size = Note::parse(&bytes)
-                    .ok()
-                    .and_then(|n| Checkpoint::parse(n.text()).ok())
-                    .map(|c| c.size())
-                    .ok_or_else(|| {
-                        AuditError::corrupt(&cp_path, 0, "not a signed tlog checkpoint")
-                    })?;
-                Some(size)
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => return Err(AuditError::io(&cp_path, e)),
-        };
+        let on_disk =
+            match fs::read(&cp_path) {
+                Ok(bytes) => Some(SignedCheckpoint::parse(bytes).ok_or_else(|| {
+                    AuditError::corrupt(&cp_path, 0, "not a signed tlog checkpoint")
+                })?),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                Err(e) => return Err(AuditError::io(&cp_path, e)),
+            };
+        let checkpointed = on_disk.as_ref().map(|c| c.size);
         let retained_from = read_retained(&dir)?;
         Ok(Tree {
             retained_from,
@@ -214,6 +258,7 @@ impl Tree {
             entries: Vec::new(),
             pending: Vec::new(),
             checkpointed,
+            on_disk,
             frozen: false,
         })
     }
@@ -308,15 +353,19 @@ impl Tree {
     }
 
     /// Brings the files up to the current size: full and partial tiles and
-    /// bundles, then the signed checkpoint.
-    fn flush(&mut self, signer: &SignerKey, faults: &Faults) -> Result<(), AuditError> {
+    /// bundles, then the signed checkpoint, which it returns when it wrote one.
+    fn flush(
+        &mut self,
+        signer: &SignerKey,
+        faults: &Faults,
+    ) -> Result<Option<SignedCheckpoint>, AuditError> {
         if self.frozen {
-            return Ok(());
+            return Ok(None);
         }
         self.write_full(faults, false)?;
         let size = self.size();
         if self.checkpointed == Some(size) || size == 0 {
-            return Ok(());
+            return Ok(None);
         }
         self.write_partials(faults, false)?;
         let bad = |e: String| AuditError::corrupt(&self.dir, size, e);
@@ -327,7 +376,12 @@ impl Tree {
         let path = self.dir.join(files::CHECKPOINT);
         diskio::atomic_write(&path, &note, faults).map_err(|e| AuditError::io(&path, e))?;
         self.checkpointed = Some(size);
-        Ok(())
+        Ok(Some(SignedCheckpoint {
+            note,
+            origin: self.origin.clone(),
+            size,
+            root,
+        }))
     }
 }
 
@@ -338,6 +392,36 @@ pub(crate) struct Trees {
     signer: SignerKey,
     faults: Faults,
     trees: HashMap<String, Tree>,
+    /// Callbacks waiting for checkpoints, shared with [`crate::AuditLog`].
+    waiters: Arc<Waiters>,
+    /// Set once every tree of the segments is rebuilt.
+    recovered: bool,
+}
+
+/// Compares a rebuilt tree with the checkpoint found on disk: if the
+/// checkpoint covers more entries than the tree holds, acknowledged events
+/// were lost and the tree is frozen (see [`Tree::frozen`]); else that
+/// checkpoint is published to the waiters. Returns whether the tree may go on.
+fn settle(log: &str, tree: &mut Tree, waiters: &Waiters) -> bool {
+    let on_disk = tree.on_disk.take();
+    if let Some(cp) = tree.checkpointed
+        && cp > tree.size()
+    {
+        tracing::error!(
+            log = %tree.origin,
+            checkpoint = cp,
+            entries = tree.size(),
+            "the signed checkpoint covers more entries than the audit segments hold: acknowledged events were lost; this log gets no new checkpoints until the segments are restored"
+        );
+        tree.frozen = true;
+        tree.pending.clear();
+        waiters.freeze(log);
+        return false;
+    }
+    if let Some(cp) = on_disk {
+        waiters.publish(log, cp);
+    }
+    true
 }
 
 impl Trees {
@@ -348,6 +432,7 @@ impl Trees {
         tlog_name: &str,
         signer: SignerKey,
         faults: Faults,
+        waiters: Arc<Waiters>,
     ) -> Result<Trees, AuditError> {
         let mut trees = Trees {
             tlog_dir: audit_dir.join(files::TLOG_DIR),
@@ -355,6 +440,8 @@ impl Trees {
             signer,
             faults,
             trees: HashMap::new(),
+            waiters,
+            recovered: false,
         };
         let faults = trees.faults.clone();
         segment::walk(audit_dir, 0, Repair::ReadOnly, |f| {
@@ -373,22 +460,12 @@ impl Trees {
             // has all its full files below its old checkpoint already).
             tree.write_full(&faults, true)
         })?;
-        for tree in trees.trees.values_mut() {
-            if let Some(cp) = tree.checkpointed
-                && cp > tree.size()
-            {
-                tracing::error!(
-                    log = %tree.origin,
-                    checkpoint = cp,
-                    entries = tree.size(),
-                    "the signed checkpoint covers more entries than the audit segments hold: acknowledged events were lost; this log gets no new checkpoints until the segments are restored"
-                );
-                tree.frozen = true;
-                tree.pending.clear();
-                continue;
+        for (log, tree) in trees.trees.iter_mut() {
+            if settle(log, tree, &trees.waiters) {
+                tree.write_partials(&faults, true)?;
             }
-            tree.write_partials(&faults, true)?;
         }
+        trees.recovered = true;
         Ok(trees)
     }
 
@@ -397,7 +474,12 @@ impl Trees {
             let log = index::parse_log_text(log_text).ok_or_else(|| {
                 AuditError::corrupt(&self.tlog_dir, 0, format!("bad log name {log_text:?}"))
             })?;
-            let t = Tree::new(&self.tlog_dir, &self.tlog_name, &log)?;
+            let mut t = Tree::new(&self.tlog_dir, &self.tlog_name, &log)?;
+            if self.recovered {
+                // A log first seen after recovery had no event in the
+                // segments: a checkpoint on disk means it lost them all.
+                settle(log_text, &mut t, &self.waiters);
+            }
             self.trees.insert(log_text.to_string(), t);
         }
         match self.trees.get_mut(log_text) {
@@ -416,10 +498,14 @@ impl Trees {
     /// and the failed ones retried next time.
     fn flush_all(&mut self) -> bool {
         let mut ok = true;
-        for t in self.trees.values_mut() {
-            if let Err(e) = t.flush(&self.signer, &self.faults) {
-                tracing::error!(error = %e, log = %t.origin, "could not write the audit transparency log; retrying");
-                ok = false;
+        for (log, t) in self.trees.iter_mut() {
+            match t.flush(&self.signer, &self.faults) {
+                Ok(Some(cp)) => self.waiters.publish(log, cp),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, log = %t.origin, "could not write the audit transparency log; retrying");
+                    ok = false;
+                }
             }
         }
         ok
@@ -429,6 +515,8 @@ impl Trees {
     /// most `interval` after the first unflushed one; flushes once more
     /// when the indexer hangs up.
     pub(crate) fn run(mut self, rx: Receiver<Vec<Leaf>>, interval: Duration) {
+        // However the thread ends, nobody is left waiting for a checkpoint.
+        let _close = CloseWaiters(self.waiters.clone());
         let mut due = self.dirty().then(Instant::now);
         loop {
             let got = match due {
@@ -456,6 +544,122 @@ impl Trees {
                     return;
                 }
             }
+        }
+    }
+}
+
+/// A log's name in messages: its tree directory (`org`, `p/<slug>`).
+fn shown(log_text: &str) -> String {
+    index::parse_log_text(log_text)
+        .map_or_else(|| log_text.to_string(), |k| files::tlog_log_dir(&k))
+}
+
+/// Closes [`Waiters`] when the checkpointer ends, however it ends.
+struct CloseWaiters(Arc<Waiters>);
+
+impl Drop for CloseWaiters {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
+
+/// A callback of [`crate::AuditLog::when_checkpointed`]: called once, with
+/// the first signed checkpoint of the log whose size is at least the one
+/// asked for, or with the reason none will come.
+pub type CheckpointDone = Box<dyn FnOnce(Result<SignedCheckpoint, AuditError>) + Send>;
+
+/// Callbacks waiting for checkpoints, per log (keyed by
+/// [`index::log_text`]), and the latest checkpoint published per log.
+/// Shared by [`crate::AuditLog`] (registration) and the checkpointer
+/// (publication); the mutex is held only for map operations, never while
+/// a callback runs.
+#[derive(Default)]
+pub(crate) struct Waiters {
+    state: Mutex<WaitState>,
+}
+
+#[derive(Default)]
+struct WaitState {
+    /// The latest checkpoint published per log.
+    latest: HashMap<String, SignedCheckpoint>,
+    /// Callbacks per log, with the size each waits for.
+    waiting: HashMap<String, Vec<(u64, CheckpointDone)>>,
+    /// Logs that get no new checkpoints (see [`Tree::frozen`]).
+    frozen: HashSet<String>,
+    /// Set when the checkpointer has ended: no checkpoint will come.
+    closed: bool,
+}
+
+impl Waiters {
+    fn lock(&self) -> MutexGuard<'_, WaitState> {
+        // A callback never runs under the lock, so a poisoned lock only
+        // means a panic in a map operation: the state is still usable.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Calls `done` with the first checkpoint of `log` of at least `size`:
+    /// at once if the latest one is, else when the checkpointer writes it.
+    pub(crate) fn register(&self, log: String, size: u64, done: CheckpointDone) {
+        let answer = {
+            let mut st = self.lock();
+            if st.frozen.contains(&log) {
+                Err(AuditError::LogFrozen { log: shown(&log) })
+            } else {
+                match st.latest.get(&log) {
+                    Some(cp) if cp.size >= size => Ok(cp.clone()),
+                    _ if st.closed => Err(AuditError::Closed),
+                    _ => {
+                        st.waiting.entry(log).or_default().push((size, done));
+                        return;
+                    }
+                }
+            }
+        };
+        done(answer);
+    }
+
+    /// A new checkpoint of `log`: answers every callback it covers.
+    pub(crate) fn publish(&self, log: &str, cp: SignedCheckpoint) {
+        let ready: Vec<CheckpointDone> = {
+            let mut st = self.lock();
+            let ready = match st.waiting.get_mut(log) {
+                Some(w) => {
+                    let (ready, rest): (Vec<_>, Vec<_>) =
+                        w.drain(..).partition(|(size, _)| *size <= cp.size);
+                    *w = rest;
+                    ready.into_iter().map(|(_, d)| d).collect()
+                }
+                None => Vec::new(),
+            };
+            st.latest.insert(log.to_string(), cp.clone());
+            ready
+        };
+        for done in ready {
+            done(Ok(cp.clone()));
+        }
+    }
+
+    /// `log` gets no more checkpoints: its waiters fail now and later.
+    pub(crate) fn freeze(&self, log: &str) {
+        let waiting = {
+            let mut st = self.lock();
+            st.frozen.insert(log.to_string());
+            st.waiting.remove(log).unwrap_or_default()
+        };
+        for (_, done) in waiting {
+            done(Err(AuditError::LogFrozen { log: shown(log) }));
+        }
+    }
+
+    /// No checkpoint will come any more: every waiter fails with `Closed`.
+    pub(crate) fn close(&self) {
+        let waiting: Vec<_> = {
+            let mut st = self.lock();
+            st.closed = true;
+            st.waiting.drain().flat_map(|(_, w)| w).collect()
+        };
+        for (_, done) in waiting {
+            done(Err(AuditError::Closed));
         }
     }
 }

@@ -3,10 +3,12 @@
 //! with a token, and prints NDJSON (or CSV for export). `flightdeck audit
 //! pubkey` prints the checkpoint verifier key of a data directory; `flightdeck
 //! audit verify` checks a log's tlog-tiles files (from a data directory or
-//! over HTTP) with `audit::verify`.
+//! over HTTP) with `audit::verify`. `flightdeck audit receipt` fetches one
+//! entry's receipt (from a data directory or a server) and `flightdeck audit
+//! verify-receipt` checks one offline with `audit::verify_receipt`.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -48,6 +50,26 @@ pub enum AuditCommand {
     /// consistency with a saved checkpoint. Exit 0 when it verifies, 1 at
     /// the first bad place (named).
     Verify(VerifyArgs),
+    /// Print the receipt of one audit entry (C2SP tlog-proof text with the
+    /// entry bytes, against the latest signed checkpoint), from a data
+    /// directory or a server: save it and check it later, anywhere, with
+    /// `flightdeck audit verify-receipt`.
+    Receipt(ReceiptArgs),
+    /// Verify a receipt offline: the checkpoint's signature by --key, its
+    /// origin, and the entry's inclusion at its index in the signed tree;
+    /// print the entry. Exit 0 when it verifies, 1 with the failing part
+    /// named otherwise.
+    VerifyReceipt {
+        /// The receipt file (`-` for standard input).
+        file: PathBuf,
+        /// The verifier key (`flightdeck audit pubkey`, or `<base>key`).
+        #[arg(long)]
+        key: String,
+        /// The origin the checkpoint must carry (default: any log of the
+        /// key's name, and the one the entry says it belongs to).
+        #[arg(long)]
+        origin: Option<String>,
+    },
     /// Erase a person's personal values (name, address, user agent) from
     /// the audit trail by deleting their keys (crypto-shredding). Events
     /// stay and keep verifying; reads show `[erased]`. Projects under a
@@ -74,6 +96,28 @@ pub struct EraseArgs {
     pub url: Option<String>,
     #[arg(long, env = "FLIGHTDECK_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+}
+
+#[derive(clap::Args, Clone)]
+pub struct ReceiptArgs {
+    /// Read this data directory (default when no --url is given).
+    #[arg(long, env = "FLIGHTDECK_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// Ask a server instead, e.g. http://127.0.0.1:9464.
+    #[arg(long, env = "FLIGHTDECK_URL")]
+    pub url: Option<String>,
+    /// API token for --url (scope audit:read).
+    #[arg(long, env = "FLIGHTDECK_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// The project's log; without it, the organization log.
+    #[arg(long)]
+    pub project: Option<String>,
+    /// The event id.
+    #[arg(long, conflicts_with = "index", required_unless_present = "index")]
+    pub id: Option<String>,
+    /// The entry's log_index.
+    #[arg(long)]
+    pub index: Option<u64>,
 }
 
 #[derive(clap::Args, Clone)]
@@ -321,6 +365,15 @@ pub fn run(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
         AuditCommand::Erase(args) => {
             let report = erase(&args)?;
             writeln!(out, "{report}")?;
+        }
+        AuditCommand::Receipt(args) => {
+            let r = receipt(&args)?;
+            out.write_all(&r)?;
+        }
+        AuditCommand::VerifyReceipt { file, key, origin } => {
+            out.flush()?;
+            drop(out);
+            return verify_receipt(&file, &key, origin.as_deref());
         }
         AuditCommand::Search(args) => {
             if let Some(url) = args.url.clone() {
@@ -578,6 +631,92 @@ fn verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// `flightdeck audit receipt`: the receipt's bytes.
+fn receipt(args: &ReceiptArgs) -> anyhow::Result<Vec<u8>> {
+    let entry = match (&args.id, args.index) {
+        (Some(id), _) => audit::EntryRef::Id(id.clone()),
+        (None, Some(i)) => audit::EntryRef::Index(i),
+        (None, None) => bail!("give --id or --index"),
+    };
+    if let Some(url) = &args.url {
+        let Some(token) = &args.token else {
+            bail!("--url needs --token (or FLIGHTDECK_TOKEN)");
+        };
+        let url = url.trim_end_matches('/');
+        let which = match &entry {
+            audit::EntryRef::Id(id) => id.clone(),
+            audit::EntryRef::Index(i) => i.to_string(),
+        };
+        if which.contains(['/', '?', '#', '%']) {
+            bail!("--id: '{which}' is not an event id");
+        }
+        let target = match &args.project {
+            Some(p) => format!("{url}/api/flightdeck/v1/projects/{p}/audit/receipts/{which}"),
+            None => format!("{url}/api/flightdeck/v1/audit/receipts/{which}"),
+        };
+        let resp = agent()
+            .get(&target)
+            .header("Authorization", format!("Bearer {token}"))
+            .call()
+            .context("request failed")?;
+        let status = resp.status();
+        let body = resp
+            .into_body()
+            .with_config()
+            .limit(4 << 20)
+            .read_to_vec()
+            .context("reading the answer")?;
+        if !status.is_success() {
+            bail!(
+                "server answered {status}: {}",
+                String::from_utf8_lossy(&body)
+            );
+        }
+        return Ok(body);
+    }
+    let dir = args.data_dir.join("audit");
+    if !dir.is_dir() {
+        bail!(
+            "{} holds no audit log (is --data-dir right?)",
+            args.data_dir.display()
+        );
+    }
+    let log = audit::AuditLog::open_read_only(&dir)
+        .with_context(|| format!("cannot read the audit log in {}", dir.display()))?;
+    let r = log.receipt(&audit::LogKey::of(args.project.as_deref()), &entry)?;
+    Ok(r.to_bytes())
+}
+
+/// `flightdeck audit verify-receipt`: exit 0 when the receipt verifies.
+fn verify_receipt(file: &Path, key: &str, origin: Option<&str>) -> anyhow::Result<ExitCode> {
+    let key = merkle::VerifierKey::parse(key)
+        .with_context(|| format!("--key: '{key}' is not a verifier key"))?;
+    let bytes = if file == Path::new("-") {
+        let mut b = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin().lock(), &mut b)
+            .context("reading the receipt from standard input")?;
+        b
+    } else {
+        std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?
+    };
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    match audit::verify_receipt(&bytes, &key, origin) {
+        Ok(v) => {
+            writeln!(out, "{v}")?;
+            // The entry as stored: the event's canonical JSON.
+            writeln!(out, "{}", String::from_utf8_lossy(&v.entry))?;
+            out.flush()?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            writeln!(out, "FAIL: {}: {e}", file.display())?;
+            out.flush()?;
+            Ok(ExitCode::FAILURE)
+        }
+    }
 }
 
 /// `flightdeck audit erase`: over HTTP, or on a stopped server's data

@@ -246,6 +246,7 @@ pub fn load(o: &Overrides) -> Result<Config, ConfigError> {
                     .or(file.audit.retention_check_interval),
                 defaults.retention_check_interval,
             )?,
+            checkpoint_wait: defaults.checkpoint_wait,
         },
     })
 }

@@ -11,7 +11,9 @@
 //!   bundles, which tile holds a node) and [`TileNodes`], which serves proof
 //!   generation from tiles;
 //! - [`checkpoint`] and [`note`]: C2SP tlog-checkpoint bodies and C2SP
-//!   signed-note with Ed25519 (key IDs, verifier / signer key strings).
+//!   signed-note with Ed25519 (key IDs, verifier / signer key strings);
+//! - [`tlog_proof`]: the C2SP tlog-proof text (index, inclusion proof,
+//!   checkpoint, extra data), the shape of offline-verifiable receipts.
 //!
 //! What it is *not*: no I/O (it never opens a file or a socket, and takes
 //! randomness for keys from the caller), no async, no JSON, no clock. It does
@@ -27,6 +29,7 @@ pub mod node;
 pub mod note;
 pub mod proof;
 pub mod tiles;
+pub mod tlog_proof;
 
 pub use checkpoint::{Checkpoint, CheckpointError, MAX_TREE_SIZE, open_checkpoint};
 pub use compact::{CompactRange, RangeError};
@@ -46,3 +49,4 @@ pub use proof::{
     verify_subtree_consistency_bytes, verify_subtree_inclusion, verify_subtree_inclusion_bytes,
 };
 pub use tiles::{BundleId, TileError, TileId, TileNodes, TilePath, TileSourceError};
+pub use tlog_proof::{TlogProof, TlogProofError};

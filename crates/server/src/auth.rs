@@ -187,6 +187,12 @@ pub fn action_of(method: &Method, route: Option<&str>) -> String {
         ("GET", "/projects/{project}/audit/holds") => "audit.legal_hold.list",
         ("POST", "/projects/{project}/audit/holds") => "audit.legal_hold.create",
         ("DELETE", "/projects/{project}/audit/holds/{hold_id}") => "audit.legal_hold.release",
+        ("GET", "/projects/{project}/audit/proofs/inclusion")
+        | ("GET", "/audit/proofs/inclusion") => "audit.proof.inclusion",
+        ("GET", "/projects/{project}/audit/proofs/consistency")
+        | ("GET", "/audit/proofs/consistency") => "audit.proof.consistency",
+        ("GET", "/projects/{project}/audit/receipts/{entry}")
+        | ("GET", "/audit/receipts/{entry}") => "audit.receipt.get",
         _ => return format!("api.request.{}", method.as_str().to_ascii_lowercase()),
     };
     a.to_string()

@@ -177,6 +177,33 @@ impl From<audit::AuditError> for ApiError {
     }
 }
 
+impl From<audit::ProofError> for ApiError {
+    fn from(e: audit::ProofError) -> ApiError {
+        use audit::ProofError as P;
+        let field = |e: &P, field: &str| {
+            let mut a = ApiError::new(Kind::BadRequest, "invalid_field", e.to_string());
+            a.field = Some(field.to_string());
+            a
+        };
+        match e {
+            P::TreeSizeTooLarge { param, .. } | P::EmptyTree { param } => field(&e, param),
+            P::SizeOrder { .. } => field(&e, "from"),
+            P::IndexBeyondTree { ref id, .. } => {
+                field(&e, if id.is_some() { "id" } else { "index" })
+            }
+            P::NoCheckpoint { .. } => ApiError::new(Kind::NotFound, "no_checkpoint", e.to_string()),
+            P::NoSuchIndex { .. } | P::NoSuchEvent { .. } => {
+                ApiError::new(Kind::NotFound, "not_found", e.to_string())
+            }
+            P::NotYetCheckpointed { .. } => {
+                ApiError::new(Kind::Conflict, "not_checkpointed", e.to_string())
+            }
+            P::Audit(a) => ApiError::from(a),
+            P::Corrupt { .. } | P::Io { .. } => ApiError::internal(e),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = ErrorBody {

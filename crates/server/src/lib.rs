@@ -56,6 +56,11 @@ pub struct ServerOptions {
     pub audit_retention_days: u32,
     /// How often the retention sweep runs.
     pub retention_check_interval: Duration,
+    /// How long `POST .../audit/events?wait=checkpoint` waits for a signed
+    /// checkpoint covering the event (they come within the audit log's
+    /// checkpoint interval, 1 s, unless the tlog cannot be written) before
+    /// answering 503. Not a configuration key; tests shorten it.
+    pub checkpoint_wait: Duration,
 }
 
 impl Default for ServerOptions {
@@ -69,6 +74,7 @@ impl Default for ServerOptions {
             secure_cookies: false,
             audit_retention_days: 400,
             retention_check_interval: Duration::from_secs(3600),
+            checkpoint_wait: Duration::from_secs(30),
         }
     }
 }

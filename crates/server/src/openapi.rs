@@ -12,7 +12,7 @@ use utoipa::OpenApi;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, RefOr, ResponseBuilder};
 
-use crate::api::{audit_api, iam, privacy, session, tlog_api};
+use crate::api::{audit_api, iam, privacy, proof_api, session, tlog_api};
 use crate::auth::SESSION_COOKIE;
 use crate::error::{ErrorBody, ErrorDetail};
 
@@ -35,6 +35,9 @@ use crate::error::{ErrorBody, ErrorDetail};
         audit_api::ingest_project, tlog_api::project_log, tlog_api::org_log,
         privacy::erase, privacy::list_holds, privacy::create_hold, privacy::release_hold,
         privacy::get_retention, privacy::set_retention, privacy::run_retention,
+        proof_api::project_inclusion, proof_api::org_inclusion,
+        proof_api::project_consistency, proof_api::org_consistency,
+        proof_api::project_receipt, proof_api::org_receipt,
     ),
     components(schemas(ErrorBody, ErrorDetail)),
     security(("bearer" = []), ("basic" = []), ("session" = [])),
@@ -60,7 +63,7 @@ const ERRORS: [(&str, &str); 10] = [
     ("429", "Too many failed logins; wait"),
     (
         "503",
-        "The audit log cannot record the action, so it was refused",
+        "The audit log cannot record the action, so it was refused; or (wait=checkpoint) the action was recorded but no signed checkpoint covered it in time",
     ),
 ];
 
@@ -275,6 +278,28 @@ mod tests {
             .collect();
         let known: Vec<&str> = meta::Scope::ALL.iter().map(|s| s.as_str()).collect();
         assert_eq!(documented, known);
+    }
+
+    #[test]
+    fn ingest_documents_both_answers() {
+        let d = doc();
+        let ok = &d["paths"]["/api/flightdeck/v1/projects/{project}/audit/events"]["post"]["responses"]
+            ["201"]["content"]["application/json"]["schema"];
+        let r = ok["$ref"].as_str().unwrap();
+        let s = &d["components"]["schemas"][r.rsplit('/').next().unwrap()];
+        let refs: Vec<&str> = s["oneOf"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{s}"))
+            .iter()
+            .map(|v| v["$ref"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            refs,
+            [
+                "#/components/schemas/Event",
+                "#/components/schemas/CheckpointedEvent"
+            ]
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@ mod append;
 mod crash;
 mod faults;
 mod personal;
+mod proofs;
 mod recovery;
 mod retention;
 mod search;

@@ -9,6 +9,7 @@ mod failures;
 mod isolation;
 mod openapi;
 mod privacy;
+mod proofs;
 mod redaction;
 mod retention;
 mod sessions;

@@ -47,6 +47,12 @@ fn openapi_document_covers_every_route() {
         ("post", "/audit/retention/run"),
         ("get", "/projects/{project}/audit/retention"),
         ("put", "/projects/{project}/audit/retention"),
+        ("get", "/projects/{project}/audit/proofs/inclusion"),
+        ("get", "/projects/{project}/audit/proofs/consistency"),
+        ("get", "/projects/{project}/audit/receipts/{entry}"),
+        ("get", "/audit/proofs/inclusion"),
+        ("get", "/audit/proofs/consistency"),
+        ("get", "/audit/receipts/{entry}"),
     ];
     let mut documented = 0;
     for (_, item) in paths {
@@ -89,7 +95,8 @@ fn openapi_document_covers_every_route() {
                     .replace("{token_id}", "x")
                     .replace("{user}", "x")
                     .replace("{id}", "x")
-                    .replace("{path}", "key"),
+                    .replace("{path}", "key")
+                    .replace("{entry}", "0"),
             ),
             &[],
             None,
@@ -111,6 +118,9 @@ fn openapi_document_covers_every_route() {
         "ProjectOut",
         "CreatedToken",
         "EventPage",
+        "InclusionProofOut",
+        "ConsistencyProofOut",
+        "CheckpointedEvent",
     ] {
         assert!(schemas.contains_key(name), "schema {name} missing");
     }

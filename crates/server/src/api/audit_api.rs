@@ -1,6 +1,8 @@
 //! Audit endpoints: search (filters, both orders, cursor pagination), one
 //! event by id, streamed export (NDJSON or CSV), and ingest of external
-//! events (CI/CD deploys, scripts) in the same schema.
+//! events (CI/CD deploys, scripts) in the same schema — with
+//! `?wait=checkpoint`, answered once a signed checkpoint covers the event,
+//! with that checkpoint and the event's receipt.
 //!
 //! A project's events are served under its path with `audit:read`
 //! (or project admin); organization-level events under `/audit/...` to
@@ -20,7 +22,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::{JsonBody, Params, PathParams, ProjectPath};
 use crate::AppState;
 use crate::auth::Caller;
-use crate::error::ApiError;
+use crate::error::{ApiError, Kind};
 
 // ---- shapes (documentation mirrors of audit::Event) --------------------------
 
@@ -778,24 +780,87 @@ impl IngestEvent {
     }
 }
 
+/// Parameters of ingest.
+#[derive(Deserialize, IntoParams, Default)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct IngestParams {
+    /// `checkpoint`: answer only once a signed checkpoint covers the event
+    /// (within about 1 s), with that checkpoint and the event's receipt.
+    #[param(pattern = "^checkpoint$")]
+    pub wait: Option<String>,
+}
+
+/// The answer of ingest with `wait=checkpoint`.
+#[derive(Serialize, ToSchema)]
+pub struct CheckpointedEvent {
+    /// The stored event.
+    #[schema(value_type = EventDoc)]
+    pub event: Event,
+    /// The event's position in the project's log (as in `event`).
+    pub log_index: u64,
+    /// Size of `checkpoint`'s tree (greater than `log_index`).
+    pub tree_size: u64,
+    /// A signed checkpoint (C2SP signed note) whose tree holds the event.
+    pub checkpoint: String,
+    /// The event's receipt against `checkpoint` (c2sp.org/tlog-proof@v1
+    /// text with the entry bytes), for `flightdeck audit verify-receipt`.
+    /// Absent only if it could not be read back (see the server log).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub receipt: Option<String>,
+}
+
+/// What ingest answers: the event, or with `wait=checkpoint` the event with
+/// its checkpoint and receipt.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+pub enum IngestAnswer {
+    Event(EventDoc),
+    Checkpointed(CheckpointedEvent),
+}
+
 /// Append an external event to a project's audit log (`audit:write`).
+/// With `wait=checkpoint` the answer comes once a signed checkpoint covers
+/// the event, and carries it and the event's receipt.
 #[utoipa::path(post, path = "/api/flightdeck/v1/projects/{project}/audit/events", tag = "audit",
-    params(ProjectPath),
-    request_body = IngestEvent, responses((status = 201, body = EventDoc)))]
+    params(ProjectPath, IngestParams),
+    request_body = IngestEvent, responses((status = 201, body = IngestAnswer,
+        description = "The stored event; with wait=checkpoint, `{event, log_index, tree_size, checkpoint, receipt}`")))]
 pub async fn ingest_project(
     State(st): State<AppState>,
     caller: Caller,
     PathParams(project): PathParams<String>,
+    Params(q): Params<IngestParams>,
     JsonBody(body): JsonBody<IngestEvent>,
-) -> Result<(StatusCode, Json<Event>), ApiError> {
+) -> Result<Response, ApiError> {
     meta::check_slug("project", &project)?;
     let p = st
         .project_access(&caller, &project, Scope::AuditWrite)
         .await?;
+    let wait = match q.wait.as_deref() {
+        None => false,
+        Some("checkpoint") => true,
+        Some(other) => {
+            let shown: String = other.chars().take(40).collect();
+            let e = ApiError::bad_field(
+                "wait",
+                format!("the only value is 'checkpoint' (got '{shown}')"),
+            );
+            return Err(st.fail(&caller, Some(p.name), None, e).await);
+        }
+    };
     if let Err(e) = body.validate() {
         return Err(st.fail(&caller, Some(p.name), None, e).await);
     }
-    let mut d = st.draft(&caller, Some(p.name), None, None, Ok(StatusCode::CREATED));
+    let mut d = st.draft(
+        &caller,
+        Some(p.name.clone()),
+        None,
+        None,
+        Ok(StatusCode::CREATED),
+    );
     d.action = body.action;
     d.event_source = body.event_source;
     d.event_time = body.event_time;
@@ -833,7 +898,75 @@ pub async fn ingest_project(
         })
         .collect();
     let e = st.record_for(&caller, d).await?;
-    Ok((StatusCode::CREATED, Json(e)))
+    if !wait {
+        return Ok((StatusCode::CREATED, Json(e)).into_response());
+    }
+    let answer = wait_for_checkpoint(&st, LogKey::Project(p.name), e).await?;
+    Ok((StatusCode::CREATED, Json(answer)).into_response())
+}
+
+/// Waits (without a thread: a oneshot the checkpointer completes) until a
+/// signed checkpoint covers the recorded event `e`, then reads its receipt.
+/// The event is recorded whatever happens here, so a failure says so and
+/// is marked audited.
+async fn wait_for_checkpoint(
+    st: &AppState,
+    log: LogKey,
+    e: Event,
+) -> Result<CheckpointedEvent, ApiError> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    st.audit.when_checkpointed(
+        &log,
+        e.log_index + 1,
+        Box::new(move |r| {
+            let _ = tx.send(r);
+        }),
+    );
+    let limit = st.opts.checkpoint_wait;
+    let unavailable = |why: String| {
+        ApiError::new(
+            Kind::Unavailable,
+            "checkpoint_unavailable",
+            format!(
+                "event {} was recorded at log_index {}, but {why}; do not send it again: fetch its receipt later (GET .../audit/receipts/{})",
+                e.id, e.log_index, e.id
+            ),
+        )
+        .audited()
+    };
+    let cp = match tokio::time::timeout(limit, rx).await {
+        Ok(Ok(Ok(cp))) => cp,
+        Ok(Ok(Err(err))) => return Err(unavailable(format!("no checkpoint will cover it: {err}"))),
+        Ok(Err(_)) => return Err(unavailable("the checkpointer stopped".into())),
+        Err(_) => {
+            return Err(unavailable(format!(
+                "no signed checkpoint covered it within {} s",
+                limit.as_secs_f64()
+            )));
+        }
+    };
+    let audit = st.audit.clone();
+    let (log2, cp2, index) = (log, cp.clone(), e.log_index);
+    let receipt = match tokio::task::spawn_blocking(move || audit.receipt_at(&log2, index, &cp2))
+        .await
+    {
+        Ok(Ok(r)) => Some(String::from_utf8_lossy(&r.to_bytes()).into_owned()),
+        Ok(Err(err)) => {
+            tracing::error!(error = %err, event = %e.id, "cannot read back the receipt of a checkpointed event");
+            None
+        }
+        Err(err) => {
+            tracing::error!(error = %err, "bug: the receipt task failed");
+            None
+        }
+    };
+    Ok(CheckpointedEvent {
+        log_index: e.log_index,
+        tree_size: cp.size,
+        checkpoint: cp.note_text(),
+        receipt,
+        event: e,
+    })
 }
 
 /// Replaces values under secret-looking keys, and anything that looks like

@@ -8,6 +8,7 @@
 pub mod audit_api;
 pub mod iam;
 pub mod privacy;
+pub mod proof_api;
 pub mod session;
 pub mod tlog_api;
 
@@ -104,6 +105,30 @@ pub fn routes(_state: AppState) -> Router<AppState> {
         .route(
             &format!("{p}/projects/{{project}}/audit/holds/{{hold_id}}"),
             axum::routing::delete(privacy::release_hold),
+        )
+        .route(
+            &format!("{p}/projects/{{project}}/audit/proofs/inclusion"),
+            get(proof_api::project_inclusion),
+        )
+        .route(
+            &format!("{p}/projects/{{project}}/audit/proofs/consistency"),
+            get(proof_api::project_consistency),
+        )
+        .route(
+            &format!("{p}/projects/{{project}}/audit/receipts/{{entry}}"),
+            get(proof_api::project_receipt),
+        )
+        .route(
+            &format!("{p}/audit/proofs/inclusion"),
+            get(proof_api::org_inclusion),
+        )
+        .route(
+            &format!("{p}/audit/proofs/consistency"),
+            get(proof_api::org_consistency),
+        )
+        .route(
+            &format!("{p}/audit/receipts/{{entry}}"),
+            get(proof_api::org_receipt),
         )
         .fallback(api_not_found)
         .method_not_allowed_fallback(method_not_allowed)
