@@ -99,12 +99,11 @@ fn main() {
     drop(leaves);
     eprintln!("wrote {n} entries in {:.1} s", t.elapsed().as_secs_f64());
 
-    let expect = Expect {
-        key: signer.verifier(),
-        origin: "flightdeck/p/bench".into(),
-        since: None,
-        log: Some(LogKey::of(Some("bench"))),
-    };
+    let expect = Expect::new(
+        vec![signer.verifier()],
+        "flightdeck/p/bench",
+        Some(LogKey::of(Some("bench"))),
+    );
     let t = Instant::now();
     let report = verify(dir_fetcher(log.clone()), &expect).expect("the log verifies");
     let secs = t.elapsed().as_secs_f64();

@@ -8,19 +8,24 @@
 //! It is *not* an HTTP layer (no axum, hyper or tokio here: the server
 //! bridges `append_with` into async), and not a metadata store. The
 //! transparency logs ([`tlog`]: tiles and signed checkpoints) are derived
-//! from the segments' canonical bytes; [`verify`] checks one of them from
-//! its public tlog-tiles files alone.
+//! from the segments' canonical bytes, signed with the keys of [`keys`]
+//! (rotatable), and cosigned by witnesses ([`witness`]); [`verify`] checks
+//! one of them from its public tlog-tiles files alone, and [`monitor`]
+//! checks only what changed since its last run.
 
 mod canonical;
 pub mod error;
 pub mod event;
 pub mod files;
 mod index;
+pub mod keys;
 pub mod log;
+pub mod monitor;
 pub mod query;
 pub mod segment;
 pub mod tlog;
 pub mod verify;
+pub mod witness;
 
 pub use error::AuditError;
 pub use event::*;

@@ -55,9 +55,11 @@ use crate::error::AuditError;
 use crate::event::{Event, EventDraft, LogKey, format_time_ns};
 use crate::files;
 use crate::index::{self, IndexRow, IndexWriter, Readers, RowKeys, TailShared};
+use crate::keys::{self, KeyRecord, Keyring};
 use crate::query::{Page, Query};
 use crate::segment::{self, MAX_EVENT_BYTES, Repair};
 use crate::tlog;
+use crate::witness::{self, CosignRefusal, Cosigned, Recent};
 
 /// Largest number of events committed by one fsync.
 const MAX_BATCH_EVENTS: usize = 4096;
@@ -170,9 +172,17 @@ struct Inner {
     stats: Arc<StatCounters>,
     readers: Readers,
     read_only: bool,
-    /// Verifier key string of the checkpoint signer (empty when a
-    /// read-only open found no key). Immutable.
-    verifier: String,
+    /// The signing keys (writers only; read-only opens read the files).
+    /// Locked briefly by the checkpointer to sign, and by a rotation.
+    keys: Option<Arc<Mutex<Keyring>>>,
+    /// Checkpoints signed recently, for cosignature pushes.
+    recent: Arc<Recent>,
+    /// Serializes cosignature pushes (read-merge-write of `cosigned/`).
+    cosign_lock: Mutex<()>,
+    /// Wakes the checkpointer (an empty batch) after a key rotation.
+    /// Dropped at shutdown, before the threads are joined, so that the
+    /// checkpointer sees its channel close.
+    to_tlog: Mutex<Option<Sender<Vec<tlog::Leaf>>>>,
 }
 
 struct Pending {
@@ -194,6 +204,9 @@ impl Inner {
     fn stop(&self) {
         if let Ok(mut tx) = self.tx.write() {
             tx.take();
+        }
+        if let Ok(mut t) = self.to_tlog.lock() {
+            t.take();
         }
         let threads = match self.threads.lock() {
             Ok(mut t) => std::mem::take(&mut *t),
@@ -295,11 +308,23 @@ impl AuditLog {
         let counters = index.counters()?;
         let last_seq = walked.last_seq;
 
-        let signer = tlog::load_or_create_key(dir, &opts.tlog_name)?;
-        let verifier = signer.verifier().to_string();
+        let now_ns = opts.clock.as_ref().map_or_else(system_clock, |c| c());
+        let keys = Arc::new(Mutex::new(keys::load_or_create(
+            dir,
+            &opts.tlog_name,
+            now_ns,
+        )?));
+        let recent = Arc::new(Recent::default());
         // The tlog writes get no injected faults: those target the segment writer.
-        let trees = tlog::Trees::recover(dir, &opts.tlog_name, signer, Faults::disabled())?;
+        let trees = tlog::Trees::recover(
+            dir,
+            &opts.tlog_name,
+            keys.clone(),
+            recent.clone(),
+            Faults::disabled(),
+        )?;
         let (ttx, trx) = mpsc::channel::<Vec<tlog::Leaf>>();
+        let wake_tlog = ttx.clone();
         let checkpoint_interval = opts.checkpoint_interval;
 
         let segment = match walked.last_segment {
@@ -374,7 +399,10 @@ impl AuditLog {
                 stats,
                 readers: Readers::file(index_path, dir.to_path_buf(), tail),
                 read_only: false,
-                verifier,
+                keys: Some(keys),
+                recent,
+                cosign_lock: Mutex::new(()),
+                to_tlog: Mutex::new(Some(wake_tlog)),
             }),
         })
     }
@@ -433,11 +461,10 @@ impl AuditLog {
                 stats: Arc::new(StatCounters::default()),
                 readers,
                 read_only: true,
-                // A missing or unreadable key must not stop reading events.
-                verifier: tlog::read_verifier_key(dir)
-                    .ok()
-                    .flatten()
-                    .unwrap_or_default(),
+                keys: None,
+                recent: Arc::new(Recent::default()),
+                cosign_lock: Mutex::new(()),
+                to_tlog: Mutex::new(None),
             }),
         })
     }
@@ -558,28 +585,103 @@ impl AuditLog {
         }
     }
 
-    /// A tlog-tiles file of `log` at `path` relative to the log's base
-    /// (`tile/<L>/<N>[.p/<W>]` or `tile/entries/<N>[.p/<W>]`). `Ok(None)`
-    /// when absent or when `path` is not a canonical tile path (so nothing
-    /// outside the log's tiles can be named).
+    /// A file of `log`'s public read layout at `path` relative to the log's
+    /// base: `checkpoint` (with its witness cosignatures),
+    /// `checkpoint.<N>`, `tile/<L>/<N>[.p/<W>]` or
+    /// `tile/entries/<N>[.p/<W>]`; see [`tlog::read_log_file`]. `Ok(None)`
+    /// when absent or when `path` is none of these (so nothing outside the
+    /// log's files can be named).
     pub fn tlog_file(&self, log: &LogKey, path: &str) -> Result<Option<Vec<u8>>, AuditError> {
-        let rel = match merkle::tiles::parse_tile_path(path) {
-            Ok(merkle::TilePath::Hash(t)) => t.path(),
-            Ok(merkle::TilePath::Entries(b)) => b.path(),
-            Err(_) => return Ok(None),
-        };
-        let full = self.tlog_dir(log).join(rel);
-        match fs::read(&full) {
-            Ok(b) => Ok(Some(b)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(AuditError::io(full, e)),
+        tlog::read_log_file(&self.tlog_dir(log), path)
+    }
+
+    /// The current checkpoint verifier key (`<name>+<hex key id>+<base64
+    /// key>`); empty for a read-only open of a directory without a key.
+    pub fn verifier_key(&self) -> String {
+        match &self.inner.keys {
+            Some(k) => k
+                .lock()
+                .map(|k| k.current.verifier().to_string())
+                .unwrap_or_default(),
+            // A missing or unreadable key must not stop reading events.
+            None => tlog::read_verifier_key(&self.inner.dir)
+                .ok()
+                .flatten()
+                .unwrap_or_default(),
         }
     }
 
-    /// The checkpoint verifier key (`<name>+<hex key id>+<base64 key>`);
-    /// empty for a read-only open of a directory without a signing key.
-    pub fn verifier_key(&self) -> String {
-        self.inner.verifier.clone()
+    /// Every public signing key this log ever used, oldest first, with
+    /// when each was the signer (see [`crate::keys`]).
+    pub fn signing_keys(&self) -> Result<Vec<KeyRecord>, AuditError> {
+        match &self.inner.keys {
+            Some(k) => k
+                .lock()
+                .map(|k| k.history.clone())
+                .map_err(|_| AuditError::Poisoned),
+            None => keys::read_public(&self.inner.dir),
+        }
+    }
+
+    /// Replaces the signing key by a new one (same name) while the log
+    /// runs; the old public key stays listed. Every log's checkpoint is
+    /// re-signed with the new key within the checkpoint interval. Crash
+    /// safety: see [`crate::keys`]. Returns the new key's record.
+    pub fn rotate_key(&self, now_ns: i64) -> Result<KeyRecord, AuditError> {
+        let Some(keys_lock) = &self.inner.keys else {
+            return Err(AuditError::ReadOnly);
+        };
+        let mut ring = keys_lock.lock().map_err(|_| AuditError::Poisoned)?;
+        let next = keys::rotate(&self.inner.dir, &ring, now_ns)?;
+        *ring = next;
+        let record =
+            ring.history.last().cloned().ok_or_else(|| {
+                AuditError::corrupt(&self.inner.dir, 0, "bug: no key after rotation")
+            })?;
+        drop(ring);
+        if let Ok(t) = self.inner.to_tlog.lock()
+            && let Some(t) = t.as_ref()
+        {
+            let _ = t.send(Vec::new());
+        }
+        Ok(record)
+    }
+
+    /// Accepts the witness cosignatures of a pushed note for `log` (see
+    /// [`crate::witness`]): its text must be a checkpoint this log signed
+    /// (the current one or a recent one), and it must carry a valid
+    /// cosignature by one of `witnesses`. `now_s` is the server's clock.
+    pub fn add_cosignatures(
+        &self,
+        log: &LogKey,
+        pushed: &[u8],
+        witnesses: &[merkle::CosignatureVerifier],
+        now_s: u64,
+    ) -> Result<Cosigned, CosignRefusal> {
+        let pushed =
+            merkle::Note::parse(pushed).map_err(|e| CosignRefusal::Malformed(e.to_string()))?;
+        let size = merkle::Checkpoint::parse(pushed.text())
+            .map_err(|e| CosignRefusal::Malformed(e.to_string()))?
+            .size();
+        let dir = self.tlog_dir(log);
+        let _guard = self
+            .inner
+            .cosign_lock
+            .lock()
+            .map_err(|_| AuditError::Poisoned)?;
+        let current = self
+            .checkpoint(log)
+            .filter(|c| merkle::Note::parse(c).is_ok_and(|n| n.text() == pushed.text()));
+        let ours = current
+            .or_else(|| {
+                self.inner
+                    .recent
+                    .find(&files::tlog_log_dir(log), pushed.text())
+            })
+            .ok_or(CosignRefusal::UnknownCheckpoint {
+                size: size.to_string(),
+            })?;
+        witness::add(&dir, &ours, &pushed, witnesses, now_s)
     }
 
     fn tlog_dir(&self, log: &LogKey) -> PathBuf {

@@ -37,10 +37,10 @@
 //! relative names as the tree directories ([`files::tlog_log_dir`]).
 
 use std::collections::HashMap;
-use std::fs::{self, OpenOptions};
-use std::io::Write;
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use diskio::Faults;
@@ -51,7 +51,9 @@ use crate::error::AuditError;
 use crate::event::LogKey;
 use crate::files;
 use crate::index;
+use crate::keys::{self, Keyring};
 use crate::segment::{self, Repair};
+use crate::witness::{self, Recent};
 
 /// One durable event, as the checkpointer needs it.
 pub(crate) struct Leaf {
@@ -61,57 +63,45 @@ pub(crate) struct Leaf {
     pub bytes: Vec<u8>,
 }
 
-/// Loads the signer key of `audit_dir`, creating it (mode 0600, seed from
-/// the OS) when absent. The key is never logged.
-pub(crate) fn load_or_create_key(audit_dir: &Path, name: &str) -> Result<SignerKey, AuditError> {
-    let path = audit_dir.join(files::SIGNING_KEY);
-    match read_key(&path)? {
-        Some(k) => Ok(k),
-        None => {
-            let mut seed = [0u8; 32];
-            rand::TryRngCore::try_fill_bytes(&mut rand::rngs::OsRng, &mut seed).map_err(|e| {
-                AuditError::io(&path, std::io::Error::other(format!("OS randomness: {e}")))
-            })?;
-            let key = SignerKey::from_seed(name, &seed).map_err(|e| {
-                AuditError::corrupt(&path, 0, format!("bad signer key name {name:?}: {e}"))
-            })?;
-            let mut text = key.to_skey_string();
-            text.push('\n');
-            let tmp = audit_dir.join(format!("{}.tmp", files::SIGNING_KEY));
-            let _ = fs::remove_file(&tmp);
-            let write = || -> std::io::Result<()> {
-                use std::os::unix::fs::OpenOptionsExt;
-                let mut f = OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .open(&tmp)?;
-                f.write_all(text.as_bytes())?;
-                f.sync_all()?;
-                fs::rename(&tmp, &path)?;
-                diskio::fsync_dir(audit_dir)
-            };
-            write().map_err(|e| AuditError::io(&path, e))?;
-            Ok(key)
-        }
-    }
-}
-
-fn read_key(path: &Path) -> Result<Option<SignerKey>, AuditError> {
-    match fs::read_to_string(path) {
-        Ok(text) => SignerKey::parse(text.trim_end())
-            .map(Some)
-            .map_err(|e| AuditError::corrupt(path, 0, format!("not a signer key: {e}"))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(AuditError::io(path, e)),
-    }
-}
-
 /// The verifier key string (`<name>+<hex id>+<base64 key>`) of the signing
 /// key in `audit_dir`, without creating one: for tools reading a data
 /// directory.
 pub fn read_verifier_key(audit_dir: &Path) -> Result<Option<String>, AuditError> {
-    Ok(read_key(&audit_dir.join(files::SIGNING_KEY))?.map(|k| k.verifier().to_string()))
+    Ok(keys::read_signer(&audit_dir.join(files::SIGNING_KEY))?.map(|k| k.verifier().to_string()))
+}
+
+/// Largest `N` of `checkpoint.<N>` (a note has at most 100 signatures).
+pub const MAX_WITNESSED_N: usize = 100;
+
+/// A file of the public read layout of the log in `log_dir` (a directory
+/// under `tlog/`): `checkpoint` (with its cosignatures), `checkpoint.<N>`
+/// (the newest checkpoint with at least N cosignatures, 1 ≤ N ≤ 100), or a
+/// canonical tile or entry bundle path. `Ok(None)` when absent or when
+/// `rel` is none of these, so nothing else can be named. The server serves
+/// exactly this, and `verify::dir_fetcher` reads through it, so a data
+/// directory and its server look the same to a verifier.
+pub fn read_log_file(log_dir: &Path, rel: &str) -> Result<Option<Vec<u8>>, AuditError> {
+    if rel == files::CHECKPOINT {
+        return witness::served_checkpoint(log_dir);
+    }
+    if let Some(n) = rel.strip_prefix("checkpoint.") {
+        let canonical = !n.starts_with('0') && n.bytes().all(|b| b.is_ascii_digit());
+        return match n.parse::<usize>() {
+            Ok(n @ 1..=MAX_WITNESSED_N) if canonical => witness::witnessed_checkpoint(log_dir, n),
+            _ => Ok(None),
+        };
+    }
+    let rel = match merkle::tiles::parse_tile_path(rel) {
+        Ok(merkle::TilePath::Hash(t)) => t.path(),
+        Ok(merkle::TilePath::Entries(b)) => b.path(),
+        Err(_) => return Ok(None),
+    };
+    let full = log_dir.join(rel);
+    match fs::read(&full) {
+        Ok(b) => Ok(Some(b)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(AuditError::io(full, e)),
+    }
 }
 
 /// The origin line of `log`'s checkpoints.
@@ -152,6 +142,8 @@ fn write_once(
 /// level. Owned by the checkpointer thread (or by `open` before it starts).
 struct Tree {
     dir: PathBuf,
+    /// The directory name under `tlog/` (`org`, `p/<slug>`).
+    rel: String,
     origin: String,
     range: CompactRange,
     /// Per tile level, the hashes of its incomplete (rightmost) tile.
@@ -162,6 +154,9 @@ struct Tree {
     pending: Vec<(String, Vec<u8>)>,
     /// Tree size of the checkpoint on disk (`None`: no checkpoint yet).
     checkpointed: Option<u64>,
+    /// Key ID of the signature on the checkpoint on disk: when it is not
+    /// the current signer's (a key rotation), the checkpoint is re-signed.
+    signed_by: Option<u32>,
     /// Set at open when the checkpoint on disk covers more entries than
     /// the segments hold: the log lost acknowledged events. Signing a
     /// smaller tree would be a fork, so this log's tree is frozen (no
@@ -171,30 +166,35 @@ struct Tree {
 
 impl Tree {
     fn new(tlog_dir: &Path, tlog_name: &str, log: &LogKey) -> Result<Tree, AuditError> {
-        let dir = tlog_dir.join(files::tlog_log_dir(log));
+        let rel = files::tlog_log_dir(log);
+        let dir = tlog_dir.join(&rel);
         let cp_path = dir.join(files::CHECKPOINT);
-        let checkpointed = match fs::read(&cp_path) {
+        let (checkpointed, signed_by) = match fs::read(&cp_path) {
             Ok(bytes) => {
-                let size = Note::parse(&bytes)
-                    .ok()
+                let note = Note::parse(&bytes).ok();
+                let size = note
+                    .as_ref()
                     .and_then(|n| Checkpoint::parse(n.text()).ok())
                     .map(|c| c.size())
                     .ok_or_else(|| {
                         AuditError::corrupt(&cp_path, 0, "not a signed tlog checkpoint")
                     })?;
-                Some(size)
+                let by = note.and_then(|n| n.signatures().first().map(|s| s.key_id));
+                (Some(size), by)
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (None, None),
             Err(e) => return Err(AuditError::io(&cp_path, e)),
         };
         Ok(Tree {
             dir,
+            rel,
             origin: origin(tlog_name, log),
             range: CompactRange::new(0),
             levels: Vec::new(),
             entries: Vec::new(),
             pending: Vec::new(),
             checkpointed,
+            signed_by,
             frozen: false,
         })
     }
@@ -277,18 +277,35 @@ impl Tree {
         Ok(())
     }
 
+    /// Whether the checkpoint on disk needs writing: a new size, or the
+    /// same size signed by a key that is no longer the signer.
+    fn needs_checkpoint(&self, signer: u32) -> bool {
+        let size = self.size();
+        !self.frozen
+            && size > 0
+            && (self.checkpointed != Some(size) || self.signed_by != Some(signer))
+    }
+
     /// Brings the files up to the current size: full and partial tiles and
-    /// bundles, then the signed checkpoint.
-    fn flush(&mut self, signer: &SignerKey, faults: &Faults) -> Result<(), AuditError> {
+    /// bundles, then the signed checkpoint (also re-signed, same text, when
+    /// the signing key changed). Remembers the new checkpoint in `recent`.
+    fn flush(
+        &mut self,
+        signer: &SignerKey,
+        recent: &Recent,
+        faults: &Faults,
+    ) -> Result<(), AuditError> {
         if self.frozen {
             return Ok(());
         }
         self.write_full(faults, false)?;
         let size = self.size();
-        if self.checkpointed == Some(size) || size == 0 {
+        if !self.needs_checkpoint(signer.key_id()) {
             return Ok(());
         }
-        self.write_partials(faults, false)?;
+        if self.checkpointed != Some(size) {
+            self.write_partials(faults, false)?;
+        }
         let bad = |e: String| AuditError::corrupt(&self.dir, size, e);
         let root = self.range.root().map_err(|e| bad(e.to_string()))?;
         let note = Checkpoint::new(&self.origin, size, root)
@@ -297,6 +314,8 @@ impl Tree {
         let path = self.dir.join(files::CHECKPOINT);
         diskio::atomic_write(&path, &note, faults).map_err(|e| AuditError::io(&path, e))?;
         self.checkpointed = Some(size);
+        self.signed_by = Some(signer.key_id());
+        recent.record(&self.rel, note);
         Ok(())
     }
 }
@@ -305,7 +324,10 @@ impl Tree {
 pub(crate) struct Trees {
     tlog_dir: PathBuf,
     tlog_name: String,
-    signer: SignerKey,
+    /// Shared with [`crate::AuditLog`], which may rotate the key: every
+    /// flush signs with the current signer.
+    keys: Arc<Mutex<Keyring>>,
+    recent: Arc<Recent>,
     faults: Faults,
     trees: HashMap<String, Tree>,
 }
@@ -316,13 +338,15 @@ impl Trees {
     pub(crate) fn recover(
         audit_dir: &Path,
         tlog_name: &str,
-        signer: SignerKey,
+        keys: Arc<Mutex<Keyring>>,
+        recent: Arc<Recent>,
         faults: Faults,
     ) -> Result<Trees, AuditError> {
         let mut trees = Trees {
             tlog_dir: audit_dir.join(files::TLOG_DIR),
             tlog_name: tlog_name.to_string(),
-            signer,
+            keys,
+            recent,
             faults,
             trees: HashMap::new(),
         };
@@ -370,18 +394,32 @@ impl Trees {
         }
     }
 
+    fn signer(&self) -> Option<SignerKey> {
+        match self.keys.lock() {
+            Ok(k) => Some(k.current.clone()),
+            Err(_) => {
+                tracing::error!("bug: the signing keyring lock is poisoned; no checkpoints");
+                None
+            }
+        }
+    }
+
     fn dirty(&self) -> bool {
-        self.trees
-            .values()
-            .any(|t| !t.frozen && (t.checkpointed != Some(t.size()) || !t.pending.is_empty()))
+        let id = self.signer().map(|s| s.key_id());
+        self.trees.values().any(|t| {
+            !t.frozen && (id.is_some_and(|id| t.needs_checkpoint(id)) || !t.pending.is_empty())
+        })
     }
 
     /// Flushes every changed tree; on failure the others are still tried
     /// and the failed ones retried next time.
     fn flush_all(&mut self) -> bool {
+        let Some(signer) = self.signer() else {
+            return false;
+        };
         let mut ok = true;
         for t in self.trees.values_mut() {
-            if let Err(e) = t.flush(&self.signer, &self.faults) {
+            if let Err(e) = t.flush(&signer, &self.recent, &self.faults) {
                 tracing::error!(error = %e, log = %t.origin, "could not write the audit transparency log; retrying");
                 ok = false;
             }
@@ -391,7 +429,8 @@ impl Trees {
 
     /// The checkpointer thread: appends leaves as they come and flushes at
     /// most `interval` after the first unflushed one; flushes once more
-    /// when the indexer hangs up.
+    /// when the indexer hangs up. An empty batch is a wake-up (after a key
+    /// rotation: re-sign every checkpoint).
     pub(crate) fn run(mut self, rx: Receiver<Vec<Leaf>>, interval: Duration) {
         let mut due = self.dirty().then(Instant::now);
         loop {

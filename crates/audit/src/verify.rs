@@ -28,6 +28,14 @@
 //!    `time` never decreases.
 //! 7. The saved checkpoint's root is the root of the first `size` leaves
 //!    of the authentic tree (consistency: else a fork).
+//! 8. With a witness policy (`--witness`, `--witness-quorum N`): the
+//!    checkpoint carries N valid cosignatures by the given witnesses, or
+//!    else `checkpoint.<N>` (the newest checkpoint with N cosignatures) is
+//!    signed by the log, carries N valid cosignatures by the given
+//!    witnesses, is not larger than the verified tree and its root is the
+//!    root of that tree's first `size` leaves. The report says up to which
+//!    size the log is witnessed. A line of a given witness that does not
+//!    verify fails the check.
 //!
 //! Cost: one read of every file, O(entries) hashing and JSON parsing, and
 //! 64 bytes of memory per entry (two leaf-hash arrays).
@@ -37,7 +45,9 @@ use std::path::{Path, PathBuf};
 use merkle::tiles::{
     BundleId, TileId, bundles_for_size, decode_entry_bundle, encode_tile, tiles_for_size,
 };
-use merkle::{Checkpoint, Hash, Note, NoteError, VerifierKey, Verifiers, leaf_hash};
+use merkle::{
+    Checkpoint, CosignatureVerifier, Hash, Note, NoteError, VerifierKey, Verifiers, leaf_hash,
+};
 
 use crate::event::{Event, LogKey, parse_time_ns};
 
@@ -48,8 +58,10 @@ pub type Fetched = Result<Option<Vec<u8>>, String>;
 /// What verification needs besides the files.
 #[derive(Debug, Clone)]
 pub struct Expect {
-    /// The verifier key that must have signed the checkpoint.
-    pub key: VerifierKey,
+    /// The log's verifier keys: the checkpoint (and a saved one) must be
+    /// signed by one of them. Several after a key rotation: the current
+    /// key for new checkpoints, older ones for saved checkpoints.
+    pub keys: Vec<VerifierKey>,
     /// The origin line the checkpoint must carry.
     pub origin: String,
     /// A previously saved signed checkpoint of the same log: the current
@@ -58,6 +70,43 @@ pub struct Expect {
     /// The log this is: every entry's `project` must name it. `None`
     /// skips the check.
     pub log: Option<LogKey>,
+    /// The witness policy: at least `quorum` of these witnesses must have
+    /// cosigned the checkpoint (or a checkpoint it extends). No check when
+    /// `quorum` is 0.
+    pub witnesses: Vec<CosignatureVerifier>,
+    pub quorum: usize,
+}
+
+impl Expect {
+    /// The expectation for one log: signed by `keys`, with `origin`; no
+    /// saved checkpoint, no witness policy.
+    pub fn new(keys: Vec<VerifierKey>, origin: impl Into<String>, log: Option<LogKey>) -> Expect {
+        Expect {
+            keys,
+            origin: origin.into(),
+            since: None,
+            log,
+            witnesses: Vec::new(),
+            quorum: 0,
+        }
+    }
+
+    fn key_list(&self) -> String {
+        self.keys
+            .iter()
+            .map(|k| k.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// Up to where a log is witnessed: the size of the newest checkpoint with
+/// a quorum of cosignatures, and how many of the given witnesses cosigned it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Witnessed {
+    pub size: u64,
+    pub cosignatures: usize,
+    pub quorum: usize,
 }
 
 /// A log that verified.
@@ -70,6 +119,8 @@ pub struct Report {
     pub entries: u64,
     /// Hash tiles and entry bundles read and checked.
     pub tiles: u64,
+    /// Set when a witness policy was checked.
+    pub witnessed: Option<Witnessed>,
 }
 
 impl std::fmt::Display for Report {
@@ -82,6 +133,20 @@ impl std::fmt::Display for Report {
             self.root.to_base64(),
             self.entries,
             self.tiles
+        )?;
+        if let Some(w) = &self.witnessed {
+            write!(f, "; {w}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Display for Witnessed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "witnessed up to size {} by {} of the given witnesses (quorum {})",
+            self.size, self.cosignatures, self.quorum
         )
     }
 }
@@ -95,7 +160,7 @@ pub struct Failure {
     pub reason: String,
 }
 
-fn fail<T>(place: impl Into<String>, reason: impl Into<String>) -> Result<T, Failure> {
+pub(crate) fn fail<T>(place: impl Into<String>, reason: impl Into<String>) -> Result<T, Failure> {
     Err(Failure {
         place: place.into(),
         reason: reason.into(),
@@ -103,13 +168,10 @@ fn fail<T>(place: impl Into<String>, reason: impl Into<String>) -> Result<T, Fai
 }
 
 /// A fetch function over a log directory on disk (`<data>/audit/tlog/org`,
-/// `<data>/audit/tlog/p/<slug>`).
+/// `<data>/audit/tlog/p/<slug>`), answering exactly what the server serves
+/// for the same relative paths ([`crate::tlog::read_log_file`]).
 pub fn dir_fetcher(dir: PathBuf) -> impl FnMut(&str) -> Fetched {
-    move |rel: &str| match std::fs::read(dir.join(rel)) {
-        Ok(b) => Ok(Some(b)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(format!("{}: {e}", dir.join(rel).display())),
-    }
+    move |rel: &str| crate::tlog::read_log_file(&dir, rel).map_err(|e| e.to_string())
 }
 
 /// The log directories under `<data>/audit/tlog/` that hold a checkpoint,
@@ -150,7 +212,7 @@ pub fn log_of_dir(name: &str) -> Option<LogKey> {
     }
 }
 
-fn get(fetch: &mut impl FnMut(&str) -> Fetched, path: &str) -> Result<Vec<u8>, Failure> {
+pub(crate) fn get(fetch: &mut impl FnMut(&str) -> Fetched, path: &str) -> Result<Vec<u8>, Failure> {
     match fetch(path) {
         Ok(Some(b)) => Ok(b),
         Ok(None) => fail(path, "missing"),
@@ -158,15 +220,31 @@ fn get(fetch: &mut impl FnMut(&str) -> Fetched, path: &str) -> Result<Vec<u8>, F
     }
 }
 
-/// Opens a signed checkpoint with `expect.key` and checks its origin.
-fn open(bytes: &[u8], expect: &Expect, place: &str) -> Result<Checkpoint, Failure> {
+/// Opens a signed checkpoint with `expect.keys` and checks its origin.
+pub(crate) fn open(bytes: &[u8], expect: &Expect, place: &str) -> Result<Checkpoint, Failure> {
+    open_note(bytes, expect, place).map(|(cp, _)| cp)
+}
+
+/// [`open`], also returning the parsed note (for its cosignatures).
+pub(crate) fn open_note(
+    bytes: &[u8],
+    expect: &Expect,
+    place: &str,
+) -> Result<(Checkpoint, Note), Failure> {
     let note = Note::parse(bytes).or_else(|e| fail(place, format!("not a signed note: {e}")))?;
-    match note.verify(&Verifiers::new([expect.key.clone()])) {
+    match note.verify(&Verifiers::new(expect.keys.iter().cloned())) {
         Ok(_) => {}
-        Err(NoteError::InvalidSignature { .. }) => {
+        Err(NoteError::InvalidSignature { name, key_id }) => {
             return fail(
                 place,
-                format!("signature does not verify with key {}", expect.key),
+                format!(
+                    "signature does not verify with key {}",
+                    expect
+                        .keys
+                        .iter()
+                        .find(|k| k.name() == name && k.key_id() == key_id)
+                        .map_or_else(|| expect.key_list(), |k| k.to_string())
+                ),
             );
         }
         Err(NoteError::UnknownSigner) => {
@@ -179,7 +257,7 @@ fn open(bytes: &[u8], expect: &Expect, place: &str) -> Result<Checkpoint, Failur
                 place,
                 format!(
                     "signature does not verify with key {}: no signature by it (signed by {})",
-                    expect.key,
+                    expect.key_list(),
                     by.join(", ")
                 ),
             );
@@ -198,7 +276,84 @@ fn open(bytes: &[u8], expect: &Expect, place: &str) -> Result<Checkpoint, Failur
             ),
         );
     }
-    Ok(cp)
+    Ok((cp, note))
+}
+
+/// Checks the witness policy of `expect` (see the module documentation,
+/// check 8) for the verified checkpoint `cp` (its note `note`).
+/// `consistent(fetch, m, root)` must tell whether the verified tree's
+/// first `m` leaves (`m <= cp.size()`) have root `root`.
+pub(crate) fn check_witnesses<F: FnMut(&str) -> Fetched>(
+    cp: &Checkpoint,
+    note: &Note,
+    expect: &Expect,
+    fetch: &mut F,
+    mut consistent: impl FnMut(&mut F, u64, &Hash) -> Result<bool, Failure>,
+) -> Result<Option<Witnessed>, Failure> {
+    let quorum = expect.quorum;
+    if quorum == 0 {
+        return Ok(None);
+    }
+    let count = |note: &Note, place: &str| -> Result<usize, Failure> {
+        match merkle::verify_cosignatures(note, &expect.witnesses) {
+            Ok(c) => Ok(c.len()),
+            Err(NoteError::InvalidSignature { name, key_id }) => fail(
+                place,
+                format!("the cosignature by witness {name}+{key_id:08x} does not verify"),
+            ),
+            Err(e) => fail(place, e.to_string()),
+        }
+    };
+    let here = count(note, "checkpoint")?;
+    if here >= quorum {
+        return Ok(Some(Witnessed {
+            size: cp.size(),
+            cosignatures: here,
+            quorum,
+        }));
+    }
+    let path = format!("checkpoint.{quorum}");
+    let Some(bytes) = fetch(&path).or_else(|e| fail(&path, format!("cannot be read: {e}")))? else {
+        return fail(
+            "checkpoint",
+            format!(
+                "{here} of the given witnesses cosigned it and no {path} is served: not witnessed by a quorum of {quorum}"
+            ),
+        );
+    };
+    let (w, wnote) = open_note(&bytes, expect, &path)?;
+    let got = count(&wnote, &path)?;
+    if got < quorum {
+        return fail(
+            &path,
+            format!("{got} of the given witnesses cosigned it, quorum {quorum}: not witnessed"),
+        );
+    }
+    if w.size() > cp.size() {
+        return fail(
+            "checkpoint",
+            format!(
+                "size {} is older than the witnessed {path} (size {}): rollback",
+                cp.size(),
+                w.size()
+            ),
+        );
+    }
+    if !consistent(fetch, w.size(), w.root())? {
+        return fail(
+            &path,
+            format!(
+                "the witnessed checkpoint (size {}, root {}) is not a prefix of the verified tree: fork",
+                w.size(),
+                w.root().to_base64()
+            ),
+        );
+    }
+    Ok(Some(Witnessed {
+        size: w.size(),
+        cosignatures: got,
+        quorum,
+    }))
 }
 
 /// Where a leaf hash lives: the level-0 tile path and slot.
@@ -222,7 +377,7 @@ fn bundle_path(size: u64, i: u64) -> String {
 /// checks and their order.
 pub fn verify(mut fetch: impl FnMut(&str) -> Fetched, expect: &Expect) -> Result<Report, Failure> {
     let cp_bytes = get(&mut fetch, crate::files::CHECKPOINT)?;
-    let cp = open(&cp_bytes, expect, "checkpoint")?;
+    let (cp, cp_note) = open_note(&cp_bytes, expect, "checkpoint")?;
     let size = cp.size();
     let since = match &expect.since {
         None => None,
@@ -256,8 +411,12 @@ pub fn verify(mut fetch: impl FnMut(&str) -> Fetched, expect: &Expect) -> Result
         root: *cp.root(),
         entries: 0,
         tiles: 0,
+        witnessed: None,
     };
     if size == 0 {
+        report.witnessed = check_witnesses(&cp, &cp_note, expect, &mut fetch, |_, _, r| {
+            Ok(*r == merkle::empty_root())
+        })?;
         return Ok(report);
     }
 
@@ -399,12 +558,15 @@ pub fn verify(mut fetch: impl FnMut(&str) -> Fetched, expect: &Expect) -> Result
             );
         }
     }
+    report.witnessed = check_witnesses(&cp, &cp_note, expect, &mut fetch, |_, m, r| {
+        Ok(merkle::root_from_leaf_hashes(leaves.get(..m as usize).unwrap_or(leaves)) == *r)
+    })?;
     Ok(report)
 }
 
 /// Checks one entry's content: an [`Event`] at `log_index` `i`, after the
 /// previous entry (`last`: its seq and time) in seq and time.
-fn check_entry(
+pub(crate) fn check_entry(
     bytes: &[u8],
     i: u64,
     log: Option<&LogKey>,

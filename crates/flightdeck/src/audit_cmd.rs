@@ -506,15 +506,15 @@ fn verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
     }
     let mut failed = false;
     for (name, fetch) in logs {
-        let expect = audit::verify::Expect {
-            key: key.clone(),
-            origin: match &args.origin {
+        let mut expect = audit::verify::Expect::new(
+            vec![key.clone()],
+            match &args.origin {
                 Some(o) if !args.all => o.clone(),
                 _ => format!("{}/{name}", key.name()),
             },
-            since: since.clone(),
-            log: audit::verify::log_of_dir(&name),
-        };
+            audit::verify::log_of_dir(&name),
+        );
+        expect.since = since.clone();
         match audit::verify::verify(fetch, &expect) {
             Ok(report) => writeln!(out, "{report}")?,
             Err(f) => {

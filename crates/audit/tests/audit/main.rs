@@ -4,8 +4,10 @@
 mod append;
 mod crash;
 mod faults;
+mod monitor;
 mod recovery;
 mod search;
 mod support;
 mod tlog;
 mod verify;
+mod witness;
