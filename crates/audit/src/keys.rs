@@ -32,7 +32,7 @@ use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::path::Path;
 
-use merkle::{SignerKey, VerifierKey};
+use merkle::{CosignatureSigner, CosignatureVerifier, SignerKey, VerifierKey};
 
 use crate::error::AuditError;
 use crate::event::{format_time_ns, parse_time_ns};
@@ -312,9 +312,58 @@ pub fn rotate_offline(audit_dir: &Path, now_ns: i64) -> Result<KeyRecord, AuditE
         .ok_or_else(|| AuditError::corrupt(audit_dir, 0, "bug: rotation left no key"))
 }
 
+/// Creates a witness (cosigner) key file at `path` for
+/// `flightdeck audit witness-keygen`: a new Ed25519 key named `name`, in
+/// the `PRIVATE+KEY+<name>+<id>+<base64(0x04 ‖ seed)>` form, mode 0600.
+/// Never overwrites an existing file. Returns the verifier key to give to
+/// the servers (`audit.witnesses`) and to verifiers (`--witness`).
+pub fn create_witness_key(path: &Path, name: &str) -> Result<CosignatureVerifier, AuditError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let signer = CosignatureSigner::from_seed(name, &random_seed(path)?)
+        .map_err(|e| AuditError::io(path, std::io::Error::other(e.to_string())))?;
+    let write = || -> std::io::Result<()> {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)?;
+        f.write_all((signer.to_skey_string() + "\n").as_bytes())?;
+        f.sync_all()?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            diskio::fsync_dir(dir)?;
+        }
+        Ok(())
+    };
+    write().map_err(io(path))?;
+    Ok(signer.verifier())
+}
+
+/// Reads a witness key file (see [`create_witness_key`]; a signed-note
+/// signer key of type 0x01 works too, as the same key in the cosigner role).
+pub fn read_witness_key(path: &Path) -> Result<CosignatureSigner, AuditError> {
+    let text = fs::read_to_string(path).map_err(io(path))?;
+    CosignatureSigner::parse(text.trim_end())
+        .map_err(|e| AuditError::corrupt(path, 0, format!("not a witness signer key: {e}")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn witness_key_files() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("w.key");
+        let v = create_witness_key(&p, "witness.example/w1").unwrap();
+        assert_eq!(read_witness_key(&p).unwrap().verifier(), v);
+        assert_eq!(
+            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert!(create_witness_key(&p, "again").is_err(), "never overwrites");
+        assert!(create_witness_key(&dir.path().join("x"), "bad name").is_err());
+    }
 
     #[test]
     fn history_round_trips() {

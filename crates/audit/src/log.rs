@@ -587,7 +587,7 @@ impl AuditLog {
 
     /// A file of `log`'s public read layout at `path` relative to the log's
     /// base: `checkpoint` (with its witness cosignatures),
-    /// `checkpoint.<N>`, `tile/<L>/<N>[.p/<W>]` or
+    /// `witnessed/<witness key id>`, `tile/<L>/<N>[.p/<W>]` or
     /// `tile/entries/<N>[.p/<W>]`; see [`tlog::read_log_file`]. `Ok(None)`
     /// when absent or when `path` is none of these (so nothing outside the
     /// log's files can be named).

@@ -263,7 +263,7 @@ pub fn monitor(
     let mut entries: Vec<(u64, String, Vec<u8>)> = Vec::new();
     let mut leaves: Vec<Hash> = Vec::new();
     let mut k = m / 256;
-    while k * 256 < n {
+    while m < n && k * 256 < n {
         let b = BundleId::new(k, (n - k * 256).min(256))
             .or_else(|e| fail("checkpoint", e.to_string()))?;
         let path = b.path();

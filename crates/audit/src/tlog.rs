@@ -70,24 +70,22 @@ pub fn read_verifier_key(audit_dir: &Path) -> Result<Option<String>, AuditError>
     Ok(keys::read_signer(&audit_dir.join(files::SIGNING_KEY))?.map(|k| k.verifier().to_string()))
 }
 
-/// Largest `N` of `checkpoint.<N>` (a note has at most 100 signatures).
-pub const MAX_WITNESSED_N: usize = 100;
-
 /// A file of the public read layout of the log in `log_dir` (a directory
-/// under `tlog/`): `checkpoint` (with its cosignatures), `checkpoint.<N>`
-/// (the newest checkpoint with at least N cosignatures, 1 ≤ N ≤ 100), or a
-/// canonical tile or entry bundle path. `Ok(None)` when absent or when
-/// `rel` is none of these, so nothing else can be named. The server serves
-/// exactly this, and `verify::dir_fetcher` reads through it, so a data
-/// directory and its server look the same to a verifier.
+/// under `tlog/`): `checkpoint` (with its cosignatures),
+/// `witnessed/<key ID, 8 lower-case hex digits>` (the newest checkpoint
+/// that witness cosigned), or a canonical tile or entry bundle path.
+/// `Ok(None)` when absent or when `rel` is none of these, so nothing else
+/// can be named. The server serves exactly this, and `verify::dir_fetcher`
+/// reads through it, so a data directory and its server look the same to
+/// a verifier.
 pub fn read_log_file(log_dir: &Path, rel: &str) -> Result<Option<Vec<u8>>, AuditError> {
     if rel == files::CHECKPOINT {
         return witness::served_checkpoint(log_dir);
     }
-    if let Some(n) = rel.strip_prefix("checkpoint.") {
-        let canonical = !n.starts_with('0') && n.bytes().all(|b| b.is_ascii_digit());
-        return match n.parse::<usize>() {
-            Ok(n @ 1..=MAX_WITNESSED_N) if canonical => witness::witnessed_checkpoint(log_dir, n),
+    if let Some(id) = rel.strip_prefix(WITNESSED_PREFIX) {
+        let canonical = id.len() == 8 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        return match u32::from_str_radix(id, 16) {
+            Ok(id) if canonical => witness::witnessed_by(log_dir, id),
             _ => Ok(None),
         };
     }
@@ -103,6 +101,9 @@ pub fn read_log_file(log_dir: &Path, rel: &str) -> Result<Option<Vec<u8>>, Audit
         Err(e) => Err(AuditError::io(full, e)),
     }
 }
+
+/// Public path prefix of a witness's newest cosigned checkpoint.
+pub const WITNESSED_PREFIX: &str = "witnessed/";
 
 /// The origin line of `log`'s checkpoints.
 pub fn origin(tlog_name: &str, log: &LogKey) -> String {

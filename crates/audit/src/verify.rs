@@ -28,14 +28,17 @@
 //!    `time` never decreases.
 //! 7. The saved checkpoint's root is the root of the first `size` leaves
 //!    of the authentic tree (consistency: else a fork).
-//! 8. With a witness policy (`--witness`, `--witness-quorum N`): the
-//!    checkpoint carries N valid cosignatures by the given witnesses, or
-//!    else `checkpoint.<N>` (the newest checkpoint with N cosignatures) is
-//!    signed by the log, carries N valid cosignatures by the given
-//!    witnesses, is not larger than the verified tree and its root is the
-//!    root of that tree's first `size` leaves. The report says up to which
-//!    size the log is witnessed. A line of a given witness that does not
-//!    verify fails the check.
+//! 8. With a witness policy (`--witness`, `--witness-quorum N`): for each
+//!    given witness, the checkpoint's own cosignature by it, or else
+//!    `witnessed/<its key ID>` (the newest checkpoint it cosigned), which
+//!    must be signed by the log, carry a valid cosignature by it, be no
+//!    larger than the verified tree (else a rollback) and have the root of
+//!    that tree's first `size` leaves (else a fork). At least N witnesses
+//!    must have one; the log is witnessed up to the N-th largest of their
+//!    sizes, which the report gives. A line of a given witness that does
+//!    not verify fails the check. (Witnesses cosign at their own pace and
+//!    every push moves the log on, so they seldom share a checkpoint; each
+//!    one's statement covers the prefix it cosigned.)
 //!
 //! Cost: one read of every file, O(entries) hashing and JSON parsing, and
 //! 64 bytes of memory per entry (two leaf-hash arrays).
@@ -100,12 +103,14 @@ impl Expect {
     }
 }
 
-/// Up to where a log is witnessed: the size of the newest checkpoint with
-/// a quorum of cosignatures, and how many of the given witnesses cosigned it.
+/// Up to where a log is witnessed: `quorum` of the given witnesses each
+/// cosigned a checkpoint of at least `size` that the verified tree
+/// extends; `cosigners` of the `given` witnesses cosigned one at all.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Witnessed {
     pub size: u64,
-    pub cosignatures: usize,
+    pub cosigners: usize,
+    pub given: usize,
     pub quorum: usize,
 }
 
@@ -145,8 +150,8 @@ impl std::fmt::Display for Witnessed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "witnessed up to size {} by {} of the given witnesses (quorum {})",
-            self.size, self.cosignatures, self.quorum
+            "witnessed up to size {} (quorum {}; {} of {} given witnesses cosigned)",
+            self.size, self.quorum, self.cosigners, self.given
         )
     }
 }
@@ -294,64 +299,79 @@ pub(crate) fn check_witnesses<F: FnMut(&str) -> Fetched>(
     if quorum == 0 {
         return Ok(None);
     }
-    let count = |note: &Note, place: &str| -> Result<usize, Failure> {
-        match merkle::verify_cosignatures(note, &expect.witnesses) {
-            Ok(c) => Ok(c.len()),
+    let cosigned_by =
+        |note: &Note, w: &[CosignatureVerifier], place: &str| match merkle::verify_cosignatures(
+            note, w,
+        ) {
+            Ok(c) => Ok(c),
             Err(NoteError::InvalidSignature { name, key_id }) => fail(
                 place,
                 format!("the cosignature by witness {name}+{key_id:08x} does not verify"),
             ),
             Err(e) => fail(place, e.to_string()),
+        };
+    // Per given witness, the largest size it cosigned that this tree extends.
+    let here = cosigned_by(note, &expect.witnesses, "checkpoint")?;
+    let mut sizes: Vec<u64> = Vec::new();
+    for w in &expect.witnesses {
+        if here
+            .iter()
+            .any(|c| c.name == w.name() && c.key_id == w.key_id())
+        {
+            sizes.push(cp.size());
+            continue;
         }
-    };
-    let here = count(note, "checkpoint")?;
-    if here >= quorum {
-        return Ok(Some(Witnessed {
-            size: cp.size(),
-            cosignatures: here,
-            quorum,
-        }));
+        let path = format!("{}{:08x}", crate::tlog::WITNESSED_PREFIX, w.key_id());
+        let Some(bytes) = fetch(&path).or_else(|e| fail(&path, format!("cannot be read: {e}")))?
+        else {
+            continue;
+        };
+        let (wcp, wnote) = open_note(&bytes, expect, &path)?;
+        if cosigned_by(&wnote, std::slice::from_ref(w), &path)?.is_empty() {
+            return fail(
+                &path,
+                format!("no cosignature by witness {} on it", w.name()),
+            );
+        }
+        if wcp.size() > cp.size() {
+            return fail(
+                "checkpoint",
+                format!(
+                    "size {} is smaller than the checkpoint witness {} cosigned (size {}): rollback",
+                    cp.size(),
+                    w.name(),
+                    wcp.size()
+                ),
+            );
+        }
+        if !consistent(fetch, wcp.size(), wcp.root())? {
+            return fail(
+                &path,
+                format!(
+                    "the checkpoint witness {} cosigned (size {}, root {}) is not a prefix of the verified tree: fork",
+                    w.name(),
+                    wcp.size(),
+                    wcp.root().to_base64()
+                ),
+            );
+        }
+        sizes.push(wcp.size());
     }
-    let path = format!("checkpoint.{quorum}");
-    let Some(bytes) = fetch(&path).or_else(|e| fail(&path, format!("cannot be read: {e}")))? else {
+    sizes.sort_unstable_by(|a, b| b.cmp(a));
+    if sizes.len() < quorum {
         return fail(
             "checkpoint",
             format!(
-                "{here} of the given witnesses cosigned it and no {path} is served: not witnessed by a quorum of {quorum}"
-            ),
-        );
-    };
-    let (w, wnote) = open_note(&bytes, expect, &path)?;
-    let got = count(&wnote, &path)?;
-    if got < quorum {
-        return fail(
-            &path,
-            format!("{got} of the given witnesses cosigned it, quorum {quorum}: not witnessed"),
-        );
-    }
-    if w.size() > cp.size() {
-        return fail(
-            "checkpoint",
-            format!(
-                "size {} is older than the witnessed {path} (size {}): rollback",
-                cp.size(),
-                w.size()
-            ),
-        );
-    }
-    if !consistent(fetch, w.size(), w.root())? {
-        return fail(
-            &path,
-            format!(
-                "the witnessed checkpoint (size {}, root {}) is not a prefix of the verified tree: fork",
-                w.size(),
-                w.root().to_base64()
+                "{} of the {} given witnesses cosigned this log, quorum {quorum}: not witnessed",
+                sizes.len(),
+                expect.witnesses.len()
             ),
         );
     }
     Ok(Some(Witnessed {
-        size: w.size(),
-        cosignatures: got,
+        size: sizes[quorum - 1],
+        cosigners: sizes.len(),
+        given: expect.witnesses.len(),
         quorum,
     }))
 }

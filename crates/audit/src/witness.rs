@@ -20,20 +20,25 @@
 //! `<log dir>/cosigned/<size>` holds the checkpoint of that size as the log
 //! signed it, followed by the accepted cosignature lines (one per witness
 //! key, the latest timestamp), a signed note replaced atomically. Only
-//! files that are the newest with at least their number of cosignatures
-//! are kept (at most one per witness count), so the directory stays small
-//! however often witnesses run. Cosignatures are not derived data: unlike
-//! the tiles they cannot be rebuilt from the segments.
+//! files that are some witness key's newest are kept (at most one per
+//! witness), so the directory stays small however often witnesses run.
+//! Cosignatures are not derived data: unlike the tiles they cannot be
+//! rebuilt from the segments.
 //!
 //! # Serving
 //!
 //! `checkpoint` is the current checkpoint with the cosignatures accepted
 //! for exactly that text appended (extra signature lines of the same note,
 //! which note verifiers that do not know the witnesses ignore);
-//! `checkpoint.<N>` is the newest checkpoint with at least N cosignatures
-//! (the convention of transparency-dev's witness distributors). Witnesses
-//! run after the log moved on (their own push is an audit event of the
-//! log), so `checkpoint` usually has none while `checkpoint.1` has.
+//! `witnessed/<key ID, 8 hex digits>` is the newest checkpoint that witness
+//! key cosigned, with every cosignature on it.
+//!
+//! Why per witness: a push is an audit event of the log it cosigns, so the
+//! log moves on within a second of every push, and witnesses running on
+//! their own schedules rarely cosign the same checkpoint. A verifier's
+//! quorum therefore asks for N witnesses each having cosigned *some*
+//! checkpoint that its verified tree extends; the log is witnessed up to
+//! the smallest of the N newest such sizes (see `verify.rs`, check 8).
 
 use std::collections::{HashMap, VecDeque};
 use std::fs;
@@ -57,6 +62,10 @@ pub const MAX_CLOCK_SKEW_S: u64 = 600;
 
 /// Signed checkpoint notes with the time they were signed, oldest first.
 type Signed = VecDeque<(Instant, Vec<u8>)>;
+
+/// A stored cosigned checkpoint: its size, path, and the (name, key ID) of
+/// each cosignature line.
+type CosignedFile = (u64, PathBuf, Vec<(String, u32)>);
 
 /// The checkpoints each log signed recently (log directory name → notes):
 /// written by the checkpointer, read by cosignature pushes.
@@ -159,8 +168,9 @@ fn cosignature_lines(note: &Note) -> impl Iterator<Item = &NoteSignature> {
         .filter(|s| cosignature_timestamp(s).is_some())
 }
 
-/// The cosigned checkpoints of a log: (size, path, cosignature count).
-fn cosigned_files(log_dir: &Path) -> Result<Vec<(u64, PathBuf, usize)>, AuditError> {
+/// The cosigned checkpoints of a log, newest first: (size, path, the
+/// (name, key ID) of each cosignature line).
+fn cosigned_files(log_dir: &Path) -> Result<Vec<CosignedFile>, AuditError> {
     let dir = log_dir.join(files::COSIGNED_DIR);
     let entries = match fs::read_dir(&dir) {
         Ok(e) => e,
@@ -184,7 +194,10 @@ fn cosigned_files(log_dir: &Path) -> Result<Vec<(u64, PathBuf, usize)>, AuditErr
         let note = Note::parse(&bytes).map_err(|err| {
             AuditError::corrupt(&path, 0, format!("not a cosigned checkpoint: {err}"))
         })?;
-        out.push((size, path, cosignature_lines(&note).count()));
+        let keys = cosignature_lines(&note)
+            .map(|s| (s.name.clone(), s.key_id))
+            .collect();
+        out.push((size, path, keys));
     }
     out.sort_by_key(|(s, _, _)| std::cmp::Reverse(*s));
     Ok(out)
@@ -221,11 +234,11 @@ pub fn served_checkpoint(log_dir: &Path) -> Result<Option<Vec<u8>>, AuditError> 
     Ok(Some(current))
 }
 
-/// The newest checkpoint of the log in `log_dir` with at least `min` (≥ 1)
-/// cosignatures, as the log signed it plus its cosignatures.
-pub fn witnessed_checkpoint(log_dir: &Path, min: usize) -> Result<Option<Vec<u8>>, AuditError> {
-    for (_, path, count) in cosigned_files(log_dir)? {
-        if count >= min.max(1) {
+/// The newest checkpoint of the log in `log_dir` that the witness key with
+/// ID `key_id` cosigned, as the log signed it plus every cosignature on it.
+pub fn witnessed_by(log_dir: &Path, key_id: u32) -> Result<Option<Vec<u8>>, AuditError> {
+    for (_, path, keys) in cosigned_files(log_dir)? {
+        if keys.iter().any(|(_, id)| *id == key_id) {
             return read_opt(&path);
         }
     }
@@ -326,15 +339,14 @@ pub(crate) fn add(
     })
 }
 
-/// Deletes every cosigned checkpoint that a newer one with at least as
-/// many cosignatures makes useless for `checkpoint.<N>`.
+/// Deletes every cosigned checkpoint that is no witness key's newest.
 fn prune(log_dir: &Path) -> Result<(), AuditError> {
-    let mut best = 0;
-    for (_, path, count) in cosigned_files(log_dir)? {
-        if count <= best {
+    let mut seen: Vec<(String, u32)> = Vec::new();
+    for (_, path, keys) in cosigned_files(log_dir)? {
+        if keys.iter().all(|k| seen.contains(k)) {
             fs::remove_file(&path).map_err(|e| AuditError::io(&path, e))?;
         } else {
-            best = count;
+            seen.extend(keys);
         }
     }
     Ok(())
@@ -369,7 +381,7 @@ mod tests {
         let cp5 = signed(&log, 5);
         std::fs::write(d.join("checkpoint"), &cp5).unwrap();
         assert_eq!(served_checkpoint(d).unwrap().unwrap(), cp5);
-        assert_eq!(witnessed_checkpoint(d, 1).unwrap(), None);
+        assert_eq!(witnessed_by(d, w1.key_id()).unwrap(), None);
 
         // Two witnesses on size 5, one refreshing its line.
         let r = add(d, &cp5, &push(&cp5, &w1, 100), &ws, 100).unwrap();
@@ -382,21 +394,22 @@ mod tests {
         assert!(served.starts_with(&cp5));
         assert_eq!(Note::parse(&served).unwrap().signatures().len(), 3);
 
-        // The log moves on; w1 cosigns size 9: checkpoint.1 is 9, checkpoint.2 still 5.
+        // The log moves on; w1 cosigns size 9: w1's newest is 9, w2's still 5.
         let cp9 = signed(&log, 9);
         std::fs::write(d.join("checkpoint"), &cp9).unwrap();
         assert_eq!(served_checkpoint(d).unwrap().unwrap(), cp9);
         add(d, &cp9, &push(&cp9, &w1, 200), &ws, 200).unwrap();
-        let one = witnessed_checkpoint(d, 1).unwrap().unwrap();
-        assert!(one.starts_with(&cp9));
-        let two = witnessed_checkpoint(d, 2).unwrap().unwrap();
-        assert!(two.starts_with(&cp5));
-        assert_eq!(witnessed_checkpoint(d, 3).unwrap(), None);
-        // Both on 9: size 5 is useless now and pruned.
+        let by1 = witnessed_by(d, w1.key_id()).unwrap().unwrap();
+        assert!(by1.starts_with(&cp9));
+        let by2 = witnessed_by(d, w2.key_id()).unwrap().unwrap();
+        assert!(by2.starts_with(&cp5));
+        assert_eq!(Note::parse(&by2).unwrap().signatures().len(), 3);
+        assert_eq!(witnessed_by(d, 0x1234_5678).unwrap(), None);
+        // w2 on 9 too: size 5 is nobody's newest now and pruned.
         add(d, &cp9, &push(&cp9, &w2, 200), &ws, 200).unwrap();
         assert!(!cosigned_path(d, 5).exists());
         assert!(
-            witnessed_checkpoint(d, 2)
+            witnessed_by(d, w2.key_id())
                 .unwrap()
                 .unwrap()
                 .starts_with(&cp9)

@@ -180,6 +180,9 @@ pub fn action_of(method: &Method, route: Option<&str>) -> String {
         ("GET", "/projects/{project}/audit/log/{*path}") | ("GET", "/audit/log/{*path}") => {
             "audit.log.read"
         }
+        ("POST", "/projects/{project}/audit/log/cosignature")
+        | ("POST", "/audit/log/cosignature") => "audit.log.cosign",
+        ("POST", "/audit/log/rotate-key") => "audit.key.rotate",
         _ => return format!("api.request.{}", method.as_str().to_ascii_lowercase()),
     };
     a.to_string()

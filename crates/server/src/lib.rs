@@ -50,6 +50,9 @@ pub struct ServerOptions {
     pub expiry_check_interval: Duration,
     /// Set the `Secure` attribute on the session cookie (behind TLS).
     pub secure_cookies: bool,
+    /// Witness keys whose cosignatures of the audit logs' checkpoints are
+    /// accepted (`audit.witnesses`); none: every push is refused.
+    pub witnesses: Vec<merkle::CosignatureVerifier>,
 }
 
 impl Default for ServerOptions {
@@ -61,6 +64,7 @@ impl Default for ServerOptions {
             login_window: Duration::from_secs(300),
             expiry_check_interval: Duration::from_secs(10),
             secure_cookies: false,
+            witnesses: Vec::new(),
         }
     }
 }

@@ -33,6 +33,7 @@ use crate::error::{ErrorBody, ErrorDetail};
         audit_api::search_project, audit_api::search_org, audit_api::get_project_event,
         audit_api::get_org_event, audit_api::export_project, audit_api::export_org,
         audit_api::ingest_project, tlog_api::project_log, tlog_api::org_log,
+        tlog_api::project_cosign, tlog_api::org_cosign, tlog_api::rotate_key,
     ),
     components(schemas(ErrorBody, ErrorDetail)),
     security(("bearer" = []), ("basic" = []), ("session" = [])),

@@ -4,7 +4,7 @@
 //! monitor must report (rollback, forks, bad signature, bad entry, bad
 //! hash tile, bad content, a state of another log), each asserting the
 //! message; then witness quorums through `checkpoint` and
-//! `checkpoint.<N>`, for `monitor` and `verify` alike.
+//! `witnessed/<key id>`, for `monitor` and `verify` alike.
 
 use std::path::Path;
 
@@ -264,39 +264,59 @@ fn witness_quorums() {
     let w1 = CosignatureSigner::from_seed("w1.example", &[1; 32]).unwrap();
     let w2 = CosignatureSigner::from_seed("w2.example", &[2; 32]).unwrap();
     let stranger = CosignatureSigner::from_seed("w3.example", &[3; 32]).unwrap();
+    let ok = |size: u64, quorum: usize, cosigners: usize, given: usize| {
+        Ok(format!(
+            "witnessed up to size {size} (quorum {quorum}; {cosigners} of {given} given witnesses cosigned)"
+        ))
+    };
 
     // The current checkpoint cosigned by both: served with its cosignatures.
     let d = copy_at(&fx, &fx.cp600);
     cosign_into(d.path(), &fx.cp600, &[&w1, &w2]);
     assert_eq!(
         both(d.path(), &with_policy(&fx, &[&w1, &w2], 2)),
-        Ok("witnessed up to size 600 by 2 of the given witnesses (quorum 2)".into())
+        ok(600, 2, 2, 2)
     );
     // Cosigners the policy does not name do not count.
     assert_eq!(
         both(d.path(), &with_policy(&fx, &[&w1, &stranger], 2)),
-        Err("checkpoint.2: 1 of the given witnesses cosigned it, quorum 2: not witnessed".into())
+        Err(
+            "checkpoint: 1 of the 2 given witnesses cosigned this log, quorum 2: not witnessed"
+                .into()
+        )
     );
     assert_eq!(
-        both(d.path(), &with_policy(&fx, &[&w1, &w2], 3)),
-        Err("checkpoint: 2 of the given witnesses cosigned it and no checkpoint.3 is served: not witnessed by a quorum of 3".into())
+        both(d.path(), &with_policy(&fx, &[&w1, &stranger], 1)),
+        ok(600, 1, 1, 2)
     );
 
-    // Only the checkpoint at 300 is cosigned: checkpoint.1 is used, and the
-    // tree at 600 extends it.
+    // w1 cosigned the checkpoint at 300, w2 the one at 600: each fetched
+    // from witnessed/<key id>; with both required, witnessed up to 300.
     let d = copy_at(&fx, &fx.cp600);
     cosign_into(d.path(), &fx.cp300, &[&w1]);
+    cosign_into(d.path(), &fx.cp600, &[&w2]);
     assert_eq!(
         both(d.path(), &with_policy(&fx, &[&w1], 1)),
-        Ok("witnessed up to size 300 by 1 of the given witnesses (quorum 1)".into())
+        ok(300, 1, 1, 1)
     );
-    assert!(
-        both(d.path(), &with_policy(&fx, &[&w1, &w2], 2))
-            .unwrap_err()
-            .contains("not witnessed by a quorum of 2")
+    assert_eq!(
+        both(d.path(), &with_policy(&fx, &[&w1, &w2], 2)),
+        ok(300, 2, 2, 2)
+    );
+    assert_eq!(
+        both(d.path(), &with_policy(&fx, &[&w1, &w2], 1)),
+        ok(600, 1, 2, 2)
     );
 
-    // The witnesses saw a different tree at 300: a split view, caught.
+    // The server rolled back below what a witness saw.
+    let d = copy_at(&fx, &fx.cp300);
+    cosign_into(d.path(), &fx.cp600, &[&w1]);
+    assert_eq!(
+        both(d.path(), &with_policy(&fx, &[&w1], 1)),
+        Err("checkpoint: size 300 is smaller than the checkpoint witness w1.example cosigned (size 600): rollback".into())
+    );
+
+    // The witness saw a different tree at 300: a split view, caught.
     let d = copy_at(&fx, &fx.cp600);
     let forked = {
         let f = tempfile::tempdir().unwrap();
@@ -309,7 +329,8 @@ fn witness_quorums() {
     assert_eq!(
         both(d.path(), &with_policy(&fx, &[&w1], 1)).unwrap_err(),
         format!(
-            "checkpoint.1: the witnessed checkpoint (size 300, root {}) is not a prefix of the verified tree: fork",
+            "witnessed/{:08x}: the checkpoint witness w1.example cosigned (size 300, root {}) is not a prefix of the verified tree: fork",
+            w1.key_id(),
             merkle::Checkpoint::parse(Note::parse(&forked).unwrap().text())
                 .unwrap()
                 .root()
@@ -321,14 +342,13 @@ fn witness_quorums() {
     let d = copy_at(&fx, &fx.cp600);
     cosign_into(d.path(), &fx.cp600, &[&w1]);
     let p = d.path().join("cosigned/600");
-    let mut note = Note::parse(&std::fs::read(&p).unwrap()).unwrap();
+    let note = Note::parse(&std::fs::read(&p).unwrap()).unwrap();
     let mut bad = note.signatures()[1].clone();
     bad.signature[40] ^= 1;
-    let text = note.text().to_string();
-    note = Note::new(&text).unwrap();
-    note.sign(&fx.signer);
-    note.add_signature(bad).unwrap();
-    std::fs::write(&p, note.to_bytes()).unwrap();
+    let mut note2 = Note::new(note.text()).unwrap();
+    note2.sign(&fx.signer);
+    note2.add_signature(bad).unwrap();
+    std::fs::write(&p, note2.to_bytes()).unwrap();
     assert_eq!(
         both(d.path(), &with_policy(&fx, &[&w1], 1)).unwrap_err(),
         format!(

@@ -281,11 +281,11 @@ fn tile_paths_are_validated() {
     // The checkpoint is served (with its cosignatures: none yet).
     assert_eq!(log.tlog_file(&k, "checkpoint").unwrap(), log.checkpoint(&k));
     for bad in [
-        "checkpoint.0",
-        "checkpoint.01",
-        "checkpoint.101",
-        "checkpoint.x",
-        "checkpoint.1/../../signing-key",
+        "checkpoint.1",
+        "witnessed/0000000",
+        "witnessed/0000000g",
+        "witnessed/ABCDEF01",
+        "witnessed/00000000/../../../signing-key",
         "cosigned/3",
         "../signing-key",
         "tile/0/../../../signing-key",

@@ -51,7 +51,9 @@ fn cosignatures_of_current_and_recent_checkpoints_are_stored_and_served() {
     assert_eq!(r.cosignatures.len(), 1);
     let served = log.tlog_file(&k, "checkpoint").unwrap().unwrap();
     assert!(served.starts_with(&cp5) && served.len() > cp5.len());
-    assert_eq!(log.tlog_file(&k, "checkpoint.1").unwrap(), Some(served));
+    let by = |w: &CosignatureSigner| format!("witnessed/{:08x}", w.key_id());
+    assert_eq!(log.tlog_file(&k, &by(&w1)).unwrap(), Some(served));
+    assert_eq!(log.tlog_file(&k, &by(&w2)).unwrap(), None);
 
     // The log moves on; the checkpoint at 5 is still recent: w2 cosigns it.
     append_n(&log, Some("p1"), 3, &mut Vec::new());
@@ -61,8 +63,9 @@ fn cosignatures_of_current_and_recent_checkpoints_are_stored_and_served() {
         .add_cosignatures(&k, &cosigned(&cp5, &w2, now_s()), &ws, now_s())
         .unwrap();
     assert_eq!((r.size, r.cosignatures.len()), (5, 2));
-    let two = log.tlog_file(&k, "checkpoint.2").unwrap().unwrap();
+    let two = log.tlog_file(&k, &by(&w2)).unwrap().unwrap();
     assert!(two.starts_with(&cp5));
+    assert_eq!(Note::parse(&two).unwrap().signatures().len(), 3);
 
     // Refused: a checkpoint this log never signed, another log's, an
     // unknown witness, nothing but the log's signature, garbage.
@@ -106,7 +109,7 @@ fn cosignatures_of_current_and_recent_checkpoints_are_stored_and_served() {
     log.shutdown();
     drop(log);
     let log = AuditLog::open(d.path(), options()).unwrap();
-    let two_again = log.tlog_file(&k, "checkpoint.2").unwrap().unwrap();
+    let two_again = log.tlog_file(&k, &by(&w1)).unwrap().unwrap();
     assert_eq!(two_again, two);
 }
 

@@ -87,6 +87,18 @@ pub fn routes(_state: AppState) -> Router<AppState> {
             get(tlog_api::project_log),
         )
         .route(&format!("{p}/audit/log/{{*path}}"), get(tlog_api::org_log))
+        .route(
+            &format!("{p}/projects/{{project}}/audit/log/cosignature"),
+            post(tlog_api::project_cosign),
+        )
+        .route(
+            &format!("{p}/audit/log/cosignature"),
+            post(tlog_api::org_cosign),
+        )
+        .route(
+            &format!("{p}/audit/log/rotate-key"),
+            post(tlog_api::rotate_key),
+        )
         .fallback(api_not_found)
         .method_not_allowed_fallback(method_not_allowed)
 }
