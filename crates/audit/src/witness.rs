@@ -325,7 +325,11 @@ pub(crate) fn add(
             .map_err(|e| CosignRefusal::Malformed(e.to_string()))?;
     }
     let dir = log_dir.join(files::COSIGNED_DIR);
-    fs::create_dir_all(&dir).map_err(|e| AuditError::io(&dir, e))?;
+    if !dir.is_dir() {
+        // A new directory is durable once its parent is fsynced too.
+        fs::create_dir_all(&dir).map_err(|e| AuditError::io(&dir, e))?;
+        diskio::fsync_dir(log_dir).map_err(|e| AuditError::io(log_dir, e))?;
+    }
     diskio::atomic_write(&path, &note.to_bytes(), &diskio::Faults::disabled())
         .map_err(|e| AuditError::io(&path, e))?;
     prune(log_dir)?;
