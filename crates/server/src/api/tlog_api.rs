@@ -150,6 +150,17 @@ impl SigningKeys {
     }
 }
 
+/// The body of a cosignature push: a checkpoint note (origin, size, root,
+/// an empty line) with the log's signature and one or more C2SP
+/// tlog-cosignature lines, each `— <name> <base64>`.
+#[derive(ToSchema)]
+#[schema(
+    pattern = "^[!-~]{1,64}\n(0|[1-9][0-9]{0,17})\n[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=\n\n(— [!-*,-~]{1,64} ([A-Za-z0-9+/]{4}){2,24}\n){1,8}$",
+    example = "flightdeck/p/default\n120\nCsUYapGGPo4dkMgIAUqom/Xajj7h2fB2MPA3j2jxq2I=\n\n— flightdeck KmMFWnltcvzO\n— w1.example 8/M1kAAAAABrCCFJ\n"
+)]
+#[allow(dead_code)]
+pub struct CosignedNote(String);
+
 /// What a cosignature push stored.
 #[derive(Serialize, ToSchema)]
 pub struct CosignedOut {
@@ -209,7 +220,7 @@ async fn audit_write(st: &AppState, caller: &Caller, project: &str) -> Result<()
 /// `checkpoint` (while current) and `witnessed/<witness key id>`.
 #[utoipa::path(post, path = "/api/flightdeck/v1/projects/{project}/audit/log/cosignature", tag = "audit",
     params(super::ProjectPath),
-    request_body(content = String, content_type = "text/plain",
+    request_body(content = CosignedNote, content_type = "text/plain",
         description = "A checkpoint note with one or more cosignature lines"),
     responses((status = 200, body = CosignedOut, description = "The cosignatures were stored")))]
 pub async fn project_cosign(
@@ -226,7 +237,7 @@ pub async fn project_cosign(
 /// Pushes a witness cosignature of the organization log's checkpoint
 /// (organization admins; tokens need `audit:write`).
 #[utoipa::path(post, path = "/api/flightdeck/v1/audit/log/cosignature", tag = "audit",
-    request_body(content = String, content_type = "text/plain",
+    request_body(content = CosignedNote, content_type = "text/plain",
         description = "A checkpoint note with one or more cosignature lines"),
     responses((status = 200, body = CosignedOut, description = "The cosignatures were stored")))]
 pub async fn org_cosign(
