@@ -2,7 +2,9 @@
 //! events (default 1,000,000, about 550 bytes each) written as tlog-tiles
 //! files in a temporary directory and read back through `dir_fetcher`,
 //! exactly as `flightdeck audit verify --data-dir` does (page cache warm:
-//! the files were just written). Target: 1M entries in ≤ 10 s.
+//! the files were just written). Target: 1M entries in ≤ 10 s. Then
+//! `audit::monitor::monitor` on the same log: a first run (everything) and
+//! a run after 1,000 more entries (what a cron job pays each time).
 //!
 //! Run: `cargo bench -p audit --bench verify [-- --events N]`.
 //! Writes `bench/results/verify-<date>.md` at the workspace root.
@@ -96,19 +98,57 @@ fn main() {
         .sign(&[&signer])
         .unwrap();
     write("checkpoint", &cp);
-    drop(leaves);
     eprintln!("wrote {n} entries in {:.1} s", t.elapsed().as_secs_f64());
 
-    let expect = Expect {
-        key: signer.verifier(),
-        origin: "flightdeck/p/bench".into(),
-        since: None,
-        log: Some(LogKey::of(Some("bench"))),
-    };
+    let expect = Expect::new(
+        vec![signer.verifier()],
+        "flightdeck/p/bench",
+        Some(LogKey::of(Some("bench"))),
+    );
     let t = Instant::now();
     let report = verify(dir_fetcher(log.clone()), &expect).expect("the log verifies");
     let secs = t.elapsed().as_secs_f64();
     println!("{report}");
+
+    // The monitor: a first run, then 1,000 more entries and a second run.
+    let t = Instant::now();
+    let (first, state) =
+        audit::monitor::monitor(dir_fetcher(log.clone()), &expect, None).expect("first run");
+    let first_secs = t.elapsed().as_secs_f64();
+    println!("{first}");
+    let more = 1000;
+    let start = n / 256 * 256;
+    let mut chunk: Vec<Vec<u8>> = (start..n).map(event).collect();
+    for i in n..n + more {
+        let e = event(i);
+        leaves.push(leaf_hash(&e));
+        chunk.push(e);
+        if chunk.len() == 256 || i + 1 == n + more {
+            let b = BundleId::new(i / 256, chunk.len() as u64).unwrap();
+            write(&b.path(), &encode_entry_bundle(&chunk).unwrap());
+            chunk.clear();
+        }
+    }
+    for (tile, bytes) in build_tiles(&leaves) {
+        if !tile.is_full() || tile.index() >= (start / 256) >> (8 * tile.level()) {
+            write(&tile.path(), &bytes);
+        }
+    }
+    let cp = Checkpoint::new(
+        "flightdeck/p/bench",
+        n + more,
+        root_from_leaf_hashes(&leaves),
+    )
+    .unwrap()
+    .sign(&[&signer])
+    .unwrap();
+    write("checkpoint", &cp);
+    drop(leaves);
+    let t = Instant::now();
+    let (second, _) = audit::monitor::monitor(dir_fetcher(log.clone()), &expect, Some(&state))
+        .expect("second run");
+    let second_ms = t.elapsed().as_secs_f64() * 1000.0;
+    println!("{second}");
 
     let date = format_time_ns(
         i64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos()).unwrap_or(0),
@@ -118,7 +158,11 @@ fn main() {
         "# Verifier benchmark ({date})\n\n`cargo bench -p audit --bench verify -- --events {n}`: \
          `audit::verify::verify` through `dir_fetcher` (page cache warm), one thread.\n\n\
          | entries | entry bytes | tiles + bundles | time | entries/s |\n| --- | --- | --- | --- | --- |\n\
-         | {n} | {:.0} MB | {} | {secs:.2} s | {:.0} |\n\nTarget: 1M entries ≤ 10 s ({}).\n",
+         | {n} | {:.0} MB | {} | {secs:.2} s | {:.0} |\n\nTarget: 1M entries ≤ 10 s ({}).\n\n\
+         `audit::monitor::monitor` on the same log:\n\n\
+         | run | new entries | tiles + bundles read | time |\n| --- | --- | --- | --- |\n\
+         | first (no state) | {n} | {} | {first_secs:.2} s |\n\
+         | next (+{more} entries) | {more} | {} | {second_ms:.1} ms |\n",
         bytes_total as f64 / 1e6,
         report.tiles,
         n as f64 / secs,
@@ -128,7 +172,9 @@ fn main() {
             "missed"
         } else {
             "run with 1M to judge"
-        }
+        },
+        first.tiles,
+        second.tiles,
     );
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let out = root.join("bench/results");

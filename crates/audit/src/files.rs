@@ -9,10 +9,13 @@
 //!   index.sqlite-wal, -shm        SQLite's WAL-mode companions
 //!   subjects.sqlite[-wal|-shm]    subject keys sealing personal values (not derived; erasure deletes keys)
 //!   signing-key                   Ed25519 checkpoint signer key (mode 0600, signed-note skey form)
+//!   signing-keys                  every public signing key and when it was in use (see keys.rs)
+//!   signing-key.new               the next signer key while a rotation is in progress
 //!   tlog/org/                     the organization log as a C2SP tlog-tiles tree
 //!   tlog/p/<slug>/                one project's log (see docs/format/audit-tlog.md)
 //!     checkpoint                  latest signed checkpoint (replaced atomically)
 //!     retained                    first entry index kept by retention (bundles below it deleted)
+//!     cosigned/<size>             that checkpoint with the witness cosignatures accepted for it
 //!     tile/<L>/<N>[.p/<W>]        hash tiles (write-once)
 //!     tile/entries/<N>[.p/<W>]    entry bundles (write-once)
 //! ```
@@ -56,6 +59,15 @@ pub fn parse_segment_name(name: &str) -> Option<u64> {
 
 /// The checkpoint signer key, in signed-note `PRIVATE+KEY+...` form.
 pub const SIGNING_KEY: &str = "signing-key";
+
+/// Every public signing key and its span of use, one line each.
+pub const SIGNING_KEYS: &str = "signing-keys";
+
+/// The next signer key, present only while a rotation is in progress.
+pub const SIGNING_KEY_NEW: &str = "signing-key.new";
+
+/// Directory of a log holding cosigned checkpoints, one file per tree size.
+pub const COSIGNED_DIR: &str = "cosigned";
 
 /// Directory holding one tlog-tiles tree per log.
 pub const TLOG_DIR: &str = "tlog";

@@ -8,10 +8,14 @@
 //! It is *not* an HTTP layer (no axum, hyper or tokio here: the server
 //! bridges `append_with` into async), and not a metadata store. The
 //! transparency logs ([`tlog`]: tiles and signed checkpoints) are derived
-//! from the segments' canonical bytes; [`proof`] makes inclusion and
+//! from the segments' leaves, signed with the keys of [`keys`] (rotatable)
+//! and cosigned by witnesses ([`witness`]); [`proof`] makes inclusion and
 //! consistency proofs and receipts from their files; [`verify`] checks one
-//! log from its public tlog-tiles files alone, and [`receipt`] one receipt
-//! with nothing but the verifier key.
+//! log from its public tlog-tiles files alone, [`monitor`] only what changed
+//! since its last run, and [`receipt`] one receipt with nothing but the
+//! verifier key. Personal values are sealed beside the leaves
+//! ([`personal`]); [`retention`] trims old entries and [`fsck`] checks the
+//! private copies against the signed trees.
 
 mod canonical;
 pub mod error;
@@ -19,7 +23,9 @@ pub mod event;
 pub mod files;
 pub mod fsck;
 mod index;
+pub mod keys;
 pub mod log;
+pub mod monitor;
 pub mod personal;
 pub mod proof;
 pub mod query;
@@ -28,6 +34,7 @@ pub mod retention;
 pub mod segment;
 pub mod tlog;
 pub mod verify;
+pub mod witness;
 
 pub use error::AuditError;
 pub use event::*;

@@ -55,6 +55,7 @@ use crate::error::AuditError;
 use crate::event::{Event, EventDraft, LogKey, Principal, format_time_ns};
 use crate::files;
 use crate::index::{self, IndexRow, IndexWriter, Readers, RowKeys, TailShared};
+use crate::keys::{self, KeyRecord, Keyring};
 use crate::personal::{self, Keystore};
 use crate::proof::{
     ConsistencyProof, EntryRef, InclusionProof, LogFiles, ProofError, SignedCheckpoint,
@@ -63,6 +64,7 @@ use crate::query::{Page, Query};
 use crate::receipt::Receipt;
 use crate::segment::{self, MAX_EVENT_BYTES, Repair};
 use crate::tlog::{self, CheckpointDone, Waiters};
+use crate::witness::{self, CosignRefusal, Cosigned, Recent};
 
 /// Largest number of events committed by one fsync.
 const MAX_BATCH_EVENTS: usize = 4096;
@@ -175,13 +177,21 @@ struct Inner {
     stats: Arc<StatCounters>,
     readers: Readers,
     /// Subject keys: seal on append, reveal on read, delete on erasure.
-    keys: Arc<Keystore>,
+    subjects: Arc<Keystore>,
     read_only: bool,
-    /// Verifier key string of the checkpoint signer (empty when a
-    /// read-only open found no key). Immutable.
-    verifier: String,
     /// Callbacks waiting for checkpoints; the checkpointer answers them.
     waiters: Arc<Waiters>,
+    /// The signing keys (writers only; read-only opens read the files).
+    /// Locked briefly by the checkpointer to sign, and by a rotation.
+    keys: Option<Arc<Mutex<Keyring>>>,
+    /// Checkpoints signed recently, for cosignature pushes.
+    recent: Arc<Recent>,
+    /// Serializes cosignature pushes (read-merge-write of `cosigned/`).
+    cosign_lock: Mutex<()>,
+    /// Wakes the checkpointer (an empty batch) after a key rotation.
+    /// Dropped at shutdown, before the threads are joined, so that the
+    /// checkpointer sees its channel close.
+    to_tlog: Mutex<Option<Sender<Vec<tlog::Leaf>>>>,
 }
 
 struct Pending {
@@ -209,6 +219,9 @@ impl Inner {
     fn stop(&self) {
         if let Ok(mut tx) = self.tx.write() {
             tx.take();
+        }
+        if let Ok(mut t) = self.to_tlog.lock() {
+            t.take();
         }
         let threads = match self.threads.lock() {
             Ok(mut t) => std::mem::take(&mut *t),
@@ -309,20 +322,27 @@ impl AuditLog {
         }
         let counters = index.counters()?;
         let last_seq = walked.last_seq;
-        let keys = Arc::new(Keystore::open(&dir.join(files::SUBJECTS))?);
+        let subjects = Arc::new(Keystore::open(&dir.join(files::SUBJECTS))?);
 
-        let signer = tlog::load_or_create_key(dir, &opts.tlog_name)?;
-        let verifier = signer.verifier().to_string();
+        let now_ns = opts.clock.as_ref().map_or_else(system_clock, |c| c());
+        let keys = Arc::new(Mutex::new(keys::load_or_create(
+            dir,
+            &opts.tlog_name,
+            now_ns,
+        )?));
+        let recent = Arc::new(Recent::default());
         // The tlog writes get no injected faults: those target the segment writer.
         let waiters = Arc::new(Waiters::default());
         let trees = tlog::Trees::recover(
             dir,
             &opts.tlog_name,
-            signer,
+            keys.clone(),
+            recent.clone(),
             Faults::disabled(),
             waiters.clone(),
         )?;
         let (ttx, trx) = mpsc::channel::<Vec<tlog::Leaf>>();
+        let wake_tlog = ttx.clone();
         let checkpoint_interval = opts.checkpoint_interval;
 
         let segment = match walked.last_segment {
@@ -395,11 +415,14 @@ impl AuditLog {
                 poisoned,
                 last_seq: last_seq_shared,
                 stats,
-                readers: Readers::file(index_path, dir.to_path_buf(), tail, keys.clone()),
-                keys,
+                readers: Readers::file(index_path, dir.to_path_buf(), tail, subjects.clone()),
+                subjects,
                 read_only: false,
-                verifier,
                 waiters,
+                keys: Some(keys),
+                recent,
+                cosign_lock: Mutex::new(()),
+                to_tlog: Mutex::new(Some(wake_tlog)),
             }),
         })
     }
@@ -417,7 +440,7 @@ impl AuditLog {
             ));
         }
         let index_path = dir.join(files::INDEX);
-        let keys = Arc::new(Keystore::open_read_only(&dir.join(files::SUBJECTS))?);
+        let subjects = Arc::new(Keystore::open_read_only(&dir.join(files::SUBJECTS))?);
         let mut found = None;
         if let Some(wm) = index::read_only_watermark(&index_path) {
             // The index file covers seqs up to its watermark (a live writer
@@ -432,7 +455,7 @@ impl AuditLog {
                 let tail = TailShared::new(wm + 1);
                 tail.push(rows, usize::MAX);
                 found = Some((
-                    Readers::file(index_path, dir.to_path_buf(), tail, keys.clone()),
+                    Readers::file(index_path, dir.to_path_buf(), tail, subjects.clone()),
                     walked.last_seq,
                 ));
             }
@@ -444,7 +467,12 @@ impl AuditLog {
                 let last_seq = catch_up(dir, &mut ix, 0, Repair::ReadOnly)?.last_seq;
                 let tail = TailShared::new(last_seq + 1);
                 (
-                    Readers::memory(ix.into_connection(), dir.to_path_buf(), tail, keys.clone()),
+                    Readers::memory(
+                        ix.into_connection(),
+                        dir.to_path_buf(),
+                        tail,
+                        subjects.clone(),
+                    ),
                     last_seq,
                 )
             }
@@ -458,14 +486,13 @@ impl AuditLog {
                 last_seq: Arc::new(AtomicU64::new(last_seq)),
                 stats: Arc::new(StatCounters::default()),
                 readers,
-                keys,
+                subjects,
                 read_only: true,
-                // A missing or unreadable key must not stop reading events.
-                verifier: tlog::read_verifier_key(dir)
-                    .ok()
-                    .flatten()
-                    .unwrap_or_default(),
                 waiters: Arc::new(Waiters::default()),
+                keys: None,
+                recent: Arc::new(Recent::default()),
+                cosign_lock: Mutex::new(()),
+                to_tlog: Mutex::new(None),
             }),
         })
     }
@@ -497,7 +524,7 @@ impl AuditLog {
             return done(Err(AuditError::ReadOnly));
         }
         let mut keys = RowKeys::of_draft(&draft);
-        let sealed = match self.inner.keys.seal(&keys.log, &draft, system_clock()) {
+        let sealed = match self.inner.subjects.seal(&keys.log, &draft, system_clock()) {
             Ok(s) => s,
             Err(e) => return done(Err(e)),
         };
@@ -575,7 +602,7 @@ impl AuditLog {
         ];
         who.extend(source_ips.iter().map(|ip| format!("ip:{ip}")));
         let held: Vec<String> = held.iter().map(index::log_text).collect();
-        self.inner.keys.erase(&who, &held, system_clock())
+        self.inner.subjects.erase(&who, &held, system_clock())
     }
 
     /// What retention would remove from `log` for a window ending at
@@ -754,28 +781,103 @@ impl AuditLog {
         }
     }
 
-    /// A tlog-tiles file of `log` at `path` relative to the log's base
-    /// (`tile/<L>/<N>[.p/<W>]` or `tile/entries/<N>[.p/<W>]`). `Ok(None)`
-    /// when absent or when `path` is not a canonical tile path (so nothing
-    /// outside the log's tiles can be named).
+    /// A file of `log`'s public read layout at `path` relative to the log's
+    /// base: `checkpoint` (with its witness cosignatures),
+    /// `witnessed/<witness key id>`, `tile/<L>/<N>[.p/<W>]` or
+    /// `tile/entries/<N>[.p/<W>]`; see [`tlog::read_log_file`]. `Ok(None)`
+    /// when absent or when `path` is none of these (so nothing outside the
+    /// log's files can be named).
     pub fn tlog_file(&self, log: &LogKey, path: &str) -> Result<Option<Vec<u8>>, AuditError> {
-        let rel = match merkle::tiles::parse_tile_path(path) {
-            Ok(merkle::TilePath::Hash(t)) => t.path(),
-            Ok(merkle::TilePath::Entries(b)) => b.path(),
-            Err(_) => return Ok(None),
-        };
-        let full = self.tlog_dir(log).join(rel);
-        match fs::read(&full) {
-            Ok(b) => Ok(Some(b)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(AuditError::io(full, e)),
+        tlog::read_log_file(&self.tlog_dir(log), path)
+    }
+
+    /// The current checkpoint verifier key (`<name>+<hex key id>+<base64
+    /// key>`); empty for a read-only open of a directory without a key.
+    pub fn verifier_key(&self) -> String {
+        match &self.inner.keys {
+            Some(k) => k
+                .lock()
+                .map(|k| k.current.verifier().to_string())
+                .unwrap_or_default(),
+            // A missing or unreadable key must not stop reading events.
+            None => tlog::read_verifier_key(&self.inner.dir)
+                .ok()
+                .flatten()
+                .unwrap_or_default(),
         }
     }
 
-    /// The checkpoint verifier key (`<name>+<hex key id>+<base64 key>`);
-    /// empty for a read-only open of a directory without a signing key.
-    pub fn verifier_key(&self) -> String {
-        self.inner.verifier.clone()
+    /// Every public signing key this log ever used, oldest first, with
+    /// when each was the signer (see [`crate::keys`]).
+    pub fn signing_keys(&self) -> Result<Vec<KeyRecord>, AuditError> {
+        match &self.inner.keys {
+            Some(k) => k
+                .lock()
+                .map(|k| k.history.clone())
+                .map_err(|_| AuditError::Poisoned),
+            None => keys::read_public(&self.inner.dir),
+        }
+    }
+
+    /// Replaces the signing key by a new one (same name) while the log
+    /// runs; the old public key stays listed. Every log's checkpoint is
+    /// re-signed with the new key within the checkpoint interval. Crash
+    /// safety: see [`crate::keys`]. Returns the new key's record.
+    pub fn rotate_key(&self, now_ns: i64) -> Result<KeyRecord, AuditError> {
+        let Some(keys_lock) = &self.inner.keys else {
+            return Err(AuditError::ReadOnly);
+        };
+        let mut ring = keys_lock.lock().map_err(|_| AuditError::Poisoned)?;
+        let next = keys::rotate(&self.inner.dir, &ring, now_ns)?;
+        *ring = next;
+        let record =
+            ring.history.last().cloned().ok_or_else(|| {
+                AuditError::corrupt(&self.inner.dir, 0, "bug: no key after rotation")
+            })?;
+        drop(ring);
+        if let Ok(t) = self.inner.to_tlog.lock()
+            && let Some(t) = t.as_ref()
+        {
+            let _ = t.send(Vec::new());
+        }
+        Ok(record)
+    }
+
+    /// Accepts the witness cosignatures of a pushed note for `log` (see
+    /// [`crate::witness`]): its text must be a checkpoint this log signed
+    /// (the current one or a recent one), and it must carry a valid
+    /// cosignature by one of `witnesses`. `now_s` is the server's clock.
+    pub fn add_cosignatures(
+        &self,
+        log: &LogKey,
+        pushed: &[u8],
+        witnesses: &[merkle::CosignatureVerifier],
+        now_s: u64,
+    ) -> Result<Cosigned, CosignRefusal> {
+        let pushed =
+            merkle::Note::parse(pushed).map_err(|e| CosignRefusal::Malformed(e.to_string()))?;
+        let size = merkle::Checkpoint::parse(pushed.text())
+            .map_err(|e| CosignRefusal::Malformed(e.to_string()))?
+            .size();
+        let dir = self.tlog_dir(log);
+        let _guard = self
+            .inner
+            .cosign_lock
+            .lock()
+            .map_err(|_| AuditError::Poisoned)?;
+        let current = self
+            .checkpoint(log)
+            .filter(|c| merkle::Note::parse(c).is_ok_and(|n| n.text() == pushed.text()));
+        let ours = current
+            .or_else(|| {
+                self.inner
+                    .recent
+                    .find(&files::tlog_log_dir(log), pushed.text())
+            })
+            .ok_or(CosignRefusal::UnknownCheckpoint {
+                size: size.to_string(),
+            })?;
+        witness::add(&dir, &ours, &pushed, witnesses, now_s)
     }
 
     /// Calls `done` once with the first signed checkpoint of `log` whose

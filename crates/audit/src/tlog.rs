@@ -48,8 +48,7 @@
 //! relative names as the tree directories ([`files::tlog_log_dir`]).
 
 use std::collections::{HashMap, HashSet};
-use std::fs::{self, OpenOptions};
-use std::io::Write;
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -57,14 +56,16 @@ use std::time::{Duration, Instant};
 
 use diskio::Faults;
 use merkle::tiles::{BundleId, TileId, encode_entry_bundle, encode_tile};
-use merkle::{Checkpoint, CompactRange, Hash, SignerKey, leaf_hash};
+use merkle::{Checkpoint, CompactRange, Hash, Note, SignerKey, leaf_hash};
 
 use crate::error::AuditError;
 use crate::event::LogKey;
 use crate::files;
 use crate::index;
+use crate::keys::{self, Keyring};
 use crate::proof::SignedCheckpoint;
 use crate::segment::{self, Repair};
+use crate::witness::{self, Recent};
 
 /// One durable event, as the checkpointer needs it.
 pub(crate) struct Leaf {
@@ -74,57 +75,11 @@ pub(crate) struct Leaf {
     pub bytes: Vec<u8>,
 }
 
-/// Loads the signer key of `audit_dir`, creating it (mode 0600, seed from
-/// the OS) when absent. The key is never logged.
-pub(crate) fn load_or_create_key(audit_dir: &Path, name: &str) -> Result<SignerKey, AuditError> {
-    let path = audit_dir.join(files::SIGNING_KEY);
-    match read_key(&path)? {
-        Some(k) => Ok(k),
-        None => {
-            let mut seed = [0u8; 32];
-            rand::TryRngCore::try_fill_bytes(&mut rand::rngs::OsRng, &mut seed).map_err(|e| {
-                AuditError::io(&path, std::io::Error::other(format!("OS randomness: {e}")))
-            })?;
-            let key = SignerKey::from_seed(name, &seed).map_err(|e| {
-                AuditError::corrupt(&path, 0, format!("bad signer key name {name:?}: {e}"))
-            })?;
-            let mut text = key.to_skey_string();
-            text.push('\n');
-            let tmp = audit_dir.join(format!("{}.tmp", files::SIGNING_KEY));
-            let _ = fs::remove_file(&tmp);
-            let write = || -> std::io::Result<()> {
-                use std::os::unix::fs::OpenOptionsExt;
-                let mut f = OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .open(&tmp)?;
-                f.write_all(text.as_bytes())?;
-                f.sync_all()?;
-                fs::rename(&tmp, &path)?;
-                diskio::fsync_dir(audit_dir)
-            };
-            write().map_err(|e| AuditError::io(&path, e))?;
-            Ok(key)
-        }
-    }
-}
-
-fn read_key(path: &Path) -> Result<Option<SignerKey>, AuditError> {
-    match fs::read_to_string(path) {
-        Ok(text) => SignerKey::parse(text.trim_end())
-            .map(Some)
-            .map_err(|e| AuditError::corrupt(path, 0, format!("not a signer key: {e}"))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(AuditError::io(path, e)),
-    }
-}
-
 /// The verifier key string (`<name>+<hex id>+<base64 key>`) of the signing
 /// key in `audit_dir`, without creating one: for tools reading a data
 /// directory.
 pub fn read_verifier_key(audit_dir: &Path) -> Result<Option<String>, AuditError> {
-    Ok(read_key(&audit_dir.join(files::SIGNING_KEY))?.map(|k| k.verifier().to_string()))
+    Ok(keys::read_signer(&audit_dir.join(files::SIGNING_KEY))?.map(|k| k.verifier().to_string()))
 }
 
 /// The retention floor of a tree directory ([`files::RETAINED`]; 0 when
@@ -140,6 +95,49 @@ pub(crate) fn read_retained(dir: &Path) -> Result<u64, AuditError> {
         Err(e) => Err(AuditError::io(&path, e)),
     }
 }
+
+/// A file of the public read layout of the log in `log_dir` (a directory
+/// under `tlog/`): `checkpoint` (with its cosignatures), `retained` (the
+/// retention floor, when retention removed entries),
+/// `witnessed/<key ID, 8 lower-case hex digits>` (the newest checkpoint
+/// that witness cosigned), or a canonical tile or entry bundle path.
+/// `Ok(None)` when absent or when `rel` is none of these, so nothing else
+/// can be named. The server serves exactly this, and `verify::dir_fetcher`
+/// reads through it, so a data directory and its server look the same to
+/// a verifier.
+pub fn read_log_file(log_dir: &Path, rel: &str) -> Result<Option<Vec<u8>>, AuditError> {
+    if rel == files::CHECKPOINT {
+        return witness::served_checkpoint(log_dir);
+    }
+    if rel == files::RETAINED {
+        return match fs::read(log_dir.join(files::RETAINED)) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(AuditError::io(log_dir.join(files::RETAINED), e)),
+        };
+    }
+    if let Some(id) = rel.strip_prefix(WITNESSED_PREFIX) {
+        let canonical = id.len() == 8 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        return match u32::from_str_radix(id, 16) {
+            Ok(id) if canonical => witness::witnessed_by(log_dir, id),
+            _ => Ok(None),
+        };
+    }
+    let rel = match merkle::tiles::parse_tile_path(rel) {
+        Ok(merkle::TilePath::Hash(t)) => t.path(),
+        Ok(merkle::TilePath::Entries(b)) => b.path(),
+        Err(_) => return Ok(None),
+    };
+    let full = log_dir.join(rel);
+    match fs::read(&full) {
+        Ok(b) => Ok(Some(b)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(AuditError::io(full, e)),
+    }
+}
+
+/// Public path prefix of a witness's newest cosigned checkpoint.
+pub const WITNESSED_PREFIX: &str = "witnessed/";
 
 /// The origin line of `log`'s checkpoints.
 pub fn origin(tlog_name: &str, log: &LogKey) -> String {
@@ -176,7 +174,7 @@ pub fn write_log(
             tree.write_full(&faults, false)?;
         }
     }
-    tree.flush(signer, &faults)?
+    tree.flush(signer, &Recent::default(), &faults)?
         .ok_or_else(|| AuditError::corrupt(&tree.dir, 0, "write_log got no entries"))
 }
 
@@ -213,6 +211,8 @@ fn write_once(
 /// level. Owned by the checkpointer thread (or by `open` before it starts).
 struct Tree {
     dir: PathBuf,
+    /// The directory name under `tlog/` (`org`, `p/<slug>`).
+    rel: String,
     origin: String,
     range: CompactRange,
     /// Per tile level, the hashes of its incomplete (rightmost) tile.
@@ -228,6 +228,9 @@ struct Tree {
     retained_from: u64,
     /// The checkpoint found on disk at open, until it is published.
     on_disk: Option<SignedCheckpoint>,
+    /// Key ID of the signature on the checkpoint on disk: when it is not
+    /// the current signer's (a key rotation), the checkpoint is re-signed.
+    signed_by: Option<u32>,
     /// Set at open when the checkpoint on disk covers more entries than
     /// the segments hold: the log lost acknowledged events. Signing a
     /// smaller tree would be a fork, so this log's tree is frozen (no
@@ -237,21 +240,28 @@ struct Tree {
 
 impl Tree {
     fn new(tlog_dir: &Path, tlog_name: &str, log: &LogKey) -> Result<Tree, AuditError> {
-        let dir = tlog_dir.join(files::tlog_log_dir(log));
+        let rel = files::tlog_log_dir(log);
+        let dir = tlog_dir.join(&rel);
         let cp_path = dir.join(files::CHECKPOINT);
-        let on_disk =
-            match fs::read(&cp_path) {
-                Ok(bytes) => Some(SignedCheckpoint::parse(bytes).ok_or_else(|| {
+        let (on_disk, signed_by) = match fs::read(&cp_path) {
+            Ok(bytes) => {
+                let by = Note::parse(&bytes)
+                    .ok()
+                    .and_then(|n| n.signatures().first().map(|s| s.key_id));
+                let cp = SignedCheckpoint::parse(bytes).ok_or_else(|| {
                     AuditError::corrupt(&cp_path, 0, "not a signed tlog checkpoint")
-                })?),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-                Err(e) => return Err(AuditError::io(&cp_path, e)),
-            };
+                })?;
+                (Some(cp), by)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (None, None),
+            Err(e) => return Err(AuditError::io(&cp_path, e)),
+        };
         let checkpointed = on_disk.as_ref().map(|c| c.size);
         let retained_from = read_retained(&dir)?;
         Ok(Tree {
             retained_from,
             dir,
+            rel,
             origin: origin(tlog_name, log),
             range: CompactRange::new(0),
             levels: Vec::new(),
@@ -259,6 +269,7 @@ impl Tree {
             pending: Vec::new(),
             checkpointed,
             on_disk,
+            signed_by,
             frozen: false,
         })
     }
@@ -352,11 +363,23 @@ impl Tree {
         Ok(())
     }
 
+    /// Whether the checkpoint on disk needs writing: a new size, or the
+    /// same size signed by a key that is no longer the signer.
+    fn needs_checkpoint(&self, signer: u32) -> bool {
+        let size = self.size();
+        !self.frozen
+            && size > 0
+            && (self.checkpointed != Some(size) || self.signed_by != Some(signer))
+    }
+
     /// Brings the files up to the current size: full and partial tiles and
-    /// bundles, then the signed checkpoint, which it returns when it wrote one.
+    /// bundles, then the signed checkpoint (also re-signed, same text, when
+    /// the signing key changed), which it returns when it wrote one.
+    /// Remembers the new checkpoint in `recent`.
     fn flush(
         &mut self,
         signer: &SignerKey,
+        recent: &Recent,
         faults: &Faults,
     ) -> Result<Option<SignedCheckpoint>, AuditError> {
         if self.frozen {
@@ -364,10 +387,12 @@ impl Tree {
         }
         self.write_full(faults, false)?;
         let size = self.size();
-        if self.checkpointed == Some(size) || size == 0 {
+        if !self.needs_checkpoint(signer.key_id()) {
             return Ok(None);
         }
-        self.write_partials(faults, false)?;
+        if self.checkpointed != Some(size) {
+            self.write_partials(faults, false)?;
+        }
         let bad = |e: String| AuditError::corrupt(&self.dir, size, e);
         let root = self.range.root().map_err(|e| bad(e.to_string()))?;
         let note = Checkpoint::new(&self.origin, size, root)
@@ -376,6 +401,8 @@ impl Tree {
         let path = self.dir.join(files::CHECKPOINT);
         diskio::atomic_write(&path, &note, faults).map_err(|e| AuditError::io(&path, e))?;
         self.checkpointed = Some(size);
+        self.signed_by = Some(signer.key_id());
+        recent.record(&self.rel, note.clone());
         Ok(Some(SignedCheckpoint {
             note,
             origin: self.origin.clone(),
@@ -389,7 +416,10 @@ impl Tree {
 pub(crate) struct Trees {
     tlog_dir: PathBuf,
     tlog_name: String,
-    signer: SignerKey,
+    /// Shared with [`crate::AuditLog`], which may rotate the key: every
+    /// flush signs with the current signer.
+    keys: Arc<Mutex<Keyring>>,
+    recent: Arc<Recent>,
     faults: Faults,
     trees: HashMap<String, Tree>,
     /// Callbacks waiting for checkpoints, shared with [`crate::AuditLog`].
@@ -430,14 +460,16 @@ impl Trees {
     pub(crate) fn recover(
         audit_dir: &Path,
         tlog_name: &str,
-        signer: SignerKey,
+        keys: Arc<Mutex<Keyring>>,
+        recent: Arc<Recent>,
         faults: Faults,
         waiters: Arc<Waiters>,
     ) -> Result<Trees, AuditError> {
         let mut trees = Trees {
             tlog_dir: audit_dir.join(files::TLOG_DIR),
             tlog_name: tlog_name.to_string(),
-            signer,
+            keys,
+            recent,
             faults,
             trees: HashMap::new(),
             waiters,
@@ -488,18 +520,32 @@ impl Trees {
         }
     }
 
+    fn signer(&self) -> Option<SignerKey> {
+        match self.keys.lock() {
+            Ok(k) => Some(k.current.clone()),
+            Err(_) => {
+                tracing::error!("bug: the signing keyring lock is poisoned; no checkpoints");
+                None
+            }
+        }
+    }
+
     fn dirty(&self) -> bool {
-        self.trees
-            .values()
-            .any(|t| !t.frozen && (t.checkpointed != Some(t.size()) || !t.pending.is_empty()))
+        let id = self.signer().map(|s| s.key_id());
+        self.trees.values().any(|t| {
+            !t.frozen && (id.is_some_and(|id| t.needs_checkpoint(id)) || !t.pending.is_empty())
+        })
     }
 
     /// Flushes every changed tree; on failure the others are still tried
     /// and the failed ones retried next time.
     fn flush_all(&mut self) -> bool {
+        let Some(signer) = self.signer() else {
+            return false;
+        };
         let mut ok = true;
         for (log, t) in self.trees.iter_mut() {
-            match t.flush(&self.signer, &self.faults) {
+            match t.flush(&signer, &self.recent, &self.faults) {
                 Ok(Some(cp)) => self.waiters.publish(log, cp),
                 Ok(None) => {}
                 Err(e) => {
@@ -513,7 +559,8 @@ impl Trees {
 
     /// The checkpointer thread: appends leaves as they come and flushes at
     /// most `interval` after the first unflushed one; flushes once more
-    /// when the indexer hangs up.
+    /// when the indexer hangs up. An empty batch is a wake-up (after a key
+    /// rotation: re-sign every checkpoint).
     pub(crate) fn run(mut self, rx: Receiver<Vec<Leaf>>, interval: Duration) {
         // However the thread ends, nobody is left waiting for a checkpoint.
         let _close = CloseWaiters(self.waiters.clone());

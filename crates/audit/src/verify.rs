@@ -28,6 +28,17 @@
 //!    `time` never decreases.
 //! 7. The saved checkpoint's root is the root of the first `size` leaves
 //!    of the authentic tree (consistency: else a fork).
+//! 8. With a witness policy (`--witness`, `--witness-quorum N`): for each
+//!    given witness, the checkpoint's own cosignature by it, or else
+//!    `witnessed/<its key ID>` (the newest checkpoint it cosigned), which
+//!    must be signed by the log, carry a valid cosignature by it, be no
+//!    larger than the verified tree (else a rollback) and have the root of
+//!    that tree's first `size` leaves (else a fork). At least N witnesses
+//!    must have one; the log is witnessed up to the N-th largest of their
+//!    sizes, which the report gives. A line of a given witness that does
+//!    not verify fails the check. (Witnesses cosign at their own pace and
+//!    every push moves the log on, so they seldom share a checkpoint; each
+//!    one's statement covers the prefix it cosigned.)
 //!
 //! Cost: one read of every file, O(entries) hashing and JSON parsing, and
 //! 64 bytes of memory per entry (two leaf-hash arrays).
@@ -37,7 +48,9 @@ use std::path::{Path, PathBuf};
 use merkle::tiles::{
     BundleId, TileId, bundles_for_size, decode_entry_bundle, encode_tile, tiles_for_size,
 };
-use merkle::{Checkpoint, Hash, Note, NoteError, VerifierKey, Verifiers, leaf_hash};
+use merkle::{
+    Checkpoint, CosignatureVerifier, Hash, Note, NoteError, VerifierKey, Verifiers, leaf_hash,
+};
 
 use crate::event::{Event, LogKey, parse_time_ns};
 
@@ -48,8 +61,10 @@ pub type Fetched = Result<Option<Vec<u8>>, String>;
 /// What verification needs besides the files.
 #[derive(Debug, Clone)]
 pub struct Expect {
-    /// The verifier key that must have signed the checkpoint.
-    pub key: VerifierKey,
+    /// The log's verifier keys: the checkpoint (and a saved one) must be
+    /// signed by one of them. Several after a key rotation: the current
+    /// key for new checkpoints, older ones for saved checkpoints.
+    pub keys: Vec<VerifierKey>,
     /// The origin line the checkpoint must carry.
     pub origin: String,
     /// A previously saved signed checkpoint of the same log: the current
@@ -58,6 +73,45 @@ pub struct Expect {
     /// The log this is: every entry's `project` must name it. `None`
     /// skips the check.
     pub log: Option<LogKey>,
+    /// The witness policy: at least `quorum` of these witnesses must have
+    /// cosigned the checkpoint (or a checkpoint it extends). No check when
+    /// `quorum` is 0.
+    pub witnesses: Vec<CosignatureVerifier>,
+    pub quorum: usize,
+}
+
+impl Expect {
+    /// The expectation for one log: signed by `keys`, with `origin`; no
+    /// saved checkpoint, no witness policy.
+    pub fn new(keys: Vec<VerifierKey>, origin: impl Into<String>, log: Option<LogKey>) -> Expect {
+        Expect {
+            keys,
+            origin: origin.into(),
+            since: None,
+            log,
+            witnesses: Vec::new(),
+            quorum: 0,
+        }
+    }
+
+    fn key_list(&self) -> String {
+        self.keys
+            .iter()
+            .map(|k| k.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// Up to where a log is witnessed: `quorum` of the given witnesses each
+/// cosigned a checkpoint of at least `size` that the verified tree
+/// extends; `cosigners` of the `given` witnesses cosigned one at all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Witnessed {
+    pub size: u64,
+    pub cosigners: usize,
+    pub given: usize,
+    pub quorum: usize,
 }
 
 /// A log that verified.
@@ -73,6 +127,8 @@ pub struct Report {
     /// Entries below this index were removed by retention (their bundles
     /// are gone; their hashes are checked through the tiles).
     pub retained_from: u64,
+    /// Set when a witness policy was checked.
+    pub witnessed: Option<Witnessed>,
 }
 
 impl std::fmt::Display for Report {
@@ -93,7 +149,20 @@ impl std::fmt::Display for Report {
                 self.retained_from
             )?;
         }
+        if let Some(w) = &self.witnessed {
+            write!(f, "; {w}")?;
+        }
         Ok(())
+    }
+}
+
+impl std::fmt::Display for Witnessed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "witnessed up to size {} (quorum {}; {} of {} given witnesses cosigned)",
+            self.size, self.quorum, self.cosigners, self.given
+        )
     }
 }
 
@@ -106,7 +175,7 @@ pub struct Failure {
     pub reason: String,
 }
 
-fn fail<T>(place: impl Into<String>, reason: impl Into<String>) -> Result<T, Failure> {
+pub(crate) fn fail<T>(place: impl Into<String>, reason: impl Into<String>) -> Result<T, Failure> {
     Err(Failure {
         place: place.into(),
         reason: reason.into(),
@@ -114,13 +183,10 @@ fn fail<T>(place: impl Into<String>, reason: impl Into<String>) -> Result<T, Fai
 }
 
 /// A fetch function over a log directory on disk (`<data>/audit/tlog/org`,
-/// `<data>/audit/tlog/p/<slug>`).
+/// `<data>/audit/tlog/p/<slug>`), answering exactly what the server serves
+/// for the same relative paths ([`crate::tlog::read_log_file`]).
 pub fn dir_fetcher(dir: PathBuf) -> impl FnMut(&str) -> Fetched {
-    move |rel: &str| match std::fs::read(dir.join(rel)) {
-        Ok(b) => Ok(Some(b)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(format!("{}: {e}", dir.join(rel).display())),
-    }
+    move |rel: &str| crate::tlog::read_log_file(&dir, rel).map_err(|e| e.to_string())
 }
 
 /// The log directories under `<data>/audit/tlog/` that hold a checkpoint,
@@ -161,7 +227,7 @@ pub fn log_of_dir(name: &str) -> Option<LogKey> {
     }
 }
 
-fn get(fetch: &mut impl FnMut(&str) -> Fetched, path: &str) -> Result<Vec<u8>, Failure> {
+pub(crate) fn get(fetch: &mut impl FnMut(&str) -> Fetched, path: &str) -> Result<Vec<u8>, Failure> {
     match fetch(path) {
         Ok(Some(b)) => Ok(b),
         Ok(None) => fail(path, "missing"),
@@ -169,15 +235,31 @@ fn get(fetch: &mut impl FnMut(&str) -> Fetched, path: &str) -> Result<Vec<u8>, F
     }
 }
 
-/// Opens a signed checkpoint with `expect.key` and checks its origin.
-fn open(bytes: &[u8], expect: &Expect, place: &str) -> Result<Checkpoint, Failure> {
+/// Opens a signed checkpoint with `expect.keys` and checks its origin.
+pub(crate) fn open(bytes: &[u8], expect: &Expect, place: &str) -> Result<Checkpoint, Failure> {
+    open_note(bytes, expect, place).map(|(cp, _)| cp)
+}
+
+/// [`open`], also returning the parsed note (for its cosignatures).
+pub(crate) fn open_note(
+    bytes: &[u8],
+    expect: &Expect,
+    place: &str,
+) -> Result<(Checkpoint, Note), Failure> {
     let note = Note::parse(bytes).or_else(|e| fail(place, format!("not a signed note: {e}")))?;
-    match note.verify(&Verifiers::new([expect.key.clone()])) {
+    match note.verify(&Verifiers::new(expect.keys.iter().cloned())) {
         Ok(_) => {}
-        Err(NoteError::InvalidSignature { .. }) => {
+        Err(NoteError::InvalidSignature { name, key_id }) => {
             return fail(
                 place,
-                format!("signature does not verify with key {}", expect.key),
+                format!(
+                    "signature does not verify with key {}",
+                    expect
+                        .keys
+                        .iter()
+                        .find(|k| k.name() == name && k.key_id() == key_id)
+                        .map_or_else(|| expect.key_list(), |k| k.to_string())
+                ),
             );
         }
         Err(NoteError::UnknownSigner) => {
@@ -190,7 +272,7 @@ fn open(bytes: &[u8], expect: &Expect, place: &str) -> Result<Checkpoint, Failur
                 place,
                 format!(
                     "signature does not verify with key {}: no signature by it (signed by {})",
-                    expect.key,
+                    expect.key_list(),
                     by.join(", ")
                 ),
             );
@@ -209,7 +291,99 @@ fn open(bytes: &[u8], expect: &Expect, place: &str) -> Result<Checkpoint, Failur
             ),
         );
     }
-    Ok(cp)
+    Ok((cp, note))
+}
+
+/// Checks the witness policy of `expect` (see the module documentation,
+/// check 8) for the verified checkpoint `cp` (its note `note`).
+/// `consistent(fetch, m, root)` must tell whether the verified tree's
+/// first `m` leaves (`m <= cp.size()`) have root `root`.
+pub(crate) fn check_witnesses<F: FnMut(&str) -> Fetched>(
+    cp: &Checkpoint,
+    note: &Note,
+    expect: &Expect,
+    fetch: &mut F,
+    mut consistent: impl FnMut(&mut F, u64, &Hash) -> Result<bool, Failure>,
+) -> Result<Option<Witnessed>, Failure> {
+    let quorum = expect.quorum;
+    if quorum == 0 {
+        return Ok(None);
+    }
+    let cosigned_by =
+        |note: &Note, w: &[CosignatureVerifier], place: &str| match merkle::verify_cosignatures(
+            note, w,
+        ) {
+            Ok(c) => Ok(c),
+            Err(NoteError::InvalidSignature { name, key_id }) => fail(
+                place,
+                format!("the cosignature by witness {name}+{key_id:08x} does not verify"),
+            ),
+            Err(e) => fail(place, e.to_string()),
+        };
+    // Per given witness, the largest size it cosigned that this tree extends.
+    let here = cosigned_by(note, &expect.witnesses, "checkpoint")?;
+    let mut sizes: Vec<u64> = Vec::new();
+    for w in &expect.witnesses {
+        if here
+            .iter()
+            .any(|c| c.name == w.name() && c.key_id == w.key_id())
+        {
+            sizes.push(cp.size());
+            continue;
+        }
+        let path = format!("{}{:08x}", crate::tlog::WITNESSED_PREFIX, w.key_id());
+        let Some(bytes) = fetch(&path).or_else(|e| fail(&path, format!("cannot be read: {e}")))?
+        else {
+            continue;
+        };
+        let (wcp, wnote) = open_note(&bytes, expect, &path)?;
+        if cosigned_by(&wnote, std::slice::from_ref(w), &path)?.is_empty() {
+            return fail(
+                &path,
+                format!("no cosignature by witness {} on it", w.name()),
+            );
+        }
+        if wcp.size() > cp.size() {
+            return fail(
+                "checkpoint",
+                format!(
+                    "size {} is smaller than the checkpoint witness {} cosigned (size {}): rollback",
+                    cp.size(),
+                    w.name(),
+                    wcp.size()
+                ),
+            );
+        }
+        if !consistent(fetch, wcp.size(), wcp.root())? {
+            return fail(
+                &path,
+                format!(
+                    "the checkpoint witness {} cosigned (size {}, root {}) is not a prefix of the verified tree: fork",
+                    w.name(),
+                    wcp.size(),
+                    wcp.root().to_base64()
+                ),
+            );
+        }
+        sizes.push(wcp.size());
+    }
+    sizes.sort_unstable_by(|a, b| b.cmp(a));
+    if sizes.len() < quorum {
+        return fail(
+            "checkpoint",
+            format!(
+                "{} of the {} given witnesses cosigned this log, quorum {quorum}: not witnessed",
+                sizes.len(),
+                expect.witnesses.len()
+            ),
+        );
+    }
+    Ok(Some(Witnessed {
+        size: sizes[quorum - 1],
+        cosigners: sizes.len(),
+        given: expect.witnesses.len(),
+        quorum,
+    }))
 }
 
 /// Where a leaf hash lives: the level-0 tile path and slot.
@@ -233,7 +407,7 @@ fn bundle_path(size: u64, i: u64) -> String {
 /// checks and their order.
 pub fn verify(mut fetch: impl FnMut(&str) -> Fetched, expect: &Expect) -> Result<Report, Failure> {
     let cp_bytes = get(&mut fetch, crate::files::CHECKPOINT)?;
-    let cp = open(&cp_bytes, expect, "checkpoint")?;
+    let (cp, cp_note) = open_note(&cp_bytes, expect, "checkpoint")?;
     let size = cp.size();
     let since = match &expect.since {
         None => None,
@@ -268,8 +442,12 @@ pub fn verify(mut fetch: impl FnMut(&str) -> Fetched, expect: &Expect) -> Result
         entries: 0,
         tiles: 0,
         retained_from: 0,
+        witnessed: None,
     };
     if size == 0 {
+        report.witnessed = check_witnesses(&cp, &cp_note, expect, &mut fetch, |_, _, r| {
+            Ok(*r == merkle::empty_root())
+        })?;
         return Ok(report);
     }
     // Retention: bundles below the floor are gone on purpose; the log
@@ -452,6 +630,9 @@ pub fn verify(mut fetch: impl FnMut(&str) -> Fetched, expect: &Expect) -> Result
             );
         }
     }
+    report.witnessed = check_witnesses(&cp, &cp_note, expect, &mut fetch, |_, m, r| {
+        Ok(merkle::root_from_leaf_hashes(leaves.get(..m as usize).unwrap_or(leaves)) == *r)
+    })?;
     Ok(report)
 }
 
@@ -470,7 +651,7 @@ fn retention_to(bytes: &[u8]) -> u64 {
 
 /// Checks one entry's content: an [`Event`] at `log_index` `i`, after the
 /// previous entry (`last`: its seq and time) in seq and time.
-fn check_entry(
+pub(crate) fn check_entry(
     bytes: &[u8],
     i: u64,
     log: Option<&LogKey>,

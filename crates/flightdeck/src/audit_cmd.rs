@@ -5,7 +5,12 @@
 //! audit verify` checks a log's tlog-tiles files (from a data directory or
 //! over HTTP) with `audit::verify`. `flightdeck audit receipt` fetches one
 //! entry's receipt (from a data directory or a server) and `flightdeck audit
-//! verify-receipt` checks one offline with `audit::verify_receipt`.
+//! verify-receipt` checks one offline with `audit::verify_receipt`;
+//! `flightdeck audit monitor` checks what changed since its last run with
+//! `audit::monitor` and, as a witness, cosigns and pushes the checkpoint;
+//! `witness-keygen` makes a witness key and `rotate-key` rotates a stopped
+//! data directory's signing key (`audit::keys`); `erase` erases a person's
+//! personal values.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -75,6 +80,33 @@ pub enum AuditCommand {
     /// stay and keep verifying; reads show `[erased]`. Projects under a
     /// legal hold are skipped. Recorded in the organization log.
     Erase(EraseArgs),
+    /// Check what changed in a log since the last run (cron-friendly):
+    /// checkpoint signature and origin, consistency with the checkpoint in
+    /// the state file (a proof from the served tiles), every new entry;
+    /// then save the new state. With --witness-key, also cosign the
+    /// checkpoint and push the cosignature to the server. Exit 0 with one
+    /// summary line, or 1 naming a rollback, fork, bad signature or bad
+    /// entry (the state file is then left as it was).
+    Monitor(MonitorArgs),
+    /// Create a witness key file (mode 0600) and print its verifier key,
+    /// for the servers' `audit.witnesses` and verifiers' `--witness`.
+    WitnessKeygen {
+        /// The witness's name, e.g. witness.example.com/w1 (no spaces or '+').
+        #[arg(long)]
+        name: String,
+        /// Where to write the private key; never overwritten.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Replace the audit signing key of a stopped server's data directory
+    /// by a new one (the old public key stays listed at `<base>keys`);
+    /// the next start re-signs every log's checkpoint. A running server
+    /// rotates with `POST /api/flightdeck/v1/audit/log/rotate-key`.
+    RotateKey {
+        /// The data directory of the (stopped) server.
+        #[arg(long, env = "FLIGHTDECK_DATA_DIR", default_value = "./data")]
+        data_dir: PathBuf,
+    },
 }
 
 #[derive(clap::Args, Clone)]
@@ -120,6 +152,55 @@ pub struct ReceiptArgs {
     pub index: Option<u64>,
 }
 
+/// A witness policy for `verify` and `monitor`.
+#[derive(clap::Args, Clone)]
+pub struct WitnessPolicyArgs {
+    /// A witness verifier key (`<name>+<hex id>+<base64>`, type 0x04)
+    /// whose cosignature counts; repeat for several.
+    #[arg(long = "witness")]
+    pub witness: Vec<String>,
+    /// How many of the --witness keys must have cosigned the checkpoint
+    /// (or one it extends) [default: all of them].
+    #[arg(long)]
+    pub witness_quorum: Option<usize>,
+}
+
+#[derive(clap::Args, Clone)]
+pub struct MonitorArgs {
+    /// The server, e.g. http://127.0.0.1:9464.
+    #[arg(long, env = "FLIGHTDECK_URL")]
+    pub url: Option<String>,
+    /// Read a data directory instead of a server (no cosigning).
+    #[arg(long, conflicts_with_all = ["url", "witness_key"])]
+    pub data_dir: Option<PathBuf>,
+    /// API token for --url (audit:read; audit:write too with --witness-key).
+    #[arg(long, env = "FLIGHTDECK_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// The project's log; without it (or with --org), the organization log.
+    #[arg(long, conflicts_with = "org")]
+    pub project: Option<String>,
+    /// The organization log (the default).
+    #[arg(long)]
+    pub org: bool,
+    /// The log's verifier key; repeat it to also accept older keys after a
+    /// key rotation (a state saved under the old key).
+    #[arg(long, required = true)]
+    pub key: Vec<String>,
+    /// The expected origin line (default `<key name>/org` or `<key name>/p/<slug>`).
+    #[arg(long)]
+    pub origin: Option<String>,
+    /// The state file: read if present (else everything is checked from
+    /// entry 0), replaced atomically after a successful run.
+    #[arg(long)]
+    pub state: PathBuf,
+    /// Act as a witness: cosign the verified checkpoint with this key file
+    /// (`flightdeck audit witness-keygen`) and push the cosignature.
+    #[arg(long)]
+    pub witness_key: Option<PathBuf>,
+    #[command(flatten)]
+    pub policy: WitnessPolicyArgs,
+}
+
 #[derive(clap::Args, Clone)]
 pub struct VerifyArgs {
     /// Read this data directory (default when no --url is given).
@@ -140,11 +221,11 @@ pub struct VerifyArgs {
     /// Every log found in the data directory (organization and projects).
     #[arg(long, conflicts_with_all = ["url", "since_checkpoint"])]
     pub all: bool,
-    /// The verifier key (`flightdeck audit pubkey`). Without it, the key
-    /// of the data directory's signing key is used, which trusts the
-    /// data directory.
+    /// The verifier key (`flightdeck audit pubkey`); repeat it to also
+    /// accept older keys after a key rotation. Without it, the keys of the
+    /// data directory are used, which trusts the data directory.
     #[arg(long)]
-    pub key: Option<String>,
+    pub key: Vec<String>,
     /// The expected origin line (default `<key name>/org` or `<key name>/p/<slug>`).
     #[arg(long)]
     pub origin: Option<String>,
@@ -152,6 +233,8 @@ pub struct VerifyArgs {
     /// must extend it (a rollback or fork is reported).
     #[arg(long)]
     pub since_checkpoint: Option<PathBuf>,
+    #[command(flatten)]
+    pub policy: WitnessPolicyArgs,
 }
 
 #[derive(clap::Args, Clone)]
@@ -375,6 +458,29 @@ pub fn run(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
             drop(out);
             return verify_receipt(&file, &key, origin.as_deref());
         }
+        AuditCommand::Monitor(args) => {
+            out.flush()?;
+            drop(out);
+            return monitor(&args);
+        }
+        AuditCommand::WitnessKeygen { name, out: path } => {
+            let vkey = audit::keys::create_witness_key(&path, &name)
+                .with_context(|| format!("cannot create the witness key {}", path.display()))?;
+            writeln!(out, "{vkey}")?;
+        }
+        AuditCommand::RotateKey { data_dir } => {
+            let dir = data_dir.join("audit");
+            let rec = match audit::keys::rotate_offline(&dir, crate::now_ns()) {
+                Err(audit::AuditError::Locked { .. }) => bail!(
+                    "{} is in use by a running server: stop it first, or rotate with POST /api/flightdeck/v1/audit/log/rotate-key",
+                    data_dir.display()
+                ),
+                r => r.with_context(|| {
+                    format!("cannot rotate the signing key in {}", dir.display())
+                })?,
+            };
+            writeln!(out, "{}", rec.vkey)?;
+        }
         AuditCommand::Search(args) => {
             if let Some(url) = args.url.clone() {
                 let (events, _) =
@@ -498,34 +604,111 @@ fn tail(
 /// Reads one relative path of a log (a directory or a server).
 type Fetcher = Box<dyn FnMut(&str) -> audit::verify::Fetched>;
 
+/// The base URL of a log's public files: `<url>/api/flightdeck/v1/projects/<p>/audit/log/`
+/// or the organization's.
+fn log_base(url: &str, project: Option<&str>) -> String {
+    let url = url.trim_end_matches('/');
+    match project {
+        Some(p) => format!("{url}/api/flightdeck/v1/projects/{p}/audit/log/"),
+        None => format!("{url}/api/flightdeck/v1/audit/log/"),
+    }
+}
+
+/// A fetch function over HTTP: 200 is the file, 404 is "absent", anything
+/// else stops the verification.
+fn http_fetcher(base: String, token: String) -> Fetcher {
+    let agent = agent();
+    Box::new(move |rel: &str| -> audit::verify::Fetched {
+        let resp = agent
+            .get(format!("{base}{rel}"))
+            .header("Authorization", format!("Bearer {token}"))
+            .call()
+            .map_err(|e| format!("request failed: {e}"))?;
+        match resp.status().as_u16() {
+            200 => resp
+                .into_body()
+                .with_config()
+                .limit(16 << 20)
+                .read_to_vec()
+                .map(Some)
+                .map_err(|e| format!("reading the answer: {e}")),
+            404 => Ok(None),
+            s => Err(format!("server answered {s}")),
+        }
+    })
+}
+
+/// The log verifier keys of `--key`; without any, the keys of the data
+/// directory (with a note that this trusts it), refused for a server.
+fn log_keys(
+    given: &[String],
+    url: Option<&str>,
+    data_dir: &Path,
+    out: &mut impl Write,
+) -> anyhow::Result<Vec<merkle::VerifierKey>> {
+    if !given.is_empty() {
+        return given
+            .iter()
+            .map(|k| {
+                merkle::VerifierKey::parse(k)
+                    .with_context(|| format!("--key: '{k}' is not a verifier key"))
+            })
+            .collect();
+    }
+    if url.is_some() {
+        bail!("--url needs --key (the verifier key printed by `flightdeck audit pubkey`)");
+    }
+    let dir = data_dir.join("audit");
+    let keys: Vec<merkle::VerifierKey> = audit::keys::read_public(&dir)
+        .with_context(|| format!("cannot read the signing keys in {}", dir.display()))?
+        .into_iter()
+        .map(|r| r.vkey)
+        .collect();
+    if keys.is_empty() {
+        bail!(
+            "{} has no audit signing key (is --data-dir right?)",
+            data_dir.display()
+        );
+    }
+    writeln!(
+        out,
+        "note: no --key given: using the signing keys of {}, which trusts the data directory",
+        dir.display()
+    )?;
+    Ok(keys)
+}
+
+/// The witness keys and quorum of `--witness` / `--witness-quorum`.
+fn witness_policy(
+    p: &WitnessPolicyArgs,
+) -> anyhow::Result<(Vec<merkle::CosignatureVerifier>, usize)> {
+    let keys = p
+        .witness
+        .iter()
+        .map(|k| {
+            merkle::CosignatureVerifier::parse(k)
+                .with_context(|| format!("--witness: '{k}' is not a witness verifier key"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let quorum = p.witness_quorum.unwrap_or(keys.len());
+    if quorum > keys.len() {
+        bail!(
+            "--witness-quorum {quorum} is more than the {} --witness keys given",
+            keys.len()
+        );
+    }
+    if p.witness_quorum == Some(0) && !keys.is_empty() {
+        bail!("--witness-quorum 0 would check nothing: give at least 1");
+    }
+    Ok((keys, quorum))
+}
+
 /// `flightdeck audit verify`: exit 0 when every selected log verifies.
 fn verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    let key = match &args.key {
-        Some(k) => merkle::VerifierKey::parse(k)
-            .with_context(|| format!("--key: '{k}' is not a verifier key"))?,
-        None => {
-            if args.url.is_some() {
-                bail!("--url needs --key (the verifier key printed by `flightdeck audit pubkey`)");
-            }
-            let dir = args.data_dir.join("audit");
-            let k = audit::tlog::read_verifier_key(&dir)
-                .with_context(|| format!("cannot read the signing key in {}", dir.display()))?
-                .with_context(|| {
-                    format!(
-                        "{} has no audit signing key (is --data-dir right?)",
-                        args.data_dir.display()
-                    )
-                })?;
-            writeln!(
-                out,
-                "note: no --key given: using the key of {}, which trusts the data directory",
-                dir.display()
-            )?;
-            merkle::VerifierKey::parse(&k)?
-        }
-    };
+    let keys = log_keys(&args.key, args.url.as_deref(), &args.data_dir, &mut out)?;
+    let (witnesses, quorum) = witness_policy(&args.policy)?;
     let since = match &args.since_checkpoint {
         Some(p) => Some(
             std::fs::read(p)
@@ -539,31 +722,8 @@ fn verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
         let Some(token) = args.token.clone() else {
             bail!("--url needs --token (or FLIGHTDECK_TOKEN)");
         };
-        let url = url.trim_end_matches('/');
-        let base = match &args.project {
-            Some(p) => format!("{url}/api/flightdeck/v1/projects/{p}/audit/log/"),
-            None => format!("{url}/api/flightdeck/v1/audit/log/"),
-        };
-        let agent = agent();
-        let fetch = move |rel: &str| -> audit::verify::Fetched {
-            let resp = agent
-                .get(format!("{base}{rel}"))
-                .header("Authorization", format!("Bearer {token}"))
-                .call()
-                .map_err(|e| format!("request failed: {e}"))?;
-            match resp.status().as_u16() {
-                200 => resp
-                    .into_body()
-                    .with_config()
-                    .limit(16 << 20)
-                    .read_to_vec()
-                    .map(Some)
-                    .map_err(|e| format!("reading the answer: {e}")),
-                404 => Ok(None),
-                s => Err(format!("server answered {s}")),
-            }
-        };
-        logs.push((audit::files::tlog_log_dir(&log), Box::new(fetch)));
+        let base = log_base(url, args.project.as_deref());
+        logs.push((audit::files::tlog_log_dir(&log), http_fetcher(base, token)));
     } else {
         let tlog = args.data_dir.join("audit").join(audit::files::TLOG_DIR);
         if args.all {
@@ -589,15 +749,17 @@ fn verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
     }
     let mut failed = false;
     for (name, fetch) in logs {
-        let expect = audit::verify::Expect {
-            key: key.clone(),
-            origin: match &args.origin {
+        let mut expect = audit::verify::Expect::new(
+            keys.clone(),
+            match &args.origin {
                 Some(o) if !args.all => o.clone(),
-                _ => format!("{}/{name}", key.name()),
+                _ => format!("{}/{name}", keys[0].name()),
             },
-            since: since.clone(),
-            log: audit::verify::log_of_dir(&name),
-        };
+            audit::verify::log_of_dir(&name),
+        );
+        expect.since = since.clone();
+        expect.witnesses = witnesses.clone();
+        expect.quorum = quorum;
         match audit::verify::verify(fetch, &expect) {
             Ok(report) => writeln!(out, "{report}")?,
             Err(f) => {
@@ -797,4 +959,125 @@ fn erase(args: &EraseArgs) -> anyhow::Result<serde_json::Value> {
     held.sort();
     held.dedup();
     Ok(serde_json::json!({"keys_deleted": r.keys, "logs": logs, "held": held}))
+}
+
+/// `flightdeck audit monitor`: exit 0 with one line when the log extends
+/// the saved state (and, as a witness, the cosignature was accepted).
+fn monitor(args: &MonitorArgs) -> anyhow::Result<ExitCode> {
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let keys = log_keys(&args.key, None, Path::new("."), &mut out)?;
+    let (witnesses, quorum) = witness_policy(&args.policy)?;
+    let signer = match &args.witness_key {
+        Some(p) => Some(
+            audit::keys::read_witness_key(p)
+                .with_context(|| format!("--witness-key: cannot use {}", p.display()))?,
+        ),
+        None => None,
+    };
+    let log = audit::LogKey::of(args.project.as_deref());
+    let name = audit::files::tlog_log_dir(&log);
+    let (fetch, push): (Fetcher, Option<(String, String)>) = match (&args.url, &args.data_dir) {
+        (Some(url), _) => {
+            let Some(token) = args.token.clone() else {
+                bail!("--url needs --token (or FLIGHTDECK_TOKEN)");
+            };
+            let base = log_base(url, args.project.as_deref());
+            (
+                http_fetcher(base.clone(), token.clone()),
+                Some((base, token)),
+            )
+        }
+        (None, Some(d)) => {
+            let dir = d.join("audit").join(audit::files::TLOG_DIR).join(&name);
+            (Box::new(audit::verify::dir_fetcher(dir)), None)
+        }
+        (None, None) => bail!("give --url (a server) or --data-dir"),
+    };
+    let mut expect = audit::verify::Expect::new(
+        keys.clone(),
+        args.origin
+            .clone()
+            .unwrap_or_else(|| format!("{}/{name}", keys[0].name())),
+        Some(log),
+    );
+    expect.witnesses = witnesses;
+    expect.quorum = quorum;
+    let state = audit::monitor::State::load(&args.state)?;
+    let (report, new_state) = match audit::monitor::monitor(fetch, &expect, state.as_ref()) {
+        Ok(r) => r,
+        Err(f) => {
+            writeln!(out, "FAIL: {}: {f}", expect.origin)?;
+            out.flush()?;
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    new_state
+        .save(&args.state)
+        .with_context(|| format!("cannot save the state file {}", args.state.display()))?;
+    let mut line = report.to_string();
+    if let (Some(signer), Some((base, token))) = (&signer, &push) {
+        match push_cosignature(signer, &new_state.checkpoint, base, token) {
+            Ok(n) => line.push_str(&format!(
+                "; cosigned as {} ({n} cosignatures on size {})",
+                signer.name(),
+                new_state.size
+            )),
+            Err(e) => {
+                writeln!(
+                    out,
+                    "FAIL: {}: verified (state saved), but the cosignature was not accepted: {e:#}",
+                    expect.origin
+                )?;
+                out.flush()?;
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+    }
+    writeln!(out, "{line}")?;
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Cosigns the verified checkpoint note (its text) and pushes the note
+/// with the log's signature and this cosignature to `<base>cosignature`;
+/// returns how many cosignatures the checkpoint has now.
+fn push_cosignature(
+    signer: &merkle::CosignatureSigner,
+    checkpoint: &str,
+    base: &str,
+    token: &str,
+) -> anyhow::Result<usize> {
+    let served = merkle::Note::parse(checkpoint.as_bytes())?;
+    let mut note = merkle::Note::new(served.text())?;
+    for s in served.signatures() {
+        // The log's own lines (not other witnesses', which are theirs to push).
+        if merkle::cosignature::cosignature_timestamp(s).is_none() {
+            note.add_signature(s.clone())?;
+        }
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    note.add_signature(signer.cosign(served.text(), now)?)?;
+    let resp = agent()
+        .post(format!("{base}cosignature"))
+        .header("Authorization", format!("Bearer {token}"))
+        .header("Content-Type", "text/plain; charset=utf-8")
+        .send(note.to_bytes())
+        .context("request failed")?;
+    let status = resp.status();
+    let body = resp
+        .into_body()
+        .with_config()
+        .limit(1 << 20)
+        .read_to_string()
+        .unwrap_or_default();
+    if !status.is_success() {
+        bail!("server answered {status}: {}", body.trim());
+    }
+    let v: serde_json::Value =
+        serde_json::from_str(&body).context("the server's answer is not JSON")?;
+    Ok(v["cosignatures"].as_array().map_or(0, Vec::len))
 }

@@ -37,13 +37,6 @@ pub struct FileConfig {
 
 #[derive(Deserialize, Default, Debug)]
 #[serde(deny_unknown_fields)]
-pub struct FileAudit {
-    pub retention_days: Option<u32>,
-    pub retention_check_interval: Option<String>,
-}
-
-#[derive(Deserialize, Default, Debug)]
-#[serde(deny_unknown_fields)]
 pub struct FileLimits {
     pub max_body_bytes: Option<u64>,
 }
@@ -56,6 +49,14 @@ pub struct FileAuth {
     pub login_window: Option<String>,
     pub token_expiry_check_interval: Option<String>,
     pub secure_cookies: Option<bool>,
+}
+
+#[derive(Deserialize, Default, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct FileAudit {
+    pub witnesses: Option<Vec<String>>,
+    pub retention_days: Option<u32>,
+    pub retention_check_interval: Option<String>,
 }
 
 /// Values given as flags or environment variables (clap merges the two).
@@ -100,6 +101,17 @@ pub struct Overrides {
     /// How often audit retention runs (`audit.retention_check_interval`) [default: 1h].
     #[arg(long, env = "FLIGHTDECK_AUDIT_RETENTION_CHECK_INTERVAL")]
     pub audit_retention_check_interval: Option<String>,
+    /// Witness verifier key whose cosignatures of the audit log checkpoints
+    /// are accepted (`<name>+<hex id>+<base64>`, type 0x04, as printed by
+    /// `flightdeck audit witness-keygen`); repeat the flag, or separate them
+    /// with commas in the variable. Replaces `audit.witnesses` of the file
+    /// [default: none].
+    #[arg(
+        long = "audit-witness",
+        env = "FLIGHTDECK_AUDIT_WITNESSES",
+        value_delimiter = ','
+    )]
+    pub audit_witnesses: Option<Vec<String>>,
 }
 
 /// The validated configuration the program runs with.
@@ -200,6 +212,20 @@ pub fn load(o: &Overrides) -> Result<Config, ConfigError> {
         .clone()
         .or(file.log_level)
         .unwrap_or_else(|| "info".into());
+    let witnesses = o
+        .audit_witnesses
+        .clone()
+        .or(file.audit.witnesses)
+        .unwrap_or_default()
+        .iter()
+        .map(|w| {
+            merkle::CosignatureVerifier::parse(w.trim()).map_err(|e| {
+                ConfigError(format!(
+                    "config key `audit.witnesses`: '{w}' is not a witness verifier key ({e}); use the line printed by `flightdeck audit witness-keygen`"
+                ))
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     if tracing_subscriber::EnvFilter::try_new(&log_level).is_err() {
         return Err(ConfigError(format!(
             "config key `log_level`: '{log_level}' is not a valid filter (e.g. info, debug, server=debug)"
@@ -247,6 +273,7 @@ pub fn load(o: &Overrides) -> Result<Config, ConfigError> {
                 defaults.retention_check_interval,
             )?,
             checkpoint_wait: defaults.checkpoint_wait,
+            witnesses,
         },
     })
 }
@@ -321,6 +348,52 @@ mod tests {
         .unwrap();
         assert_eq!(c.listen.port(), 2);
         assert_eq!(c.server.login_window, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn witnesses_are_validated_and_flags_replace_the_file() {
+        let w = |seed: u8| {
+            merkle::CosignatureSigner::from_seed("w.example", &[seed; 32])
+                .unwrap()
+                .verifier()
+                .to_string()
+        };
+        let c = with_file(&format!(
+            "[audit]\nwitnesses = [\"{}\", \"{}\"]",
+            w(1),
+            w(2)
+        ))
+        .unwrap();
+        assert_eq!(c.server.witnesses.len(), 2);
+        let e = with_file("[audit]\nwitnesses = [\"nope\"]").unwrap_err().0;
+        assert!(e.contains("`audit.witnesses`") && e.contains("nope"), "{e}");
+        // A log (0x01) key is not a witness key.
+        let log_key = merkle::SignerKey::from_seed("w.example", &[1; 32])
+            .unwrap()
+            .verifier()
+            .to_string();
+        let e = with_file(&format!("[audit]\nwitnesses = [\"{log_key}\"]"))
+            .unwrap_err()
+            .0;
+        assert!(e.contains("0x04"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f.toml");
+        std::fs::write(&p, format!("[audit]\nwitnesses = [\"{}\"]", w(1))).unwrap();
+        let c = load(&Overrides {
+            config: Some(p),
+            audit_witnesses: Some(vec![w(2), w(3)]),
+            ..Default::default()
+        })
+        .unwrap();
+        let got: Vec<String> = c.server.witnesses.iter().map(|v| v.to_string()).collect();
+        assert_eq!(got, [w(2), w(3)]);
+        assert!(
+            load(&Overrides::default())
+                .unwrap()
+                .server
+                .witnesses
+                .is_empty()
+        );
     }
 
     #[test]

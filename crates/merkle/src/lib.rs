@@ -14,6 +14,8 @@
 //!   signed-note with Ed25519 (key IDs, verifier / signer key strings);
 //! - [`tlog_proof`]: the C2SP tlog-proof text (index, inclusion proof,
 //!   checkpoint, extra data), the shape of offline-verifiable receipts.
+//! - [`cosignature`]: C2SP tlog-cosignature, the Ed25519 `cosignature/v1`
+//!   lines witnesses add to a checkpoint (key type 0x04, timestamped).
 //!
 //! What it is *not*: no I/O (it never opens a file or a socket, and takes
 //! randomness for keys from the caller), no async, no JSON, no clock. It does
@@ -24,6 +26,7 @@
 
 pub mod checkpoint;
 pub mod compact;
+pub mod cosignature;
 pub mod hash;
 pub mod node;
 pub mod note;
@@ -33,6 +36,10 @@ pub mod tlog_proof;
 
 pub use checkpoint::{Checkpoint, CheckpointError, MAX_TREE_SIZE, open_checkpoint};
 pub use compact::{CompactRange, RangeError};
+pub use cosignature::{
+    ALG_COSIGNATURE_V1, CosignError, Cosignature, CosignatureSigner, CosignatureVerifier,
+    verify_cosignatures,
+};
 pub use hash::{
     HASH_LEN, Hash, HashError, empty_root, leaf_hash, node_hash, perfect_subtree_hash,
     root_from_leaf_hashes, tree_hash,

@@ -56,6 +56,17 @@ pub enum KeyError {
     /// The key name is empty or has whitespace or `+`.
     #[error("invalid key name {0:?}: it must be non-empty, without spaces or '+'")]
     BadName(String),
+    /// A known key type in the wrong role, e.g. a note signer key (0x01)
+    /// where a witness cosigner key (0x04) is needed.
+    #[error(
+        "key type 0x{found:02x} where 0x{expected:02x} is needed (0x01: a log's note signing key, 0x04: a witness cosigner key)"
+    )]
+    WrongKeyType {
+        /// Type byte of the key given.
+        found: u8,
+        /// Type byte this place needs.
+        expected: u8,
+    },
 }
 
 /// Why a note was rejected.
@@ -105,7 +116,7 @@ pub fn is_valid_key_name(name: &str) -> bool {
     !name.is_empty() && !name.contains(char::is_whitespace) && !name.contains('+')
 }
 
-fn check_name(name: &str) -> Result<(), KeyError> {
+pub(crate) fn check_name(name: &str) -> Result<(), KeyError> {
     if is_valid_key_name(name) {
         Ok(())
     } else {
@@ -120,7 +131,7 @@ fn ed25519_key_id(name: &str, public: &[u8; 32]) -> u32 {
     key_id(name, &k)
 }
 
-fn parse_key_id(hex: &str) -> Option<u32> {
+pub(crate) fn parse_key_id(hex: &str) -> Option<u32> {
     if hex.len() != 8 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }

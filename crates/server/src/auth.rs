@@ -193,6 +193,9 @@ pub fn action_of(method: &Method, route: Option<&str>) -> String {
         | ("GET", "/audit/proofs/consistency") => "audit.proof.consistency",
         ("GET", "/projects/{project}/audit/receipts/{entry}")
         | ("GET", "/audit/receipts/{entry}") => "audit.receipt.get",
+        ("POST", "/projects/{project}/audit/log/cosignature")
+        | ("POST", "/audit/log/cosignature") => "audit.log.cosign",
+        ("POST", "/audit/log/rotate-key") => "audit.key.rotate",
         _ => return format!("api.request.{}", method.as_str().to_ascii_lowercase()),
     };
     a.to_string()

@@ -204,6 +204,25 @@ impl From<audit::ProofError> for ApiError {
     }
 }
 
+impl From<audit::witness::CosignRefusal> for ApiError {
+    fn from(e: audit::witness::CosignRefusal) -> ApiError {
+        use audit::witness::CosignRefusal as C;
+        match e {
+            C::Malformed(_) => ApiError::new(Kind::BadRequest, "malformed_note", e.to_string()),
+            C::UnknownCheckpoint { .. } => {
+                ApiError::new(Kind::Conflict, "unknown_checkpoint", e.to_string())
+            }
+            C::NoWitnessesConfigured | C::UnknownWitness { .. } => {
+                ApiError::new(Kind::Forbidden, "unknown_witness", e.to_string())
+            }
+            C::InvalidCosignature { .. } | C::FutureTimestamp { .. } => {
+                ApiError::new(Kind::BadRequest, "invalid_cosignature", e.to_string())
+            }
+            C::Storage(a) => ApiError::from(a),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = ErrorBody {

@@ -61,6 +61,9 @@ pub struct ServerOptions {
     /// checkpoint interval, 1 s, unless the tlog cannot be written) before
     /// answering 503. Not a configuration key; tests shorten it.
     pub checkpoint_wait: Duration,
+    /// Witness keys whose cosignatures of the audit logs' checkpoints are
+    /// accepted (`audit.witnesses`); none: every push is refused.
+    pub witnesses: Vec<merkle::CosignatureVerifier>,
 }
 
 impl Default for ServerOptions {
@@ -75,6 +78,7 @@ impl Default for ServerOptions {
             audit_retention_days: 400,
             retention_check_interval: Duration::from_secs(3600),
             checkpoint_wait: Duration::from_secs(30),
+            witnesses: Vec::new(),
         }
     }
 }

@@ -38,6 +38,7 @@ use crate::error::{ErrorBody, ErrorDetail};
         proof_api::project_inclusion, proof_api::org_inclusion,
         proof_api::project_consistency, proof_api::org_consistency,
         proof_api::project_receipt, proof_api::org_receipt,
+        tlog_api::project_cosign, tlog_api::org_cosign, tlog_api::rotate_key,
     ),
     components(schemas(ErrorBody, ErrorDetail)),
     security(("bearer" = []), ("basic" = []), ("session" = [])),

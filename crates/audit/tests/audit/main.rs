@@ -4,6 +4,7 @@
 mod append;
 mod crash;
 mod faults;
+mod monitor;
 mod personal;
 mod proofs;
 mod recovery;
@@ -12,3 +13,4 @@ mod search;
 mod support;
 mod tlog;
 mod verify;
+mod witness;

@@ -61,12 +61,11 @@ fn files_containing(dir: &Path, needle: &[u8]) -> Vec<String> {
 fn verify_all(dir: &Path) {
     for (name, path) in verify::log_dirs(&dir.join("tlog")).unwrap() {
         let vkey = AuditLog::open_read_only(dir).unwrap().verifier_key();
-        let expect = verify::Expect {
-            key: merkle::VerifierKey::parse(&vkey).unwrap(),
-            origin: format!("flightdeck/{name}"),
-            log: verify::log_of_dir(&name),
-            since: None,
-        };
+        let expect = verify::Expect::new(
+            vec![merkle::VerifierKey::parse(&vkey).unwrap()],
+            format!("flightdeck/{name}"),
+            verify::log_of_dir(&name),
+        );
         verify::verify(verify::dir_fetcher(path), &expect)
             .unwrap_or_else(|f| panic!("{name} does not verify: {f}"));
     }

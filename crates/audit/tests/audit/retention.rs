@@ -24,12 +24,11 @@ fn opts(clock: &TestClock) -> Options {
 
 fn expect(dir: &Path) -> Expect {
     let vkey = AuditLog::open_read_only(dir).unwrap().verifier_key();
-    Expect {
-        key: merkle::VerifierKey::parse(&vkey).unwrap(),
-        origin: "flightdeck/p/p1".into(),
-        since: None,
-        log: Some(LogKey::Project("p1".into())),
-    }
+    Expect::new(
+        vec![merkle::VerifierKey::parse(&vkey).unwrap()],
+        "flightdeck/p/p1",
+        Some(LogKey::Project("p1".into())),
+    )
 }
 
 fn append(log: &AuditLog, n: usize) -> Vec<Event> {

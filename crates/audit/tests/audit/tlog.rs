@@ -288,8 +288,15 @@ fn tile_paths_are_validated() {
     append_n(&log, Some("p1"), 3, &mut Vec::new());
     wait_for_size(&log, &k, 3);
     assert!(log.tlog_file(&k, "tile/0/000.p/3").unwrap().is_some());
+    // The checkpoint is served (with its cosignatures: none yet).
+    assert_eq!(log.tlog_file(&k, "checkpoint").unwrap(), log.checkpoint(&k));
     for bad in [
-        "checkpoint",
+        "checkpoint.1",
+        "witnessed/0000000",
+        "witnessed/0000000g",
+        "witnessed/ABCDEF01",
+        "witnessed/00000000/../../../signing-key",
+        "cosigned/3",
         "../signing-key",
         "tile/0/../../../signing-key",
         "tile/0/0.p/3",

@@ -15,17 +15,17 @@ use crate::tlog::{append_n, options, wait_for_size};
 
 /// A populated data directory: org 300 events, alpha 600 (a checkpoint
 /// saved at 300), beta 100.
-struct Fixture {
+pub(crate) struct Fixture {
     _dir: tempfile::TempDir,
-    audit: PathBuf,
-    signer: SignerKey,
-    vkey: VerifierKey,
+    pub audit: PathBuf,
+    pub signer: SignerKey,
+    pub vkey: VerifierKey,
     /// alpha's checkpoints at 300 and 600.
-    cp300: Vec<u8>,
-    cp600: Vec<u8>,
+    pub cp300: Vec<u8>,
+    pub cp600: Vec<u8>,
 }
 
-fn populate() -> Fixture {
+pub(crate) fn populate() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let audit = dir.path().join("audit");
     let log = AuditLog::open(&audit, options()).unwrap();
@@ -56,21 +56,20 @@ fn populate() -> Fixture {
 }
 
 impl Fixture {
-    fn expect(&self, log: &str) -> Expect {
-        Expect {
-            key: self.vkey.clone(),
-            origin: format!("flightdeck/{log}"),
-            since: None,
-            log: audit::verify::log_of_dir(log),
-        }
+    pub(crate) fn expect(&self, log: &str) -> Expect {
+        Expect::new(
+            vec![self.vkey.clone()],
+            format!("flightdeck/{log}"),
+            audit::verify::log_of_dir(log),
+        )
     }
 
-    fn alpha(&self) -> PathBuf {
+    pub(crate) fn alpha(&self) -> PathBuf {
         self.audit.join("tlog/p/alpha")
     }
 }
 
-fn copy_dir(from: &Path, to: &Path) {
+pub(crate) fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for e in std::fs::read_dir(from).unwrap() {
         let e = e.unwrap();
@@ -87,7 +86,7 @@ fn run(dir: &Path, expect: &Expect) -> Result<Report, Failure> {
     verify(dir_fetcher(dir.to_path_buf()), expect)
 }
 
-fn entries(dir: &Path, bundle: &str) -> Vec<Vec<u8>> {
+pub(crate) fn entries(dir: &Path, bundle: &str) -> Vec<Vec<u8>> {
     let data = std::fs::read(dir.join(bundle)).unwrap();
     tiles::decode_entry_bundle(&data)
         .unwrap()
@@ -96,7 +95,7 @@ fn entries(dir: &Path, bundle: &str) -> Vec<Vec<u8>> {
         .collect()
 }
 
-fn put_entries(dir: &Path, bundle: &str, entries: &[Vec<u8>]) {
+pub(crate) fn put_entries(dir: &Path, bundle: &str, entries: &[Vec<u8>]) {
     std::fs::write(
         dir.join(bundle),
         tiles::encode_entry_bundle(entries).unwrap(),
@@ -105,7 +104,7 @@ fn put_entries(dir: &Path, bundle: &str, entries: &[Vec<u8>]) {
 }
 
 /// Every entry of a log directory of `size` entries, in order.
-fn all_entries(dir: &Path, size: u64) -> Vec<Vec<u8>> {
+pub(crate) fn all_entries(dir: &Path, size: u64) -> Vec<Vec<u8>> {
     tiles::bundles_for_size(size)
         .into_iter()
         .flat_map(|b| entries(dir, &b.path()))
@@ -114,7 +113,12 @@ fn all_entries(dir: &Path, size: u64) -> Vec<Vec<u8>> {
 
 /// Replaces the log in `dir` by a consistent tree over `entries`, signed by
 /// `signer` (what someone holding the signing key can do).
-fn rewrite(dir: &Path, signer: &SignerKey, origin: &str, entries: &[Vec<u8>]) -> Vec<u8> {
+pub(crate) fn rewrite(
+    dir: &Path,
+    signer: &SignerKey,
+    origin: &str,
+    entries: &[Vec<u8>],
+) -> Vec<u8> {
     std::fs::remove_dir_all(dir.join("tile")).unwrap();
     let leaves: Vec<Hash> = entries.iter().map(|e| merkle::leaf_hash(e)).collect();
     let mut files: Vec<(String, Vec<u8>)> = tiles::build_tiles(&leaves)
@@ -139,7 +143,7 @@ fn rewrite(dir: &Path, signer: &SignerKey, origin: &str, entries: &[Vec<u8>]) ->
     cp
 }
 
-fn edit(entry: &[u8], f: impl FnOnce(&mut serde_json::Value)) -> Vec<u8> {
+pub(crate) fn edit(entry: &[u8], f: impl FnOnce(&mut serde_json::Value)) -> Vec<u8> {
     let mut v: serde_json::Value = serde_json::from_slice(entry).unwrap();
     f(&mut v);
     serde_json::to_vec(&v).unwrap()

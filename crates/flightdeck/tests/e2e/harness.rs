@@ -200,9 +200,14 @@ fn admin_value(lines: &[String], key: &str) -> String {
 impl Server {
     /// The real binary on a fresh data directory.
     pub fn binary() -> Server {
+        Server::binary_with(&[])
+    }
+
+    /// The real binary on a fresh data directory, with extra `serve` flags.
+    pub fn binary_with(extra: &[&str]) -> Server {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("data");
-        let (child, url, lines) = spawn_binary(&dir, &[]);
+        let (child, url, lines) = spawn_binary(&dir, extra);
         Server {
             url,
             token: admin_value(&lines, "admin token: "),

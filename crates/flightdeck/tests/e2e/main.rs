@@ -7,6 +7,7 @@ mod cli;
 mod crash;
 mod failures;
 mod isolation;
+mod monitor;
 mod openapi;
 mod privacy;
 mod proofs;

@@ -12,18 +12,18 @@ use serde_json::json;
 
 use crate::harness::{API, Server, bin};
 
-fn flightdeck(args: &[&str]) -> Output {
+pub(crate) fn flightdeck(args: &[&str]) -> Output {
     std::process::Command::new(bin())
         .args(args)
         .output()
         .unwrap()
 }
 
-fn stdout(o: &Output) -> String {
+pub(crate) fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
-fn checkpoints(data: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+pub(crate) fn checkpoints(data: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     let tlog = data.join("audit/tlog");
     audit::verify::log_dirs(&tlog)
         .unwrap()
@@ -37,7 +37,7 @@ fn checkpoints(data: &Path) -> Vec<(PathBuf, Vec<u8>)> {
 
 /// Waits until no checkpoint of `data` changed for 1.5 s (the server
 /// writes one at most 1 s after an append).
-fn settle(data: &Path) {
+pub(crate) fn settle(data: &Path) {
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut last = checkpoints(data);
     loop {
@@ -51,7 +51,7 @@ fn settle(data: &Path) {
     }
 }
 
-fn post(s: &Server, token: &str, project: &str, n: usize) {
+pub(crate) fn post(s: &Server, token: &str, project: &str, n: usize) {
     for i in 0..n {
         let r = s.send_as(
             token,
@@ -63,13 +63,13 @@ fn post(s: &Server, token: &str, project: &str, n: usize) {
     }
 }
 
-fn pubkey(data: &Path) -> String {
+pub(crate) fn pubkey(data: &Path) -> String {
     let o = flightdeck(&["audit", "pubkey", "--data-dir", data.to_str().unwrap()]);
     assert!(o.status.success());
     stdout(&o).trim().to_string()
 }
 
-fn copy_dir(from: &Path, to: &Path) {
+pub(crate) fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for e in std::fs::read_dir(from).unwrap() {
         let e = e.unwrap();
@@ -82,7 +82,7 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-fn size_of(cp: &[u8]) -> u64 {
+pub(crate) fn size_of(cp: &[u8]) -> u64 {
     let text = String::from_utf8_lossy(cp);
     text.lines().nth(1).unwrap().parse().unwrap()
 }

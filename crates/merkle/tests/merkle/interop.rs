@@ -205,3 +205,126 @@ fn tlog_tiles_crate_verifies_our_tiles_and_proofs_and_we_theirs() {
     }
     println!("interop tlog_tiles: {checked} inclusion + {checked} consistency proofs both ways");
 }
+
+/// c2sp.org/tlog-cosignature written here from the spec on `ed25519-dalek`
+/// and `signed_note::key_id` alone (neither crate knows cosignatures), and
+/// plugged into the `signed_note` crate's note framing: an implementation
+/// independent of `merkle::cosignature`.
+struct SpecCosigner {
+    name: String,
+    key: ed25519_dalek::SigningKey,
+    timestamp: u64,
+}
+
+fn spec_key_id(name: &str, public: &[u8; 32]) -> u32 {
+    let mut material = vec![0x04u8];
+    material.extend_from_slice(public);
+    signed_note::key_id(name, &material)
+}
+
+fn spec_message(timestamp: u64, msg: &[u8]) -> Vec<u8> {
+    let mut m = format!("cosignature/v1\ntime {timestamp}\n").into_bytes();
+    m.extend_from_slice(msg);
+    m
+}
+
+impl signed_note::Signer for SpecCosigner {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn key_id(&self) -> u32 {
+        spec_key_id(&self.name, self.key.verifying_key().as_bytes())
+    }
+    fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, ed25519_dalek::SignatureError> {
+        use ed25519_dalek::Signer as _;
+        let mut out = self.timestamp.to_be_bytes().to_vec();
+        out.extend_from_slice(&self.key.sign(&spec_message(self.timestamp, msg)).to_bytes());
+        Ok(out)
+    }
+}
+
+struct SpecCosigVerifier(SpecCosigner);
+
+impl signed_note::Verifier for SpecCosigVerifier {
+    fn name(&self) -> &str {
+        &self.0.name
+    }
+    fn key_id(&self) -> u32 {
+        signed_note::Signer::key_id(&self.0)
+    }
+    fn verify(&self, msg: &[u8], sig: &[u8]) -> bool {
+        use ed25519_dalek::Verifier as _;
+        if sig.len() != 72 {
+            return false;
+        }
+        let ts = u64::from_be_bytes(sig[..8].try_into().expect("8 bytes"));
+        let Ok(s) = ed25519_dalek::Signature::from_slice(&sig[8..]) else {
+            return false;
+        };
+        self.0
+            .key
+            .verifying_key()
+            .verify(&spec_message(ts, msg), &s)
+            .is_ok()
+    }
+}
+
+#[test]
+fn cosignatures_interoperate_with_a_spec_implementation_on_signed_note() {
+    use base64::Engine as _;
+    let seed = [77u8; 32];
+    let name = "witness.example/interop";
+    let timestamp = 1_767_225_600;
+    let spec = SpecCosigner {
+        name: name.into(),
+        key: ed25519_dalek::SigningKey::from_bytes(&seed),
+        timestamp,
+    };
+    let ours = merkle::CosignatureSigner::from_seed(name, &seed).expect("cosigner");
+    assert_eq!(ours.key_id(), signed_note::Signer::key_id(&spec));
+    let log = our_signer();
+    let text = Checkpoint::new(ORIGIN, 4242, Hash([5; 32]))
+        .expect("cp")
+        .to_text();
+
+    // Ours, read by signed_note with the spec verifier (our log line is unknown to it).
+    let mut note = Note::new(&text).expect("note");
+    note.sign(&log);
+    note.add_signature(ours.cosign(&text, timestamp).expect("cosign"))
+        .expect("add");
+    let bytes = note.to_bytes();
+    let theirs = TheirNote::from_bytes(&bytes).expect("they parse our cosigned note");
+    let list = VerifierList::new(vec![Box::new(SpecCosigVerifier(SpecCosigner {
+        name: name.into(),
+        key: ed25519_dalek::SigningKey::from_bytes(&seed),
+        timestamp: 0,
+    }))]);
+    let (verified, unverified) = theirs.verify(&list).expect("they verify our cosignature");
+    assert_eq!((verified.len(), unverified.len()), (1, 1));
+    // And the log's own key, through signed_note, ignores the cosignature line.
+    let log_list = VerifierList::new(vec![Box::new(
+        StandardVerifier::new(&log.verifier().to_string()).expect("vkey"),
+    )]);
+    let (verified, unverified) = theirs.verify(&log_list).expect("log key still opens it");
+    assert_eq!((verified.len(), unverified.len()), (1, 1));
+
+    // Theirs, verified by us from a vkey string built by hand.
+    let mut their_note = TheirNote::new(text.as_bytes(), &[]).expect("note");
+    their_note.add_sigs(&[&spec]).expect("they cosign");
+    let their_bytes = their_note.to_bytes();
+    let mut material = vec![0x04u8];
+    material.extend_from_slice(spec.key.verifying_key().as_bytes());
+    let vkey = format!(
+        "{name}+{:08x}+{}",
+        signed_note::key_id(name, &material),
+        base64::engine::general_purpose::STANDARD.encode(&material)
+    );
+    let v = merkle::CosignatureVerifier::parse(&vkey).expect("we parse the hand-built vkey");
+    assert_eq!(v, ours.verifier());
+    let got = merkle::verify_cosignatures(&Note::parse(&their_bytes).expect("parse"), &[v])
+        .expect("we verify theirs");
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].timestamp, timestamp);
+    // Ed25519 is deterministic: the same line, byte for byte.
+    assert!(bytes.ends_with(&their_bytes[text.len() + 1..]));
+}

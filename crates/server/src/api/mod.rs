@@ -130,6 +130,18 @@ pub fn routes(_state: AppState) -> Router<AppState> {
             &format!("{p}/audit/receipts/{{entry}}"),
             get(proof_api::org_receipt),
         )
+        .route(
+            &format!("{p}/projects/{{project}}/audit/log/cosignature"),
+            post(tlog_api::project_cosign),
+        )
+        .route(
+            &format!("{p}/audit/log/cosignature"),
+            post(tlog_api::org_cosign),
+        )
+        .route(
+            &format!("{p}/audit/log/rotate-key"),
+            post(tlog_api::rotate_key),
+        )
         .fallback(api_not_found)
         .method_not_allowed_fallback(method_not_allowed)
 }
