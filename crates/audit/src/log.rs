@@ -108,7 +108,7 @@ impl Default for Options {
             max_segment_bytes: 64 << 20,
             faults: Faults::disabled(),
             clock: None,
-            checkpoint_interval: Duration::from_secs(1),
+            checkpoint_interval: Duration::from_millis(500),
             tlog_name: "flightdeck".to_string(),
         }
     }
@@ -299,7 +299,7 @@ impl AuditLog {
         let verifier = signer.verifier().to_string();
         // The tlog writes get no injected faults: those target the segment writer.
         let trees = tlog::Trees::recover(dir, &opts.tlog_name, signer, Faults::disabled())?;
-        let (ttx, trx) = mpsc::channel::<Vec<tlog::Leaf>>();
+        let (ttx, trx) = mpsc::channel::<tlog::Leaves>();
         let checkpoint_interval = opts.checkpoint_interval;
 
         let segment = match walked.last_segment {
@@ -919,7 +919,7 @@ struct Indexer {
     last_seq: Arc<AtomicU64>,
     /// Durable events for the checkpointer (dropped when the indexer ends,
     /// which makes it flush and stop).
-    to_tlog: Sender<Vec<tlog::Leaf>>,
+    to_tlog: Sender<tlog::Leaves>,
 }
 
 /// Closes the tail when the indexer ends, however it ends, so that the
@@ -951,7 +951,10 @@ impl Indexer {
                 .collect();
             // A gone checkpointer (it only ends after us, or on a bug that
             // it logged) must not stop acknowledgements.
-            let _ = self.to_tlog.send(leaves);
+            let _ = self.to_tlog.send(tlog::Leaves {
+                durable_at: Instant::now(),
+                leaves,
+            });
             self.tail.push(batch.rows, MAX_TAIL_ROWS);
             self.last_seq.store(last, Ordering::SeqCst);
             for (event, done) in batch.acks {

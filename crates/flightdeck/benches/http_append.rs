@@ -21,8 +21,12 @@
 //!
 //! Run: `cargo bench -p flightdeck --bench http_append [-- --runs 5
 //! --writers 256 --seconds 10 --warmup 2 --server binary|in-process
-//! --label after]`. Prints one Markdown row per run and a median row;
-//! `--out FILE` appends them to FILE.
+//! --label after] [--server-log audit=debug] [--floor]`. Prints one
+//! Markdown row per run and a median row (the server's log lines and the
+//! CPU time per event of each server thread go to stderr); `--out FILE`
+//! appends the rows to FILE. `--floor` sends `GET /-/healthy` instead:
+//! the same connections without authentication, audit or disk, i.e. what
+//! HTTP alone costs on this machine.
 
 use std::io::{BufRead, BufReader, Write as _};
 use std::net::SocketAddr;
@@ -47,6 +51,11 @@ struct Args {
     in_process: bool,
     label: String,
     out: Option<String>,
+    /// Extra tracing filter for the binary server (its log goes to stderr).
+    server_log: String,
+    /// `GET /-/healthy` instead of appends: the HTTP floor of this machine
+    /// (no authentication, no audit, no disk), for comparison.
+    floor: bool,
 }
 
 fn parse_args() -> Args {
@@ -58,6 +67,8 @@ fn parse_args() -> Args {
         in_process: false,
         label: String::new(),
         out: None,
+        server_log: String::new(),
+        floor: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -76,6 +87,8 @@ fn parse_args() -> Args {
             }
             "--label" => a.label = val(),
             "--out" => a.out = Some(val()),
+            "--server-log" => a.server_log = val(),
+            "--floor" => a.floor = true,
             _ => {} // `cargo bench` passes `--bench`.
         }
     }
@@ -189,12 +202,13 @@ struct Server {
 }
 
 impl Server {
-    fn binary() -> Server {
+    fn binary(log_level: &str) -> Server {
+        let log_level = format!("warn,flightdeck=info,{log_level}");
         let dir = tempfile::tempdir().expect("tempdir");
         let mut child = Command::new(env!("CARGO_BIN_EXE_flightdeck"))
             .args(["serve", "--data-dir"])
             .arg(dir.path().join("data"))
-            .args(["--listen", "127.0.0.1:0", "--log-level", "warn,flightdeck=info"])
+            .args(["--listen", "127.0.0.1:0", "--log-level", &log_level])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -214,7 +228,7 @@ impl Server {
                 if let Some(i) = line.find("address=") {
                     let a = line[i + 8..].split_whitespace().next().unwrap_or("");
                     let _ = tx.send(a.to_string());
-                } else if line.contains("ERROR") || line.contains("WARN") {
+                } else if !line.contains("flightdeck listening") {
                     eprintln!("server: {line}");
                 }
             }
@@ -331,6 +345,24 @@ fn cpu_seconds(pid: &str) -> f64 {
     ticks / 100.0
 }
 
+/// CPU seconds per thread name of a process (`/proc/<pid>/task/*/stat`):
+/// where the server's time goes (runtime workers, audit threads…).
+fn cpu_by_thread(pid: &str) -> std::collections::BTreeMap<String, f64> {
+    let mut out = std::collections::BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
+    };
+    for t in tasks.flatten() {
+        let tid = t.file_name().to_string_lossy().into_owned();
+        let name = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm"))
+            .unwrap_or_default()
+            .trim()
+            .to_string();
+        *out.entry(name).or_insert(0.0) += cpu_seconds(&format!("{pid}/task/{tid}"));
+    }
+    out
+}
+
 fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
@@ -401,14 +433,26 @@ async fn drive(addr: SocketAddr, token: String, a: &Args) -> (Vec<Ack>, Vec<(Ins
     }
     let path = format!("{API}/projects/{PROJECT}/audit/events");
     let mut tasks = Vec::new();
+    let floor = a.floor;
     for (w, mut conn) in conns.into_iter().enumerate() {
         let (stop, token, path) = (stop.clone(), token.clone(), path.clone());
         tasks.push(tokio::spawn(async move {
             let mut acks = Vec::with_capacity(1 << 12);
             let mut i = 0u64;
             while !stop.load(Ordering::Relaxed) {
-                let body = event_body(w, i);
                 let sent = Instant::now();
+                if floor {
+                    let (status, _) = conn.call("GET", "/-/healthy", &token, None).await;
+                    assert_eq!(status, 200);
+                    acks.push(Ack {
+                        sent,
+                        acked: Instant::now(),
+                        log_index: 0,
+                    });
+                    i += 1;
+                    continue;
+                }
+                let body = event_body(w, i);
                 let (status, resp) = conn.call("POST", &path, &token, Some(body)).await;
                 let acked = Instant::now();
                 assert_eq!(status, 201, "{}", String::from_utf8_lossy(&resp));
@@ -478,7 +522,7 @@ fn run_once(a: &Args) -> Run {
     let server = if a.in_process {
         Server::in_process()
     } else {
-        Server::binary()
+        Server::binary(&a.server_log)
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -487,17 +531,14 @@ fn run_once(a: &Args) -> Run {
         .expect("client runtime");
     let token = rt.block_on(setup(server.addr, &server.admin_token));
     let spid = server.pid().map(|p| p.to_string());
-    let (s_cpu0, c_cpu0) = (
-        spid.as_deref().map(cpu_seconds),
-        cpu_seconds("self"),
-    );
+    let (s_cpu0, c_cpu0) = (spid.as_deref().map(cpu_seconds), cpu_seconds("self"));
     let stats0 = server.stats();
+    let self_pid = std::process::id().to_string();
+    let threads0 = cpu_by_thread(spid.as_deref().unwrap_or(&self_pid));
     let start = Instant::now();
     let (acks, seen) = rt.block_on(drive(server.addr, token, a));
-    let (s_cpu1, c_cpu1) = (
-        spid.as_deref().map(cpu_seconds),
-        cpu_seconds("self"),
-    );
+    let threads1 = cpu_by_thread(spid.as_deref().unwrap_or(&self_pid));
+    let (s_cpu1, c_cpu1) = (spid.as_deref().map(cpu_seconds), cpu_seconds("self"));
     let stats1 = server.stats();
     drop(rt);
     drop(server);
@@ -515,6 +556,7 @@ fn run_once(a: &Args) -> Run {
     lat.sort_by(f64::total_cmp);
     let mut lag: Vec<f64> = window
         .iter()
+        .filter(|_| !a.floor)
         .map(|x| {
             let k = seen.partition_point(|(_, size)| *size <= x.log_index);
             match seen.get(k) {
@@ -528,6 +570,18 @@ fn run_once(a: &Args) -> Run {
         .iter()
         .filter(|x| x.acked >= from && x.acked <= to)
         .count();
+    let total_events = acks.len().max(1) as f64;
+    let by_thread: Vec<String> = threads1
+        .iter()
+        .map(|(name, t1)| (name, t1 - threads0.get(name).copied().unwrap_or(0.0)))
+        .filter(|(_, d)| *d >= 0.05)
+        .map(|(name, d)| format!("{name} {:.0}", d * 1e6 / total_events))
+        .collect();
+    eprintln!(
+        "CPU µs per event by {} thread: {}",
+        if a.in_process { "process" } else { "server" },
+        by_thread.join(", ")
+    );
     let per_fsync = match (stats0, stats1) {
         (Some(s0), Some(s1)) if s1.batches > s0.batches => {
             Some((s1.events - s0.events) as f64 / (s1.batches - s0.batches) as f64)
@@ -587,7 +641,15 @@ fn main() {
     let mut lines = Vec::new();
     for i in 0..a.runs {
         let r = run_once(&a);
-        let label = format!("{}{}", a.label, if a.runs > 1 { format!(" #{}", i + 1) } else { String::new() });
+        let label = format!(
+            "{}{}",
+            a.label,
+            if a.runs > 1 {
+                format!(" #{}", i + 1)
+            } else {
+                String::new()
+            }
+        );
         let line = row(label.trim(), &a, &r);
         println!("{line}");
         lines.push(line);
@@ -605,7 +667,9 @@ fn main() {
             lag_p50_ms: m(|r| r.lag_p50_ms),
             lag_p99_ms: m(|r| r.lag_p99_ms),
             lag_max_ms: m(|r| r.lag_max_ms),
-            server_cpu: runs[0].server_cpu.map(|_| m(|r| r.server_cpu.unwrap_or(0.0))),
+            server_cpu: runs[0]
+                .server_cpu
+                .map(|_| m(|r| r.server_cpu.unwrap_or(0.0))),
             client_cpu: m(|r| r.client_cpu),
             per_fsync: runs[0].per_fsync.map(|_| m(|r| r.per_fsync.unwrap_or(0.0))),
         };

@@ -13,6 +13,13 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+/// mimalloc instead of the system allocator: with glibc's malloc, 20–30 %
+/// of the server's CPU under many concurrent requests went to malloc/free
+/// (arena contention and `malloc_consolidate`; see
+/// bench/results/http-append-2026-11-26.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Flightdeck: metrics, logs, dashboards and alerts (the cockpit) and a
 /// tamper-evident audit trail (the flight recorder), in one binary.
 ///

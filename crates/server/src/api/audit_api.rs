@@ -777,7 +777,7 @@ pub async fn ingest_project(
     caller: Caller,
     PathParams(project): PathParams<String>,
     JsonBody(body): JsonBody<IngestEvent>,
-) -> Result<(StatusCode, Json<Event>), ApiError> {
+) -> Result<(StatusCode, StoredEvent), ApiError> {
     meta::check_slug("project", &project)?;
     let p = st
         .project_access(&caller, &project, Scope::AuditWrite)
@@ -823,7 +823,22 @@ pub async fn ingest_project(
         })
         .collect();
     let e = st.record_for(&caller, d).await?;
-    Ok((StatusCode::CREATED, Json(e)))
+    Ok((StatusCode::CREATED, StoredEvent(e)))
+}
+
+/// An event answered in its stored form: the RFC 8785 canonical bytes that
+/// are its leaf in the project's transparency log (so a client can hash
+/// the answer it got), written by the audit crate's own encoder.
+pub struct StoredEvent(pub Event);
+
+impl IntoResponse for StoredEvent {
+    fn into_response(self) -> Response {
+        (
+            [(header::CONTENT_TYPE, "application/json")],
+            self.0.canonical_bytes(),
+        )
+            .into_response()
+    }
 }
 
 /// Replaces values under secret-looking keys, and anything that looks like
