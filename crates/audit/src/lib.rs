@@ -9,8 +9,10 @@
 //! bridges `append_with` into async), and not a metadata store. The
 //! transparency logs ([`tlog`]: tiles and signed checkpoints) are derived
 //! from the segments' canonical bytes; [`verify`] checks one of them from
-//! its public tlog-tiles files alone.
+//! its public tlog-tiles files alone, and [`bundle`] copies one into an
+//! auditor's folder.
 
+pub mod bundle;
 mod canonical;
 pub mod error;
 pub mod event;

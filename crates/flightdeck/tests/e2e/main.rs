@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod bundle;
 mod cli;
 mod crash;
 mod failures;
