@@ -8,6 +8,7 @@ mod cli;
 mod crash;
 mod failures;
 mod isolation;
+mod log_name;
 mod openapi;
 mod redaction;
 mod sessions;
