@@ -771,7 +771,8 @@ impl IngestEvent {
 /// Append an external event to a project's audit log (`audit:write`).
 #[utoipa::path(post, path = "/api/flightdeck/v1/projects/{project}/audit/events", tag = "audit",
     params(ProjectPath),
-    request_body = IngestEvent, responses((status = 201, body = EventDoc)))]
+    request_body = IngestEvent, responses((status = 201, body = EventDoc,
+        description = "The event as stored and acknowledged (durable): its RFC 8785 canonical JSON, byte for byte its leaf in the project's audit transparency log")))]
 pub async fn ingest_project(
     State(st): State<AppState>,
     caller: Caller,
