@@ -6,6 +6,7 @@ mod harness;
 mod bundle;
 mod cli;
 mod crash;
+mod credential_cache;
 mod failures;
 mod isolation;
 mod log_name;
