@@ -641,9 +641,12 @@ fn bundle(args: &BundleArgs) -> anyhow::Result<ExitCode> {
                 bail!("--url needs --token (or FLIGHTDECK_TOKEN)");
             };
             let mut fetch = http_fetcher(url, token, args.project.as_deref());
-            let key = fetch(audit::files::BUNDLE_KEY)
-                .map_err(|e| anyhow::anyhow!("cannot read the server's key: {e}"))?
-                .map(|b| String::from_utf8_lossy(&b).trim().to_string());
+            let key = match &args.key {
+                Some(_) => None,
+                None => fetch(audit::files::BUNDLE_KEY)
+                    .map_err(|e| anyhow::anyhow!("cannot read the server's key: {e}"))?
+                    .map(|b| String::from_utf8_lossy(&b).trim().to_string()),
+            };
             (fetch, key)
         }
         None => {
@@ -655,9 +658,17 @@ fn bundle(args: &BundleArgs) -> anyhow::Result<ExitCode> {
                     dir.display()
                 );
             }
-            let key = audit::tlog::read_verifier_key(&audit_dir).with_context(|| {
-                format!("cannot read the signing key in {}", audit_dir.display())
-            })?;
+            // With --key, the signing key file (mode 0600) is not read at
+            // all: an auditor may copy a directory it cannot sign for.
+            let key = match &args.key {
+                Some(_) => None,
+                None => audit::tlog::read_verifier_key(&audit_dir).with_context(|| {
+                    format!(
+                        "cannot read the signing key in {} (or pass --key)",
+                        audit_dir.display()
+                    )
+                })?,
+            };
             (Box::new(audit::verify::dir_fetcher(dir)), key)
         }
     };
