@@ -18,6 +18,11 @@
 //!     cosigned/<size>             that checkpoint with the witness cosignatures accepted for it
 //!     tile/<L>/<N>[.p/<W>]        hash tiles (write-once)
 //!     tile/entries/<N>[.p/<W>]    entry bundles (write-once)
+//!
+//! an auditor bundle (`flightdeck audit bundle --out DIR`):
+//! DIR/checkpoint, DIR/tile/...    one log's files as above, for its checkpoint's size
+//! DIR/key                         the verifier key string
+//! DIR/README.md                   how to verify it
 //! ```
 
 /// Lock file held by the one process writing the directory.
@@ -79,6 +84,13 @@ pub const CHECKPOINT: &str = "checkpoint";
 /// a newline; absent = 0). Entry bundles below it were deleted on purpose;
 /// hash tiles and checkpoints stay.
 pub const RETAINED: &str = "retained";
+
+/// In an auditor bundle (`flightdeck audit bundle`, [`crate::bundle`]),
+/// beside `checkpoint` and `tile/`: the verifier key string, one line...
+pub const BUNDLE_KEY: &str = "key";
+
+/// ... and how to verify the bundle.
+pub const BUNDLE_README: &str = "README.md";
 
 /// The tree directory of a log, relative to [`TLOG_DIR`]: `org` for the
 /// organization log, `p/<slug>` for a project. A slug that is not made of

@@ -13,10 +13,12 @@
 //! consistency proofs and receipts from their files; [`verify`] checks one
 //! log from its public tlog-tiles files alone, [`monitor`] only what changed
 //! since its last run, and [`receipt`] one receipt with nothing but the
-//! verifier key. Personal values are sealed beside the leaves
+//! verifier key; [`bundle`] copies one log into an auditor's folder.
+//! Personal values are sealed beside the leaves
 //! ([`personal`]); [`retention`] trims old entries and [`fsck`] checks the
 //! private copies against the signed trees.
 
+pub mod bundle;
 mod canonical;
 pub mod error;
 pub mod event;

@@ -115,7 +115,7 @@ impl Default for Options {
             max_segment_bytes: 64 << 20,
             faults: Faults::disabled(),
             clock: None,
-            checkpoint_interval: Duration::from_secs(1),
+            checkpoint_interval: Duration::from_millis(500),
             tlog_name: "flightdeck".to_string(),
         }
     }
@@ -191,7 +191,7 @@ struct Inner {
     /// Wakes the checkpointer (an empty batch) after a key rotation.
     /// Dropped at shutdown, before the threads are joined, so that the
     /// checkpointer sees its channel close.
-    to_tlog: Mutex<Option<Sender<Vec<tlog::Leaf>>>>,
+    to_tlog: Mutex<Option<Sender<tlog::Leaves>>>,
 }
 
 struct Pending {
@@ -341,7 +341,7 @@ impl AuditLog {
             Faults::disabled(),
             waiters.clone(),
         )?;
-        let (ttx, trx) = mpsc::channel::<Vec<tlog::Leaf>>();
+        let (ttx, trx) = mpsc::channel::<tlog::Leaves>();
         let wake_tlog = ttx.clone();
         let checkpoint_interval = opts.checkpoint_interval;
 
@@ -838,7 +838,10 @@ impl AuditLog {
         if let Ok(t) = self.inner.to_tlog.lock()
             && let Some(t) = t.as_ref()
         {
-            let _ = t.send(Vec::new());
+            let _ = t.send(tlog::Leaves {
+                leaves: Vec::new(),
+                durable_at: Instant::now(),
+            });
         }
         Ok(record)
     }
@@ -1301,7 +1304,7 @@ struct Indexer {
     last_seq: Arc<AtomicU64>,
     /// Durable events for the checkpointer (dropped when the indexer ends,
     /// which makes it flush and stop).
-    to_tlog: Sender<Vec<tlog::Leaf>>,
+    to_tlog: Sender<tlog::Leaves>,
 }
 
 /// Closes the tail when the indexer ends, however it ends, so that the
@@ -1333,7 +1336,10 @@ impl Indexer {
                 .collect();
             // A gone checkpointer (it only ends after us, or on a bug that
             // it logged) must not stop acknowledgements.
-            let _ = self.to_tlog.send(leaves);
+            let _ = self.to_tlog.send(tlog::Leaves {
+                durable_at: Instant::now(),
+                leaves,
+            });
             self.tail.push(batch.rows, MAX_TAIL_ROWS);
             self.last_seq.store(last, Ordering::SeqCst);
             for (event, done) in batch.acks {

@@ -67,6 +67,19 @@ use crate::proof::SignedCheckpoint;
 use crate::segment::{self, Repair};
 use crate::witness::{self, Recent};
 
+/// Durable events handed to the checkpointer together.
+pub(crate) struct Leaves {
+    /// When they were durable (about when they are acknowledged): the
+    /// checkpoint covering them is due `checkpoint_interval` after this.
+    pub durable_at: Instant,
+    pub leaves: Vec<Leaf>,
+}
+
+/// Most threads writing a flush's full tiles and bundles...
+const WRITE_THREADS: usize = 4;
+/// ... one per this many files.
+const FILES_PER_THREAD: usize = 16;
+
 /// One durable event, as the checkpointer needs it.
 pub(crate) struct Leaf {
     /// [`index::log_text`] of the event's log.
@@ -181,12 +194,15 @@ pub fn write_log(
 /// Writes `bytes` at `path` unless an identical file is there; a file with
 /// other bytes is never replaced. With `trust_existing`, an existing file
 /// is not read back (replay at open, where re-reading every tile would
-/// double the cost).
+/// double the cost). The new name is durable only once `path`'s directory,
+/// added to `dirs`, is fsynced ([`sync_dirs`]): a flush writes many files
+/// into a few directories and fsyncs each directory once.
 fn write_once(
     path: &Path,
     bytes: &[u8],
     faults: &Faults,
     trust_existing: bool,
+    dirs: &mut Vec<PathBuf>,
 ) -> Result<(), AuditError> {
     match fs::read(path) {
         Ok(_) if trust_existing => return Ok(()),
@@ -203,8 +219,23 @@ fn write_once(
     }
     if let Some(parent) = path.parent() {
         fs::create_dir_all(parent).map_err(|e| AuditError::io(parent, e))?;
+        if !dirs.iter().any(|d| d == parent) {
+            dirs.push(parent.to_path_buf());
+        }
     }
-    diskio::atomic_write(path, bytes, faults).map_err(|e| AuditError::io(path, e))
+    diskio::atomic_write_defer_dir_sync(path, bytes, faults).map_err(|e| AuditError::io(path, e))
+}
+
+/// Fsyncs every directory [`write_once`] wrote into, making the new names
+/// durable.
+fn sync_dirs(dirs: Vec<PathBuf>, faults: &Faults) -> Result<(), AuditError> {
+    for d in dirs {
+        faults
+            .check_fsync(&d.display().to_string())
+            .and_then(|()| diskio::fsync_dir(&d))
+            .map_err(|e| AuditError::io(&d, e))?;
+    }
+    Ok(())
 }
 
 /// One log's tree: the compact range and the right edge of every tile
@@ -327,10 +358,68 @@ impl Tree {
 
     /// Writes the full tiles and bundles completed so far.
     fn write_full(&mut self, faults: &Faults, trust_existing: bool) -> Result<(), AuditError> {
-        while let Some((rel, bytes)) = self.pending.first() {
-            write_once(&self.dir.join(rel), bytes, faults, trust_existing)?;
-            self.pending.remove(0);
+        if self.pending.is_empty() {
+            return Ok(());
         }
+        // Each file costs an fsync, which mostly waits for the device: a
+        // few writer threads overlap those waits when there are many (a
+        // busy log fills ~200 files a second).
+        let dir = &self.dir;
+        let write = |files: &[(String, Vec<u8>)]| {
+            let mut dirs = Vec::new();
+            let res = files.iter().try_for_each(|(rel, bytes)| {
+                write_once(&dir.join(rel), bytes, faults, trust_existing, &mut dirs)
+            });
+            (res, dirs)
+        };
+        let threads = WRITE_THREADS.min(self.pending.len().div_ceil(FILES_PER_THREAD));
+        let results: Vec<(Result<(), AuditError>, Vec<PathBuf>)> = if threads <= 1 {
+            vec![write(&self.pending)]
+        } else {
+            let chunk = self.pending.len().div_ceil(threads);
+            std::thread::scope(|s| {
+                let handles: Vec<_> = self
+                    .pending
+                    .chunks(chunk)
+                    .map(|files| s.spawn(move || write(files)))
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| match h.join() {
+                        Ok(r) => r,
+                        Err(_) => (
+                            Err(AuditError::corrupt(
+                                dir,
+                                0,
+                                "bug: a tile writer thread panicked",
+                            )),
+                            Vec::new(),
+                        ),
+                    })
+                    .collect()
+            })
+        };
+        let mut dirs: Vec<PathBuf> = Vec::new();
+        let mut first_err = None;
+        for (res, ds) in results {
+            for d in ds {
+                if !dirs.contains(&d) {
+                    dirs.push(d);
+                }
+            }
+            if let Err(e) = res {
+                first_err.get_or_insert(e);
+            }
+        }
+        // What was renamed into place is made durable even if another file
+        // failed; then all stay pending (rewriting an identical file is a
+        // no-op) until a flush writes every one.
+        let synced = sync_dirs(dirs, faults);
+        if let Some(e) = first_err {
+            return Err(e);
+        }
+        synced?;
+        self.pending.clear();
         Ok(())
     }
 
@@ -339,6 +428,7 @@ impl Tree {
     /// write-once files too).
     fn write_partials(&self, faults: &Faults, trust_existing: bool) -> Result<(), AuditError> {
         let size = self.size();
+        let mut dirs = Vec::new();
         for (l, hashes) in self.levels.iter().enumerate() {
             if hashes.is_empty() {
                 continue;
@@ -351,6 +441,7 @@ impl Tree {
                 &encode_tile(hashes),
                 faults,
                 trust_existing,
+                &mut dirs,
             )?;
         }
         if !self.entries.is_empty() {
@@ -358,9 +449,15 @@ impl Tree {
                 .map_err(|e| AuditError::corrupt(&self.dir, size, e.to_string()))?;
             let data = encode_entry_bundle(&self.entries)
                 .map_err(|e| AuditError::corrupt(&self.dir, size, e.to_string()))?;
-            write_once(&self.dir.join(b.path()), &data, faults, trust_existing)?;
+            write_once(
+                &self.dir.join(b.path()),
+                &data,
+                faults,
+                trust_existing,
+                &mut dirs,
+            )?;
         }
-        Ok(())
+        sync_dirs(dirs, faults)
     }
 
     /// Whether the checkpoint on disk needs writing: a new size, or the
@@ -543,6 +640,7 @@ impl Trees {
         let Some(signer) = self.signer() else {
             return false;
         };
+        let started = Instant::now();
         let mut ok = true;
         for (log, t) in self.trees.iter_mut() {
             match t.flush(&signer, &self.recent, &self.faults) {
@@ -554,14 +652,23 @@ impl Trees {
                 }
             }
         }
+        tracing::debug!(
+            elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
+            ok,
+            "audit transparency logs flushed"
+        );
         ok
     }
 
     /// The checkpointer thread: appends leaves as they come and flushes at
-    /// most `interval` after the first unflushed one; flushes once more
-    /// when the indexer hangs up. An empty batch is a wake-up (after a key
-    /// rotation: re-sign every checkpoint).
-    pub(crate) fn run(mut self, rx: Receiver<Vec<Leaf>>, interval: Duration) {
+    /// most `interval` after the first unflushed one was durable; flushes
+    /// once more when the indexer hangs up. Before a flush it takes every
+    /// batch already queued, so that leaves that arrived while the previous
+    /// flush was writing are covered by the next one without waiting
+    /// another interval (and a busy queue never postpones a due flush).
+    /// An empty batch is a wake-up (after a key rotation: re-sign every
+    /// checkpoint).
+    pub(crate) fn run(mut self, rx: Receiver<Leaves>, interval: Duration) {
         // However the thread ends, nobody is left waiting for a checkpoint.
         let _close = CloseWaiters(self.waiters.clone());
         let mut due = self.dirty().then(Instant::now);
@@ -571,27 +678,36 @@ impl Trees {
                 Some(d) => rx.recv_timeout(d.saturating_duration_since(Instant::now())),
             };
             match got {
-                Ok(leaves) => {
-                    for l in leaves {
-                        let res = self
-                            .tree(&l.log)
-                            .map_err(|e| e.to_string())
-                            .and_then(|t| t.push(l.index, l.bytes));
-                        if let Err(e) = res {
-                            tracing::error!(error = %e, "bug: the audit transparency log skipped an event");
-                        }
-                    }
-                    due.get_or_insert_with(|| Instant::now() + interval);
-                }
-                Err(RecvTimeoutError::Timeout) => {
-                    due = (!self.flush_all()).then(|| Instant::now() + interval);
-                }
+                Ok(batch) => self.take(batch, interval, &mut due),
+                Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {
                     self.flush_all();
                     return;
                 }
             }
+            if due.is_some_and(|d| d <= Instant::now()) {
+                while let Ok(batch) = rx.try_recv() {
+                    self.take(batch, interval, &mut due);
+                }
+                due = (!self.flush_all()).then(|| Instant::now() + interval);
+            }
         }
+    }
+
+    /// Appends a batch's leaves; the flush is due `interval` after the
+    /// earliest unflushed leaf was durable.
+    fn take(&mut self, batch: Leaves, interval: Duration, due: &mut Option<Instant>) {
+        for l in batch.leaves {
+            let res = self
+                .tree(&l.log)
+                .map_err(|e| e.to_string())
+                .and_then(|t| t.push(l.index, l.bytes));
+            if let Err(e) = res {
+                tracing::error!(error = %e, "bug: the audit transparency log skipped an event");
+            }
+        }
+        let d = batch.durable_at + interval;
+        *due = Some(due.map_or(d, |x| x.min(d)));
     }
 }
 

@@ -18,5 +18,5 @@ pub mod lock;
 
 pub use faults::Faults;
 pub use frame::{FrameError, Record, Records, ScanEnd, encode_record, scan};
-pub use fsutil::{atomic_write, fsync_dir, sync_file, write_all};
+pub use fsutil::{atomic_write, atomic_write_defer_dir_sync, fsync_dir, sync_file, write_all};
 pub use lock::{DirLock, LockError};

@@ -10,7 +10,8 @@
 //! `audit::monitor` and, as a witness, cosigns and pushes the checkpoint;
 //! `witness-keygen` makes a witness key and `rotate-key` rotates a stopped
 //! data directory's signing key (`audit::keys`); `erase` erases a person's
-//! personal values.
+//! personal values; `bundle` writes one log as an auditor's folder
+//! (`audit::bundle`) that `verify --dir` checks.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -107,6 +108,12 @@ pub enum AuditCommand {
         #[arg(long, env = "FLIGHTDECK_DATA_DIR", default_value = "./data")]
         data_dir: PathBuf,
     },
+    /// Write an auditor bundle: one log's signed checkpoint, hash tiles and
+    /// entry bundles in the tlog-tiles layout (servable by any static web
+    /// server), its verifier key (`key`) and a README.md on how to verify
+    /// it; then verify the folder. From a data directory (read-only, safe
+    /// beside a running server) or a server (--url, --token).
+    Bundle(BundleArgs),
 }
 
 #[derive(clap::Args, Clone)]
@@ -202,6 +209,34 @@ pub struct MonitorArgs {
 }
 
 #[derive(clap::Args, Clone)]
+#[command(group(clap::ArgGroup::new("which_log").required(true).args(["project", "org"])))]
+pub struct BundleArgs {
+    /// Read this data directory (default when no --url is given).
+    #[arg(long, env = "FLIGHTDECK_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// Read from a server instead, e.g. http://127.0.0.1:9464.
+    #[arg(long, env = "FLIGHTDECK_URL")]
+    pub url: Option<String>,
+    /// API token for --url (scope audit:read; an org admin token for --org).
+    #[arg(long, env = "FLIGHTDECK_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// The project's log.
+    #[arg(long)]
+    pub project: Option<String>,
+    /// The organization log.
+    #[arg(long)]
+    pub org: bool,
+    /// The folder to write; it must not exist or be empty.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// The verifier key to check the bundle with (and to write as `key`).
+    /// Without it, the source's own key is used (the data directory's
+    /// signing key, or the server's `key`), which checks consistency only.
+    #[arg(long)]
+    pub key: Option<String>,
+}
+
+#[derive(clap::Args, Clone)]
 pub struct VerifyArgs {
     /// Read this data directory (default when no --url is given).
     #[arg(long, env = "FLIGHTDECK_DATA_DIR", default_value = "./data")]
@@ -209,6 +244,11 @@ pub struct VerifyArgs {
     /// Read from a server instead, e.g. http://127.0.0.1:9464 (needs --key).
     #[arg(long, env = "FLIGHTDECK_URL")]
     pub url: Option<String>,
+    /// Read an auditor bundle folder (`flightdeck audit bundle`) or any
+    /// folder laid out as a tlog-tiles log instead. Without --project or
+    /// --org, the log is the one the signed checkpoint's origin names.
+    #[arg(long, conflicts_with_all = ["url", "all"])]
+    pub dir: Option<PathBuf>,
     /// API token for --url (scope audit:read).
     #[arg(long, env = "FLIGHTDECK_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
@@ -481,6 +521,11 @@ pub fn run(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
             };
             writeln!(out, "{}", rec.vkey)?;
         }
+        AuditCommand::Bundle(args) => {
+            out.flush()?;
+            drop(out);
+            return bundle(&args);
+        }
         AuditCommand::Search(args) => {
             if let Some(url) = args.url.clone() {
                 let (events, _) =
@@ -707,7 +752,27 @@ fn witness_policy(
 fn verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    let keys = log_keys(&args.key, args.url.as_deref(), &args.data_dir, &mut out)?;
+    let keys = match (&args.dir, args.key.is_empty()) {
+        (Some(dir), true) => {
+            let path = dir.join(audit::files::BUNDLE_KEY);
+            let k = std::fs::read_to_string(&path).with_context(|| {
+                format!(
+                    "no --key given and {} cannot be read (pass --key)",
+                    path.display()
+                )
+            })?;
+            writeln!(
+                out,
+                "note: no --key given: using {}, which trusts the bundle",
+                path.display()
+            )?;
+            vec![
+                merkle::VerifierKey::parse(k.trim())
+                    .with_context(|| format!("{}: not a verifier key", path.display()))?,
+            ]
+        }
+        _ => log_keys(&args.key, args.url.as_deref(), &args.data_dir, &mut out)?,
+    };
     let (witnesses, quorum) = witness_policy(&args.policy)?;
     let since = match &args.since_checkpoint {
         Some(p) => Some(
@@ -716,7 +781,7 @@ fn verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
         ),
         None => None,
     };
-    let log = audit::LogKey::of(args.project.as_deref());
+    let mut log = audit::LogKey::of(args.project.as_deref());
     let mut logs: Vec<(String, Fetcher)> = Vec::new();
     if let Some(url) = &args.url {
         let Some(token) = args.token.clone() else {
@@ -724,6 +789,14 @@ fn verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
         };
         let base = log_base(url, args.project.as_deref());
         logs.push((audit::files::tlog_log_dir(&log), http_fetcher(base, token)));
+    } else if let Some(dir) = &args.dir {
+        if args.project.is_none() && !args.org {
+            log = bundle_log(dir, &keys[0])?;
+        }
+        logs.push((
+            audit::files::tlog_log_dir(&log),
+            Box::new(audit::verify::dir_fetcher(dir.clone())),
+        ));
     } else {
         let tlog = args.data_dir.join("audit").join(audit::files::TLOG_DIR);
         if args.all {
@@ -770,7 +843,7 @@ fn verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
     }
     // On a data directory, the private copies must agree with the signed
     // trees too: segments, search index, sealed personal values.
-    if args.url.is_none() && !failed {
+    if args.url.is_none() && args.dir.is_none() && !failed {
         match audit::fsck::check_store(&args.data_dir.join("audit")) {
             Ok(r) => writeln!(
                 out,
@@ -911,7 +984,7 @@ fn erase(args: &EraseArgs) -> anyhow::Result<serde_json::Value> {
             bail!("--source-ip: '{ip}' is not an IP address");
         }
     }
-    let (meta, log) = crate::open_stores(&args.data_dir)?;
+    let (meta, log) = crate::open_stores(&args.data_dir, audit::Options::default())?;
     let organization = meta
         .read(|tx| tx.organization())?
         .map(|o| o.name)
@@ -1080,4 +1153,182 @@ fn push_cosignature(
     let v: serde_json::Value =
         serde_json::from_str(&body).context("the server's answer is not JSON")?;
     Ok(v["cosignatures"].as_array().map_or(0, Vec::len))
+}
+
+/// The log a tlog-tiles folder holds, from its checkpoint's origin line
+/// (`<key name>/org` or `<key name>/p/<slug>`). The origin is not trusted
+/// here: verification checks the signature over it, and prints it.
+fn bundle_log(dir: &std::path::Path, key: &merkle::VerifierKey) -> anyhow::Result<audit::LogKey> {
+    let path = dir.join(audit::files::CHECKPOINT);
+    let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let origin = merkle::Note::parse(&bytes)
+        .ok()
+        .and_then(|n| merkle::Checkpoint::parse(n.text()).ok())
+        .map(|c| c.origin().to_string())
+        .with_context(|| format!("{} is not a signed tlog checkpoint", path.display()))?;
+    origin
+        .strip_prefix(&format!("{}/", key.name()))
+        .and_then(audit::verify::log_of_dir)
+        .with_context(|| {
+            format!(
+                "{}: origin {origin:?} is not a log of key {:?}; pass --project or --org (and --origin)",
+                path.display(),
+                key.name()
+            )
+        })
+}
+
+/// `flightdeck audit bundle`: exit 0 when the written folder verifies.
+fn bundle(args: &BundleArgs) -> anyhow::Result<ExitCode> {
+    let log = audit::LogKey::of(args.project.as_deref());
+    let name = audit::files::tlog_log_dir(&log);
+    let (mut fetch, source_key): (Fetcher, Option<String>) = match &args.url {
+        Some(url) => {
+            let Some(token) = args.token.clone() else {
+                bail!("--url needs --token (or FLIGHTDECK_TOKEN)");
+            };
+            let mut fetch = http_fetcher(log_base(url, args.project.as_deref()), token);
+            let key = match &args.key {
+                Some(_) => None,
+                None => fetch(audit::files::BUNDLE_KEY)
+                    .map_err(|e| anyhow::anyhow!("cannot read the server's key: {e}"))?
+                    .map(|b| String::from_utf8_lossy(&b).trim().to_string()),
+            };
+            (fetch, key)
+        }
+        None => {
+            let audit_dir = args.data_dir.join("audit");
+            let dir = audit_dir.join(audit::files::TLOG_DIR).join(&name);
+            if !dir.join(audit::files::CHECKPOINT).is_file() {
+                bail!(
+                    "{} holds no checkpoint (is --data-dir right? a log without events has none)",
+                    dir.display()
+                );
+            }
+            // With --key, the signing key file (mode 0600) is not read at
+            // all: an auditor may copy a directory it cannot sign for.
+            let key = match &args.key {
+                Some(_) => None,
+                None => audit::tlog::read_verifier_key(&audit_dir).with_context(|| {
+                    format!(
+                        "cannot read the signing key in {} (or pass --key)",
+                        audit_dir.display()
+                    )
+                })?,
+            };
+            (Box::new(audit::verify::dir_fetcher(dir)), key)
+        }
+    };
+    let trusted = args.key.is_some();
+    let key_text = args
+        .key
+        .clone()
+        .or(source_key)
+        .context("the source has no verifier key: pass --key")?;
+    let key = merkle::VerifierKey::parse(key_text.trim())
+        .with_context(|| format!("'{key_text}' is not a verifier key"))?;
+    let origin = format!("{}/{name}", key.name());
+    let readme = bundle_readme(&origin, &log);
+    let written = audit::bundle::write_bundle(&mut fetch, &args.out, key_text.trim(), &readme)?;
+    let expect = audit::verify::Expect::new(vec![key], origin, Some(log));
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    writeln!(
+        out,
+        "wrote {}: {} entries, {} tiles and bundles, {} bytes",
+        args.out.display(),
+        written.size,
+        written.tiles,
+        written.bytes
+    )?;
+    let code = match audit::verify::verify(audit::verify::dir_fetcher(args.out.clone()), &expect) {
+        Ok(report) => {
+            writeln!(out, "{report}")?;
+            if !trusted {
+                writeln!(
+                    out,
+                    "note: checked with the source's own key ({}): compare it with a copy you trust",
+                    audit::files::BUNDLE_KEY
+                )?;
+            }
+            ExitCode::SUCCESS
+        }
+        Err(f) => {
+            writeln!(out, "FAIL: {}: {f}", expect.origin)?;
+            ExitCode::FAILURE
+        }
+    };
+    out.flush()?;
+    Ok(code)
+}
+
+/// The bundle's README.md: what is in it and how to verify it.
+fn bundle_readme(origin: &str, log: &audit::LogKey) -> String {
+    let which = match log {
+        audit::LogKey::Organization => "--org".to_string(),
+        audit::LogKey::Project(p) => format!("--project {p}"),
+    };
+    format!(
+        r#"# Flightdeck audit log bundle: `{origin}`
+
+This folder is one Flightdeck audit log as a [C2SP tlog-tiles](https://c2sp.org/tlog-tiles)
+transparency log: an RFC 6962 Merkle tree over the log's events (each entry is one event's
+RFC 8785 canonical JSON, in `log_index` order), with a signed
+[checkpoint](https://c2sp.org/tlog-checkpoint).
+
+| file | what |
+| --- | --- |
+| `checkpoint` | the signed checkpoint ([signed note](https://c2sp.org/signed-note), Ed25519): origin `{origin}`, tree size, root hash |
+| `tile/<L>/<N>[.p/<W>]` | hash tiles (256 hashes of 32 bytes; `.p/<W>`: the partial rightmost tile of width W) |
+| `tile/entries/<N>[.p/<W>]` | entry bundles: each entry is a big-endian u16 length, then the event's JSON bytes |
+| `key` | the verifier key (`<name>+<key id>+<base64 key>`) of the server that wrote it |
+
+The folder is a complete log for the checkpoint's size: any static web server makes it a
+tlog-tiles log whose base URL is the folder (e.g. `python3 -m http.server` inside it).
+
+**Trust.** `key` came with the bundle: whoever could alter the bundle could replace it.
+Verify with a copy of the key obtained separately (the operator's
+`flightdeck audit pubkey --data-dir DATA`, or a published copy).
+
+## With Flightdeck
+
+```sh
+flightdeck audit verify --dir BUNDLE {which} --key "<verifier key you trust>"
+```
+
+It checks the checkpoint's signature and origin, every hash tile against the signed root,
+every entry against the tiles, and that each entry is an audit event of this log whose
+`log_index` is its position (`seq` strictly increasing, `time` non-decreasing); it prints
+`OK: {origin} size N root <base64>, ...` and exits 0, or names the first bad file and exits 1.
+Add `--since-checkpoint FILE` with a checkpoint saved earlier to check that this log extends
+it (a rollback or a fork fails).
+
+## With standard tlog-tiles tools
+
+Rust, the independent crates `signed_note` and `tlog_tiles`:
+
+1. `let v = signed_note::StandardVerifier::new(KEY)?;` then
+   `let note = signed_note::Note::from_bytes(&std::fs::read("checkpoint")?)?;` and
+   `note.verify(&signed_note::VerifierList::new(vec![Box::new(v)]))?;`
+2. `let cp = tlog_tiles::Checkpoint::from_bytes(note.text())?;` check `cp.origin() == "{origin}"`.
+3. Implement `tlog_tiles::TileReader` (height 8) reading files from this folder: `tlog_tiles`
+   names a tile `tile/8/<L>/<N>...` (with the height); the file is `tile/<L>/<N>...`.
+4. `let r = tlog_tiles::TileHashReader::new(cp.size(), *cp.hash(), &reader);` and
+   `tlog_tiles::tree_hash(cp.size(), &r)? == *cp.hash()` authenticates the tiles.
+5. For each entry `i` of `tile/entries/...` (in order):
+   `tlog_tiles::check_record(&tlog_tiles::prove_record(cp.size(), i, &r)?, cp.size(), *cp.hash(), i, tlog_tiles::record_hash(entry))?`.
+
+Go, `golang.org/x/mod/sumdb/note` and `golang.org/x/mod/sumdb/tlog`:
+
+1. `v, _ := note.NewVerifier(KEY)`; `n, err := note.Open(checkpointBytes, note.VerifierList(v))`.
+2. Split `n.Text` into its three lines: origin, size, base64 root (`tlog.ParseTree` expects the
+   go.sum header instead of an origin line, so parse these by hand) into a `tlog.Tree`.
+3. Implement `tlog.TileReader` (`Height() = 8`) reading this folder: `tlog.Tile.Path()` gives
+   `tile/8/<L>/<N>`, the file is `tile/<L>/<N>` (partial tiles: `.p/<W>` in both).
+4. `tlog.TileHashReader(tree, reader)`, then for each entry `i`:
+   `p, _ := tlog.ProveRecord(tree.N, i, hr)` and
+   `tlog.CheckRecord(p, tree.N, tree.Hash, i, tlog.RecordHash(entry))`; entries are read from
+   `tile/entries/<N>` (2-byte big-endian length prefixes; Go's own `tile/8/data/` layout differs).
+"#
+    )
 }

@@ -54,6 +54,8 @@ pub struct FileAuth {
 #[derive(Deserialize, Default, Debug)]
 #[serde(deny_unknown_fields)]
 pub struct FileAudit {
+    pub log_name: Option<String>,
+    pub checkpoint_interval: Option<String>,
     pub witnesses: Option<Vec<String>>,
     pub retention_days: Option<u32>,
     pub retention_check_interval: Option<String>,
@@ -112,6 +114,15 @@ pub struct Overrides {
         value_delimiter = ','
     )]
     pub audit_witnesses: Option<Vec<String>>,
+    /// Name of the audit checkpoint signing key and prefix of every audit
+    /// log's origin (`<name>/org`, `<name>/p/<slug>`), e.g. audit.example.com;
+    /// used when the key is first created, which keeps it (`audit.log_name`) [default: flightdeck].
+    #[arg(long, env = "FLIGHTDECK_AUDIT_LOG_NAME")]
+    pub audit_log_name: Option<String>,
+    /// Longest time from an audit append to the signed checkpoint covering it,
+    /// plus the time to write the tiles (`audit.checkpoint_interval`) [default: 500ms].
+    #[arg(long, env = "FLIGHTDECK_AUDIT_CHECKPOINT_INTERVAL")]
+    pub audit_checkpoint_interval: Option<String>,
 }
 
 /// The validated configuration the program runs with.
@@ -122,6 +133,23 @@ pub struct Config {
     pub organization: String,
     pub log_level: String,
     pub server: server::ServerOptions,
+    pub audit: AuditSettings,
+}
+
+/// The audit log settings of the configuration (`[audit]`).
+#[derive(Debug, Clone)]
+pub struct AuditSettings {
+    /// `audit::Options::tlog_name`.
+    pub log_name: String,
+    /// `audit::Options::checkpoint_interval`.
+    pub checkpoint_interval: Duration,
+}
+
+/// A valid `audit.log_name`: 1 to 100 printable ASCII characters, no
+/// space and no `+` (a signed-note key name; it also starts every origin
+/// line, so something like `audit.example.com` reads best).
+pub fn valid_log_name(name: &str) -> bool {
+    (1..=100).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_graphic() && b != b'+')
 }
 
 /// Parses durations like `500ms`, `10s`, `5m`, `12h`, `7d`.
@@ -231,7 +259,34 @@ pub fn load(o: &Overrides) -> Result<Config, ConfigError> {
             "config key `log_level`: '{log_level}' is not a valid filter (e.g. info, debug, server=debug)"
         )));
     }
+    let audit_defaults = audit::Options::default();
+    let log_name = o
+        .audit_log_name
+        .clone()
+        .or(file.audit.log_name)
+        .unwrap_or(audit_defaults.tlog_name);
+    if !valid_log_name(&log_name) {
+        return Err(ConfigError(format!(
+            "config key `audit.log_name`: {log_name:?} is not a valid name (1 to 100 printable ASCII characters, no spaces, no '+'; e.g. audit.example.com)"
+        )));
+    }
+    let checkpoint_interval = duration(
+        "audit.checkpoint_interval",
+        o.audit_checkpoint_interval
+            .clone()
+            .or(file.audit.checkpoint_interval),
+        audit_defaults.checkpoint_interval,
+    )?;
+    if checkpoint_interval > Duration::from_secs(3600) {
+        return Err(ConfigError(
+            "config key `audit.checkpoint_interval`: at most 1h".into(),
+        ));
+    }
     Ok(Config {
+        audit: AuditSettings {
+            log_name,
+            checkpoint_interval,
+        },
         data_dir: o
             .data_dir
             .clone()
@@ -394,6 +449,54 @@ mod tests {
                 .witnesses
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn audit_log_name_file_env_flag() {
+        assert_eq!(
+            load(&Overrides::default()).unwrap().audit.log_name,
+            "flightdeck"
+        );
+        let c = with_file("[audit]\nlog_name = \"audit.example.com\"").unwrap();
+        assert_eq!(c.audit.log_name, "audit.example.com");
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f.toml");
+        std::fs::write(&p, "[audit]\nlog_name = \"from-file\"").unwrap();
+        let c = load(&Overrides {
+            config: Some(p),
+            audit_log_name: Some("from-flag".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(c.audit.log_name, "from-flag");
+        for bad in ["", "a b", "a+b", "tab\there", "é", &"x".repeat(101)] {
+            let e = load(&Overrides {
+                audit_log_name: Some(bad.into()),
+                ..Default::default()
+            })
+            .unwrap_err()
+            .0;
+            assert!(e.contains("`audit.log_name`"), "{bad:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn audit_checkpoint_interval() {
+        assert_eq!(
+            load(&Overrides::default())
+                .unwrap()
+                .audit
+                .checkpoint_interval,
+            Duration::from_millis(500)
+        );
+        let c = with_file("[audit]\ncheckpoint_interval = \"2s\"").unwrap();
+        assert_eq!(c.audit.checkpoint_interval, Duration::from_secs(2));
+        for bad in ["0s", "soon", "2h"] {
+            let e = with_file(&format!("[audit]\ncheckpoint_interval = \"{bad}\""))
+                .unwrap_err()
+                .0;
+            assert!(e.contains("`audit.checkpoint_interval`"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -13,6 +13,13 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+/// mimalloc instead of the system allocator: with glibc's malloc, 20–30 %
+/// of the server's CPU under many concurrent requests went to malloc/free
+/// (arena contention and `malloc_consolidate`; see
+/// bench/results/http-append-2026-11-26.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Flightdeck: metrics, logs, dashboards and alerts (the cockpit) and a
 /// tamper-evident audit trail (the flight recorder), in one binary.
 ///
@@ -80,18 +87,43 @@ fn now_ns() -> i64 {
 }
 
 /// Opens the stores in the data directory.
-pub fn open_stores(data_dir: &Path) -> anyhow::Result<(Arc<meta::Meta>, audit::AuditLog)> {
+pub fn open_stores(
+    data_dir: &Path,
+    audit_opts: audit::Options,
+) -> anyhow::Result<(Arc<meta::Meta>, audit::AuditLog)> {
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
-    let audit = audit::AuditLog::open(&data_dir.join("audit"), audit::Options::default())
+    let name = audit_opts.tlog_name.clone();
+    let audit = audit::AuditLog::open(&data_dir.join("audit"), audit_opts)
         .with_context(|| format!("cannot open the audit log in {}", data_dir.display()))?;
+    // The key keeps the name it was created with (its id is derived from it).
+    let key_name = audit
+        .verifier_key()
+        .split('+')
+        .next()
+        .unwrap_or("")
+        .to_string();
+    if key_name != name {
+        tracing::warn!(
+            configured = %name,
+            key = %key_name,
+            "audit.log_name differs from the name of the existing checkpoint signing key; the key's name stays in use (it applies only when the key is first created)"
+        );
+    }
     let meta = meta::Meta::open(&data_dir.join("meta.sqlite"))
         .with_context(|| format!("cannot open metadata in {}", data_dir.display()))?;
     Ok((Arc::new(meta), audit))
 }
 
 fn serve(cfg: config::Config) -> anyhow::Result<()> {
-    let (meta, audit) = open_stores(&cfg.data_dir)?;
+    let (meta, audit) = open_stores(
+        &cfg.data_dir,
+        audit::Options {
+            tlog_name: cfg.audit.log_name.clone(),
+            checkpoint_interval: cfg.audit.checkpoint_interval,
+            ..Default::default()
+        },
+    )?;
     let organization =
         match server::bootstrap::first_start(&meta, &audit, &cfg.organization, now_ns())? {
             Some((password, token)) => {

@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
@@ -227,6 +228,9 @@ pub struct Meta {
     writer: Mutex<Connection>,
     /// Idle reader connections; a reader is taken out for one [`Meta::read`].
     readers: Mutex<Vec<Connection>>,
+    /// Number of committed [`Meta::write`]s since open; bumped after each
+    /// commit, read without a lock. See [`Meta::generation`].
+    generation: AtomicU64,
 }
 
 fn open_conn(path: &Path) -> rusqlite::Result<Connection> {
@@ -249,7 +253,18 @@ impl Meta {
             path: path.to_path_buf(),
             writer: Mutex::new(conn),
             readers: Mutex::new(Vec::new()),
+            generation: AtomicU64::new(0),
         })
+    }
+
+    /// A number that changes whenever a [`Meta::write`] commits (it is
+    /// bumped after the commit, before `write` returns). A value read from
+    /// the store after loading generation `g` is still current while
+    /// `generation()` is `g`: caches of rows (the server's verified-token
+    /// cache) tag entries with it. It covers changes made through this
+    /// `Meta`; the data directory has no other writer.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
     }
 
     /// Runs `f` in a read transaction (a consistent snapshot).
@@ -292,7 +307,11 @@ impl Meta {
             Err(g) => Err(WriteError::Gate(g)),
             Ok(()) => {
                 let value = out?;
-                tx.commit().map_err(MetaError::from)?;
+                let committed = tx.commit().map_err(MetaError::from);
+                // Bumped even if the commit reported an error: the change
+                // may have landed, and a stale cache is the worse mistake.
+                self.generation.fetch_add(1, Ordering::SeqCst);
+                committed?;
                 Ok(value)
             }
         }
@@ -478,11 +497,10 @@ impl Tx<'_> {
 
     pub fn project(&self, name: &str) -> Result<Project, MetaError> {
         self.conn
-            .query_row(
+            .prepare_cached(
                 "SELECT id, name, display_name, description, created_at FROM projects WHERE name = ?1",
-                [name],
-                project_row,
-            )
+            )?
+            .query_row([name], project_row)
             .optional()?
             .ok_or_else(|| not_found("project", name))
     }
@@ -780,13 +798,15 @@ impl Tx<'_> {
 
     /// The token whose secret this is, active or not.
     pub fn token_by_secret(&self, secret: &str) -> Result<Option<Token>, MetaError> {
-        let sql = format!(
+        self.token_by_secret_hash(&hash_secret(secret))
+    }
+
+    /// The token whose secret has this [`hash_secret`], active or not.
+    pub fn token_by_secret_hash(&self, secret_hash: &str) -> Result<Option<Token>, MetaError> {
+        let mut st = self.conn.prepare_cached(&format!(
             "SELECT {TOKEN_COLS} FROM tokens t JOIN projects p ON p.id = t.project_id WHERE t.secret_hash = ?1"
-        );
-        Ok(self
-            .conn
-            .query_row(&sql, [hash_secret(secret)], token_row)
-            .optional()?)
+        ))?;
+        Ok(st.query_row([secret_hash], token_row).optional()?)
     }
 
     /// Revokes a token; Conflict if it already was.
@@ -1011,6 +1031,30 @@ mod tests {
             WriteError::Meta(e) => e,
             WriteError::Gate(()) => unreachable!("gate never fails here"),
         })
+    }
+
+    #[test]
+    fn generation_changes_with_every_commit_and_only_then() {
+        let (_d, m) = open();
+        let g0 = m.generation();
+        let b = w(&m, |tx| tx.bootstrap("acme", 1)).unwrap();
+        let g1 = m.generation();
+        assert_ne!(g1, g0);
+        // Reads, a failed change and a refused gate commit nothing.
+        m.read(|tx| tx.token_by_secret(&b.token_secret)).unwrap();
+        assert!(w(&m, |tx| tx.bootstrap("acme", 2)).is_err());
+        assert!(
+            m.write(|tx| tx.revoke_token("default", &b.token.id, 3), |_| Err(()))
+                .is_err()
+        );
+        assert_eq!(m.generation(), g1);
+        w(&m, |tx| tx.revoke_token("default", &b.token.id, 3)).unwrap();
+        assert_ne!(m.generation(), g1);
+        let t = m
+            .read(|tx| tx.token_by_secret_hash(&hash_secret(&b.token_secret)))
+            .unwrap()
+            .unwrap();
+        assert_eq!(t.revoked_at, Some(3));
     }
 
     #[test]

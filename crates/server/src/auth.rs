@@ -302,23 +302,28 @@ pub async fn layer(State(st): State<AppState>, mut req: Request, next: Next) -> 
         recorded: Arc::new(AtomicBool::new(false)),
     };
     let request_id = meta.request_id.clone();
-    let headers = req.headers().clone();
-    let mut resp =
-        match authenticate(&st, &headers, meta, is_public(&method, route.as_deref())).await {
-            Err(e) => e.into_response(),
-            Ok(caller) => {
-                req.extensions_mut().insert(caller.clone());
-                let resp = next.run(req).await;
-                if is_mutating(&method)
-                    && resp.extensions().get::<AuditRecorded>().is_none()
-                    && !caller.req.recorded.load(Ordering::SeqCst)
-                {
-                    catch_all(&st, &caller, resp).await
-                } else {
-                    resp
-                }
+    let authenticated = authenticate(
+        &st,
+        req.headers(),
+        meta,
+        is_public(&method, route.as_deref()),
+    )
+    .await;
+    let mut resp = match authenticated {
+        Err(e) => e.into_response(),
+        Ok(caller) => {
+            req.extensions_mut().insert(caller.clone());
+            let resp = next.run(req).await;
+            if is_mutating(&method)
+                && resp.extensions().get::<AuditRecorded>().is_none()
+                && !caller.req.recorded.load(Ordering::SeqCst)
+            {
+                catch_all(&st, &caller, resp).await
+            } else {
+                resp
             }
-        };
+        }
+    };
     if let Ok(v) = request_id.parse() {
         resp.headers_mut().insert(REQUEST_ID_HEADER, v);
     }
@@ -344,7 +349,7 @@ async fn authenticate(
         ),
         Credential::Malformed(m) => Err(m),
         Credential::Token(secret, method) => {
-            let t = blocking(st, move |m| m.read(|tx| tx.token_by_secret(&secret))).await?;
+            let t = st.token_by_secret(&secret).await?;
             match t {
                 None => Err("invalid token"),
                 Some(t) if t.revoked_at.is_some() => Err("token revoked"),
@@ -633,15 +638,48 @@ impl AppState {
         .flatten()
     }
 
+    /// The token whose secret this is (active or not), through the
+    /// verified-token cache ([`crate::cache`]).
+    async fn token_by_secret(&self, secret: &str) -> Result<Option<meta::Token>, ApiError> {
+        let hash = meta::secrets::hash_secret(secret);
+        // Loaded before the read: a change committed meanwhile makes the
+        // entry stale at once.
+        let generation = self.meta.generation();
+        if let Some(t) = self.cache.token(&hash, generation) {
+            return Ok(Some(t));
+        }
+        let h = hash.clone();
+        let t = blocking(self, move |m| m.read(|tx| tx.token_by_secret_hash(&h))).await?;
+        if let Some(t) = &t {
+            self.cache.put_token(hash, generation, t.clone());
+        }
+        Ok(t)
+    }
+
     /// Resolves `{project}` and checks that the caller holds `scope` there.
     /// Unknown and invisible projects are 404; a visible project without
-    /// the scope is 403. Denials are audited.
+    /// the scope is 403. Denials are audited. Grants are remembered while
+    /// the metadata is unchanged ([`crate::cache`]).
     pub async fn project_access(
         &self,
         caller: &Caller,
         project: &str,
         scope: Scope,
     ) -> Result<meta::Project, ApiError> {
+        let key = match &caller.who {
+            Who::Token { token, .. } => Some(format!("t:{}", token.id)),
+            Who::User { user, .. } => Some(format!("u:{}", user.id)),
+            Who::Anonymous => None,
+        }
+        .map(|caller| crate::cache::AccessKey {
+            caller,
+            project: project.to_string(),
+            scope,
+        });
+        let generation = self.meta.generation();
+        if let Some(p) = key.as_ref().and_then(|k| self.cache.access(k, generation)) {
+            return Ok(p);
+        }
         let name = project.to_string();
         let c = caller.clone();
         let decision = blocking(self, move |m| {
@@ -664,7 +702,12 @@ impl AppState {
         })
         .await?;
         match decision {
-            Ok(p) => Ok(p),
+            Ok(p) => {
+                if let Some(k) = key {
+                    self.cache.put_access(k, generation, p.clone());
+                }
+                Ok(p)
+            }
             Err(None) => Err(self
                 .fail(
                     caller,

@@ -15,6 +15,7 @@
 pub mod api;
 pub mod auth;
 pub mod bootstrap;
+pub mod cache;
 pub mod error;
 pub mod openapi;
 mod ratelimit;
@@ -102,6 +103,9 @@ pub struct AppState {
     pub opts: Arc<ServerOptions>,
     pub clock: Clock,
     pub(crate) limiter: Arc<ratelimit::LoginLimiter>,
+    /// Verified tokens and granted accesses, valid while the metadata is
+    /// unchanged (see [`cache`]).
+    pub cache: Arc<cache::MetaCache>,
 }
 
 impl AppState {
@@ -123,6 +127,7 @@ impl AppState {
             opts: Arc::new(opts),
             clock,
             limiter,
+            cache: Arc::new(cache::MetaCache::default()),
         }
     }
 

@@ -3,10 +3,13 @@
 
 mod harness;
 
+mod bundle;
 mod cli;
 mod crash;
+mod credential_cache;
 mod failures;
 mod isolation;
+mod log_name;
 mod monitor;
 mod openapi;
 mod privacy;

@@ -899,7 +899,7 @@ pub async fn ingest_project(
         .collect();
     let e = st.record_for(&caller, d).await?;
     if !wait {
-        return Ok((StatusCode::CREATED, Json(e)).into_response());
+        return Ok((StatusCode::CREATED, StoredEvent(e)).into_response());
     }
     let answer = wait_for_checkpoint(&st, LogKey::Project(p.name), e).await?;
     Ok((StatusCode::CREATED, Json(answer)).into_response())
@@ -967,6 +967,22 @@ async fn wait_for_checkpoint(
         receipt,
         event: e,
     })
+}
+
+/// An event answered as acknowledged, in RFC 8785 canonical form written by
+/// the audit crate's own encoder (no serde tree). Its Merkle leaf is these
+/// bytes without the personal fields listed in `personal`
+/// ([`audit::Event::leaf_bytes`]).
+pub struct StoredEvent(pub Event);
+
+impl IntoResponse for StoredEvent {
+    fn into_response(self) -> Response {
+        (
+            [(header::CONTENT_TYPE, "application/json")],
+            self.0.canonical_bytes(),
+        )
+            .into_response()
+    }
 }
 
 /// Replaces values under secret-looking keys, and anything that looks like

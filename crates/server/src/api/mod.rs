@@ -211,6 +211,11 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             "invalid JSON body: expected an object, got an array",
         ));
     }
+    // The common case, a valid body, parses without tracking the path;
+    // only a failure is parsed again to name the offending field.
+    if let Ok(v) = serde_json::from_slice(bytes) {
+        return Ok(v);
+    }
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();

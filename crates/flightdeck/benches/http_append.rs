@@ -1,0 +1,690 @@
+//! End-to-end HTTP append benchmark: N concurrent writers (default 256)
+//! each post audit events to `POST /api/flightdeck/v1/projects/{project}/audit/events`
+//! over their own keep-alive HTTP/1.1 connection, waiting for each durable
+//! `201` before sending the next; a separate task polls the project's
+//! `GET …/audit/log/checkpoint` every 20 ms.
+//!
+//! Measured per run: events/s (acknowledgements inside the measurement
+//! window, after a warm-up), p50/p99/max latency of the `201` (request
+//! sent → whole answer read), and checkpoint lag: for each acknowledged
+//! event, the time from its `201` until a polled checkpoint's tree size
+//! covers its `log_index` (answer read; 0 when the checkpoint was there
+//! first). Poll granularity (20 ms plus one request) is part of the lag.
+//!
+//! The server is either the release binary in a child process
+//! (`--server binary`, the default: the program as deployed, and its CPU
+//! time is reported apart from the load generator's) or the same router
+//! started in this process on port 0 (`--server in-process`: one process
+//! to profile, and the audit writer's counters). Either way it is a fresh
+//! data directory per run and the load generator shares the machine's
+//! cores with it.
+//!
+//! Run: `cargo bench -p flightdeck --bench http_append [-- --runs 5
+//! --writers 256 --seconds 10 --warmup 2 --server binary|in-process
+//! --label after] [--server-log audit=debug] [--floor]`. Prints one
+//! Markdown row per run and a median row (the server's log lines and the
+//! CPU time per event of each server thread go to stderr); `--out FILE`
+//! appends the rows to FILE. `--floor` sends `GET /-/healthy` instead:
+//! the same connections without authentication, audit or disk, i.e. what
+//! HTTP alone costs on this machine.
+
+use std::io::{BufRead, BufReader, Write as _};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use http_body_util::BodyExt;
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+
+const API: &str = "/api/flightdeck/v1";
+const PROJECT: &str = "bench";
+
+#[derive(Clone)]
+struct Args {
+    runs: usize,
+    writers: usize,
+    seconds: f64,
+    warmup: f64,
+    in_process: bool,
+    label: String,
+    out: Option<String>,
+    /// Extra tracing filter for the binary server (its log goes to stderr).
+    server_log: String,
+    /// `GET /-/healthy` instead of appends: the HTTP floor of this machine
+    /// (no authentication, no audit, no disk), for comparison.
+    floor: bool,
+}
+
+fn parse_args() -> Args {
+    let mut a = Args {
+        runs: 1,
+        writers: 256,
+        seconds: 10.0,
+        warmup: 2.0,
+        in_process: false,
+        label: String::new(),
+        out: None,
+        server_log: String::new(),
+        floor: false,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let mut val = || it.next().unwrap_or_default();
+        match arg.as_str() {
+            "--runs" => a.runs = val().parse().expect("--runs N"),
+            "--writers" => a.writers = val().parse().expect("--writers N"),
+            "--seconds" => a.seconds = val().parse().expect("--seconds S"),
+            "--warmup" => a.warmup = val().parse().expect("--warmup S"),
+            "--server" => {
+                a.in_process = match val().as_str() {
+                    "binary" => false,
+                    "in-process" => true,
+                    o => panic!("--server binary|in-process, not {o:?}"),
+                }
+            }
+            "--label" => a.label = val(),
+            "--out" => a.out = Some(val()),
+            "--server-log" => a.server_log = val(),
+            "--floor" => a.floor = true,
+            _ => {} // `cargo bench` passes `--bench`.
+        }
+    }
+    a
+}
+
+/// One keep-alive HTTP/1.1 connection.
+struct Conn {
+    send: SendRequest<String>,
+    host: String,
+}
+
+impl Conn {
+    async fn open(addr: SocketAddr) -> Conn {
+        let stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .expect("connect to the server");
+        stream.set_nodelay(true).expect("TCP_NODELAY");
+        let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .expect("HTTP/1.1 handshake");
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Conn {
+            send,
+            host: addr.to_string(),
+        }
+    }
+
+    /// One request; the status and the whole body.
+    async fn call(
+        &mut self,
+        method: &str,
+        path: &str,
+        token: &str,
+        body: Option<String>,
+    ) -> (u16, Vec<u8>) {
+        let mut b = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", &self.host)
+            .header("authorization", format!("Bearer {token}"));
+        if body.is_some() {
+            b = b.header("content-type", "application/json");
+        }
+        let req = b.body(body.unwrap_or_default()).expect("a valid request");
+        self.send.ready().await.expect("connection ready");
+        let resp = self.send.send_request(req).await.expect("an answer");
+        let status = resp.status().as_u16();
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .expect("the answer's body")
+            .to_bytes()
+            .to_vec();
+        (status, bytes)
+    }
+}
+
+/// `"log_index":N` of a returned event, without a JSON parse.
+fn log_index(body: &[u8]) -> u64 {
+    let key = b"\"log_index\":";
+    let at = body
+        .windows(key.len())
+        .position(|w| w == key)
+        .unwrap_or_else(|| panic!("no log_index in {}", String::from_utf8_lossy(body)));
+    body[at + key.len()..]
+        .iter()
+        .take_while(|b| b.is_ascii_digit())
+        .fold(0, |n, b| n * 10 + u64::from(b - b'0'))
+}
+
+/// The tree size line of a checkpoint.
+fn checkpoint_size(body: &[u8]) -> Option<u64> {
+    std::str::from_utf8(body).ok()?.lines().nth(1)?.parse().ok()
+}
+
+fn event_body(writer: usize, i: u64) -> String {
+    format!(
+        concat!(
+            r#"{{"action":"ci.deploy.finish","event_source":"ci.pipeline","external_id":"w{}-{}","#,
+            r#""resource":{{"type":"service","id":"api-{}","name":"checkout api"}},"#,
+            r#""result":{{"status":"success","http_status":200}},"#,
+            r#""request_parameters":{{"version":"4.2.{}","commit":"{:040x}","environment":"production","replicas":3}}}}"#
+        ),
+        writer,
+        i,
+        writer % 16,
+        i,
+        (writer as u128) << 64 | u128::from(i)
+    )
+}
+
+/// A server for one run, and how to stop it.
+enum Running {
+    Child(Child),
+    InProcess {
+        stop: Option<tokio::sync::oneshot::Sender<()>>,
+        thread: Option<std::thread::JoinHandle<()>>,
+        audit: audit::AuditLog,
+    },
+}
+
+struct Server {
+    addr: SocketAddr,
+    admin_token: String,
+    running: Running,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    fn binary(log_level: &str) -> Server {
+        let log_level = format!("warn,flightdeck=info,{log_level}");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_flightdeck"))
+            .args(["serve", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .args(["--listen", "127.0.0.1:0", "--log-level", &log_level])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn flightdeck");
+        let mut token = String::new();
+        for line in BufReader::new(child.stdout.take().expect("stdout")).lines() {
+            let line = line.expect("stdout line");
+            if let Some(t) = line.strip_prefix("admin token: ") {
+                token = t.to_string();
+                break;
+            }
+        }
+        let stderr = BufReader::new(child.stderr.take().expect("stderr"));
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in stderr.lines().map_while(Result::ok) {
+                if let Some(i) = line.find("address=") {
+                    let a = line[i + 8..].split_whitespace().next().unwrap_or("");
+                    let _ = tx.send(a.to_string());
+                } else if !line.contains("flightdeck listening") {
+                    eprintln!("server: {line}");
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the server printed its address");
+        Server {
+            addr: addr.parse().expect("a socket address"),
+            admin_token: token,
+            running: Running::Child(child),
+            _dir: dir,
+        }
+    }
+
+    fn in_process() -> Server {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(&data).expect("data dir");
+        let audit = audit::AuditLog::open(&data.join("audit"), audit::Options::default())
+            .expect("open the audit log");
+        let meta = Arc::new(meta::Meta::open(&data.join("meta.sqlite")).expect("open meta"));
+        let clock = server::system_clock();
+        let (_, token) = server::bootstrap::first_start(&meta, &audit, "acme", clock())
+            .expect("first start")
+            .expect("a fresh directory");
+        let state = server::AppState::new(
+            meta,
+            audit.clone(),
+            "acme".into(),
+            server::ServerOptions::default(),
+            clock,
+        );
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let addr = listener.local_addr().expect("local addr");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .thread_name("server")
+                .build()
+                .expect("server runtime");
+            rt.block_on(async move {
+                let l = tokio::net::TcpListener::from_std(listener).expect("listener");
+                server::serve(l, state, async {
+                    let _ = stopped.await;
+                })
+                .await
+                .expect("serve");
+            });
+        });
+        Server {
+            addr,
+            admin_token: token,
+            running: Running::InProcess {
+                stop: Some(stop),
+                thread: Some(thread),
+                audit,
+            },
+            _dir: dir,
+        }
+    }
+
+    fn pid(&self) -> Option<u32> {
+        match &self.running {
+            Running::Child(c) => Some(c.id()),
+            Running::InProcess { .. } => None,
+        }
+    }
+
+    fn stats(&self) -> Option<audit::Stats> {
+        match &self.running {
+            Running::InProcess { audit, .. } => Some(audit.stats()),
+            Running::Child(_) => None,
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        match &mut self.running {
+            Running::Child(c) => {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+            Running::InProcess {
+                stop,
+                thread,
+                audit,
+            } => {
+                if let Some(s) = stop.take() {
+                    let _ = s.send(());
+                }
+                if let Some(t) = thread.take() {
+                    let _ = t.join();
+                }
+                audit.shutdown();
+            }
+        }
+    }
+}
+
+/// User + system CPU seconds of a process (`/proc/<pid>/stat`).
+fn cpu_seconds(pid: &str) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the parenthesized command name; utime and stime are 14 and 15.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    ticks / 100.0
+}
+
+/// CPU seconds per thread name of a process (`/proc/<pid>/task/*/stat`):
+/// where the server's time goes (runtime workers, audit threads…).
+fn cpu_by_thread(pid: &str) -> std::collections::BTreeMap<String, f64> {
+    let mut out = std::collections::BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
+    };
+    for t in tasks.flatten() {
+        let tid = t.file_name().to_string_lossy().into_owned();
+        let name = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm"))
+            .unwrap_or_default()
+            .trim()
+            .to_string();
+        *out.entry(name).or_insert(0.0) += cpu_seconds(&format!("{pid}/task/{tid}"));
+    }
+    out
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+/// One acknowledged event.
+struct Ack {
+    sent: Instant,
+    acked: Instant,
+    log_index: u64,
+}
+
+struct Run {
+    load: String,
+    events: usize,
+    events_per_s: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+    lag_p50_ms: f64,
+    lag_p99_ms: f64,
+    lag_max_ms: f64,
+    server_cpu: Option<f64>,
+    client_cpu: f64,
+    per_fsync: Option<f64>,
+}
+
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+async fn setup(addr: SocketAddr, admin: &str) -> String {
+    let mut c = Conn::open(addr).await;
+    let (s, b) = c
+        .call(
+            "POST",
+            &format!("{API}/projects"),
+            admin,
+            Some(format!(r#"{{"name":"{PROJECT}"}}"#)),
+        )
+        .await;
+    assert_eq!(s, 201, "{}", String::from_utf8_lossy(&b));
+    let (s, b) = c
+        .call(
+            "POST",
+            &format!("{API}/projects/{PROJECT}/tokens"),
+            admin,
+            Some(r#"{"name":"bench","scopes":["audit:write","audit:read"]}"#.into()),
+        )
+        .await;
+    assert_eq!(s, 201, "{}", String::from_utf8_lossy(&b));
+    let v: serde_json::Value = serde_json::from_slice(&b).expect("JSON");
+    v["secret"].as_str().expect("a secret").to_string()
+}
+
+async fn drive(addr: SocketAddr, token: String, a: &Args) -> (Vec<Ack>, Vec<(Instant, u64)>) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let token = Arc::new(token);
+    // Open every connection first, so that the run measures appends.
+    let mut conns = Vec::with_capacity(a.writers);
+    for _ in 0..a.writers {
+        conns.push(Conn::open(addr).await);
+    }
+    let path = format!("{API}/projects/{PROJECT}/audit/events");
+    let mut tasks = Vec::new();
+    let floor = a.floor;
+    for (w, mut conn) in conns.into_iter().enumerate() {
+        let (stop, token, path) = (stop.clone(), token.clone(), path.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut acks = Vec::with_capacity(1 << 12);
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let sent = Instant::now();
+                if floor {
+                    let (status, _) = conn.call("GET", "/-/healthy", &token, None).await;
+                    assert_eq!(status, 200);
+                    acks.push(Ack {
+                        sent,
+                        acked: Instant::now(),
+                        log_index: 0,
+                    });
+                    i += 1;
+                    continue;
+                }
+                let body = event_body(w, i);
+                let (status, resp) = conn.call("POST", &path, &token, Some(body)).await;
+                let acked = Instant::now();
+                assert_eq!(status, 201, "{}", String::from_utf8_lossy(&resp));
+                acks.push(Ack {
+                    sent,
+                    acked,
+                    log_index: log_index(&resp),
+                });
+                i += 1;
+            }
+            acks
+        }));
+    }
+    // The checkpoint poller: its own connection, every 20 ms.
+    let poll_stop = Arc::new(AtomicBool::new(false));
+    let poller = {
+        let (poll_stop, token) = (poll_stop.clone(), token.clone());
+        let mut conn = Conn::open(addr).await;
+        tokio::spawn(async move {
+            let mut seen = Vec::new();
+            let path = format!("{API}/projects/{PROJECT}/audit/log/checkpoint");
+            let mut tick = tokio::time::interval(Duration::from_millis(20));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            while !poll_stop.load(Ordering::Relaxed) {
+                tick.tick().await;
+                let (status, body) = conn.call("GET", &path, &token, None).await;
+                if status == 200 {
+                    let size = checkpoint_size(&body).expect("a checkpoint");
+                    seen.push((Instant::now(), size));
+                }
+            }
+            seen
+        })
+    };
+    tokio::time::sleep(Duration::from_secs_f64(a.warmup + a.seconds)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut acks = Vec::new();
+    for t in tasks {
+        acks.extend(t.await.expect("writer"));
+    }
+    // Let the poller see the last acknowledged event covered (or give up).
+    let top = acks.iter().map(|a| a.log_index).max().unwrap_or(0);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut c = Conn::open(addr).await;
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let (s, b) = c
+            .call(
+                "GET",
+                &format!("{API}/projects/{PROJECT}/audit/log/checkpoint"),
+                &token,
+                None,
+            )
+            .await;
+        if s == 200 && checkpoint_size(&b).is_some_and(|n| n > top) {
+            tokio::time::sleep(Duration::from_millis(40)).await;
+            break;
+        }
+    }
+    poll_stop.store(true, Ordering::Relaxed);
+    let seen = poller.await.expect("poller");
+    (acks, seen)
+}
+
+fn run_once(a: &Args) -> Run {
+    let load = loadavg();
+    let server = if a.in_process {
+        Server::in_process()
+    } else {
+        Server::binary(&a.server_log)
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("load")
+        .build()
+        .expect("client runtime");
+    let token = rt.block_on(setup(server.addr, &server.admin_token));
+    let spid = server.pid().map(|p| p.to_string());
+    let (s_cpu0, c_cpu0) = (spid.as_deref().map(cpu_seconds), cpu_seconds("self"));
+    let stats0 = server.stats();
+    let self_pid = std::process::id().to_string();
+    let threads0 = cpu_by_thread(spid.as_deref().unwrap_or(&self_pid));
+    let start = Instant::now();
+    let (acks, seen) = rt.block_on(drive(server.addr, token, a));
+    let threads1 = cpu_by_thread(spid.as_deref().unwrap_or(&self_pid));
+    let (s_cpu1, c_cpu1) = (spid.as_deref().map(cpu_seconds), cpu_seconds("self"));
+    let stats1 = server.stats();
+    drop(rt);
+    drop(server);
+
+    let from = start + Duration::from_secs_f64(a.warmup);
+    let to = from + Duration::from_secs_f64(a.seconds);
+    let window: Vec<&Ack> = acks
+        .iter()
+        .filter(|x| x.sent >= from && x.acked <= to)
+        .collect();
+    let mut lat: Vec<f64> = window
+        .iter()
+        .map(|x| (x.acked - x.sent).as_secs_f64() * 1e3)
+        .collect();
+    lat.sort_by(f64::total_cmp);
+    let mut lag: Vec<f64> = window
+        .iter()
+        .filter(|_| !a.floor)
+        .map(|x| {
+            let k = seen.partition_point(|(_, size)| *size <= x.log_index);
+            match seen.get(k) {
+                Some((t, _)) => t.saturating_duration_since(x.acked).as_secs_f64() * 1e3,
+                None => f64::INFINITY,
+            }
+        })
+        .collect();
+    lag.sort_by(f64::total_cmp);
+    let acked_in_window = acks
+        .iter()
+        .filter(|x| x.acked >= from && x.acked <= to)
+        .count();
+    let total_events = acks.len().max(1) as f64;
+    let by_thread: Vec<String> = threads1
+        .iter()
+        .map(|(name, t1)| (name, t1 - threads0.get(name).copied().unwrap_or(0.0)))
+        .filter(|(_, d)| *d >= 0.05)
+        .map(|(name, d)| format!("{name} {:.0}", d * 1e6 / total_events))
+        .collect();
+    eprintln!(
+        "CPU µs per event by {} thread: {}",
+        if a.in_process { "process" } else { "server" },
+        by_thread.join(", ")
+    );
+    let per_fsync = match (stats0, stats1) {
+        (Some(s0), Some(s1)) if s1.batches > s0.batches => {
+            Some((s1.events - s0.events) as f64 / (s1.batches - s0.batches) as f64)
+        }
+        _ => None,
+    };
+    Run {
+        load,
+        events: acked_in_window,
+        events_per_s: acked_in_window as f64 / a.seconds,
+        p50_ms: pct(&lat, 0.50),
+        p99_ms: pct(&lat, 0.99),
+        max_ms: lat.last().copied().unwrap_or(f64::NAN),
+        lag_p50_ms: pct(&lag, 0.50),
+        lag_p99_ms: pct(&lag, 0.99),
+        lag_max_ms: lag.last().copied().unwrap_or(f64::NAN),
+        server_cpu: s_cpu1.zip(s_cpu0).map(|(b, a)| b - a),
+        client_cpu: c_cpu1 - c_cpu0,
+        per_fsync,
+    }
+}
+
+fn row(label: &str, a: &Args, r: &Run) -> String {
+    let opt = |v: Option<f64>, digits: usize| v.map_or("".to_string(), |v| format!("{v:.digits$}"));
+    format!(
+        "| {label} | {} | {} | {} | {} | {:.0} | {:.2} | {:.2} | {:.1} | {:.0} | {:.0} | {:.0} | {} | {:.1} | {} |",
+        if a.in_process { "in-process" } else { "binary" },
+        a.writers,
+        r.load,
+        r.events,
+        r.events_per_s,
+        r.p50_ms,
+        r.p99_ms,
+        r.max_ms,
+        r.lag_p50_ms,
+        r.lag_p99_ms,
+        r.lag_max_ms,
+        opt(r.server_cpu, 1),
+        r.client_cpu,
+        opt(r.per_fsync, 1),
+    )
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v[v.len() / 2]
+}
+
+fn main() {
+    let a = parse_args();
+    let header = "| run | server | writers | load avg (1/5/15) | events | events/s | p50 ack ms | p99 ack ms | max ack ms | lag p50 ms | lag p99 ms | lag max ms | server CPU s | client CPU s | events/fsync |\n| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |";
+    println!("{header}");
+    let mut runs = Vec::new();
+    let mut lines = Vec::new();
+    for i in 0..a.runs {
+        let r = run_once(&a);
+        let label = format!(
+            "{}{}",
+            a.label,
+            if a.runs > 1 {
+                format!(" #{}", i + 1)
+            } else {
+                String::new()
+            }
+        );
+        let line = row(label.trim(), &a, &r);
+        println!("{line}");
+        lines.push(line);
+        runs.push(r);
+    }
+    if a.runs > 1 {
+        let m = |f: fn(&Run) -> f64| median(runs.iter().map(f).collect());
+        let med = Run {
+            load: "".into(),
+            events: m(|r| r.events as f64) as usize,
+            events_per_s: m(|r| r.events_per_s),
+            p50_ms: m(|r| r.p50_ms),
+            p99_ms: m(|r| r.p99_ms),
+            max_ms: m(|r| r.max_ms),
+            lag_p50_ms: m(|r| r.lag_p50_ms),
+            lag_p99_ms: m(|r| r.lag_p99_ms),
+            lag_max_ms: m(|r| r.lag_max_ms),
+            server_cpu: runs[0]
+                .server_cpu
+                .map(|_| m(|r| r.server_cpu.unwrap_or(0.0))),
+            client_cpu: m(|r| r.client_cpu),
+            per_fsync: runs[0].per_fsync.map(|_| m(|r| r.per_fsync.unwrap_or(0.0))),
+        };
+        let line = row(&format!("**{} median of {}**", a.label, a.runs), &a, &med);
+        println!("{line}");
+        lines.push(line);
+    }
+    if let Some(path) = &a.out {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .expect("open --out");
+        for l in &lines {
+            writeln!(f, "{l}").expect("write --out");
+        }
+    }
+}
