@@ -166,6 +166,17 @@ pub enum ProofError {
         /// Size of the latest checkpoint.
         size: u64,
     },
+    /// The entry was removed by retention: its hash is still in the tree
+    /// (inclusion proofs work), its bytes are gone (no receipt).
+    #[error(
+        "log entry {index} was removed by retention (entries below {floor} are gone; their hashes stay in the tree, so inclusion and consistency proofs still work)"
+    )]
+    Retained {
+        /// The index asked for.
+        index: u64,
+        /// The log's retention floor.
+        floor: u64,
+    },
     /// No event with this id in this log.
     #[error("audit event '{id}' not found in this log")]
     NoSuchEvent {
@@ -296,6 +307,10 @@ impl LogFiles {
 
     /// The entry at `index`, from its entry bundle at its width at `latest`.
     fn entry(&self, index: u64, latest: u64) -> Result<Vec<u8>, ProofError> {
+        let floor = crate::tlog::read_retained(&self.dir).map_err(ProofError::Audit)?;
+        if index < floor {
+            return Err(ProofError::Retained { index, floor });
+        }
         let n = index / 256;
         let bundle = BundleId::new(n, (latest - n * 256).min(256))
             .map_err(|e| self.corrupt("tile/entries", e.to_string()))?;

@@ -192,6 +192,7 @@ impl From<audit::ProofError> for ApiError {
                 field(&e, if id.is_some() { "id" } else { "index" })
             }
             P::NoCheckpoint { .. } => ApiError::new(Kind::NotFound, "no_checkpoint", e.to_string()),
+            P::Retained { .. } => ApiError::new(Kind::NotFound, "retained", e.to_string()),
             P::NoSuchIndex { .. } | P::NoSuchEvent { .. } => {
                 ApiError::new(Kind::NotFound, "not_found", e.to_string())
             }

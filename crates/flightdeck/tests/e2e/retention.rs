@@ -167,6 +167,25 @@ fn retention_trims_old_bundles_except_under_hold_and_the_log_verifies() {
         404
     );
 
+    // A removed entry has no receipt (404 naming retention), but its
+    // inclusion proof still works: its hash stays in the tree.
+    let r = s.get(&format!("{API}/projects/old/audit/receipts/3"));
+    assert_eq!(
+        (r.status, r.code()),
+        (404, "retained".to_string()),
+        "{}",
+        r.body
+    );
+    let r = s.get(&format!(
+        "{API}/projects/old/audit/proofs/inclusion?index=3"
+    ));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        s.get(&format!("{API}/projects/old/audit/receipts/300"))
+            .status,
+        200
+    );
+
     // Still verifies: over HTTP, and from the data directory with the store check.
     let key = s.get(&format!("{API}/audit/log/key")).body;
     let out = verify(&[
