@@ -248,6 +248,35 @@ pub struct EventDraft {
     pub external_id: Option<String>,
 }
 
+impl EventDraft {
+    /// An event of the program itself (principal `system`), successful,
+    /// with nothing but its place and action.
+    pub fn system(organization: &str, project: Option<&str>, action: &str) -> EventDraft {
+        EventDraft {
+            organization: organization.into(),
+            project: project.map(str::to_string),
+            principal: Principal::system(),
+            source_ip: None,
+            user_agent: None,
+            action: action.into(),
+            resource: None,
+            request_id: None,
+            result: Outcome {
+                status: Status::Success,
+                http_status: None,
+                error_code: None,
+                error_message: None,
+            },
+            request_parameters: None,
+            response_elements: None,
+            changes: vec![],
+            event_source: "flightdeck".into(),
+            event_time: None,
+            external_id: None,
+        }
+    }
+}
+
 /// A stored audit event, as written to disk and served.
 ///
 /// Field order here is alphabetical so that the struct reads like its

@@ -154,28 +154,7 @@ impl Tombstone {
     /// log are real, everything else is empty; `action` says what it is.
     fn stub(&self) -> Event {
         let mut e = Event::from_draft(
-            crate::event::EventDraft {
-                organization: String::new(),
-                project: self.project.clone(),
-                principal: crate::event::Principal::system(),
-                source_ip: None,
-                user_agent: None,
-                action: "audit.entry.expired".into(),
-                resource: None,
-                request_id: None,
-                result: crate::event::Outcome {
-                    status: crate::event::Status::Success,
-                    http_status: None,
-                    error_code: None,
-                    error_message: None,
-                },
-                request_parameters: None,
-                response_elements: None,
-                changes: vec![],
-                event_source: "flightdeck".into(),
-                event_time: None,
-                external_id: None,
-            },
+            crate::event::EventDraft::system("", self.project.as_deref(), "audit.entry.expired"),
             String::new(),
             self.seq,
             self.log_index,

@@ -3,7 +3,7 @@
 //! an admin API token with every scope, each with its audit event
 //! (principal `system`), all or nothing.
 
-use audit::{EventDraft, Outcome, Principal, Resource, Status};
+use audit::{EventDraft, Resource};
 use meta::{Bootstrap, WriteError};
 
 /// Why the first start could not be completed.
@@ -23,26 +23,8 @@ pub fn system_draft(
     resource: Resource,
 ) -> EventDraft {
     EventDraft {
-        organization: organization.into(),
-        project: project.map(str::to_string),
-        principal: Principal::system(),
-        source_ip: None,
-        user_agent: None,
-        action: action.into(),
         resource: Some(resource),
-        request_id: None,
-        result: Outcome {
-            status: Status::Success,
-            http_status: None,
-            error_code: None,
-            error_message: None,
-        },
-        request_parameters: None,
-        response_elements: None,
-        changes: vec![],
-        event_source: "flightdeck".into(),
-        event_time: None,
-        external_id: None,
+        ..EventDraft::system(organization, project, action)
     }
 }
 
