@@ -1116,7 +1116,9 @@ impl Writer {
             let log_index = self.next_index.get(&p.keys.log).copied().unwrap_or(0);
             let now = (self.clock)().max(self.last_time_ns);
             let seq = self.next_seq;
-            let id = uuid::Uuid::now_v7()
+            // Random bits from the thread-local CSPRNG: no syscall on the
+            // writer thread per event.
+            let id = crate::rng::uuid_v7(now)
                 .hyphenated()
                 .encode_lower(&mut id_buf)
                 .to_string();

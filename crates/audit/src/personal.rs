@@ -315,22 +315,33 @@ impl Keystore {
                 leaf_principal_id,
             });
         }
-        let mut by_who: BTreeMap<&str, serde_json::Map<String, serde_json::Value>> =
-            BTreeMap::new();
+        // The plaintext of each envelope: `{"<field>": {"salt": "<base64>",
+        // "value": "<value>"}, ...}`, keys sorted (what `open_envelope`
+        // reads), serialized straight from borrowed values.
+        #[derive(serde::Serialize)]
+        struct SaltedValue<'a> {
+            salt: String,
+            value: &'a str,
+        }
+        let mut by_who: BTreeMap<&str, BTreeMap<&str, SaltedValue>> = BTreeMap::new();
         let mut commitments = BTreeMap::new();
         for (field, who, value) in &values {
-            let salt: [u8; SALT_LEN] = random()?;
+            // Thread-local CSPRNG, not a syscall per salt (see `rng`).
+            let salt: [u8; SALT_LEN] = crate::rng::bytes();
             commitments.insert(field.to_string(), commitment(&salt, value));
             by_who.entry(who.as_str()).or_default().insert(
-                field.to_string(),
-                serde_json::json!({"salt": B64.encode(salt), "value": value}),
+                field,
+                SaltedValue {
+                    salt: B64.encode(salt),
+                    value,
+                },
             );
         }
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(256);
         for (who, plain) in by_who {
             let key = self.live_key(log, who, now_ns)?;
-            let plain = serde_json::to_vec(&plain).expect("bug: a JSON map always serializes");
-            let nonce: [u8; NONCE_LEN] = random()?;
+            let plain = serde_json::to_vec(&plain).expect("bug: a map of strings always serializes");
+            let nonce: [u8; NONCE_LEN] = crate::rng::bytes();
             let cipher = XChaCha20Poly1305::new((&key.key).into());
             let ct = cipher
                 .encrypt(

@@ -285,7 +285,13 @@ pub async fn layer(State(st): State<AppState>, mut req: Request, next: Next) -> 
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip().to_string());
     let meta = RequestMeta {
-        request_id: uuid::Uuid::now_v7().to_string(),
+        // UUIDv7 from the thread-local CSPRNG: no `getrandom` per request.
+        request_id: audit::rng::uuid_v7(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)),
+        )
+        .to_string(),
         source_ip,
         user_agent: header_str(req.headers(), header::USER_AGENT),
         action: action_of(&method, route.as_deref()),
