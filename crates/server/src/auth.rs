@@ -611,6 +611,59 @@ impl AppState {
         r
     }
 
+    /// Appends the events of one request of `caller` (batch ingest) and
+    /// waits until each is durable; they share group commits. All or none
+    /// is admitted: if one cannot be (too large, say), nothing is written
+    /// and the error names it as `events[i]`. A failure after admission (a
+    /// failed fsync) is a 503 even though earlier events may be durable.
+    pub async fn record_all_for(
+        &self,
+        caller: &Caller,
+        drafts: Vec<EventDraft>,
+    ) -> Result<Vec<audit::Event>, ApiError> {
+        let mut rxs = Vec::with_capacity(drafts.len());
+        let mut items = Vec::with_capacity(drafts.len());
+        for d in drafts {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let done: audit::Done = Box::new(move |r| {
+                let _ = tx.send(r);
+            });
+            items.push((d, done));
+            rxs.push(rx);
+        }
+        let r = match self.audit.append_all_with(items) {
+            Err((i, e)) => {
+                let audited = !matches!(e, audit::AuditError::EventTooLarge { .. });
+                let mut err = ApiError::from(e);
+                err.message = format!("events[{i}]: {}", err.message);
+                err.field = Some(format!("events[{i}]"));
+                Err(if audited { err.audited() } else { err })
+            }
+            Ok(()) => {
+                let mut events = Vec::with_capacity(rxs.len());
+                let mut failed = None;
+                for rx in rxs {
+                    match rx.await {
+                        Ok(Ok(e)) => events.push(e),
+                        Ok(Err(e)) => {
+                            failed.get_or_insert(ApiError::from(e).audited());
+                        }
+                        Err(_) => {
+                            failed.get_or_insert(
+                                ApiError::audit_unavailable("the audit writer stopped").audited(),
+                            );
+                        }
+                    }
+                }
+                failed.map_or(Ok(events), Err)
+            }
+        };
+        if r.as_ref().map_or_else(|e| e.audited, |_| true) {
+            caller.req.recorded.store(true, Ordering::SeqCst);
+        }
+        r
+    }
+
     /// Records a failed action and returns the error marked as audited.
     pub async fn fail(
         &self,
