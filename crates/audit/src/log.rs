@@ -554,16 +554,18 @@ impl AuditLog {
     /// — and each is acknowledged once durable. What stays per event: a
     /// failed fsync fails (and poisons) the batch it hits, which may be
     /// after earlier events of these were acknowledged.
-    pub fn append_all_with(&self, items: Vec<(EventDraft, Done)>) -> Result<(), (usize, AuditError)> {
+    pub fn append_all_with(
+        &self,
+        items: Vec<(EventDraft, Done)>,
+    ) -> Result<(), (usize, AuditError)> {
         if self.inner.read_only {
             return Err((0, AuditError::ReadOnly));
         }
         let mut ready = Vec::with_capacity(items.len());
         for (i, (draft, done)) in items.into_iter().enumerate() {
             let p = self.prepare(draft).map_err(|e| (i, e))?;
-            let bound = p.prepared.len()
-                + MAX_STAMP_BYTES
-                + p.envelope.as_ref().map_or(0, |e| 1 + e.len());
+            let bound =
+                p.prepared.len() + MAX_STAMP_BYTES + p.envelope.as_ref().map_or(0, |e| 1 + e.len());
             if p.prepared.len() + MAX_STAMP_BYTES > MAX_EVENT_BYTES
                 || bound > segment::MAX_FRAME_BYTES
             {

@@ -340,7 +340,8 @@ impl Keystore {
         let mut out = Vec::with_capacity(256);
         for (who, plain) in by_who {
             let key = self.live_key(log, who, now_ns)?;
-            let plain = serde_json::to_vec(&plain).expect("bug: a map of strings always serializes");
+            let plain =
+                serde_json::to_vec(&plain).expect("bug: a map of strings always serializes");
             let nonce: [u8; NONCE_LEN] = crate::rng::bytes();
             let cipher = XChaCha20Poly1305::new((&key.key).into());
             let ct = cipher

@@ -308,8 +308,8 @@ mod tests {
     #[test]
     fn ingest_documents_one_event_or_a_batch_of_up_to_100() {
         let d = doc();
-        let body = &d["paths"]["/api/flightdeck/v1/projects/{project}/audit/events"]["post"]
-            ["requestBody"]["content"]["application/json"]["schema"];
+        let body = &d["paths"]["/api/flightdeck/v1/projects/{project}/audit/events"]["post"]["requestBody"]
+            ["content"]["application/json"]["schema"];
         let r = body["$ref"].as_str().unwrap();
         let s = &d["components"]["schemas"][r.rsplit('/').next().unwrap()];
         let refs: Vec<&str> = s["oneOf"]
@@ -326,8 +326,15 @@ mod tests {
             ]
         );
         let events = &d["components"]["schemas"]["IngestBatch"]["properties"]["events"];
-        assert_eq!((events["minItems"].as_u64(), events["maxItems"].as_u64()), (Some(1), Some(100)), "{events}");
-        assert_eq!(d["components"]["schemas"]["IngestBatch"]["additionalProperties"], false);
+        assert_eq!(
+            (events["minItems"].as_u64(), events["maxItems"].as_u64()),
+            (Some(1), Some(100)),
+            "{events}"
+        );
+        assert_eq!(
+            d["components"]["schemas"]["IngestBatch"]["additionalProperties"],
+            false
+        );
     }
 
     #[test]

@@ -175,8 +175,7 @@ fn a_batch_is_admitted_whole_or_not_at_all() {
         })
     };
     let mut drafts: Vec<EventDraft> = (2..6).map(simple).collect();
-    drafts[2].request_parameters =
-        Some(serde_json::json!({ "blob": "x".repeat(MAX_EVENT_BYTES) }));
+    drafts[2].request_parameters = Some(serde_json::json!({ "blob": "x".repeat(MAX_EVENT_BYTES) }));
     match submit(drafts) {
         Err((2, AuditError::EventTooLarge { bytes, max })) => {
             assert!(bytes > max && max == MAX_EVENT_BYTES)
@@ -184,7 +183,11 @@ fn a_batch_is_admitted_whole_or_not_at_all() {
         Err((i, e)) => panic!("draft {i}: {e:?}"),
         Ok(_) => panic!("a batch with a too-large event was admitted"),
     }
-    assert_eq!(log.last_seq(), 1, "nothing of the refused batch was written");
+    assert_eq!(
+        log.last_seq(),
+        1,
+        "nothing of the refused batch was written"
+    );
     let events = submit((2..6).map(simple).collect()).unwrap();
     let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
     assert_eq!(seqs, [2, 3, 4, 5]);

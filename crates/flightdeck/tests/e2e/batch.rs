@@ -49,18 +49,29 @@ fn a_batch_of_100_is_recorded_in_order_and_answered_as_stored() {
         assert_eq!(e["external_id"], format!("b-{i}"));
         assert_eq!(e["request_parameters"]["password"], "[REDACTED]");
         let idx = e["log_index"].as_u64().unwrap();
-        assert!(last_index.is_none_or(|l| idx > l), "log_index not increasing at {i}");
+        assert!(
+            last_index.is_none_or(|l| idx > l),
+            "log_index not increasing at {i}"
+        );
         last_index = Some(idx);
         // Each answered event is the stored one, byte for byte through JSON.
         let stored = s.get_as(
             &w,
-            &format!("{API}/projects/default/audit/events/{}", e["id"].as_str().unwrap()),
+            &format!(
+                "{API}/projects/default/audit/events/{}",
+                e["id"].as_str().unwrap()
+            ),
         );
         assert_eq!(stored.status, 200, "{}", stored.body);
         assert_eq!(&stored.json(), e);
     }
     // The answer is canonical JSON: `{"events":[` then the events' own bytes.
-    assert!(r.body.starts_with(r#"{"events":[{"action":"ci.deploy.finish""#), "{}", &r.body[..80]);
+    assert!(
+        r.body
+            .starts_with(r#"{"events":[{"action":"ci.deploy.finish""#),
+        "{}",
+        &r.body[..80]
+    );
     assert_eq!(recorded(&s, "b").len(), 100);
 }
 
@@ -74,20 +85,40 @@ fn one_invalid_event_refuses_the_whole_batch_and_is_audited() {
     assert_eq!(r.status, 400, "{}", r.body);
     let err = &r.json()["error"];
     assert_eq!(err["field"], "events[57].action", "{}", r.body);
-    assert!(err["message"].as_str().unwrap().starts_with("events[57].action: "), "{}", r.body);
-    assert!(recorded(&s, "bad").is_empty(), "part of a refused batch was recorded");
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("events[57].action: "),
+        "{}",
+        r.body
+    );
+    assert!(
+        recorded(&s, "bad").is_empty(),
+        "part of a refused batch was recorded"
+    );
     // The refusal itself is an audit event, like every 400.
     let fail = s.last_event(Some("default"), "audit.event.ingest");
     assert_eq!(fail["result"]["status"], "failure");
     assert_eq!(fail["result"]["http_status"], 400);
-    assert!(fail["result"]["error_message"].as_str().unwrap().contains("events[57].action"));
+    assert!(
+        fail["result"]["error_message"]
+            .as_str()
+            .unwrap()
+            .contains("events[57].action")
+    );
 
     // A type error inside the batch names its path too, and records nothing.
     let mut events: Vec<Value> = (0..3).map(|i| event("typed", i)).collect();
     events[1]["result"] = json!({"status": 7});
     let r = post(&s, &w, "", json!({ "events": events }));
     assert_eq!(r.status, 400, "{}", r.body);
-    assert_eq!(r.json()["error"]["field"], "events[1].result.status", "{}", r.body);
+    assert_eq!(
+        r.json()["error"]["field"],
+        "events[1].result.status",
+        "{}",
+        r.body
+    );
     assert!(recorded(&s, "typed").is_empty());
 }
 
@@ -140,7 +171,11 @@ fn a_batch_can_wait_for_the_checkpoint_covering_its_last_event() {
     assert_eq!((evs.len(), receipts.len()), (10, 10));
     let size = v["tree_size"].as_u64().unwrap();
     let note = v["checkpoint"].as_str().unwrap();
-    assert_eq!(note.lines().nth(1), Some(size.to_string().as_str()), "{note}");
+    assert_eq!(
+        note.lines().nth(1),
+        Some(size.to_string().as_str()),
+        "{note}"
+    );
     for (e, rec) in evs.iter().zip(receipts) {
         assert!(e["log_index"].as_u64().unwrap() < size);
         let rec = audit::Receipt::parse(rec.as_str().unwrap().as_bytes()).unwrap();

@@ -1383,7 +1383,9 @@ mod tests {
         check_body(r#"{"action":5,"event_source":"ci"}"#, Err("action"));
         check_body(r#"{"event_source":"ci","nope":1}"#, Err("nope"));
         check_body(
-            &format!(r#"{{"events":[{ev},{{"action":"a.b.c","event_source":"x","result":{{"status":7}}}}]}}"#),
+            &format!(
+                r#"{{"events":[{ev},{{"action":"a.b.c","event_source":"x","result":{{"status":7}}}}]}}"#
+            ),
             Err("events[1].result.status"),
         );
         // A key beside `events` is refused at the top level ("unknown
