@@ -394,6 +394,7 @@ impl AuditLog {
             poisoned: poisoned.clone(),
             stats: stats.clone(),
             to_indexer: itx,
+            subjects: subjects.clone(),
             carry: VecDeque::new(),
             _lock: lock,
         };
@@ -1137,6 +1138,8 @@ struct Writer {
     poisoned: Arc<AtomicBool>,
     stats: Arc<StatCounters>,
     to_indexer: SyncSender<Committed>,
+    /// Subject keys: new ones are made durable before each batch is written.
+    subjects: Arc<Keystore>,
     /// Appends taken from the queue that did not fit the previous batch.
     carry: VecDeque<Pending>,
     _lock: DirLock,
@@ -1278,6 +1281,17 @@ impl Writer {
         }
         self.carry.extend(rest);
         if acks.is_empty() {
+            return;
+        }
+        // Subject keys created for these envelopes go to disk first, all in
+        // one SQLite commit: no envelope is written, let alone acknowledged,
+        // before the key that opens it is durable.
+        if let Err(e) = self.subjects.flush_new_keys() {
+            tracing::error!(error = %e, "storing new subject keys failed; poisoning the log");
+            self.poisoned.store(true, Ordering::SeqCst);
+            for (_, done) in acks {
+                done(Err(e.duplicate()));
+            }
             return;
         }
         match self.write_chunks(&chunks) {
