@@ -21,7 +21,9 @@
 //!
 //! Why a sealed envelope in the segment rather than a mutable side table:
 //! the segment record stays the one write and the one fsync of the
-//! acknowledgement path; only a subject's first event costs a key write.
+//! acknowledgement path; only a batch holding some subject's first event
+//! costs a key write (one SQLite commit for all its new keys, made by the
+//! audit writer before the batch, see [`Keystore`]).
 //!
 //! # Subjects
 //!
@@ -611,7 +613,13 @@ fn flush_locked(conn: &mut Connection, queue: &Mutex<Vec<NewKey>>) -> Result<(),
                 .map_err(db)?;
             for k in &keys {
                 insert
-                    .execute(params![&k.key.id[..], k.log, k.who, &k.key.key[..], k.created_ns])
+                    .execute(params![
+                        &k.key.id[..],
+                        k.log,
+                        k.who,
+                        &k.key.key[..],
+                        k.created_ns
+                    ])
                     .map_err(db)?;
             }
         }
