@@ -773,7 +773,7 @@ pub struct IngestBatch {
 #[serde(untagged)]
 #[allow(dead_code)]
 pub enum IngestRequest {
-    Event(IngestEvent),
+    Event(Box<IngestEvent>),
     Batch(IngestBatch),
 }
 
