@@ -33,6 +33,7 @@ pub mod proof;
 pub mod query;
 pub mod receipt;
 pub mod retention;
+pub mod rng;
 pub mod segment;
 pub mod tlog;
 pub mod verify;

@@ -194,6 +194,21 @@ struct Inner {
     to_tlog: Mutex<Option<Sender<tlog::Leaves>>>,
 }
 
+/// The most the four stamps add to a prepared event's bytes:
+/// `,"id":"<36>"` (43), `,"log_index":<20 digits>` (33), `,"seq":<20>` (27),
+/// `,"time":"<30>"` (39), rounded up. [`AuditLog::append_all_with`] checks
+/// the size limit with it before submitting anything.
+const MAX_STAMP_BYTES: usize = 150;
+
+/// A draft ready for the writer, before its `done` is attached.
+struct Prepare {
+    draft: EventDraft,
+    commitments: std::collections::BTreeMap<String, String>,
+    envelope: Option<Vec<u8>>,
+    prepared: Prepared,
+    keys: RowKeys,
+}
+
 struct Pending {
     /// The draft with its personal values in clear (what the caller gets
     /// back, stamped).
@@ -379,6 +394,7 @@ impl AuditLog {
             poisoned: poisoned.clone(),
             stats: stats.clone(),
             to_indexer: itx,
+            subjects: subjects.clone(),
             carry: VecDeque::new(),
             _lock: lock,
         };
@@ -523,11 +539,59 @@ impl AuditLog {
         if self.inner.read_only {
             return done(Err(AuditError::ReadOnly));
         }
+        match self.prepare(draft) {
+            Ok(p) => self.submit(vec![(p, done)]),
+            Err(e) => done(Err(e)),
+        }
+    }
+
+    /// Appends several events as one unit of admission, each with its own
+    /// `done` (called as by [`AuditLog::append_with`]). Every draft is
+    /// sealed, encoded and checked against [`MAX_EVENT_BYTES`] (with the
+    /// largest possible stamps) *before* any is submitted: if one fails,
+    /// nothing is submitted, no `done` is called, and the error comes back
+    /// with the draft's position. Otherwise they are submitted back to back
+    /// in order — increasing `seq` and `log_index`, usually one group commit
+    /// — and each is acknowledged once durable. What stays per event: a
+    /// failed fsync fails (and poisons) the batch it hits, which may be
+    /// after earlier events of these were acknowledged.
+    pub fn append_all_with(
+        &self,
+        items: Vec<(EventDraft, Done)>,
+    ) -> Result<(), (usize, AuditError)> {
+        if self.inner.read_only {
+            return Err((0, AuditError::ReadOnly));
+        }
+        let mut ready = Vec::with_capacity(items.len());
+        for (i, (draft, done)) in items.into_iter().enumerate() {
+            let p = self.prepare(draft).map_err(|e| (i, e))?;
+            let bound =
+                p.prepared.len() + MAX_STAMP_BYTES + p.envelope.as_ref().map_or(0, |e| 1 + e.len());
+            if p.prepared.len() + MAX_STAMP_BYTES > MAX_EVENT_BYTES
+                || bound > segment::MAX_FRAME_BYTES
+            {
+                return Err((
+                    i,
+                    AuditError::EventTooLarge {
+                        bytes: bound,
+                        max: MAX_EVENT_BYTES,
+                    },
+                ));
+            }
+            ready.push((p, done));
+        }
+        self.submit(ready);
+        Ok(())
+    }
+
+    /// Seals a draft's personal values and encodes it (minus the stamps),
+    /// in the caller's thread.
+    fn prepare(&self, draft: EventDraft) -> Result<Prepare, AuditError> {
         let mut keys = RowKeys::of_draft(&draft);
-        let sealed = match self.inner.subjects.seal(&keys.log, &draft, system_clock()) {
-            Ok(s) => s,
-            Err(e) => return done(Err(e)),
-        };
+        let sealed = self
+            .inner
+            .subjects
+            .seal(&keys.log, &draft, system_clock())?;
         let leaf_principal = Principal {
             id: sealed.leaf_principal_id.clone(),
             name: if sealed.commitments.contains_key("principal.name") {
@@ -551,9 +615,17 @@ impl AuditLog {
             leaf_resource.as_ref(),
         );
         keys.principal_id = sealed.leaf_principal_id;
-        let Ok(guard) = self.inner.tx.read() else {
-            return done(Err(AuditError::Closed));
-        };
+        Ok(Prepare {
+            draft,
+            commitments: sealed.commitments,
+            envelope: sealed.envelope,
+            prepared,
+            keys,
+        })
+    }
+
+    /// Hands prepared events to the writer, in order.
+    fn submit(&self, items: Vec<(Prepare, Done)>) {
         let closed = || {
             if self.is_poisoned() {
                 AuditError::Poisoned
@@ -561,20 +633,29 @@ impl AuditLog {
                 AuditError::Closed
             }
         };
-        match guard.as_ref() {
-            None => done(Err(closed())),
-            Some(tx) => {
-                let pending = Pending {
-                    draft,
-                    commitments: sealed.commitments,
-                    envelope: sealed.envelope,
-                    prepared,
-                    keys,
-                    done,
-                };
-                if let Err(mpsc::SendError(p)) = tx.send(pending) {
-                    (p.done)(Err(closed()));
-                }
+        let Ok(guard) = self.inner.tx.read() else {
+            for (_, done) in items {
+                done(Err(AuditError::Closed));
+            }
+            return;
+        };
+        let Some(tx) = guard.as_ref() else {
+            for (_, done) in items {
+                done(Err(closed()));
+            }
+            return;
+        };
+        for (p, done) in items {
+            let pending = Pending {
+                draft: p.draft,
+                commitments: p.commitments,
+                envelope: p.envelope,
+                prepared: p.prepared,
+                keys: p.keys,
+                done,
+            };
+            if let Err(mpsc::SendError(p)) = tx.send(pending) {
+                (p.done)(Err(closed()));
             }
         }
     }
@@ -1057,6 +1138,8 @@ struct Writer {
     poisoned: Arc<AtomicBool>,
     stats: Arc<StatCounters>,
     to_indexer: SyncSender<Committed>,
+    /// Subject keys: new ones are made durable before each batch is written.
+    subjects: Arc<Keystore>,
     /// Appends taken from the queue that did not fit the previous batch.
     carry: VecDeque<Pending>,
     _lock: DirLock,
@@ -1116,7 +1199,9 @@ impl Writer {
             let log_index = self.next_index.get(&p.keys.log).copied().unwrap_or(0);
             let now = (self.clock)().max(self.last_time_ns);
             let seq = self.next_seq;
-            let id = uuid::Uuid::now_v7()
+            // Random bits from the thread-local CSPRNG: no syscall on the
+            // writer thread per event.
+            let id = crate::rng::uuid_v7(now)
                 .hyphenated()
                 .encode_lower(&mut id_buf)
                 .to_string();
@@ -1196,6 +1281,17 @@ impl Writer {
         }
         self.carry.extend(rest);
         if acks.is_empty() {
+            return;
+        }
+        // Subject keys created for these envelopes go to disk first, all in
+        // one SQLite commit: no envelope is written, let alone acknowledged,
+        // before the key that opens it is durable.
+        if let Err(e) = self.subjects.flush_new_keys() {
+            tracing::error!(error = %e, "storing new subject keys failed; poisoning the log");
+            self.poisoned.store(true, Ordering::SeqCst);
+            for (_, done) in acks {
+                done(Err(e.duplicate()));
+            }
             return;
         }
         match self.write_chunks(&chunks) {

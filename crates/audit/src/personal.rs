@@ -21,7 +21,9 @@
 //!
 //! Why a sealed envelope in the segment rather than a mutable side table:
 //! the segment record stays the one write and the one fsync of the
-//! acknowledgement path; only a subject's first event costs a key write.
+//! acknowledgement path; only a batch holding some subject's first event
+//! costs a key write (one SQLite commit for all its new keys, made by the
+//! audit writer before the batch, see [`Keystore`]).
 //!
 //! # Subjects
 //!
@@ -174,18 +176,35 @@ enum KeyState {
     Erased,
 }
 
-/// The subject keys (`subjects.sqlite`): created durably before the first
+/// The subject keys (`subjects.sqlite`): made durable before the first
 /// event sealed under them is written; deleted by erasure.
 ///
 /// Subjects are stored as `hex(SHA-256(who))`. Readers take `state` (read
-/// lock); creating and erasing keys hold `conn`
-/// (serializing writers) and then update `state`. Every key is kept in
-/// memory (about 100 bytes each).
+/// lock). A new key is created in memory (`state` write lock) and queued in
+/// `new_keys`; the audit writer calls [`Keystore::flush_new_keys`] before it
+/// writes a batch of events, which inserts every queued key in one SQLite
+/// transaction (`synchronous=FULL`: one fsync for all of them) — so a key is
+/// on disk before any envelope sealed under it, and new subjects cost one
+/// fsync per batch instead of one each, serialized, on the caller's thread.
+/// Flushing and erasing hold `conn` (serializing them), and drain
+/// `new_keys` under it, so a second flusher waits for the first's commit.
+/// Every key is kept in memory (about 100 bytes each).
 pub struct Keystore {
     /// `None` for a read-only keystore whose file does not exist.
     conn: Option<Mutex<Connection>>,
     read_only: bool,
     state: RwLock<State>,
+    /// Keys created since the last flush, not yet in `subjects.sqlite`.
+    new_keys: Mutex<Vec<NewKey>>,
+}
+
+/// A key waiting for [`Keystore::flush_new_keys`].
+struct NewKey {
+    log: String,
+    /// `who_key(who)`.
+    who: String,
+    key: Key,
+    created_ns: i64,
 }
 
 #[derive(Default)]
@@ -237,6 +256,7 @@ impl Keystore {
             conn: Some(Mutex::new(conn)),
             read_only: false,
             state: RwLock::new(state),
+            new_keys: Mutex::new(Vec::new()),
         })
     }
 
@@ -248,6 +268,7 @@ impl Keystore {
                 conn: None,
                 read_only: true,
                 state: RwLock::new(State::default()),
+                new_keys: Mutex::new(Vec::new()),
             });
         }
         let db = |e: rusqlite::Error| AuditError::Keystore(format!("{}: {e}", path.display()));
@@ -258,6 +279,7 @@ impl Keystore {
             conn: Some(Mutex::new(conn)),
             read_only: true,
             state: RwLock::new(state),
+            new_keys: Mutex::new(Vec::new()),
         })
     }
 
@@ -267,30 +289,43 @@ impl Keystore {
         if let Some(key) = self.state.read().map_err(poisoned)?.active.get(&k) {
             return Ok(*key);
         }
-        if self.read_only {
+        if self.read_only || self.conn.is_none() {
             return Err(AuditError::ReadOnly);
         }
-        let Some(conn) = &self.conn else {
-            return Err(AuditError::ReadOnly);
-        };
-        let conn = conn.lock().map_err(poisoned)?;
-        // Another writer may have created it while we waited.
-        if let Some(key) = self.state.read().map_err(poisoned)?.active.get(&k) {
+        let mut st = self.state.write().map_err(poisoned)?;
+        // Another caller may have created it while we waited.
+        if let Some(key) = st.active.get(&k) {
             return Ok(*key);
         }
         let key = Key {
             id: random()?,
             key: random()?,
         };
-        conn.execute(
-            "INSERT INTO subject_keys (key_id, log, who, key, created_ns) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![&key.id[..], log, who, &key.key[..], now_ns],
-        )
-        .map_err(|e| AuditError::Keystore(format!("creating a subject key: {e}")))?;
-        let mut st = self.state.write().map_err(poisoned)?;
+        // Queued before anything is sealed under it: the writer flushes
+        // it before writing the event (see the type's doc).
+        self.new_keys.lock().map_err(poisoned)?.push(NewKey {
+            log: log.to_string(),
+            who,
+            key,
+            created_ns: now_ns,
+        });
         st.by_id.insert(key.id, KeyState::Live(key.key));
         st.active.insert(k, key);
         Ok(key)
+    }
+
+    /// Makes every key created since the last call durable, in one
+    /// transaction. The audit writer calls it before writing each batch.
+    /// On failure the keys stay queued (the caller poisons the log).
+    pub(crate) fn flush_new_keys(&self) -> Result<(), AuditError> {
+        if self.new_keys.lock().map_err(poisoned)?.is_empty() {
+            return Ok(());
+        }
+        let Some(conn) = &self.conn else {
+            return Err(AuditError::ReadOnly);
+        };
+        let mut conn = conn.lock().map_err(poisoned)?;
+        flush_locked(&mut conn, &self.new_keys)
     }
 
     /// Splits a draft's personal values out of the leaf: commitments for
@@ -315,22 +350,34 @@ impl Keystore {
                 leaf_principal_id,
             });
         }
-        let mut by_who: BTreeMap<&str, serde_json::Map<String, serde_json::Value>> =
-            BTreeMap::new();
+        // The plaintext of each envelope: `{"<field>": {"salt": "<base64>",
+        // "value": "<value>"}, ...}`, keys sorted (what `open_envelope`
+        // reads), serialized straight from borrowed values.
+        #[derive(serde::Serialize)]
+        struct SaltedValue<'a> {
+            salt: String,
+            value: &'a str,
+        }
+        let mut by_who: BTreeMap<&str, BTreeMap<&str, SaltedValue>> = BTreeMap::new();
         let mut commitments = BTreeMap::new();
         for (field, who, value) in &values {
-            let salt: [u8; SALT_LEN] = random()?;
+            // Thread-local CSPRNG, not a syscall per salt (see `rng`).
+            let salt: [u8; SALT_LEN] = crate::rng::bytes();
             commitments.insert(field.to_string(), commitment(&salt, value));
             by_who.entry(who.as_str()).or_default().insert(
-                field.to_string(),
-                serde_json::json!({"salt": B64.encode(salt), "value": value}),
+                field,
+                SaltedValue {
+                    salt: B64.encode(salt),
+                    value,
+                },
             );
         }
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(256);
         for (who, plain) in by_who {
             let key = self.live_key(log, who, now_ns)?;
-            let plain = serde_json::to_vec(&plain).expect("bug: a JSON map always serializes");
-            let nonce: [u8; NONCE_LEN] = random()?;
+            let plain =
+                serde_json::to_vec(&plain).expect("bug: a map of strings always serializes");
+            let nonce: [u8; NONCE_LEN] = crate::rng::bytes();
             let cipher = XChaCha20Poly1305::new((&key.key).into());
             let ct = cipher
                 .encrypt(
@@ -487,6 +534,9 @@ impl Keystore {
         }
         let db = |e: rusqlite::Error| AuditError::Keystore(format!("erasing subject keys: {e}"));
         let mut conn = conn.lock().map_err(poisoned)?;
+        // Keys still queued are written first, so that they are found (and
+        // erased) like every other.
+        flush_locked(&mut conn, &self.new_keys)?;
         let tx = conn.transaction().map_err(db)?;
         let mut out = Erasure::default();
         let mut erased_ids = Vec::new();
@@ -542,6 +592,44 @@ impl Keystore {
         out.held.sort();
         Ok(out)
     }
+}
+
+/// Inserts the queued keys in one transaction, `conn` held. The queue's
+/// own lock is held only to take the keys (not across the fsync: creating
+/// a key holds `state` while it queues one); on failure they are put back.
+fn flush_locked(conn: &mut Connection, queue: &Mutex<Vec<NewKey>>) -> Result<(), AuditError> {
+    let keys = std::mem::take(&mut *queue.lock().map_err(poisoned)?);
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let db = |e: rusqlite::Error| AuditError::Keystore(format!("storing new subject keys: {e}"));
+    let insert_all = |conn: &mut Connection| -> Result<(), AuditError> {
+        let tx = conn.transaction().map_err(db)?;
+        {
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT INTO subject_keys (key_id, log, who, key, created_ns) VALUES (?1, ?2, ?3, ?4, ?5)",
+                )
+                .map_err(db)?;
+            for k in &keys {
+                insert
+                    .execute(params![
+                        &k.key.id[..],
+                        k.log,
+                        k.who,
+                        &k.key.key[..],
+                        k.created_ns
+                    ])
+                    .map_err(db)?;
+            }
+        }
+        tx.commit().map_err(db)
+    };
+    let r = insert_all(conn);
+    if r.is_err() {
+        queue.lock().map_err(poisoned)?.splice(0..0, keys);
+    }
+    r
 }
 
 /// How the keystore names a subject: `hex(SHA-256(who))`, so that the file

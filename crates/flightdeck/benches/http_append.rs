@@ -19,8 +19,13 @@
 //! data directory per run and the load generator shares the machine's
 //! cores with it.
 //!
+//! `--batch N` (default 1) makes each request carry N events as
+//! `{"events": [...]}` (N = 1 keeps the single-event body); latency is then
+//! that of the request, counted once per event, and throughput counts
+//! events.
+//!
 //! Run: `cargo bench -p flightdeck --bench http_append [-- --runs 5
-//! --writers 256 --seconds 10 --warmup 2 --server binary|in-process
+//! --writers 256 --batch 1 --seconds 10 --warmup 2 --server binary|in-process
 //! --label after] [--server-log audit=debug] [--floor]`. Prints one
 //! Markdown row per run and a median row (the server's log lines and the
 //! CPU time per event of each server thread go to stderr); `--out FILE`
@@ -46,6 +51,8 @@ const PROJECT: &str = "bench";
 struct Args {
     runs: usize,
     writers: usize,
+    /// Events per request (`{"events": [...]}` above 1).
+    batch: usize,
     seconds: f64,
     warmup: f64,
     in_process: bool,
@@ -62,6 +69,7 @@ fn parse_args() -> Args {
     let mut a = Args {
         runs: 1,
         writers: 256,
+        batch: 1,
         seconds: 10.0,
         warmup: 2.0,
         in_process: false,
@@ -76,6 +84,7 @@ fn parse_args() -> Args {
         match arg.as_str() {
             "--runs" => a.runs = val().parse().expect("--runs N"),
             "--writers" => a.writers = val().parse().expect("--writers N"),
+            "--batch" => a.batch = val().parse().expect("--batch N (1 to 100)"),
             "--seconds" => a.seconds = val().parse().expect("--seconds S"),
             "--warmup" => a.warmup = val().parse().expect("--warmup S"),
             "--server" => {
@@ -150,17 +159,26 @@ impl Conn {
     }
 }
 
-/// `"log_index":N` of a returned event, without a JSON parse.
-fn log_index(body: &[u8]) -> u64 {
+/// Every `"log_index":N` of a returned event or batch, in order, without
+/// a JSON parse (no submitted field is named `log_index`).
+fn log_indexes(body: &[u8]) -> Vec<u64> {
     let key = b"\"log_index\":";
-    let at = body
-        .windows(key.len())
-        .position(|w| w == key)
-        .unwrap_or_else(|| panic!("no log_index in {}", String::from_utf8_lossy(body)));
-    body[at + key.len()..]
-        .iter()
-        .take_while(|b| b.is_ascii_digit())
-        .fold(0, |n, b| n * 10 + u64::from(b - b'0'))
+    let mut out = Vec::new();
+    let mut rest = body;
+    while let Some(at) = rest.windows(key.len()).position(|w| w == key) {
+        rest = &rest[at + key.len()..];
+        out.push(
+            rest.iter()
+                .take_while(|b| b.is_ascii_digit())
+                .fold(0, |n, b| n * 10 + u64::from(b - b'0')),
+        );
+    }
+    assert!(
+        !out.is_empty(),
+        "no log_index in {}",
+        String::from_utf8_lossy(body)
+    );
+    out
 }
 
 /// The tree size line of a checkpoint.
@@ -434,6 +452,7 @@ async fn drive(addr: SocketAddr, token: String, a: &Args) -> (Vec<Ack>, Vec<(Ins
     let path = format!("{API}/projects/{PROJECT}/audit/events");
     let mut tasks = Vec::new();
     let floor = a.floor;
+    let batch = a.batch.max(1);
     for (w, mut conn) in conns.into_iter().enumerate() {
         let (stop, token, path) = (stop.clone(), token.clone(), path.clone());
         tasks.push(tokio::spawn(async move {
@@ -452,16 +471,26 @@ async fn drive(addr: SocketAddr, token: String, a: &Args) -> (Vec<Ack>, Vec<(Ins
                     i += 1;
                     continue;
                 }
-                let body = event_body(w, i);
+                let body = if batch == 1 {
+                    event_body(w, i)
+                } else {
+                    let events: Vec<String> =
+                        (0..batch as u64).map(|k| event_body(w, i + k)).collect();
+                    format!(r#"{{"events":[{}]}}"#, events.join(","))
+                };
                 let (status, resp) = conn.call("POST", &path, &token, Some(body)).await;
                 let acked = Instant::now();
                 assert_eq!(status, 201, "{}", String::from_utf8_lossy(&resp));
-                acks.push(Ack {
-                    sent,
-                    acked,
-                    log_index: log_index(&resp),
-                });
-                i += 1;
+                let indexes = log_indexes(&resp);
+                assert_eq!(indexes.len(), batch, "one log_index per event");
+                for log_index in indexes {
+                    acks.push(Ack {
+                        sent,
+                        acked,
+                        log_index,
+                    });
+                }
+                i += batch as u64;
             }
             acks
         }));
@@ -607,9 +636,10 @@ fn run_once(a: &Args) -> Run {
 fn row(label: &str, a: &Args, r: &Run) -> String {
     let opt = |v: Option<f64>, digits: usize| v.map_or("".to_string(), |v| format!("{v:.digits$}"));
     format!(
-        "| {label} | {} | {} | {} | {} | {:.0} | {:.2} | {:.2} | {:.1} | {:.0} | {:.0} | {:.0} | {} | {:.1} | {} |",
+        "| {label} | {} | {} | {} | {} | {} | {:.0} | {:.2} | {:.2} | {:.1} | {:.0} | {:.0} | {:.0} | {} | {:.1} | {} |",
         if a.in_process { "in-process" } else { "binary" },
         a.writers,
+        a.batch,
         r.load,
         r.events,
         r.events_per_s,
@@ -635,7 +665,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 fn main() {
     let a = parse_args();
-    let header = "| run | server | writers | load avg (1/5/15) | events | events/s | p50 ack ms | p99 ack ms | max ack ms | lag p50 ms | lag p99 ms | lag max ms | server CPU s | client CPU s | events/fsync |\n| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |";
+    let header = "| run | server | writers | events/request | load avg (1/5/15) | events | events/s | p50 ack ms | p99 ack ms | max ack ms | lag p50 ms | lag p99 ms | lag max ms | server CPU s | client CPU s | events/fsync |\n| --- | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |";
     println!("{header}");
     let mut runs = Vec::new();
     let mut lines = Vec::new();

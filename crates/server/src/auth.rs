@@ -285,7 +285,13 @@ pub async fn layer(State(st): State<AppState>, mut req: Request, next: Next) -> 
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip().to_string());
     let meta = RequestMeta {
-        request_id: uuid::Uuid::now_v7().to_string(),
+        // UUIDv7 from the thread-local CSPRNG: no `getrandom` per request.
+        request_id: audit::rng::uuid_v7(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)),
+        )
+        .to_string(),
         source_ip,
         user_agent: header_str(req.headers(), header::USER_AGENT),
         action: action_of(&method, route.as_deref()),
@@ -599,6 +605,59 @@ impl AppState {
         draft: EventDraft,
     ) -> Result<audit::Event, ApiError> {
         let r = self.record(draft).await;
+        if r.as_ref().map_or_else(|e| e.audited, |_| true) {
+            caller.req.recorded.store(true, Ordering::SeqCst);
+        }
+        r
+    }
+
+    /// Appends the events of one request of `caller` (batch ingest) and
+    /// waits until each is durable; they share group commits. All or none
+    /// is admitted: if one cannot be (too large, say), nothing is written
+    /// and the error names it as `events[i]`. A failure after admission (a
+    /// failed fsync) is a 503 even though earlier events may be durable.
+    pub async fn record_all_for(
+        &self,
+        caller: &Caller,
+        drafts: Vec<EventDraft>,
+    ) -> Result<Vec<audit::Event>, ApiError> {
+        let mut rxs = Vec::with_capacity(drafts.len());
+        let mut items = Vec::with_capacity(drafts.len());
+        for d in drafts {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let done: audit::Done = Box::new(move |r| {
+                let _ = tx.send(r);
+            });
+            items.push((d, done));
+            rxs.push(rx);
+        }
+        let r = match self.audit.append_all_with(items) {
+            Err((i, e)) => {
+                let audited = !matches!(e, audit::AuditError::EventTooLarge { .. });
+                let mut err = ApiError::from(e);
+                err.message = format!("events[{i}]: {}", err.message);
+                err.field = Some(format!("events[{i}]"));
+                Err(if audited { err.audited() } else { err })
+            }
+            Ok(()) => {
+                let mut events = Vec::with_capacity(rxs.len());
+                let mut failed = None;
+                for rx in rxs {
+                    match rx.await {
+                        Ok(Ok(e)) => events.push(e),
+                        Ok(Err(e)) => {
+                            failed.get_or_insert(ApiError::from(e).audited());
+                        }
+                        Err(_) => {
+                            failed.get_or_insert(
+                                ApiError::audit_unavailable("the audit writer stopped").audited(),
+                            );
+                        }
+                    }
+                }
+                failed.map_or(Ok(events), Err)
+            }
+        };
         if r.as_ref().map_or_else(|e| e.audited, |_| true) {
             caller.req.recorded.store(true, Ordering::SeqCst);
         }

@@ -298,8 +298,42 @@ mod tests {
             refs,
             [
                 "#/components/schemas/Event",
-                "#/components/schemas/CheckpointedEvent"
+                "#/components/schemas/CheckpointedEvent",
+                "#/components/schemas/StoredBatch",
+                "#/components/schemas/CheckpointedBatch"
             ]
+        );
+    }
+
+    #[test]
+    fn ingest_documents_one_event_or_a_batch_of_up_to_100() {
+        let d = doc();
+        let body = &d["paths"]["/api/flightdeck/v1/projects/{project}/audit/events"]["post"]["requestBody"]
+            ["content"]["application/json"]["schema"];
+        let r = body["$ref"].as_str().unwrap();
+        let s = &d["components"]["schemas"][r.rsplit('/').next().unwrap()];
+        let refs: Vec<&str> = s["oneOf"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{s}"))
+            .iter()
+            .map(|v| v["$ref"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            refs,
+            [
+                "#/components/schemas/IngestEvent",
+                "#/components/schemas/IngestBatch"
+            ]
+        );
+        let events = &d["components"]["schemas"]["IngestBatch"]["properties"]["events"];
+        assert_eq!(
+            (events["minItems"].as_u64(), events["maxItems"].as_u64()),
+            (Some(1), Some(100)),
+            "{events}"
+        );
+        assert_eq!(
+            d["components"]["schemas"]["IngestBatch"]["additionalProperties"],
+            false
         );
     }
 

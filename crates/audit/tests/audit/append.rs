@@ -147,6 +147,53 @@ fn too_large_events_are_refused_without_using_a_seq() {
     assert_eq!(log.append(simple(3)).unwrap().seq, 2);
 }
 
+/// `append_all_with` refuses the whole batch, before writing anything, when
+/// one draft is too large; otherwise every event is appended in order.
+#[test]
+fn a_batch_is_admitted_whole_or_not_at_all() {
+    let d = tempfile::tempdir().unwrap();
+    let log = open(d.path());
+    log.append(simple(1)).unwrap();
+    let submit = |drafts: Vec<EventDraft>| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let items = drafts
+            .into_iter()
+            .enumerate()
+            .map(|(i, d)| {
+                let tx = tx.clone();
+                let done: Done = Box::new(move |r| {
+                    let _ = tx.send((i, r));
+                });
+                (d, done)
+            })
+            .collect();
+        log.append_all_with(items).map(|()| {
+            drop(tx);
+            let mut got: Vec<(usize, Result<Event, AuditError>)> = rx.iter().collect();
+            got.sort_by_key(|(i, _)| *i);
+            got.into_iter().map(|(_, r)| r.unwrap()).collect::<Vec<_>>()
+        })
+    };
+    let mut drafts: Vec<EventDraft> = (2..6).map(simple).collect();
+    drafts[2].request_parameters = Some(serde_json::json!({ "blob": "x".repeat(MAX_EVENT_BYTES) }));
+    match submit(drafts) {
+        Err((2, AuditError::EventTooLarge { bytes, max })) => {
+            assert!(bytes > max && max == MAX_EVENT_BYTES)
+        }
+        Err((i, e)) => panic!("draft {i}: {e:?}"),
+        Ok(_) => panic!("a batch with a too-large event was admitted"),
+    }
+    assert_eq!(
+        log.last_seq(),
+        1,
+        "nothing of the refused batch was written"
+    );
+    let events = submit((2..6).map(simple).collect()).unwrap();
+    let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, [2, 3, 4, 5]);
+    assert_eq!(all(&log).len(), 5);
+}
+
 #[test]
 fn a_second_writer_is_locked_out_until_shutdown() {
     let d = tempfile::tempdir().unwrap();

@@ -207,3 +207,36 @@ fn personal_values_are_sealed_revealed_and_erased_without_touching_the_tree() {
     assert!(!named("user:u-bob").is_empty());
     verify_all(d.path());
 }
+
+/// New subject keys are stored in one commit per batch, by the writer,
+/// before the batch is written: when an event is acknowledged its key is on
+/// disk, so a fresh read-only open (the CLI's) reveals its values while the
+/// writer is still running.
+#[test]
+fn new_subject_keys_are_on_disk_when_their_events_are_acknowledged() {
+    let d = tempfile::tempdir().unwrap();
+    let log = AuditLog::open(d.path(), Options::default()).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    for n in 0..200 {
+        let tx = tx.clone();
+        log.append_with(
+            by(Some("default"), &format!("user-{n}"), "192.0.2.9", n),
+            Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        );
+    }
+    drop(tx);
+    let acked: Vec<Event> = rx.iter().map(|r| r.unwrap()).collect();
+    assert_eq!(acked.len(), 200);
+    let ro = AuditLog::open_read_only(d.path()).unwrap();
+    for e in &acked {
+        let got = ro
+            .get(&LogKey::Project("default".into()), &e.id)
+            .unwrap()
+            .unwrap();
+        assert_eq!(got.principal.name, e.principal.name, "{}", e.principal.id);
+        assert_eq!(got.source_ip.as_deref(), Some("192.0.2.9"));
+    }
+    log.shutdown();
+}

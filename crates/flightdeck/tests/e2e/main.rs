@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod batch;
 mod bundle;
 mod cli;
 mod crash;

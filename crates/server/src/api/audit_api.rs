@@ -8,7 +8,7 @@
 //! (or project admin); organization-level events under `/audit/...` to
 //! organization admins.
 
-use audit::{Change, Event, LogKey, Order, PrincipalKind, Query, Resource, Status};
+use audit::{Change, Event, EventDraft, LogKey, Order, PrincipalKind, Query, Resource, Status};
 use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -681,6 +681,102 @@ pub struct IngestEvent {
     pub changes: Vec<ChangeDoc>,
 }
 
+/// Most events one ingest request may carry (like CloudTrail Lake's
+/// `PutAuditEvents`).
+pub const MAX_BATCH_EVENTS: usize = 100;
+
+/// The body of ingest: one event object (the original form), or
+/// `{"events": [...]}` with 1 to [`MAX_BATCH_EVENTS`] of them. The two are
+/// told apart by the object's first key: a single event has no `events`
+/// field, so an object starting with `events` is a batch; the rest of the
+/// object is parsed as it streams (no intermediate JSON tree), and a type
+/// error inside a batch is named with its path (`events[3].result.status`).
+pub enum IngestBody {
+    One(Box<IngestEvent>),
+    Batch(Vec<IngestEvent>),
+}
+
+impl<'de> Deserialize<'de> for IngestBody {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(IngestBodyVisitor)
+    }
+}
+
+struct IngestBodyVisitor;
+
+impl<'de> serde::de::Visitor<'de> for IngestBodyVisitor {
+    type Value = IngestBody;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(
+            f,
+            "an audit event object, or {{\"events\": [1 to {MAX_BATCH_EVENTS} event objects]}}"
+        )
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<IngestBody, A::Error> {
+        use serde::de::value::MapAccessDeserializer;
+        let first = map.next_key::<String>()?;
+        if first.as_deref() == Some("events") {
+            let events: Vec<IngestEvent> = map.next_value()?;
+            if let Some(k) = map.next_key::<String>()? {
+                return Err(serde::de::Error::unknown_field(&k, &["events"]));
+            }
+            return Ok(IngestBody::Batch(events));
+        }
+        IngestEvent::deserialize(MapAccessDeserializer::new(Prepend { first, map }))
+            .map(|e| IngestBody::One(Box::new(e)))
+    }
+}
+
+/// A map whose first key was already read (to tell a batch from an event).
+struct Prepend<A> {
+    first: Option<String>,
+    map: A,
+}
+
+impl<'de, A: serde::de::MapAccess<'de>> serde::de::MapAccess<'de> for Prepend<A> {
+    type Error = A::Error;
+
+    fn next_key_seed<K: serde::de::DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, A::Error> {
+        use serde::de::IntoDeserializer;
+        match self.first.take() {
+            Some(k) => seed.deserialize(k.into_deserializer()).map(Some),
+            None => self.map.next_key_seed(seed),
+        }
+    }
+
+    fn next_value_seed<V: serde::de::DeserializeSeed<'de>>(
+        &mut self,
+        seed: V,
+    ) -> Result<V::Value, A::Error> {
+        self.map.next_value_seed(seed)
+    }
+}
+
+/// Batch form of the ingest body (documentation of [`IngestBody`]).
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct IngestBatch {
+    /// 1 to 100 events, appended in this order; all are validated before
+    /// any is recorded.
+    #[schema(min_items = 1, max_items = 100)]
+    events: Vec<IngestEvent>,
+}
+
+/// The ingest body: one event, or a batch (documentation of [`IngestBody`]).
+#[derive(Deserialize, ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+pub enum IngestRequest {
+    Event(Box<IngestEvent>),
+    Batch(IngestBatch),
+}
+
 /// An HTTP status as a JSON integer. `105.0` is one too (JSON Schema's
 /// `integer` is any number without a fraction), which serde's `u16` refuses.
 fn http_status<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u16>, D::Error> {
@@ -811,29 +907,90 @@ pub struct CheckpointedEvent {
     pub receipt: Option<String>,
 }
 
+/// The answer of a batch ingest with `wait=checkpoint`.
+#[derive(Serialize, ToSchema)]
+pub struct CheckpointedBatch {
+    /// The stored events, in the order sent.
+    #[schema(value_type = Vec<EventDoc>)]
+    pub events: Vec<Event>,
+    /// Size of `checkpoint`'s tree (greater than every event's `log_index`).
+    pub tree_size: u64,
+    /// A signed checkpoint (C2SP signed note) whose tree holds every event
+    /// of the batch: the first one published after the last was recorded.
+    pub checkpoint: String,
+    /// Each event's receipt against `checkpoint`, in the order of `events`
+    /// (c2sp.org/tlog-proof@v1 text with the entry bytes); `null` only
+    /// where one could not be read back (see the server log).
+    pub receipts: Vec<Option<String>>,
+}
+
+/// The answer of a batch ingest: the stored events, in the order sent.
+#[derive(Serialize, ToSchema)]
+#[allow(dead_code)]
+pub struct StoredBatch {
+    #[schema(value_type = Vec<EventDoc>)]
+    events: Vec<Event>,
+}
+
 /// What ingest answers: the event, or with `wait=checkpoint` the event with
-/// its checkpoint and receipt.
+/// its checkpoint and receipt; for a batch, `{"events": [...]}`, or with
+/// `wait=checkpoint` the events with one checkpoint and their receipts.
 #[derive(Serialize, ToSchema)]
 #[serde(untagged)]
 #[allow(dead_code)]
 pub enum IngestAnswer {
     Event(EventDoc),
     Checkpointed(CheckpointedEvent),
+    Batch(StoredBatch),
+    CheckpointedBatch(CheckpointedBatch),
 }
 
-/// Append an external event to a project's audit log (`audit:write`).
+/// A validation error of the event at `i` of a batch: its field is named
+/// `events[i].<field>`.
+fn in_batch(mut e: ApiError, i: usize) -> ApiError {
+    let prefix = format!("events[{i}]");
+    match e.field.take() {
+        Some(f) => {
+            let rest = e
+                .message
+                .strip_prefix(&format!("{f}: "))
+                .unwrap_or(&e.message)
+                .to_string();
+            e.message = format!("{prefix}.{f}: {rest}");
+            e.field = Some(format!("{prefix}.{f}"));
+        }
+        None => {
+            e.message = format!("{prefix}: {}", e.message);
+            e.field = Some(prefix);
+        }
+    }
+    e
+}
+
+/// Append external events to a project's audit log (`audit:write`): one
+/// event, or `{"events": [...]}` with 1 to 100 of them.
+///
+/// A batch is all or nothing: every event is validated (and sealed and
+/// size-checked) before any is recorded; the first invalid one is a 400
+/// naming `events[i].<field>`, and nothing of the batch is recorded (the
+/// failed request is, like every 400). Otherwise each event is appended in
+/// order (consecutive `log_index`es unless other requests interleave) and
+/// fsynced before the answer, sharing group commits. The per-request body
+/// limit (`limits.max_body_bytes`) applies to the whole batch.
+///
 /// With `wait=checkpoint` the answer comes once a signed checkpoint covers
-/// the event, and carries it and the event's receipt.
+/// the event (for a batch, its last event, hence all of them), and carries
+/// it and the receipts.
 #[utoipa::path(post, path = "/api/flightdeck/v1/projects/{project}/audit/events", tag = "audit",
     params(ProjectPath, IngestParams),
-    request_body = IngestEvent, responses((status = 201, body = IngestAnswer,
-        description = "The stored event; with wait=checkpoint, `{event, log_index, tree_size, checkpoint, receipt}`")))]
+    request_body = IngestRequest, responses((status = 201, body = IngestAnswer,
+        description = "One event: the stored event; with wait=checkpoint, `{event, log_index, tree_size, checkpoint, receipt}`. A batch: `{events}` in the order sent; with wait=checkpoint, `{events, tree_size, checkpoint, receipts}`")))]
 pub async fn ingest_project(
     State(st): State<AppState>,
     caller: Caller,
     PathParams(project): PathParams<String>,
     Params(q): Params<IngestParams>,
-    JsonBody(body): JsonBody<IngestEvent>,
+    JsonBody(body): JsonBody<IngestBody>,
 ) -> Result<Response, ApiError> {
     meta::check_slug("project", &project)?;
     let p = st
@@ -851,12 +1008,61 @@ pub async fn ingest_project(
             return Err(st.fail(&caller, Some(p.name), None, e).await);
         }
     };
-    if let Err(e) = body.validate() {
+    let events = match body {
+        IngestBody::One(body) => {
+            if let Err(e) = body.validate() {
+                return Err(st.fail(&caller, Some(p.name), None, e).await);
+            }
+            let d = ingest_draft(&st, &caller, &p.name, *body);
+            let e = st.record_for(&caller, d).await?;
+            if !wait {
+                return Ok((StatusCode::CREATED, StoredEvent(e)).into_response());
+            }
+            let answer = wait_for_checkpoint(&st, LogKey::Project(p.name), e).await?;
+            return Ok((StatusCode::CREATED, Json(answer)).into_response());
+        }
+        IngestBody::Batch(events) => events,
+    };
+    let checked = if events.is_empty() {
+        Err(ApiError::bad_field("events", "at least one event"))
+    } else if events.len() > MAX_BATCH_EVENTS {
+        Err(ApiError::bad_field(
+            "events",
+            format!(
+                "at most {MAX_BATCH_EVENTS} events per request (got {}): split the batch",
+                events.len()
+            ),
+        ))
+    } else {
+        events
+            .iter()
+            .enumerate()
+            .try_for_each(|(i, e)| e.validate().map_err(|err| in_batch(err, i)))
+    };
+    if let Err(e) = checked {
         return Err(st.fail(&caller, Some(p.name), None, e).await);
     }
+    let drafts = events
+        .into_iter()
+        .map(|e| ingest_draft(&st, &caller, &p.name, e))
+        .collect();
+    let events = match st.record_all_for(&caller, drafts).await {
+        Ok(events) => events,
+        Err(e) if !e.audited => return Err(st.fail(&caller, Some(p.name), None, e).await),
+        Err(e) => return Err(e),
+    };
+    if !wait {
+        return Ok((StatusCode::CREATED, StoredEvents(events)).into_response());
+    }
+    let answer = wait_for_batch_checkpoint(&st, LogKey::Project(p.name), events).await?;
+    Ok((StatusCode::CREATED, Json(answer)).into_response())
+}
+
+/// The audit event draft of one validated submitted event.
+fn ingest_draft(st: &AppState, caller: &Caller, project: &str, body: IngestEvent) -> EventDraft {
     let mut d = st.draft(
-        &caller,
-        Some(p.name.clone()),
+        caller,
+        Some(project.to_string()),
         None,
         None,
         Ok(StatusCode::CREATED),
@@ -897,12 +1103,7 @@ pub async fn ingest_project(
             after: redact(c.after),
         })
         .collect();
-    let e = st.record_for(&caller, d).await?;
-    if !wait {
-        return Ok((StatusCode::CREATED, StoredEvent(e)).into_response());
-    }
-    let answer = wait_for_checkpoint(&st, LogKey::Project(p.name), e).await?;
-    Ok((StatusCode::CREATED, Json(answer)).into_response())
+    d
 }
 
 /// Waits (without a thread: a oneshot the checkpointer completes) until a
@@ -914,10 +1115,58 @@ async fn wait_for_checkpoint(
     log: LogKey,
     e: Event,
 ) -> Result<CheckpointedEvent, ApiError> {
+    let what = format!(
+        "event {} was recorded at log_index {}, but {{why}}; do not send it again: fetch its receipt later (GET .../audit/receipts/{})",
+        e.id, e.log_index, e.id
+    );
+    let cp = checkpoint_covering(st, &log, e.log_index, what).await?;
+    let mut receipts = receipts(st, log, &[e.log_index], &cp).await;
+    Ok(CheckpointedEvent {
+        log_index: e.log_index,
+        tree_size: cp.size,
+        checkpoint: cp.note_text(),
+        receipt: receipts.pop().flatten(),
+        event: e,
+    })
+}
+
+/// [`wait_for_checkpoint`] for a batch: the checkpoint covering its last
+/// (highest) `log_index` covers them all.
+async fn wait_for_batch_checkpoint(
+    st: &AppState,
+    log: LogKey,
+    events: Vec<Event>,
+) -> Result<CheckpointedBatch, ApiError> {
+    let indexes: Vec<u64> = events.iter().map(|e| e.log_index).collect();
+    let last = indexes.iter().copied().max().unwrap_or(0);
+    let what = format!(
+        "the {} events were recorded (log_index {} to {last}), but {{why}}; do not send them again: fetch their receipts later (GET .../audit/receipts/{{index}})",
+        events.len(),
+        indexes.iter().copied().min().unwrap_or(0),
+    );
+    let cp = checkpoint_covering(st, &log, last, what).await?;
+    let receipts = receipts(st, log, &indexes, &cp).await;
+    Ok(CheckpointedBatch {
+        events,
+        tree_size: cp.size,
+        checkpoint: cp.note_text(),
+        receipts,
+    })
+}
+
+/// The first signed checkpoint of `log` whose tree holds `log_index`, or a
+/// 503 (marked audited: the events are recorded) built from `what`, whose
+/// `{why}` says what went wrong.
+async fn checkpoint_covering(
+    st: &AppState,
+    log: &LogKey,
+    log_index: u64,
+    what: String,
+) -> Result<audit::proof::SignedCheckpoint, ApiError> {
     let (tx, rx) = tokio::sync::oneshot::channel();
     st.audit.when_checkpointed(
-        &log,
-        e.log_index + 1,
+        log,
+        log_index + 1,
         Box::new(move |r| {
             let _ = tx.send(r);
         }),
@@ -927,46 +1176,70 @@ async fn wait_for_checkpoint(
         ApiError::new(
             Kind::Unavailable,
             "checkpoint_unavailable",
-            format!(
-                "event {} was recorded at log_index {}, but {why}; do not send it again: fetch its receipt later (GET .../audit/receipts/{})",
-                e.id, e.log_index, e.id
-            ),
+            what.replace("{why}", &why),
         )
         .audited()
     };
-    let cp = match tokio::time::timeout(limit, rx).await {
-        Ok(Ok(Ok(cp))) => cp,
-        Ok(Ok(Err(err))) => return Err(unavailable(format!("no checkpoint will cover it: {err}"))),
-        Ok(Err(_)) => return Err(unavailable("the checkpointer stopped".into())),
-        Err(_) => {
-            return Err(unavailable(format!(
-                "no signed checkpoint covered it within {} s",
-                limit.as_secs_f64()
-            )));
-        }
-    };
+    match tokio::time::timeout(limit, rx).await {
+        Ok(Ok(Ok(cp))) => Ok(cp),
+        Ok(Ok(Err(err))) => Err(unavailable(format!("no checkpoint will cover it: {err}"))),
+        Ok(Err(_)) => Err(unavailable("the checkpointer stopped".into())),
+        Err(_) => Err(unavailable(format!(
+            "no signed checkpoint covered it within {} s",
+            limit.as_secs_f64()
+        ))),
+    }
+}
+
+/// The receipts of `indexes` against `cp`, read on one blocking thread;
+/// `None` where one cannot be read back (logged).
+async fn receipts(
+    st: &AppState,
+    log: LogKey,
+    indexes: &[u64],
+    cp: &audit::proof::SignedCheckpoint,
+) -> Vec<Option<String>> {
     let audit = st.audit.clone();
-    let (log2, cp2, index) = (log, cp.clone(), e.log_index);
-    let receipt = match tokio::task::spawn_blocking(move || audit.receipt_at(&log2, index, &cp2))
-        .await
-    {
-        Ok(Ok(r)) => Some(String::from_utf8_lossy(&r.to_bytes()).into_owned()),
-        Ok(Err(err)) => {
-            tracing::error!(error = %err, event = %e.id, "cannot read back the receipt of a checkpointed event");
-            None
-        }
+    let (cp, idx) = (cp.clone(), indexes.to_vec());
+    let n = idx.len();
+    let read = move || {
+        idx.iter()
+            .map(|&i| match audit.receipt_at(&log, i, &cp) {
+                Ok(r) => Some(String::from_utf8_lossy(&r.to_bytes()).into_owned()),
+                Err(err) => {
+                    tracing::error!(error = %err, log_index = i, "cannot read back the receipt of a checkpointed event");
+                    None
+                }
+            })
+            .collect::<Vec<_>>()
+    };
+    match tokio::task::spawn_blocking(read).await {
+        Ok(r) => r,
         Err(err) => {
             tracing::error!(error = %err, "bug: the receipt task failed");
-            None
+            vec![None; n]
         }
-    };
-    Ok(CheckpointedEvent {
-        log_index: e.log_index,
-        tree_size: cp.size,
-        checkpoint: cp.note_text(),
-        receipt,
-        event: e,
-    })
+    }
+}
+
+/// Events answered as acknowledged: `{"events":[...]}` with each event in
+/// RFC 8785 canonical form (as [`StoredEvent`]); the whole answer is
+/// canonical JSON too.
+pub struct StoredEvents(pub Vec<Event>);
+
+impl IntoResponse for StoredEvents {
+    fn into_response(self) -> Response {
+        let mut out = Vec::with_capacity(self.0.len() * 1024 + 16);
+        out.extend_from_slice(b"{\"events\":[");
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(&e.canonical_bytes());
+        }
+        out.extend_from_slice(b"]}");
+        ([(header::CONTENT_TYPE, "application/json")], out).into_response()
+    }
 }
 
 /// An event answered as acknowledged, in RFC 8785 canonical form written by
@@ -1084,6 +1357,48 @@ mod tests {
             r#"{"status":"success","http_status":-1}"#,
             Err("HTTP status"),
         );
+    }
+
+    /// What the ingest body parses to: `Ok(Some(n))` a batch of n, `Ok(None)`
+    /// one event, `Err(field)` the field a parse error names.
+    fn check_body(body: &str, expected: Result<Option<usize>, &str>) {
+        let got = match crate::api::parse_json::<IngestBody>(body.as_bytes()) {
+            Ok(IngestBody::One(_)) => Ok(None),
+            Ok(IngestBody::Batch(v)) => Ok(Some(v.len())),
+            Err(e) => Err(e.field.unwrap_or_default()),
+        };
+        assert_eq!(got, expected.map_err(String::from), "{body}");
+    }
+
+    #[test]
+    fn ingest_body_is_one_event_or_a_batch() {
+        let ev = r#"{"action":"ci.deploy.finish","event_source":"ci"}"#;
+        check_body(ev, Ok(None));
+        check_body(
+            r#"{"event_source":"ci","result":{"status":"success"},"action":"a.b.c"}"#,
+            Ok(None),
+        );
+        check_body(&format!(r#"{{"events":[{ev},{ev},{ev}]}}"#), Ok(Some(3)));
+        check_body(r#"{"events":[]}"#, Ok(Some(0)));
+        check_body(r#"{"action":5,"event_source":"ci"}"#, Err("action"));
+        check_body(r#"{"event_source":"ci","nope":1}"#, Err("nope"));
+        check_body(
+            &format!(
+                r#"{{"events":[{ev},{{"action":"a.b.c","event_source":"x","result":{{"status":7}}}}]}}"#
+            ),
+            Err("events[1].result.status"),
+        );
+        // A key beside `events` is refused at the top level ("unknown
+        // field `action`, expected `events`"), without a field path.
+        check_body(&format!(r#"{{"events":[{ev}],"action":"a.b.c"}}"#), Err(""));
+        check_body(r#"{"events":"all"}"#, Err("events"));
+    }
+
+    #[test]
+    fn batch_errors_name_the_event() {
+        let e = in_batch(ApiError::bad_field("action", "bad"), 57);
+        assert_eq!(e.field.as_deref(), Some("events[57].action"));
+        assert_eq!(e.message, "events[57].action: bad");
     }
 
     #[test]
