@@ -671,3 +671,63 @@ fn load(conn: &Connection) -> Result<State, rusqlite::Error> {
     }
     Ok(st)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{AuthMethod, Outcome, Principal, Status};
+
+    fn draft(ip: &str) -> EventDraft {
+        let mut d = EventDraft::system("acme", Some("p1"), "iam.token.create");
+        d.principal = Principal {
+            kind: PrincipalKind::User,
+            id: "u1".into(),
+            name: "alice@example.com".into(),
+            token_id: None,
+            auth_method: Some(AuthMethod::Session),
+        };
+        d.source_ip = Some(ip.into());
+        d.result = Outcome {
+            status: Status::Success,
+            http_status: Some(201),
+            error_code: None,
+            error_message: None,
+        };
+        d
+    }
+
+    /// The event as parsed from its leaf: commitments, no values.
+    fn leaf_event(d: &EventDraft, s: &Sealed) -> Event {
+        let mut e = Event::from_draft(d.clone(), "id".into(), 1, 0, "t".into());
+        e.personal = s.commitments.clone();
+        e.principal.name.clear();
+        e.source_ip = None;
+        e
+    }
+
+    #[test]
+    fn only_values_matching_the_leaf_commitments_are_revealed() {
+        let dir = tempfile::tempdir().unwrap();
+        let ks = Keystore::open(&dir.path().join("subjects.sqlite")).unwrap();
+        let (d1, d2) = (draft("192.0.2.1"), draft("192.0.2.2"));
+        let s1 = ks.seal("p:p1", &d1, 0).unwrap();
+        let s2 = ks.seal("p:p1", &d2, 0).unwrap();
+
+        let mut e = leaf_event(&d1, &s1);
+        ks.reveal(&mut e, s1.envelope.as_deref());
+        assert_eq!(e.source_ip.as_deref(), Some("192.0.2.1"));
+        assert_eq!(e.principal.name, "alice@example.com");
+
+        // The same person's envelope of another event opens with the same
+        // key, but its values do not match this leaf: never shown.
+        let mut e = leaf_event(&d1, &s1);
+        ks.reveal(&mut e, s2.envelope.as_deref());
+        assert_eq!(e.source_ip.as_deref(), Some(UNAVAILABLE));
+        assert_eq!(e.principal.name, UNAVAILABLE);
+
+        // No envelope at all.
+        let mut e = leaf_event(&d1, &s1);
+        ks.reveal(&mut e, None);
+        assert_eq!(e.source_ip.as_deref(), Some(UNAVAILABLE));
+    }
+}
