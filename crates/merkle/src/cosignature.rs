@@ -208,31 +208,8 @@ impl CosignatureSigner {
     /// type 0x04, or 0x01 (a note signer key used as a cosigner). The key
     /// ID in the string must be the one of that type.
     pub fn parse(skey: &str) -> Result<Self, KeyError> {
-        let mut parts = skey.splitn(5, '+');
-        let (p, k, name, id_hex, key_b64) = (
-            parts.next().unwrap_or(""),
-            parts.next().unwrap_or(""),
-            parts.next().unwrap_or(""),
-            parts.next().unwrap_or(""),
-            parts.next().unwrap_or(""),
-        );
-        if p != "PRIVATE" || k != "KEY" {
-            return Err(KeyError::Malformed("signer keys start with PRIVATE+KEY+"));
-        }
-        let id = parse_key_id(id_hex).ok_or(KeyError::Malformed("key ID must be 8 hex digits"))?;
-        check_name(name)?;
-        let key = BASE64
-            .decode(key_b64)
-            .map_err(|_| KeyError::Malformed("key is not standard base64"))?;
-        let (&alg, seed) = key
-            .split_first()
-            .ok_or(KeyError::Malformed("key is empty"))?;
-        if alg != ALG_COSIGNATURE_V1 && alg != ALG_ED25519 {
-            return Err(KeyError::UnknownAlgorithm(alg));
-        }
-        let seed: [u8; 32] = seed
-            .try_into()
-            .map_err(|_| KeyError::Malformed("an Ed25519 seed is 32 bytes"))?;
+        let (name, id, alg, seed) =
+            crate::note::split_signer_key(skey, &[ALG_COSIGNATURE_V1, ALG_ED25519])?;
         let signer = Self::from_seed(name, &seed)?;
         let mut material = vec![alg];
         material.extend_from_slice(signer.key.verifying_key().as_bytes());

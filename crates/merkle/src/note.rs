@@ -247,6 +247,42 @@ pub struct SignerKey {
     key: SigningKey,
 }
 
+/// Splits `PRIVATE+KEY+<name>+<hex key ID>+<base64(type ‖ 32-byte seed)>`
+/// (at the first four `+` only) into name, key ID, type byte and seed,
+/// checking the shape and that the type is one of `types`; the caller
+/// checks the key ID.
+pub(crate) fn split_signer_key<'a>(
+    skey: &'a str,
+    types: &[u8],
+) -> Result<(&'a str, u32, u8, [u8; 32]), KeyError> {
+    let mut parts = skey.splitn(5, '+');
+    let (p, k, name, id_hex, key_b64) = (
+        parts.next().unwrap_or(""),
+        parts.next().unwrap_or(""),
+        parts.next().unwrap_or(""),
+        parts.next().unwrap_or(""),
+        parts.next().unwrap_or(""),
+    );
+    if p != "PRIVATE" || k != "KEY" {
+        return Err(KeyError::Malformed("signer keys start with PRIVATE+KEY+"));
+    }
+    let id = parse_key_id(id_hex).ok_or(KeyError::Malformed("key ID must be 8 hex digits"))?;
+    check_name(name)?;
+    let key = BASE64
+        .decode(key_b64)
+        .map_err(|_| KeyError::Malformed("key is not standard base64"))?;
+    let (&alg, seed) = key
+        .split_first()
+        .ok_or(KeyError::Malformed("key is empty"))?;
+    if !types.contains(&alg) {
+        return Err(KeyError::UnknownAlgorithm(alg));
+    }
+    let seed: [u8; 32] = seed
+        .try_into()
+        .map_err(|_| KeyError::Malformed("an Ed25519 seed is 32 bytes"))?;
+    Ok((name, id, alg, seed))
+}
+
 impl SignerKey {
     /// A signer key from a 32-byte Ed25519 seed (the caller supplies the
     /// randomness, e.g. from the OS; this crate does no I/O).
@@ -262,31 +298,7 @@ impl SignerKey {
 
     /// Parses a signer key string (splits at the first four `+` only).
     pub fn parse(skey: &str) -> Result<Self, KeyError> {
-        let mut parts = skey.splitn(5, '+');
-        let (p, k, name, id_hex, key_b64) = (
-            parts.next().unwrap_or(""),
-            parts.next().unwrap_or(""),
-            parts.next().unwrap_or(""),
-            parts.next().unwrap_or(""),
-            parts.next().unwrap_or(""),
-        );
-        if p != "PRIVATE" || k != "KEY" {
-            return Err(KeyError::Malformed("signer keys start with PRIVATE+KEY+"));
-        }
-        let id = parse_key_id(id_hex).ok_or(KeyError::Malformed("key ID must be 8 hex digits"))?;
-        check_name(name)?;
-        let key = BASE64
-            .decode(key_b64)
-            .map_err(|_| KeyError::Malformed("key is not standard base64"))?;
-        let (&alg, seed) = key
-            .split_first()
-            .ok_or(KeyError::Malformed("key is empty"))?;
-        if alg != ALG_ED25519 {
-            return Err(KeyError::UnknownAlgorithm(alg));
-        }
-        let seed: [u8; 32] = seed
-            .try_into()
-            .map_err(|_| KeyError::Malformed("an Ed25519 seed is 32 bytes"))?;
+        let (name, id, _, seed) = split_signer_key(skey, &[ALG_ED25519])?;
         let signer = Self::from_seed(name, &seed)?;
         if signer.id != id {
             return Err(KeyError::KeyIdMismatch {
