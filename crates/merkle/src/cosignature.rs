@@ -226,14 +226,7 @@ impl CosignatureSigner {
     /// The signer key string (type 0x04). It contains the private key:
     /// store it with mode 0600 and never log it.
     pub fn to_skey_string(&self) -> String {
-        let mut k = vec![ALG_COSIGNATURE_V1];
-        k.extend_from_slice(self.key.as_bytes());
-        format!(
-            "PRIVATE+KEY+{}+{:08x}+{}",
-            self.name,
-            self.id,
-            BASE64.encode(k)
-        )
+        crate::note::format_signer_key(&self.name, self.id, ALG_COSIGNATURE_V1, self.key.as_bytes())
     }
 
     /// Witness name.

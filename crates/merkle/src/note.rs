@@ -247,6 +247,14 @@ pub struct SignerKey {
     key: SigningKey,
 }
 
+/// `PRIVATE+KEY+<name>+<hex key ID>+<base64(type ‖ seed)>`: the inverse of
+/// [`split_signer_key`].
+pub(crate) fn format_signer_key(name: &str, id: u32, alg: u8, seed: &[u8; 32]) -> String {
+    let mut k = vec![alg];
+    k.extend_from_slice(seed);
+    format!("PRIVATE+KEY+{name}+{id:08x}+{}", BASE64.encode(k))
+}
+
 /// Splits `PRIVATE+KEY+<name>+<hex key ID>+<base64(type ‖ 32-byte seed)>`
 /// (at the first four `+` only) into name, key ID, type byte and seed,
 /// checking the shape and that the type is one of `types`; the caller
@@ -312,14 +320,7 @@ impl SignerKey {
     /// The signer key string. It contains the private key: store it with
     /// care (file mode 0600) and never log it.
     pub fn to_skey_string(&self) -> String {
-        let mut k = vec![ALG_ED25519];
-        k.extend_from_slice(self.key.as_bytes());
-        format!(
-            "PRIVATE+KEY+{}+{:08x}+{}",
-            self.name,
-            self.id,
-            BASE64.encode(k)
-        )
+        format_signer_key(&self.name, self.id, ALG_ED25519, self.key.as_bytes())
     }
 
     /// Key name.
