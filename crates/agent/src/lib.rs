@@ -16,5 +16,6 @@
 pub mod collected;
 pub mod host;
 pub mod process;
+pub mod text;
 
 pub use collected::Collected;

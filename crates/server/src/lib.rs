@@ -20,6 +20,7 @@ pub mod error;
 pub mod openapi;
 mod ratelimit;
 pub mod retention;
+pub mod telemetry;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
