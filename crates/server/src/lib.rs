@@ -18,6 +18,7 @@ pub mod bootstrap;
 pub mod cache;
 pub mod error;
 pub mod openapi;
+pub mod prom;
 mod ratelimit;
 pub mod retention;
 pub mod telemetry;
