@@ -11,3 +11,4 @@
 //! in `flightdeck_*` metrics); denials are.
 
 pub mod api;
+pub mod select;
