@@ -220,7 +220,7 @@ mod tests {
         );
         assert_eq!(instant_value(&v, 399_999, LOOKBACK_MS), None);
         assert_eq!(
-            instant_value(&v, 700_000, LOOKBACK_MS),
+            instant_value(&v, 699_999, LOOKBACK_MS),
             Some(s(400_000, 4.0))
         );
         assert_eq!(
