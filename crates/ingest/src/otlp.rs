@@ -1,0 +1,1 @@
+//! OTLP (placeholder while building).
