@@ -144,9 +144,15 @@ mod tests {
         let data = b"hello hello hello hello".repeat(100);
         let sn = snap::raw::Encoder::new().compress_vec(&data).unwrap();
         assert_eq!(content_decode(Some("snappy"), &sn, 1 << 20).unwrap(), data);
-        assert_eq!(content_decode(Some("GZIP"), &gz(&data), 1 << 20).unwrap(), data);
+        assert_eq!(
+            content_decode(Some("GZIP"), &gz(&data), 1 << 20).unwrap(),
+            data
+        );
         assert_eq!(content_decode(None, &data, 1 << 20).unwrap(), data);
-        assert_eq!(content_decode(Some("identity"), &data, 1 << 20).unwrap(), data);
+        assert_eq!(
+            content_decode(Some("identity"), &data, 1 << 20).unwrap(),
+            data
+        );
         let mut fr = snap::write::FrameEncoder::new(Vec::new());
         fr.write_all(&data).unwrap();
         let fr = fr.into_inner().unwrap();

@@ -9,9 +9,10 @@
 //! trace ids, integer enums, unknown keys ignored). Where it departs from
 //! the spec we work around it: it does not accept the proto3 JSON spellings
 //! `"NaN"`, `"Infinity"`, `"-Infinity"` for some doubles (`asDouble`,
-//! histogram `sum`/`min`/`max`, `explicitBounds`), so a body that fails
-//! for that reason is re-read after rewriting those strings to numbers
-//! ([`decode_metrics_json`]).
+//! histogram `sum`/`min`/`max`, `explicitBounds`; worse, a flattened
+//! `"asDouble": "NaN"` silently reads as "no value"), so a body that
+//! contains those strings is read through `serde_json::Value` with them
+//! rewritten first ([`decode_metrics_json`]).
 //!
 //! What each point becomes (times are converted from ns to ms):
 //!
@@ -88,32 +89,31 @@ pub fn decode_metrics_protobuf(body: &[u8]) -> Result<OtlpDecoded, DecodeError> 
 
 /// Decodes an OTLP/HTTP JSON body.
 pub fn decode_metrics_json(body: &[u8]) -> Result<OtlpDecoded, DecodeError> {
-    let req = match serde_json::from_slice::<ExportMetricsServiceRequest>(body) {
-        Ok(r) => r,
-        Err(first) => {
-            // Retry with "NaN"/"Infinity"/"-Infinity" rewritten (see module
-            // doc); report the first error if that does not help.
-            let bad = || {
-                DecodeError::malformed(format!(
-                    "body is not an OTLP/JSON ExportMetricsServiceRequest: {first}"
-                ))
-            };
-            let mut v: serde_json::Value = serde_json::from_slice(body).map_err(|_| bad())?;
-            if !fix_special_floats(&mut v) {
-                return Err(bad());
-            }
-            let mut req: ExportMetricsServiceRequest =
-                serde_json::from_value(v).map_err(|_| bad())?;
-            unmark_request(&mut req);
-            req
-        }
+    let bad = |e: serde_json::Error| {
+        DecodeError::malformed(format!(
+            "body is not an OTLP/JSON ExportMetricsServiceRequest: {e}"
+        ))
+    };
+    // The spellings "NaN"/"Infinity" would make some fields fail and others
+    // (the flattened `asDouble`) silently read as "no value": bodies that
+    // contain them take the slower path that rewrites them first.
+    let special = |pat: &[u8]| body.windows(pat.len()).any(|w| w == pat);
+    let req = if special(b"\"NaN\"") || special(b"Infinity\"") {
+        let mut v: serde_json::Value = serde_json::from_slice(body).map_err(bad)?;
+        fix_special_floats(&mut v);
+        let mut req: ExportMetricsServiceRequest = serde_json::from_value(v).map_err(bad)?;
+        unmark_request(&mut req);
+        req
+    } else {
+        serde_json::from_slice::<ExportMetricsServiceRequest>(body).map_err(bad)?
     };
     Ok(translate(&req))
 }
 
 /// Rewrites the proto3 JSON strings for special doubles to numbers that
 /// serde_json can carry (`NaN` cannot be a JSON number, so it becomes a
-/// marker value restored below). Returns whether anything changed.
+/// marker value restored by [`unmark_request`]). Returns whether anything
+/// changed.
 fn fix_special_floats(v: &mut serde_json::Value) -> bool {
     use serde_json::Value;
     const DOUBLE_KEYS: [&str; 8] = [
@@ -381,7 +381,13 @@ pub fn label_name(key: &str) -> String {
     }
     let s: String = key
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     if s.starts_with(|c: char| c.is_ascii_digit()) {
         format!("key_{s}")
@@ -581,7 +587,12 @@ impl Translator {
         };
         let cumulative = pb::AggregationTemporality::Cumulative as i32;
         let (kind, temporality, points, mtype) = match data {
-            Data::Gauge(g) => (NameKind::Gauge, cumulative, g.data_points.len(), MetricType::Gauge),
+            Data::Gauge(g) => (
+                NameKind::Gauge,
+                cumulative,
+                g.data_points.len(),
+                MetricType::Gauge,
+            ),
             Data::Sum(s) if s.is_monotonic => (
                 NameKind::Counter,
                 s.aggregation_temporality,
@@ -648,8 +659,7 @@ impl Translator {
             *latest = Some(latest.map_or(t, |l: i64| l.max(t)));
         };
         match data {
-            Data::Gauge(pb::Gauge { data_points })
-            | Data::Sum(pb::Sum { data_points, .. }) => {
+            Data::Gauge(pb::Gauge { data_points }) | Data::Sum(pb::Sum { data_points, .. }) => {
                 for p in data_points {
                     let t = ns_to_ms(p.time_unix_nano);
                     seen(t);
@@ -841,7 +851,8 @@ pub fn exponential_to_native(
         negative_buckets,
         custom_values: Vec::new(),
     };
-    h.validate().map_err(|e| format!("invalid exponential histogram: {e}"))?;
+    h.validate()
+        .map_err(|e| format!("invalid exponential histogram: {e}"))?;
     Ok(h)
 }
 
@@ -923,7 +934,11 @@ pub fn translate(req: &ExportMetricsServiceRequest) -> OtlpDecoded {
             let ctx = Context {
                 job: job.clone(),
                 instance: instance.clone(),
-                scope_name: sm.scope.as_ref().map(|s| s.name.clone()).unwrap_or_default(),
+                scope_name: sm
+                    .scope
+                    .as_ref()
+                    .map(|s| s.name.clone())
+                    .unwrap_or_default(),
                 scope_version: sm
                     .scope
                     .as_ref()
@@ -938,7 +953,9 @@ pub fn translate(req: &ExportMetricsServiceRequest) -> OtlpDecoded {
         // identifying label and at least one point to date it.
         let rest: Vec<KeyValue> = res_attrs
             .iter()
-            .filter(|kv| ![SERVICE_NAME, SERVICE_NAMESPACE, SERVICE_INSTANCE_ID].contains(&kv.key.as_str()))
+            .filter(|kv| {
+                ![SERVICE_NAME, SERVICE_NAMESPACE, SERVICE_INSTANCE_ID].contains(&kv.key.as_str())
+            })
             .cloned()
             .collect();
         if let Some(t) = latest

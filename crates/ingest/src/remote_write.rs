@@ -212,7 +212,10 @@ fn check_pairs<'a>(
     let mut name_seen = false;
     for (n, v) in pairs.clone() {
         let Ok(ns) = std::str::from_utf8(n) else {
-            return fail(RejectReason::InvalidUtf8, "label name is not valid UTF-8".into());
+            return fail(
+                RejectReason::InvalidUtf8,
+                "label name is not valid UTF-8".into(),
+            );
         };
         if !model::is_valid_label_name(ns) {
             return fail(

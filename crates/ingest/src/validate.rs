@@ -142,7 +142,10 @@ pub(crate) fn series_text<'a>(pairs: impl Iterator<Item = (&'a [u8], &'a [u8])> 
             format!("{}…({} bytes)", &s[..cut], b.len())
         }
     };
-    if let Some((_, v)) = pairs.clone().find(|(n, _)| *n == model::METRIC_NAME.as_bytes()) {
+    if let Some((_, v)) = pairs
+        .clone()
+        .find(|(n, _)| *n == model::METRIC_NAME.as_bytes())
+    {
         out.push_str(&short(v));
     }
     out.push('{');
@@ -169,10 +172,7 @@ pub(crate) fn series_text<'a>(pairs: impl Iterator<Item = (&'a [u8], &'a [u8])> 
 }
 
 fn labels_text(l: &model::Labels) -> String {
-    series_text(
-        l.iter()
-            .map(|l| (l.name.as_bytes(), l.value.as_bytes())),
-    )
+    series_text(l.iter().map(|l| (l.name.as_bytes(), l.value.as_bytes())))
 }
 
 /// Applies `limits` to `batch`: removes each series that breaks a
@@ -188,18 +188,20 @@ pub fn apply(batch: &mut WriteBatch, limits: &Limits) -> Result<Vec<Rejection>, 
         });
     }
     let mut rejected = Vec::new();
-    batch.series.retain(|s| match check_series(&s.labels, limits) {
-        None => true,
-        Some((reason, what)) => {
-            rejected.push(Rejection::new(
-                reason,
-                what,
-                labels_text(&s.labels),
-                s.samples.len() + s.histograms.len(),
-            ));
-            false
-        }
-    });
+    batch
+        .series
+        .retain(|s| match check_series(&s.labels, limits) {
+            None => true,
+            Some((reason, what)) => {
+                rejected.push(Rejection::new(
+                    reason,
+                    what,
+                    labels_text(&s.labels),
+                    s.samples.len() + s.histograms.len(),
+                ));
+                false
+            }
+        });
     let max = limits.max_metadata_len;
     batch.metadata.retain(|(name, m)| {
         let too_long = [("metric name", name), ("help", &m.help), ("unit", &m.unit)]
@@ -305,7 +307,10 @@ mod tests {
             .map(|i| (format!("l{i:02}"), "v".to_string()))
             .collect();
         pairs.push(("__name__".into(), "up".into()));
-        let p: Vec<(&str, &str)> = pairs.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+        let p: Vec<(&str, &str)> = pairs
+            .iter()
+            .map(|(a, b)| (a.as_str(), b.as_str()))
+            .collect();
         let msg = format!(
             "series has 31 label names, limit max_label_names_per_series=30: up{{{}}}",
             (0..30)
@@ -356,7 +361,11 @@ mod tests {
         };
         let r = apply(&mut b, &Limits::default()).unwrap();
         assert!(r[0].message.len() < 300, "{}", r[0].message);
-        assert!(r[0].message.ends_with("…(5000 bytes)\"}"), "{}", r[0].message);
+        assert!(
+            r[0].message.ends_with("…(5000 bytes)\"}"),
+            "{}",
+            r[0].message
+        );
     }
 
     #[test]

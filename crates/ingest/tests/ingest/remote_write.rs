@@ -53,7 +53,11 @@ fn v1_round_trip() {
             ),
             ts(
                 vec![l("__name__", "temp"), l("empty", ""), l("x", "y")],
-                &[(T0, f64::NAN), (T0 + 1, f64::INFINITY), (T0 + 2, f64::NEG_INFINITY)],
+                &[
+                    (T0, f64::NAN),
+                    (T0 + 1, f64::INFINITY),
+                    (T0 + 2, f64::NEG_INFINITY),
+                ],
             ),
         ],
         metadata: vec![v1::MetricMetadata {
@@ -272,7 +276,15 @@ fn v2_request(symbols: &[&str], series: Vec<v2::TimeSeries>) -> Vec<u8> {
 #[test]
 fn v2_round_trip_with_symbols_metadata_and_created_timestamps() {
     let syms = [
-        "", "__name__", "reqs_total", "job", "api", "help text", "trace_id", "abc", "seconds",
+        "",
+        "__name__",
+        "reqs_total",
+        "job",
+        "api",
+        "help text",
+        "trace_id",
+        "abc",
+        "seconds",
         "lat",
     ];
     let body = v2_request(
@@ -449,7 +461,10 @@ fn content_negotiation() {
         Some("Application/X-Protobuf; proto=\"io.prometheus.write.v2.Request\""),
         Ok(Version::V2),
     );
-    check(Some("application/x-protobuf;proto=io.prometheus.write.v3.Request"), Err(415));
+    check(
+        Some("application/x-protobuf;proto=io.prometheus.write.v3.Request"),
+        Err(415),
+    );
     check(Some("application/json"), Err(415));
     check(Some("image/png"), Err(415));
 }
@@ -493,7 +508,11 @@ fn conformance_v1_sample() {
     assert_eq!(
         md,
         [
-            ("http_requests_total", MetricType::Counter, "Total HTTP requests."),
+            (
+                "http_requests_total",
+                MetricType::Counter,
+                "Total HTTP requests."
+            ),
             ("up", MetricType::Gauge, "1 if the target is up."),
         ]
     );
@@ -584,9 +603,19 @@ fn conformance_v2_sample() {
     assert_eq!(
         md,
         [
-            ("http_requests_total", MetricType::Counter, "Total HTTP requests.", ""),
+            (
+                "http_requests_total",
+                MetricType::Counter,
+                "Total HTTP requests.",
+                ""
+            ),
             ("up", MetricType::Gauge, "1 if the target is up.", ""),
-            ("rpc_duration_seconds", MetricType::Histogram, "RPC latency.", "seconds"),
+            (
+                "rpc_duration_seconds",
+                MetricType::Histogram,
+                "RPC latency.",
+                "seconds"
+            ),
             (
                 "http_request_duration_seconds",
                 MetricType::Histogram,
