@@ -1,0 +1,694 @@
+//! Prometheus remote write 1.0 (`prometheus.WriteRequest`) and 2.0
+//! (`io.prometheus.write.v2.Request`) decoding into a [`WriteBatch`].
+//!
+//! The body is already decompressed (see [`crate::decompress`]). The
+//! message version comes from `Content-Type` ([`Version::from_content_type`],
+//! as the 2.0 spec's content negotiation says). The protobuf structs are in
+//! [`proto`], written by hand from the `.proto` files with their field
+//! numbers.
+//!
+//! What is checked, and what happens (Prometheus' `write_handler.go`
+//! semantics, with Mimir's partial-write behaviour):
+//!
+//! * a body that does not parse as protobuf refuses the whole request
+//!   ([`DecodeError::Malformed`], 400); so does a 2.0 symbol reference out
+//!   of range, an odd `labels_refs` length or a symbol table that does not
+//!   start with `""` (a broken sender, not a bad series);
+//! * per series, Prometheus' (pre-UTF-8) rules: a non-empty `__name__`
+//!   matching `[a-zA-Z_:][a-zA-Z0-9_:]*`, label names matching
+//!   `[a-zA-Z_][a-zA-Z0-9_]*`, names and values valid UTF-8, no duplicate
+//!   names, names sorted (the spec's MUST; Prometheus re-sorts silently, we
+//!   reject as Mimir does), and every native histogram valid. A series that
+//!   breaks one is left out and reported in [`Decoded::rejected`], naming
+//!   the series; the others are kept. The server stores them and answers
+//!   400 with the messages.
+//! * labels with an empty value are dropped (an empty value means "absent");
+//! * NaN, ±Inf and the stale marker are kept bit for bit;
+//! * exemplars are decoded and counted ([`Stats::exemplars`]) but not kept:
+//!   `model` has no place for them yet.
+//! * 2.0 `start_timestamp`s become [`TimeSeries::created_timestamp`] (the
+//!   last non-zero one of the series); 2.0 metadata and 1.0
+//!   `WriteRequest.metadata` go to [`WriteBatch::metadata`], one entry per
+//!   metric name.
+
+use crate::DecodeError;
+use crate::validate::{RejectReason, Rejection, series_text};
+use model::{
+    CounterResetHint, FloatHistogram, HistogramSample, HistogramValue, Label, Labels, Metadata,
+    MetricType, Sample, Span, TimeSeries, WriteBatch,
+};
+use prost::Message;
+use std::collections::HashMap;
+
+/// The remote write message a request carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Version {
+    /// `prometheus.WriteRequest`.
+    V1,
+    /// `io.prometheus.write.v2.Request`.
+    V2,
+}
+
+/// `Content-Type` of 1.0 requests (also the default).
+pub const CONTENT_TYPE_V1: &str = "application/x-protobuf";
+/// `Content-Type` of 2.0 requests.
+pub const CONTENT_TYPE_V2: &str = "application/x-protobuf;proto=io.prometheus.write.v2.Request";
+
+impl Version {
+    /// Content negotiation of the 2.0 spec: `application/x-protobuf` with no
+    /// `proto` parameter or `proto=prometheus.WriteRequest` is 1.0,
+    /// `proto=io.prometheus.write.v2.Request` is 2.0; any other media type
+    /// or `proto` is [`DecodeError::UnsupportedMediaType`] (415). A missing
+    /// header is 1.0, as 1.0 receivers never checked it.
+    pub fn from_content_type(ct: Option<&str>) -> Result<Version, DecodeError> {
+        let Some(raw) = ct else {
+            return Ok(Version::V1);
+        };
+        if raw.trim().is_empty() {
+            return Ok(Version::V1);
+        }
+        let unsupported = || DecodeError::UnsupportedMediaType {
+            content_type: raw.to_string(),
+        };
+        let mut parts = raw.split(';');
+        let media = parts.next().unwrap_or("").trim();
+        if !media.eq_ignore_ascii_case("application/x-protobuf") {
+            return Err(unsupported());
+        }
+        let mut version = Version::V1;
+        for p in parts {
+            let Some((k, v)) = p.split_once('=') else {
+                continue;
+            };
+            if !k.trim().eq_ignore_ascii_case("proto") {
+                continue;
+            }
+            version = match v.trim().trim_matches('"') {
+                "prometheus.WriteRequest" => Version::V1,
+                "io.prometheus.write.v2.Request" => Version::V2,
+                _ => return Err(unsupported()),
+            };
+        }
+        Ok(version)
+    }
+}
+
+/// Counts of what was accepted (series in [`Decoded::rejected`] excluded);
+/// what a 2.0 receiver reports in `X-Prometheus-Remote-Write-*-Written`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub samples: usize,
+    pub histograms: usize,
+    /// Exemplars of accepted series: decoded, not stored (see module doc).
+    pub exemplars: usize,
+}
+
+/// A decoded request: the series to store, and the series left out.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Decoded {
+    pub batch: WriteBatch,
+    pub stats: Stats,
+    pub rejected: Vec<Rejection>,
+}
+
+/// Decodes a protobuf body by `version`.
+pub fn decode(version: Version, proto: &[u8]) -> Result<Decoded, DecodeError> {
+    match version {
+        Version::V1 => decode_v1(proto),
+        Version::V2 => decode_v2(proto),
+    }
+}
+
+fn not_protobuf(what: &str, e: prost::DecodeError) -> DecodeError {
+    DecodeError::malformed(format!("{what} is not valid protobuf: {e}"))
+}
+
+/// Decodes a remote write 1.0 `prometheus.WriteRequest`.
+pub fn decode_v1(proto: &[u8]) -> Result<Decoded, DecodeError> {
+    let req = proto::v1::WriteRequest::decode(proto)
+        .map_err(|e| not_protobuf("prometheus.WriteRequest", e))?;
+    let mut out = Decoded::default();
+    out.batch.series.reserve(req.timeseries.len());
+    for ts in req.timeseries {
+        let n_samples = ts.samples.len() + ts.histograms.len();
+        let labels = match labels_v1(ts.labels) {
+            Ok(l) => l,
+            Err((reason, what, text)) => {
+                out.rejected
+                    .push(Rejection::new(reason, what, text, n_samples));
+                continue;
+            }
+        };
+        let histograms = match histograms(ts.histograms) {
+            Ok(h) => h,
+            Err(e) => {
+                out.rejected.push(Rejection::new(
+                    RejectReason::InvalidHistogram,
+                    e,
+                    labels.to_string(),
+                    n_samples,
+                ));
+                continue;
+            }
+        };
+        out.stats.samples += ts.samples.len();
+        out.stats.histograms += histograms.len();
+        out.stats.exemplars += ts.exemplars.len();
+        out.batch.series.push(TimeSeries {
+            labels,
+            // same layout: the allocation is reused
+            samples: ts
+                .samples
+                .into_iter()
+                .map(|s| Sample {
+                    t: s.timestamp,
+                    v: s.value,
+                })
+                .collect(),
+            histograms,
+            created_timestamp: 0,
+        });
+    }
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for m in req.metadata {
+        let md = Metadata {
+            metric_type: metric_type(m.r#type),
+            help: m.help,
+            unit: m.unit,
+        };
+        push_metadata(&mut out.batch.metadata, &mut seen, m.metric_family_name, md);
+    }
+    Ok(out)
+}
+
+fn push_metadata(
+    list: &mut Vec<(String, Metadata)>,
+    seen: &mut HashMap<String, usize>,
+    name: String,
+    md: Metadata,
+) {
+    if name.is_empty() {
+        return;
+    }
+    match seen.get(&name) {
+        Some(&i) => list[i].1 = md,
+        None => {
+            seen.insert(name.clone(), list.len());
+            list.push((name, md));
+        }
+    }
+}
+
+/// Rejection reason, the rule broken, and the series as text.
+type LabelError = (RejectReason, String, String);
+
+/// Prometheus' label rules over raw (name, value) pairs in wire order.
+/// Returns the index of the first empty value (to drop) count on success.
+fn check_pairs<'a>(
+    pairs: impl Iterator<Item = (&'a [u8], &'a [u8])> + Clone,
+) -> Result<(), LabelError> {
+    let fail = |reason, what: String| Err((reason, what, series_text(pairs.clone())));
+    let mut prev: Option<&[u8]> = None;
+    let mut name_seen = false;
+    for (n, v) in pairs.clone() {
+        let Ok(ns) = std::str::from_utf8(n) else {
+            return fail(
+                RejectReason::InvalidUtf8,
+                "label name is not valid UTF-8".into(),
+            );
+        };
+        if !model::is_valid_label_name(ns) {
+            return fail(
+                RejectReason::InvalidLabelName,
+                format!("invalid label name {ns:?} (must match [a-zA-Z_][a-zA-Z0-9_]*)"),
+            );
+        }
+        if std::str::from_utf8(v).is_err() {
+            return fail(
+                RejectReason::InvalidUtf8,
+                format!("value of label {ns:?} is not valid UTF-8"),
+            );
+        }
+        if let Some(p) = prev {
+            match p.cmp(n) {
+                std::cmp::Ordering::Less => {}
+                std::cmp::Ordering::Equal => {
+                    return fail(
+                        RejectReason::DuplicateLabelNames,
+                        format!("duplicate label name {ns:?}"),
+                    );
+                }
+                std::cmp::Ordering::Greater => {
+                    return fail(
+                        RejectReason::LabelsNotSorted,
+                        format!(
+                            "labels are not sorted by name ({:?} before {ns:?})",
+                            String::from_utf8_lossy(p)
+                        ),
+                    );
+                }
+            }
+        }
+        prev = Some(n);
+        if n == model::METRIC_NAME.as_bytes() {
+            name_seen = true;
+            if v.is_empty() {
+                return fail(
+                    RejectReason::MissingMetricName,
+                    "series has an empty metric name (__name__)".into(),
+                );
+            }
+            // valid UTF-8 checked above
+            let name = std::str::from_utf8(v).unwrap_or_default();
+            if !model::is_valid_metric_name(name) {
+                return fail(
+                    RejectReason::InvalidMetricName,
+                    format!("invalid metric name {name:?} (must match [a-zA-Z_:][a-zA-Z0-9_:]*)"),
+                );
+            }
+        }
+    }
+    if !name_seen {
+        return fail(
+            RejectReason::MissingMetricName,
+            "series has no metric name (__name__)".into(),
+        );
+    }
+    Ok(())
+}
+
+fn labels_v1(raw: Vec<proto::v1::Label>) -> Result<Labels, LabelError> {
+    check_pairs(raw.iter().map(|l| (&l.name[..], &l.value[..])))?;
+    let labels: Vec<Label> = raw
+        .into_iter()
+        .filter(|l| !l.value.is_empty())
+        .map(|l| Label {
+            // checked above: cannot fail
+            name: String::from_utf8(l.name).unwrap_or_default(),
+            value: String::from_utf8(l.value).unwrap_or_default(),
+        })
+        .collect();
+    Ok(Labels::from_sorted_unchecked(labels))
+}
+
+fn metric_type(t: i32) -> MetricType {
+    // The 1.0 and 2.0 enums share their numbers.
+    match t {
+        1 => MetricType::Counter,
+        2 => MetricType::Gauge,
+        3 => MetricType::Histogram,
+        4 => MetricType::GaugeHistogram,
+        5 => MetricType::Summary,
+        6 => MetricType::Info,
+        7 => MetricType::StateSet,
+        _ => MetricType::Unknown,
+    }
+}
+
+fn spans(s: &[proto::BucketSpan]) -> Vec<Span> {
+    s.iter()
+        .map(|s| Span {
+            offset: s.offset,
+            length: s.length,
+        })
+        .collect()
+}
+
+/// Converts and validates native histograms (shared by 1.0 and 2.0: the
+/// messages are the same but for 2.0's `start_timestamp`).
+fn histograms(hs: Vec<proto::Histogram>) -> Result<Vec<HistogramSample>, model::HistogramError> {
+    hs.into_iter()
+        .map(|h| {
+            let hint = match h.reset_hint {
+                1 => CounterResetHint::CounterReset,
+                2 => CounterResetHint::NotCounterReset,
+                3 => CounterResetHint::Gauge,
+                _ => CounterResetHint::Unknown,
+            };
+            let value = if let Some(proto::histogram::Count::CountFloat(count)) = h.count {
+                let f = FloatHistogram {
+                    counter_reset_hint: hint,
+                    schema: h.schema,
+                    zero_threshold: h.zero_threshold,
+                    zero_count: match h.zero_count {
+                        Some(proto::histogram::ZeroCount::ZeroCountFloat(z)) => z,
+                        _ => 0.0,
+                    },
+                    count,
+                    sum: h.sum,
+                    positive_spans: spans(&h.positive_spans),
+                    positive_buckets: h.positive_counts,
+                    negative_spans: spans(&h.negative_spans),
+                    negative_buckets: h.negative_counts,
+                    custom_values: h.custom_values,
+                };
+                f.validate()?;
+                HistogramValue::Float(f)
+            } else {
+                let i = model::Histogram {
+                    counter_reset_hint: hint,
+                    schema: h.schema,
+                    zero_threshold: h.zero_threshold,
+                    zero_count: match h.zero_count {
+                        Some(proto::histogram::ZeroCount::ZeroCountInt(z)) => z,
+                        _ => 0,
+                    },
+                    count: match h.count {
+                        Some(proto::histogram::Count::CountInt(c)) => c,
+                        _ => 0,
+                    },
+                    sum: h.sum,
+                    positive_spans: spans(&h.positive_spans),
+                    positive_buckets: h.positive_deltas,
+                    negative_spans: spans(&h.negative_spans),
+                    negative_buckets: h.negative_deltas,
+                    custom_values: h.custom_values,
+                };
+                i.validate()?;
+                HistogramValue::Int(i)
+            };
+            Ok(HistogramSample {
+                t: h.timestamp,
+                h: value,
+            })
+        })
+        .collect()
+}
+
+/// Decodes a remote write 2.0 `io.prometheus.write.v2.Request`.
+pub fn decode_v2(proto: &[u8]) -> Result<Decoded, DecodeError> {
+    let req = proto::v2::Request::decode(proto)
+        .map_err(|e| not_protobuf("io.prometheus.write.v2.Request", e))?;
+    if let Some(first) = req.symbols.first()
+        && !first.is_empty()
+    {
+        return Err(DecodeError::malformed(format!(
+            "symbols[0] must be the empty string, got {:?}",
+            String::from_utf8_lossy(first)
+        )));
+    }
+    let symbols = &req.symbols;
+    let sym = |series: usize, field: &str, r: u32| -> Result<&[u8], DecodeError> {
+        symbols.get(r as usize).map(|s| &s[..]).ok_or_else(|| {
+            DecodeError::malformed(format!(
+                "timeseries[{series}].{field}: symbol reference {r} is out of range \
+                 (the request has {} symbols)",
+                symbols.len()
+            ))
+        })
+    };
+    let mut out = Decoded::default();
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    out.batch.series.reserve(req.timeseries.len());
+    for (i, ts) in req.timeseries.into_iter().enumerate() {
+        if ts.labels_refs.len() % 2 != 0 {
+            return Err(DecodeError::malformed(format!(
+                "timeseries[{i}].labels_refs has odd length {} (it holds name, value pairs)",
+                ts.labels_refs.len()
+            )));
+        }
+        let mut pairs: Vec<(&[u8], &[u8])> = Vec::with_capacity(ts.labels_refs.len() / 2);
+        for p in ts.labels_refs.chunks_exact(2) {
+            pairs.push((sym(i, "labels_refs", p[0])?, sym(i, "labels_refs", p[1])?));
+        }
+        for e in &ts.exemplars {
+            for r in &e.labels_refs {
+                sym(i, "exemplars.labels_refs", *r)?;
+            }
+        }
+        let (help, unit) = match &ts.metadata {
+            Some(m) => (
+                sym(i, "metadata.help_ref", m.help_ref)?,
+                sym(i, "metadata.unit_ref", m.unit_ref)?,
+            ),
+            None => (&b""[..], &b""[..]),
+        };
+        let n_samples = ts.samples.len() + ts.histograms.len();
+        if let Err((reason, what, text)) = check_pairs(pairs.iter().copied()) {
+            out.rejected
+                .push(Rejection::new(reason, what, text, n_samples));
+            continue;
+        }
+        let labels = Labels::from_sorted_unchecked(
+            pairs
+                .iter()
+                .filter(|(_, v)| !v.is_empty())
+                .map(|(n, v)| Label {
+                    name: String::from_utf8_lossy(n).into_owned(),
+                    value: String::from_utf8_lossy(v).into_owned(),
+                })
+                .collect(),
+        );
+        let created = ts
+            .samples
+            .iter()
+            .map(|s| s.start_timestamp)
+            .chain(ts.histograms.iter().map(|h| h.start_timestamp))
+            .filter(|t| *t != 0)
+            .next_back()
+            .unwrap_or(0);
+        let hs = match histograms(ts.histograms) {
+            Ok(h) => h,
+            Err(e) => {
+                out.rejected.push(Rejection::new(
+                    RejectReason::InvalidHistogram,
+                    e,
+                    labels.to_string(),
+                    n_samples,
+                ));
+                continue;
+            }
+        };
+        if let Some(m) = ts.metadata {
+            let md = Metadata {
+                metric_type: metric_type(m.r#type),
+                help: String::from_utf8_lossy(help).into_owned(),
+                unit: String::from_utf8_lossy(unit).into_owned(),
+            };
+            if md != Metadata::default()
+                && let Some(name) = labels.metric_name()
+            {
+                push_metadata(&mut out.batch.metadata, &mut seen, name.to_string(), md);
+            }
+        }
+        out.stats.samples += ts.samples.len();
+        out.stats.histograms += hs.len();
+        out.stats.exemplars += ts.exemplars.len();
+        out.batch.series.push(TimeSeries {
+            labels,
+            samples: ts
+                .samples
+                .iter()
+                .map(|s| Sample {
+                    t: s.timestamp,
+                    v: s.value,
+                })
+                .collect(),
+            histograms: hs,
+            created_timestamp: created,
+        });
+    }
+    Ok(out)
+}
+
+/// The remote write protobuf messages, hand-written from
+/// `prompb/types.proto`, `prompb/remote.proto` (1.0) and
+/// `prompb/io/prometheus/write/v2/types.proto` (2.0), field numbers as
+/// there. Label names and values are declared `bytes` (the same wire type
+/// as `string`) so that invalid UTF-8 is a per-series rejection, not a
+/// failure of the whole request. Public so that senders (the agent) and
+/// tests can encode requests.
+pub mod proto {
+    /// `BucketSpan` (the same message in 1.0 and 2.0).
+    #[derive(Clone, Copy, PartialEq, prost::Message)]
+    pub struct BucketSpan {
+        #[prost(sint32, tag = "1")]
+        pub offset: i32,
+        #[prost(uint32, tag = "2")]
+        pub length: u32,
+    }
+
+    /// `Histogram`: `prometheus.Histogram` (1.0) and
+    /// `io.prometheus.write.v2.Histogram` (2.0) have the same fields 1–16;
+    /// 2.0 adds `start_timestamp` = 17, which a 1.0 message never carries.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Histogram {
+        #[prost(oneof = "histogram::Count", tags = "1, 2")]
+        pub count: Option<histogram::Count>,
+        #[prost(double, tag = "3")]
+        pub sum: f64,
+        #[prost(sint32, tag = "4")]
+        pub schema: i32,
+        #[prost(double, tag = "5")]
+        pub zero_threshold: f64,
+        #[prost(oneof = "histogram::ZeroCount", tags = "6, 7")]
+        pub zero_count: Option<histogram::ZeroCount>,
+        #[prost(message, repeated, tag = "8")]
+        pub negative_spans: Vec<BucketSpan>,
+        #[prost(sint64, repeated, tag = "9")]
+        pub negative_deltas: Vec<i64>,
+        #[prost(double, repeated, tag = "10")]
+        pub negative_counts: Vec<f64>,
+        #[prost(message, repeated, tag = "11")]
+        pub positive_spans: Vec<BucketSpan>,
+        #[prost(sint64, repeated, tag = "12")]
+        pub positive_deltas: Vec<i64>,
+        #[prost(double, repeated, tag = "13")]
+        pub positive_counts: Vec<f64>,
+        /// 0 unknown, 1 yes, 2 no, 3 gauge.
+        #[prost(int32, tag = "14")]
+        pub reset_hint: i32,
+        #[prost(int64, tag = "15")]
+        pub timestamp: i64,
+        #[prost(double, repeated, tag = "16")]
+        pub custom_values: Vec<f64>,
+        /// 2.0 only.
+        #[prost(int64, tag = "17")]
+        pub start_timestamp: i64,
+    }
+
+    pub mod histogram {
+        #[derive(Clone, Copy, PartialEq, prost::Oneof)]
+        pub enum Count {
+            #[prost(uint64, tag = "1")]
+            CountInt(u64),
+            #[prost(double, tag = "2")]
+            CountFloat(f64),
+        }
+        #[derive(Clone, Copy, PartialEq, prost::Oneof)]
+        pub enum ZeroCount {
+            #[prost(uint64, tag = "6")]
+            ZeroCountInt(u64),
+            #[prost(double, tag = "7")]
+            ZeroCountFloat(f64),
+        }
+    }
+
+    /// Remote write 1.0, package `prometheus`.
+    pub mod v1 {
+        use super::Histogram;
+
+        /// `WriteRequest`: `timeseries` = 1, `metadata` = 3 (2 reserved).
+        #[derive(Clone, PartialEq, prost::Message)]
+        pub struct WriteRequest {
+            #[prost(message, repeated, tag = "1")]
+            pub timeseries: Vec<TimeSeries>,
+            #[prost(message, repeated, tag = "3")]
+            pub metadata: Vec<MetricMetadata>,
+        }
+
+        #[derive(Clone, PartialEq, prost::Message)]
+        pub struct TimeSeries {
+            #[prost(message, repeated, tag = "1")]
+            pub labels: Vec<Label>,
+            #[prost(message, repeated, tag = "2")]
+            pub samples: Vec<Sample>,
+            #[prost(message, repeated, tag = "3")]
+            pub exemplars: Vec<Exemplar>,
+            #[prost(message, repeated, tag = "4")]
+            pub histograms: Vec<Histogram>,
+        }
+
+        /// `Label`: `string name = 1; string value = 2;` (read as bytes).
+        #[derive(Clone, PartialEq, prost::Message)]
+        pub struct Label {
+            #[prost(bytes = "vec", tag = "1")]
+            pub name: Vec<u8>,
+            #[prost(bytes = "vec", tag = "2")]
+            pub value: Vec<u8>,
+        }
+
+        #[derive(Clone, Copy, PartialEq, prost::Message)]
+        pub struct Sample {
+            #[prost(double, tag = "1")]
+            pub value: f64,
+            #[prost(int64, tag = "2")]
+            pub timestamp: i64,
+        }
+
+        #[derive(Clone, PartialEq, prost::Message)]
+        pub struct Exemplar {
+            #[prost(message, repeated, tag = "1")]
+            pub labels: Vec<Label>,
+            #[prost(double, tag = "2")]
+            pub value: f64,
+            #[prost(int64, tag = "3")]
+            pub timestamp: i64,
+        }
+
+        /// `MetricMetadata`: type = 1 (`MetricType` enum, same numbers as
+        /// 2.0's), metric_family_name = 2, help = 4, unit = 5.
+        #[derive(Clone, PartialEq, prost::Message)]
+        pub struct MetricMetadata {
+            #[prost(int32, tag = "1")]
+            pub r#type: i32,
+            #[prost(string, tag = "2")]
+            pub metric_family_name: String,
+            #[prost(string, tag = "4")]
+            pub help: String,
+            #[prost(string, tag = "5")]
+            pub unit: String,
+        }
+    }
+
+    /// Remote write 2.0, package `io.prometheus.write.v2`.
+    pub mod v2 {
+        use super::Histogram;
+
+        /// `Request`: fields 1–3 reserved, `symbols` = 4, `timeseries` = 5.
+        #[derive(Clone, PartialEq, prost::Message)]
+        pub struct Request {
+            #[prost(bytes = "vec", repeated, tag = "4")]
+            pub symbols: Vec<Vec<u8>>,
+            #[prost(message, repeated, tag = "5")]
+            pub timeseries: Vec<TimeSeries>,
+        }
+
+        /// `TimeSeries`: labels_refs = 1, samples = 2, histograms = 3,
+        /// exemplars = 4, metadata = 5 (6 reserved).
+        #[derive(Clone, PartialEq, prost::Message)]
+        pub struct TimeSeries {
+            #[prost(uint32, repeated, tag = "1")]
+            pub labels_refs: Vec<u32>,
+            #[prost(message, repeated, tag = "2")]
+            pub samples: Vec<Sample>,
+            #[prost(message, repeated, tag = "3")]
+            pub histograms: Vec<Histogram>,
+            #[prost(message, repeated, tag = "4")]
+            pub exemplars: Vec<Exemplar>,
+            #[prost(message, optional, tag = "5")]
+            pub metadata: Option<Metadata>,
+        }
+
+        #[derive(Clone, PartialEq, prost::Message)]
+        pub struct Exemplar {
+            #[prost(uint32, repeated, tag = "1")]
+            pub labels_refs: Vec<u32>,
+            #[prost(double, tag = "2")]
+            pub value: f64,
+            #[prost(int64, tag = "3")]
+            pub timestamp: i64,
+        }
+
+        #[derive(Clone, Copy, PartialEq, prost::Message)]
+        pub struct Sample {
+            #[prost(double, tag = "1")]
+            pub value: f64,
+            #[prost(int64, tag = "2")]
+            pub timestamp: i64,
+            #[prost(int64, tag = "3")]
+            pub start_timestamp: i64,
+        }
+
+        /// `Metadata`: type = 1 (`METRIC_TYPE_*`), help_ref = 3, unit_ref = 4.
+        #[derive(Clone, Copy, PartialEq, prost::Message)]
+        pub struct Metadata {
+            #[prost(int32, tag = "1")]
+            pub r#type: i32,
+            #[prost(uint32, tag = "3")]
+            pub help_ref: u32,
+            #[prost(uint32, tag = "4")]
+            pub unit_ref: u32,
+        }
+    }
+}
