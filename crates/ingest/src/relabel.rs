@@ -1,0 +1,1 @@
+//! Prometheus relabeling (placeholder replaced below).
