@@ -33,6 +33,40 @@ pub struct FileConfig {
     pub auth: FileAuth,
     #[serde(default)]
     pub audit: FileAudit,
+    #[serde(default)]
+    pub metrics: FileMetrics,
+}
+
+/// `[metrics]`: the metric store, ingest limits, host metrics, scraping.
+#[derive(Deserialize, Default, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct FileMetrics {
+    pub retention: Option<String>,
+    pub max_bytes: Option<u64>,
+    pub block_duration: Option<String>,
+    pub out_of_order_window: Option<String>,
+    pub lookback_delta: Option<String>,
+    pub max_request_bytes: Option<u64>,
+    pub host_metrics: Option<bool>,
+    pub host_metrics_interval: Option<String>,
+    pub max_series_per_project: Option<usize>,
+    pub max_label_names_per_series: Option<usize>,
+    pub max_label_name_length: Option<usize>,
+    pub max_label_value_length: Option<usize>,
+    pub max_samples_per_request: Option<usize>,
+    /// Per-project overrides of the ingest limits: `[metrics.projects.<slug>]`.
+    #[serde(default)]
+    pub projects: std::collections::BTreeMap<String, FileIngestLimits>,
+}
+
+/// The per-project ingest limits (the same keys as under `[metrics]`).
+#[derive(Deserialize, Default, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct FileIngestLimits {
+    pub max_label_names_per_series: Option<usize>,
+    pub max_label_name_length: Option<usize>,
+    pub max_label_value_length: Option<usize>,
+    pub max_samples_per_request: Option<usize>,
 }
 
 #[derive(Deserialize, Default, Debug)]
@@ -123,6 +157,26 @@ pub struct Overrides {
     /// plus the time to write the tiles (`audit.checkpoint_interval`) [default: 500ms].
     #[arg(long, env = "FLIGHTDECK_AUDIT_CHECKPOINT_INTERVAL")]
     pub audit_checkpoint_interval: Option<String>,
+    /// Collect this host's metrics (node-exporter names) into the default
+    /// project every `metrics.host_metrics_interval` (`metrics.host_metrics`) [default: true].
+    #[arg(long, env = "FLIGHTDECK_HOST_METRICS")]
+    pub host_metrics: Option<bool>,
+    /// How long metric samples are kept (`metrics.retention`) [default: 15d].
+    #[arg(long, env = "FLIGHTDECK_METRICS_RETENTION")]
+    pub metrics_retention: Option<String>,
+}
+
+/// The metric store's settings (`[metrics]`).
+#[derive(Debug, Clone)]
+pub struct MetricsSettings {
+    pub tsdb: tsdb::Options,
+    pub limits: ingest::validate::Limits,
+    pub project_limits: std::collections::HashMap<String, ingest::validate::Limits>,
+    pub lookback: Duration,
+    pub max_request_bytes: usize,
+    /// Collect the host's metrics into the default project.
+    pub host_metrics: bool,
+    pub host_metrics_interval: Duration,
 }
 
 /// The validated configuration the program runs with.
@@ -134,6 +188,7 @@ pub struct Config {
     pub log_level: String,
     pub server: server::ServerOptions,
     pub audit: AuditSettings,
+    pub metrics: MetricsSettings,
 }
 
 /// The audit log settings of the configuration (`[audit]`).
@@ -282,7 +337,9 @@ pub fn load(o: &Overrides) -> Result<Config, ConfigError> {
             "config key `audit.checkpoint_interval`: at most 1h".into(),
         ));
     }
+    let metrics = metrics_settings(o, file.metrics)?;
     Ok(Config {
+        metrics,
         audit: AuditSettings {
             log_name,
             checkpoint_interval,
@@ -333,6 +390,125 @@ pub fn load(o: &Overrides) -> Result<Config, ConfigError> {
     })
 }
 
+/// Validates one set of ingest limits over `base`.
+fn ingest_limits(
+    prefix: &str,
+    f: &FileIngestLimits,
+    base: &ingest::validate::Limits,
+) -> Result<ingest::validate::Limits, ConfigError> {
+    let pick = |key: &str, v: Option<usize>, d: usize, min: usize| -> Result<usize, ConfigError> {
+        match v {
+            None => Ok(d),
+            Some(x) if x >= min => Ok(x),
+            Some(x) => Err(ConfigError(format!(
+                "config key `{prefix}.{key}`: {x} is too small (at least {min})"
+            ))),
+        }
+    };
+    Ok(ingest::validate::Limits {
+        max_label_names_per_series: pick(
+            "max_label_names_per_series",
+            f.max_label_names_per_series,
+            base.max_label_names_per_series,
+            1,
+        )?,
+        max_label_name_len: pick(
+            "max_label_name_length",
+            f.max_label_name_length,
+            base.max_label_name_len,
+            1,
+        )?,
+        max_label_value_len: pick(
+            "max_label_value_length",
+            f.max_label_value_length,
+            base.max_label_value_len,
+            1,
+        )?,
+        max_samples_per_request: pick(
+            "max_samples_per_request",
+            f.max_samples_per_request,
+            base.max_samples_per_request,
+            0,
+        )?,
+        ..base.clone()
+    })
+}
+
+fn metrics_settings(o: &Overrides, f: FileMetrics) -> Result<MetricsSettings, ConfigError> {
+    let d = tsdb::Options::default();
+    let retention = duration(
+        "metrics.retention",
+        o.metrics_retention.clone().or(f.retention),
+        d.retention,
+    )?;
+    let block = duration(
+        "metrics.block_duration",
+        f.block_duration,
+        Duration::from_millis(d.block_duration_ms as u64),
+    )?;
+    if block < Duration::from_secs(60) || block > Duration::from_secs(7 * 86_400) {
+        return Err(ConfigError(
+            "config key `metrics.block_duration`: between 1m and 7d".into(),
+        ));
+    }
+    let ooo = match f.out_of_order_window {
+        None => Duration::from_millis(d.ooo_window_ms as u64),
+        Some(s) if s.trim() == "0" || s.trim() == "0s" => Duration::ZERO,
+        Some(s) => duration("metrics.out_of_order_window", Some(s), Duration::ZERO)?,
+    };
+    let lookback = duration(
+        "metrics.lookback_delta",
+        f.lookback_delta,
+        Duration::from_secs(300),
+    )?;
+    let max_request_bytes = f.max_request_bytes.unwrap_or(64 << 20);
+    if !(1024..=(1 << 32)).contains(&max_request_bytes) {
+        return Err(ConfigError(format!(
+            "config key `metrics.max_request_bytes`: {max_request_bytes} is out of range (1024 to 4294967296)"
+        )));
+    }
+    let max_series = f.max_series_per_project.unwrap_or(d.max_series_per_project);
+    if max_series == 0 {
+        return Err(ConfigError(
+            "config key `metrics.max_series_per_project`: must be at least 1".into(),
+        ));
+    }
+    let top = FileIngestLimits {
+        max_label_names_per_series: f.max_label_names_per_series,
+        max_label_name_length: f.max_label_name_length,
+        max_label_value_length: f.max_label_value_length,
+        max_samples_per_request: f.max_samples_per_request,
+    };
+    let limits = ingest_limits("metrics", &top, &ingest::validate::Limits::default())?;
+    let mut project_limits = std::collections::HashMap::new();
+    for (p, l) in &f.projects {
+        project_limits.insert(
+            p.clone(),
+            ingest_limits(&format!("metrics.projects.{p}"), l, &limits)?,
+        );
+    }
+    Ok(MetricsSettings {
+        tsdb: tsdb::Options {
+            retention,
+            max_bytes: f.max_bytes.filter(|b| *b > 0),
+            block_duration_ms: block.as_millis() as i64,
+            ooo_window_ms: ooo.as_millis() as i64,
+            max_series_per_project: max_series,
+            ..d
+        },
+        limits,
+        project_limits,
+        lookback,
+        max_request_bytes: max_request_bytes as usize,
+        host_metrics: o.host_metrics.or(f.host_metrics).unwrap_or(true),
+        host_metrics_interval: duration(
+            "metrics.host_metrics_interval",
+            f.host_metrics_interval,
+            Duration::from_secs(15),
+        )?,
+    })
+}
+
 fn read_file(p: &Path) -> Result<FileConfig, ConfigError> {
     let text = std::fs::read_to_string(p)
         .map_err(|e| ConfigError(format!("cannot read config file {}: {e}", p.display())))?;
@@ -378,6 +554,26 @@ mod tests {
             .unwrap_err()
             .0;
         assert!(e.contains("max_body_bytes"), "{e}");
+        let e = with_file("[metrics]\nmax_label_names_per_series = 0")
+            .unwrap_err()
+            .0;
+        assert!(e.contains("metrics.max_label_names_per_series"), "{e}");
+        let e = with_file("[metrics.projects.p1]\nmax_label_value_length = 0")
+            .unwrap_err()
+            .0;
+        assert!(
+            e.contains("metrics.projects.p1.max_label_value_length"),
+            "{e}"
+        );
+        let c = with_file("[metrics]\nmax_samples_per_request = 10\nretention = \"30d\"\n[metrics.projects.p1]\nmax_label_names_per_series = 5").unwrap();
+        assert_eq!(c.metrics.project_limits["p1"].max_label_names_per_series, 5);
+        assert_eq!(
+            c.metrics.project_limits["p1"].max_samples_per_request, 10,
+            "inherits [metrics]"
+        );
+        assert_eq!(c.metrics.tsdb.retention, Duration::from_secs(30 * 86_400));
+        let e = with_file("[metrics]\nbogus = 1").unwrap_err().0;
+        assert!(e.contains("bogus"), "{e}");
         let e = with_file("[audit]\nretention_days = 0").unwrap_err().0;
         assert!(e.contains("audit.retention_days"), "{e}");
         let c =

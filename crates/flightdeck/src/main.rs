@@ -139,6 +139,11 @@ fn serve(cfg: config::Config) -> anyhow::Result<()> {
                 .map(|o| o.name)
                 .unwrap_or(cfg.organization.clone()),
         };
+    let tsdb_dir = cfg.data_dir.join("tsdb");
+    let db = Arc::new(
+        tsdb::Db::open(&tsdb_dir, cfg.metrics.tsdb.clone())
+            .with_context(|| format!("cannot open the metric store in {}", tsdb_dir.display()))?,
+    );
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -158,12 +163,36 @@ fn serve(cfg: config::Config) -> anyhow::Result<()> {
             organization,
             cfg.server.clone(),
             server::system_clock(),
-        );
+        )
+        .with_metrics(server::prom::MetricsStore {
+            db: db.clone(),
+            limits: cfg.metrics.limits.clone(),
+            project_limits: cfg.metrics.project_limits.clone(),
+            max_series_per_project: cfg.metrics.tsdb.max_series_per_project,
+            max_request_bytes: cfg.metrics.max_request_bytes,
+            lookback_ms: cfg.metrics.lookback.as_millis() as i64,
+        });
+        if cfg.metrics.host_metrics {
+            tokio::spawn(server::prom::write::host_metrics_loop(
+                state.clone(),
+                cfg.metrics.host_metrics_interval,
+            ));
+        }
         server::serve(listener, state, shutdown_signal())
             .await
             .context("server failed")
     });
     audit.shutdown();
+    // Every acknowledged sample is already durable; closing cleanly only
+    // spares the next start a WAL replay.
+    match Arc::try_unwrap(db) {
+        Ok(db) => {
+            if let Err(e) = db.close() {
+                tracing::warn!(error = %e, "closing the metric store failed");
+            }
+        }
+        Err(_) => tracing::debug!("metric store still shared at exit; left to the OS"),
+    }
     result
 }
 

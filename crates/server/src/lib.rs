@@ -108,6 +108,10 @@ pub struct AppState {
     /// Verified tokens and granted accesses, valid while the metadata is
     /// unchanged (see [`cache`]).
     pub cache: Arc<cache::MetaCache>,
+    /// The metric store (none: the data-plane routes answer 503).
+    pub metrics: Option<Arc<prom::MetricsStore>>,
+    /// `flightdeck_*` metrics.
+    pub telemetry: Arc<telemetry::Telemetry>,
 }
 
 impl AppState {
@@ -130,7 +134,15 @@ impl AppState {
             clock,
             limiter,
             cache: Arc::new(cache::MetaCache::default()),
+            metrics: None,
+            telemetry: Arc::new(telemetry::Telemetry::default()),
         }
+    }
+
+    /// The same state with a metric store.
+    pub fn with_metrics(mut self, m: prom::MetricsStore) -> AppState {
+        self.metrics = Some(Arc::new(m));
+        self
     }
 
     pub fn now(&self) -> i64 {
@@ -150,6 +162,11 @@ pub fn router(state: AppState) -> Router {
         .route("/-/healthy", get(healthy))
         .route("/-/ready", get(ready))
         .nest(auth::API_PREFIX, api)
+        .merge(prom::routes(state.clone()))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            prom::timing_layer,
+        ))
         .fallback(not_found)
         .with_state(state)
 }

@@ -183,6 +183,36 @@ impl Telemetry {
     }
 }
 
+/// Everything `GET /metrics` shows and the host-metrics loop stores: the
+/// host (node-exporter names), this process, `flightdeck_*` counters and
+/// histograms, and the metric store's head series per project.
+pub fn collect_all(st: &crate::AppState) -> Collected {
+    let now = st.now() as f64 / 1e9;
+    let mut c = agent::host::HostCollector::default().collect(now);
+    if let Ok(p) = agent::process::ProcessCollector::default().collect() {
+        c.extend(p);
+    }
+    c.extend(st.telemetry.collect());
+    if let Some(m) = &st.metrics {
+        for project in m.db.projects() {
+            let s = m.db.stats(&project);
+            c.gauge(
+                "flightdeck_head_series",
+                "Active series in the metric store's head, by project.",
+                &[("project", &project)],
+                s.head_series as f64,
+            );
+            c.gauge(
+                "flightdeck_stored_bytes",
+                "Bytes of the project's metric blocks on disk.",
+                &[("project", &project)],
+                s.block_bytes as f64,
+            );
+        }
+    }
+    c
+}
+
 /// A series without metadata of its own (a histogram's parts).
 fn push(out: &mut Collected, name: &str, labels: &[(&str, &str)], v: f64) {
     let mut pairs = vec![(model::METRIC_NAME, name)];

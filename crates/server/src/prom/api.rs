@@ -220,6 +220,17 @@ pub fn json_time(out: &mut String, t_ms: i64) {
     }
 }
 
+/// Milliseconds as an RFC 3339 time (messages, target states).
+pub fn rfc3339_ms(t: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(t) * 1_000_000)
+        .ok()
+        .and_then(|d| {
+            d.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| t.to_string())
+}
+
 /// Request parameters: the query string, then a form body's fields
 /// (Prometheus reads both for GET and POST).
 #[derive(Debug, Default, Clone)]

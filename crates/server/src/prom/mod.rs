@@ -6,9 +6,171 @@
 //! auth with the token as password; failures are audited), but a data
 //! request acts in exactly one project: a project token's own project
 //! (tokens never reach another project's data, org admins included), or
-//! for a logged-in user the project named by the `X-Scope-OrgID` header.
-//! Successful data-plane requests are not audit events (they are counted
-//! in `flightdeck_*` metrics); denials are.
+//! for a logged-in user the project named by the `X-Scope-OrgID` header
+//! (the tenant header Mimir and Loki clients already send). A token may
+//! send the header too; naming another project is then refused like any
+//! access to that project. Successful data-plane requests are not audit
+//! events (they are counted in `flightdeck_*` metrics); denials are.
 
 pub mod api;
+pub mod read;
 pub mod select;
+pub mod write;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{Method, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use meta::Scope;
+
+use crate::AppState;
+use crate::auth::{self, Caller, Who};
+use api::{ErrorType, PromError};
+
+/// The tenant header naming a project (as Mimir and Loki use it).
+pub const PROJECT_HEADER: &str = "x-scope-orgid";
+
+/// The metric store and its ingest settings, shared by the handlers.
+pub struct MetricsStore {
+    pub db: Arc<tsdb::Db>,
+    /// Limits of projects without their own entry in `project_limits`.
+    pub limits: ingest::validate::Limits,
+    pub project_limits: HashMap<String, ingest::validate::Limits>,
+    /// `tsdb::Options::max_series_per_project`, named in refusals.
+    pub max_series_per_project: usize,
+    /// Largest request body, compressed and after decompression.
+    pub max_request_bytes: usize,
+    /// Lookback of instant selectors (Prometheus' `--query.lookback-delta`).
+    pub lookback_ms: i64,
+}
+
+impl MetricsStore {
+    pub fn limits_for(&self, project: &str) -> &ingest::validate::Limits {
+        self.project_limits.get(project).unwrap_or(&self.limits)
+    }
+}
+
+/// The caller of a data-plane request and the one project it acts in.
+#[derive(Clone, Debug)]
+pub struct DataCaller {
+    pub caller: Caller,
+    pub project: meta::Project,
+}
+
+/// What a path does: its audit action and the scope it needs.
+fn classify(method: &Method, route: Option<&str>) -> (&'static str, Scope) {
+    match (method.as_str(), route) {
+        ("POST", Some("/api/v1/write")) | ("POST", Some("/v1/metrics")) => {
+            ("metrics.write", Scope::MetricsWrite)
+        }
+        _ => ("metrics.read", Scope::MetricsRead),
+    }
+}
+
+/// Authenticates, picks the project and checks the scope; then runs the
+/// handler with a [`DataCaller`] in the request's extensions.
+pub async fn data_layer(State(st): State<AppState>, mut req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_string());
+    let (action, scope) = classify(req.method(), route.as_deref());
+    let meta = auth::request_meta(&req, action.to_string());
+    let caller = match auth::authenticate(&st, req.headers(), meta, false).await {
+        Ok(c) => c,
+        Err(e) => return PromError::from(e).into_response(),
+    };
+    let header = req
+        .headers()
+        .get(PROJECT_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty());
+    let slug = match (&caller.who, header) {
+        // `/metrics` is the default project's host and server metrics.
+        _ if route.as_deref() == Some("/metrics") => meta::DEFAULT_PROJECT.to_string(),
+        (_, Some(h)) => h,
+        (Who::Token { token, .. }, None) => token.project.clone(),
+        (_, None) => {
+            return PromError::bad_data(format!(
+                "name the project in the {PROJECT_HEADER} header (session callers act in no project by default)"
+            ))
+            .into_response();
+        }
+    };
+    let project = match st.project_access(&caller, &slug, scope).await {
+        Ok(p) => p,
+        Err(e) => return PromError::from(e).into_response(),
+    };
+    req.extensions_mut().insert(DataCaller { caller, project });
+    next.run(req).await
+}
+
+/// Records `flightdeck_http_request_duration_seconds` for every routed request.
+pub async fn timing_layer(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |m| m.as_str().to_string());
+    let method = req.method().clone();
+    let start = Instant::now();
+    let resp = next.run(req).await;
+    st.telemetry.observe(
+        crate::telemetry::HTTP_DURATION,
+        &[&route, method.as_str(), resp.status().as_str()],
+        start.elapsed().as_secs_f64(),
+    );
+    resp
+}
+
+/// The store, or 503 when the server runs without one.
+pub(crate) fn store(st: &AppState) -> Result<Arc<MetricsStore>, PromError> {
+    st.metrics.clone().ok_or_else(|| {
+        PromError::new(
+            ErrorType::Unavailable,
+            "the metric store is not enabled on this server",
+        )
+    })
+}
+
+/// The data-plane routes, behind [`data_layer`].
+pub fn routes(st: AppState) -> Router<AppState> {
+    let max = st
+        .metrics
+        .as_ref()
+        .map_or(st.opts.max_body_bytes, |m| m.max_request_bytes);
+    Router::new()
+        .route("/api/v1/write", post(write::remote_write))
+        .route("/v1/metrics", post(write::otlp_metrics))
+        .route("/api/v1/query", get(read::query).post(read::query))
+        .route(
+            "/api/v1/query_range",
+            get(read::query_range).post(read::query_range),
+        )
+        .route("/api/v1/series", get(read::series).post(read::series))
+        .route("/api/v1/labels", get(read::labels).post(read::labels))
+        .route("/api/v1/label/{name}/values", get(read::label_values))
+        .route("/api/v1/metadata", get(read::metadata))
+        .route("/api/v1/status/buildinfo", get(read::buildinfo))
+        .route("/api/v1/status/tsdb", get(read::tsdb_status))
+        .route("/metrics", get(read::self_metrics))
+        .layer(axum::middleware::from_fn_with_state(st.clone(), data_layer))
+        .layer(DefaultBodyLimit::max(max))
+}
+
+/// A form body, if the request carries one (`POST` of the query API).
+pub(crate) fn is_form(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| {
+            ct.trim_start()
+                .starts_with("application/x-www-form-urlencoded")
+        })
+}

@@ -1,0 +1,634 @@
+//! Read handlers in Prometheus' shapes: `/api/v1/query` and `query_range`
+//! for bare selectors (the PromQL engine replaces them in issue #6),
+//! `series`, `labels`, `label/<name>/values`, `metadata`, `status/tsdb`
+//! (head statistics and the cardinality view), `status/buildinfo`, and `/metrics` (the server's own metrics).
+//!
+//! Reads run on tokio's blocking pool and see one project only: the
+//! querier is built for [`DataCaller::project`].
+
+use std::fmt::Write as _;
+
+use axum::Extension;
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use model::{FloatHistogram, HistogramValue, Labels, Matcher, Sample};
+
+use super::api::{
+    MAX_TIME_MS, MIN_TIME_MS, Params, PromError, format_value, json_labels, json_point, json_str,
+    json_time, parse_duration, parse_time, success,
+};
+use super::select::{self, Selection};
+use super::{DataCaller, is_form, store};
+use crate::AppState;
+
+/// Prometheus' limit of points per series in a range query.
+pub const MAX_POINTS: i64 = 11_000;
+
+fn params(q: Option<String>, headers: &HeaderMap, body: &Bytes) -> Params {
+    Params::parse(q.as_deref(), is_form(headers).then_some(&body[..]))
+}
+
+fn now_ms(st: &AppState) -> i64 {
+    st.now() / 1_000_000
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, PromError> + Send + 'static,
+) -> Result<T, PromError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(PromError::internal)?
+}
+
+fn tsdb_err(e: tsdb::Error) -> PromError {
+    PromError::internal(e)
+}
+
+fn respond(r: Result<String, PromError>) -> Response {
+    match r {
+        Ok(data) => success(&data, &[]),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Reads every float sample and histogram of one series.
+fn load(s: &tsdb::Series) -> Result<(Vec<Sample>, Vec<(i64, HistogramValue)>), PromError> {
+    let f = s
+        .samples()
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(tsdb_err)?;
+    let h = if s.has_histograms() {
+        s.histograms()
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(tsdb_err)?
+    } else {
+        Vec::new()
+    };
+    Ok((f, h))
+}
+
+/// `GET|POST /api/v1/query`
+pub async fn query(
+    State(st): State<AppState>,
+    Extension(dc): Extension<DataCaller>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let p = params(q, &headers, &body);
+    let now = now_ms(&st);
+    let r = async {
+        let m = store(&st)?;
+        let query = p.get("query").ok_or_else(|| {
+            PromError::bad_data("invalid parameter \"query\": query must not be empty")
+        })?;
+        let sel = select::parse_selection(query)?;
+        let t = parse_time(&p, "time", now)?;
+        let project = dc.project.name.clone();
+        blocking(move || instant(&m, &project, &sel, t)).await
+    }
+    .await;
+    respond(r)
+}
+
+fn instant(
+    m: &super::MetricsStore,
+    project: &str,
+    sel: &Selection,
+    t: i64,
+) -> Result<String, PromError> {
+    let at = sel.eval_time(t, t, t);
+    let mut out = String::new();
+    if let Some(range) = sel.range_ms {
+        out.push_str("{\"resultType\":\"matrix\",\"result\":[");
+        let set =
+            m.db.querier(project, at - range + 1, at)
+                .select(&sel.matchers)
+                .map_err(tsdb_err)?;
+        let mut first = true;
+        for s in set {
+            let (f, h) = load(&s)?;
+            let vals = select::range_values(&f, at, range);
+            let hs: Vec<_> = h
+                .iter()
+                .filter(|(ht, _)| *ht > at - range && *ht <= at)
+                .collect();
+            if vals.is_empty() && hs.is_empty() {
+                continue;
+            }
+            if !first {
+                out.push(',');
+            }
+            first = false;
+            out.push_str("{\"metric\":");
+            json_labels(&mut out, &s.labels);
+            if !vals.is_empty() {
+                out.push_str(",\"values\":[");
+                for (i, v) in vals.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    json_point(&mut out, v.t, v.v);
+                }
+                out.push(']');
+            }
+            if !hs.is_empty() {
+                out.push_str(",\"histograms\":[");
+                for (i, (ht, hv)) in hs.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    json_hist_point(&mut out, *ht, hv);
+                }
+                out.push(']');
+            }
+            out.push('}');
+        }
+        out.push_str("]}");
+    } else {
+        out.push_str("{\"resultType\":\"vector\",\"result\":[");
+        let set =
+            m.db.querier(project, at - m.lookback_ms + 1, at)
+                .select(&sel.matchers)
+                .map_err(tsdb_err)?;
+        let mut first = true;
+        for s in set {
+            let (f, h) = load(&s)?;
+            let fv = select::instant_value(&f, at, m.lookback_ms);
+            let hv = h
+                .iter()
+                .rev()
+                .find(|(ht, _)| *ht <= at && *ht > at - m.lookback_ms);
+            // The newer of the two kinds wins, as a series has one value at a time.
+            let item = match (fv, hv) {
+                (Some(a), Some((ht, _))) if a.t >= *ht => Some(Ok(a)),
+                (_, Some(h)) => Some(Err(h)),
+                (Some(a), None) => Some(Ok(a)),
+                (None, None) => None,
+            };
+            let Some(item) = item else { continue };
+            if !first {
+                out.push(',');
+            }
+            first = false;
+            out.push_str("{\"metric\":");
+            json_labels(&mut out, &s.labels);
+            match item {
+                Ok(v) => {
+                    out.push_str(",\"value\":");
+                    json_point(&mut out, t, v.v);
+                }
+                Err((_, hv)) => {
+                    out.push_str(",\"histogram\":");
+                    json_hist_point(&mut out, t, hv);
+                }
+            }
+            out.push('}');
+        }
+        out.push_str("]}");
+    }
+    Ok(out)
+}
+
+/// `GET|POST /api/v1/query_range` (bare instant selectors only, for now).
+pub async fn query_range(
+    State(st): State<AppState>,
+    Extension(dc): Extension<DataCaller>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let p = params(q, &headers, &body);
+    let r = async {
+        let m = store(&st)?;
+        let query = p.get("query").ok_or_else(|| PromError::bad_data("invalid parameter \"query\": query must not be empty"))?;
+        let start = p.get("start").ok_or_else(|| PromError::bad_data("invalid parameter \"start\": missing"))?;
+        let end = p.get("end").ok_or_else(|| PromError::bad_data("invalid parameter \"end\": missing"))?;
+        let _ = (start, end);
+        let start = parse_time(&p, "start", 0)?;
+        let end = parse_time(&p, "end", 0)?;
+        if end < start {
+            return Err(PromError::bad_data("invalid parameter \"end\": end timestamp must not be before start time"));
+        }
+        let step = parse_duration(&p, "step")?
+            .ok_or_else(|| PromError::bad_data("invalid parameter \"step\": cannot parse \"\" to a valid duration"))?;
+        if step <= 0 {
+            return Err(PromError::bad_data(
+                "invalid parameter \"step\": zero or negative query resolution step widths are not accepted. Try a positive integer",
+            ));
+        }
+        if (end - start) / step > MAX_POINTS {
+            return Err(PromError::bad_data(
+                "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)",
+            ));
+        }
+        let sel = select::parse_selection(query)?;
+        if sel.range_ms.is_some() {
+            return Err(PromError::bad_data(format!(
+                "invalid expression type \"range vector\" for range query, must be Scalar or instant Vector"
+            )));
+        }
+        let project = dc.project.name.clone();
+        blocking(move || range(&m, &project, &sel, start, end, step)).await
+    }
+    .await;
+    respond(r)
+}
+
+fn range(
+    m: &super::MetricsStore,
+    project: &str,
+    sel: &Selection,
+    start: i64,
+    end: i64,
+    step: i64,
+) -> Result<String, PromError> {
+    let lo = sel.eval_time(start, start, end);
+    let hi = sel.eval_time(end, start, end);
+    let (mint, maxt) = (lo.min(hi) - m.lookback_ms + 1, lo.max(hi));
+    let set =
+        m.db.querier(project, mint, maxt)
+            .select(&sel.matchers)
+            .map_err(tsdb_err)?;
+    let mut out = String::from("{\"resultType\":\"matrix\",\"result\":[");
+    let mut first = true;
+    for s in set {
+        let (f, _h) = load(&s)?;
+        let mut pts = String::new();
+        let mut t = start;
+        let mut n = 0;
+        while t <= end {
+            if let Some(v) = select::instant_value(&f, sel.eval_time(t, start, end), m.lookback_ms)
+            {
+                if n > 0 {
+                    pts.push(',');
+                }
+                json_point(&mut pts, t, v.v);
+                n += 1;
+            }
+            t += step;
+        }
+        if n == 0 {
+            continue;
+        }
+        if !first {
+            out.push(',');
+        }
+        first = false;
+        out.push_str("{\"metric\":");
+        json_labels(&mut out, &s.labels);
+        out.push_str(",\"values\":[");
+        out.push_str(&pts);
+        out.push_str("]}");
+    }
+    out.push_str("]}");
+    Ok(out)
+}
+
+/// The matcher sets of `match[]` (at least one when `required`).
+fn match_sets(p: &Params, required: bool) -> Result<Vec<Vec<Matcher>>, PromError> {
+    let ms = p.all("match[]");
+    if ms.is_empty() && required {
+        return Err(PromError::bad_data("no match[] parameter provided"));
+    }
+    ms.into_iter().map(select::parse_match).collect()
+}
+
+fn limit(p: &Params) -> Result<usize, PromError> {
+    match p.get("limit").filter(|s| !s.is_empty()) {
+        None => Ok(0),
+        Some(s) => s.parse::<usize>().map_err(|_| {
+            PromError::bad_data(format!(
+                "invalid parameter \"limit\": cannot parse \"{s}\" to a non-negative integer"
+            ))
+        }),
+    }
+}
+
+fn json_string_list(items: &[String], limit: usize) -> String {
+    let mut out = String::from("[");
+    for (i, v) in items
+        .iter()
+        .take(if limit == 0 { usize::MAX } else { limit })
+        .enumerate()
+    {
+        if i > 0 {
+            out.push(',');
+        }
+        json_str(&mut out, v);
+    }
+    out.push(']');
+    out
+}
+
+/// `GET|POST /api/v1/series`
+pub async fn series(
+    State(st): State<AppState>,
+    Extension(dc): Extension<DataCaller>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let p = params(q, &headers, &body);
+    let r = async {
+        let m = store(&st)?;
+        let sets = match_sets(&p, true)?;
+        let (start, end) = (
+            parse_time(&p, "start", MIN_TIME_MS)?,
+            parse_time(&p, "end", MAX_TIME_MS)?,
+        );
+        let lim = limit(&p)?;
+        let project = dc.project.name.clone();
+        blocking(move || {
+            let q = m.db.querier(&project, start, end);
+            let mut all: Vec<Labels> = Vec::new();
+            for ms in &sets {
+                all.extend(q.series(ms).map_err(tsdb_err)?);
+            }
+            all.sort();
+            all.dedup();
+            let mut out = String::from("[");
+            for (i, l) in all
+                .iter()
+                .take(if lim == 0 { usize::MAX } else { lim })
+                .enumerate()
+            {
+                if i > 0 {
+                    out.push(',');
+                }
+                json_labels(&mut out, l);
+            }
+            out.push(']');
+            Ok(out)
+        })
+        .await
+    }
+    .await;
+    respond(r)
+}
+
+/// `GET|POST /api/v1/labels`
+pub async fn labels(
+    State(st): State<AppState>,
+    Extension(dc): Extension<DataCaller>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let p = params(q, &headers, &body);
+    let r = async {
+        let m = store(&st)?;
+        let mut sets = match_sets(&p, false)?;
+        if sets.is_empty() {
+            sets.push(Vec::new());
+        }
+        let (start, end) = (
+            parse_time(&p, "start", MIN_TIME_MS)?,
+            parse_time(&p, "end", MAX_TIME_MS)?,
+        );
+        let lim = limit(&p)?;
+        let project = dc.project.name.clone();
+        blocking(move || {
+            let q = m.db.querier(&project, start, end);
+            let mut all = Vec::new();
+            for ms in &sets {
+                all.extend(q.label_names(ms).map_err(tsdb_err)?);
+            }
+            all.sort();
+            all.dedup();
+            Ok(json_string_list(&all, lim))
+        })
+        .await
+    }
+    .await;
+    respond(r)
+}
+
+/// `GET /api/v1/label/<name>/values`
+pub async fn label_values(
+    State(st): State<AppState>,
+    Extension(dc): Extension<DataCaller>,
+    Path(name): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Response {
+    let p = Params::parse(q.as_deref(), None);
+    let r = async {
+        let m = store(&st)?;
+        if !model::is_valid_label_name(&name) && name != model::METRIC_NAME {
+            return Err(PromError::bad_data(format!("invalid label name: {name:?}")));
+        }
+        let mut sets = match_sets(&p, false)?;
+        if sets.is_empty() {
+            sets.push(Vec::new());
+        }
+        let (start, end) = (
+            parse_time(&p, "start", MIN_TIME_MS)?,
+            parse_time(&p, "end", MAX_TIME_MS)?,
+        );
+        let lim = limit(&p)?;
+        let project = dc.project.name.clone();
+        blocking(move || {
+            let q = m.db.querier(&project, start, end);
+            let mut all = Vec::new();
+            for ms in &sets {
+                all.extend(q.label_values(&name, ms).map_err(tsdb_err)?);
+            }
+            all.sort();
+            all.dedup();
+            Ok(json_string_list(&all, lim))
+        })
+        .await
+    }
+    .await;
+    respond(r)
+}
+
+/// `GET /api/v1/metadata`
+pub async fn metadata(
+    State(st): State<AppState>,
+    Extension(dc): Extension<DataCaller>,
+    RawQuery(q): RawQuery,
+) -> Response {
+    let p = Params::parse(q.as_deref(), None);
+    let r = (|| {
+        let m = store(&st)?;
+        let lim = limit(&p)?;
+        let md =
+            m.db.metadata(&dc.project.name, p.get("metric").filter(|s| !s.is_empty()));
+        let mut out = String::from("{");
+        for (i, (name, meta)) in md
+            .iter()
+            .take(if lim == 0 { usize::MAX } else { lim })
+            .enumerate()
+        {
+            if i > 0 {
+                out.push(',');
+            }
+            json_str(&mut out, name);
+            out.push_str(":[{\"type\":");
+            json_str(&mut out, meta.metric_type.as_str());
+            out.push_str(",\"help\":");
+            json_str(&mut out, &meta.help);
+            out.push_str(",\"unit\":");
+            json_str(&mut out, &meta.unit);
+            out.push_str("}]");
+        }
+        out.push('}');
+        Ok(out)
+    })();
+    respond(r)
+}
+
+/// `GET /api/v1/status/buildinfo` (Grafana reads it to tell the flavour).
+pub async fn buildinfo() -> Response {
+    let mut out = String::from("{\"version\":");
+    json_str(&mut out, env!("CARGO_PKG_VERSION"));
+    out.push_str(",\"revision\":\"\",\"branch\":\"\",\"buildUser\":\"\",\"buildDate\":\"\",\"goVersion\":\"\"}");
+    success(&out, &[])
+}
+
+/// `GET /api/v1/status/tsdb`: head statistics and the top metric names by
+/// series (Prometheus' cardinality view), plus Flightdeck's usage figures.
+pub async fn tsdb_status(
+    State(st): State<AppState>,
+    Extension(dc): Extension<DataCaller>,
+) -> Response {
+    let r = (|| {
+        let m = store(&st)?;
+        let s = m.db.stats(&dc.project.name);
+        let mut out = String::from("{\"headStats\":{");
+        let (mint, maxt) = s.head_range.unwrap_or((0, 0));
+        let _ = write!(
+            out,
+            "\"numSeries\":{},\"chunkCount\":0,\"minTime\":{mint},\"maxTime\":{maxt}}},",
+            s.head_series
+        );
+        out.push_str("\"seriesCountByMetricName\":[");
+        for (i, (name, n)) in s.top_metrics.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str("{\"name\":");
+            json_str(&mut out, name);
+            let _ = write!(out, ",\"value\":{n}}}");
+        }
+        out.push_str("],\"labelValueCountByLabelName\":[],\"memoryInBytesByLabelName\":[],\"seriesCountByLabelValuePair\":[],");
+        let _ = write!(
+            out,
+            "\"flightdeckUsage\":{{\"samplesAppended\":{},\"samplesStored\":{},\"blockBytes\":{},\"blocks\":{},\"headBytes\":{}}}}}",
+            s.samples_appended, s.samples_stored, s.block_bytes, s.blocks, s.head_bytes
+        );
+        Ok(out)
+    })();
+    respond(r)
+}
+
+/// `GET /metrics`: host, process and `flightdeck_*` metrics as text 0.0.4.
+pub async fn self_metrics(State(st): State<AppState>) -> Response {
+    let st2 = st.clone();
+    let text = tokio::task::spawn_blocking(move || {
+        let mut c = crate::telemetry::collect_all(&st2);
+        c.series.sort_by(|a, b| a.0.cmp(&b.0));
+        agent::text::render(&c)
+    })
+    .await
+    .unwrap_or_default();
+    let mut r = (StatusCode::OK, text).into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(agent::text::CONTENT_TYPE),
+    );
+    r
+}
+
+/// `[t, {"count","sum","buckets":[[rule,"lower","upper","count"],…]}]`
+fn json_hist_point(out: &mut String, t: i64, h: &HistogramValue) {
+    let f = match h {
+        HistogramValue::Int(h) => h.to_float(),
+        HistogramValue::Float(f) => f.clone(),
+    };
+    out.push('[');
+    json_time(out, t);
+    out.push(',');
+    json_histogram(out, &f);
+    out.push(']');
+}
+
+/// One bucket: (boundary rule, lower, upper, count). Rules as Prometheus:
+/// 0 = (lower, upper], 1 = [lower, upper), 3 = [lower, upper].
+fn buckets(f: &FloatHistogram) -> Vec<(u8, f64, f64, f64)> {
+    let mut out = Vec::new();
+    let bound = |i: i32| -> f64 {
+        if f.schema == model::CUSTOM_BUCKETS_SCHEMA {
+            match usize::try_from(i) {
+                Ok(i) if i < f.custom_values.len() => f.custom_values[i],
+                Ok(_) => f64::INFINITY,
+                Err(_) => f64::NEG_INFINITY,
+            }
+        } else {
+            // upper bound of bucket i: 2^(i · 2^-schema)
+            (f64::from(i) * (-f64::from(f.schema)).exp2()).exp2()
+        }
+    };
+    let walk = |spans: &[model::Span], counts: &[f64]| -> Vec<(i32, f64)> {
+        let mut v = Vec::new();
+        let mut idx = 0i32;
+        let mut k = 0usize;
+        // Each span's offset counts from the previous span's end (the
+        // first from index 0).
+        for s in spans {
+            idx += s.offset;
+            for _ in 0..s.length {
+                if let Some(c) = counts.get(k) {
+                    v.push((idx, *c));
+                }
+                idx += 1;
+                k += 1;
+            }
+        }
+        v
+    };
+    let neg = walk(&f.negative_spans, &f.negative_buckets);
+    for (i, c) in neg.iter().rev() {
+        if *c != 0.0 {
+            out.push((1, -bound(*i), -bound(i - 1), *c));
+        }
+    }
+    if f.zero_count != 0.0 {
+        out.push((3, -f.zero_threshold, f.zero_threshold, f.zero_count));
+    }
+    for (i, c) in walk(&f.positive_spans, &f.positive_buckets) {
+        if c != 0.0 {
+            out.push((0, bound(i - 1), bound(i), c));
+        }
+    }
+    out
+}
+
+fn json_histogram(out: &mut String, f: &FloatHistogram) {
+    out.push_str("{\"count\":\"");
+    out.push_str(&format_value(f.count));
+    out.push_str("\",\"sum\":\"");
+    out.push_str(&format_value(f.sum));
+    out.push('"');
+    let b = buckets(f);
+    if !b.is_empty() {
+        out.push_str(",\"buckets\":[");
+        for (i, (rule, lo, hi, c)) in b.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            let _ = write!(
+                out,
+                "[{rule},\"{}\",\"{}\",\"{}\"]",
+                format_value(*lo),
+                format_value(*hi),
+                format_value(*c)
+            );
+        }
+        out.push(']');
+    }
+    out.push('}');
+}
