@@ -84,6 +84,7 @@ static_configs = [{ targets = ["{ADDR}"] }]
     let r = &t.requests()[0];
     assert_eq!(r.line, "GET /probe?module=http_2xx&target+x=a%26b HTTP/1.1");
     assert_eq!(r.header("accept"), Some(ACCEPT));
+    assert_eq!(r.headers.iter().filter(|(n, _)| n == "accept").count(), 1);
     assert_eq!(r.header("x-prometheus-scrape-timeout-seconds"), Some("5"));
     assert_eq!(r.header("authorization"), Some("Basic dTpwOnc="));
     assert!(
