@@ -6,16 +6,22 @@
 //!   `node_disk_*{device}`, `node_load1`, …), read from `/proc` and `statvfs`;
 //! - [`process`]: the running process' own `process_*` metrics;
 //! - [`Collected`]: what a collection pass yields, turned into a
-//!   [`model::WriteBatch`] for storage or for remote write.
+//!   [`model::WriteBatch`]; [`text`] renders it as text exposition;
+//! - [`scrape`]: pulls Prometheus targets (`scrape_configs`): schedules each
+//!   target, fetches its exposition over HTTP, parses and relabels it with
+//!   `ingest`, adds `up` and the other scrape series, writes staleness
+//!   markers, and hands every scrape to a [`scrape::Sink`].
 //!
-//! It is *not* storage and not a server: it hands batches to whoever runs it
-//! (`flightdeck serve` writes them into the default project, `flightdeck
-//! agent` pushes them over remote write), through the same ingest path as
-//! any client.
+//! It is *not* storage and not an HTTP server: what it collects goes to
+//! whoever runs it (`flightdeck serve` writes into the metric store through
+//! the same validation as a remote write, `flightdeck agent` pushes over
+//! remote write), and the target list it keeps is exposed as plain values
+//! for the `server` crate to render.
 
 pub mod collected;
 pub mod host;
 pub mod process;
+pub mod scrape;
 pub mod text;
 
 pub use collected::Collected;

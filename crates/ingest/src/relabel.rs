@@ -382,11 +382,11 @@ pub fn process(labels: &Labels, rules: &[Relabeler]) -> Option<Labels> {
 }
 
 /// Prometheus' `relabelTarget`: what a labelmap replacement must look like
-/// (`^(?:(?:[a-zA-Z_]|\$(?:\{\w+\}|\w+))+\w*)+$`).
+/// (`^(?:(?:[a-zA-Z_]|\$(?:\{\w+\}|\w+))+\w*)+$`, Go's ASCII `\w` spelled out).
 fn is_labelmap_template(s: &str) -> bool {
     static RE: std::sync::OnceLock<Regex> = std::sync::OnceLock::new();
     RE.get_or_init(|| {
-        Regex::new(r"^(?:(?:[a-zA-Z_]|\$(?:\{\w+\}|\w+))+\w*)+$")
+        Regex::new(r"^(?:(?:[a-zA-Z_]|\$(?:\{[a-zA-Z0-9_]+\}|[a-zA-Z0-9_]+))+[a-zA-Z0-9_]*)+$")
             .unwrap_or_else(|e| panic!("bug: labelmap template regex: {e}"))
     })
     .is_match(s)
