@@ -35,6 +35,9 @@ pub struct FileConfig {
     pub audit: FileAudit,
     #[serde(default)]
     pub metrics: FileMetrics,
+    /// Prometheus' `scrape_configs` (a subset; see `agent::scrape`).
+    #[serde(default)]
+    pub scrape_configs: Vec<agent::scrape::ScrapeConfig>,
 }
 
 /// `[metrics]`: the metric store, ingest limits, host metrics, scraping.
@@ -49,6 +52,9 @@ pub struct FileMetrics {
     pub max_request_bytes: Option<u64>,
     pub host_metrics: Option<bool>,
     pub host_metrics_interval: Option<String>,
+    /// Defaults of scrape jobs (Prometheus' `global.scrape_interval`).
+    pub scrape_interval: Option<String>,
+    pub scrape_timeout: Option<String>,
     pub max_series_per_project: Option<usize>,
     pub max_label_names_per_series: Option<usize>,
     pub max_label_name_length: Option<usize>,
@@ -177,6 +183,8 @@ pub struct MetricsSettings {
     /// Collect the host's metrics into the default project.
     pub host_metrics: bool,
     pub host_metrics_interval: Duration,
+    /// The `[[scrape_configs]]`, validated.
+    pub scrape_jobs: Vec<agent::scrape::ScrapeJob>,
 }
 
 /// The validated configuration the program runs with.
@@ -337,7 +345,7 @@ pub fn load(o: &Overrides) -> Result<Config, ConfigError> {
             "config key `audit.checkpoint_interval`: at most 1h".into(),
         ));
     }
-    let metrics = metrics_settings(o, file.metrics)?;
+    let metrics = metrics_settings(o, file.metrics, &file.scrape_configs)?;
     Ok(Config {
         metrics,
         audit: AuditSettings {
@@ -434,8 +442,37 @@ fn ingest_limits(
     })
 }
 
-fn metrics_settings(o: &Overrides, f: FileMetrics) -> Result<MetricsSettings, ConfigError> {
+fn metrics_settings(
+    o: &Overrides,
+    f: FileMetrics,
+    scrape: &[agent::scrape::ScrapeConfig],
+) -> Result<MetricsSettings, ConfigError> {
     let d = tsdb::Options::default();
+    let sd = agent::scrape::ScrapeDefaults::default();
+    let prom_duration = |key: &str, v: &Option<String>, default: Duration| match v {
+        None => Ok(default),
+        Some(s) => agent::scrape::parse_duration(s)
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| {
+                ConfigError(format!(
+                    "config key `{key}`: '{s}' is not a positive duration (e.g. 15s, 1m, 1h30m)"
+                ))
+            }),
+    };
+    let defaults = agent::scrape::ScrapeDefaults {
+        scrape_interval: prom_duration(
+            "metrics.scrape_interval",
+            &f.scrape_interval,
+            sd.scrape_interval,
+        )?,
+        scrape_timeout: prom_duration(
+            "metrics.scrape_timeout",
+            &f.scrape_timeout,
+            sd.scrape_timeout,
+        )?,
+    };
+    let scrape_jobs = agent::scrape::compile_scrape_configs(scrape, &defaults)
+        .map_err(|e| ConfigError(format!("config key {e}")))?;
     let retention = duration(
         "metrics.retention",
         o.metrics_retention.clone().or(f.retention),
@@ -500,6 +537,7 @@ fn metrics_settings(o: &Overrides, f: FileMetrics) -> Result<MetricsSettings, Co
         project_limits,
         lookback,
         max_request_bytes: max_request_bytes as usize,
+        scrape_jobs,
         host_metrics: o.host_metrics.or(f.host_metrics).unwrap_or(true),
         host_metrics_interval: duration(
             "metrics.host_metrics_interval",

@@ -157,6 +157,12 @@ fn serve(cfg: config::Config) -> anyhow::Result<()> {
             data_dir = %cfg.data_dir.display(),
             "flightdeck listening"
         );
+        let scrape_jobs: std::collections::HashMap<String, String> = cfg
+            .metrics
+            .scrape_jobs
+            .iter()
+            .map(|j| (j.job_name.clone(), j.project.clone()))
+            .collect();
         let state = server::AppState::new(
             meta,
             audit.clone(),
@@ -171,7 +177,20 @@ fn serve(cfg: config::Config) -> anyhow::Result<()> {
             max_series_per_project: cfg.metrics.tsdb.max_series_per_project,
             max_request_bytes: cfg.metrics.max_request_bytes,
             lookback_ms: cfg.metrics.lookback.as_millis() as i64,
+            scrape: None,
+            scrape_jobs,
         });
+        // Scrapes write through the state, and the state shows the targets:
+        // the manager starts once the state exists, then joins it.
+        let state = if cfg.metrics.scrape_jobs.is_empty() {
+            state
+        } else {
+            let manager = Arc::new(agent::scrape::Manager::start(
+                cfg.metrics.scrape_jobs.clone(),
+                Arc::new(server::prom::StoreSink(state.clone())),
+            ));
+            state.with_scrape(manager)
+        };
         if cfg.metrics.host_metrics {
             tokio::spawn(server::prom::write::host_metrics_loop(
                 state.clone(),

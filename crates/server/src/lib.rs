@@ -139,6 +139,17 @@ impl AppState {
         }
     }
 
+    /// The same state with the scrape manager shown at `/api/v1/targets`.
+    pub fn with_scrape(mut self, m: Arc<agent::scrape::Manager>) -> AppState {
+        if let Some(store) = self.metrics.take() {
+            // A copy: the scrape sink already holds the state without it.
+            let mut store = (*store).clone();
+            store.scrape = Some(m);
+            self.metrics = Some(Arc::new(store));
+        }
+        self
+    }
+
     /// The same state with a metric store.
     pub fn with_metrics(mut self, m: prom::MetricsStore) -> AppState {
         self.metrics = Some(Arc::new(m));

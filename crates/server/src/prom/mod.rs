@@ -37,6 +37,7 @@ use api::{ErrorType, PromError};
 pub const PROJECT_HEADER: &str = "x-scope-orgid";
 
 /// The metric store and its ingest settings, shared by the handlers.
+#[derive(Clone)]
 pub struct MetricsStore {
     pub db: Arc<tsdb::Db>,
     /// Limits of projects without their own entry in `project_limits`.
@@ -46,11 +47,19 @@ pub struct MetricsStore {
     pub max_series_per_project: usize,
     /// Largest request body, compressed and after decompression.
     pub max_request_bytes: usize,
+    /// The scrape manager, for `/api/v1/targets` (set once at start).
+    pub scrape: Option<Arc<agent::scrape::Manager>>,
+    /// The project of each scrape job (dropped targets carry only the job).
+    pub scrape_jobs: HashMap<String, String>,
     /// Lookback of instant selectors (Prometheus' `--query.lookback-delta`).
     pub lookback_ms: i64,
 }
 
 impl MetricsStore {
+    pub fn job_project(&self, job: &str) -> Option<&str> {
+        self.scrape_jobs.get(job).map(String::as_str)
+    }
+
     pub fn limits_for(&self, project: &str) -> &ingest::validate::Limits {
         self.project_limits.get(project).unwrap_or(&self.limits)
     }
@@ -159,6 +168,7 @@ pub fn routes(st: AppState) -> Router<AppState> {
         .route("/api/v1/metadata", get(read::metadata))
         .route("/api/v1/status/buildinfo", get(read::buildinfo))
         .route("/api/v1/status/tsdb", get(read::tsdb_status))
+        .route("/api/v1/targets", get(read::targets))
         .route("/metrics", get(read::self_metrics))
         .layer(axum::middleware::from_fn_with_state(st.clone(), data_layer))
         .layer(DefaultBodyLimit::max(max))
@@ -173,4 +183,24 @@ pub(crate) fn is_form(headers: &axum::http::HeaderMap) -> bool {
             ct.trim_start()
                 .starts_with("application/x-www-form-urlencoded")
         })
+}
+
+/// Hands scraped batches to the store through [`write::ingest_batch`]
+/// (the same validation and limits as a remote write).
+pub struct StoreSink(pub AppState);
+
+impl agent::scrape::Sink for StoreSink {
+    fn write(&self, project: &str, batch: model::WriteBatch) -> Result<(), String> {
+        let exists = self
+            .0
+            .meta
+            .read(|tx| tx.project(project).map(|_| ()))
+            .is_ok();
+        if !exists {
+            return Err(format!(
+                "project '{project}' does not exist: create it, or change the job's `project`"
+            ));
+        }
+        write::ingest_batch(&self.0, project, "scrape", batch).map_err(|e| e.message)
+    }
 }

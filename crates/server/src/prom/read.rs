@@ -1,7 +1,8 @@
 //! Read handlers in Prometheus' shapes: `/api/v1/query` and `query_range`
 //! for bare selectors (the PromQL engine replaces them in issue #6),
 //! `series`, `labels`, `label/<name>/values`, `metadata`, `status/tsdb`
-//! (head statistics and the cardinality view), `status/buildinfo`, and `/metrics` (the server's own metrics).
+//! (head statistics and the cardinality view), `status/buildinfo`,
+//! `targets`, and `/metrics` (the server's own metrics).
 //!
 //! Reads run on tokio's blocking pool and see one project only: the
 //! querier is built for [`DataCaller::project`].
@@ -541,6 +542,76 @@ pub async fn self_metrics(State(st): State<AppState>) -> Response {
         HeaderValue::from_static(agent::text::CONTENT_TYPE),
     );
     r
+}
+
+/// `GET /api/v1/targets`: the scrape targets of this project.
+pub async fn targets(State(st): State<AppState>, Extension(dc): Extension<DataCaller>) -> Response {
+    let r = (|| {
+        let m = store(&st)?;
+        let targets = m.scrape.as_ref().map(|s| s.targets()).unwrap_or_default();
+        let mut out = String::from("{\"activeTargets\":[");
+        let mut first = true;
+        for t in targets.iter().filter(|t| t.project == dc.project.name) {
+            if !first {
+                out.push(',');
+            }
+            first = false;
+            out.push_str("{\"discoveredLabels\":");
+            json_labels(&mut out, &t.discovered_labels);
+            out.push_str(",\"labels\":");
+            json_labels(&mut out, &t.labels);
+            out.push_str(",\"scrapePool\":");
+            json_str(&mut out, &t.job);
+            out.push_str(",\"scrapeUrl\":");
+            json_str(&mut out, &t.scrape_url);
+            out.push_str(",\"globalUrl\":");
+            json_str(&mut out, &t.scrape_url);
+            out.push_str(",\"lastError\":");
+            json_str(&mut out, t.last_error.as_deref().unwrap_or(""));
+            out.push_str(",\"lastScrape\":");
+            json_str(
+                &mut out,
+                &t.last_scrape_ms
+                    .map(super::api::rfc3339_ms)
+                    .unwrap_or_else(|| "0001-01-01T00:00:00Z".into()),
+            );
+            let _ = write!(
+                out,
+                ",\"lastScrapeDuration\":{},",
+                t.last_scrape_duration.map_or(0.0, |d| d.as_secs_f64())
+            );
+            out.push_str("\"health\":");
+            json_str(&mut out, t.health.as_str());
+            let _ = write!(
+                out,
+                ",\"scrapeInterval\":\"{}\",\"scrapeTimeout\":\"{}\"}}",
+                agent::scrape::format_duration(t.interval),
+                agent::scrape::format_duration(t.timeout)
+            );
+        }
+        out.push_str("],\"droppedTargets\":[");
+        let dropped = m
+            .scrape
+            .as_ref()
+            .map(|s| s.dropped_targets())
+            .unwrap_or_default();
+        let mut first = true;
+        for d in dropped
+            .iter()
+            .filter(|d| m.job_project(&d.job) == Some(dc.project.name.as_str()))
+        {
+            if !first {
+                out.push(',');
+            }
+            first = false;
+            out.push_str("{\"discoveredLabels\":");
+            json_labels(&mut out, &d.discovered_labels);
+            out.push('}');
+        }
+        out.push_str("]}");
+        Ok(out)
+    })();
+    respond(r)
 }
 
 /// `[t, {"count","sum","buckets":[[rule,"lower","upper","count"],…]}]`
