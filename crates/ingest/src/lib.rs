@@ -23,5 +23,6 @@ pub mod error;
 pub mod otlp;
 pub mod remote_write;
 pub mod validate;
+mod wire;
 
 pub use error::DecodeError;

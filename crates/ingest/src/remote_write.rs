@@ -33,6 +33,7 @@
 
 use crate::DecodeError;
 use crate::validate::{RejectReason, Rejection, series_text};
+use crate::wire::{Reader, Value, WireError};
 use model::{
     CounterResetHint, FloatHistogram, HistogramSample, HistogramValue, Label, Labels, Metadata,
     MetricType, Sample, Span, TimeSeries, WriteBatch,
@@ -123,62 +124,211 @@ fn not_protobuf(what: &str, e: prost::DecodeError) -> DecodeError {
     DecodeError::malformed(format!("{what} is not valid protobuf: {e}"))
 }
 
-/// Decodes a remote write 1.0 `prometheus.WriteRequest`.
-pub fn decode_v1(proto: &[u8]) -> Result<Decoded, DecodeError> {
-    let req = proto::v1::WriteRequest::decode(proto)
-        .map_err(|e| not_protobuf("prometheus.WriteRequest", e))?;
-    let mut out = Decoded::default();
-    out.batch.series.reserve(req.timeseries.len());
-    for ts in req.timeseries {
-        let n_samples = ts.samples.len() + ts.histograms.len();
-        let labels = match labels_v1(ts.labels) {
-            Ok(l) => l,
-            Err((reason, what, text)) => {
-                out.rejected
-                    .push(Rejection::new(reason, what, text, n_samples));
-                continue;
-            }
-        };
-        let histograms = match histograms(ts.histograms) {
-            Ok(h) => h,
-            Err(e) => {
-                out.rejected.push(Rejection::new(
-                    RejectReason::InvalidHistogram,
-                    e,
-                    labels.to_string(),
-                    n_samples,
-                ));
-                continue;
-            }
-        };
-        out.stats.samples += ts.samples.len();
-        out.stats.histograms += histograms.len();
-        out.stats.exemplars += ts.exemplars.len();
-        out.batch.series.push(TimeSeries {
-            labels,
-            // same layout: the allocation is reused
-            samples: ts
-                .samples
-                .into_iter()
-                .map(|s| Sample {
-                    t: s.timestamp,
-                    v: s.value,
+/// A valid series of a 1.0 request, borrowed from the body: what
+/// [`visit_v1`] hands to its callback. Labels are sorted, checked, without
+/// empty values; nothing per label was allocated.
+#[derive(Debug)]
+pub struct SeriesRef<'a, 's> {
+    pub labels: &'s [(&'a str, &'a str)],
+    pub samples: &'s [Sample],
+    /// Native histograms, converted and validated (rare: owned).
+    pub histograms: Vec<HistogramSample>,
+    /// Exemplars of the series (decoded, not kept).
+    pub exemplars: usize,
+}
+
+impl SeriesRef<'_, '_> {
+    /// The owned label set.
+    pub fn to_labels(&self) -> Labels {
+        Labels::from_sorted_unchecked(
+            self.labels
+                .iter()
+                .map(|(n, v)| Label {
+                    name: (*n).to_owned(),
+                    value: (*v).to_owned(),
                 })
                 .collect(),
-            histograms,
+        )
+    }
+}
+
+/// What [`visit_v1`] returns besides the series it handed out.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Visited {
+    pub stats: Stats,
+    pub rejected: Vec<Rejection>,
+    pub metadata: Vec<(String, Metadata)>,
+}
+
+/// Decodes a remote write 1.0 `prometheus.WriteRequest` into an owned
+/// [`WriteBatch`] (built on [`visit_v1`]).
+pub fn decode_v1(proto: &[u8]) -> Result<Decoded, DecodeError> {
+    // ~100 bytes of protobuf per series is typical: reserve once
+    let mut series: Vec<TimeSeries> = Vec::with_capacity(proto.len() / 128);
+    let v = visit_v1(proto, |s| {
+        series.push(TimeSeries {
+            labels: s.to_labels(),
+            samples: s.samples.to_vec(),
+            histograms: s.histograms,
             created_timestamp: 0,
         });
-    }
+    })?;
+    Ok(Decoded {
+        batch: WriteBatch {
+            series,
+            metadata: v.metadata,
+        },
+        stats: v.stats,
+        rejected: v.rejected,
+    })
+}
+
+/// Decodes a remote write 1.0 `prometheus.WriteRequest`, calling `f` with
+/// each valid series borrowed from `proto`: the allocation-free path for a
+/// store that only needs owned labels for series it has not seen yet.
+///
+/// The hot path (series, labels, samples) is read straight off the wire
+/// ([`crate::wire`]); histograms, exemplars and metadata go through prost.
+/// A malformed body fails with an error after `f` may have seen some
+/// series: callers that must be all-or-nothing collect first.
+pub fn visit_v1<'a>(
+    proto: &'a [u8],
+    mut f: impl FnMut(SeriesRef<'a, '_>),
+) -> Result<Visited, DecodeError> {
+    let mut out = Visited::default();
     let mut seen: HashMap<String, usize> = HashMap::new();
-    for m in req.metadata {
-        let md = Metadata {
-            metric_type: metric_type(m.r#type),
-            help: m.help,
-            unit: m.unit,
-        };
-        push_metadata(&mut out.batch.metadata, &mut seen, m.metric_family_name, md);
+    let mut scratch = Scratch::default();
+    let mut r = Reader::new(proto, 0);
+    while let Some((field, _, v)) = r.next().map_err(wire_error)? {
+        match (field, v) {
+            (1, Value::Len(ts, base)) => series_v1(ts, base, &mut scratch, &mut out, &mut f)?,
+            (3, Value::Len(md, _)) => {
+                let m = proto::v1::MetricMetadata::decode(md)
+                    .map_err(|e| not_protobuf("prometheus.WriteRequest metadata", e))?;
+                let md = Metadata {
+                    metric_type: metric_type(m.r#type),
+                    help: m.help,
+                    unit: m.unit,
+                };
+                push_metadata(&mut out.metadata, &mut seen, m.metric_family_name, md);
+            }
+            (1 | 3, _) => return Err(wire_error(r.wrong_type())),
+            _ => {}
+        }
     }
     Ok(out)
+}
+
+/// Buffers reused from one series to the next.
+#[derive(Default)]
+struct Scratch<'a> {
+    pairs: Vec<(&'a [u8], &'a [u8])>,
+    labels: Vec<(&'a str, &'a str)>,
+    samples: Vec<Sample>,
+}
+
+fn wire_error(e: WireError) -> DecodeError {
+    DecodeError::malformed(format!(
+        "prometheus.WriteRequest is not valid protobuf: {} at byte {}",
+        e.what, e.at
+    ))
+}
+
+/// One `prometheus.TimeSeries` (fields: labels = 1, samples = 2,
+/// exemplars = 3, histograms = 4).
+fn series_v1<'a>(
+    ts: &'a [u8],
+    base: usize,
+    scratch: &mut Scratch<'a>,
+    out: &mut Visited,
+    f: &mut impl FnMut(SeriesRef<'a, '_>),
+) -> Result<(), DecodeError> {
+    scratch.pairs.clear();
+    scratch.samples.clear();
+    let mut raw_histograms: Vec<proto::Histogram> = Vec::new();
+    let mut exemplars = 0usize;
+    let mut r = Reader::new(ts, base);
+    while let Some((field, _, v)) = r.next().map_err(wire_error)? {
+        match (field, v) {
+            (1, Value::Len(l, at)) => scratch.pairs.push(label_v1(l, at)?),
+            (2, Value::Len(b, at)) => scratch.samples.push(sample_v1(b, at)?),
+            (3, Value::Len(b, _)) => {
+                proto::v1::Exemplar::decode(b)
+                    .map_err(|e| not_protobuf("prometheus.WriteRequest exemplar", e))?;
+                exemplars += 1;
+            }
+            (4, Value::Len(b, _)) => raw_histograms.push(
+                proto::Histogram::decode(b)
+                    .map_err(|e| not_protobuf("prometheus.WriteRequest histogram", e))?,
+            ),
+            (1..=4, _) => return Err(wire_error(r.wrong_type())),
+            _ => {}
+        }
+    }
+    let n_samples = scratch.samples.len() + raw_histograms.len();
+    if let Err((reason, what)) = check_labels(&scratch.pairs, &mut scratch.labels) {
+        out.rejected.push(Rejection::new(
+            reason,
+            what,
+            series_text(scratch.pairs.iter().copied()),
+            n_samples,
+        ));
+        return Ok(());
+    }
+    let histograms = match histograms(raw_histograms) {
+        Ok(h) => h,
+        Err(e) => {
+            out.rejected.push(Rejection::new(
+                RejectReason::InvalidHistogram,
+                e,
+                series_text(scratch.pairs.iter().copied()),
+                n_samples,
+            ));
+            return Ok(());
+        }
+    };
+    out.stats.samples += scratch.samples.len();
+    out.stats.histograms += histograms.len();
+    out.stats.exemplars += exemplars;
+    f(SeriesRef {
+        labels: &scratch.labels,
+        samples: &scratch.samples,
+        histograms,
+        exemplars,
+    });
+    Ok(())
+}
+
+/// `Label`: name = 1, value = 2 (strings, read as bytes).
+#[inline]
+fn label_v1(b: &[u8], at: usize) -> Result<(&[u8], &[u8]), DecodeError> {
+    let (mut name, mut value): (&[u8], &[u8]) = (b"", b"");
+    let mut r = Reader::new(b, at);
+    while let Some((field, _, v)) = r.next().map_err(wire_error)? {
+        match (field, v) {
+            (1, Value::Len(x, _)) => name = x,
+            (2, Value::Len(x, _)) => value = x,
+            (1 | 2, _) => return Err(wire_error(r.wrong_type())),
+            _ => {}
+        }
+    }
+    Ok((name, value))
+}
+
+/// `Sample`: value = 1 (double), timestamp = 2 (int64).
+#[inline]
+fn sample_v1(b: &[u8], at: usize) -> Result<Sample, DecodeError> {
+    let mut s = Sample { t: 0, v: 0.0 };
+    let mut r = Reader::new(b, at);
+    while let Some((field, _, v)) = r.next().map_err(wire_error)? {
+        match (field, v) {
+            (1, Value::I64(bits)) => s.v = f64::from_bits(bits),
+            (2, Value::Varint(t)) => s.t = t as i64,
+            (1 | 2, _) => return Err(wire_error(r.wrong_type())),
+            _ => {}
+        }
+    }
+    Ok(s)
 }
 
 fn push_metadata(
@@ -199,96 +349,100 @@ fn push_metadata(
     }
 }
 
-/// Rejection reason, the rule broken, and the series as text.
-type LabelError = (RejectReason, String, String);
+/// Rejection reason and the rule broken.
+type LabelError = (RejectReason, String);
 
-/// Prometheus' label rules over raw (name, value) pairs in wire order.
-/// Returns the index of the first empty value (to drop) count on success.
-fn check_pairs<'a>(
-    pairs: impl Iterator<Item = (&'a [u8], &'a [u8])> + Clone,
+/// Checks a series' raw (name, value) pairs, in wire order, against
+/// Prometheus' rules, and fills `out` with the checked pairs without the
+/// empty values. One pass; nothing is allocated.
+fn check_labels<'a>(
+    pairs: &[(&'a [u8], &'a [u8])],
+    out: &mut Vec<(&'a str, &'a str)>,
 ) -> Result<(), LabelError> {
-    let fail = |reason, what: String| Err((reason, what, series_text(pairs.clone())));
+    out.clear();
     let mut prev: Option<&[u8]> = None;
     let mut name_seen = false;
-    for (n, v) in pairs.clone() {
+    for &(n, v) in pairs {
         let Ok(ns) = std::str::from_utf8(n) else {
-            return fail(
+            return Err((
                 RejectReason::InvalidUtf8,
                 "label name is not valid UTF-8".into(),
-            );
+            ));
         };
         if !model::is_valid_label_name(ns) {
-            return fail(
+            return Err((
                 RejectReason::InvalidLabelName,
                 format!("invalid label name {ns:?} (must match [a-zA-Z_][a-zA-Z0-9_]*)"),
-            );
+            ));
         }
-        if std::str::from_utf8(v).is_err() {
-            return fail(
+        let Ok(vs) = std::str::from_utf8(v) else {
+            return Err((
                 RejectReason::InvalidUtf8,
                 format!("value of label {ns:?} is not valid UTF-8"),
-            );
-        }
+            ));
+        };
         if let Some(p) = prev {
             match p.cmp(n) {
                 std::cmp::Ordering::Less => {}
                 std::cmp::Ordering::Equal => {
-                    return fail(
+                    return Err((
                         RejectReason::DuplicateLabelNames,
                         format!("duplicate label name {ns:?}"),
-                    );
+                    ));
                 }
                 std::cmp::Ordering::Greater => {
-                    return fail(
+                    return Err((
                         RejectReason::LabelsNotSorted,
                         format!(
                             "labels are not sorted by name ({:?} before {ns:?})",
                             String::from_utf8_lossy(p)
                         ),
-                    );
+                    ));
                 }
             }
         }
         prev = Some(n);
-        if n == model::METRIC_NAME.as_bytes() {
+        if ns == model::METRIC_NAME {
             name_seen = true;
-            if v.is_empty() {
-                return fail(
+            if vs.is_empty() {
+                return Err((
                     RejectReason::MissingMetricName,
                     "series has an empty metric name (__name__)".into(),
-                );
+                ));
             }
-            // valid UTF-8 checked above
-            let name = std::str::from_utf8(v).unwrap_or_default();
-            if !model::is_valid_metric_name(name) {
-                return fail(
+            if !model::is_valid_metric_name(vs) {
+                return Err((
                     RejectReason::InvalidMetricName,
-                    format!("invalid metric name {name:?} (must match [a-zA-Z_:][a-zA-Z0-9_:]*)"),
-                );
+                    format!("invalid metric name {vs:?} (must match [a-zA-Z_:][a-zA-Z0-9_:]*)"),
+                ));
             }
+        }
+        if !vs.is_empty() {
+            out.push((ns, vs));
         }
     }
     if !name_seen {
-        return fail(
+        return Err((
             RejectReason::MissingMetricName,
             "series has no metric name (__name__)".into(),
-        );
+        ));
     }
     Ok(())
 }
 
-fn labels_v1(raw: Vec<proto::v1::Label>) -> Result<Labels, LabelError> {
-    check_pairs(raw.iter().map(|l| (&l.name[..], &l.value[..])))?;
-    let labels: Vec<Label> = raw
-        .into_iter()
-        .filter(|l| !l.value.is_empty())
-        .map(|l| Label {
-            // checked above: cannot fail
-            name: String::from_utf8(l.name).unwrap_or_default(),
-            value: String::from_utf8(l.value).unwrap_or_default(),
-        })
-        .collect();
-    Ok(Labels::from_sorted_unchecked(labels))
+/// [`check_labels`] and an owned label set.
+fn build_labels(pairs: &[(&[u8], &[u8])]) -> Result<Labels, LabelError> {
+    let mut checked = Vec::with_capacity(pairs.len());
+    check_labels(pairs, &mut checked)?;
+    Ok(Labels::from_sorted_unchecked(
+        checked
+            .into_iter()
+            .map(|(n, v)| Label {
+                name: n.to_owned(),
+                value: v.to_owned(),
+            })
+            .collect(),
+    ))
 }
 
 fn metric_type(t: i32) -> MetricType {
@@ -424,28 +578,21 @@ pub fn decode_v2(proto: &[u8]) -> Result<Decoded, DecodeError> {
             None => (&b""[..], &b""[..]),
         };
         let n_samples = ts.samples.len() + ts.histograms.len();
-        if let Err((reason, what, text)) = check_pairs(pairs.iter().copied()) {
-            out.rejected
-                .push(Rejection::new(reason, what, text, n_samples));
-            continue;
-        }
-        let labels = Labels::from_sorted_unchecked(
-            pairs
-                .iter()
-                .filter(|(_, v)| !v.is_empty())
-                .map(|(n, v)| Label {
-                    name: String::from_utf8_lossy(n).into_owned(),
-                    value: String::from_utf8_lossy(v).into_owned(),
-                })
-                .collect(),
-        );
+        let labels = match build_labels(&pairs) {
+            Ok(l) => l,
+            Err((reason, what)) => {
+                let text = series_text(pairs.iter().copied());
+                out.rejected
+                    .push(Rejection::new(reason, what, text, n_samples));
+                continue;
+            }
+        };
         let created = ts
             .samples
             .iter()
             .map(|s| s.start_timestamp)
             .chain(ts.histograms.iter().map(|h| h.start_timestamp))
-            .filter(|t| *t != 0)
-            .next_back()
+            .rfind(|t| *t != 0)
             .unwrap_or(0);
         let hs = match histograms(ts.histograms) {
             Ok(h) => h,
