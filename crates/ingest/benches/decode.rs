@@ -9,8 +9,9 @@
 //! figure is the median of several runs after a warm-up; `BENCH_RUNS`
 //! overrides the run count. Prints a markdown table.
 
-use ingest::remote_write::proto::v1;
+use ingest::remote_write::proto::{v1, v2};
 use prost::Message;
+use std::collections::HashMap;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
@@ -157,6 +158,53 @@ fn request() -> v1::WriteRequest {
     }
 }
 
+/// The same series as a 2.0 request: symbol table, and metadata on every
+/// series as Prometheus sends it.
+fn request_v2(v1: &v1::WriteRequest) -> v2::Request {
+    let mut symbols: Vec<Vec<u8>> = vec![Vec::new()];
+    let mut index: HashMap<Vec<u8>, u32> = HashMap::new();
+    let mut sym = |b: &[u8]| -> u32 {
+        *index.entry(b.to_vec()).or_insert_with(|| {
+            symbols.push(b.to_vec());
+            (symbols.len() - 1) as u32
+        })
+    };
+    let help = sym(b"Help text of the metric family.");
+    let timeseries = v1
+        .timeseries
+        .iter()
+        .map(|t| {
+            let counter = t.labels[0].value.ends_with(b"_total");
+            v2::TimeSeries {
+                labels_refs: t
+                    .labels
+                    .iter()
+                    .flat_map(|l| [sym(&l.name), sym(&l.value)])
+                    .collect(),
+                samples: t
+                    .samples
+                    .iter()
+                    .map(|s| v2::Sample {
+                        value: s.value,
+                        timestamp: s.timestamp,
+                        start_timestamp: 0,
+                    })
+                    .collect(),
+                metadata: Some(v2::Metadata {
+                    r#type: if counter { 1 } else { 2 },
+                    help_ref: help,
+                    unit_ref: 0,
+                }),
+                ..Default::default()
+            }
+        })
+        .collect();
+    v2::Request {
+        symbols,
+        timeseries,
+    }
+}
+
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
@@ -231,6 +279,21 @@ fn main() {
         .expect("visit");
         (acc, v)
     });
+    let pb2 = request_v2(&req).encode_to_vec();
+    let check = ingest::remote_write::decode_v2(&pb2).expect("decodes");
+    assert_eq!(check.batch.series.len(), SERIES);
+    drop(check);
+    let decode2 = time(runs, || {
+        ingest::remote_write::decode_v2(&pb2).expect("decode")
+    });
+    let visit2 = time(runs, || {
+        let mut acc = 0usize;
+        let v = ingest::remote_write::visit_v2(&pb2, |s| {
+            acc += s.labels.len() + s.samples.len();
+        })
+        .expect("visit");
+        (acc, v)
+    });
     let visit_plain = time(runs, || {
         let mut acc = 0usize;
         let v = ingest::remote_write::visit_v1(&pb, |s| {
@@ -254,10 +317,12 @@ fn main() {
 
     println!(
         "remote write 1.0 request: {SERIES} series, {SERIES} samples, {:.1} labels/series, \
-         {} bytes protobuf, {} bytes snappy; median thread CPU time of {runs} runs",
+         {} bytes protobuf, {} bytes snappy (2.0: {} bytes protobuf); median thread CPU time \
+         of {runs} runs",
         labels as f64 / SERIES as f64,
         pb.len(),
-        body.len()
+        body.len(),
+        pb2.len()
     );
     println!();
     println!("| step | time per request | ns/sample | samples/s |");
@@ -274,6 +339,8 @@ fn main() {
             visit_plain,
         ),
         ("visit_v1 + byte-wise FNV-1a of each series' labels", visit),
+        ("decode_v2 (same series as 2.0, metadata on each)", decode2),
+        ("visit_v2 (borrowed labels)", visit2),
         ("validate::apply (default limits)", validate),
     ] {
         let ns = d.as_nanos() as f64 / SERIES as f64;

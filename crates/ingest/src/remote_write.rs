@@ -135,6 +135,9 @@ pub struct SeriesRef<'a, 's> {
     pub histograms: Vec<HistogramSample>,
     /// Exemplars of the series (decoded, not kept).
     pub exemplars: usize,
+    /// 2.0: the last non-zero `start_timestamp` of the series' samples and
+    /// histograms, in ms; 0 when unknown (always 0 for 1.0).
+    pub created_timestamp: i64,
 }
 
 impl SeriesRef<'_, '_> {
@@ -170,7 +173,7 @@ pub fn decode_v1(proto: &[u8]) -> Result<Decoded, DecodeError> {
             labels: s.to_labels(),
             samples: s.samples.to_vec(),
             histograms: s.histograms,
-            created_timestamp: 0,
+            created_timestamp: s.created_timestamp,
         });
     })?;
     Ok(Decoded {
@@ -295,6 +298,7 @@ fn series_v1<'a>(
         samples: &scratch.samples,
         histograms,
         exemplars,
+        created_timestamp: 0,
     });
     Ok(())
 }
@@ -430,21 +434,6 @@ fn check_labels<'a>(
     Ok(())
 }
 
-/// [`check_labels`] and an owned label set.
-fn build_labels(pairs: &[(&[u8], &[u8])]) -> Result<Labels, LabelError> {
-    let mut checked = Vec::with_capacity(pairs.len());
-    check_labels(pairs, &mut checked)?;
-    Ok(Labels::from_sorted_unchecked(
-        checked
-            .into_iter()
-            .map(|(n, v)| Label {
-                name: n.to_owned(),
-                value: v.to_owned(),
-            })
-            .collect(),
-    ))
-}
-
 fn metric_type(t: i32) -> MetricType {
     // The 1.0 and 2.0 enums share their numbers.
     match t {
@@ -529,11 +518,56 @@ fn histograms(hs: Vec<proto::Histogram>) -> Result<Vec<HistogramSample>, model::
         .collect()
 }
 
-/// Decodes a remote write 2.0 `io.prometheus.write.v2.Request`.
+/// Decodes a remote write 2.0 `io.prometheus.write.v2.Request` into an
+/// owned [`WriteBatch`] (built on [`visit_v2`]).
 pub fn decode_v2(proto: &[u8]) -> Result<Decoded, DecodeError> {
-    let req = proto::v2::Request::decode(proto)
-        .map_err(|e| not_protobuf("io.prometheus.write.v2.Request", e))?;
-    if let Some(first) = req.symbols.first()
+    let mut series: Vec<TimeSeries> = Vec::with_capacity(proto.len() / 48);
+    let v = visit_v2(proto, |s| {
+        series.push(TimeSeries {
+            labels: s.to_labels(),
+            samples: s.samples.to_vec(),
+            histograms: s.histograms,
+            created_timestamp: s.created_timestamp,
+        });
+    })?;
+    Ok(Decoded {
+        batch: WriteBatch {
+            series,
+            metadata: v.metadata,
+        },
+        stats: v.stats,
+        rejected: v.rejected,
+    })
+}
+
+fn wire_error_v2(e: WireError) -> DecodeError {
+    DecodeError::malformed(format!(
+        "io.prometheus.write.v2.Request is not valid protobuf: {} at byte {}",
+        e.what, e.at
+    ))
+}
+
+/// Decodes a remote write 2.0 `io.prometheus.write.v2.Request`, calling
+/// `f` with each valid series borrowed from `proto` (see [`visit_v1`]).
+/// Symbols are read first (protobuf allows them after the series), then
+/// the series; a symbol reference out of range, an odd `labels_refs` or a
+/// first symbol that is not `""` refuses the whole request.
+pub fn visit_v2<'a>(
+    proto: &'a [u8],
+    mut f: impl FnMut(SeriesRef<'a, '_>),
+) -> Result<Visited, DecodeError> {
+    // Request: symbols = 4, timeseries = 5 (1–3 reserved).
+    let mut symbols: Vec<&'a [u8]> = Vec::new();
+    let mut r = Reader::new(proto, 0);
+    while let Some((field, _, v)) = r.next().map_err(wire_error_v2)? {
+        match (field, v) {
+            (4, Value::Len(s, _)) => symbols.push(s),
+            (5, Value::Len(..)) => {}
+            (4 | 5, _) => return Err(wire_error_v2(r.wrong_type())),
+            _ => {}
+        }
+    }
+    if let Some(first) = symbols.first()
         && !first.is_empty()
     {
         return Err(DecodeError::malformed(format!(
@@ -541,101 +575,199 @@ pub fn decode_v2(proto: &[u8]) -> Result<Decoded, DecodeError> {
             String::from_utf8_lossy(first)
         )));
     }
-    let symbols = &req.symbols;
-    let sym = |series: usize, field: &str, r: u32| -> Result<&[u8], DecodeError> {
-        symbols.get(r as usize).map(|s| &s[..]).ok_or_else(|| {
+    let mut out = Visited::default();
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut scratch = Scratch::default();
+    let mut refs: Vec<u32> = Vec::new();
+    let mut r = Reader::new(proto, 0);
+    let mut i = 0usize;
+    while let Some((field, _, v)) = r.next().map_err(wire_error_v2)? {
+        if let (5, Value::Len(ts, base)) = (field, v) {
+            series_v2(
+                i,
+                ts,
+                base,
+                &symbols,
+                &mut refs,
+                &mut scratch,
+                &mut out,
+                &mut seen,
+                &mut f,
+            )?;
+            i += 1;
+        }
+    }
+    Ok(out)
+}
+
+/// Reads a `repeated uint32` element, packed or not, into `out`.
+fn read_u32s(v: Value<'_>, out: &mut Vec<u32>, r: &Reader<'_>) -> Result<(), DecodeError> {
+    match v {
+        Value::Varint(x) => out.push(x as u32),
+        Value::Len(b, at) => {
+            let mut p = Reader::new(b, at);
+            while let Some(x) = p.varint_packed().map_err(wire_error_v2)? {
+                out.push(x as u32);
+            }
+        }
+        _ => return Err(wire_error_v2(r.wrong_type())),
+    }
+    Ok(())
+}
+
+/// One `io.prometheus.write.v2.TimeSeries`: labels_refs = 1, samples = 2,
+/// histograms = 3, exemplars = 4, metadata = 5.
+#[allow(clippy::too_many_arguments)]
+fn series_v2<'a>(
+    index: usize,
+    ts: &'a [u8],
+    base: usize,
+    symbols: &[&'a [u8]],
+    refs: &mut Vec<u32>,
+    scratch: &mut Scratch<'a>,
+    out: &mut Visited,
+    seen: &mut HashMap<String, usize>,
+    f: &mut impl FnMut(SeriesRef<'a, '_>),
+) -> Result<(), DecodeError> {
+    let sym = |field: &str, r: u32| -> Result<&'a [u8], DecodeError> {
+        symbols.get(r as usize).copied().ok_or_else(|| {
             DecodeError::malformed(format!(
-                "timeseries[{series}].{field}: symbol reference {r} is out of range \
+                "timeseries[{index}].{field}: symbol reference {r} is out of range \
                  (the request has {} symbols)",
                 symbols.len()
             ))
         })
     };
-    let mut out = Decoded::default();
-    let mut seen: HashMap<String, usize> = HashMap::new();
-    out.batch.series.reserve(req.timeseries.len());
-    for (i, ts) in req.timeseries.into_iter().enumerate() {
-        if ts.labels_refs.len() % 2 != 0 {
-            return Err(DecodeError::malformed(format!(
-                "timeseries[{i}].labels_refs has odd length {} (it holds name, value pairs)",
-                ts.labels_refs.len()
-            )));
-        }
-        let mut pairs: Vec<(&[u8], &[u8])> = Vec::with_capacity(ts.labels_refs.len() / 2);
-        for p in ts.labels_refs.chunks_exact(2) {
-            pairs.push((sym(i, "labels_refs", p[0])?, sym(i, "labels_refs", p[1])?));
-        }
-        for e in &ts.exemplars {
-            for r in &e.labels_refs {
-                sym(i, "exemplars.labels_refs", *r)?;
+    refs.clear();
+    scratch.samples.clear();
+    let mut raw_histograms: Vec<proto::Histogram> = Vec::new();
+    let mut exemplars = 0usize;
+    let mut metadata: Option<proto::v2::Metadata> = None;
+    let mut created = 0i64;
+    let mut r = Reader::new(ts, base);
+    while let Some((field, _, v)) = r.next().map_err(wire_error_v2)? {
+        match (field, v) {
+            (1, v) => read_u32s(v, refs, &r)?,
+            (2, Value::Len(b, at)) => {
+                // Sample: value = 1, timestamp = 2, start_timestamp = 3
+                let mut s = Sample { t: 0, v: 0.0 };
+                let mut st = 0i64;
+                let mut p = Reader::new(b, at);
+                while let Some((field, _, v)) = p.next().map_err(wire_error_v2)? {
+                    match (field, v) {
+                        (1, Value::I64(bits)) => s.v = f64::from_bits(bits),
+                        (2, Value::Varint(t)) => s.t = t as i64,
+                        (3, Value::Varint(t)) => st = t as i64,
+                        (1..=3, _) => return Err(wire_error_v2(p.wrong_type())),
+                        _ => {}
+                    }
+                }
+                if st != 0 {
+                    created = st;
+                }
+                scratch.samples.push(s);
             }
-        }
-        let (help, unit) = match &ts.metadata {
-            Some(m) => (
-                sym(i, "metadata.help_ref", m.help_ref)?,
-                sym(i, "metadata.unit_ref", m.unit_ref)?,
-            ),
-            None => (&b""[..], &b""[..]),
-        };
-        let n_samples = ts.samples.len() + ts.histograms.len();
-        let labels = match build_labels(&pairs) {
-            Ok(l) => l,
-            Err((reason, what)) => {
-                let text = series_text(pairs.iter().copied());
-                out.rejected
-                    .push(Rejection::new(reason, what, text, n_samples));
-                continue;
+            (3, Value::Len(b, _)) => {
+                let h = proto::Histogram::decode(b)
+                    .map_err(|e| not_protobuf("io.prometheus.write.v2.Request histogram", e))?;
+                if h.start_timestamp != 0 {
+                    created = h.start_timestamp;
+                }
+                raw_histograms.push(h);
             }
-        };
-        let created = ts
-            .samples
+            (4, Value::Len(b, _)) => {
+                let e = proto::v2::Exemplar::decode(b)
+                    .map_err(|e| not_protobuf("io.prometheus.write.v2.Request exemplar", e))?;
+                for r in &e.labels_refs {
+                    sym("exemplars.labels_refs", *r)?;
+                }
+                exemplars += 1;
+            }
+            (5, Value::Len(b, _)) => {
+                metadata = Some(
+                    proto::v2::Metadata::decode(b)
+                        .map_err(|e| not_protobuf("io.prometheus.write.v2.Request metadata", e))?,
+                );
+            }
+            (2..=5, _) => return Err(wire_error_v2(r.wrong_type())),
+            _ => {}
+        }
+    }
+    if !refs.len().is_multiple_of(2) {
+        return Err(DecodeError::malformed(format!(
+            "timeseries[{index}].labels_refs has odd length {} (it holds name, value pairs)",
+            refs.len()
+        )));
+    }
+    scratch.pairs.clear();
+    for p in refs.chunks_exact(2) {
+        scratch
+            .pairs
+            .push((sym("labels_refs", p[0])?, sym("labels_refs", p[1])?));
+    }
+    let (help, unit) = match &metadata {
+        Some(m) => (
+            sym("metadata.help_ref", m.help_ref)?,
+            sym("metadata.unit_ref", m.unit_ref)?,
+        ),
+        None => (&b""[..], &b""[..]),
+    };
+    let n_samples = scratch.samples.len() + raw_histograms.len();
+    if let Err((reason, what)) = check_labels(&scratch.pairs, &mut scratch.labels) {
+        out.rejected.push(Rejection::new(
+            reason,
+            what,
+            series_text(scratch.pairs.iter().copied()),
+            n_samples,
+        ));
+        return Ok(());
+    }
+    let histograms = match histograms(raw_histograms) {
+        Ok(h) => h,
+        Err(e) => {
+            out.rejected.push(Rejection::new(
+                RejectReason::InvalidHistogram,
+                e,
+                series_text(scratch.pairs.iter().copied()),
+                n_samples,
+            ));
+            return Ok(());
+        }
+    };
+    if let Some(m) = metadata
+        && let Some(&(_, name)) = scratch
+            .labels
             .iter()
-            .map(|s| s.start_timestamp)
-            .chain(ts.histograms.iter().map(|h| h.start_timestamp))
-            .rfind(|t| *t != 0)
-            .unwrap_or(0);
-        let hs = match histograms(ts.histograms) {
-            Ok(h) => h,
-            Err(e) => {
-                out.rejected.push(Rejection::new(
-                    RejectReason::InvalidHistogram,
-                    e,
-                    labels.to_string(),
-                    n_samples,
-                ));
-                continue;
-            }
-        };
-        if let Some(m) = ts.metadata {
+            .find(|(n, _)| *n == model::METRIC_NAME)
+    {
+        let mt = metric_type(m.r#type);
+        let known = seen.get(name).map(|&i| &out.metadata[i].1);
+        // Every series of a family repeats its metadata: allocate only
+        // when it is new or changed.
+        let same = known.is_some_and(|k| {
+            k.metric_type == mt && k.help.as_bytes() == help && k.unit.as_bytes() == unit
+        });
+        let empty = mt == MetricType::Unknown && help.is_empty() && unit.is_empty();
+        if !same && !empty {
             let md = Metadata {
-                metric_type: metric_type(m.r#type),
+                metric_type: mt,
                 help: String::from_utf8_lossy(help).into_owned(),
                 unit: String::from_utf8_lossy(unit).into_owned(),
             };
-            if md != Metadata::default()
-                && let Some(name) = labels.metric_name()
-            {
-                push_metadata(&mut out.batch.metadata, &mut seen, name.to_string(), md);
-            }
+            push_metadata(&mut out.metadata, seen, name.to_string(), md);
         }
-        out.stats.samples += ts.samples.len();
-        out.stats.histograms += hs.len();
-        out.stats.exemplars += ts.exemplars.len();
-        out.batch.series.push(TimeSeries {
-            labels,
-            samples: ts
-                .samples
-                .iter()
-                .map(|s| Sample {
-                    t: s.timestamp,
-                    v: s.value,
-                })
-                .collect(),
-            histograms: hs,
-            created_timestamp: created,
-        });
     }
-    Ok(out)
+    out.stats.samples += scratch.samples.len();
+    out.stats.histograms += histograms.len();
+    out.stats.exemplars += exemplars;
+    f(SeriesRef {
+        labels: &scratch.labels,
+        samples: &scratch.samples,
+        histograms,
+        exemplars,
+        created_timestamp: created,
+    });
+    Ok(())
 }
 
 /// The remote write protobuf messages, hand-written from

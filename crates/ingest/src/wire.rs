@@ -77,6 +77,14 @@ impl<'a> Reader<'a> {
         Err(self.err("varint longer than 10 bytes"))
     }
 
+    /// The next varint of a packed repeated field; `None` at the end.
+    pub fn varint_packed(&mut self) -> Result<Option<u64>, WireError> {
+        if self.pos >= self.buf.len() {
+            return Ok(None);
+        }
+        self.varint().map(Some)
+    }
+
     /// The next field number, wire type and value; `None` at the end.
     #[inline]
     pub fn next(&mut self) -> Result<Option<(u32, u8, Value<'a>)>, WireError> {

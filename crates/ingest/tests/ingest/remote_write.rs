@@ -369,6 +369,26 @@ fn v2_round_trip_with_symbols_metadata_and_created_timestamps() {
     );
 }
 
+#[test]
+fn v2_symbols_after_series_and_unpacked_refs() {
+    // Concatenated protobuf messages merge: series first, symbols after.
+    // The series' labels_refs are written unpacked (one varint field each),
+    // which a decoder must accept as well as the packed form.
+    let sample = v2::Sample {
+        value: 4.0,
+        timestamp: T0,
+        start_timestamp: 0,
+    }
+    .encode_to_vec();
+    let mut ts = vec![0x08, 1, 0x08, 2, 0x12, sample.len() as u8];
+    ts.extend_from_slice(&sample);
+    let mut body = vec![0x2a, ts.len() as u8]; // field 5, LEN
+    body.extend_from_slice(&ts);
+    body.extend(v2_request(&["", "__name__", "up"], vec![]));
+    let d = decode_v2(&body).unwrap();
+    assert_eq!(render(&d.batch), ["up{} @1767225600000 = 4.0"]);
+}
+
 fn check_v2_malformed(symbols: &[&str], refs: Vec<u32>, message: &str) {
     let body = v2_request(
         symbols,
