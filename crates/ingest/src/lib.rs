@@ -1,7 +1,8 @@
-//! `ingest`: sans-IO decoders of the metric write protocols.
+//! `ingest`: sans-IO decoders of the metric path.
 //!
-//! Each module turns the bytes of one request body into a
-//! [`model::WriteBatch`] plus an account of what was rejected and why:
+//! Each module turns the bytes a client sent (or a scraped target
+//! returned) into the shared types of `model` — a [`model::WriteBatch`]
+//! plus an account of what was rejected and why:
 //!
 //! * [`decompress`]: `Content-Encoding` (snappy block, gzip, identity) with a
 //!   hard cap on the decompressed size, checked before memory is spent;
@@ -9,6 +10,10 @@
 //!   `Content-Type` negotiation and Prometheus' per-series label checks;
 //! * [`otlp`]: OTLP/HTTP metrics (protobuf and JSON) translated to
 //!   Prometheus series as Prometheus' own OTLP receiver does;
+//! * [`exposition`]: the Prometheus text exposition format 0.0.4 and
+//!   OpenMetrics 1.0 text, as a scrape returns them;
+//! * [`relabel`]: Prometheus' `relabel_config` rules, compiled once and
+//!   applied to label sets (targets and scraped samples);
 //! * [`validate`]: per-project limits (label counts and lengths, samples per
 //!   request) applied to a decoded batch;
 //! * [`error`]: [`DecodeError`], whose variants map to HTTP statuses.
@@ -20,7 +25,9 @@
 
 pub mod decompress;
 pub mod error;
+pub mod exposition;
 pub mod otlp;
+pub mod relabel;
 pub mod remote_write;
 pub mod validate;
 mod wire;

@@ -280,33 +280,8 @@ pub async fn layer(State(st): State<AppState>, mut req: Request, next: Next) -> 
         .get::<MatchedPath>()
         .map(|m| m.as_str().to_string());
     let method = req.method().clone();
-    let source_ip = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip().to_string());
-    let meta = RequestMeta {
-        // UUIDv7 from the thread-local CSPRNG: no `getrandom` per request.
-        request_id: audit::rng::uuid_v7(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)),
-        )
-        .to_string(),
-        source_ip,
-        user_agent: header_str(req.headers(), header::USER_AGENT),
-        action: action_of(&method, route.as_deref()),
-        // The full path: under `nest`, `req.uri()` has the prefix stripped
-        // while the matched route keeps it.
-        path_project: project_segment(
-            route.as_deref(),
-            req.extensions()
-                .get::<OriginalUri>()
-                .map_or(req.uri().path(), |u| u.0.path()),
-        ),
-        method: method.clone(),
-        route: route.clone(),
-        recorded: Arc::new(AtomicBool::new(false)),
-    };
+    let action = action_of(&method, route.as_deref());
+    let meta = request_meta(&req, action);
     let request_id = meta.request_id.clone();
     let authenticated = authenticate(
         &st,
@@ -336,7 +311,44 @@ pub async fn layer(State(st): State<AppState>, mut req: Request, next: Next) -> 
     resp
 }
 
-async fn authenticate(
+/// The audit facts of a request: a fresh request id, source IP, user
+/// agent, route and the `{project}` path segment.
+pub(crate) fn request_meta(req: &Request, action: String) -> RequestMeta {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_string());
+    let method = req.method().clone();
+    let source_ip = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip().to_string());
+    RequestMeta {
+        // UUIDv7 from the thread-local CSPRNG: no `getrandom` per request.
+        request_id: audit::rng::uuid_v7(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)),
+        )
+        .to_string(),
+        source_ip,
+        user_agent: header_str(req.headers(), header::USER_AGENT),
+        action,
+        // The full path: under `nest`, `req.uri()` has the prefix stripped
+        // while the matched route keeps it.
+        path_project: project_segment(
+            route.as_deref(),
+            req.extensions()
+                .get::<OriginalUri>()
+                .map_or(req.uri().path(), |u| u.0.path()),
+        ),
+        method,
+        route,
+        recorded: Arc::new(AtomicBool::new(false)),
+    }
+}
+
+pub(crate) async fn authenticate(
     st: &AppState,
     headers: &HeaderMap,
     meta: RequestMeta,

@@ -18,8 +18,10 @@ pub mod bootstrap;
 pub mod cache;
 pub mod error;
 pub mod openapi;
+pub mod prom;
 mod ratelimit;
 pub mod retention;
+pub mod telemetry;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

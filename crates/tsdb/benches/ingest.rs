@@ -1,0 +1,2 @@
+//! Ingest benchmark (written below).
+fn main() {}

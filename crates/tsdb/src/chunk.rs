@@ -1,0 +1,787 @@
+//! Compressed sample chunks, as kept in the head and in blocks.
+//!
+//! Two encodings (byte layouts in docs/format/tsdb-block.md):
+//!
+//! - [`Encoding::Xor`]: float samples, Gorilla-style — delta-of-delta
+//!   timestamps in variable bit buckets and XOR-compressed float values
+//!   (the value's bits XOR the previous value's, written as "same", "inside
+//!   the previous meaningful window", or "new window"). Any bit pattern
+//!   round-trips exactly, so stale NaNs are stored as they are.
+//! - [`Encoding::Histogram`]: native histogram samples (integer and float,
+//!   exponential and custom buckets), each encoded whole with varints after
+//!   a varint timestamp delta. Simple and exact; not yet as compact as
+//!   Prometheus' bucket-wise XOR.
+//!
+//! Both start with a big-endian `u16` sample count. Head chunks are closed
+//! at [`SAMPLES_PER_CHUNK`] samples, Prometheus' figure.
+
+use crate::enc::{DecodeResult, Reader, put_f64, put_uvarint, put_varint};
+use model::{CounterResetHint, FloatHistogram, Histogram, HistogramValue, Span};
+
+/// Samples per head chunk before it is closed.
+pub const SAMPLES_PER_CHUNK: u16 = 120;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Encoding {
+    Xor = 1,
+    Histogram = 2,
+}
+
+impl Encoding {
+    pub fn from_u8(b: u8) -> Option<Encoding> {
+        match b {
+            1 => Some(Encoding::Xor),
+            2 => Some(Encoding::Histogram),
+            _ => None,
+        }
+    }
+}
+
+// ---------------------------------------------------------------- bits
+
+/// Appends bits to a byte vector, most significant bit first.
+#[derive(Clone, Debug, Default)]
+struct BitWriter {
+    /// Bits still free in the last byte of the buffer (0 = start a new byte).
+    free: u8,
+}
+
+impl BitWriter {
+    #[inline]
+    fn write(&mut self, out: &mut Vec<u8>, v: u64, mut n: u8) {
+        while n > 0 {
+            if self.free == 0 {
+                out.push(0);
+                self.free = 8;
+            }
+            let k = n.min(self.free);
+            let bits = ((v >> (n - k)) & ((1u64 << k) - 1)) as u8;
+            let last = out.len() - 1;
+            out[last] |= bits << (self.free - k);
+            self.free -= k;
+            n -= k;
+        }
+    }
+
+    #[inline]
+    fn bit(&mut self, out: &mut Vec<u8>, b: bool) {
+        self.write(out, u64::from(b), 1);
+    }
+}
+
+struct BitReader<'a> {
+    buf: &'a [u8],
+    /// Position in bits.
+    pos: usize,
+}
+
+impl<'a> BitReader<'a> {
+    #[inline]
+    fn read(&mut self, n: u8) -> DecodeResult<u64> {
+        let mut v = 0u64;
+        let mut n = n;
+        while n > 0 {
+            let byte = *self
+                .buf
+                .get(self.pos / 8)
+                .ok_or_else(|| "xor chunk: bit stream ends early".to_string())?;
+            let avail = 8 - (self.pos % 8) as u8;
+            let k = n.min(avail);
+            let bits = (byte >> (avail - k)) & (((1u16 << k) - 1) as u8);
+            v = (v << k) | u64::from(bits);
+            self.pos += k as usize;
+            n -= k;
+        }
+        Ok(v)
+    }
+
+    #[inline]
+    fn bit(&mut self) -> DecodeResult<bool> {
+        Ok(self.read(1)? == 1)
+    }
+
+    fn uvarint(&mut self) -> DecodeResult<u64> {
+        let mut v = 0u64;
+        let mut shift = 0u32;
+        loop {
+            let b = self.read(8)? as u8;
+            v |= u64::from(b & 0x7f) << shift;
+            if b < 0x80 {
+                return Ok(v);
+            }
+            shift += 7;
+            if shift > 63 {
+                return Err("xor chunk: varint overflow".into());
+            }
+        }
+    }
+}
+
+fn write_uvarint_bits(w: &mut BitWriter, out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        w.write(out, (v & 0x7f) | 0x80, 8);
+        v >>= 7;
+    }
+    w.write(out, v, 8);
+}
+
+fn zigzag(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+fn unzigzag(u: u64) -> i64 {
+    ((u >> 1) as i64) ^ -((u & 1) as i64)
+}
+
+// ---------------------------------------------------------------- xor
+
+/// The appender of an open XOR chunk: the bytes so far and the state
+/// needed to add the next sample (kept out of the bytes).
+#[derive(Clone, Debug)]
+pub struct XorAppender {
+    bytes: Vec<u8>,
+    w: BitWriter,
+    count: u16,
+    t: i64,
+    t_delta: i64,
+    v_bits: u64,
+    leading: u8,
+    trailing: u8,
+}
+
+impl Default for XorAppender {
+    fn default() -> Self {
+        XorAppender {
+            bytes: vec![0, 0],
+            w: BitWriter::default(),
+            count: 0,
+            t: 0,
+            t_delta: 0,
+            v_bits: 0,
+            leading: 0xff,
+            trailing: 0,
+        }
+    }
+}
+
+impl XorAppender {
+    pub fn count(&self) -> u16 {
+        self.count
+    }
+
+    /// The chunk's bytes, count header included (a consistent snapshot).
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// Memory held by the buffer.
+    pub fn capacity(&self) -> usize {
+        self.bytes.capacity()
+    }
+
+    /// Hands over the finished chunk's bytes (shrunk to fit).
+    pub fn finish(self) -> Vec<u8> {
+        let mut b = self.bytes;
+        b.shrink_to_fit();
+        b
+    }
+
+    /// Appends a sample; timestamps must not decrease (the caller checks).
+    pub fn append(&mut self, t: i64, v: f64) {
+        let out = &mut self.bytes;
+        let vb = v.to_bits();
+        match self.count {
+            0 => {
+                write_uvarint_bits(&mut self.w, out, zigzag(t));
+                self.w.write(out, vb, 64);
+            }
+            1 => {
+                let d = t.wrapping_sub(self.t);
+                write_uvarint_bits(&mut self.w, out, zigzag(d));
+                self.t_delta = d;
+                self.write_value(vb);
+            }
+            _ => {
+                let d = t.wrapping_sub(self.t);
+                let dod = d.wrapping_sub(self.t_delta);
+                let w = &mut self.w;
+                let out = &mut self.bytes;
+                if dod == 0 {
+                    w.bit(out, false);
+                } else if fits(dod, 14) {
+                    w.write(out, 0b10, 2);
+                    w.write(out, dod as u64 & ((1 << 14) - 1), 14);
+                } else if fits(dod, 17) {
+                    w.write(out, 0b110, 3);
+                    w.write(out, dod as u64 & ((1 << 17) - 1), 17);
+                } else if fits(dod, 20) {
+                    w.write(out, 0b1110, 4);
+                    w.write(out, dod as u64 & ((1 << 20) - 1), 20);
+                } else {
+                    w.write(out, 0b1111, 4);
+                    w.write(out, dod as u64, 64);
+                }
+                self.t_delta = d;
+                self.write_value(vb);
+            }
+        }
+        self.t = t;
+        self.v_bits = vb;
+        self.count += 1;
+        let n = self.count.to_be_bytes();
+        self.bytes[0] = n[0];
+        self.bytes[1] = n[1];
+    }
+
+    fn write_value(&mut self, vb: u64) {
+        let out = &mut self.bytes;
+        let x = vb ^ self.v_bits;
+        if x == 0 {
+            self.w.bit(out, false);
+            return;
+        }
+        self.w.bit(out, true);
+        let mut lead = x.leading_zeros() as u8;
+        let trail = x.trailing_zeros() as u8;
+        if lead >= 32 {
+            lead = 31;
+        }
+        if self.leading != 0xff && lead >= self.leading && trail >= self.trailing {
+            self.w.bit(out, false);
+            let sig = 64 - self.leading - self.trailing;
+            self.w.write(out, x >> self.trailing, sig);
+        } else {
+            self.leading = lead;
+            self.trailing = trail;
+            self.w.bit(out, true);
+            self.w.write(out, u64::from(lead), 5);
+            let sig = 64 - lead - trail;
+            // 64 significant bits are written as 0 (6 bits cannot hold 64).
+            self.w.write(out, u64::from(sig & 63), 6);
+            self.w.write(out, x >> trail, sig);
+        }
+    }
+}
+
+fn fits(v: i64, bits: u32) -> bool {
+    let lim = 1i64 << (bits - 1);
+    v > -lim && v <= lim
+}
+
+fn sign_extend(v: u64, bits: u32) -> i64 {
+    // Encoded range is (-2^(b-1), 2^(b-1)]: values above 2^(b-1) are negative.
+    let v = v as i64;
+    if v > 1 << (bits - 1) {
+        v - (1 << bits)
+    } else {
+        v
+    }
+}
+
+/// Iterates the samples of an XOR chunk.
+pub struct XorIter<'a> {
+    r: BitReader<'a>,
+    total: u16,
+    read: u16,
+    t: i64,
+    t_delta: i64,
+    v_bits: u64,
+    leading: u8,
+    trailing: u8,
+    failed: bool,
+}
+
+impl<'a> XorIter<'a> {
+    pub fn new(chunk: &'a [u8]) -> DecodeResult<XorIter<'a>> {
+        if chunk.len() < 2 {
+            return Err("xor chunk shorter than its header".into());
+        }
+        Ok(XorIter {
+            r: BitReader {
+                buf: &chunk[2..],
+                pos: 0,
+            },
+            total: u16::from_be_bytes([chunk[0], chunk[1]]),
+            read: 0,
+            t: 0,
+            t_delta: 0,
+            v_bits: 0,
+            leading: 0,
+            trailing: 0,
+            failed: false,
+        })
+    }
+
+    fn step(&mut self) -> DecodeResult<(i64, f64)> {
+        match self.read {
+            0 => {
+                self.t = unzigzag(self.r.uvarint()?);
+                self.v_bits = self.r.read(64)?;
+            }
+            1 => {
+                self.t_delta = unzigzag(self.r.uvarint()?);
+                self.t = self.t.wrapping_add(self.t_delta);
+                self.read_value()?;
+            }
+            _ => {
+                let mut prefix = 0u8;
+                for _ in 0..4 {
+                    if !self.r.bit()? {
+                        break;
+                    }
+                    prefix += 1;
+                }
+                let dod = match prefix {
+                    0 => 0,
+                    1 => sign_extend(self.r.read(14)?, 14),
+                    2 => sign_extend(self.r.read(17)?, 17),
+                    3 => sign_extend(self.r.read(20)?, 20),
+                    _ => self.r.read(64)? as i64,
+                };
+                self.t_delta = self.t_delta.wrapping_add(dod);
+                self.t = self.t.wrapping_add(self.t_delta);
+                self.read_value()?;
+            }
+        }
+        self.read += 1;
+        Ok((self.t, f64::from_bits(self.v_bits)))
+    }
+
+    fn read_value(&mut self) -> DecodeResult<()> {
+        if !self.r.bit()? {
+            return Ok(());
+        }
+        if self.r.bit()? {
+            self.leading = self.r.read(5)? as u8;
+            let mut sig = self.r.read(6)? as u8;
+            if sig == 0 {
+                sig = 64;
+            }
+            if self.leading + sig > 64 {
+                return Err("xor chunk: bad value window".into());
+            }
+            self.trailing = 64 - self.leading - sig;
+        }
+        let sig = 64 - self.leading - self.trailing;
+        let x = self.r.read(sig)?;
+        self.v_bits ^= x << self.trailing;
+        Ok(())
+    }
+}
+
+impl Iterator for XorIter<'_> {
+    type Item = DecodeResult<(i64, f64)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed || self.read >= self.total {
+            return None;
+        }
+        let r = self.step();
+        if r.is_err() {
+            self.failed = true;
+        }
+        Some(r)
+    }
+}
+
+// ---------------------------------------------------------------- histograms
+
+/// The appender of an open histogram chunk.
+#[derive(Clone, Debug)]
+pub struct HistAppender {
+    bytes: Vec<u8>,
+    count: u16,
+    t: i64,
+}
+
+impl Default for HistAppender {
+    fn default() -> Self {
+        HistAppender {
+            bytes: vec![0, 0],
+            count: 0,
+            t: 0,
+        }
+    }
+}
+
+impl HistAppender {
+    pub fn count(&self) -> u16 {
+        self.count
+    }
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+    pub fn finish(self) -> Vec<u8> {
+        let mut b = self.bytes;
+        b.shrink_to_fit();
+        b
+    }
+    pub fn append(&mut self, t: i64, h: &HistogramValue) {
+        put_varint(&mut self.bytes, t.wrapping_sub(self.t));
+        encode_histogram(&mut self.bytes, h);
+        self.t = t;
+        self.count += 1;
+        let n = self.count.to_be_bytes();
+        self.bytes[0] = n[0];
+        self.bytes[1] = n[1];
+    }
+}
+
+/// Iterates the samples of a histogram chunk.
+pub struct HistIter<'a> {
+    r: Reader<'a>,
+    total: u16,
+    read: u16,
+    t: i64,
+    failed: bool,
+}
+
+impl<'a> HistIter<'a> {
+    pub fn new(chunk: &'a [u8]) -> DecodeResult<HistIter<'a>> {
+        if chunk.len() < 2 {
+            return Err("histogram chunk shorter than its header".into());
+        }
+        Ok(HistIter {
+            r: Reader::new(&chunk[2..]),
+            total: u16::from_be_bytes([chunk[0], chunk[1]]),
+            read: 0,
+            t: 0,
+            failed: false,
+        })
+    }
+}
+
+impl Iterator for HistIter<'_> {
+    type Item = DecodeResult<(i64, HistogramValue)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed || self.read >= self.total {
+            return None;
+        }
+        let r = (|| {
+            let d = self.r.varint("histogram timestamp")?;
+            self.t = self.t.wrapping_add(d);
+            let h = decode_histogram(&mut self.r)?;
+            Ok((self.t, h))
+        })();
+        self.read += 1;
+        if r.is_err() {
+            self.failed = true;
+        }
+        Some(r)
+    }
+}
+
+fn hint_to_u8(h: CounterResetHint) -> u8 {
+    match h {
+        CounterResetHint::Unknown => 0,
+        CounterResetHint::CounterReset => 1,
+        CounterResetHint::NotCounterReset => 2,
+        CounterResetHint::Gauge => 3,
+    }
+}
+
+fn hint_from_u8(b: u8) -> DecodeResult<CounterResetHint> {
+    Ok(match b {
+        0 => CounterResetHint::Unknown,
+        1 => CounterResetHint::CounterReset,
+        2 => CounterResetHint::NotCounterReset,
+        3 => CounterResetHint::Gauge,
+        _ => return Err(format!("unknown counter reset hint {b}")),
+    })
+}
+
+fn put_spans(out: &mut Vec<u8>, spans: &[Span]) {
+    put_uvarint(out, spans.len() as u64);
+    for s in spans {
+        put_varint(out, i64::from(s.offset));
+        put_uvarint(out, u64::from(s.length));
+    }
+}
+
+fn get_spans(r: &mut Reader<'_>) -> DecodeResult<Vec<Span>> {
+    let n = r.usize_bounded(r.remaining(), "span count")?;
+    let mut v = Vec::with_capacity(n);
+    for _ in 0..n {
+        let offset =
+            i32::try_from(r.varint("span offset")?).map_err(|_| "span offset too large")?;
+        let length = r.u32v("span length")?;
+        v.push(Span { offset, length });
+    }
+    Ok(v)
+}
+
+/// Encodes one histogram value (layout in docs/format/tsdb-block.md).
+pub fn encode_histogram(out: &mut Vec<u8>, h: &HistogramValue) {
+    match h {
+        HistogramValue::Int(h) => {
+            out.push(0);
+            out.push(hint_to_u8(h.counter_reset_hint));
+            put_varint(out, i64::from(h.schema));
+            put_f64(out, h.zero_threshold);
+            put_uvarint(out, h.zero_count);
+            put_uvarint(out, h.count);
+            put_f64(out, h.sum);
+            for (spans, buckets) in [
+                (&h.positive_spans, &h.positive_buckets),
+                (&h.negative_spans, &h.negative_buckets),
+            ] {
+                put_spans(out, spans);
+                put_uvarint(out, buckets.len() as u64);
+                for b in buckets {
+                    put_varint(out, *b);
+                }
+            }
+            put_custom(out, &h.custom_values);
+        }
+        HistogramValue::Float(h) => {
+            out.push(1);
+            out.push(hint_to_u8(h.counter_reset_hint));
+            put_varint(out, i64::from(h.schema));
+            put_f64(out, h.zero_threshold);
+            put_f64(out, h.zero_count);
+            put_f64(out, h.count);
+            put_f64(out, h.sum);
+            for (spans, buckets) in [
+                (&h.positive_spans, &h.positive_buckets),
+                (&h.negative_spans, &h.negative_buckets),
+            ] {
+                put_spans(out, spans);
+                put_uvarint(out, buckets.len() as u64);
+                for b in buckets {
+                    put_f64(out, *b);
+                }
+            }
+            put_custom(out, &h.custom_values);
+        }
+    }
+}
+
+fn put_custom(out: &mut Vec<u8>, c: &[f64]) {
+    put_uvarint(out, c.len() as u64);
+    for v in c {
+        put_f64(out, *v);
+    }
+}
+
+fn get_f64s(r: &mut Reader<'_>, what: &str) -> DecodeResult<Vec<f64>> {
+    let n = r.usize_bounded(r.remaining() / 8, what)?;
+    (0..n).map(|_| r.f64(what)).collect()
+}
+
+/// Decodes one histogram value written by [`encode_histogram`].
+pub fn decode_histogram(r: &mut Reader<'_>) -> DecodeResult<HistogramValue> {
+    let kind = r.u8("histogram kind")?;
+    let hint = hint_from_u8(r.u8("counter reset hint")?)?;
+    let schema = i32::try_from(r.varint("schema")?).map_err(|_| "schema out of range")?;
+    let zero_threshold = r.f64("zero threshold")?;
+    match kind {
+        0 => {
+            let zero_count = r.uvarint("zero count")?;
+            let count = r.uvarint("count")?;
+            let sum = r.f64("sum")?;
+            let positive_spans = get_spans(r)?;
+            let n = r.usize_bounded(r.remaining(), "bucket count")?;
+            let positive_buckets = (0..n)
+                .map(|_| r.varint("bucket"))
+                .collect::<DecodeResult<_>>()?;
+            let negative_spans = get_spans(r)?;
+            let n = r.usize_bounded(r.remaining(), "bucket count")?;
+            let negative_buckets = (0..n)
+                .map(|_| r.varint("bucket"))
+                .collect::<DecodeResult<_>>()?;
+            let custom_values = get_f64s(r, "custom bounds")?;
+            Ok(HistogramValue::Int(Histogram {
+                counter_reset_hint: hint,
+                schema,
+                zero_threshold,
+                zero_count,
+                count,
+                sum,
+                positive_spans,
+                positive_buckets,
+                negative_spans,
+                negative_buckets,
+                custom_values,
+            }))
+        }
+        1 => {
+            let zero_count = r.f64("zero count")?;
+            let count = r.f64("count")?;
+            let sum = r.f64("sum")?;
+            let positive_spans = get_spans(r)?;
+            let positive_buckets = get_f64s(r, "buckets")?;
+            let negative_spans = get_spans(r)?;
+            let negative_buckets = get_f64s(r, "buckets")?;
+            let custom_values = get_f64s(r, "custom bounds")?;
+            Ok(HistogramValue::Float(FloatHistogram {
+                counter_reset_hint: hint,
+                schema,
+                zero_threshold,
+                zero_count,
+                count,
+                sum,
+                positive_spans,
+                positive_buckets,
+                negative_spans,
+                negative_buckets,
+                custom_values,
+            }))
+        }
+        k => Err(format!("unknown histogram kind {k}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rng(seed: &mut u64) -> u64 {
+        *seed ^= *seed << 13;
+        *seed ^= *seed >> 7;
+        *seed ^= *seed << 17;
+        *seed
+    }
+
+    fn check(samples: &[(i64, f64)]) {
+        let mut a = XorAppender::default();
+        for (t, v) in samples {
+            a.append(*t, *v);
+        }
+        let got: Vec<(i64, u64)> = XorIter::new(a.bytes())
+            .unwrap()
+            .map(|r| r.map(|(t, v)| (t, v.to_bits())).unwrap())
+            .collect();
+        let want: Vec<(i64, u64)> = samples.iter().map(|(t, v)| (*t, v.to_bits())).collect();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn xor_round_trips() {
+        check(&[]);
+        check(&[(5, 1.0)]);
+        check(&[(-5, f64::NAN), (0, model::stale_nan())]);
+        check(&[
+            (0, 1.0),
+            (15_000, 1.0),
+            (30_000, 2.0),
+            (45_001, -0.0),
+            (45_001, f64::INFINITY),
+        ]);
+        check(&[
+            (i64::MIN, f64::MIN),
+            (i64::MAX, f64::MAX),
+            (0, 0.0),
+            (i64::MIN, 1e-300),
+        ]);
+        let mut s = 42u64;
+        for _ in 0..200 {
+            let n = (rng(&mut s) % 120) as usize + 1;
+            let mut t = (rng(&mut s) % 1_000_000_000) as i64;
+            let mut v: Vec<(i64, f64)> = Vec::new();
+            for _ in 0..n {
+                let jitter = match rng(&mut s) % 4 {
+                    0 => 0,
+                    1 => (rng(&mut s) % 100) as i64,
+                    2 => (rng(&mut s) % 1_000_000) as i64,
+                    _ => (rng(&mut s) % (1 << 40)) as i64,
+                };
+                t += 15_000 + jitter;
+                let val = match rng(&mut s) % 4 {
+                    0 => v.last().map_or(0.0, |x| x.1),
+                    1 => (rng(&mut s) % 1000) as f64,
+                    2 => f64::from_bits(rng(&mut s)),
+                    _ => v.last().map_or(0.0, |x| x.1) + 0.5,
+                };
+                v.push((t, val));
+            }
+            check(&v);
+        }
+    }
+
+    #[test]
+    fn dod_bucket_edges_round_trip() {
+        for edge in [13u32, 16, 19] {
+            let lim = 1i64 << edge;
+            for d in [lim - 1, lim, lim + 1, -lim + 1, -lim, -lim - 1] {
+                check(&[(0, 0.0), (1000, 1.0), (2000 + d, 2.0), (3000 + 2 * d, 3.0)]);
+            }
+        }
+    }
+
+    #[test]
+    fn histograms_round_trip() {
+        let hi = HistogramValue::Int(Histogram {
+            counter_reset_hint: CounterResetHint::NotCounterReset,
+            schema: 3,
+            zero_threshold: 1e-128,
+            zero_count: 2,
+            count: 9,
+            sum: 17.5,
+            positive_spans: vec![
+                Span {
+                    offset: -2,
+                    length: 2,
+                },
+                Span {
+                    offset: 3,
+                    length: 1,
+                },
+            ],
+            positive_buckets: vec![2, 1, -2],
+            negative_spans: vec![Span {
+                offset: 0,
+                length: 1,
+            }],
+            negative_buckets: vec![1],
+            custom_values: vec![],
+        });
+        let hf = HistogramValue::Float(FloatHistogram {
+            counter_reset_hint: CounterResetHint::Gauge,
+            schema: model::CUSTOM_BUCKETS_SCHEMA,
+            zero_threshold: 0.0,
+            zero_count: 0.0,
+            count: 3.5,
+            sum: f64::NAN,
+            positive_spans: vec![Span {
+                offset: 0,
+                length: 3,
+            }],
+            positive_buckets: vec![1.0, 0.5, 2.0],
+            negative_spans: vec![],
+            negative_buckets: vec![],
+            custom_values: vec![0.1, 1.0],
+        });
+        let mut a = HistAppender::default();
+        a.append(100, &hi);
+        a.append(50, &hf);
+        a.append(200, &hi);
+        let got: Vec<_> = HistIter::new(a.bytes())
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect();
+        assert_eq!(got.len(), 3);
+        assert_eq!(got[0], (100, hi.clone()));
+        assert_eq!(got[2], (200, hi));
+        match &got[1].1 {
+            HistogramValue::Float(f) => {
+                assert!(f.sum.is_nan());
+                assert_eq!(f.custom_values, vec![0.1, 1.0]);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn truncated_chunks_error_not_panic() {
+        let mut a = XorAppender::default();
+        for i in 0..50 {
+            a.append(i * 1000, i as f64 * 1.5);
+        }
+        let b = a.bytes().to_vec();
+        for cut in 0..b.len() {
+            let _ = XorIter::new(&b[..cut]).map(|it| it.count());
+        }
+    }
+}

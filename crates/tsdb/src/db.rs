@@ -1,0 +1,744 @@
+//! [`Db`]: the store's entry point — projects, appends, queries, and the
+//! maintenance that cuts blocks, checkpoints the WAL, compacts and deletes.
+//!
+//! Locks, from outermost: `maint` (one maintenance pass at a time) →
+//! `projects` (the registry) → a project's `head` → the WAL's state. A
+//! project's `blocks` lock is only taken on its own, for a moment. All are
+//! `std::sync` locks: the store is called from blocking threads and never
+//! holds a lock across an await or an fsync (the append waits for its fsync
+//! after releasing the head).
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
+use std::thread::JoinHandle;
+
+use model::{Labels, Metadata, WriteBatch};
+
+use crate::block::{self, Block, BlockSeries};
+use crate::error::IoContext;
+use crate::head::{Head, HeadLimits, MemChunk, rechunk_floats, rechunk_hists};
+use crate::query::Querier;
+use crate::wal::{self, Record, Wal};
+use crate::{AppendReport, Error, Options, ProjectStats, files};
+
+/// One project: its head and its blocks.
+pub(crate) struct Project {
+    pub name: String,
+    pub id: u32,
+    pub dir: PathBuf,
+    head: Mutex<Head>,
+    /// Sorted by `mint`. Replaced whole (copy on write) by maintenance.
+    blocks: RwLock<Arc<Vec<Arc<Block>>>>,
+}
+
+impl Project {
+    pub fn lock_head(&self) -> MutexGuard<'_, Head> {
+        self.head.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn blocks(&self) -> Arc<Vec<Arc<Block>>> {
+        self.blocks
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn set_blocks(&self, v: Vec<Arc<Block>>) {
+        *self.blocks.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(v);
+    }
+}
+
+struct Inner {
+    dir: PathBuf,
+    opts: Options,
+    _lock: diskio::DirLock,
+    wal: Wal,
+    projects: RwLock<HashMap<String, Arc<Project>>>,
+    next_project_id: AtomicU64,
+    block_seq: AtomicU64,
+    maint: Mutex<()>,
+    stop: Mutex<bool>,
+    stop_cv: Condvar,
+}
+
+/// The metric store of one data directory (`<data>/tsdb/`), every project
+/// inside. `Send + Sync`; share it with an `Arc`.
+pub struct Db {
+    inner: Arc<Inner>,
+    bg: Option<JoinHandle<()>>,
+}
+
+/// Project names become directory names: keep them plain.
+fn check_project(name: &str) -> Result<(), Error> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidInput(format!(
+            "project name {name:?} must be 1–128 characters of A–Z a–z 0–9 _ - . (and not . or ..)"
+        )))
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Db {
+    /// Opens (or creates) the store in `dir`: opens every block, replays the
+    /// WAL (truncating a torn tail), starts the WAL writer and, if
+    /// configured, the maintenance thread.
+    pub fn open(dir: &Path, opts: Options) -> Result<Db, Error> {
+        if opts.block_duration_ms <= 0 || opts.ooo_window_ms < 0 {
+            return Err(Error::InvalidInput(format!(
+                "block_duration_ms ({}) must be > 0 and ooo_window_ms ({}) >= 0",
+                opts.block_duration_ms, opts.ooo_window_ms
+            )));
+        }
+        fs::create_dir_all(dir).at(dir)?;
+        let dir_lock = diskio::DirLock::try_acquire(dir, files::LOCK)?;
+        let pdir = dir.join(files::PROJECTS_DIR);
+        fs::create_dir_all(&pdir).at(&pdir)?;
+        let limits = HeadLimits {
+            ooo_window_ms: opts.ooo_window_ms,
+            max_series: opts.max_series_per_project,
+            block_duration_ms: opts.block_duration_ms,
+        };
+
+        // Blocks of every project on disk.
+        let mut on_disk: HashMap<String, Vec<Arc<Block>>> = HashMap::new();
+        for e in fs::read_dir(&pdir).at(&pdir)? {
+            let e = e.at(&pdir)?;
+            let name = e.file_name().to_string_lossy().to_string();
+            if check_project(&name).is_err() || !e.path().is_dir() {
+                continue;
+            }
+            on_disk.insert(name, block::open_blocks(&e.path())?);
+        }
+        let mut seq = 0u64;
+        for b in on_disk.values().flatten() {
+            if let Some(s) = b
+                .meta
+                .name
+                .rsplit('-')
+                .next()
+                .and_then(|s| s.parse::<u64>().ok())
+            {
+                seq = seq.max(s + 1);
+            }
+        }
+
+        let (wal, replay) = Wal::open(&dir.join(files::WAL_DIR), opts.faults.clone())?;
+        let wal_path = dir.join(files::WAL_DIR);
+        let make = |name: &str, id: u32, blocks: Vec<Arc<Block>>| {
+            let min_valid = blocks.iter().map(|b| b.meta.end).max().unwrap_or(i64::MIN);
+            Arc::new(Project {
+                name: name.to_string(),
+                id,
+                dir: pdir.join(name),
+                head: Mutex::new(Head::new(id, limits, min_valid)),
+                blocks: RwLock::new(Arc::new(blocks)),
+            })
+        };
+        let mut projects: HashMap<String, Arc<Project>> = HashMap::new();
+        let mut by_id: HashMap<u32, Arc<Project>> = HashMap::new();
+        let mut next_id = 0u32;
+        let corrupt = |d: String| Error::corrupt(&wal_path, d);
+        for rec in replay.records {
+            let pid = match &rec {
+                Record::Project { id, name } => {
+                    if check_project(name).is_err() {
+                        return Err(corrupt(format!("invalid project name {name:?}")));
+                    }
+                    let p = match projects.get(name) {
+                        Some(p) if p.id == *id => p.clone(),
+                        Some(p) => {
+                            return Err(corrupt(format!(
+                                "project {name:?} declared as {id} and as {}",
+                                p.id
+                            )));
+                        }
+                        None => {
+                            let p = make(name, *id, on_disk.remove(name).unwrap_or_default());
+                            projects.insert(name.clone(), p.clone());
+                            p
+                        }
+                    };
+                    by_id.insert(*id, p);
+                    next_id = next_id.max(id + 1);
+                    continue;
+                }
+                Record::Series { project, .. }
+                | Record::Samples { project, .. }
+                | Record::Histograms { project, .. }
+                | Record::Metadata { project, .. } => *project,
+            };
+            let p = by_id
+                .get(&pid)
+                .ok_or_else(|| corrupt(format!("record of undeclared project {pid}")))?;
+            let mut head = p.lock_head();
+            match rec {
+                Record::Series { series, .. } => {
+                    for (r, pairs) in series {
+                        head.replay_series(r, &pairs).map_err(&corrupt)?;
+                    }
+                }
+                Record::Samples { samples, .. } => {
+                    for (r, t, v) in samples {
+                        if !head.has_series(r) {
+                            return Err(corrupt(format!("sample of unknown series {r}")));
+                        }
+                        // Rejections are expected here: samples already in
+                        // blocks (too old) and duplicates.
+                        let _ = head.append_float(r, t, v);
+                    }
+                }
+                Record::Histograms { histograms, .. } => {
+                    for (r, t, h) in histograms {
+                        if !head.has_series(r) {
+                            return Err(corrupt(format!("histogram of unknown series {r}")));
+                        }
+                        let _ = head.append_hist(r, t, &h);
+                    }
+                }
+                Record::Metadata { metric, meta, .. } => {
+                    head.metadata.insert(metric, meta);
+                }
+                Record::Project { .. } => {}
+            }
+        }
+        // Projects with blocks but nothing in the WAL.
+        let mut declare = Vec::new();
+        for (name, blocks) in on_disk {
+            let p = make(&name, next_id, blocks);
+            next_id += 1;
+            let mut payload = Vec::new();
+            wal::encode_project(&mut payload, p.id, &name);
+            declare.push(payload);
+            projects.insert(name, p);
+        }
+        let inner = Arc::new(Inner {
+            dir: dir.to_path_buf(),
+            opts: opts.clone(),
+            _lock: dir_lock,
+            wal,
+            projects: RwLock::new(projects),
+            next_project_id: AtomicU64::new(u64::from(next_id)),
+            block_seq: AtomicU64::new(seq),
+            maint: Mutex::new(()),
+            stop: Mutex::new(false),
+            stop_cv: Condvar::new(),
+        });
+        for payload in declare {
+            let mut framed = Vec::new();
+            diskio::encode_record(&mut framed, &payload)
+                .map_err(|e| Error::InvalidInput(e.to_string()))?;
+            let t = inner.wal.submit(&framed)?;
+            inner.wal.wait(t)?;
+        }
+        let bg = match opts.maintenance_interval {
+            Some(every) => {
+                let i2 = inner.clone();
+                Some(
+                    std::thread::Builder::new()
+                        .name("tsdb-maint".into())
+                        .spawn(move || {
+                            loop {
+                                let stop = lock(&i2.stop);
+                                let (stop, _) = i2
+                                    .stop_cv
+                                    .wait_timeout(stop, every)
+                                    .unwrap_or_else(|p| p.into_inner());
+                                if *stop {
+                                    return;
+                                }
+                                drop(stop);
+                                // Errors surface again on the next append or
+                                // maintenance call; nothing to report to here.
+                                let _ = i2.maintain(false);
+                            }
+                        })
+                        .map_err(|e| Error::io(dir, e))?,
+                )
+            }
+            None => None,
+        };
+        Ok(Db { inner, bg })
+    }
+
+    /// Appends a batch to a project (created on first use). Blocks until
+    /// every accepted sample is fsynced. Per-sample rejections are in the
+    /// report; `Err` means nothing is acknowledged (I/O failure, poisoned
+    /// store, or an invalid batch — then nothing was stored).
+    pub fn append(&self, project: &str, batch: &WriteBatch) -> Result<AppendReport, Error> {
+        check_project(project)?;
+        if let Some(p) = self.inner.wal.poisoned() {
+            return Err(Error::Poisoned(p));
+        }
+        for (i, ts) in batch.series.iter().enumerate() {
+            if ts.labels.is_empty() {
+                return Err(Error::InvalidInput(format!(
+                    "series {i} of the batch has no labels; every series needs at least a metric name"
+                )));
+            }
+            if let Some(l) = ts.labels.iter().find(|l| l.name.is_empty()) {
+                return Err(Error::InvalidInput(format!(
+                    "series {i} ({}) has a label with an empty name (value {:?})",
+                    ts.labels, l.value
+                )));
+            }
+        }
+        let p = self.inner.project(project, true)?.ok_or(Error::Closed)?;
+        let mut report = AppendReport::default();
+        let mut framed = Vec::new();
+        let ticket = {
+            let mut head = p.lock_head();
+            head.append_batch(batch, &mut report, &mut framed);
+            if framed.is_empty() {
+                self.inner.wal.barrier()?
+            } else {
+                self.inner.wal.submit(&framed)?
+            }
+        };
+        self.inner.wal.wait(ticket)?;
+        Ok(report)
+    }
+
+    /// A read view of `project` over `[mint, maxt]` (ms, inclusive). An
+    /// unknown project yields an empty querier.
+    pub fn querier(&self, project: &str, mint: i64, maxt: i64) -> Querier {
+        let p = self.inner.project(project, false).ok().flatten();
+        let blocks = p.as_ref().map(|p| p.blocks().to_vec()).unwrap_or_default();
+        Querier {
+            project: p,
+            blocks,
+            mint,
+            maxt,
+        }
+    }
+
+    /// Cuts every project's whole head into blocks now and checkpoints the
+    /// WAL. Samples older than what was cut are rejected afterwards as too
+    /// old.
+    pub fn flush(&self) -> Result<(), Error> {
+        self.inner.maintain(true)
+    }
+
+    /// One maintenance pass (what the background thread does): cut blocks
+    /// from heads spanning more than 1.5 block durations, checkpoint the
+    /// WAL, compact, apply retention.
+    pub fn maintain(&self) -> Result<(), Error> {
+        self.inner.maintain(false)
+    }
+
+    /// Usage figures of a project (zeros for an unknown one).
+    pub fn stats(&self, project: &str) -> ProjectStats {
+        let Some(p) = self.inner.project(project, false).ok().flatten() else {
+            return ProjectStats::default();
+        };
+        let blocks = p.blocks();
+        let head = p.lock_head();
+        ProjectStats {
+            head_series: head.num_series(),
+            samples_appended: head.samples_appended,
+            samples_stored: head.sample_count()
+                + blocks.iter().map(|b| b.meta.num_samples).sum::<u64>(),
+            block_bytes: blocks.iter().map(|b| b.disk_bytes()).sum(),
+            blocks: blocks.len(),
+            head_bytes: head.approx_bytes(),
+            min_valid_time: head.min_valid_t,
+            head_range: (head.mint <= head.maxt).then_some((head.mint, head.maxt)),
+            top_metrics: head.top_metrics(20),
+        }
+    }
+
+    /// Metadata per metric name (all, or the one asked for), sorted by name.
+    pub fn metadata(&self, project: &str, metric: Option<&str>) -> Vec<(String, Metadata)> {
+        let Some(p) = self.inner.project(project, false).ok().flatten() else {
+            return Vec::new();
+        };
+        let head = p.lock_head();
+        let mut v: Vec<(String, Metadata)> = head
+            .metadata
+            .iter()
+            .filter(|(k, _)| metric.is_none_or(|m| m == k.as_str()))
+            .map(|(k, m)| (k.clone(), m.clone()))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
+    /// Names of the projects with data.
+    pub fn projects(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .inner
+            .projects
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .cloned()
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Bytes of WAL on disk (shared by all projects).
+    pub fn wal_bytes(&self) -> u64 {
+        self.inner.wal.disk_bytes()
+    }
+
+    /// Number of WAL fsyncs so far (group commit: far fewer than appends).
+    pub fn wal_syncs(&self) -> u64 {
+        self.inner.wal.syncs()
+    }
+
+    /// Blocks of a project (metadata), oldest first.
+    pub fn blocks(&self, project: &str) -> Vec<crate::BlockMeta> {
+        self.inner
+            .project(project, false)
+            .ok()
+            .flatten()
+            .map(|p| p.blocks().iter().map(|b| b.meta.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Stops the maintenance thread, writes what is pending, closes the WAL.
+    pub fn close(mut self) -> Result<(), Error> {
+        self.stop_bg();
+        self.inner.wal.close()
+    }
+
+    fn stop_bg(&mut self) {
+        *lock(&self.inner.stop) = true;
+        self.inner.stop_cv.notify_all();
+        if let Some(h) = self.bg.take() {
+            let _ = h.join();
+        }
+    }
+
+    /// The directory the store lives in.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+}
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        self.stop_bg();
+    }
+}
+
+impl Inner {
+    /// The project, created (and declared in the WAL) if `create`.
+    fn project(&self, name: &str, create: bool) -> Result<Option<Arc<Project>>, Error> {
+        if let Some(p) = self
+            .projects
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+        {
+            return Ok(Some(p.clone()));
+        }
+        if !create {
+            return Ok(None);
+        }
+        check_project(name)?;
+        let mut w = self.projects.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(p) = w.get(name) {
+            return Ok(Some(p.clone()));
+        }
+        let id = self.next_project_id.fetch_add(1, Ordering::SeqCst) as u32;
+        let dir = self.dir.join(files::PROJECTS_DIR).join(name);
+        fs::create_dir_all(&dir).at(&dir)?;
+        let parent = self.dir.join(files::PROJECTS_DIR);
+        diskio::fsync_dir(&parent).at(&parent)?;
+        let mut payload = Vec::new();
+        wal::encode_project(&mut payload, id, name);
+        let mut framed = Vec::new();
+        diskio::encode_record(&mut framed, &payload)
+            .map_err(|e| Error::InvalidInput(e.to_string()))?;
+        // Queued before any record of the project; the first append's
+        // ticket covers it.
+        self.wal.submit(&framed)?;
+        let p = Arc::new(Project {
+            name: name.to_string(),
+            id,
+            dir,
+            head: Mutex::new(Head::new(
+                id,
+                HeadLimits {
+                    ooo_window_ms: self.opts.ooo_window_ms,
+                    max_series: self.opts.max_series_per_project,
+                    block_duration_ms: self.opts.block_duration_ms,
+                },
+                i64::MIN,
+            )),
+            blocks: RwLock::new(Arc::new(Vec::new())),
+        });
+        w.insert(name.to_string(), p.clone());
+        Ok(Some(p))
+    }
+
+    fn all_projects(&self) -> Vec<Arc<Project>> {
+        let mut v: Vec<Arc<Project>> = self
+            .projects
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    fn next_block_name(&self, mint: i64, end: i64) -> String {
+        files::block_name(mint, end, self.block_seq.fetch_add(1, Ordering::SeqCst))
+    }
+
+    fn maintain(&self, flush: bool) -> Result<(), Error> {
+        let _g = lock(&self.maint);
+        if let Some(p) = self.wal.poisoned() {
+            return Err(Error::Poisoned(p));
+        }
+        let bd = self.opts.block_duration_ms;
+        let mut cut_any = false;
+        for p in self.all_projects() {
+            loop {
+                let (mint, maxt) = {
+                    let h = p.lock_head();
+                    (h.mint, h.maxt)
+                };
+                if mint > maxt {
+                    break;
+                }
+                let before = if flush {
+                    maxt.saturating_add(1)
+                } else if (maxt - mint) as f64 > 1.5 * bd as f64 {
+                    mint.div_euclid(bd) * bd + bd
+                } else {
+                    break;
+                };
+                let data = p.lock_head().snapshot_before(before);
+                if !data.is_empty() {
+                    let series: Vec<BlockSeries> = data
+                        .into_iter()
+                        .map(|d| BlockSeries {
+                            labels: d.labels,
+                            floats: d.floats,
+                            hists: d.hists,
+                        })
+                        .collect();
+                    let name = self.next_block_name(mint, before);
+                    let b = block::write_block(
+                        &p.dir,
+                        &name,
+                        &series,
+                        before,
+                        1,
+                        Vec::new(),
+                        &self.opts.faults,
+                    )?;
+                    let mut v = p.blocks().to_vec();
+                    v.push(Arc::new(b));
+                    v.sort_by_key(|b| (b.meta.mint, b.meta.end));
+                    p.set_blocks(v);
+                }
+                p.lock_head().drop_before(before);
+                cut_any = true;
+                if flush {
+                    break;
+                }
+            }
+        }
+        if cut_any {
+            self.checkpoint()?;
+        }
+        for p in self.all_projects() {
+            self.compact(&p)?;
+            self.retention(&p)?;
+        }
+        Ok(())
+    }
+
+    /// Starts a new WAL segment and condenses the older ones: series,
+    /// metadata and project records are kept, samples older than their
+    /// project's minimum valid time (now in blocks) dropped.
+    fn checkpoint(&self) -> Result<(), Error> {
+        let seg = self.wal.rotate()?;
+        let min_valid: HashMap<u32, i64> = self
+            .all_projects()
+            .iter()
+            .map(|p| (p.id, p.lock_head().min_valid_t))
+            .collect();
+        self.wal.checkpoint(seg, |rec| match rec {
+            Record::Samples { project, samples } => {
+                let mv = min_valid.get(&project).copied().unwrap_or(i64::MIN);
+                let samples: Vec<_> = samples.into_iter().filter(|s| s.1 >= mv).collect();
+                (!samples.is_empty()).then_some(Record::Samples { project, samples })
+            }
+            Record::Histograms {
+                project,
+                histograms,
+            } => {
+                let mv = min_valid.get(&project).copied().unwrap_or(i64::MIN);
+                let histograms: Vec<_> = histograms.into_iter().filter(|s| s.1 >= mv).collect();
+                (!histograms.is_empty()).then_some(Record::Histograms {
+                    project,
+                    histograms,
+                })
+            }
+            other => Some(other),
+        })
+    }
+
+    /// Merges adjacent blocks that fall in the same window of 3× the
+    /// level's range (2 h → 6 h → 18 h → …, aligned to the epoch), once the
+    /// window is complete (the head's minimum valid time is past it).
+    fn compact(&self, p: &Project) -> Result<(), Error> {
+        let bd = self.opts.block_duration_ms;
+        loop {
+            let blocks = p.blocks();
+            let min_valid = p.lock_head().min_valid_t;
+            let mut plan: Option<Vec<Arc<Block>>> = None;
+            // Like Prometheus, a block spans at most a tenth of the retention,
+            // so retention (which deletes whole blocks) stays fine-grained.
+            let max_range = (self.opts.retention.as_millis() as i64 / 10).max(bd);
+            let mut range = bd;
+            'levels: for _ in 0..8 {
+                range = range.saturating_mul(3);
+                if range > max_range {
+                    break;
+                }
+                let mut groups: std::collections::BTreeMap<i64, Vec<Arc<Block>>> =
+                    Default::default();
+                for b in blocks.iter() {
+                    let w = b.meta.mint.div_euclid(range);
+                    // Whole block inside one window, and smaller than it.
+                    if b.meta.maxt.div_euclid(range) == w && b.meta.end - b.meta.mint < range {
+                        groups.entry(w).or_default().push(b.clone());
+                    }
+                }
+                for (w, g) in groups {
+                    if g.len() >= 2 && (w + 1).saturating_mul(range) <= min_valid {
+                        plan = Some(g);
+                        break 'levels;
+                    }
+                }
+            }
+            let Some(group) = plan else {
+                return Ok(());
+            };
+            let merged = merge_blocks(&group)?;
+            let mint = group.iter().map(|b| b.meta.mint).min().unwrap_or(0);
+            let end = group.iter().map(|b| b.meta.end).max().unwrap_or(0);
+            let level = group.iter().map(|b| b.meta.level).max().unwrap_or(1) + 1;
+            let parents: Vec<String> = group.iter().map(|b| b.meta.name.clone()).collect();
+            let name = self.next_block_name(mint, end);
+            let nb = block::write_block(
+                &p.dir,
+                &name,
+                &merged,
+                end,
+                level,
+                parents.clone(),
+                &self.opts.faults,
+            )?;
+            let mut v: Vec<Arc<Block>> = p
+                .blocks()
+                .iter()
+                .filter(|b| !parents.contains(&b.meta.name))
+                .cloned()
+                .collect();
+            v.push(Arc::new(nb));
+            v.sort_by_key(|b| (b.meta.mint, b.meta.end));
+            p.set_blocks(v);
+            for b in &group {
+                fs::remove_dir_all(b.dir()).at(b.dir())?;
+            }
+            diskio::fsync_dir(&p.dir).at(&p.dir)?;
+        }
+    }
+
+    /// Deletes whole blocks past the retention time (measured from the
+    /// project's newest sample) or beyond the size limit, oldest first.
+    fn retention(&self, p: &Project) -> Result<(), Error> {
+        let blocks = p.blocks();
+        if blocks.is_empty() {
+            return Ok(());
+        }
+        let head_max = p.lock_head().maxt;
+        let newest = blocks
+            .iter()
+            .map(|b| b.meta.maxt)
+            .max()
+            .unwrap_or(i64::MIN)
+            .max(head_max);
+        let keep_from = newest.saturating_sub(self.opts.retention.as_millis() as i64);
+        let mut keep: Vec<Arc<Block>> = blocks
+            .iter()
+            .filter(|b| b.meta.maxt >= keep_from)
+            .cloned()
+            .collect();
+        if let Some(max) = self.opts.max_bytes {
+            let mut total: u64 = keep.iter().map(|b| b.disk_bytes()).sum();
+            while total > max && !keep.is_empty() {
+                total -= keep[0].disk_bytes();
+                keep.remove(0);
+            }
+        }
+        if keep.len() == blocks.len() {
+            return Ok(());
+        }
+        let gone: Vec<Arc<Block>> = blocks
+            .iter()
+            .filter(|b| !keep.iter().any(|k| k.meta.name == b.meta.name))
+            .cloned()
+            .collect();
+        p.set_blocks(keep);
+        for b in gone {
+            fs::remove_dir_all(b.dir()).at(b.dir())?;
+        }
+        diskio::fsync_dir(&p.dir).at(&p.dir)?;
+        Ok(())
+    }
+}
+
+/// Reads every series of `blocks` and merges them by labels; a series'
+/// chunks are copied as they are, or re-encoded where they overlap.
+fn merge_blocks(blocks: &[Arc<Block>]) -> Result<Vec<BlockSeries>, Error> {
+    let mut map: std::collections::BTreeMap<Labels, (Vec<MemChunk>, Vec<MemChunk>)> =
+        Default::default();
+    for b in blocks {
+        for (labels, metas) in b.all_series()? {
+            let e = map.entry(labels).or_default();
+            for m in metas {
+                let c = MemChunk {
+                    mint: m.mint,
+                    maxt: m.maxt,
+                    data: Arc::from(b.read_chunk(&m)?),
+                };
+                match m.enc {
+                    crate::chunk::Encoding::Xor => e.0.push(c),
+                    crate::chunk::Encoding::Histogram => e.1.push(c),
+                }
+            }
+        }
+    }
+    Ok(map
+        .into_iter()
+        .map(|(labels, (f, h))| BlockSeries {
+            labels,
+            floats: rechunk_floats(&f, i64::MAX, true),
+            hists: rechunk_hists(&h, i64::MAX, true),
+        })
+        .collect())
+}

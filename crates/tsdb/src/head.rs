@@ -1,0 +1,901 @@
+//! The head: one project's recent data in memory, as compressed chunks.
+//!
+//! A [`Head`] holds its project's series (labels interned as symbol ids),
+//! a postings index (label name → value → sorted series refs), and per
+//! series a list of closed chunks plus one open chunk being appended to,
+//! for floats (Gorilla XOR) and for native histograms, and a small sorted
+//! out-of-order buffer.
+//!
+//! The whole head sits behind one mutex (owned by [`crate::db`]): an
+//! append takes it once per batch, does one hash lookup per series and no
+//! allocation per sample (the open chunk's byte vector grows amortised),
+//! and also queues its WAL records while holding it, so the WAL's order of
+//! samples per series is the head's order and replay rebuilds the same head.
+//!
+//! Series refs are dense indexes into `series`; series are never removed
+//! from the head while the process runs (a known gap: no series GC yet —
+//! a series whose data all went into blocks keeps its ~200 bytes).
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::Arc;
+
+use model::{HistogramValue, Label, Labels, Matcher, Metadata};
+
+use crate::chunk::{HistAppender, HistIter, SAMPLES_PER_CHUNK, XorAppender, XorIter};
+use crate::postings::{self, Index};
+use crate::wal::{self, SamplesEncoder};
+use crate::{AppendReport, RejectReason};
+
+/// Hasher for keys that are already hashes (series label hashes).
+#[derive(Default, Clone, Copy)]
+pub(crate) struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 << 8) ^ u64::from(*b) ^ (self.0 >> 56);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
+    fn write_u32(&mut self, v: u32) {
+        self.0 = u64::from(v).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+pub(crate) type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
+
+/// Interned strings: each distinct label name or value is stored once.
+#[derive(Default)]
+pub(crate) struct Symbols {
+    map: HashMap<Arc<str>, u32>,
+    strs: Vec<Arc<str>>,
+}
+
+impl Symbols {
+    pub fn intern(&mut self, s: &str) -> u32 {
+        if let Some(id) = self.map.get(s) {
+            return *id;
+        }
+        let a: Arc<str> = Arc::from(s);
+        let id = self.strs.len() as u32;
+        self.strs.push(a.clone());
+        self.map.insert(a, id);
+        id
+    }
+    pub fn get(&self, s: &str) -> Option<u32> {
+        self.map.get(s).copied()
+    }
+    pub fn str(&self, id: u32) -> &str {
+        &self.strs[id as usize]
+    }
+}
+
+/// A closed chunk, shared with queries by reference count.
+#[derive(Clone, Debug)]
+pub(crate) struct MemChunk {
+    pub mint: i64,
+    pub maxt: i64,
+    pub data: Arc<[u8]>,
+}
+
+/// Native histogram state of a series (boxed: most series have none).
+#[derive(Default)]
+pub(crate) struct HistSeries {
+    closed: Vec<MemChunk>,
+    open: Option<HistAppender>,
+    open_mint: i64,
+    last_t: Option<i64>,
+    last: Option<HistogramValue>,
+}
+
+/// One series in the head. Guarded by the head's mutex; nothing is read
+/// without it.
+pub(crate) struct MemSeries {
+    /// `name, value` symbol id pairs, sorted by name.
+    labels: Box<[u32]>,
+    closed: Vec<MemChunk>,
+    open: Option<XorAppender>,
+    open_mint: i64,
+    /// Newest in-order float timestamp and value bits (`i64::MIN`: none yet).
+    last_t: i64,
+    last_v: u64,
+    /// Accepted out-of-order samples, sorted by time.
+    ooo: Vec<(i64, f64)>,
+    hist: Option<Box<HistSeries>>,
+}
+
+/// Data of one series for a query: labels and the chunks that overlap the
+/// range (shared bytes, not decoded).
+pub(crate) struct SeriesData {
+    pub labels: Labels,
+    pub floats: Vec<MemChunk>,
+    pub hists: Vec<MemChunk>,
+}
+
+/// Limits and windows the head enforces.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct HeadLimits {
+    pub ooo_window_ms: i64,
+    pub max_series: usize,
+    pub block_duration_ms: i64,
+}
+
+/// How many rejections an [`AppendReport`] lists one by one.
+pub const MAX_LISTED_REJECTIONS: usize = 10;
+
+/// One project's head.
+pub(crate) struct Head {
+    pub project_id: u32,
+    limits: HeadLimits,
+    syms: Symbols,
+    series: Vec<MemSeries>,
+    by_hash: IdMap<u64, u32>,
+    /// Further series whose label hash collides with the one in `by_hash`.
+    collisions: IdMap<u64, Vec<u32>>,
+    postings: IdMap<u32, IdMap<u32, Vec<u32>>>,
+    /// Samples older than this are rejected as too old: it is the end of
+    /// the newest block cut from this head.
+    pub min_valid_t: i64,
+    /// Time range of the data in the head (`i64::MAX, i64::MIN` if none).
+    pub mint: i64,
+    pub maxt: i64,
+    /// Samples accepted since the process started (replay included).
+    pub samples_appended: u64,
+    pub metadata: HashMap<String, Metadata>,
+}
+
+fn new_chunk_needed(open: &Option<XorAppender>, open_mint: i64, t: i64, block: i64) -> bool {
+    match open {
+        None => true,
+        Some(a) => {
+            a.count() >= SAMPLES_PER_CHUNK || t.div_euclid(block) != open_mint.div_euclid(block)
+        }
+    }
+}
+
+impl Head {
+    pub fn new(project_id: u32, limits: HeadLimits, min_valid_t: i64) -> Head {
+        Head {
+            project_id,
+            limits,
+            syms: Symbols::default(),
+            series: Vec::new(),
+            by_hash: IdMap::default(),
+            collisions: IdMap::default(),
+            postings: IdMap::default(),
+            min_valid_t,
+            mint: i64::MAX,
+            maxt: i64::MIN,
+            samples_appended: 0,
+            metadata: HashMap::new(),
+        }
+    }
+
+    pub fn num_series(&self) -> usize {
+        self.series.len()
+    }
+
+    fn same_labels(&self, s: &MemSeries, l: &Labels) -> bool {
+        s.labels.len() == 2 * l.len()
+            && l.iter()
+                .zip(s.labels.chunks_exact(2))
+                .all(|(a, p)| self.syms.str(p[0]) == a.name && self.syms.str(p[1]) == a.value)
+    }
+
+    fn lookup(&self, hash: u64, l: &Labels) -> Option<u32> {
+        let r = *self.by_hash.get(&hash)?;
+        if self.same_labels(&self.series[r as usize], l) {
+            return Some(r);
+        }
+        self.collisions
+            .get(&hash)?
+            .iter()
+            .copied()
+            .find(|r| self.same_labels(&self.series[*r as usize], l))
+    }
+
+    /// Creates a series; the caller checked that it does not exist.
+    fn create(&mut self, hash: u64, pairs: &[(&str, &str)]) -> u32 {
+        let r = self.series.len() as u32;
+        let mut ids = Vec::with_capacity(pairs.len() * 2);
+        for (n, v) in pairs {
+            let n = self.syms.intern(n);
+            let v = self.syms.intern(v);
+            ids.push(n);
+            ids.push(v);
+            self.postings
+                .entry(n)
+                .or_default()
+                .entry(v)
+                .or_default()
+                .push(r);
+        }
+        self.series.push(MemSeries {
+            labels: ids.into_boxed_slice(),
+            closed: Vec::new(),
+            open: None,
+            open_mint: 0,
+            last_t: i64::MIN,
+            last_v: 0,
+            ooo: Vec::new(),
+            hist: None,
+        });
+        match self.by_hash.entry(hash) {
+            std::collections::hash_map::Entry::Occupied(_) => {
+                self.collisions.entry(hash).or_default().push(r);
+            }
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(r);
+            }
+        }
+        r
+    }
+
+    pub fn labels(&self, r: u32) -> Labels {
+        let s = &self.series[r as usize];
+        Labels::from_sorted_unchecked(
+            s.labels
+                .chunks_exact(2)
+                .map(|p| Label::new(self.syms.str(p[0]), self.syms.str(p[1])))
+                .collect(),
+        )
+    }
+
+    fn note_time(&mut self, t: i64) {
+        self.mint = self.mint.min(t);
+        self.maxt = self.maxt.max(t);
+    }
+
+    /// Appends a float sample to series `r`, or says why not. `Ok(false)`:
+    /// an exact duplicate, accepted without storing it again.
+    pub fn append_float(&mut self, r: u32, t: i64, v: f64) -> Result<bool, RejectReason> {
+        if t < self.min_valid_t {
+            return Err(RejectReason::TooOld);
+        }
+        let block = self.limits.block_duration_ms;
+        let window = self.limits.ooo_window_ms;
+        let s = &mut self.series[r as usize];
+        if s.last_t == i64::MIN || t > s.last_t {
+            if new_chunk_needed(&s.open, s.open_mint, t, block) {
+                if let Some(a) = s.open.take() {
+                    s.closed.push(MemChunk {
+                        mint: s.open_mint,
+                        maxt: s.last_t,
+                        data: Arc::from(a.finish()),
+                    });
+                }
+                s.open = Some(XorAppender::default());
+                s.open_mint = t;
+            }
+            if let Some(a) = s.open.as_mut() {
+                a.append(t, v);
+            }
+            s.last_t = t;
+            s.last_v = v.to_bits();
+        } else if t == s.last_t {
+            return if v.to_bits() == s.last_v {
+                Ok(false)
+            } else {
+                Err(RejectReason::DuplicateTimestamp)
+            };
+        } else if window > 0 && t >= s.last_t.saturating_sub(window) {
+            if let Some(bits) = in_order_value(s, t) {
+                return if bits == v.to_bits() {
+                    Ok(false)
+                } else {
+                    Err(RejectReason::DuplicateTimestamp)
+                };
+            }
+            match s.ooo.binary_search_by_key(&t, |x| x.0) {
+                Ok(i) => {
+                    return if s.ooo[i].1.to_bits() == v.to_bits() {
+                        Ok(false)
+                    } else {
+                        Err(RejectReason::DuplicateTimestamp)
+                    };
+                }
+                Err(i) => s.ooo.insert(i, (t, v)),
+            }
+        } else {
+            return Err(RejectReason::OutOfOrder);
+        }
+        self.note_time(t);
+        self.samples_appended += 1;
+        Ok(true)
+    }
+
+    /// Appends a histogram sample (no out-of-order window for histograms).
+    pub fn append_hist(
+        &mut self,
+        r: u32,
+        t: i64,
+        h: &HistogramValue,
+    ) -> Result<bool, RejectReason> {
+        if t < self.min_valid_t {
+            return Err(RejectReason::TooOld);
+        }
+        let valid = match h {
+            HistogramValue::Int(h) => h.validate().is_ok(),
+            HistogramValue::Float(h) => h.validate().is_ok(),
+        };
+        if !valid {
+            return Err(RejectReason::InvalidHistogram);
+        }
+        let block = self.limits.block_duration_ms;
+        let hs = self.series[r as usize]
+            .hist
+            .get_or_insert_with(Default::default);
+        match hs.last_t {
+            Some(last) if t < last => return Err(RejectReason::OutOfOrder),
+            Some(last) if t == last => {
+                return if hs.last.as_ref() == Some(h) {
+                    Ok(false)
+                } else {
+                    Err(RejectReason::DuplicateTimestamp)
+                };
+            }
+            _ => {}
+        }
+        let cut = match &hs.open {
+            None => true,
+            Some(a) => {
+                a.count() >= SAMPLES_PER_CHUNK
+                    || t.div_euclid(block) != hs.open_mint.div_euclid(block)
+            }
+        };
+        if cut {
+            if let (Some(a), Some(last)) = (hs.open.take(), hs.last_t) {
+                hs.closed.push(MemChunk {
+                    mint: hs.open_mint,
+                    maxt: last,
+                    data: Arc::from(a.finish()),
+                });
+            }
+            hs.open = Some(HistAppender::default());
+            hs.open_mint = t;
+        }
+        if let Some(a) = hs.open.as_mut() {
+            a.append(t, h);
+        }
+        hs.last_t = Some(t);
+        hs.last = Some(h.clone());
+        self.note_time(t);
+        self.samples_appended += 1;
+        Ok(true)
+    }
+
+    /// Appends a batch: finds or creates each series, appends each sample,
+    /// and writes the WAL records of what was accepted (framed) to `wal_out`.
+    /// The caller validated the batch (non-empty label sets).
+    pub fn append_batch(
+        &mut self,
+        batch: &model::WriteBatch,
+        report: &mut AppendReport,
+        wal_out: &mut Vec<u8>,
+    ) {
+        let mut new_series: Vec<u32> = Vec::new();
+        let mut samples = SamplesEncoder::default();
+        let mut hists: Vec<(u32, i64, &HistogramValue)> = Vec::new();
+        for ts in &batch.series {
+            let hash = ts.labels.stable_hash();
+            let r = match self.lookup(hash, &ts.labels) {
+                Some(r) => r,
+                None => {
+                    if self.series.len() >= self.limits.max_series {
+                        for s in &ts.samples {
+                            report.reject(RejectReason::SeriesLimit, &ts.labels, s.t);
+                        }
+                        for h in &ts.histograms {
+                            report.reject(RejectReason::SeriesLimit, &ts.labels, h.t);
+                        }
+                        continue;
+                    }
+                    let pairs: Vec<(&str, &str)> = ts
+                        .labels
+                        .iter()
+                        .map(|l| (l.name.as_str(), l.value.as_str()))
+                        .collect();
+                    let r = self.create(hash, &pairs);
+                    new_series.push(r);
+                    report.new_series += 1;
+                    r
+                }
+            };
+            let mut begun = false;
+            for s in &ts.samples {
+                match self.append_float(r, s.t, s.v) {
+                    Ok(stored) => {
+                        report.accepted_samples += 1;
+                        if stored {
+                            if !begun {
+                                samples.begin_series(r);
+                                begun = true;
+                            }
+                            samples.push(s.t, s.v);
+                        }
+                    }
+                    Err(reason) => report.reject(reason, &ts.labels, s.t),
+                }
+            }
+            for h in &ts.histograms {
+                match self.append_hist(r, h.t, &h.h) {
+                    Ok(stored) => {
+                        report.accepted_histograms += 1;
+                        if stored {
+                            hists.push((r, h.t, &h.h));
+                        }
+                    }
+                    Err(reason) => report.reject(reason, &ts.labels, h.t),
+                }
+            }
+        }
+        let mut payload = Vec::new();
+        let mut frame = |payload: &mut Vec<u8>| {
+            // Payloads are never empty (a type byte at least); a record over
+            // 4 GiB cannot come from a bounded request.
+            diskio::encode_record(wal_out, payload).expect("bug: WAL record empty or over 4 GiB");
+            payload.clear();
+        };
+        if !new_series.is_empty() {
+            let list: Vec<(u32, Vec<(&str, &str)>)> = new_series
+                .iter()
+                .map(|r| {
+                    let s = &self.series[*r as usize];
+                    (
+                        *r,
+                        s.labels
+                            .chunks_exact(2)
+                            .map(|p| (self.syms.str(p[0]), self.syms.str(p[1])))
+                            .collect(),
+                    )
+                })
+                .collect();
+            wal::encode_series(&mut payload, self.project_id, list.into_iter());
+            frame(&mut payload);
+        }
+        if !samples.is_empty() {
+            samples.finish(self.project_id, &mut payload);
+            frame(&mut payload);
+        }
+        if !hists.is_empty() {
+            wal::encode_histograms(&mut payload, self.project_id, &hists);
+            frame(&mut payload);
+        }
+        for (metric, m) in &batch.metadata {
+            if self.metadata.get(metric) != Some(m) {
+                self.metadata.insert(metric.clone(), m.clone());
+                wal::encode_metadata(&mut payload, self.project_id, metric, m);
+                frame(&mut payload);
+            }
+        }
+    }
+
+    /// Replay: a series record. Refs are dense; a ref seen again (e.g. in a
+    /// checkpoint and a segment) is ignored.
+    pub fn replay_series(&mut self, r: u32, pairs: &[(String, String)]) -> Result<(), String> {
+        let n = self.series.len() as u32;
+        if r < n {
+            return Ok(());
+        }
+        if r > n {
+            return Err(format!("series ref {r} skips ahead of {n} known series"));
+        }
+        let labels =
+            Labels::from_sorted_unchecked(pairs.iter().map(|(n, v)| Label::new(n, v)).collect());
+        let p: Vec<(&str, &str)> = pairs
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
+        self.create(labels.stable_hash(), &p);
+        Ok(())
+    }
+
+    pub fn has_series(&self, r: u32) -> bool {
+        (r as usize) < self.series.len()
+    }
+
+    /// Series refs matching `matchers`.
+    pub fn matching(&self, matchers: &[Matcher]) -> Vec<u32> {
+        postings::resolve(self, matchers)
+    }
+
+    /// The data of the matching series that overlaps `[mint, maxt]`,
+    /// sorted by labels. Series without data in range are left out.
+    pub fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Vec<SeriesData> {
+        let mut out = Vec::new();
+        for r in self.matching(matchers) {
+            let (floats, hists) = self.chunks(r, mint, maxt);
+            if floats.is_empty() && hists.is_empty() {
+                continue;
+            }
+            out.push(SeriesData {
+                labels: self.labels(r),
+                floats,
+                hists,
+            });
+        }
+        out.sort_by(|a, b| a.labels.cmp(&b.labels));
+        out
+    }
+
+    /// The series' chunks overlapping `[mint, maxt]` (the open chunk and the
+    /// out-of-order buffer copied into chunks of their own).
+    fn chunks(&self, r: u32, mint: i64, maxt: i64) -> (Vec<MemChunk>, Vec<MemChunk>) {
+        let s = &self.series[r as usize];
+        let overlaps = |c: &&MemChunk| c.mint <= maxt && c.maxt >= mint;
+        let mut floats: Vec<MemChunk> = s.closed.iter().filter(overlaps).cloned().collect();
+        if let Some(a) = &s.open
+            && s.open_mint <= maxt
+            && s.last_t >= mint
+        {
+            floats.push(MemChunk {
+                mint: s.open_mint,
+                maxt: s.last_t,
+                data: Arc::from(a.bytes()),
+            });
+        }
+        let ooo: Vec<&(i64, f64)> = s
+            .ooo
+            .iter()
+            .filter(|(t, _)| *t >= mint && *t <= maxt)
+            .collect();
+        for part in ooo.chunks(SAMPLES_PER_CHUNK as usize) {
+            let mut a = XorAppender::default();
+            for (t, v) in part {
+                a.append(*t, *v);
+            }
+            floats.push(MemChunk {
+                mint: part[0].0,
+                maxt: part[part.len() - 1].0,
+                data: Arc::from(a.finish()),
+            });
+        }
+        let mut hists = Vec::new();
+        if let Some(hs) = &s.hist {
+            hists.extend(hs.closed.iter().filter(overlaps).cloned());
+            if let (Some(a), Some(last)) = (&hs.open, hs.last_t)
+                && hs.open_mint <= maxt
+                && last >= mint
+            {
+                hists.push(MemChunk {
+                    mint: hs.open_mint,
+                    maxt: last,
+                    data: Arc::from(a.bytes()),
+                });
+            }
+        }
+        (floats, hists)
+    }
+
+    /// Label names of the matching series (all series if no matcher), sorted.
+    pub fn label_names(&self, matchers: &[Matcher]) -> Vec<String> {
+        if matchers.is_empty() {
+            let mut v: Vec<String> = self
+                .postings
+                .keys()
+                .map(|n| self.syms.str(*n).to_string())
+                .collect();
+            v.sort();
+            return v;
+        }
+        let mut ids: Vec<u32> = Vec::new();
+        for r in self.matching(matchers) {
+            ids.extend(self.series[r as usize].labels.chunks_exact(2).map(|p| p[0]));
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        let mut v: Vec<String> = ids.iter().map(|i| self.syms.str(*i).to_string()).collect();
+        v.sort();
+        v
+    }
+
+    /// Values of label `name` among the matching series, sorted.
+    pub fn label_values(&self, name: &str, matchers: &[Matcher]) -> Vec<String> {
+        let Some(nid) = self.syms.get(name) else {
+            return Vec::new();
+        };
+        let mut v: Vec<String> = if matchers.is_empty() {
+            self.postings
+                .get(&nid)
+                .map(|m| m.keys().map(|v| self.syms.str(*v).to_string()).collect())
+                .unwrap_or_default()
+        } else {
+            let mut ids: Vec<u32> = self
+                .matching(matchers)
+                .into_iter()
+                .filter_map(|r| {
+                    let l = &self.series[r as usize].labels;
+                    l.chunks_exact(2).find(|p| p[0] == nid).map(|p| p[1])
+                })
+                .collect();
+            ids.sort_unstable();
+            ids.dedup();
+            ids.iter().map(|i| self.syms.str(*i).to_string()).collect()
+        };
+        v.sort();
+        v
+    }
+
+    /// Series counts per metric name, largest first.
+    pub fn top_metrics(&self, n: usize) -> Vec<(String, usize)> {
+        let Some(nid) = self.syms.get(model::METRIC_NAME) else {
+            return Vec::new();
+        };
+        let mut v: Vec<(String, usize)> = self
+            .postings
+            .get(&nid)
+            .map(|m| {
+                m.iter()
+                    .map(|(v, p)| (self.syms.str(*v).to_string(), p.len()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        v.truncate(n);
+        v
+    }
+
+    /// Samples held in the head (chunk headers summed).
+    pub fn sample_count(&self) -> u64 {
+        let n = |b: &[u8]| u64::from(u16::from_be_bytes([b[0], b[1]]));
+        let mut total = 0u64;
+        for s in &self.series {
+            total += s.closed.iter().map(|c| n(&c.data)).sum::<u64>();
+            total += s.open.as_ref().map_or(0, |a| u64::from(a.count()));
+            total += s.ooo.len() as u64;
+            if let Some(h) = &s.hist {
+                total += h.closed.iter().map(|c| n(&c.data)).sum::<u64>();
+                total += h.open.as_ref().map_or(0, |a| u64::from(a.count()));
+            }
+        }
+        total
+    }
+
+    /// Approximate heap bytes of the head (chunks and series structs).
+    pub fn approx_bytes(&self) -> usize {
+        let mut b = self.series.capacity() * std::mem::size_of::<MemSeries>();
+        for s in &self.series {
+            b += s.labels.len() * 4;
+            b += s.closed.iter().map(|c| c.data.len() + 48).sum::<usize>();
+            b += s.open.as_ref().map_or(0, |a| a.capacity());
+            b += s.ooo.capacity() * 16;
+        }
+        b
+    }
+
+    // ------------------------------------------------------------ cutting
+
+    /// Everything with `t < before`, per series sorted by labels, as chunks
+    /// ready for a block (out-of-order samples merged in). Also raises
+    /// `min_valid_t` to `before`, so the data returned cannot change.
+    pub fn snapshot_before(&mut self, before: i64) -> Vec<SeriesData> {
+        self.min_valid_t = self.min_valid_t.max(before);
+        let mut out = Vec::new();
+        for r in 0..self.series.len() as u32 {
+            let (floats, hists) = self.chunks(r, i64::MIN, before - 1);
+            if floats.is_empty() && hists.is_empty() {
+                continue;
+            }
+            let floats = rechunk_floats(&floats, before, true);
+            let hists = rechunk_hists(&hists, before, true);
+            if floats.is_empty() && hists.is_empty() {
+                continue;
+            }
+            out.push(SeriesData {
+                labels: self.labels(r),
+                floats,
+                hists,
+            });
+        }
+        out.sort_by(|a, b| a.labels.cmp(&b.labels));
+        out
+    }
+
+    /// Drops everything with `t < before` (it is now in a block).
+    pub fn drop_before(&mut self, before: i64) {
+        let mut mint = i64::MAX;
+        for s in &mut self.series {
+            let mut keep: Vec<MemChunk> = Vec::with_capacity(s.closed.len());
+            for c in s.closed.drain(..) {
+                if c.mint >= before {
+                    keep.push(c);
+                } else if c.maxt >= before {
+                    keep.extend(rechunk_floats(&[c], before, false));
+                }
+            }
+            s.closed = keep;
+            if s.open.is_some() && s.open_mint < before {
+                let old = s.open.take().map(|a| a.finish()).unwrap_or_default();
+                let mut a = XorAppender::default();
+                let mut first = None;
+                for (t, v) in XorIter::new(&old).into_iter().flatten().flatten() {
+                    if t >= before {
+                        first.get_or_insert(t);
+                        a.append(t, v);
+                    }
+                }
+                if let Some(f) = first {
+                    s.open = Some(a);
+                    s.open_mint = f;
+                }
+            }
+            s.ooo.retain(|(t, _)| *t >= before);
+            if let Some(hs) = &mut s.hist {
+                let mut keep = Vec::new();
+                for c in hs.closed.drain(..) {
+                    if c.mint >= before {
+                        keep.push(c);
+                    } else if c.maxt >= before {
+                        keep.extend(rechunk_hists(&[c], before, false));
+                    }
+                }
+                hs.closed = keep;
+                if hs.open.is_some() && hs.open_mint < before {
+                    let old = hs.open.take().map(|a| a.finish()).unwrap_or_default();
+                    let mut a = HistAppender::default();
+                    let mut first = None;
+                    for (t, h) in HistIter::new(&old).into_iter().flatten().flatten() {
+                        if t >= before {
+                            first.get_or_insert(t);
+                            a.append(t, &h);
+                        }
+                    }
+                    if let Some(f) = first {
+                        hs.open = Some(a);
+                        hs.open_mint = f;
+                    }
+                }
+                for c in &hs.closed {
+                    mint = mint.min(c.mint);
+                }
+                if hs.open.is_some() {
+                    mint = mint.min(hs.open_mint);
+                }
+            }
+            for c in &s.closed {
+                mint = mint.min(c.mint);
+            }
+            if s.open.is_some() {
+                mint = mint.min(s.open_mint);
+            }
+            if let Some((t, _)) = s.ooo.first() {
+                mint = mint.min(*t);
+            }
+        }
+        self.mint = mint;
+        if mint == i64::MAX {
+            self.maxt = i64::MIN;
+        }
+    }
+}
+
+/// The value bits of an in-order sample of `s` at exactly `t`, if any
+/// (decodes the one chunk whose range holds `t`; used for out-of-order
+/// samples only).
+fn in_order_value(s: &MemSeries, t: i64) -> Option<u64> {
+    let find = |data: &[u8]| {
+        XorIter::new(data)
+            .ok()?
+            .flatten()
+            .find(|(x, _)| *x == t)
+            .map(|(_, v)| v.to_bits())
+    };
+    if let Some(a) = &s.open
+        && t >= s.open_mint
+    {
+        return find(a.bytes());
+    }
+    s.closed
+        .iter()
+        .rev()
+        .find(|c| c.mint <= t && t <= c.maxt)
+        .and_then(|c| find(&c.data))
+}
+
+/// Re-encodes float chunks keeping samples `< at` (`below`) or `>= at`,
+/// merged in time order (a later chunk wins a timestamp tie), in chunks of
+/// at most [`SAMPLES_PER_CHUNK`].
+pub(crate) fn rechunk_floats(chunks: &[MemChunk], at: i64, below: bool) -> Vec<MemChunk> {
+    let sorted_disjoint = chunks.windows(2).all(|w| w[0].maxt < w[1].mint);
+    let all_inside = chunks
+        .iter()
+        .all(|c| if below { c.maxt < at } else { c.mint >= at });
+    if sorted_disjoint && all_inside {
+        return chunks.to_vec();
+    }
+    let mut samples: Vec<(i64, usize, f64)> = Vec::new();
+    for (i, c) in chunks.iter().enumerate() {
+        for (t, v) in XorIter::new(&c.data).into_iter().flatten().flatten() {
+            if (t < at) == below {
+                samples.push((t, i, v));
+            }
+        }
+    }
+    samples.sort_by_key(|x| (x.0, std::cmp::Reverse(x.1)));
+    samples.dedup_by_key(|x| x.0);
+    let mut out = Vec::new();
+    for part in samples.chunks(SAMPLES_PER_CHUNK as usize) {
+        let mut a = XorAppender::default();
+        for (t, _, v) in part {
+            a.append(*t, *v);
+        }
+        out.push(MemChunk {
+            mint: part[0].0,
+            maxt: part[part.len() - 1].0,
+            data: Arc::from(a.finish()),
+        });
+    }
+    out
+}
+
+/// [`rechunk_floats`] for histogram chunks.
+pub(crate) fn rechunk_hists(chunks: &[MemChunk], at: i64, below: bool) -> Vec<MemChunk> {
+    let sorted_disjoint = chunks.windows(2).all(|w| w[0].maxt < w[1].mint);
+    let all_inside = chunks
+        .iter()
+        .all(|c| if below { c.maxt < at } else { c.mint >= at });
+    if sorted_disjoint && all_inside {
+        return chunks.to_vec();
+    }
+    let mut samples: Vec<(i64, usize, HistogramValue)> = Vec::new();
+    for (i, c) in chunks.iter().enumerate() {
+        for (t, h) in HistIter::new(&c.data).into_iter().flatten().flatten() {
+            if (t < at) == below {
+                samples.push((t, i, h));
+            }
+        }
+    }
+    samples.sort_by_key(|x| (x.0, std::cmp::Reverse(x.1)));
+    samples.dedup_by_key(|x| x.0);
+    let mut out = Vec::new();
+    for part in samples.chunks(SAMPLES_PER_CHUNK as usize) {
+        let mut a = HistAppender::default();
+        for (t, _, h) in part {
+            a.append(*t, h);
+        }
+        out.push(MemChunk {
+            mint: part[0].0,
+            maxt: part[part.len() - 1].0,
+            data: Arc::from(a.finish()),
+        });
+    }
+    out
+}
+
+impl Index for Head {
+    fn all(&self) -> Vec<u32> {
+        (0..self.series.len() as u32).collect()
+    }
+
+    fn exact(&self, name: &str, value: &str) -> Vec<u32> {
+        let (Some(n), Some(v)) = (self.syms.get(name), self.syms.get(value)) else {
+            return Vec::new();
+        };
+        self.postings
+            .get(&n)
+            .and_then(|m| m.get(&v))
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    fn union_where(&self, name: &str, pred: &dyn Fn(&str) -> bool) -> Vec<u32> {
+        let Some(n) = self.syms.get(name) else {
+            return Vec::new();
+        };
+        let Some(m) = self.postings.get(&n) else {
+            return Vec::new();
+        };
+        let lists: Vec<Vec<u32>> = m
+            .iter()
+            .filter(|(v, _)| pred(self.syms.str(**v)))
+            .map(|(_, p)| p.clone())
+            .collect();
+        postings::union_all(lists)
+    }
+}

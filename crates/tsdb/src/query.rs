@@ -1,0 +1,365 @@
+//! The read side: [`Querier`], [`SeriesSet`], [`Series`] and their sample
+//! iterators.
+//!
+//! A querier sees the project's blocks as they were when it was created
+//! plus the head at the time of each call. `select` resolves the matchers
+//! in every source, merges the series by labels, and keeps for each series
+//! only *references* to its chunks (shared head bytes, or offsets in a
+//! block's chunks file): samples are decoded when the caller iterates that
+//! series, one chunk at a time. Where a series' chunks overlap in time
+//! (out-of-order data, or a block cut in progress) that one series is
+//! decoded whole and merged; on equal timestamps the later source (head
+//! over blocks, newer block over older) wins.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use model::{HistogramValue, Labels, Matcher, Sample};
+
+use crate::Error;
+use crate::block::{Block, ChunkMeta};
+use crate::chunk::{Encoding, HistIter, XorIter};
+use crate::db::Project;
+use crate::head::MemChunk;
+
+/// Where a chunk's bytes are.
+#[derive(Clone)]
+enum ChunkBytes {
+    Mem(Arc<[u8]>),
+    Disk(Arc<Block>, ChunkMeta),
+}
+
+#[derive(Clone)]
+struct SrcChunk {
+    mint: i64,
+    maxt: i64,
+    bytes: ChunkBytes,
+}
+
+impl SrcChunk {
+    fn load(&self) -> Result<Arc<[u8]>, Error> {
+        match &self.bytes {
+            ChunkBytes::Mem(b) => Ok(b.clone()),
+            ChunkBytes::Disk(block, m) => Ok(Arc::from(block.read_chunk(m)?)),
+        }
+    }
+}
+
+/// One series of a [`SeriesSet`]: its labels, and its samples in
+/// `[mint, maxt]` through [`Series::samples`] and [`Series::histograms`].
+#[derive(Clone)]
+pub struct Series {
+    pub labels: Labels,
+    floats: Vec<SrcChunk>,
+    hists: Vec<SrcChunk>,
+    mint: i64,
+    maxt: i64,
+}
+
+impl Series {
+    /// Float samples in time order (stale NaNs included, as stored).
+    pub fn samples(&self) -> Samples {
+        Samples {
+            inner: ChunkWalk::new(&self.floats, self.mint, self.maxt, Encoding::Xor),
+        }
+    }
+
+    /// Native histogram samples in time order.
+    pub fn histograms(&self) -> Histograms {
+        Histograms {
+            inner: ChunkWalk::new(&self.hists, self.mint, self.maxt, Encoding::Histogram),
+        }
+    }
+
+    /// Whether the series has histogram chunks in range.
+    pub fn has_histograms(&self) -> bool {
+        !self.hists.is_empty()
+    }
+}
+
+enum Decoded {
+    F(i64, f64),
+    H(i64, HistogramValue),
+}
+
+impl Decoded {
+    fn t(&self) -> i64 {
+        match self {
+            Decoded::F(t, _) | Decoded::H(t, _) => *t,
+        }
+    }
+}
+
+/// Walks a series' chunks: streaming one chunk at a time when they are
+/// disjoint, or merging everything once when they overlap.
+struct ChunkWalk {
+    chunks: Vec<SrcChunk>,
+    next_chunk: usize,
+    buf: std::vec::IntoIter<Decoded>,
+    mint: i64,
+    maxt: i64,
+    enc: Encoding,
+    failed: bool,
+}
+
+impl ChunkWalk {
+    fn new(chunks: &[SrcChunk], mint: i64, maxt: i64, enc: Encoding) -> ChunkWalk {
+        let mut chunks = chunks.to_vec();
+        let disjoint = {
+            let mut sorted = chunks.clone();
+            sorted.sort_by_key(|c| c.mint);
+            sorted.windows(2).all(|w| w[0].maxt < w[1].mint)
+        };
+        let mut w = ChunkWalk {
+            chunks: Vec::new(),
+            next_chunk: 0,
+            buf: Vec::new().into_iter(),
+            mint,
+            maxt,
+            enc,
+            failed: false,
+        };
+        if disjoint {
+            chunks.sort_by_key(|c| c.mint);
+            w.chunks = chunks;
+        } else {
+            // Overlap: decode all now, merge, later source wins ties.
+            let mut all: Vec<(usize, Decoded)> = Vec::new();
+            for (i, c) in chunks.iter().enumerate() {
+                match w.decode(c) {
+                    Ok(d) => all.extend(d.into_iter().map(|x| (i, x))),
+                    Err(_) => {
+                        // Surface the error when iterated: keep the chunk list.
+                        w.chunks = chunks;
+                        return w;
+                    }
+                }
+            }
+            all.sort_by_key(|(i, d)| (d.t(), std::cmp::Reverse(*i)));
+            all.dedup_by_key(|(_, d)| d.t());
+            w.buf = all
+                .into_iter()
+                .map(|(_, d)| d)
+                .collect::<Vec<_>>()
+                .into_iter();
+        }
+        w
+    }
+
+    fn decode(&self, c: &SrcChunk) -> Result<Vec<Decoded>, Error> {
+        let bytes = c.load()?;
+        let bad = |d: String| match &c.bytes {
+            ChunkBytes::Disk(b, m) => Error::corrupt(
+                b.dir().join(crate::files::BLOCK_CHUNKS),
+                format!("chunk at byte {}: {d}", m.offset),
+            ),
+            ChunkBytes::Mem(_) => {
+                Error::InvalidInput(format!("bug: head chunk does not decode: {d}"))
+            }
+        };
+        let (lo, hi) = (self.mint, self.maxt);
+        let mut out = Vec::new();
+        match self.enc {
+            Encoding::Xor => {
+                for r in XorIter::new(&bytes).map_err(bad)? {
+                    let (t, v) = r.map_err(bad)?;
+                    if t >= lo && t <= hi {
+                        out.push(Decoded::F(t, v));
+                    }
+                }
+            }
+            Encoding::Histogram => {
+                for r in HistIter::new(&bytes).map_err(bad)? {
+                    let (t, h) = r.map_err(bad)?;
+                    if t >= lo && t <= hi {
+                        out.push(Decoded::H(t, h));
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn next(&mut self) -> Option<Result<Decoded, Error>> {
+        loop {
+            if let Some(d) = self.buf.next() {
+                return Some(Ok(d));
+            }
+            if self.failed || self.next_chunk >= self.chunks.len() {
+                return None;
+            }
+            let c = self.chunks[self.next_chunk].clone();
+            self.next_chunk += 1;
+            match self.decode(&c) {
+                Ok(d) => self.buf = d.into_iter(),
+                Err(e) => {
+                    self.failed = true;
+                    return Some(Err(e));
+                }
+            }
+        }
+    }
+}
+
+/// Iterator over a series' float samples; an `Err` (a damaged block chunk)
+/// ends it.
+pub struct Samples {
+    inner: ChunkWalk,
+}
+
+impl Iterator for Samples {
+    type Item = Result<Sample, Error>;
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            match self.inner.next()? {
+                Ok(Decoded::F(t, v)) => return Some(Ok(Sample { t, v })),
+                Ok(Decoded::H(..)) => continue,
+                Err(e) => return Some(Err(e)),
+            }
+        }
+    }
+}
+
+/// Iterator over a series' histogram samples.
+pub struct Histograms {
+    inner: ChunkWalk,
+}
+
+impl Iterator for Histograms {
+    type Item = Result<(i64, HistogramValue), Error>;
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            match self.inner.next()? {
+                Ok(Decoded::H(t, h)) => return Some(Ok((t, h))),
+                Ok(Decoded::F(..)) => continue,
+                Err(e) => return Some(Err(e)),
+            }
+        }
+    }
+}
+
+/// The series a select found, sorted by labels.
+pub struct SeriesSet {
+    inner: std::vec::IntoIter<Series>,
+}
+
+impl SeriesSet {
+    pub fn len(&self) -> usize {
+        self.inner.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.inner.len() == 0
+    }
+}
+
+impl Iterator for SeriesSet {
+    type Item = Series;
+    fn next(&mut self) -> Option<Series> {
+        self.inner.next()
+    }
+}
+
+/// A read view of one project over `[mint, maxt]` (inclusive, ms).
+pub struct Querier {
+    pub(crate) project: Option<Arc<Project>>,
+    pub(crate) blocks: Vec<Arc<Block>>,
+    pub(crate) mint: i64,
+    pub(crate) maxt: i64,
+}
+
+impl Querier {
+    fn blocks_in_range(&self) -> impl Iterator<Item = &Arc<Block>> {
+        self.blocks
+            .iter()
+            .filter(|b| b.meta.mint <= self.maxt && b.meta.maxt >= self.mint)
+    }
+
+    /// Series matching every matcher with data in range, sorted by labels.
+    /// Samples are decoded only when a series is iterated.
+    pub fn select(&self, matchers: &[Matcher]) -> Result<SeriesSet, Error> {
+        let mut map: BTreeMap<Labels, Series> = BTreeMap::new();
+        let (mint, maxt) = (self.mint, self.maxt);
+        fn entry(
+            map: &mut BTreeMap<Labels, Series>,
+            labels: Labels,
+            mint: i64,
+            maxt: i64,
+        ) -> &mut Series {
+            map.entry(labels.clone()).or_insert_with(|| Series {
+                labels,
+                floats: Vec::new(),
+                hists: Vec::new(),
+                mint,
+                maxt,
+            })
+        }
+        for b in self.blocks_in_range() {
+            for (labels, metas) in b.select(matchers, mint, maxt)? {
+                let s = entry(&mut map, labels, mint, maxt);
+                for m in metas {
+                    let c = SrcChunk {
+                        mint: m.mint,
+                        maxt: m.maxt,
+                        bytes: ChunkBytes::Disk(b.clone(), m),
+                    };
+                    match m.enc {
+                        Encoding::Xor => s.floats.push(c),
+                        Encoding::Histogram => s.hists.push(c),
+                    }
+                }
+            }
+        }
+        if let Some(p) = &self.project {
+            let head = p.lock_head();
+            let data = head.select(matchers, mint, maxt);
+            drop(head);
+            let conv = |c: MemChunk| SrcChunk {
+                mint: c.mint,
+                maxt: c.maxt,
+                bytes: ChunkBytes::Mem(c.data),
+            };
+            for d in data {
+                let s = entry(&mut map, d.labels, mint, maxt);
+                s.floats.extend(d.floats.into_iter().map(conv));
+                s.hists.extend(d.hists.into_iter().map(conv));
+            }
+        }
+        Ok(SeriesSet {
+            inner: map.into_values().collect::<Vec<_>>().into_iter(),
+        })
+    }
+
+    /// Label names of the matching series (of all series without matchers)
+    /// in the sources overlapping the range, sorted.
+    pub fn label_names(&self, matchers: &[Matcher]) -> Result<Vec<String>, Error> {
+        let mut v = Vec::new();
+        for b in self.blocks_in_range() {
+            v.extend(b.label_names(matchers)?);
+        }
+        if let Some(p) = &self.project {
+            v.extend(p.lock_head().label_names(matchers));
+        }
+        v.sort();
+        v.dedup();
+        Ok(v)
+    }
+
+    /// Values of label `name` among the matching series, sorted.
+    pub fn label_values(&self, name: &str, matchers: &[Matcher]) -> Result<Vec<String>, Error> {
+        let mut v = Vec::new();
+        for b in self.blocks_in_range() {
+            v.extend(b.label_values(name, matchers)?);
+        }
+        if let Some(p) = &self.project {
+            v.extend(p.lock_head().label_values(name, matchers));
+        }
+        v.sort();
+        v.dedup();
+        Ok(v)
+    }
+
+    /// Label sets of the matching series with data in range, sorted.
+    pub fn series(&self, matchers: &[Matcher]) -> Result<Vec<Labels>, Error> {
+        Ok(self.select(matchers)?.map(|s| s.labels).collect())
+    }
+}
