@@ -135,8 +135,8 @@ pub struct SeriesRef<'a, 's> {
     pub histograms: Vec<HistogramSample>,
     /// Exemplars of the series (decoded, not kept).
     pub exemplars: usize,
-    /// 2.0: the last non-zero `start_timestamp` of the series' samples and
-    /// histograms, in ms; 0 when unknown (always 0 for 1.0).
+    /// 2.0: the last non-zero `start_timestamp` of the series' histograms,
+    /// else of its samples, in ms; 0 when unknown (always 0 for 1.0).
     pub created_timestamp: i64,
 }
 
@@ -643,7 +643,8 @@ fn series_v2<'a>(
     let mut raw_histograms: Vec<proto::Histogram> = Vec::new();
     let mut exemplars = 0usize;
     let mut metadata: Option<proto::v2::Metadata> = None;
-    let mut created = 0i64;
+    // last non-zero start_timestamp of the samples, else of the histograms
+    let (mut created_s, mut created_h) = (0i64, 0i64);
     let mut r = Reader::new(ts, base);
     while let Some((field, _, v)) = r.next().map_err(wire_error_v2)? {
         match (field, v) {
@@ -663,7 +664,7 @@ fn series_v2<'a>(
                     }
                 }
                 if st != 0 {
-                    created = st;
+                    created_s = st;
                 }
                 scratch.samples.push(s);
             }
@@ -671,7 +672,7 @@ fn series_v2<'a>(
                 let h = proto::Histogram::decode(b)
                     .map_err(|e| not_protobuf("io.prometheus.write.v2.Request histogram", e))?;
                 if h.start_timestamp != 0 {
-                    created = h.start_timestamp;
+                    created_h = h.start_timestamp;
                 }
                 raw_histograms.push(h);
             }
@@ -765,7 +766,7 @@ fn series_v2<'a>(
         samples: &scratch.samples,
         histograms,
         exemplars,
-        created_timestamp: created,
+        created_timestamp: if created_h != 0 { created_h } else { created_s },
     });
     Ok(())
 }

@@ -7,7 +7,9 @@
 //!
 //! Semantics follow protobuf: unknown fields are skipped, a known field
 //! with the wrong wire type is an error, the last value of a scalar field
-//! wins, groups (wire types 3/4) are refused as malformed.
+//! wins, groups (deprecated wire types 3/4) are skipped as unknown fields.
+//! The decoders built on it are checked against prost on random and
+//! mutated input (`tests/ingest/reference.rs`).
 
 /// Why a body is not well-formed protobuf, with the byte position.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,6 +21,8 @@ pub(crate) struct WireError {
 pub(crate) const VARINT: u8 = 0;
 pub(crate) const I64: u8 = 1;
 pub(crate) const LEN: u8 = 2;
+pub(crate) const START_GROUP: u8 = 3;
+pub(crate) const END_GROUP: u8 = 4;
 pub(crate) const I32: u8 = 5;
 
 /// A cursor over one message's bytes; `base` is the message's offset in
@@ -35,6 +39,8 @@ pub(crate) enum Value<'a> {
     I64(u64),
     Len(&'a [u8], usize),
     I32,
+    /// A (skipped) group.
+    Group,
 }
 
 impl<'a> Reader<'a> {
@@ -69,6 +75,10 @@ impl<'a> Reader<'a> {
                 return Err(self.err("truncated varint"));
             };
             self.pos += 1;
+            if i == 9 && b > 1 {
+                // the 10th byte holds bit 63 only
+                return Err(self.err("varint overflows 64 bits"));
+            }
             v |= u64::from(b & 0x7f) << (7 * i);
             if b < 0x80 {
                 return Ok(v);
@@ -92,12 +102,22 @@ impl<'a> Reader<'a> {
             return Ok(None);
         }
         let key = self.varint()?;
+        if key > u64::from(u32::MAX) {
+            return Err(self.err("field key out of range"));
+        }
         let field = (key >> 3) as u32;
         let wt = (key & 7) as u8;
         if field == 0 {
             return Err(self.err("field number 0"));
         }
-        let v = match wt {
+        let v = self.value(field, wt, 0)?;
+        Ok(Some((field, wt, v)))
+    }
+
+    /// Reads the value of a field whose key was just read; `depth` counts
+    /// the groups being skipped.
+    fn value(&mut self, field: u32, wt: u8, depth: u32) -> Result<Value<'a>, WireError> {
+        Ok(match wt {
             VARINT => Value::Varint(self.varint()?),
             I64 => {
                 let end = self.pos + 8;
@@ -127,11 +147,34 @@ impl<'a> Reader<'a> {
                 self.pos += 4;
                 Value::I32
             }
-            _ => {
-                return Err(self.err("unsupported wire type (groups are not used by remote write)"));
+            START_GROUP => {
+                // Deprecated groups: nothing here declares one, but an
+                // unknown field may be one and is skipped like any other.
+                if depth >= 100 {
+                    return Err(self.err("groups nested too deeply"));
+                }
+                loop {
+                    if self.pos >= self.buf.len() {
+                        return Err(self.err("group without its end"));
+                    }
+                    let key = self.varint()?;
+                    if key > u64::from(u32::MAX) || key >> 3 == 0 {
+                        return Err(self.err("field key out of range"));
+                    }
+                    let (f, w) = ((key >> 3) as u32, (key & 7) as u8);
+                    if w == END_GROUP {
+                        if f != field {
+                            return Err(self.err("group ends with another field number"));
+                        }
+                        break;
+                    }
+                    self.value(f, w, depth + 1)?;
+                }
+                Value::Group
             }
-        };
-        Ok(Some((field, wt, v)))
+            END_GROUP => return Err(self.err("group end without its start")),
+            _ => return Err(self.err("invalid wire type")),
+        })
     }
 
     pub fn wrong_type(&self) -> WireError {
@@ -167,8 +210,21 @@ mod tests {
                 at: 12
             })
         );
-        let mut r = Reader::new(&[0x0b], 0); // group start
+        let mut r = Reader::new(&[0x0b], 0); // group start, no end
         assert!(r.next().is_err());
+        // group 1 holding field 2 = varint 5, then field 3 = varint 1
+        let mut r = Reader::new(&[0x0b, 0x10, 0x05, 0x0c, 0x18, 0x01], 0);
+        assert!(matches!(r.next(), Ok(Some((1, START_GROUP, Value::Group)))));
+        assert!(matches!(r.next(), Ok(Some((3, VARINT, Value::Varint(1))))));
+        let mut r = Reader::new(&[0x0b, 0x14], 0); // ends with field 2
+        assert!(r.next().is_err());
+        let mut v = vec![0x08];
+        v.extend([0xff; 9]);
+        v.push(0x02); // 10th byte > 1
+        assert_eq!(
+            Reader::new(&v, 0).next().err().map(|e| e.what),
+            Some("varint overflows 64 bits")
+        );
         let mut r = Reader::new(&[0x08, 0xff], 0);
         assert_eq!(r.next().err().map(|e| e.what), Some("truncated varint"));
     }
