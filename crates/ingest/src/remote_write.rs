@@ -32,7 +32,7 @@
 //!   metric name.
 
 use crate::DecodeError;
-use crate::validate::{RejectReason, Rejection, series_text};
+use crate::validate::{self, Limits, RejectReason, Rejection, series_text};
 use crate::wire::{Reader, Value, WireError};
 use model::{
     CounterResetHint, FloatHistogram, HistogramSample, HistogramValue, Label, Labels, Metadata,
@@ -118,6 +118,71 @@ pub fn decode(version: Version, proto: &[u8]) -> Result<Decoded, DecodeError> {
         Version::V1 => decode_v1(proto),
         Version::V2 => decode_v2(proto),
     }
+}
+
+/// Decodes by `version` and applies the per-request and per-series
+/// `limits` on the way, before anything is allocated for a series that
+/// breaks one: the call a server makes. Equivalent to [`decode`] followed by
+/// [`crate::validate::apply`], except that `max_samples_per_request` counts
+/// every sample of the request (rejected series included), and that the
+/// memory for the series is never spent when the request is refused.
+pub fn decode_limited(
+    version: Version,
+    proto: &[u8],
+    limits: &Limits,
+) -> Result<Decoded, DecodeError> {
+    let max = limits.max_samples_per_request;
+    let mut series: Vec<TimeSeries> = Vec::new();
+    let mut limited: Vec<Rejection> = Vec::new();
+    let mut dropped = Stats::default();
+    let mut seen_samples = 0usize;
+    let mut over = false;
+    let f = |s: SeriesRef<'_, '_>| {
+        let n = s.samples.len() + s.histograms.len();
+        seen_samples += n;
+        if over || (max > 0 && seen_samples > max) {
+            if !over {
+                over = true;
+                series = Vec::new(); // give the memory back now
+            }
+            return;
+        }
+        if let Some((reason, what)) = validate::check_labels(s.labels, limits) {
+            let text = series_text(s.labels.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())));
+            limited.push(Rejection::new(reason, what, text, n));
+            dropped.samples += s.samples.len();
+            dropped.histograms += s.histograms.len();
+            dropped.exemplars += s.exemplars;
+            return;
+        }
+        series.push(TimeSeries {
+            labels: s.to_labels(),
+            samples: s.samples.to_vec(),
+            histograms: s.histograms,
+            created_timestamp: s.created_timestamp,
+        });
+    };
+    let v = match version {
+        Version::V1 => visit_v1(proto, f)?,
+        Version::V2 => visit_v2(proto, f)?,
+    };
+    let count = seen_samples + v.rejected.iter().map(|r| r.samples).sum::<usize>();
+    if max > 0 && count > max {
+        return Err(DecodeError::TooManySamples { count, limit: max });
+    }
+    let mut rejected = v.rejected;
+    rejected.extend(limited);
+    let mut metadata = v.metadata;
+    validate::apply_metadata(&mut metadata, limits, &mut rejected);
+    Ok(Decoded {
+        batch: WriteBatch { series, metadata },
+        stats: Stats {
+            samples: v.stats.samples - dropped.samples,
+            histograms: v.stats.histograms - dropped.histograms,
+            exemplars: v.stats.exemplars - dropped.exemplars,
+        },
+        rejected,
+    })
 }
 
 fn not_protobuf(what: &str, e: prost::DecodeError) -> DecodeError {

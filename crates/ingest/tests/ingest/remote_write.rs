@@ -462,6 +462,52 @@ fn v2_invalid_series_is_rejected_others_kept() {
 }
 
 #[test]
+fn limits_applied_while_decoding() {
+    use ingest::remote_write::decode_limited;
+    use ingest::validate::Limits;
+    let long = "v".repeat(30);
+    let body = v1_body(vec![
+        ts(vec![l("__name__", "ok"), l("a", "1")], &[(T0, 1.0)]),
+        ts(vec![l("__name__", "long"), l("a", &long)], &[(T0, 2.0)]),
+        ts(vec![l("job", "no_name")], &[(T0, 3.0), (T0 + 1, 4.0)]),
+    ]);
+    let limits = Limits {
+        max_label_value_len: 20,
+        ..Limits::default()
+    };
+    let d = decode_limited(Version::V1, &body, &limits).unwrap();
+    assert_eq!(render(&d.batch), [r#"ok{a="1"} @1767225600000 = 1.0"#]);
+    let msgs: Vec<&str> = d.rejected.iter().map(|r| r.message.as_str()).collect();
+    assert_eq!(
+        msgs,
+        [
+            r#"series has no metric name (__name__): {job="no_name"}"#,
+            r#"value of label "a" is 30 bytes, limit max_label_value_len=20: long{a="vvvvvvvvvvvvvvvvvvvvvvvvvvvvvv"}"#,
+        ]
+    );
+    assert_eq!(d.stats.samples, 1);
+    // the same as decode + validate::apply
+    let mut plain = decode_v1(&body).unwrap();
+    let more = ingest::validate::apply(&mut plain.batch, &limits).unwrap();
+    assert_eq!(plain.batch, d.batch);
+    assert_eq!(plain.rejected.len() + more.len(), d.rejected.len());
+    // every sample of the request counts towards max_samples_per_request
+    let tight = Limits {
+        max_samples_per_request: 3,
+        ..Limits::default()
+    };
+    assert_eq!(
+        decode_limited(Version::V1, &body, &tight),
+        Err(DecodeError::TooManySamples { count: 4, limit: 3 })
+    );
+    let enough = Limits {
+        max_samples_per_request: 4,
+        ..Limits::default()
+    };
+    assert!(decode_limited(Version::V1, &body, &enough).is_ok());
+}
+
+#[test]
 fn content_negotiation() {
     let check = |ct: Option<&str>, expected: Result<Version, u16>| {
         let got = Version::from_content_type(ct).map_err(|e| e.http_status());
