@@ -586,7 +586,7 @@ fn histograms(hs: Vec<proto::Histogram>) -> Result<Vec<HistogramSample>, model::
 /// Decodes a remote write 2.0 `io.prometheus.write.v2.Request` into an
 /// owned [`WriteBatch`] (built on [`visit_v2`]).
 pub fn decode_v2(proto: &[u8]) -> Result<Decoded, DecodeError> {
-    let mut series: Vec<TimeSeries> = Vec::with_capacity(proto.len() / 48);
+    let mut series: Vec<TimeSeries> = Vec::with_capacity(proto.len() / 64);
     let v = visit_v2(proto, |s| {
         series.push(TimeSeries {
             labels: s.to_labels(),
