@@ -256,7 +256,8 @@ pub fn decode_v1(proto: &[u8]) -> Result<Decoded, DecodeError> {
 /// store that only needs owned labels for series it has not seen yet.
 ///
 /// The hot path (series, labels, samples) is read straight off the wire
-/// ([`crate::wire`]); histograms, exemplars and metadata go through prost.
+/// (the private `wire` module); histograms, exemplars and metadata go
+/// through prost.
 /// A malformed body fails with an error after `f` may have seen some
 /// series: callers that must be all-or-nothing collect first.
 pub fn visit_v1<'a>(
