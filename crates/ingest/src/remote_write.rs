@@ -7,6 +7,14 @@
 //! [`proto`], written by hand from the `.proto` files with their field
 //! numbers.
 //!
+//! Entry points: [`decode_limited`] (what a server calls: decode and apply
+//! the project's [`Limits`] before allocating), [`decode_v1`]/[`decode_v2`]
+//! (an owned [`WriteBatch`]), and [`visit_v1`]/[`visit_v2`] (each valid
+//! series borrowed from the body, nothing allocated per label: for a store
+//! that needs owned labels only for series it has not seen). The hot path
+//! reads the wire format directly; it is checked against a prost reference
+//! on random and mutated requests.
+//!
 //! What is checked, and what happens (Prometheus' `write_handler.go`
 //! semantics, with Mimir's partial-write behaviour):
 //!
