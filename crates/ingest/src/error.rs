@@ -2,8 +2,7 @@
 //!
 //! Per-series problems (an invalid label name, a malformed histogram) are
 //! not errors of the request: decoders return them as
-//! [`crate::remote_write::SeriesRejection`] / [`crate::validate::Rejection`]
-//! next to the series they kept. A `DecodeError` means nothing of the body
+//! [`crate::validate::Rejection`]s next to the series they kept. A `DecodeError` means nothing of the body
 //! can be used. Each variant names the HTTP status a server should answer
 //! with ([`DecodeError::http_status`]), so the mapping lives in one place.
 

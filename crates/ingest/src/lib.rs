@@ -30,5 +30,6 @@ pub mod otlp;
 pub mod relabel;
 pub mod remote_write;
 pub mod validate;
+mod wire;
 
 pub use error::DecodeError;

@@ -407,11 +407,26 @@ fn value_text(v: Option<&AnyValue>) -> String {
         Some(V::StringValue(s)) => s.clone(),
         Some(V::BoolValue(b)) => b.to_string(),
         Some(V::IntValue(i)) => i.to_string(),
-        Some(V::DoubleValue(d)) => float_text(*d),
+        Some(V::DoubleValue(d)) => attribute_float_text(*d),
         Some(V::BytesValue(b)) => base64_text(b),
         Some(other @ (V::ArrayValue(_) | V::KvlistValue(_))) => json_value(Some(other)).to_string(),
         // a profiles-only reference into a string table metrics do not have
         Some(V::StringValueStrindex(_)) => String::new(),
+    }
+}
+
+/// A double attribute as the Collector's `Value.AsString` writes it: the
+/// ECMAScript number form (`0.25`, `1e-7`, `1.5e+21`).
+fn attribute_float_text(f: f64) -> String {
+    let abs = f.abs();
+    if f.is_finite() && abs != 0.0 && !(1e-6..1e21).contains(&abs) {
+        let e = format!("{f:e}");
+        match e.split_once('e') {
+            Some((m, x)) if !x.starts_with('-') => format!("{m}e+{x}"),
+            _ => e,
+        }
+    } else {
+        float_text(f)
     }
 }
 
@@ -973,4 +988,37 @@ pub fn translate(req: &ExportMetricsServiceRequest) -> OtlpDecoded {
         }
     }
     tr.out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn float_texts() {
+        let check = |f: f64, le: &str, attr: &str| {
+            assert_eq!(float_text(f), le, "{f}");
+            assert_eq!(attribute_float_text(f), attr, "{f}");
+        };
+        check(1.0, "1", "1");
+        check(0.25, "0.25", "0.25");
+        check(-2.5, "-2.5", "-2.5");
+        check(1e-7, "0.0000001", "1e-7");
+        check(1.5e21, "1500000000000000000000", "1.5e+21");
+        check(123456.0, "123456", "123456");
+        check(f64::INFINITY, "+Inf", "+Inf");
+        check(f64::NEG_INFINITY, "-Inf", "-Inf");
+        check(f64::NAN, "NaN", "NaN");
+    }
+
+    #[test]
+    fn prometheus_units() {
+        let check = |u: &str, expected: &str| assert_eq!(prometheus_unit(u), expected, "{u}");
+        check("s", "seconds");
+        check("By/s", "bytes_per_second");
+        check("1", "");
+        check("{requests}", "");
+        check("{packets}/s", "per_second");
+        check("widgets", "widgets");
+    }
 }

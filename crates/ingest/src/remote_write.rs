@@ -7,6 +7,14 @@
 //! [`proto`], written by hand from the `.proto` files with their field
 //! numbers.
 //!
+//! Entry points: [`decode_limited`] (what a server calls: decode and apply
+//! the project's [`Limits`] before allocating), [`decode_v1`]/[`decode_v2`]
+//! (an owned [`WriteBatch`]), and [`visit_v1`]/[`visit_v2`] (each valid
+//! series borrowed from the body, nothing allocated per label: for a store
+//! that needs owned labels only for series it has not seen). The hot path
+//! reads the wire format directly; it is checked against a prost reference
+//! on random and mutated requests.
+//!
 //! What is checked, and what happens (Prometheus' `write_handler.go`
 //! semantics, with Mimir's partial-write behaviour):
 //!
@@ -32,7 +40,8 @@
 //!   metric name.
 
 use crate::DecodeError;
-use crate::validate::{RejectReason, Rejection, series_text};
+use crate::validate::{self, Limits, RejectReason, Rejection, series_text};
+use crate::wire::{Reader, Value, WireError};
 use model::{
     CounterResetHint, FloatHistogram, HistogramSample, HistogramValue, Label, Labels, Metadata,
     MetricType, Sample, Span, TimeSeries, WriteBatch,
@@ -119,66 +128,285 @@ pub fn decode(version: Version, proto: &[u8]) -> Result<Decoded, DecodeError> {
     }
 }
 
+/// Decodes by `version` and applies the per-request and per-series
+/// `limits` on the way, before anything is allocated for a series that
+/// breaks one: the call a server makes. Equivalent to [`decode`] followed by
+/// [`crate::validate::apply`], except that `max_samples_per_request` counts
+/// every sample of the request (rejected series included), and that the
+/// memory for the series is never spent when the request is refused.
+pub fn decode_limited(
+    version: Version,
+    proto: &[u8],
+    limits: &Limits,
+) -> Result<Decoded, DecodeError> {
+    let max = limits.max_samples_per_request;
+    let mut series: Vec<TimeSeries> = Vec::new();
+    let mut limited: Vec<Rejection> = Vec::new();
+    let mut dropped = Stats::default();
+    let mut seen_samples = 0usize;
+    let mut over = false;
+    let f = |s: SeriesRef<'_, '_>| {
+        let n = s.samples.len() + s.histograms.len();
+        seen_samples += n;
+        if over || (max > 0 && seen_samples > max) {
+            if !over {
+                over = true;
+                series = Vec::new(); // give the memory back now
+            }
+            return;
+        }
+        if let Some((reason, what)) = validate::check_labels(s.labels, limits) {
+            let text = series_text(s.labels.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())));
+            limited.push(Rejection::new(reason, what, text, n));
+            dropped.samples += s.samples.len();
+            dropped.histograms += s.histograms.len();
+            dropped.exemplars += s.exemplars;
+            return;
+        }
+        series.push(TimeSeries {
+            labels: s.to_labels(),
+            samples: s.samples.to_vec(),
+            histograms: s.histograms,
+            created_timestamp: s.created_timestamp,
+        });
+    };
+    let v = match version {
+        Version::V1 => visit_v1(proto, f)?,
+        Version::V2 => visit_v2(proto, f)?,
+    };
+    let count = seen_samples + v.rejected.iter().map(|r| r.samples).sum::<usize>();
+    if max > 0 && count > max {
+        return Err(DecodeError::TooManySamples { count, limit: max });
+    }
+    let mut rejected = v.rejected;
+    rejected.extend(limited);
+    let mut metadata = v.metadata;
+    validate::apply_metadata(&mut metadata, limits, &mut rejected);
+    Ok(Decoded {
+        batch: WriteBatch { series, metadata },
+        stats: Stats {
+            samples: v.stats.samples - dropped.samples,
+            histograms: v.stats.histograms - dropped.histograms,
+            exemplars: v.stats.exemplars - dropped.exemplars,
+        },
+        rejected,
+    })
+}
+
 fn not_protobuf(what: &str, e: prost::DecodeError) -> DecodeError {
     DecodeError::malformed(format!("{what} is not valid protobuf: {e}"))
 }
 
-/// Decodes a remote write 1.0 `prometheus.WriteRequest`.
-pub fn decode_v1(proto: &[u8]) -> Result<Decoded, DecodeError> {
-    let req = proto::v1::WriteRequest::decode(proto)
-        .map_err(|e| not_protobuf("prometheus.WriteRequest", e))?;
-    let mut out = Decoded::default();
-    out.batch.series.reserve(req.timeseries.len());
-    for ts in req.timeseries {
-        let n_samples = ts.samples.len() + ts.histograms.len();
-        let labels = match labels_v1(ts.labels) {
-            Ok(l) => l,
-            Err((reason, what, text)) => {
-                out.rejected
-                    .push(Rejection::new(reason, what, text, n_samples));
-                continue;
-            }
-        };
-        let histograms = match histograms(ts.histograms) {
-            Ok(h) => h,
-            Err(e) => {
-                out.rejected.push(Rejection::new(
-                    RejectReason::InvalidHistogram,
-                    e,
-                    labels.to_string(),
-                    n_samples,
-                ));
-                continue;
-            }
-        };
-        out.stats.samples += ts.samples.len();
-        out.stats.histograms += histograms.len();
-        out.stats.exemplars += ts.exemplars.len();
-        out.batch.series.push(TimeSeries {
-            labels,
-            // same layout: the allocation is reused
-            samples: ts
-                .samples
-                .into_iter()
-                .map(|s| Sample {
-                    t: s.timestamp,
-                    v: s.value,
+/// A valid series of a 1.0 request, borrowed from the body: what
+/// [`visit_v1`] hands to its callback. Labels are sorted, checked, without
+/// empty values; nothing per label was allocated.
+#[derive(Debug)]
+pub struct SeriesRef<'a, 's> {
+    pub labels: &'s [(&'a str, &'a str)],
+    pub samples: &'s [Sample],
+    /// Native histograms, converted and validated (rare: owned).
+    pub histograms: Vec<HistogramSample>,
+    /// Exemplars of the series (decoded, not kept).
+    pub exemplars: usize,
+    /// 2.0: the last non-zero `start_timestamp` of the series' histograms,
+    /// else of its samples, in ms; 0 when unknown (always 0 for 1.0).
+    pub created_timestamp: i64,
+}
+
+impl SeriesRef<'_, '_> {
+    /// The owned label set.
+    pub fn to_labels(&self) -> Labels {
+        Labels::from_sorted_unchecked(
+            self.labels
+                .iter()
+                .map(|(n, v)| Label {
+                    name: (*n).to_owned(),
+                    value: (*v).to_owned(),
                 })
                 .collect(),
-            histograms,
-            created_timestamp: 0,
-        });
+        )
     }
+}
+
+/// What [`visit_v1`] returns besides the series it handed out.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Visited {
+    pub stats: Stats,
+    pub rejected: Vec<Rejection>,
+    pub metadata: Vec<(String, Metadata)>,
+}
+
+/// Decodes a remote write 1.0 `prometheus.WriteRequest` into an owned
+/// [`WriteBatch`] (built on [`visit_v1`]).
+pub fn decode_v1(proto: &[u8]) -> Result<Decoded, DecodeError> {
+    // ~100 bytes of protobuf per series is typical: reserve once
+    let mut series: Vec<TimeSeries> = Vec::with_capacity(proto.len() / 128);
+    let v = visit_v1(proto, |s| {
+        series.push(TimeSeries {
+            labels: s.to_labels(),
+            samples: s.samples.to_vec(),
+            histograms: s.histograms,
+            created_timestamp: s.created_timestamp,
+        });
+    })?;
+    Ok(Decoded {
+        batch: WriteBatch {
+            series,
+            metadata: v.metadata,
+        },
+        stats: v.stats,
+        rejected: v.rejected,
+    })
+}
+
+/// Decodes a remote write 1.0 `prometheus.WriteRequest`, calling `f` with
+/// each valid series borrowed from `proto`: the allocation-free path for a
+/// store that only needs owned labels for series it has not seen yet.
+///
+/// The hot path (series, labels, samples) is read straight off the wire
+/// (the private `wire` module); histograms, exemplars and metadata go
+/// through prost.
+/// A malformed body fails with an error after `f` may have seen some
+/// series: callers that must be all-or-nothing collect first.
+pub fn visit_v1<'a>(
+    proto: &'a [u8],
+    mut f: impl FnMut(SeriesRef<'a, '_>),
+) -> Result<Visited, DecodeError> {
+    let mut out = Visited::default();
     let mut seen: HashMap<String, usize> = HashMap::new();
-    for m in req.metadata {
-        let md = Metadata {
-            metric_type: metric_type(m.r#type),
-            help: m.help,
-            unit: m.unit,
-        };
-        push_metadata(&mut out.batch.metadata, &mut seen, m.metric_family_name, md);
+    let mut scratch = Scratch::default();
+    let mut r = Reader::new(proto, 0);
+    while let Some((field, _, v)) = r.next().map_err(wire_error)? {
+        match (field, v) {
+            (1, Value::Len(ts, base)) => series_v1(ts, base, &mut scratch, &mut out, &mut f)?,
+            (3, Value::Len(md, _)) => {
+                let m = proto::v1::MetricMetadata::decode(md)
+                    .map_err(|e| not_protobuf("prometheus.WriteRequest metadata", e))?;
+                let md = Metadata {
+                    metric_type: metric_type(m.r#type),
+                    help: m.help,
+                    unit: m.unit,
+                };
+                push_metadata(&mut out.metadata, &mut seen, m.metric_family_name, md);
+            }
+            (1 | 3, _) => return Err(wire_error(r.wrong_type())),
+            _ => {}
+        }
     }
     Ok(out)
+}
+
+/// Buffers reused from one series to the next.
+#[derive(Default)]
+struct Scratch<'a> {
+    pairs: Vec<(&'a [u8], &'a [u8])>,
+    labels: Vec<(&'a str, &'a str)>,
+    samples: Vec<Sample>,
+}
+
+fn wire_error(e: WireError) -> DecodeError {
+    DecodeError::malformed(format!(
+        "prometheus.WriteRequest is not valid protobuf: {} at byte {}",
+        e.what, e.at
+    ))
+}
+
+/// One `prometheus.TimeSeries` (fields: labels = 1, samples = 2,
+/// exemplars = 3, histograms = 4).
+fn series_v1<'a>(
+    ts: &'a [u8],
+    base: usize,
+    scratch: &mut Scratch<'a>,
+    out: &mut Visited,
+    f: &mut impl FnMut(SeriesRef<'a, '_>),
+) -> Result<(), DecodeError> {
+    scratch.pairs.clear();
+    scratch.samples.clear();
+    let mut raw_histograms: Vec<proto::Histogram> = Vec::new();
+    let mut exemplars = 0usize;
+    let mut r = Reader::new(ts, base);
+    while let Some((field, _, v)) = r.next().map_err(wire_error)? {
+        match (field, v) {
+            (1, Value::Len(l, at)) => scratch.pairs.push(label_v1(l, at)?),
+            (2, Value::Len(b, at)) => scratch.samples.push(sample_v1(b, at)?),
+            (3, Value::Len(b, _)) => {
+                proto::v1::Exemplar::decode(b)
+                    .map_err(|e| not_protobuf("prometheus.WriteRequest exemplar", e))?;
+                exemplars += 1;
+            }
+            (4, Value::Len(b, _)) => raw_histograms.push(
+                proto::Histogram::decode(b)
+                    .map_err(|e| not_protobuf("prometheus.WriteRequest histogram", e))?,
+            ),
+            (1..=4, _) => return Err(wire_error(r.wrong_type())),
+            _ => {}
+        }
+    }
+    let n_samples = scratch.samples.len() + raw_histograms.len();
+    if let Err((reason, what)) = check_labels(&scratch.pairs, &mut scratch.labels) {
+        out.rejected.push(Rejection::new(
+            reason,
+            what,
+            series_text(scratch.pairs.iter().copied()),
+            n_samples,
+        ));
+        return Ok(());
+    }
+    let histograms = match histograms(raw_histograms) {
+        Ok(h) => h,
+        Err(e) => {
+            out.rejected.push(Rejection::new(
+                RejectReason::InvalidHistogram,
+                e,
+                series_text(scratch.pairs.iter().copied()),
+                n_samples,
+            ));
+            return Ok(());
+        }
+    };
+    out.stats.samples += scratch.samples.len();
+    out.stats.histograms += histograms.len();
+    out.stats.exemplars += exemplars;
+    f(SeriesRef {
+        labels: &scratch.labels,
+        samples: &scratch.samples,
+        histograms,
+        exemplars,
+        created_timestamp: 0,
+    });
+    Ok(())
+}
+
+/// `Label`: name = 1, value = 2 (strings, read as bytes).
+#[inline]
+fn label_v1(b: &[u8], at: usize) -> Result<(&[u8], &[u8]), DecodeError> {
+    let (mut name, mut value): (&[u8], &[u8]) = (b"", b"");
+    let mut r = Reader::new(b, at);
+    while let Some((field, _, v)) = r.next().map_err(wire_error)? {
+        match (field, v) {
+            (1, Value::Len(x, _)) => name = x,
+            (2, Value::Len(x, _)) => value = x,
+            (1 | 2, _) => return Err(wire_error(r.wrong_type())),
+            _ => {}
+        }
+    }
+    Ok((name, value))
+}
+
+/// `Sample`: value = 1 (double), timestamp = 2 (int64).
+#[inline]
+fn sample_v1(b: &[u8], at: usize) -> Result<Sample, DecodeError> {
+    let mut s = Sample { t: 0, v: 0.0 };
+    let mut r = Reader::new(b, at);
+    while let Some((field, _, v)) = r.next().map_err(wire_error)? {
+        match (field, v) {
+            (1, Value::I64(bits)) => s.v = f64::from_bits(bits),
+            (2, Value::Varint(t)) => s.t = t as i64,
+            (1 | 2, _) => return Err(wire_error(r.wrong_type())),
+            _ => {}
+        }
+    }
+    Ok(s)
 }
 
 fn push_metadata(
@@ -199,96 +427,85 @@ fn push_metadata(
     }
 }
 
-/// Rejection reason, the rule broken, and the series as text.
-type LabelError = (RejectReason, String, String);
+/// Rejection reason and the rule broken.
+type LabelError = (RejectReason, String);
 
-/// Prometheus' label rules over raw (name, value) pairs in wire order.
-/// Returns the index of the first empty value (to drop) count on success.
-fn check_pairs<'a>(
-    pairs: impl Iterator<Item = (&'a [u8], &'a [u8])> + Clone,
+/// Checks a series' raw (name, value) pairs, in wire order, against
+/// Prometheus' rules, and fills `out` with the checked pairs without the
+/// empty values. One pass; nothing is allocated.
+fn check_labels<'a>(
+    pairs: &[(&'a [u8], &'a [u8])],
+    out: &mut Vec<(&'a str, &'a str)>,
 ) -> Result<(), LabelError> {
-    let fail = |reason, what: String| Err((reason, what, series_text(pairs.clone())));
+    out.clear();
     let mut prev: Option<&[u8]> = None;
     let mut name_seen = false;
-    for (n, v) in pairs.clone() {
+    for &(n, v) in pairs {
         let Ok(ns) = std::str::from_utf8(n) else {
-            return fail(
+            return Err((
                 RejectReason::InvalidUtf8,
                 "label name is not valid UTF-8".into(),
-            );
+            ));
         };
         if !model::is_valid_label_name(ns) {
-            return fail(
+            return Err((
                 RejectReason::InvalidLabelName,
                 format!("invalid label name {ns:?} (must match [a-zA-Z_][a-zA-Z0-9_]*)"),
-            );
+            ));
         }
-        if std::str::from_utf8(v).is_err() {
-            return fail(
+        let Ok(vs) = std::str::from_utf8(v) else {
+            return Err((
                 RejectReason::InvalidUtf8,
                 format!("value of label {ns:?} is not valid UTF-8"),
-            );
-        }
+            ));
+        };
         if let Some(p) = prev {
             match p.cmp(n) {
                 std::cmp::Ordering::Less => {}
                 std::cmp::Ordering::Equal => {
-                    return fail(
+                    return Err((
                         RejectReason::DuplicateLabelNames,
                         format!("duplicate label name {ns:?}"),
-                    );
+                    ));
                 }
                 std::cmp::Ordering::Greater => {
-                    return fail(
+                    return Err((
                         RejectReason::LabelsNotSorted,
                         format!(
                             "labels are not sorted by name ({:?} before {ns:?})",
                             String::from_utf8_lossy(p)
                         ),
-                    );
+                    ));
                 }
             }
         }
         prev = Some(n);
-        if n == model::METRIC_NAME.as_bytes() {
+        if ns == model::METRIC_NAME {
             name_seen = true;
-            if v.is_empty() {
-                return fail(
+            if vs.is_empty() {
+                return Err((
                     RejectReason::MissingMetricName,
                     "series has an empty metric name (__name__)".into(),
-                );
+                ));
             }
-            // valid UTF-8 checked above
-            let name = std::str::from_utf8(v).unwrap_or_default();
-            if !model::is_valid_metric_name(name) {
-                return fail(
+            if !model::is_valid_metric_name(vs) {
+                return Err((
                     RejectReason::InvalidMetricName,
-                    format!("invalid metric name {name:?} (must match [a-zA-Z_:][a-zA-Z0-9_:]*)"),
-                );
+                    format!("invalid metric name {vs:?} (must match [a-zA-Z_:][a-zA-Z0-9_:]*)"),
+                ));
             }
+        }
+        if !vs.is_empty() {
+            out.push((ns, vs));
         }
     }
     if !name_seen {
-        return fail(
+        return Err((
             RejectReason::MissingMetricName,
             "series has no metric name (__name__)".into(),
-        );
+        ));
     }
     Ok(())
-}
-
-fn labels_v1(raw: Vec<proto::v1::Label>) -> Result<Labels, LabelError> {
-    check_pairs(raw.iter().map(|l| (&l.name[..], &l.value[..])))?;
-    let labels: Vec<Label> = raw
-        .into_iter()
-        .filter(|l| !l.value.is_empty())
-        .map(|l| Label {
-            // checked above: cannot fail
-            name: String::from_utf8(l.name).unwrap_or_default(),
-            value: String::from_utf8(l.value).unwrap_or_default(),
-        })
-        .collect();
-    Ok(Labels::from_sorted_unchecked(labels))
 }
 
 fn metric_type(t: i32) -> MetricType {
@@ -375,11 +592,56 @@ fn histograms(hs: Vec<proto::Histogram>) -> Result<Vec<HistogramSample>, model::
         .collect()
 }
 
-/// Decodes a remote write 2.0 `io.prometheus.write.v2.Request`.
+/// Decodes a remote write 2.0 `io.prometheus.write.v2.Request` into an
+/// owned [`WriteBatch`] (built on [`visit_v2`]).
 pub fn decode_v2(proto: &[u8]) -> Result<Decoded, DecodeError> {
-    let req = proto::v2::Request::decode(proto)
-        .map_err(|e| not_protobuf("io.prometheus.write.v2.Request", e))?;
-    if let Some(first) = req.symbols.first()
+    let mut series: Vec<TimeSeries> = Vec::with_capacity(proto.len() / 64);
+    let v = visit_v2(proto, |s| {
+        series.push(TimeSeries {
+            labels: s.to_labels(),
+            samples: s.samples.to_vec(),
+            histograms: s.histograms,
+            created_timestamp: s.created_timestamp,
+        });
+    })?;
+    Ok(Decoded {
+        batch: WriteBatch {
+            series,
+            metadata: v.metadata,
+        },
+        stats: v.stats,
+        rejected: v.rejected,
+    })
+}
+
+fn wire_error_v2(e: WireError) -> DecodeError {
+    DecodeError::malformed(format!(
+        "io.prometheus.write.v2.Request is not valid protobuf: {} at byte {}",
+        e.what, e.at
+    ))
+}
+
+/// Decodes a remote write 2.0 `io.prometheus.write.v2.Request`, calling
+/// `f` with each valid series borrowed from `proto` (see [`visit_v1`]).
+/// Symbols are read first (protobuf allows them after the series), then
+/// the series; a symbol reference out of range, an odd `labels_refs` or a
+/// first symbol that is not `""` refuses the whole request.
+pub fn visit_v2<'a>(
+    proto: &'a [u8],
+    mut f: impl FnMut(SeriesRef<'a, '_>),
+) -> Result<Visited, DecodeError> {
+    // Request: symbols = 4, timeseries = 5 (1–3 reserved).
+    let mut symbols: Vec<&'a [u8]> = Vec::new();
+    let mut r = Reader::new(proto, 0);
+    while let Some((field, _, v)) = r.next().map_err(wire_error_v2)? {
+        match (field, v) {
+            (4, Value::Len(s, _)) => symbols.push(s),
+            (5, Value::Len(..)) => {}
+            (4 | 5, _) => return Err(wire_error_v2(r.wrong_type())),
+            _ => {}
+        }
+    }
+    if let Some(first) = symbols.first()
         && !first.is_empty()
     {
         return Err(DecodeError::malformed(format!(
@@ -387,108 +649,200 @@ pub fn decode_v2(proto: &[u8]) -> Result<Decoded, DecodeError> {
             String::from_utf8_lossy(first)
         )));
     }
-    let symbols = &req.symbols;
-    let sym = |series: usize, field: &str, r: u32| -> Result<&[u8], DecodeError> {
-        symbols.get(r as usize).map(|s| &s[..]).ok_or_else(|| {
+    let mut out = Visited::default();
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut scratch = Scratch::default();
+    let mut refs: Vec<u32> = Vec::new();
+    let mut r = Reader::new(proto, 0);
+    let mut i = 0usize;
+    while let Some((field, _, v)) = r.next().map_err(wire_error_v2)? {
+        if let (5, Value::Len(ts, base)) = (field, v) {
+            series_v2(
+                i,
+                ts,
+                base,
+                &symbols,
+                &mut refs,
+                &mut scratch,
+                &mut out,
+                &mut seen,
+                &mut f,
+            )?;
+            i += 1;
+        }
+    }
+    Ok(out)
+}
+
+/// Reads a `repeated uint32` element, packed or not, into `out`.
+fn read_u32s(v: Value<'_>, out: &mut Vec<u32>, r: &Reader<'_>) -> Result<(), DecodeError> {
+    match v {
+        Value::Varint(x) => out.push(x as u32),
+        Value::Len(b, at) => {
+            let mut p = Reader::new(b, at);
+            while let Some(x) = p.varint_packed().map_err(wire_error_v2)? {
+                out.push(x as u32);
+            }
+        }
+        _ => return Err(wire_error_v2(r.wrong_type())),
+    }
+    Ok(())
+}
+
+/// One `io.prometheus.write.v2.TimeSeries`: labels_refs = 1, samples = 2,
+/// histograms = 3, exemplars = 4, metadata = 5.
+#[allow(clippy::too_many_arguments)]
+fn series_v2<'a>(
+    index: usize,
+    ts: &'a [u8],
+    base: usize,
+    symbols: &[&'a [u8]],
+    refs: &mut Vec<u32>,
+    scratch: &mut Scratch<'a>,
+    out: &mut Visited,
+    seen: &mut HashMap<String, usize>,
+    f: &mut impl FnMut(SeriesRef<'a, '_>),
+) -> Result<(), DecodeError> {
+    let sym = |field: &str, r: u32| -> Result<&'a [u8], DecodeError> {
+        symbols.get(r as usize).copied().ok_or_else(|| {
             DecodeError::malformed(format!(
-                "timeseries[{series}].{field}: symbol reference {r} is out of range \
+                "timeseries[{index}].{field}: symbol reference {r} is out of range \
                  (the request has {} symbols)",
                 symbols.len()
             ))
         })
     };
-    let mut out = Decoded::default();
-    let mut seen: HashMap<String, usize> = HashMap::new();
-    out.batch.series.reserve(req.timeseries.len());
-    for (i, ts) in req.timeseries.into_iter().enumerate() {
-        if ts.labels_refs.len() % 2 != 0 {
-            return Err(DecodeError::malformed(format!(
-                "timeseries[{i}].labels_refs has odd length {} (it holds name, value pairs)",
-                ts.labels_refs.len()
-            )));
-        }
-        let mut pairs: Vec<(&[u8], &[u8])> = Vec::with_capacity(ts.labels_refs.len() / 2);
-        for p in ts.labels_refs.chunks_exact(2) {
-            pairs.push((sym(i, "labels_refs", p[0])?, sym(i, "labels_refs", p[1])?));
-        }
-        for e in &ts.exemplars {
-            for r in &e.labels_refs {
-                sym(i, "exemplars.labels_refs", *r)?;
+    refs.clear();
+    scratch.samples.clear();
+    let mut raw_histograms: Vec<proto::Histogram> = Vec::new();
+    let mut exemplars = 0usize;
+    let mut metadata: Option<proto::v2::Metadata> = None;
+    // last non-zero start_timestamp of the samples, else of the histograms
+    let (mut created_s, mut created_h) = (0i64, 0i64);
+    let mut r = Reader::new(ts, base);
+    while let Some((field, _, v)) = r.next().map_err(wire_error_v2)? {
+        match (field, v) {
+            (1, v) => read_u32s(v, refs, &r)?,
+            (2, Value::Len(b, at)) => {
+                // Sample: value = 1, timestamp = 2, start_timestamp = 3
+                let mut s = Sample { t: 0, v: 0.0 };
+                let mut st = 0i64;
+                let mut p = Reader::new(b, at);
+                while let Some((field, _, v)) = p.next().map_err(wire_error_v2)? {
+                    match (field, v) {
+                        (1, Value::I64(bits)) => s.v = f64::from_bits(bits),
+                        (2, Value::Varint(t)) => s.t = t as i64,
+                        (3, Value::Varint(t)) => st = t as i64,
+                        (1..=3, _) => return Err(wire_error_v2(p.wrong_type())),
+                        _ => {}
+                    }
+                }
+                if st != 0 {
+                    created_s = st;
+                }
+                scratch.samples.push(s);
             }
+            (3, Value::Len(b, _)) => {
+                let h = proto::Histogram::decode(b)
+                    .map_err(|e| not_protobuf("io.prometheus.write.v2.Request histogram", e))?;
+                if h.start_timestamp != 0 {
+                    created_h = h.start_timestamp;
+                }
+                raw_histograms.push(h);
+            }
+            (4, Value::Len(b, _)) => {
+                let e = proto::v2::Exemplar::decode(b)
+                    .map_err(|e| not_protobuf("io.prometheus.write.v2.Request exemplar", e))?;
+                for r in &e.labels_refs {
+                    sym("exemplars.labels_refs", *r)?;
+                }
+                exemplars += 1;
+            }
+            (5, Value::Len(b, _)) => {
+                metadata = Some(
+                    proto::v2::Metadata::decode(b)
+                        .map_err(|e| not_protobuf("io.prometheus.write.v2.Request metadata", e))?,
+                );
+            }
+            (2..=5, _) => return Err(wire_error_v2(r.wrong_type())),
+            _ => {}
         }
-        let (help, unit) = match &ts.metadata {
-            Some(m) => (
-                sym(i, "metadata.help_ref", m.help_ref)?,
-                sym(i, "metadata.unit_ref", m.unit_ref)?,
-            ),
-            None => (&b""[..], &b""[..]),
-        };
-        let n_samples = ts.samples.len() + ts.histograms.len();
-        if let Err((reason, what, text)) = check_pairs(pairs.iter().copied()) {
-            out.rejected
-                .push(Rejection::new(reason, what, text, n_samples));
-            continue;
+    }
+    if !refs.len().is_multiple_of(2) {
+        return Err(DecodeError::malformed(format!(
+            "timeseries[{index}].labels_refs has odd length {} (it holds name, value pairs)",
+            refs.len()
+        )));
+    }
+    scratch.pairs.clear();
+    for p in refs.chunks_exact(2) {
+        scratch
+            .pairs
+            .push((sym("labels_refs", p[0])?, sym("labels_refs", p[1])?));
+    }
+    let (help, unit) = match &metadata {
+        Some(m) => (
+            sym("metadata.help_ref", m.help_ref)?,
+            sym("metadata.unit_ref", m.unit_ref)?,
+        ),
+        None => (&b""[..], &b""[..]),
+    };
+    let n_samples = scratch.samples.len() + raw_histograms.len();
+    if let Err((reason, what)) = check_labels(&scratch.pairs, &mut scratch.labels) {
+        out.rejected.push(Rejection::new(
+            reason,
+            what,
+            series_text(scratch.pairs.iter().copied()),
+            n_samples,
+        ));
+        return Ok(());
+    }
+    let histograms = match histograms(raw_histograms) {
+        Ok(h) => h,
+        Err(e) => {
+            out.rejected.push(Rejection::new(
+                RejectReason::InvalidHistogram,
+                e,
+                series_text(scratch.pairs.iter().copied()),
+                n_samples,
+            ));
+            return Ok(());
         }
-        let labels = Labels::from_sorted_unchecked(
-            pairs
-                .iter()
-                .filter(|(_, v)| !v.is_empty())
-                .map(|(n, v)| Label {
-                    name: String::from_utf8_lossy(n).into_owned(),
-                    value: String::from_utf8_lossy(v).into_owned(),
-                })
-                .collect(),
-        );
-        let created = ts
-            .samples
+    };
+    if let Some(m) = metadata
+        && let Some(&(_, name)) = scratch
+            .labels
             .iter()
-            .map(|s| s.start_timestamp)
-            .chain(ts.histograms.iter().map(|h| h.start_timestamp))
-            .filter(|t| *t != 0)
-            .next_back()
-            .unwrap_or(0);
-        let hs = match histograms(ts.histograms) {
-            Ok(h) => h,
-            Err(e) => {
-                out.rejected.push(Rejection::new(
-                    RejectReason::InvalidHistogram,
-                    e,
-                    labels.to_string(),
-                    n_samples,
-                ));
-                continue;
-            }
-        };
-        if let Some(m) = ts.metadata {
+            .find(|(n, _)| *n == model::METRIC_NAME)
+    {
+        let mt = metric_type(m.r#type);
+        let known = seen.get(name).map(|&i| &out.metadata[i].1);
+        // Every series of a family repeats its metadata: allocate only
+        // when it is new or changed.
+        let same = known.is_some_and(|k| {
+            k.metric_type == mt && k.help.as_bytes() == help && k.unit.as_bytes() == unit
+        });
+        let empty = mt == MetricType::Unknown && help.is_empty() && unit.is_empty();
+        if !same && !empty {
             let md = Metadata {
-                metric_type: metric_type(m.r#type),
+                metric_type: mt,
                 help: String::from_utf8_lossy(help).into_owned(),
                 unit: String::from_utf8_lossy(unit).into_owned(),
             };
-            if md != Metadata::default()
-                && let Some(name) = labels.metric_name()
-            {
-                push_metadata(&mut out.batch.metadata, &mut seen, name.to_string(), md);
-            }
+            push_metadata(&mut out.metadata, seen, name.to_string(), md);
         }
-        out.stats.samples += ts.samples.len();
-        out.stats.histograms += hs.len();
-        out.stats.exemplars += ts.exemplars.len();
-        out.batch.series.push(TimeSeries {
-            labels,
-            samples: ts
-                .samples
-                .iter()
-                .map(|s| Sample {
-                    t: s.timestamp,
-                    v: s.value,
-                })
-                .collect(),
-            histograms: hs,
-            created_timestamp: created,
-        });
     }
-    Ok(out)
+    out.stats.samples += scratch.samples.len();
+    out.stats.histograms += histograms.len();
+    out.stats.exemplars += exemplars;
+    f(SeriesRef {
+        labels: &scratch.labels,
+        samples: &scratch.samples,
+        histograms,
+        exemplars,
+        created_timestamp: if created_h != 0 { created_h } else { created_s },
+    });
+    Ok(())
 }
 
 /// The remote write protobuf messages, hand-written from

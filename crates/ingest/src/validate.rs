@@ -202,8 +202,19 @@ pub fn apply(batch: &mut WriteBatch, limits: &Limits) -> Result<Vec<Rejection>, 
                 false
             }
         });
+    apply_metadata(&mut batch.metadata, limits, &mut rejected);
+    Ok(rejected)
+}
+
+/// Drops metadata entries whose name, help or unit is longer than
+/// `max_metadata_len`, recording a rejection for each.
+pub(crate) fn apply_metadata(
+    metadata: &mut Vec<(String, model::Metadata)>,
+    limits: &Limits,
+    rejected: &mut Vec<Rejection>,
+) {
     let max = limits.max_metadata_len;
-    batch.metadata.retain(|(name, m)| {
+    metadata.retain(|(name, m)| {
         let too_long = [("metric name", name), ("help", &m.help), ("unit", &m.unit)]
             .into_iter()
             .find(|(_, s)| s.len() > max);
@@ -227,38 +238,57 @@ pub fn apply(batch: &mut WriteBatch, limits: &Limits) -> Result<Vec<Rejection>, 
             }
         }
     });
-    Ok(rejected)
 }
 
 fn check_series(labels: &model::Labels, limits: &Limits) -> Option<(RejectReason, String)> {
-    if labels.len() > limits.max_label_names_per_series {
+    check_pairs(
+        labels.len(),
+        labels.iter().map(|l| (l.name.as_str(), l.value.as_str())),
+        limits,
+    )
+}
+
+/// The per-series limits over borrowed labels, so a decoder can apply them
+/// before it allocates anything for the series. Returns the broken limit
+/// and the rule as text.
+pub fn check_labels<'a>(
+    labels: &[(&'a str, &'a str)],
+    limits: &Limits,
+) -> Option<(RejectReason, String)> {
+    check_pairs(labels.len(), labels.iter().copied(), limits)
+}
+
+fn check_pairs<'a>(
+    count: usize,
+    labels: impl Iterator<Item = (&'a str, &'a str)>,
+    limits: &Limits,
+) -> Option<(RejectReason, String)> {
+    if count > limits.max_label_names_per_series {
         return Some((
             RejectReason::MaxLabelNamesPerSeries,
             format!(
-                "series has {} label names, limit max_label_names_per_series={}",
-                labels.len(),
+                "series has {count} label names, limit max_label_names_per_series={}",
                 limits.max_label_names_per_series
             ),
         ));
     }
-    for l in labels {
-        if l.name.len() > limits.max_label_name_len {
+    for (name, value) in labels {
+        if name.len() > limits.max_label_name_len {
             return Some((
                 RejectReason::LabelNameTooLong,
                 format!(
                     "label name is {} bytes, limit max_label_name_len={}",
-                    l.name.len(),
+                    name.len(),
                     limits.max_label_name_len
                 ),
             ));
         }
-        if l.value.len() > limits.max_label_value_len {
+        if value.len() > limits.max_label_value_len {
             return Some((
                 RejectReason::LabelValueTooLong,
                 format!(
-                    "value of label {:?} is {} bytes, limit max_label_value_len={}",
-                    l.name,
-                    l.value.len(),
+                    "value of label {name:?} is {} bytes, limit max_label_value_len={}",
+                    value.len(),
                     limits.max_label_value_len
                 ),
             ));

@@ -26,6 +26,13 @@ fn feed(input: &[u8]) {
     let r = std::panic::catch_unwind(|| {
         let _ = remote_write::decode_v1(input);
         let _ = remote_write::decode_v2(input);
+        let tiny = ingest::validate::Limits {
+            max_samples_per_request: 3,
+            max_label_value_len: 4,
+            ..Default::default()
+        };
+        let _ = remote_write::decode_limited(remote_write::Version::V1, input, &tiny);
+        let _ = remote_write::decode_limited(remote_write::Version::V2, input, &tiny);
         let _ = otlp::decode_metrics_protobuf(input);
         let _ = otlp::decode_metrics_json(input);
         let _ = decompress::snappy_block(input, 1 << 20);

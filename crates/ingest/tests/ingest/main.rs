@@ -6,6 +6,8 @@
 //! - `otlp`: the shared OTLP examples (`../shared/conformance/otlp`) in both
 //!   encodings with every expected series written out, the name translation
 //!   table, and each point type;
+//! - `reference`: the hand-written wire decoders against a naive prost
+//!   reference on random and mutated requests;
 //! - `hostile`: truncated, flipped and random bytes into every decoder:
 //!   errors, never panics.
 //!
@@ -15,4 +17,5 @@
 mod common;
 mod hostile;
 mod otlp;
+mod reference;
 mod remote_write;

@@ -369,6 +369,26 @@ fn v2_round_trip_with_symbols_metadata_and_created_timestamps() {
     );
 }
 
+#[test]
+fn v2_symbols_after_series_and_unpacked_refs() {
+    // Concatenated protobuf messages merge: series first, symbols after.
+    // The series' labels_refs are written unpacked (one varint field each),
+    // which a decoder must accept as well as the packed form.
+    let sample = v2::Sample {
+        value: 4.0,
+        timestamp: T0,
+        start_timestamp: 0,
+    }
+    .encode_to_vec();
+    let mut ts = vec![0x08, 1, 0x08, 2, 0x12, sample.len() as u8];
+    ts.extend_from_slice(&sample);
+    let mut body = vec![0x2a, ts.len() as u8]; // field 5, LEN
+    body.extend_from_slice(&ts);
+    body.extend(v2_request(&["", "__name__", "up"], vec![]));
+    let d = decode_v2(&body).unwrap();
+    assert_eq!(render(&d.batch), ["up{} @1767225600000 = 4.0"]);
+}
+
 fn check_v2_malformed(symbols: &[&str], refs: Vec<u32>, message: &str) {
     let body = v2_request(
         symbols,
@@ -439,6 +459,52 @@ fn v2_invalid_series_is_rejected_others_kept() {
         d.rejected[0].message,
         r#"labels are not sorted by name ("b" before "a"): up{b="1", a="1"}"#
     );
+}
+
+#[test]
+fn limits_applied_while_decoding() {
+    use ingest::remote_write::decode_limited;
+    use ingest::validate::Limits;
+    let long = "v".repeat(30);
+    let body = v1_body(vec![
+        ts(vec![l("__name__", "ok"), l("a", "1")], &[(T0, 1.0)]),
+        ts(vec![l("__name__", "long"), l("a", &long)], &[(T0, 2.0)]),
+        ts(vec![l("job", "no_name")], &[(T0, 3.0), (T0 + 1, 4.0)]),
+    ]);
+    let limits = Limits {
+        max_label_value_len: 20,
+        ..Limits::default()
+    };
+    let d = decode_limited(Version::V1, &body, &limits).unwrap();
+    assert_eq!(render(&d.batch), [r#"ok{a="1"} @1767225600000 = 1.0"#]);
+    let msgs: Vec<&str> = d.rejected.iter().map(|r| r.message.as_str()).collect();
+    assert_eq!(
+        msgs,
+        [
+            r#"series has no metric name (__name__): {job="no_name"}"#,
+            r#"value of label "a" is 30 bytes, limit max_label_value_len=20: long{a="vvvvvvvvvvvvvvvvvvvvvvvvvvvvvv"}"#,
+        ]
+    );
+    assert_eq!(d.stats.samples, 1);
+    // the same as decode + validate::apply
+    let mut plain = decode_v1(&body).unwrap();
+    let more = ingest::validate::apply(&mut plain.batch, &limits).unwrap();
+    assert_eq!(plain.batch, d.batch);
+    assert_eq!(plain.rejected.len() + more.len(), d.rejected.len());
+    // every sample of the request counts towards max_samples_per_request
+    let tight = Limits {
+        max_samples_per_request: 3,
+        ..Limits::default()
+    };
+    assert_eq!(
+        decode_limited(Version::V1, &body, &tight),
+        Err(DecodeError::TooManySamples { count: 4, limit: 3 })
+    );
+    let enough = Limits {
+        max_samples_per_request: 4,
+        ..Limits::default()
+    };
+    assert!(decode_limited(Version::V1, &body, &enough).is_ok());
 }
 
 #[test]
