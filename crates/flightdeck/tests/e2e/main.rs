@@ -11,6 +11,7 @@ mod credential_cache;
 mod failures;
 mod isolation;
 mod log_name;
+mod metrics;
 mod monitor;
 mod openapi;
 mod privacy;
@@ -21,3 +22,23 @@ mod sessions;
 mod tlog;
 mod verify;
 mod walkthrough;
+
+/// A file of the shared conformance data: `$FLIGHTDECK_CONFORMANCE/<rel>`,
+/// else `<workspace>/../shared/conformance/<rel>`. Fails the test when it is
+/// missing, so that a missing suite never looks like a pass.
+pub fn conformance_file(rel: &str) -> std::path::PathBuf {
+    let base = match std::env::var_os("FLIGHTDECK_CONFORMANCE") {
+        Some(p) => std::path::PathBuf::from(p),
+        None => {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/conformance")
+        }
+    };
+    let p = base.join(rel);
+    assert!(
+        p.is_file(),
+        "CONFORMANCE SUITE MISSING: {} does not exist. Put the shared conformance data at \
+         ../shared/conformance relative to the workspace root, or set FLIGHTDECK_CONFORMANCE.",
+        p.display()
+    );
+    p
+}

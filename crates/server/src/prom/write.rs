@@ -47,14 +47,17 @@ fn store_error(e: tsdb::Error) -> PromError {
     }
 }
 
+/// Rejection messages quoted in an answer, one per reason at most.
+const EXAMPLES: usize = 5;
+
 /// What one write stored and left out.
 struct Outcome {
     stored_samples: usize,
     stored_histograms: usize,
     /// Count per reason (ingest validation and storage checks together).
     rejected: Vec<(&'static str, usize)>,
-    /// The first rejection's message.
-    first: Option<String>,
+    /// The first rejections' messages (at most [`EXAMPLES`]).
+    examples: Vec<String>,
 }
 
 impl Outcome {
@@ -66,8 +69,9 @@ impl Outcome {
         if n == 0 {
             return;
         }
-        if self.first.is_none() {
-            self.first = Some(message());
+        let new_reason = !self.rejected.iter().any(|(r, _)| *r == reason);
+        if new_reason && self.examples.len() < EXAMPLES {
+            self.examples.push(message());
         }
         match self.rejected.iter_mut().find(|(r, _)| *r == reason) {
             Some((_, c)) => *c += n,
@@ -75,13 +79,13 @@ impl Outcome {
         }
     }
 
-    /// `3 samples rejected (out_of_order: 2, label_invalid: 1); first: …`
+    /// `3 samples rejected (out_of_order: 2, label_invalid: 1); e.g. …; …`
     fn message(&self) -> String {
         let mut m = format!("{} samples rejected (", self.rejected_total());
         for (i, (r, n)) in self.rejected.iter().enumerate() {
             let _ = write!(m, "{}{r}: {n}", if i > 0 { ", " } else { "" });
         }
-        let _ = write!(m, "); first: {}", self.first.as_deref().unwrap_or(""));
+        let _ = write!(m, "); e.g. {}", self.examples.join("; "));
         m
     }
 }
@@ -154,7 +158,7 @@ pub fn ingest_batch(
         stored_samples: 0,
         stored_histograms: 0,
         rejected: Vec::new(),
-        first: None,
+        examples: Vec::new(),
     };
     store_batch(&m, project, batch, &mut out)?;
     count(st, project, protocol, &out);
@@ -242,12 +246,13 @@ pub async fn remote_write(
     let r = tokio::task::spawn_blocking(move || {
         let raw = ingest::decompress::content_decode(Some(&encoding), &body, m.max_request_bytes)
             .map_err(decode_error)?;
-        let decoded = ingest::remote_write::decode(version, &raw).map_err(decode_error)?;
+        let decoded = ingest::remote_write::decode_limited(version, &raw, m.limits_for(&project))
+            .map_err(decode_error)?;
         let mut out = Outcome {
             stored_samples: 0,
             stored_histograms: 0,
             rejected: Vec::new(),
-            first: None,
+            examples: Vec::new(),
         };
         for r in &decoded.rejected {
             out.add(r.reason.as_str(), r.samples.max(1), || r.message.clone());
@@ -337,7 +342,7 @@ pub async fn otlp_metrics(
             stored_samples: 0,
             stored_histograms: 0,
             rejected: Vec::new(),
-            first: None,
+            examples: Vec::new(),
         };
         if decoded.rejected_data_points > 0 {
             let first = decoded.messages.first().cloned().unwrap_or_default();
