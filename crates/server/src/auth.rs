@@ -196,6 +196,7 @@ pub fn action_of(method: &Method, route: Option<&str>) -> String {
         ("POST", "/projects/{project}/audit/log/cosignature")
         | ("POST", "/audit/log/cosignature") => "audit.log.cosign",
         ("POST", "/audit/log/rotate-key") => "audit.key.rotate",
+        ("POST", "/metrics/flush") => "metrics.store.flush",
         _ => return format!("api.request.{}", method.as_str().to_ascii_lowercase()),
     };
     a.to_string()

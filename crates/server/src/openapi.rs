@@ -12,7 +12,7 @@ use utoipa::OpenApi;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, RefOr, ResponseBuilder};
 
-use crate::api::{audit_api, iam, privacy, proof_api, session, tlog_api};
+use crate::api::{audit_api, iam, metrics_admin, privacy, proof_api, session, tlog_api};
 use crate::auth::SESSION_COOKIE;
 use crate::error::{ErrorBody, ErrorDetail};
 
@@ -39,6 +39,7 @@ use crate::error::{ErrorBody, ErrorDetail};
         proof_api::project_consistency, proof_api::org_consistency,
         proof_api::project_receipt, proof_api::org_receipt,
         tlog_api::project_cosign, tlog_api::org_cosign, tlog_api::rotate_key,
+        metrics_admin::flush,
     ),
     components(schemas(ErrorBody, ErrorDetail)),
     security(("bearer" = []), ("basic" = []), ("session" = [])),

@@ -7,6 +7,7 @@
 
 pub mod audit_api;
 pub mod iam;
+pub mod metrics_admin;
 pub mod privacy;
 pub mod proof_api;
 pub mod session;
@@ -90,6 +91,7 @@ pub fn routes(_state: AppState) -> Router<AppState> {
         )
         .route(&format!("{p}/audit/log/{{*path}}"), get(tlog_api::org_log))
         .route(&format!("{p}/audit/erasures"), post(privacy::erase))
+        .route(&format!("{p}/metrics/flush"), post(metrics_admin::flush))
         .route(
             &format!("{p}/audit/retention/run"),
             post(privacy::run_retention),
