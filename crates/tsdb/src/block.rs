@@ -28,7 +28,7 @@ use std::sync::Arc;
 
 use model::{Label, Labels, Matcher};
 
-use crate::chunk::Encoding;
+use crate::chunk::{Encoding, decode_floats, encode_dec};
 use crate::enc::{Reader, put_uvarint, put_varint};
 use crate::error::IoContext;
 use crate::head::{IdMap, MemChunk};
@@ -170,15 +170,28 @@ pub(crate) fn write_block(
     let (mut num_samples, mut num_chunks) = (0u64, 0u64);
     for s in series {
         let mut m = Vec::with_capacity(s.floats.len() + s.hists.len());
-        for (enc, list) in [(Encoding::Xor, &s.floats), (Encoding::Histogram, &s.hists)] {
-            for c in list {
+        for c in s.floats.iter().chain(&s.hists) {
+            {
+                // Floats: the decimal encoding where it is smaller.
+                let dec = (c.enc == Encoding::Xor)
+                    .then(|| {
+                        decode_floats(c.enc, &c.data)
+                            .ok()
+                            .and_then(|v| encode_dec(&v))
+                    })
+                    .flatten()
+                    .filter(|d| d.len() < c.data.len());
+                let (enc, data): (Encoding, &[u8]) = match &dec {
+                    Some(d) => (Encoding::Dec, d),
+                    None => (c.enc, &c.data),
+                };
                 let offset = chunks.len() as u64;
                 chunks.push(enc as u8);
-                put_uvarint(&mut chunks, c.data.len() as u64);
-                chunks.extend_from_slice(&c.data);
+                put_uvarint(&mut chunks, data.len() as u64);
+                chunks.extend_from_slice(data);
                 let mut h = crc32fast::Hasher::new();
                 h.update(&[enc as u8]);
-                h.update(&c.data);
+                h.update(data);
                 chunks.extend_from_slice(&h.finalize().to_le_bytes());
                 m.push(ChunkMeta {
                     enc,

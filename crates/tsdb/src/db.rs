@@ -140,12 +140,15 @@ impl Db {
         let (wal, replay) = Wal::open(&dir.join(files::WAL_DIR), opts.faults.clone())?;
         let wal_path = dir.join(files::WAL_DIR);
         let make = |name: &str, id: u32, blocks: Vec<Arc<Block>>| {
-            let min_valid = blocks.iter().map(|b| b.meta.end).max().unwrap_or(i64::MIN);
+            // Replay starts with no minimum valid time: the WAL's own
+            // truncation records drop what went into blocks at the points
+            // where it happened (so series refs come out as they were);
+            // whatever is still older than the newest block goes after.
             Arc::new(Project {
                 name: name.to_string(),
                 id,
                 dir: pdir.join(name),
-                head: Mutex::new(Head::new(id, limits, min_valid)),
+                head: Mutex::new(Head::new(id, limits, i64::MIN)),
                 blocks: RwLock::new(Arc::new(blocks)),
             })
         };
@@ -180,7 +183,8 @@ impl Db {
                 Record::Series { project, .. }
                 | Record::Samples { project, .. }
                 | Record::Histograms { project, .. }
-                | Record::Metadata { project, .. } => *project,
+                | Record::Metadata { project, .. }
+                | Record::Truncate { project, .. } => *project,
             };
             let p = by_id
                 .get(&pid)
@@ -213,6 +217,10 @@ impl Db {
                 Record::Metadata { metric, meta, .. } => {
                     head.metadata.insert(metric, meta);
                 }
+                Record::Truncate { before, .. } => {
+                    head.min_valid_t = head.min_valid_t.max(before);
+                    head.drop_before(before);
+                }
                 Record::Project { .. } => {}
             }
         }
@@ -238,10 +246,24 @@ impl Db {
             stop: Mutex::new(false),
             stop_cv: Condvar::new(),
         });
+        for p in inner.all_projects() {
+            let end = p.blocks().iter().map(|b| b.meta.end).max();
+            let mut head = p.lock_head();
+            if let Some(end) = end.filter(|e| *e > head.min_valid_t) {
+                // A cut whose truncation record did not reach the WAL.
+                head.min_valid_t = end;
+                head.drop_before(end);
+                let mut payload = Vec::new();
+                wal::encode_truncate(&mut payload, p.id, end);
+                declare.push(payload);
+            }
+        }
+        let mut framed = Vec::new();
         for payload in declare {
-            let mut framed = Vec::new();
             diskio::encode_record(&mut framed, &payload)
                 .map_err(|e| Error::InvalidInput(e.to_string()))?;
+        }
+        if !framed.is_empty() {
             let t = inner.wal.submit(&framed)?;
             inner.wal.wait(t)?;
         }
@@ -552,7 +574,18 @@ impl Inner {
                     v.sort_by_key(|b| (b.meta.mint, b.meta.end));
                     p.set_blocks(v);
                 }
-                p.lock_head().drop_before(before);
+                {
+                    // Under the head lock, so the record sits at the same
+                    // place among the project's appends as the truncation.
+                    let mut head = p.lock_head();
+                    head.drop_before(before);
+                    let mut payload = Vec::new();
+                    wal::encode_truncate(&mut payload, p.id, before);
+                    let mut framed = Vec::new();
+                    diskio::encode_record(&mut framed, &payload)
+                        .map_err(|e| Error::InvalidInput(e.to_string()))?;
+                    self.wal.submit(&framed)?;
+                }
                 cut_any = true;
                 if flush {
                     break;
@@ -574,11 +607,20 @@ impl Inner {
     /// project's minimum valid time (now in blocks) dropped.
     fn checkpoint(&self) -> Result<(), Error> {
         let seg = self.wal.rotate()?;
-        let min_valid: HashMap<u32, i64> = self
-            .all_projects()
-            .iter()
-            .map(|p| (p.id, p.lock_head().min_valid_t))
-            .collect();
+        let mut min_valid: HashMap<u32, i64> = HashMap::new();
+        let mut live: HashMap<u32, Vec<bool>> = HashMap::new();
+        for p in self.all_projects() {
+            let h = p.lock_head();
+            min_valid.insert(p.id, h.min_valid_t);
+            let refs = h.live_refs();
+            let mut bits = vec![false; refs.last().map_or(0, |r| *r as usize + 1)];
+            for r in refs {
+                bits[r as usize] = true;
+            }
+            live.insert(p.id, bits);
+        }
+        // Series created after this point are in segments >= seg, which
+        // the checkpoint does not touch.
         self.wal.checkpoint(seg, |rec| match rec {
             Record::Samples { project, samples } => {
                 let mv = min_valid.get(&project).copied().unwrap_or(i64::MIN);
@@ -595,6 +637,16 @@ impl Inner {
                     project,
                     histograms,
                 })
+            }
+            // History: the checkpoint holds the state after these.
+            Record::Truncate { .. } => None,
+            Record::Series { project, series } => {
+                let bits = live.get(&project);
+                let series: Vec<_> = series
+                    .into_iter()
+                    .filter(|(r, _)| bits.is_some_and(|b| b.get(*r as usize) == Some(&true)))
+                    .collect();
+                (!series.is_empty()).then_some(Record::Series { project, series })
             }
             other => Some(other),
         })
@@ -722,13 +774,15 @@ fn merge_blocks(blocks: &[Arc<Block>]) -> Result<Vec<BlockSeries>, Error> {
             let e = map.entry(labels).or_default();
             for m in metas {
                 let c = MemChunk {
+                    enc: m.enc,
                     mint: m.mint,
                     maxt: m.maxt,
                     data: Arc::from(b.read_chunk(&m)?),
                 };
-                match m.enc {
-                    crate::chunk::Encoding::Xor => e.0.push(c),
-                    crate::chunk::Encoding::Histogram => e.1.push(c),
+                if m.enc.is_float() {
+                    e.0.push(c);
+                } else {
+                    e.1.push(c);
                 }
             }
         }

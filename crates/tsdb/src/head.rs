@@ -22,7 +22,9 @@ use std::sync::Arc;
 
 use model::{HistogramValue, Label, Labels, Matcher, Metadata};
 
-use crate::chunk::{HistAppender, HistIter, SAMPLES_PER_CHUNK, XorAppender, XorIter};
+use crate::chunk::{
+    Encoding, HistAppender, HistIter, SAMPLES_PER_CHUNK, XorAppender, XorIter, decode_floats,
+};
 use crate::postings::{self, Index};
 use crate::wal::{self, SamplesEncoder};
 use crate::{AppendReport, RejectReason};
@@ -79,6 +81,7 @@ impl Symbols {
 /// A closed chunk, shared with queries by reference count.
 #[derive(Clone, Debug)]
 pub(crate) struct MemChunk {
+    pub enc: Encoding,
     pub mint: i64,
     pub maxt: i64,
     pub data: Arc<[u8]>,
@@ -134,7 +137,10 @@ pub(crate) struct Head {
     pub project_id: u32,
     limits: HeadLimits,
     syms: Symbols,
-    series: Vec<MemSeries>,
+    /// By ref; `None` once garbage-collected (refs are never reused, so
+    /// WAL records stay unambiguous).
+    series: Vec<Option<Box<MemSeries>>>,
+    live: usize,
     by_hash: IdMap<u64, u32>,
     /// Further series whose label hash collides with the one in `by_hash`.
     collisions: IdMap<u64, Vec<u32>>,
@@ -166,6 +172,7 @@ impl Head {
             limits,
             syms: Symbols::default(),
             series: Vec::new(),
+            live: 0,
             by_hash: IdMap::default(),
             collisions: IdMap::default(),
             postings: IdMap::default(),
@@ -177,8 +184,28 @@ impl Head {
         }
     }
 
+    /// Live series.
     pub fn num_series(&self) -> usize {
-        self.series.len()
+        self.live
+    }
+
+    fn get(&self, r: u32) -> &MemSeries {
+        self.series[r as usize]
+            .as_deref()
+            .expect("bug: a dead series ref was used")
+    }
+
+    fn get_mut(&mut self, r: u32) -> &mut MemSeries {
+        self.series[r as usize]
+            .as_deref_mut()
+            .expect("bug: a dead series ref was used")
+    }
+
+    /// Refs of the live series, in order.
+    pub fn live_refs(&self) -> Vec<u32> {
+        (0..self.series.len() as u32)
+            .filter(|r| self.series[*r as usize].is_some())
+            .collect()
     }
 
     fn same_labels(&self, s: &MemSeries, l: &Labels) -> bool {
@@ -190,19 +217,22 @@ impl Head {
 
     fn lookup(&self, hash: u64, l: &Labels) -> Option<u32> {
         let r = *self.by_hash.get(&hash)?;
-        if self.same_labels(&self.series[r as usize], l) {
+        if self.same_labels(self.get(r), l) {
             return Some(r);
         }
         self.collisions
             .get(&hash)?
             .iter()
             .copied()
-            .find(|r| self.same_labels(&self.series[*r as usize], l))
+            .find(|r| self.same_labels(self.get(*r), l))
     }
 
-    /// Creates a series; the caller checked that it does not exist.
-    fn create(&mut self, hash: u64, pairs: &[(&str, &str)]) -> u32 {
-        let r = self.series.len() as u32;
+    /// Creates series `r` (a new ref: at or past the end); the caller
+    /// checked that the labels do not exist.
+    fn create(&mut self, r: u32, hash: u64, pairs: &[(&str, &str)]) -> u32 {
+        while self.series.len() < r as usize {
+            self.series.push(None);
+        }
         let mut ids = Vec::with_capacity(pairs.len() * 2);
         for (n, v) in pairs {
             let n = self.syms.intern(n);
@@ -216,7 +246,8 @@ impl Head {
                 .or_default()
                 .push(r);
         }
-        self.series.push(MemSeries {
+        self.live += 1;
+        self.series.push(Some(Box::new(MemSeries {
             labels: ids.into_boxed_slice(),
             closed: Vec::new(),
             open: None,
@@ -225,7 +256,7 @@ impl Head {
             last_v: 0,
             ooo: Vec::new(),
             hist: None,
-        });
+        })));
         match self.by_hash.entry(hash) {
             std::collections::hash_map::Entry::Occupied(_) => {
                 self.collisions.entry(hash).or_default().push(r);
@@ -238,7 +269,7 @@ impl Head {
     }
 
     pub fn labels(&self, r: u32) -> Labels {
-        let s = &self.series[r as usize];
+        let s = self.get(r);
         Labels::from_sorted_unchecked(
             s.labels
                 .chunks_exact(2)
@@ -260,11 +291,14 @@ impl Head {
         }
         let block = self.limits.block_duration_ms;
         let window = self.limits.ooo_window_ms;
-        let s = &mut self.series[r as usize];
+        let s = self.series[r as usize]
+            .as_deref_mut()
+            .expect("bug: a dead series ref was used");
         if s.last_t == i64::MIN || t > s.last_t {
             if new_chunk_needed(&s.open, s.open_mint, t, block) {
                 if let Some(a) = s.open.take() {
                     s.closed.push(MemChunk {
+                        enc: Encoding::Xor,
                         mint: s.open_mint,
                         maxt: s.last_t,
                         data: Arc::from(a.finish()),
@@ -328,9 +362,7 @@ impl Head {
             return Err(RejectReason::InvalidHistogram);
         }
         let block = self.limits.block_duration_ms;
-        let hs = self.series[r as usize]
-            .hist
-            .get_or_insert_with(Default::default);
+        let hs = self.get_mut(r).hist.get_or_insert_with(Default::default);
         match hs.last_t {
             Some(last) if t < last => return Err(RejectReason::OutOfOrder),
             Some(last) if t == last => {
@@ -352,6 +384,7 @@ impl Head {
         if cut {
             if let (Some(a), Some(last)) = (hs.open.take(), hs.last_t) {
                 hs.closed.push(MemChunk {
+                    enc: Encoding::Histogram,
                     mint: hs.open_mint,
                     maxt: last,
                     data: Arc::from(a.finish()),
@@ -387,7 +420,7 @@ impl Head {
             let r = match self.lookup(hash, &ts.labels) {
                 Some(r) => r,
                 None => {
-                    if self.series.len() >= self.limits.max_series {
+                    if self.live >= self.limits.max_series {
                         for s in &ts.samples {
                             report.reject(RejectReason::SeriesLimit, &ts.labels, s.t);
                         }
@@ -401,7 +434,7 @@ impl Head {
                         .iter()
                         .map(|l| (l.name.as_str(), l.value.as_str()))
                         .collect();
-                    let r = self.create(hash, &pairs);
+                    let r = self.create(self.series.len() as u32, hash, &pairs);
                     new_series.push(r);
                     report.new_series += 1;
                     r
@@ -446,7 +479,7 @@ impl Head {
             let list: Vec<(u32, Vec<(&str, &str)>)> = new_series
                 .iter()
                 .map(|r| {
-                    let s = &self.series[*r as usize];
+                    let s = self.get(*r);
                     (
                         *r,
                         s.labels
@@ -479,12 +512,9 @@ impl Head {
     /// Replay: a series record. Refs are dense; a ref seen again (e.g. in a
     /// checkpoint and a segment) is ignored.
     pub fn replay_series(&mut self, r: u32, pairs: &[(String, String)]) -> Result<(), String> {
-        let n = self.series.len() as u32;
-        if r < n {
+        if (r as usize) < self.series.len() {
+            // Seen before (checkpoint and segment) or already collected.
             return Ok(());
-        }
-        if r > n {
-            return Err(format!("series ref {r} skips ahead of {n} known series"));
         }
         let labels =
             Labels::from_sorted_unchecked(pairs.iter().map(|(n, v)| Label::new(n, v)).collect());
@@ -492,12 +522,17 @@ impl Head {
             .iter()
             .map(|(n, v)| (n.as_str(), v.as_str()))
             .collect();
-        self.create(labels.stable_hash(), &p);
+        if self.lookup(labels.stable_hash(), &labels).is_some() {
+            return Err(format!(
+                "series ref {r} repeats the labels of a live series: {labels}"
+            ));
+        }
+        self.create(r, labels.stable_hash(), &p);
         Ok(())
     }
 
     pub fn has_series(&self, r: u32) -> bool {
-        (r as usize) < self.series.len()
+        self.series.get(r as usize).is_some_and(|s| s.is_some())
     }
 
     /// Series refs matching `matchers`.
@@ -527,7 +562,7 @@ impl Head {
     /// The series' chunks overlapping `[mint, maxt]` (the open chunk and the
     /// out-of-order buffer copied into chunks of their own).
     fn chunks(&self, r: u32, mint: i64, maxt: i64) -> (Vec<MemChunk>, Vec<MemChunk>) {
-        let s = &self.series[r as usize];
+        let s = self.get(r);
         let overlaps = |c: &&MemChunk| c.mint <= maxt && c.maxt >= mint;
         let mut floats: Vec<MemChunk> = s.closed.iter().filter(overlaps).cloned().collect();
         if let Some(a) = &s.open
@@ -535,6 +570,7 @@ impl Head {
             && s.last_t >= mint
         {
             floats.push(MemChunk {
+                enc: Encoding::Xor,
                 mint: s.open_mint,
                 maxt: s.last_t,
                 data: Arc::from(a.bytes()),
@@ -551,6 +587,7 @@ impl Head {
                 a.append(*t, *v);
             }
             floats.push(MemChunk {
+                enc: Encoding::Xor,
                 mint: part[0].0,
                 maxt: part[part.len() - 1].0,
                 data: Arc::from(a.finish()),
@@ -564,6 +601,7 @@ impl Head {
                 && last >= mint
             {
                 hists.push(MemChunk {
+                    enc: Encoding::Histogram,
                     mint: hs.open_mint,
                     maxt: last,
                     data: Arc::from(a.bytes()),
@@ -586,7 +624,7 @@ impl Head {
         }
         let mut ids: Vec<u32> = Vec::new();
         for r in self.matching(matchers) {
-            ids.extend(self.series[r as usize].labels.chunks_exact(2).map(|p| p[0]));
+            ids.extend(self.get(r).labels.chunks_exact(2).map(|p| p[0]));
         }
         ids.sort_unstable();
         ids.dedup();
@@ -610,7 +648,7 @@ impl Head {
                 .matching(matchers)
                 .into_iter()
                 .filter_map(|r| {
-                    let l = &self.series[r as usize].labels;
+                    let l = &self.get(r).labels;
                     l.chunks_exact(2).find(|p| p[0] == nid).map(|p| p[1])
                 })
                 .collect();
@@ -645,7 +683,7 @@ impl Head {
     pub fn sample_count(&self) -> u64 {
         let n = |b: &[u8]| u64::from(u16::from_be_bytes([b[0], b[1]]));
         let mut total = 0u64;
-        for s in &self.series {
+        for s in self.series.iter().flatten() {
             total += s.closed.iter().map(|c| n(&c.data)).sum::<u64>();
             total += s.open.as_ref().map_or(0, |a| u64::from(a.count()));
             total += s.ooo.len() as u64;
@@ -659,8 +697,9 @@ impl Head {
 
     /// Approximate heap bytes of the head (chunks and series structs).
     pub fn approx_bytes(&self) -> usize {
-        let mut b = self.series.capacity() * std::mem::size_of::<MemSeries>();
-        for s in &self.series {
+        let mut b = self.series.capacity() * 8;
+        for s in self.series.iter().flatten() {
+            b += std::mem::size_of::<MemSeries>();
             b += s.labels.len() * 4;
             b += s.closed.iter().map(|c| c.data.len() + 48).sum::<usize>();
             b += s.open.as_ref().map_or(0, |a| a.capacity());
@@ -677,7 +716,7 @@ impl Head {
     pub fn snapshot_before(&mut self, before: i64) -> Vec<SeriesData> {
         self.min_valid_t = self.min_valid_t.max(before);
         let mut out = Vec::new();
-        for r in 0..self.series.len() as u32 {
+        for r in self.live_refs() {
             let (floats, hists) = self.chunks(r, i64::MIN, before - 1);
             if floats.is_empty() && hists.is_empty() {
                 continue;
@@ -700,7 +739,7 @@ impl Head {
     /// Drops everything with `t < before` (it is now in a block).
     pub fn drop_before(&mut self, before: i64) {
         let mut mint = i64::MAX;
-        for s in &mut self.series {
+        for s in self.series.iter_mut().flatten() {
             let mut keep: Vec<MemChunk> = Vec::with_capacity(s.closed.len());
             for c in s.closed.drain(..) {
                 if c.mint >= before {
@@ -772,6 +811,75 @@ impl Head {
         if mint == i64::MAX {
             self.maxt = i64::MIN;
         }
+        self.gc();
+    }
+
+    /// Removes series that hold no data any more (all of it went into
+    /// blocks), then rebuilds the symbol table and postings from the live
+    /// series so that nothing of the dead ones stays in memory. A removed
+    /// series that gets a sample again is created anew, with a new ref.
+    fn gc(&mut self) {
+        let mut removed = 0;
+        for (r, slot) in self.series.iter_mut().enumerate() {
+            let empty = slot.as_ref().is_some_and(|s| {
+                s.closed.is_empty()
+                    && s.open.is_none()
+                    && s.ooo.is_empty()
+                    && s.hist
+                        .as_ref()
+                        .is_none_or(|h| h.closed.is_empty() && h.open.is_none())
+            });
+            if empty {
+                *slot = None;
+                removed += 1;
+                let _ = r;
+            }
+        }
+        if removed == 0 {
+            return;
+        }
+        self.live -= removed;
+        let mut syms = Symbols::default();
+        let mut postings: IdMap<u32, IdMap<u32, Vec<u32>>> = IdMap::default();
+        let mut by_hash: IdMap<u64, u32> = IdMap::default();
+        let mut collisions: IdMap<u64, Vec<u32>> = IdMap::default();
+        for (r, slot) in self.series.iter_mut().enumerate() {
+            let Some(s) = slot.as_deref_mut() else {
+                continue;
+            };
+            let mut h = Labels::default();
+            let mut pairs = Vec::with_capacity(s.labels.len() / 2);
+            for p in s.labels.chunks_exact_mut(2) {
+                let (n, v) = (self.syms.str(p[0]), self.syms.str(p[1]));
+                pairs.push(Label::new(n, v));
+                p[0] = syms.intern(n);
+                p[1] = syms.intern(v);
+                postings
+                    .entry(p[0])
+                    .or_default()
+                    .entry(p[1])
+                    .or_default()
+                    .push(r as u32);
+            }
+            h = if pairs.is_empty() {
+                h
+            } else {
+                Labels::from_sorted_unchecked(pairs)
+            };
+            let hash = h.stable_hash();
+            match by_hash.entry(hash) {
+                std::collections::hash_map::Entry::Occupied(_) => {
+                    collisions.entry(hash).or_default().push(r as u32)
+                }
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(r as u32);
+                }
+            }
+        }
+        self.syms = syms;
+        self.postings = postings;
+        self.by_hash = by_hash;
+        self.collisions = collisions;
     }
 }
 
@@ -811,7 +919,7 @@ pub(crate) fn rechunk_floats(chunks: &[MemChunk], at: i64, below: bool) -> Vec<M
     }
     let mut samples: Vec<(i64, usize, f64)> = Vec::new();
     for (i, c) in chunks.iter().enumerate() {
-        for (t, v) in XorIter::new(&c.data).into_iter().flatten().flatten() {
+        for (t, v) in decode_floats(c.enc, &c.data).unwrap_or_default() {
             if (t < at) == below {
                 samples.push((t, i, v));
             }
@@ -826,6 +934,7 @@ pub(crate) fn rechunk_floats(chunks: &[MemChunk], at: i64, below: bool) -> Vec<M
             a.append(*t, *v);
         }
         out.push(MemChunk {
+            enc: Encoding::Xor,
             mint: part[0].0,
             maxt: part[part.len() - 1].0,
             data: Arc::from(a.finish()),
@@ -860,6 +969,7 @@ pub(crate) fn rechunk_hists(chunks: &[MemChunk], at: i64, below: bool) -> Vec<Me
             a.append(*t, h);
         }
         out.push(MemChunk {
+            enc: Encoding::Histogram,
             mint: part[0].0,
             maxt: part[part.len() - 1].0,
             data: Arc::from(a.finish()),
@@ -870,7 +980,7 @@ pub(crate) fn rechunk_hists(chunks: &[MemChunk], at: i64, below: bool) -> Vec<Me
 
 impl Index for Head {
     fn all(&self) -> Vec<u32> {
-        (0..self.series.len() as u32).collect()
+        self.live_refs()
     }
 
     fn exact(&self, name: &str, value: &str) -> Vec<u32> {

@@ -60,6 +60,7 @@ const REC_SERIES: u8 = 2;
 const REC_SAMPLES: u8 = 3;
 const REC_HISTOGRAMS: u8 = 4;
 const REC_METADATA: u8 = 5;
+const REC_TRUNCATE: u8 = 6;
 
 /// One decoded WAL record.
 #[derive(Debug, Clone, PartialEq)]
@@ -86,6 +87,10 @@ pub enum Record {
         metric: String,
         meta: Metadata,
     },
+    /// The project's head dropped everything before `before` (it went into
+    /// a block) and removed the series left without data. Replay does the
+    /// same at the same point, so series refs come out as they were.
+    Truncate { project: u32, before: i64 },
 }
 
 // ------------------------------------------------------------ encoding
@@ -190,6 +195,12 @@ pub fn encode_metadata(out: &mut Vec<u8>, project: u32, metric: &str, m: &Metada
     put_str(out, &m.unit);
 }
 
+pub fn encode_truncate(out: &mut Vec<u8>, project: u32, before: i64) {
+    out.push(REC_TRUNCATE);
+    put_uvarint(out, u64::from(project));
+    put_varint(out, before);
+}
+
 /// Decodes one record payload.
 pub fn decode(payload: &[u8]) -> Result<Record, String> {
     let mut r = Reader::new(payload);
@@ -262,6 +273,10 @@ pub fn decode(payload: &[u8]) -> Result<Record, String> {
                 },
             }
         }
+        REC_TRUNCATE => Record::Truncate {
+            project: r.u32v("project id")?,
+            before: r.varint("truncation time")?,
+        },
         k => return Err(format!("unknown record type {k}")),
     };
     if !r.is_empty() {
@@ -311,6 +326,7 @@ pub fn encode(out: &mut Vec<u8>, rec: &Record) {
             metric,
             meta,
         } => encode_metadata(out, *project, metric, meta),
+        Record::Truncate { project, before } => encode_truncate(out, *project, *before),
     }
 }
 
@@ -763,6 +779,10 @@ mod tests {
                     help: "h".into(),
                     unit: "".into(),
                 },
+            },
+            Record::Truncate {
+                project: 3,
+                before: -5,
             },
         ];
         for r in recs {
