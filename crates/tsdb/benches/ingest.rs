@@ -197,6 +197,10 @@ fn proc_status(key: &str) -> u64 {
 
 fn main() {
     // `cargo bench` passes `--bench`; nothing else is parsed.
+    if std::env::var("STUDY").is_ok() {
+        study(env("SERIES", 100_000));
+        return;
+    }
     let n_series = env("SERIES", 100_000);
     let n_samples = env("SAMPLES", 120);
     let writers = env("WRITERS", 8);
@@ -329,4 +333,46 @@ fn dir_size(dir: &std::path::Path) -> u64 {
                 .sum()
         })
         .unwrap_or(0)
+}
+
+/// Bytes per sample of each value kind, XOR (Gorilla) against the decimal
+/// encoding, on 120-sample chunks of the generated data.
+pub fn study(n_series: usize) {
+    let mut r = Rng(0x5eed);
+    let all = make_series(n_series, &mut r);
+    let mut by_kind: std::collections::BTreeMap<&str, (usize, usize, usize, usize)> =
+        Default::default();
+    let t0: i64 = 1_700_000_000_000;
+    for (_, mut g) in all {
+        let name = match g.kind {
+            Kind::Counter { dec: 0, .. } => "counter, integer",
+            Kind::Counter { .. } => "counter, 2 decimals",
+            Kind::Gauge { .. } => "gauge, quantised",
+            Kind::Const => "constant",
+            Kind::Noise => "full-entropy float",
+        };
+        let samples: Vec<(i64, f64)> = (0..120)
+            .map(|i| (t0 + i * 15_000, g.step(&mut r)))
+            .collect();
+        let mut x = tsdb::chunk::XorAppender::default();
+        for (t, v) in &samples {
+            x.append(*t, *v);
+        }
+        let xor = x.bytes().len();
+        let dec = tsdb::chunk::encode_dec(&samples).map_or(xor, |d| d.len().min(xor));
+        let e = by_kind.entry(name).or_default();
+        e.0 += 1;
+        e.1 += xor;
+        e.2 += dec;
+        e.3 += 120;
+    }
+    println!("| kind | series | XOR B/sample | best of XOR/decimal B/sample |");
+    println!("|---|---|---|---|");
+    for (k, (n, x, d, s)) in by_kind {
+        println!(
+            "| {k} | {n} | {:.2} | {:.2} |",
+            x as f64 / s as f64,
+            d as f64 / s as f64
+        );
+    }
 }

@@ -72,7 +72,10 @@ fn decimal_mantissas(values: &[f64]) -> Option<(u8, Vec<i64>)> {
         for v in values {
             let m = (v * p).round();
             // Through i64, so -0.0 (which would come back as +0.0) fails.
-            if m.abs() > MAX_MANTISSA || m.is_nan() || ((m as i64) as f64 / p).to_bits() != v.to_bits() {
+            if m.abs() > MAX_MANTISSA
+                || m.is_nan()
+                || ((m as i64) as f64 / p).to_bits() != v.to_bits()
+            {
                 continue 'e;
             }
             ms.push(m as i64);
@@ -88,29 +91,46 @@ fn bits_needed(v: u64) -> u8 {
 
 /// Packs `xs` (all `>= base`) as `base` (zigzag varint bits), a 7-bit width
 /// and each `x - base` in that many bits.
+fn gcd(mut a: u64, mut b: u64) -> u64 {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
+}
+
+/// Packs `xs` as `base` = their minimum (zigzag varint bits), `g` = the
+/// greatest common divisor of `x - base` (varint bits; page-sized gauges
+/// move in steps of 4096), a 7-bit width, and each `(x - base) / g` in
+/// that many bits.
 fn put_packed(w: &mut BitWriter, out: &mut Vec<u8>, xs: &[i64]) {
     let base = xs.iter().copied().min().unwrap_or(0);
+    let g = xs
+        .iter()
+        .fold(0u64, |g, x| gcd(g, x.wrapping_sub(base) as u64))
+        .max(1);
     let width = xs
         .iter()
-        .map(|x| bits_needed(x.wrapping_sub(base) as u64))
+        .map(|x| bits_needed(x.wrapping_sub(base) as u64 / g))
         .max()
         .unwrap_or(0);
     write_uvarint_bits(w, out, zigzag(base));
+    write_uvarint_bits(w, out, g);
     w.write(out, u64::from(width), 7);
     for x in xs {
-        w.write(out, x.wrapping_sub(base) as u64, width);
+        w.write(out, x.wrapping_sub(base) as u64 / g, width);
     }
 }
 
 fn get_packed(r: &mut BitReader<'_>, n: usize) -> DecodeResult<Vec<i64>> {
     let base = unzigzag(r.uvarint()?);
+    let g = r.uvarint()?;
     let width = r.read(7)? as u8;
     if width > 64 {
         return Err("dec chunk: bit width over 64".into());
     }
     let mut v = Vec::with_capacity(n);
     for _ in 0..n {
-        v.push(base.wrapping_add(r.read(width)? as i64));
+        v.push(base.wrapping_add(r.read(width)?.wrapping_mul(g) as i64));
     }
     Ok(v)
 }
@@ -118,8 +138,9 @@ fn get_packed(r: &mut BitReader<'_>, n: usize) -> DecodeResult<Vec<i64>> {
 /// Encodes samples as a [`Encoding::Dec`] chunk, or `None` if a value is
 /// not an exact decimal (or there are more than `u16::MAX` samples).
 ///
-/// Layout (a bit stream after the `u16` count): timestamps as in XOR
-/// (first, first delta, then delta-of-delta buckets); then `e` (4 bits),
+/// Layout (a bit stream after the `u16` count): a "regular" bit, then
+/// timestamps as in XOR (first, first delta, then — unless regular —
+/// delta-of-delta buckets); then `e` (4 bits),
 /// the first mantissa (zigzag varint bits), a mode bit (0: deltas, 1:
 /// deltas of deltas, after the first delta as a zigzag varint), and the
 /// deltas bit-packed (see `put_packed`).
@@ -129,7 +150,13 @@ pub fn encode_dec(samples: &[(i64, f64)]) -> Option<Vec<u8>> {
     let (e, ms) = decimal_mantissas(&values)?;
     let mut out = n.to_be_bytes().to_vec();
     let mut w = BitWriter::default();
-    // Timestamps, exactly as an XOR chunk writes them.
+    // Timestamps: a bit saying whether they are evenly spaced (then only
+    // the first and the spacing follow), else as an XOR chunk has them.
+    let regular = samples.len() >= 2
+        && samples
+            .windows(2)
+            .all(|p| p[1].0.wrapping_sub(p[0].0) == samples[1].0.wrapping_sub(samples[0].0));
+    w.bit(&mut out, regular);
     let mut prev_t = 0i64;
     let mut prev_d = 0i64;
     for (i, (t, _)) in samples.iter().enumerate() {
@@ -139,6 +166,7 @@ pub fn encode_dec(samples: &[(i64, f64)]) -> Option<Vec<u8>> {
                 prev_d = t.wrapping_sub(prev_t);
                 write_uvarint_bits(&mut w, &mut out, zigzag(prev_d));
             }
+            _ if regular => break,
             _ => {
                 let d = t.wrapping_sub(prev_t);
                 write_dod(&mut w, &mut out, d.wrapping_sub(prev_d));
@@ -218,6 +246,7 @@ pub fn decode_dec(chunk: &[u8]) -> DecodeResult<Vec<(i64, f64)>> {
         pos: 0,
     };
     let mut ts = Vec::with_capacity(n);
+    let regular = r.bit()?;
     let (mut t, mut d) = (0i64, 0i64);
     for i in 0..n {
         match i {
@@ -226,6 +255,7 @@ pub fn decode_dec(chunk: &[u8]) -> DecodeResult<Vec<(i64, f64)>> {
                 d = unzigzag(r.uvarint()?);
                 t = t.wrapping_add(d);
             }
+            _ if regular => t = t.wrapping_add(d),
             _ => {
                 d = d.wrapping_add(read_dod(&mut r)?);
                 t = t.wrapping_add(d);
@@ -919,6 +949,11 @@ mod tests {
         check_dec(&[], true);
         check_dec(&[(1, 0.0)], true);
         check_dec(&[(1, 1.5), (2, 1.75)], true);
+        check_dec(
+            &[(1, 4096.0), (2, 8192.0), (3, 4096.0 * 7.0), (5, 0.0)],
+            true,
+        );
+        check_dec(&[(0, 5.0), (10, 5.0), (20, 5.0), (30, 5.0)], true);
         check_dec(
             &[
                 (0, 123.45),

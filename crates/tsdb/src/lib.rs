@@ -51,7 +51,7 @@
 //! project; the `ingest` crate does that.
 
 mod block;
-mod chunk;
+pub mod chunk;
 mod db;
 mod enc;
 mod error;
