@@ -52,6 +52,8 @@ use crate::files;
 
 /// A segment is closed and a new one started past this size.
 pub const SEGMENT_BYTES: u64 = 128 << 20;
+/// The first bytes of every segment and checkpoint file.
+pub const SEGMENT_MAGIC: &[u8; 8] = b"FDTSWAL1";
 /// Largest record payload accepted on replay.
 pub const MAX_RECORD: usize = 1 << 30;
 
@@ -413,24 +415,42 @@ fn read_file(path: &Path) -> Result<Vec<u8>, Error> {
 /// corruption otherwise.
 fn read_segment(path: &Path, truncate_torn: bool, out: &mut Vec<Record>) -> Result<(), Error> {
     let buf = read_file(path)?;
-    let mut it = diskio::scan(&buf, MAX_RECORD);
+    if buf.len() < SEGMENT_MAGIC.len() && truncate_torn && SEGMENT_MAGIC.starts_with(&buf) {
+        // Created, header not (wholly) written: no record can be in it.
+        return Ok(());
+    }
+    if !buf.starts_with(SEGMENT_MAGIC) {
+        return Err(Error::corrupt(
+            path,
+            format!(
+                "does not start with the WAL segment magic {:?}",
+                String::from_utf8_lossy(SEGMENT_MAGIC)
+            ),
+        ));
+    }
+    let base = SEGMENT_MAGIC.len();
+    let mut it = diskio::scan(&buf[base..], MAX_RECORD);
     for rec in it.by_ref() {
-        let r = decode(rec.payload)
-            .map_err(|d| Error::corrupt(path, format!("record at byte {}: {d}", rec.offset)))?;
+        let r = decode(rec.payload).map_err(|d| {
+            Error::corrupt(path, format!("record at byte {}: {d}", base + rec.offset))
+        })?;
         out.push(r);
     }
     match it.finish() {
         ScanEnd::Clean => Ok(()),
         ScanEnd::Torn { good_end, reason } if truncate_torn => {
             let f = OpenOptions::new().write(true).open(path).at(path)?;
-            f.set_len(good_end as u64).at(path)?;
+            f.set_len((base + good_end) as u64).at(path)?;
             f.sync_all().at(path)?;
             let _ = reason;
             Ok(())
         }
         ScanEnd::Torn { good_end, reason } => Err(Error::corrupt(
             path,
-            format!("bad record at byte {good_end} in a segment that is not the last: {reason}"),
+            format!(
+                "bad record at byte {} in a segment that is not the last: {reason}",
+                base + good_end
+            ),
         )),
         ScanEnd::Corrupt {
             offset,
@@ -439,7 +459,9 @@ fn read_segment(path: &Path, truncate_torn: bool, out: &mut Vec<Record>) -> Resu
         } => Err(Error::corrupt(
             path,
             format!(
-                "bad record at byte {offset} ({reason}) followed by a valid one at byte {next_valid}: damage, not a torn write"
+                "bad record at byte {} ({reason}) followed by a valid one at byte {}: damage, not a torn write",
+                base + offset,
+                base + next_valid
             ),
         )),
     }
@@ -598,7 +620,7 @@ impl Wal {
         for s in &old {
             read_segment(&dir.join(files::segment_name(*s)), false, &mut records)?;
         }
-        let mut out = Vec::new();
+        let mut out = SEGMENT_MAGIC.to_vec();
         let mut payload = Vec::new();
         for r in records {
             if let Some(r) = keep(r) {
@@ -674,11 +696,14 @@ impl Drop for Wal {
 
 fn create_segment(dir: &Path, n: u64) -> Result<File, Error> {
     let p = dir.join(files::segment_name(n));
-    let f = OpenOptions::new()
+    let mut f = OpenOptions::new()
         .create(true)
-        .append(true)
+        .truncate(true)
+        .write(true)
         .open(&p)
         .at(&p)?;
+    std::io::Write::write_all(&mut f, SEGMENT_MAGIC).at(&p)?;
+    f.sync_all().at(&p)?;
     diskio::fsync_dir(dir).at(dir)?;
     Ok(f)
 }

@@ -103,7 +103,7 @@ fn damage_before_a_valid_record_is_corruption() {
     db.close().unwrap();
     let seg = segments(d.path()).pop().unwrap();
     let mut bytes = fs::read(&seg).unwrap();
-    bytes[12] ^= 0xff; // inside the first record's payload
+    bytes[20] ^= 0xff; // inside the first record's payload (after the 8-byte magic)
     fs::write(&seg, bytes).unwrap();
     match tsdb::Db::open(d.path(), opts()) {
         Err(tsdb::Error::Corrupt { path, detail }) => {
