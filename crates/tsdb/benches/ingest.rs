@@ -2,9 +2,11 @@
 //! concurrent writers, every append fsynced (group commit), then a flush.
 //!
 //! `cargo bench -p tsdb --bench ingest` — knobs in the environment:
-//! `SERIES` (100000), `SAMPLES` per series (120), `WRITERS` (8),
-//! `BATCH` series per append (2000, one sample each: what a remote-write
-//! request of a live Prometheus carries), `DIR` (a temporary directory).
+//! `SERIES` (100000), `SAMPLES` per series (120), `WRITERS` (16),
+//! `BATCH` series per append (one sample each; default 10000 or the writer's
+//! share of the series if smaller: each writer owns a disjoint share, as the
+//! 16 shards × 10000-sample requests of `shared/bench`'s load generator do),
+//! `DIR` (a temporary directory).
 //!
 //! Prints samples/s, fsyncs, RSS per series (peak, and the growth during
 //! ingest), bytes per sample on disk after the flush (`du -sb`-style: all
@@ -195,6 +197,18 @@ fn proc_status(key: &str) -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
+/// utime + stime of this process, seconds.
+fn cpu_secs() -> f64 {
+    let s = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which is in parentheses).
+    let rest = s.rsplit_once(')').map_or("", |x| x.1);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let tick = 100.0; // USER_HZ on Linux
+    let u: f64 = f.get(11).and_then(|x| x.parse().ok()).unwrap_or(0.0);
+    let st: f64 = f.get(12).and_then(|x| x.parse().ok()).unwrap_or(0.0);
+    (u + st) / tick
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; nothing else is parsed.
     if std::env::var("STUDY").is_ok() {
@@ -203,8 +217,8 @@ fn main() {
     }
     let n_series = env("SERIES", 100_000);
     let n_samples = env("SAMPLES", 120);
-    let writers = env("WRITERS", 8);
-    let batch = env("BATCH", 2000);
+    let writers = env("WRITERS", 16);
+    let batch = env("BATCH", 10_000.min(n_series.div_ceil(writers)));
     let tmp = tempfile::tempdir().expect("temp dir");
     let dir = std::env::var("DIR")
         .map(std::path::PathBuf::from)
@@ -213,15 +227,19 @@ fn main() {
 
     let mut r = Rng(0x5eed);
     let all = make_series(n_series, &mut r);
-    // Per writer: batches (labels fixed, values overwritten per scrape).
+    // Per writer: a disjoint share of the series, in batches (labels fixed,
+    // values overwritten per scrape).
+    let share = n_series.div_ceil(writers);
     let mut per_writer: Vec<Vec<(WriteBatch, Vec<Gen>)>> =
         (0..writers).map(|_| Vec::new()).collect();
     let mut it = all.into_iter().enumerate().peekable();
-    let mut w = 0;
-    while it.peek().is_some() {
+    while let Some((i, _)) = it.peek() {
+        let w = i / share;
         let mut wb = WriteBatch::default();
         let mut gens = Vec::new();
-        for (_, (labels, g)) in it.by_ref().take(batch) {
+        while let Some((_, (labels, g))) =
+            it.next_if(|(j, _)| j / share == w && wb.series.len() < batch)
+        {
             wb.series.push(TimeSeries {
                 labels,
                 samples: vec![Sample { t: 0, v: 0.0 }],
@@ -229,10 +247,10 @@ fn main() {
             });
             gens.push(g);
         }
-        per_writer[w % writers].push((wb, gens));
-        w += 1;
+        per_writer[w].push((wb, gens));
     }
     let rss_data = proc_status("VmRSS:");
+    let n_batches: usize = per_writer.iter().map(Vec::len).sum();
 
     let db = Arc::new(
         Db::open(
@@ -246,6 +264,7 @@ fn main() {
     );
     let t0: i64 = 1_700_000_000_000 / 7_200_000 * 7_200_000 + 60_000;
     let start = Instant::now();
+    let cpu0 = cpu_secs();
     let handles: Vec<_> = per_writer
         .into_iter()
         .enumerate()
@@ -273,6 +292,7 @@ fn main() {
         .collect();
     let accepted: usize = handles.into_iter().map(|h| h.join().expect("writer")).sum();
     let secs = start.elapsed().as_secs_f64();
+    let cpu = cpu_secs() - cpu0;
     let rss_ingest = proc_status("VmRSS:");
     let hwm = proc_status("VmHWM:");
     let stats = db.stats("bench");
@@ -289,13 +309,14 @@ fn main() {
         "series {n_series}, samples/series {n_samples}, writers {writers}, batch {batch} series"
     );
     println!(
-        "accepted {accepted} samples in {secs:.2} s: {:.0} samples/s",
-        accepted as f64 / secs
+        "accepted {accepted} samples in {secs:.2} s: {:.0} samples/s; process CPU {cpu:.2} s = {:.2} CPU s per million samples (writers' value generation included)",
+        accepted as f64 / secs,
+        cpu / (accepted as f64 / 1e6)
     );
     println!(
         "appends {}, WAL fsyncs {syncs} ({:.1} appends per fsync), WAL bytes before flush {wal_bytes} ({:.2} B/sample)",
-        n_samples * n_series.div_ceil(batch),
-        (n_samples * n_series.div_ceil(batch)) as f64 / syncs as f64,
+        n_samples * n_batches,
+        (n_samples * n_batches) as f64 / syncs as f64,
         wal_bytes as f64 / accepted as f64
     );
     println!(

@@ -52,6 +52,44 @@ impl Hasher for IdHasher {
 
 pub(crate) type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
 
+/// The head's series hash: fast (8 bytes per step, not byte by byte like
+/// [`Labels::stable_hash`]) and only ever used in memory, so it may change
+/// between versions. Every string is prefixed by its length, so no two
+/// label sets feed the same words.
+pub(crate) fn label_hash(l: &Labels) -> u64 {
+    const K: u64 = 0x9e37_79b9_7f4a_7c15;
+    #[inline]
+    fn word(h: u64, w: u64) -> u64 {
+        (h ^ w).wrapping_mul(K).rotate_left(31)
+    }
+    #[inline]
+    fn bytes(mut h: u64, b: &[u8]) -> u64 {
+        h = word(h, b.len() as u64);
+        let mut chunks = b.chunks_exact(8);
+        for c in &mut chunks {
+            let mut a = [0u8; 8];
+            a.copy_from_slice(c);
+            h = word(h, u64::from_le_bytes(a));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut a = [0u8; 8];
+            a[..rest.len()].copy_from_slice(rest);
+            h = word(h, u64::from_le_bytes(a));
+        }
+        h
+    }
+    let mut h = K ^ l.len() as u64;
+    for x in l {
+        h = bytes(h, x.name.as_bytes());
+        h = bytes(h, x.value.as_bytes());
+    }
+    // Final avalanche (the map uses the value as its own hash).
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^ (h >> 33)
+}
+
 /// Interned strings: each distinct label name or value is stored once.
 #[derive(Default)]
 pub(crate) struct Symbols {
@@ -416,7 +454,7 @@ impl Head {
         let mut samples = SamplesEncoder::default();
         let mut hists: Vec<(u32, i64, &HistogramValue)> = Vec::new();
         for ts in &batch.series {
-            let hash = ts.labels.stable_hash();
+            let hash = label_hash(&ts.labels);
             let r = match self.lookup(hash, &ts.labels) {
                 Some(r) => r,
                 None => {
@@ -522,12 +560,12 @@ impl Head {
             .iter()
             .map(|(n, v)| (n.as_str(), v.as_str()))
             .collect();
-        if self.lookup(labels.stable_hash(), &labels).is_some() {
+        if self.lookup(label_hash(&labels), &labels).is_some() {
             return Err(format!(
                 "series ref {r} repeats the labels of a live series: {labels}"
             ));
         }
-        self.create(r, labels.stable_hash(), &p);
+        self.create(r, label_hash(&labels), &p);
         Ok(())
     }
 
@@ -866,7 +904,7 @@ impl Head {
             } else {
                 Labels::from_sorted_unchecked(pairs)
             };
-            let hash = h.stable_hash();
+            let hash = label_hash(&h);
             match by_hash.entry(hash) {
                 std::collections::hash_map::Entry::Occupied(_) => {
                     collisions.entry(hash).or_default().push(r as u32)
