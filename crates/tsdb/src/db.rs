@@ -19,7 +19,7 @@ use model::{Labels, Metadata, WriteBatch};
 
 use crate::block::{self, Block, BlockSeries};
 use crate::error::IoContext;
-use crate::head::{Head, HeadLimits, MemChunk, rechunk_floats, rechunk_hists};
+use crate::head::{Head, HeadLimits, MemChunk, label_hash, rechunk_floats, rechunk_hists};
 use crate::query::Querier;
 use crate::wal::{self, Record, Wal};
 use crate::{AppendReport, Error, Options, ProjectStats, files};
@@ -322,9 +322,15 @@ impl Db {
         let p = self.inner.project(project, true)?.ok_or(Error::Closed)?;
         let mut report = AppendReport::default();
         let mut framed = Vec::new();
+        // Hashing reads every label byte: do it before taking the lock.
+        let hashes: Vec<u64> = batch
+            .series
+            .iter()
+            .map(|ts| label_hash(&ts.labels))
+            .collect();
         let ticket = {
             let mut head = p.lock_head();
-            head.append_batch(batch, &mut report, &mut framed);
+            head.append_batch(batch, &hashes, &mut report, &mut framed);
             if framed.is_empty() {
                 self.inner.wal.barrier()?
             } else {

@@ -444,17 +444,19 @@ impl Head {
     /// Appends a batch: finds or creates each series, appends each sample,
     /// and writes the WAL records of what was accepted (framed) to `wal_out`.
     /// The caller validated the batch (non-empty label sets).
+    /// `hashes[i]` is [`label_hash`] of series `i` (computed by the caller
+    /// before taking the head's lock).
     pub fn append_batch(
         &mut self,
         batch: &model::WriteBatch,
+        hashes: &[u64],
         report: &mut AppendReport,
         wal_out: &mut Vec<u8>,
     ) {
         let mut new_series: Vec<u32> = Vec::new();
         let mut samples = SamplesEncoder::default();
         let mut hists: Vec<(u32, i64, &HistogramValue)> = Vec::new();
-        for ts in &batch.series {
-            let hash = label_hash(&ts.labels);
+        for (ts, &hash) in batch.series.iter().zip(hashes) {
             let r = match self.lookup(hash, &ts.labels) {
                 Some(r) => r,
                 None => {

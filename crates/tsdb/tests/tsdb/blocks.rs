@@ -205,3 +205,29 @@ fn damaged_block_is_reported_with_its_path() {
         Ok(_) => panic!("opened a damaged index"),
     }
 }
+
+#[test]
+fn failed_block_write_keeps_the_data_and_retries() {
+    let d = tempfile::tempdir().unwrap();
+    let faults = diskio::Faults::enabled();
+    let db = Db::open(
+        d.path(),
+        Options {
+            faults: faults.clone(),
+            ..o()
+        },
+    )
+    .unwrap();
+    fill(&db, "p", 3, 0, 30 * 60_000);
+    faults.fail_next_fsync();
+    assert!(matches!(db.flush(), Err(Error::Io { .. })));
+    assert!(db.blocks("p").is_empty());
+    assert_eq!(count(&db, "p", 0, H), 3 * 30);
+    // Not poisoned: the WAL is fine; the next pass writes the block.
+    db.flush().unwrap();
+    assert_eq!(db.blocks("p").len(), 1);
+    assert_eq!(count(&db, "p", 0, H), 3 * 30);
+    db.close().unwrap();
+    let db = Db::open(d.path(), o()).unwrap();
+    assert_eq!(count(&db, "p", 0, H), 3 * 30);
+}
