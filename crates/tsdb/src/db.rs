@@ -60,6 +60,8 @@ struct Inner {
     next_project_id: AtomicU64,
     block_seq: AtomicU64,
     maint: Mutex<()>,
+    /// Per-project retention set by [`Db::set_retention`] (else the options').
+    retention: RwLock<HashMap<String, crate::Retention>>,
     stop: Mutex<bool>,
     stop_cv: Condvar,
 }
@@ -243,6 +245,7 @@ impl Db {
             next_project_id: AtomicU64::new(u64::from(next_id)),
             block_seq: AtomicU64::new(seq),
             maint: Mutex::new(()),
+            retention: RwLock::new(HashMap::new()),
             stop: Mutex::new(false),
             stop_cv: Condvar::new(),
         });
@@ -366,6 +369,17 @@ impl Db {
     /// WAL, compact, apply retention.
     pub fn maintain(&self) -> Result<(), Error> {
         self.inner.maintain(false)
+    }
+
+    /// Sets a project's retention (time and size), replacing the default
+    /// from [`Options`] for it; applied by the next maintenance pass. Not
+    /// stored: the caller sets it again after every open (from its config).
+    pub fn set_retention(&self, project: &str, retention: crate::Retention) {
+        self.inner
+            .retention
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(project.to_string(), retention);
     }
 
     /// Usage figures of a project (zeros for an unknown one).
@@ -528,6 +542,18 @@ impl Inner {
         v
     }
 
+    fn retention_of(&self, project: &str) -> crate::Retention {
+        self.retention
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(project)
+            .copied()
+            .unwrap_or(crate::Retention {
+                time: self.opts.retention,
+                max_bytes: self.opts.max_bytes,
+            })
+    }
+
     fn next_block_name(&self, mint: i64, end: i64) -> String {
         files::block_name(mint, end, self.block_seq.fetch_add(1, Ordering::SeqCst))
     }
@@ -669,7 +695,7 @@ impl Inner {
             let mut plan: Option<Vec<Arc<Block>>> = None;
             // Like Prometheus, a block spans at most a tenth of the retention,
             // so retention (which deletes whole blocks) stays fine-grained.
-            let max_range = (self.opts.retention.as_millis() as i64 / 10).max(bd);
+            let max_range = (self.retention_of(&p.name).time.as_millis() as i64 / 10).max(bd);
             let mut range = bd;
             'levels: for _ in 0..8 {
                 range = range.saturating_mul(3);
@@ -740,13 +766,14 @@ impl Inner {
             .max()
             .unwrap_or(i64::MIN)
             .max(head_max);
-        let keep_from = newest.saturating_sub(self.opts.retention.as_millis() as i64);
+        let ret = self.retention_of(&p.name);
+        let keep_from = newest.saturating_sub(ret.time.as_millis() as i64);
         let mut keep: Vec<Arc<Block>> = blocks
             .iter()
             .filter(|b| b.meta.maxt >= keep_from)
             .cloned()
             .collect();
-        if let Some(max) = self.opts.max_bytes {
+        if let Some(max) = ret.max_bytes {
             let mut total: u64 = keep.iter().map(|b| b.disk_bytes()).sum();
             while total > max && !keep.is_empty() {
                 total -= keep[0].disk_bytes();

@@ -106,6 +106,16 @@ impl Default for Options {
     }
 }
 
+/// How long a project's data is kept; see [`Db::set_retention`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Retention {
+    /// Blocks whose newest sample is older than this, relative to the
+    /// project's newest sample, are deleted.
+    pub time: Duration,
+    /// Oldest blocks are deleted while the project's blocks take more.
+    pub max_bytes: Option<u64>,
+}
+
 /// Why a sample was not stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum RejectReason {

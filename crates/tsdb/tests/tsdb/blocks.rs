@@ -134,6 +134,31 @@ fn time_retention_deletes_whole_old_blocks() {
 }
 
 #[test]
+fn retention_is_per_project() {
+    let d = tempfile::tempdir().unwrap();
+    let db = Db::open(
+        d.path(),
+        Options {
+            retention: Duration::from_secs(20 * 3600),
+            ..o()
+        },
+    )
+    .unwrap();
+    db.set_retention(
+        "short",
+        tsdb::Retention {
+            time: Duration::from_secs(10 * 3600),
+            max_bytes: None,
+        },
+    );
+    fill(&db, "short", 2, 0, 30 * H);
+    fill(&db, "long", 2, 0, 30 * H);
+    db.maintain().unwrap();
+    assert_eq!(db.blocks("short")[0].mint, 18 * H);
+    assert_eq!(db.blocks("long")[0].mint, 8 * H);
+}
+
+#[test]
 fn size_retention_deletes_oldest_blocks() {
     let d = tempfile::tempdir().unwrap();
     let db = Db::open(
