@@ -19,8 +19,9 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
-use model::{HistogramValue, Label, Labels, Matcher, Metadata};
+use model::{HistogramValue, Label, Labels, Matcher};
 
 use crate::chunk::{
     Encoding, HistAppender, HistIter, SAMPLES_PER_CHUNK, XorAppender, XorIter, decode_floats,
@@ -167,12 +168,20 @@ pub(crate) struct HeadLimits {
     pub block_duration_ms: i64,
 }
 
+/// Heads per project. Each is a shard of the project's series (by label
+/// hash) behind its own mutex, so concurrent appends of one project run
+/// in parallel. Part of the WAL format (refs encode their shard), so
+/// changing it means a new WAL version; so does changing [`label_hash`].
+pub const SHARDS: u32 = 8;
+
 /// How many rejections an [`AppendReport`] lists one by one.
 pub const MAX_LISTED_REJECTIONS: usize = 10;
 
 /// One project's head.
 pub(crate) struct Head {
     pub project_id: u32,
+    /// This head's shard number (`< SHARDS`).
+    shard: u32,
     limits: HeadLimits,
     syms: Symbols,
     /// By ref; `None` once garbage-collected (refs are never reused, so
@@ -191,7 +200,6 @@ pub(crate) struct Head {
     pub maxt: i64,
     /// Samples accepted since the process started (replay included).
     pub samples_appended: u64,
-    pub metadata: HashMap<String, Metadata>,
 }
 
 fn new_chunk_needed(open: &Option<XorAppender>, open_mint: i64, t: i64, block: i64) -> bool {
@@ -204,9 +212,10 @@ fn new_chunk_needed(open: &Option<XorAppender>, open_mint: i64, t: i64, block: i
 }
 
 impl Head {
-    pub fn new(project_id: u32, limits: HeadLimits, min_valid_t: i64) -> Head {
+    pub fn new(project_id: u32, shard: u32, limits: HeadLimits, min_valid_t: i64) -> Head {
         Head {
             project_id,
+            shard,
             limits,
             syms: Symbols::default(),
             series: Vec::new(),
@@ -218,7 +227,6 @@ impl Head {
             mint: i64::MAX,
             maxt: i64::MIN,
             samples_appended: 0,
-            metadata: HashMap::new(),
         }
     }
 
@@ -446,21 +454,28 @@ impl Head {
     /// The caller validated the batch (non-empty label sets).
     /// `hashes[i]` is [`label_hash`] of series `i` (computed by the caller
     /// before taking the head's lock).
+    ///
+    /// Only the series at `indexes` of the batch are this shard's. `total`
+    /// counts the project's live series across shards (for the limit).
     pub fn append_batch(
         &mut self,
         batch: &model::WriteBatch,
+        indexes: &[usize],
         hashes: &[u64],
+        total: &AtomicUsize,
         report: &mut AppendReport,
         wal_out: &mut Vec<u8>,
     ) {
         let mut new_series: Vec<u32> = Vec::new();
         let mut samples = SamplesEncoder::default();
         let mut hists: Vec<(u32, i64, &HistogramValue)> = Vec::new();
-        for (ts, &hash) in batch.series.iter().zip(hashes) {
+        for &i in indexes {
+            let (ts, hash) = (&batch.series[i], hashes[i]);
             let r = match self.lookup(hash, &ts.labels) {
                 Some(r) => r,
                 None => {
-                    if self.live >= self.limits.max_series {
+                    if total.fetch_add(1, Ordering::Relaxed) >= self.limits.max_series {
+                        total.fetch_sub(1, Ordering::Relaxed);
                         for s in &ts.samples {
                             report.reject(RejectReason::SeriesLimit, &ts.labels, s.t);
                         }
@@ -487,7 +502,7 @@ impl Head {
                         report.accepted_samples += 1;
                         if stored {
                             if !begun {
-                                samples.begin_series(r);
+                                samples.begin_series(self.wal_ref(r));
                                 begun = true;
                             }
                             samples.push(s.t, s.v);
@@ -501,7 +516,7 @@ impl Head {
                     Ok(stored) => {
                         report.accepted_histograms += 1;
                         if stored {
-                            hists.push((r, h.t, &h.h));
+                            hists.push((self.wal_ref(r), h.t, &h.h));
                         }
                     }
                     Err(reason) => report.reject(reason, &ts.labels, h.t),
@@ -521,7 +536,7 @@ impl Head {
                 .map(|r| {
                     let s = self.get(*r);
                     (
-                        *r,
+                        self.wal_ref(*r),
                         s.labels
                             .chunks_exact(2)
                             .map(|p| (self.syms.str(p[0]), self.syms.str(p[1])))
@@ -540,35 +555,34 @@ impl Head {
             wal::encode_histograms(&mut payload, self.project_id, &hists);
             frame(&mut payload);
         }
-        for (metric, m) in &batch.metadata {
-            if self.metadata.get(metric) != Some(m) {
-                self.metadata.insert(metric.clone(), m.clone());
-                wal::encode_metadata(&mut payload, self.project_id, metric, m);
-                frame(&mut payload);
-            }
-        }
     }
 
-    /// Replay: a series record. Refs are dense; a ref seen again (e.g. in a
-    /// checkpoint and a segment) is ignored.
-    pub fn replay_series(&mut self, r: u32, pairs: &[(String, String)]) -> Result<(), String> {
+    /// The ref a series of this shard has in WAL records: its local ref
+    /// times the shard count, plus the shard.
+    pub fn wal_ref(&self, r: u32) -> u32 {
+        r * SHARDS + self.shard
+    }
+
+    /// Replay: a series record (local ref). Refs are dense; a ref seen
+    /// again (in a checkpoint and a segment) is ignored. `Ok(true)` if the
+    /// series was created.
+    pub fn replay_series(&mut self, r: u32, labels: &Labels) -> Result<bool, String> {
         if (r as usize) < self.series.len() {
-            // Seen before (checkpoint and segment) or already collected.
-            return Ok(());
+            return Ok(false);
         }
-        let labels =
-            Labels::from_sorted_unchecked(pairs.iter().map(|(n, v)| Label::new(n, v)).collect());
-        let p: Vec<(&str, &str)> = pairs
-            .iter()
-            .map(|(n, v)| (n.as_str(), v.as_str()))
-            .collect();
-        if self.lookup(label_hash(&labels), &labels).is_some() {
+        let hash = label_hash(labels);
+        if self.lookup(hash, labels).is_some() {
             return Err(format!(
-                "series ref {r} repeats the labels of a live series: {labels}"
+                "series ref {} repeats the labels of a live series: {labels}",
+                self.wal_ref(r)
             ));
         }
-        self.create(r, label_hash(&labels), &p);
-        Ok(())
+        let p: Vec<(&str, &str)> = labels
+            .iter()
+            .map(|l| (l.name.as_str(), l.value.as_str()))
+            .collect();
+        self.create(r, hash, &p);
+        Ok(true)
     }
 
     pub fn has_series(&self, r: u32) -> bool {
@@ -776,8 +790,9 @@ impl Head {
         out
     }
 
-    /// Drops everything with `t < before` (it is now in a block).
-    pub fn drop_before(&mut self, before: i64) {
+    /// Drops everything with `t < before` (it is now in a block), then the
+    /// series left without data; returns how many series went.
+    pub fn drop_before(&mut self, before: i64) -> usize {
         let mut mint = i64::MAX;
         for s in self.series.iter_mut().flatten() {
             let mut keep: Vec<MemChunk> = Vec::with_capacity(s.closed.len());
@@ -851,14 +866,14 @@ impl Head {
         if mint == i64::MAX {
             self.maxt = i64::MIN;
         }
-        self.gc();
+        self.gc()
     }
 
     /// Removes series that hold no data any more (all of it went into
     /// blocks), then rebuilds the symbol table and postings from the live
     /// series so that nothing of the dead ones stays in memory. A removed
     /// series that gets a sample again is created anew, with a new ref.
-    fn gc(&mut self) {
+    fn gc(&mut self) -> usize {
         let mut removed = 0;
         for (r, slot) in self.series.iter_mut().enumerate() {
             let empty = slot.as_ref().is_some_and(|s| {
@@ -876,7 +891,7 @@ impl Head {
             }
         }
         if removed == 0 {
-            return;
+            return 0;
         }
         self.live -= removed;
         let mut syms = Symbols::default();
@@ -920,6 +935,7 @@ impl Head {
         self.postings = postings;
         self.by_hash = by_hash;
         self.collisions = collisions;
+        removed
     }
 }
 

@@ -83,6 +83,9 @@ pub struct Options {
     /// Samples up to this much older than a series' newest sample are
     /// accepted out of order (0: none, Prometheus' default).
     pub ooo_window_ms: i64,
+    /// Live series per project; a new series past it is rejected
+    /// ([`RejectReason::SeriesLimit`]). When one batch brings more new series
+    /// than fit, which of them get in is unspecified (the head is sharded).
     pub max_series_per_project: usize,
     /// How often the background thread checks for blocks to cut, compact
     /// and delete. `None`: no background thread (tests call

@@ -310,9 +310,10 @@ impl Querier {
             }
         }
         if let Some(p) = &self.project {
-            let head = p.lock_head();
-            let data = head.select(matchers, mint, maxt);
-            drop(head);
+            let mut data = Vec::new();
+            for i in 0..crate::head::SHARDS as usize {
+                data.extend(p.shard(i).select(matchers, mint, maxt));
+            }
             let conv = |c: MemChunk| SrcChunk {
                 enc: c.enc,
                 mint: c.mint,
@@ -338,7 +339,9 @@ impl Querier {
             v.extend(b.label_names(matchers)?);
         }
         if let Some(p) = &self.project {
-            v.extend(p.lock_head().label_names(matchers));
+            for i in 0..crate::head::SHARDS as usize {
+                v.extend(p.shard(i).label_names(matchers));
+            }
         }
         v.sort();
         v.dedup();
@@ -352,7 +355,9 @@ impl Querier {
             v.extend(b.label_values(name, matchers)?);
         }
         if let Some(p) = &self.project {
-            v.extend(p.lock_head().label_values(name, matchers));
+            for i in 0..crate::head::SHARDS as usize {
+                v.extend(p.shard(i).label_values(name, matchers));
+            }
         }
         v.sort();
         v.dedup();
