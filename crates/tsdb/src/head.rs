@@ -6,15 +6,20 @@
 //! for floats (Gorilla XOR) and for native histograms, and a small sorted
 //! out-of-order buffer.
 //!
-//! The whole head sits behind one mutex (owned by [`crate::db`]): an
-//! append takes it once per batch, does one hash lookup per series and no
-//! allocation per sample (the open chunk's byte vector grows amortised),
-//! and also queues its WAL records while holding it, so the WAL's order of
-//! samples per series is the head's order and replay rebuilds the same head.
+//! A project's head is split into [`SHARDS`] shards by label hash, each a
+//! [`Head`] behind its own mutex (owned by [`crate::db`]), so appends of
+//! one project run on several cores. An append takes each shard it
+//! touches once, does one hash lookup per series (the hash is computed
+//! before the lock) and no allocation per sample (the open chunk's byte
+//! vector grows amortised), and queues its WAL records while still holding
+//! that shard, so the WAL's order of samples per series is the head's
+//! order and replay rebuilds the same head.
 //!
-//! Series refs are dense indexes into `series`; series are never removed
-//! from the head while the process runs (a known gap: no series GC yet —
-//! a series whose data all went into blocks keeps its ~200 bytes).
+//! Series refs are dense indexes into a shard's `series`, never reused. A
+//! series whose data all went into blocks is removed at the cut (its slot
+//! becomes `None`, its symbols and postings are rebuilt away); if it gets a
+//! sample again it is created anew with a new ref. WAL records name series
+//! by `local ref × SHARDS + shard`.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};

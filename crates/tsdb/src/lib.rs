@@ -6,8 +6,9 @@
 //!
 //! 1. **Append.** The server calls [`Db::append`] (from tokio's blocking
 //!    pool) with a project and a decoded [`model::WriteBatch`].
-//! 2. **Head, under the project's mutex.** Each series is looked up by its
-//!    label hash (one lookup per series per batch) or created: labels
+//! 2. **Head, under a shard's mutex.** The batch's series are split by
+//!    label hash over the project's 8 head shards. Each series is looked up
+//!    by its label hash (one lookup per series per batch) or created: labels
 //!    interned into the project's symbol table, the new ref added to the
 //!    postings. Each sample is checked — too old (before the newest block),
 //!    out of order (older than the series' last sample and outside the
@@ -15,9 +16,9 @@
 //!    appended to the series' open Gorilla chunk (or the out-of-order
 //!    buffer). Rejections are collected in the [`AppendReport`]; they do not
 //!    fail the batch (Mimir's semantics).
-//! 3. **WAL.** Still under the mutex, the accepted samples (and the labels
-//!    of new series) are encoded as checksummed WAL records and queued for
-//!    the WAL writer thread; the mutex is released.
+//! 3. **WAL.** Still under the shard's mutex, the accepted samples (and the
+//!    labels of new series) are encoded as checksummed WAL records and
+//!    queued for the WAL writer thread; the mutex is released.
 //! 4. **Fsync.** The writer thread writes everything queued by all
 //!    concurrent appenders with one `write` and one `fdatasync` (group
 //!    commit) and wakes them. Only now does `append` return `Ok`: an
@@ -28,8 +29,10 @@
 //! 6. **Block.** When a project's head spans more than 1.5 × the block
 //!    duration (2 h), a background thread cuts the oldest aligned range into
 //!    an immutable block (`chunks`, `index`, `meta`; written to a temporary
-//!    directory, fsynced, renamed), drops it from the head, and checkpoints
-//!    the WAL (samples now in blocks are dropped from it).
+//!    directory, fsynced, renamed; float chunks re-encoded as decimal
+//!    chunks where smaller), drops it from the head (and the series left
+//!    without data), logs that truncation, and checkpoints the WAL (samples
+//!    now in blocks are dropped from it).
 //! 7. **Compaction and retention.** The same thread merges adjacent blocks
 //!    into 3× longer ones and deletes whole blocks past the retention time
 //!    or size.
