@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use model::{MatchOp, Matcher};
-use tsdb::{Db, Options};
+use tsdb::Options;
 
 use crate::common::*;
 
@@ -63,7 +63,7 @@ fn run(seed: u64, window: i64) {
         block_duration_ms: 10_000,
         ..opts()
     };
-    let mut db = Db::open(d.path(), o()).unwrap();
+    let mut db = open_with(d.path(), o()).unwrap();
     let mut rng = Rng(seed);
     let mut naive = Naive {
         min_valid: i64::MIN,
@@ -130,7 +130,7 @@ fn run(seed: u64, window: i64) {
             }
             1 => {
                 db.close().unwrap();
-                db = Db::open(d.path(), o()).unwrap();
+                db = open_with(d.path(), o()).unwrap();
             }
             2 => {
                 db.maintain().unwrap();
