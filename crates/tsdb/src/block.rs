@@ -28,7 +28,7 @@ use std::sync::Arc;
 
 use model::{Label, Labels, Matcher};
 
-use crate::chunk::Encoding;
+use crate::chunk::{Encoding, decode_floats, encode_dec};
 use crate::enc::{Reader, put_uvarint, put_varint};
 use crate::error::IoContext;
 use crate::head::{IdMap, MemChunk};
@@ -162,41 +162,70 @@ pub(crate) fn write_block(
     let _ = fs::remove_dir_all(&tmp);
     fs::create_dir_all(&tmp).at(&tmp)?;
 
-    // chunks
-    let mut chunks: Vec<u8> = Vec::new();
-    chunks.extend_from_slice(CHUNKS_MAGIC);
+    // chunks: streamed to the file (a block can be large), CRC on the way.
+    let chunks_path = tmp.join(files::BLOCK_CHUNKS);
+    let chunks_file = File::create(&chunks_path).at(&chunks_path)?;
+    let mut chunks = ChunkWriter {
+        out: std::io::BufWriter::with_capacity(1 << 20, chunks_file),
+        crc: crc32fast::Hasher::new(),
+        len: 0,
+        faults,
+    };
+    chunks.put(CHUNKS_MAGIC).at(&chunks_path)?;
     let mut metas: Vec<Vec<ChunkMeta>> = Vec::with_capacity(series.len());
     let (mut mint, mut maxt) = (i64::MAX, i64::MIN);
     let (mut num_samples, mut num_chunks) = (0u64, 0u64);
+    let mut head = Vec::with_capacity(16);
     for s in series {
         let mut m = Vec::with_capacity(s.floats.len() + s.hists.len());
-        for (enc, list) in [(Encoding::Xor, &s.floats), (Encoding::Histogram, &s.hists)] {
-            for c in list {
-                let offset = chunks.len() as u64;
-                chunks.push(enc as u8);
-                put_uvarint(&mut chunks, c.data.len() as u64);
-                chunks.extend_from_slice(&c.data);
-                let mut h = crc32fast::Hasher::new();
-                h.update(&[enc as u8]);
-                h.update(&c.data);
-                chunks.extend_from_slice(&h.finalize().to_le_bytes());
-                m.push(ChunkMeta {
-                    enc,
-                    mint: c.mint,
-                    maxt: c.maxt,
-                    offset,
-                    len: (chunks.len() as u64 - offset) as u32,
-                });
-                mint = mint.min(c.mint);
-                maxt = maxt.max(c.maxt);
-                num_chunks += 1;
-                if c.data.len() >= 2 {
-                    num_samples += u64::from(u16::from_be_bytes([c.data[0], c.data[1]]));
-                }
+        for c in s.floats.iter().chain(&s.hists) {
+            // Floats: the decimal encoding where it is smaller.
+            let dec = (c.enc == Encoding::Xor)
+                .then(|| {
+                    decode_floats(c.enc, &c.data)
+                        .ok()
+                        .and_then(|v| encode_dec(&v))
+                })
+                .flatten()
+                .filter(|d| d.len() < c.data.len());
+            let (enc, data): (Encoding, &[u8]) = match &dec {
+                Some(d) => (Encoding::Dec, d),
+                None => (c.enc, &c.data),
+            };
+            let offset = chunks.len;
+            head.clear();
+            head.push(enc as u8);
+            put_uvarint(&mut head, data.len() as u64);
+            let mut h = crc32fast::Hasher::new();
+            h.update(&[enc as u8]);
+            h.update(data);
+            chunks.put(&head).at(&chunks_path)?;
+            chunks.put(data).at(&chunks_path)?;
+            chunks.put(&h.finalize().to_le_bytes()).at(&chunks_path)?;
+            m.push(ChunkMeta {
+                enc,
+                mint: c.mint,
+                maxt: c.maxt,
+                offset,
+                len: (chunks.len - offset) as u32,
+            });
+            mint = mint.min(c.mint);
+            maxt = maxt.max(c.maxt);
+            num_chunks += 1;
+            if c.data.len() >= 2 {
+                num_samples += u64::from(u16::from_be_bytes([c.data[0], c.data[1]]));
             }
         }
         metas.push(m);
     }
+    let chunks_size = chunks.len;
+    let chunks_crc = chunks.crc.clone().finalize();
+    let chunks_file = chunks
+        .out
+        .into_inner()
+        .map_err(|e| Error::io(&chunks_path, e.into_error()))?;
+    diskio::sync_file(faults, &chunks_file, files::BLOCK_CHUNKS).at(&chunks_path)?;
+    drop(chunks_file);
 
     // index: symbols
     let mut syms: Vec<&str> = series
@@ -270,11 +299,10 @@ pub(crate) fn write_block(
         parents,
         index_size: index.len() as u64,
         index_crc: crc32fast::hash(&index),
-        chunks_size: chunks.len() as u64,
-        chunks_crc: crc32fast::hash(&chunks),
+        chunks_size,
+        chunks_crc,
     };
     for (f, bytes) in [
-        (files::BLOCK_CHUNKS, &chunks[..]),
         (files::BLOCK_INDEX, &index[..]),
         (files::BLOCK_META, meta.encode().as_bytes()),
     ] {
@@ -289,6 +317,24 @@ pub(crate) fn write_block(
     diskio::fsync_dir(parent).at(parent)?;
     drop(index);
     Block::open(&fin)
+}
+
+/// The chunks file being written: buffered, checksummed as it goes.
+struct ChunkWriter<'a> {
+    out: std::io::BufWriter<File>,
+    crc: crc32fast::Hasher,
+    len: u64,
+    faults: &'a diskio::Faults,
+}
+
+impl ChunkWriter<'_> {
+    fn put(&mut self, b: &[u8]) -> std::io::Result<()> {
+        self.faults.check_write(files::BLOCK_CHUNKS)?;
+        std::io::Write::write_all(&mut self.out, b)?;
+        self.crc.update(b);
+        self.len += b.len() as u64;
+        Ok(())
+    }
 }
 
 /// An open block.

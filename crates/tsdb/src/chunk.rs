@@ -26,6 +26,10 @@ pub const SAMPLES_PER_CHUNK: u16 = 120;
 pub enum Encoding {
     Xor = 1,
     Histogram = 2,
+    /// Floats that are all exact decimals (`m × 10^-e`): delta-of-delta
+    /// timestamps, and the integer mantissas as bit-packed deltas. Used in
+    /// blocks where it is smaller than XOR.
+    Dec = 3,
 }
 
 impl Encoding {
@@ -33,9 +37,259 @@ impl Encoding {
         match b {
             1 => Some(Encoding::Xor),
             2 => Some(Encoding::Histogram),
+            3 => Some(Encoding::Dec),
             _ => None,
         }
     }
+
+    pub fn is_float(self) -> bool {
+        self != Encoding::Histogram
+    }
+}
+
+/// Decodes a float chunk of either float encoding.
+pub fn decode_floats(enc: Encoding, data: &[u8]) -> DecodeResult<Vec<(i64, f64)>> {
+    match enc {
+        Encoding::Xor => XorIter::new(data)?.collect(),
+        Encoding::Dec => decode_dec(data),
+        Encoding::Histogram => Err("a histogram chunk where floats were expected".into()),
+    }
+}
+
+// ---------------------------------------------------------------- decimal
+
+const POW10: [f64; 16] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+];
+const MAX_MANTISSA: f64 = 9_007_199_254_740_992.0; // 2^53
+
+/// The smallest `e` such that every value is exactly `m / 10^e` for an
+/// integer `|m| <= 2^53` (bit for bit, so `-0.0`, NaN and infinities never
+/// qualify), and the mantissas.
+fn decimal_mantissas(values: &[f64]) -> Option<(u8, Vec<i64>)> {
+    'e: for (e, p) in POW10.iter().enumerate() {
+        let mut ms = Vec::with_capacity(values.len());
+        for v in values {
+            let m = (v * p).round();
+            // Through i64, so -0.0 (which would come back as +0.0) fails.
+            if m.abs() > MAX_MANTISSA
+                || m.is_nan()
+                || ((m as i64) as f64 / p).to_bits() != v.to_bits()
+            {
+                continue 'e;
+            }
+            ms.push(m as i64);
+        }
+        return Some((e as u8, ms));
+    }
+    None
+}
+
+fn bits_needed(v: u64) -> u8 {
+    (64 - v.leading_zeros()) as u8
+}
+
+/// Packs `xs` (all `>= base`) as `base` (zigzag varint bits), a 7-bit width
+/// and each `x - base` in that many bits.
+fn gcd(mut a: u64, mut b: u64) -> u64 {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
+}
+
+/// Packs `xs` as `base` = their minimum (zigzag varint bits), `g` = the
+/// greatest common divisor of `x - base` (varint bits; page-sized gauges
+/// move in steps of 4096), a 7-bit width, and each `(x - base) / g` in
+/// that many bits.
+fn put_packed(w: &mut BitWriter, out: &mut Vec<u8>, xs: &[i64]) {
+    let base = xs.iter().copied().min().unwrap_or(0);
+    let g = xs
+        .iter()
+        .fold(0u64, |g, x| gcd(g, x.wrapping_sub(base) as u64))
+        .max(1);
+    let width = xs
+        .iter()
+        .map(|x| bits_needed(x.wrapping_sub(base) as u64 / g))
+        .max()
+        .unwrap_or(0);
+    write_uvarint_bits(w, out, zigzag(base));
+    write_uvarint_bits(w, out, g);
+    w.write(out, u64::from(width), 7);
+    for x in xs {
+        w.write(out, x.wrapping_sub(base) as u64 / g, width);
+    }
+}
+
+fn get_packed(r: &mut BitReader<'_>, n: usize) -> DecodeResult<Vec<i64>> {
+    let base = unzigzag(r.uvarint()?);
+    let g = r.uvarint()?;
+    let width = r.read(7)? as u8;
+    if width > 64 {
+        return Err("dec chunk: bit width over 64".into());
+    }
+    let mut v = Vec::with_capacity(n);
+    for _ in 0..n {
+        v.push(base.wrapping_add(r.read(width)?.wrapping_mul(g) as i64));
+    }
+    Ok(v)
+}
+
+/// Encodes samples as a [`Encoding::Dec`] chunk, or `None` if a value is
+/// not an exact decimal (or there are more than `u16::MAX` samples).
+///
+/// Layout (a bit stream after the `u16` count): a "regular" bit, then
+/// timestamps as in XOR (first, first delta, then — unless regular —
+/// delta-of-delta buckets); then `e` (4 bits),
+/// the first mantissa (zigzag varint bits), a mode bit (0: deltas, 1:
+/// deltas of deltas, after the first delta as a zigzag varint), and the
+/// deltas bit-packed (see `put_packed`).
+pub fn encode_dec(samples: &[(i64, f64)]) -> Option<Vec<u8>> {
+    let n = u16::try_from(samples.len()).ok()?;
+    let values: Vec<f64> = samples.iter().map(|s| s.1).collect();
+    let (e, ms) = decimal_mantissas(&values)?;
+    let mut out = n.to_be_bytes().to_vec();
+    let mut w = BitWriter::default();
+    // Timestamps: a bit saying whether they are evenly spaced (then only
+    // the first and the spacing follow), else as an XOR chunk has them.
+    let regular = samples.len() >= 2
+        && samples
+            .windows(2)
+            .all(|p| p[1].0.wrapping_sub(p[0].0) == samples[1].0.wrapping_sub(samples[0].0));
+    w.bit(&mut out, regular);
+    let mut prev_t = 0i64;
+    let mut prev_d = 0i64;
+    for (i, (t, _)) in samples.iter().enumerate() {
+        match i {
+            0 => write_uvarint_bits(&mut w, &mut out, zigzag(*t)),
+            1 => {
+                prev_d = t.wrapping_sub(prev_t);
+                write_uvarint_bits(&mut w, &mut out, zigzag(prev_d));
+            }
+            _ if regular => break,
+            _ => {
+                let d = t.wrapping_sub(prev_t);
+                write_dod(&mut w, &mut out, d.wrapping_sub(prev_d));
+                prev_d = d;
+            }
+        }
+        prev_t = *t;
+    }
+    if samples.is_empty() {
+        return Some(out);
+    }
+    w.write(&mut out, u64::from(e), 4);
+    write_uvarint_bits(&mut w, &mut out, zigzag(ms[0]));
+    let deltas: Vec<i64> = ms.windows(2).map(|p| p[1].wrapping_sub(p[0])).collect();
+    let dods: Vec<i64> = deltas.windows(2).map(|p| p[1].wrapping_sub(p[0])).collect();
+    let spread = |xs: &[i64]| {
+        let lo = xs.iter().copied().min().unwrap_or(0);
+        xs.iter()
+            .map(|x| bits_needed(x.wrapping_sub(lo) as u64))
+            .max()
+            .unwrap_or(0)
+    };
+    if deltas.len() >= 2 && spread(&dods) < spread(&deltas) {
+        w.bit(&mut out, true);
+        write_uvarint_bits(&mut w, &mut out, zigzag(deltas[0]));
+        put_packed(&mut w, &mut out, &dods);
+    } else {
+        w.bit(&mut out, false);
+        put_packed(&mut w, &mut out, &deltas);
+    }
+    Some(out)
+}
+
+fn write_dod(w: &mut BitWriter, out: &mut Vec<u8>, dod: i64) {
+    if dod == 0 {
+        w.bit(out, false);
+    } else if fits(dod, 14) {
+        w.write(out, 0b10, 2);
+        w.write(out, dod as u64 & ((1 << 14) - 1), 14);
+    } else if fits(dod, 17) {
+        w.write(out, 0b110, 3);
+        w.write(out, dod as u64 & ((1 << 17) - 1), 17);
+    } else if fits(dod, 20) {
+        w.write(out, 0b1110, 4);
+        w.write(out, dod as u64 & ((1 << 20) - 1), 20);
+    } else {
+        w.write(out, 0b1111, 4);
+        w.write(out, dod as u64, 64);
+    }
+}
+
+fn read_dod(r: &mut BitReader<'_>) -> DecodeResult<i64> {
+    let mut prefix = 0u8;
+    for _ in 0..4 {
+        if !r.bit()? {
+            break;
+        }
+        prefix += 1;
+    }
+    Ok(match prefix {
+        0 => 0,
+        1 => sign_extend(r.read(14)?, 14),
+        2 => sign_extend(r.read(17)?, 17),
+        3 => sign_extend(r.read(20)?, 20),
+        _ => r.read(64)? as i64,
+    })
+}
+
+/// Decodes a [`Encoding::Dec`] chunk.
+pub fn decode_dec(chunk: &[u8]) -> DecodeResult<Vec<(i64, f64)>> {
+    if chunk.len() < 2 {
+        return Err("dec chunk shorter than its header".into());
+    }
+    let n = usize::from(u16::from_be_bytes([chunk[0], chunk[1]]));
+    let mut r = BitReader {
+        buf: &chunk[2..],
+        pos: 0,
+    };
+    let mut ts = Vec::with_capacity(n);
+    let regular = r.bit()?;
+    let (mut t, mut d) = (0i64, 0i64);
+    for i in 0..n {
+        match i {
+            0 => t = unzigzag(r.uvarint()?),
+            1 => {
+                d = unzigzag(r.uvarint()?);
+                t = t.wrapping_add(d);
+            }
+            _ if regular => t = t.wrapping_add(d),
+            _ => {
+                d = d.wrapping_add(read_dod(&mut r)?);
+                t = t.wrapping_add(d);
+            }
+        }
+        ts.push(t);
+    }
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    let e = r.read(4)? as usize;
+    let p = POW10[e];
+    let mut m = unzigzag(r.uvarint()?);
+    let mut out = Vec::with_capacity(n);
+    out.push((ts[0], m as f64 / p));
+    if r.bit()? {
+        let mut delta = unzigzag(r.uvarint()?);
+        let dods = get_packed(&mut r, n.saturating_sub(2))?;
+        if n >= 2 {
+            m = m.wrapping_add(delta);
+            out.push((ts[1], m as f64 / p));
+        }
+        for (i, dd) in dods.into_iter().enumerate() {
+            delta = delta.wrapping_add(dd);
+            m = m.wrapping_add(delta);
+            out.push((ts[i + 2], m as f64 / p));
+        }
+    } else {
+        for (i, dl) in get_packed(&mut r, n - 1)?.into_iter().enumerate() {
+            m = m.wrapping_add(dl);
+            out.push((ts[i + 1], m as f64 / p));
+        }
+    }
+    Ok(out)
 }
 
 // ---------------------------------------------------------------- bits
@@ -205,23 +459,7 @@ impl XorAppender {
             _ => {
                 let d = t.wrapping_sub(self.t);
                 let dod = d.wrapping_sub(self.t_delta);
-                let w = &mut self.w;
-                let out = &mut self.bytes;
-                if dod == 0 {
-                    w.bit(out, false);
-                } else if fits(dod, 14) {
-                    w.write(out, 0b10, 2);
-                    w.write(out, dod as u64 & ((1 << 14) - 1), 14);
-                } else if fits(dod, 17) {
-                    w.write(out, 0b110, 3);
-                    w.write(out, dod as u64 & ((1 << 17) - 1), 17);
-                } else if fits(dod, 20) {
-                    w.write(out, 0b1110, 4);
-                    w.write(out, dod as u64 & ((1 << 20) - 1), 20);
-                } else {
-                    w.write(out, 0b1111, 4);
-                    w.write(out, dod as u64, 64);
-                }
+                write_dod(&mut self.w, &mut self.bytes, dod);
                 self.t_delta = d;
                 self.write_value(vb);
             }
@@ -325,20 +563,7 @@ impl<'a> XorIter<'a> {
                 self.read_value()?;
             }
             _ => {
-                let mut prefix = 0u8;
-                for _ in 0..4 {
-                    if !self.r.bit()? {
-                        break;
-                    }
-                    prefix += 1;
-                }
-                let dod = match prefix {
-                    0 => 0,
-                    1 => sign_extend(self.r.read(14)?, 14),
-                    2 => sign_extend(self.r.read(17)?, 17),
-                    3 => sign_extend(self.r.read(20)?, 20),
-                    _ => self.r.read(64)? as i64,
-                };
+                let dod = read_dod(&mut self.r)?;
                 self.t_delta = self.t_delta.wrapping_add(dod);
                 self.t = self.t.wrapping_add(self.t_delta);
                 self.read_value()?;
@@ -697,6 +922,85 @@ mod tests {
                 v.push((t, val));
             }
             check(&v);
+        }
+    }
+
+    fn check_dec(samples: &[(i64, f64)], must_encode: bool) {
+        match encode_dec(samples) {
+            Some(b) => {
+                let got: Vec<(i64, u64)> = decode_dec(&b)
+                    .unwrap()
+                    .iter()
+                    .map(|(t, v)| (*t, v.to_bits()))
+                    .collect();
+                let want: Vec<(i64, u64)> =
+                    samples.iter().map(|(t, v)| (*t, v.to_bits())).collect();
+                assert_eq!(got, want);
+                for cut in 0..b.len() {
+                    let _ = decode_dec(&b[..cut]);
+                }
+            }
+            None => assert!(!must_encode, "{samples:?}"),
+        }
+    }
+
+    #[test]
+    fn dec_round_trips_and_refuses_what_it_cannot_hold() {
+        check_dec(&[], true);
+        check_dec(&[(1, 0.0)], true);
+        check_dec(&[(1, 1.5), (2, 1.75)], true);
+        check_dec(
+            &[(1, 4096.0), (2, 8192.0), (3, 4096.0 * 7.0), (5, 0.0)],
+            true,
+        );
+        check_dec(&[(0, 5.0), (10, 5.0), (20, 5.0), (30, 5.0)], true);
+        check_dec(
+            &[
+                (0, 123.45),
+                (15_000, 123.47),
+                (30_000, 124.0),
+                (45_000, -3.0),
+            ],
+            true,
+        );
+        check_dec(&[(0, 1e12), (1, -1e12), (2, 0.001)], true);
+        assert!(
+            encode_dec(&[(0, 1e15), (2, 0.001)]).is_none(),
+            "mantissa over 2^53"
+        );
+        check_dec(
+            &[(0, 9_007_199_254_740_992.0), (1, -9_007_199_254_740_992.0)],
+            true,
+        );
+        for bad in [
+            f64::NAN,
+            f64::INFINITY,
+            -0.0,
+            model::stale_nan(),
+            1e300,
+            0.1 + 0.2,
+            f64::MIN_POSITIVE,
+        ] {
+            assert!(encode_dec(&[(0, 1.0), (1, bad)]).is_none(), "{bad}");
+        }
+        let mut s = 7u64;
+        for _ in 0..300 {
+            let n = (rng(&mut s) % 120) as usize + 1;
+            let dec = (rng(&mut s) % 4) as i32;
+            let p = 10f64.powi(dec);
+            let mut v = (rng(&mut s) % 100_000) as f64;
+            let mut t = 0i64;
+            let samples: Vec<(i64, f64)> = (0..n)
+                .map(|_| {
+                    t += 15_000 + (rng(&mut s) % 3) as i64 - 1;
+                    v += (rng(&mut s) % 5000) as f64 / 7.0;
+                    if rng(&mut s).is_multiple_of(10) {
+                        v = -v;
+                    }
+                    (t, (v * p).floor() / p)
+                })
+                .collect();
+            check_dec(&samples, true);
         }
     }
 

@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::thread::JoinHandle;
 
@@ -19,24 +19,83 @@ use model::{Labels, Metadata, WriteBatch};
 
 use crate::block::{self, Block, BlockSeries};
 use crate::error::IoContext;
-use crate::head::{Head, HeadLimits, MemChunk, rechunk_floats, rechunk_hists};
+use crate::head::{Head, HeadLimits, MemChunk, SHARDS, label_hash, rechunk_floats, rechunk_hists};
 use crate::query::Querier;
 use crate::wal::{self, Record, Wal};
 use crate::{AppendReport, Error, Options, ProjectStats, files};
 
-/// One project: its head and its blocks.
+/// One project: its head (in [`SHARDS`] shards by label hash) and its
+/// blocks.
 pub(crate) struct Project {
     pub name: String,
     pub id: u32,
     pub dir: PathBuf,
-    head: Mutex<Head>,
+    shards: Box<[Mutex<Head>]>,
+    /// Live series across the shards (for the series limit). Changed by a
+    /// shard under its own lock; read without any.
+    series_total: AtomicUsize,
+    /// Metadata per metric name; its own lock (appends touch it rarely).
+    metadata: Mutex<HashMap<String, Metadata>>,
     /// Sorted by `mint`. Replaced whole (copy on write) by maintenance.
     blocks: RwLock<Arc<Vec<Arc<Block>>>>,
 }
 
 impl Project {
-    pub fn lock_head(&self) -> MutexGuard<'_, Head> {
-        self.head.lock().unwrap_or_else(|p| p.into_inner())
+    fn new(
+        name: &str,
+        id: u32,
+        dir: PathBuf,
+        limits: HeadLimits,
+        min_valid: i64,
+        blocks: Vec<Arc<Block>>,
+    ) -> Arc<Project> {
+        Arc::new(Project {
+            name: name.to_string(),
+            id,
+            dir,
+            shards: (0..SHARDS)
+                .map(|i| Mutex::new(Head::new(id, i, limits, min_valid)))
+                .collect(),
+            series_total: AtomicUsize::new(0),
+            metadata: Mutex::new(HashMap::new()),
+            blocks: RwLock::new(Arc::new(blocks)),
+        })
+    }
+
+    /// The shard a series with this [`label_hash`] lives in.
+    pub fn shard_of(hash: u64) -> usize {
+        (hash % u64::from(SHARDS)) as usize
+    }
+
+    pub fn shard(&self, i: usize) -> MutexGuard<'_, Head> {
+        lock(&self.shards[i])
+    }
+
+    /// Every shard, locked in order (the only order any code takes them in).
+    pub fn lock_all(&self) -> Vec<MutexGuard<'_, Head>> {
+        self.shards.iter().map(lock).collect()
+    }
+
+    /// The head's time range over all shards (`mint > maxt` if empty).
+    fn head_range(&self) -> (i64, i64) {
+        (0..self.shards.len()).fold((i64::MAX, i64::MIN), |(lo, hi), i| {
+            let h = self.shard(i);
+            (lo.min(h.mint), hi.max(h.maxt))
+        })
+    }
+
+    fn min_valid(&self) -> i64 {
+        self.shard(0).min_valid_t
+    }
+
+    /// Drops everything before `before` from every (locked) shard and
+    /// counts the removed series out.
+    fn truncate(&self, heads: &mut [MutexGuard<'_, Head>], before: i64) {
+        for h in heads.iter_mut() {
+            h.min_valid_t = h.min_valid_t.max(before);
+            let gone = h.drop_before(before);
+            self.series_total.fetch_sub(gone, Ordering::Relaxed);
+        }
     }
 
     fn blocks(&self) -> Arc<Vec<Arc<Block>>> {
@@ -60,6 +119,8 @@ struct Inner {
     next_project_id: AtomicU64,
     block_seq: AtomicU64,
     maint: Mutex<()>,
+    /// Per-project retention set by [`Db::set_retention`] (else the options').
+    retention: RwLock<HashMap<String, crate::Retention>>,
     stop: Mutex<bool>,
     stop_cv: Condvar,
 }
@@ -139,15 +200,12 @@ impl Db {
 
         let (wal, replay) = Wal::open(&dir.join(files::WAL_DIR), opts.faults.clone())?;
         let wal_path = dir.join(files::WAL_DIR);
+        // Replay starts with no minimum valid time: the WAL's own truncation
+        // records drop what went into blocks at the points where it happened
+        // (so series refs come out as they were); whatever is still older
+        // than the newest block goes after.
         let make = |name: &str, id: u32, blocks: Vec<Arc<Block>>| {
-            let min_valid = blocks.iter().map(|b| b.meta.end).max().unwrap_or(i64::MIN);
-            Arc::new(Project {
-                name: name.to_string(),
-                id,
-                dir: pdir.join(name),
-                head: Mutex::new(Head::new(id, limits, min_valid)),
-                blocks: RwLock::new(Arc::new(blocks)),
-            })
+            Project::new(name, id, pdir.join(name), limits, i64::MIN, blocks)
         };
         let mut projects: HashMap<String, Arc<Project>> = HashMap::new();
         let mut by_id: HashMap<u32, Arc<Project>> = HashMap::new();
@@ -180,39 +238,59 @@ impl Db {
                 Record::Series { project, .. }
                 | Record::Samples { project, .. }
                 | Record::Histograms { project, .. }
-                | Record::Metadata { project, .. } => *project,
+                | Record::Metadata { project, .. }
+                | Record::Truncate { project, .. } => *project,
             };
             let p = by_id
                 .get(&pid)
                 .ok_or_else(|| corrupt(format!("record of undeclared project {pid}")))?;
-            let mut head = p.lock_head();
+            let mut heads = p.lock_all();
+            // A WAL ref is `local ref × SHARDS + shard`.
+            let split = |r: u32| ((r % SHARDS) as usize, r / SHARDS);
             match rec {
                 Record::Series { series, .. } => {
                     for (r, pairs) in series {
-                        head.replay_series(r, &pairs).map_err(&corrupt)?;
+                        let (shard, local) = split(r);
+                        let labels = Labels::from_sorted_unchecked(
+                            pairs.iter().map(|(n, v)| model::Label::new(n, v)).collect(),
+                        );
+                        if Project::shard_of(label_hash(&labels)) != shard {
+                            return Err(corrupt(format!(
+                                "series {r} ({labels}) is in shard {shard} but hashes to another: written by an incompatible version"
+                            )));
+                        }
+                        if heads[shard]
+                            .replay_series(local, &labels)
+                            .map_err(&corrupt)?
+                        {
+                            p.series_total.fetch_add(1, Ordering::Relaxed);
+                        }
                     }
                 }
                 Record::Samples { samples, .. } => {
                     for (r, t, v) in samples {
-                        if !head.has_series(r) {
+                        let (shard, local) = split(r);
+                        if !heads[shard].has_series(local) {
                             return Err(corrupt(format!("sample of unknown series {r}")));
                         }
                         // Rejections are expected here: samples already in
                         // blocks (too old) and duplicates.
-                        let _ = head.append_float(r, t, v);
+                        let _ = heads[shard].append_float(local, t, v);
                     }
                 }
                 Record::Histograms { histograms, .. } => {
                     for (r, t, h) in histograms {
-                        if !head.has_series(r) {
+                        let (shard, local) = split(r);
+                        if !heads[shard].has_series(local) {
                             return Err(corrupt(format!("histogram of unknown series {r}")));
                         }
-                        let _ = head.append_hist(r, t, &h);
+                        let _ = heads[shard].append_hist(local, t, &h);
                     }
                 }
                 Record::Metadata { metric, meta, .. } => {
-                    head.metadata.insert(metric, meta);
+                    lock(&p.metadata).insert(metric, meta);
                 }
+                Record::Truncate { before, .. } => p.truncate(&mut heads, before),
                 Record::Project { .. } => {}
             }
         }
@@ -235,13 +313,27 @@ impl Db {
             next_project_id: AtomicU64::new(u64::from(next_id)),
             block_seq: AtomicU64::new(seq),
             maint: Mutex::new(()),
+            retention: RwLock::new(HashMap::new()),
             stop: Mutex::new(false),
             stop_cv: Condvar::new(),
         });
+        for p in inner.all_projects() {
+            let end = p.blocks().iter().map(|b| b.meta.end).max();
+            let mut heads = p.lock_all();
+            if let Some(end) = end.filter(|e| *e > heads[0].min_valid_t) {
+                // A cut whose truncation record did not reach the WAL.
+                p.truncate(&mut heads, end);
+                let mut payload = Vec::new();
+                wal::encode_truncate(&mut payload, p.id, end);
+                declare.push(payload);
+            }
+        }
+        let mut framed = Vec::new();
         for payload in declare {
-            let mut framed = Vec::new();
             diskio::encode_record(&mut framed, &payload)
                 .map_err(|e| Error::InvalidInput(e.to_string()))?;
+        }
+        if !framed.is_empty() {
             let t = inner.wal.submit(&framed)?;
             inner.wal.wait(t)?;
         }
@@ -300,14 +392,59 @@ impl Db {
         let p = self.inner.project(project, true)?.ok_or(Error::Closed)?;
         let mut report = AppendReport::default();
         let mut framed = Vec::new();
-        let ticket = {
-            let mut head = p.lock_head();
-            head.append_batch(batch, &mut report, &mut framed);
-            if framed.is_empty() {
-                self.inner.wal.barrier()?
-            } else {
-                self.inner.wal.submit(&framed)?
+        // Hashing reads every label byte: do it before taking the lock.
+        let hashes: Vec<u64> = batch
+            .series
+            .iter()
+            .map(|ts| label_hash(&ts.labels))
+            .collect();
+        let mut by_shard: Vec<Vec<usize>> = vec![Vec::new(); SHARDS as usize];
+        for (i, h) in hashes.iter().enumerate() {
+            by_shard[Project::shard_of(*h)].push(i);
+        }
+        let mut ticket = None;
+        for (shard, indexes) in by_shard.iter().enumerate() {
+            if indexes.is_empty() {
+                continue;
             }
+            let mut head = p.shard(shard);
+            head.append_batch(
+                batch,
+                indexes,
+                &hashes,
+                &p.series_total,
+                &mut report,
+                &mut framed,
+            );
+            // Queued under the shard's lock: the WAL holds each series'
+            // samples in the order the head took them.
+            if !framed.is_empty() {
+                ticket = Some(self.inner.wal.submit(&framed)?);
+                framed.clear();
+            }
+        }
+        if !batch.metadata.is_empty() {
+            let mut meta = lock(&p.metadata);
+            let mut payload = Vec::new();
+            for (metric, m) in &batch.metadata {
+                if meta.get(metric) != Some(m) {
+                    meta.insert(metric.clone(), m.clone());
+                    payload.clear();
+                    wal::encode_metadata(&mut payload, p.id, metric, m);
+                    diskio::encode_record(&mut framed, &payload)
+                        .map_err(|e| Error::InvalidInput(e.to_string()))?;
+                }
+            }
+            if !framed.is_empty() {
+                ticket = Some(self.inner.wal.submit(&framed)?);
+            }
+        }
+        // Tickets are ordered: the last covers the earlier ones. With
+        // nothing new to write (all exact duplicates), still wait for what
+        // is queued: the originals may not be durable yet.
+        let ticket = match ticket {
+            Some(t) => t,
+            None => self.inner.wal.barrier()?,
         };
         self.inner.wal.wait(ticket)?;
         Ok(report)
@@ -340,25 +477,50 @@ impl Db {
         self.inner.maintain(false)
     }
 
+    /// Sets a project's retention (time and size), replacing the default
+    /// from [`Options`] for it; applied by the next maintenance pass. Not
+    /// stored: the caller sets it again after every open (from its config).
+    pub fn set_retention(&self, project: &str, retention: crate::Retention) {
+        self.inner
+            .retention
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(project.to_string(), retention);
+    }
+
     /// Usage figures of a project (zeros for an unknown one).
     pub fn stats(&self, project: &str) -> ProjectStats {
         let Some(p) = self.inner.project(project, false).ok().flatten() else {
             return ProjectStats::default();
         };
         let blocks = p.blocks();
-        let head = p.lock_head();
-        ProjectStats {
-            head_series: head.num_series(),
-            samples_appended: head.samples_appended,
-            samples_stored: head.sample_count()
-                + blocks.iter().map(|b| b.meta.num_samples).sum::<u64>(),
+        let mut st = ProjectStats {
+            samples_stored: blocks.iter().map(|b| b.meta.num_samples).sum::<u64>(),
             block_bytes: blocks.iter().map(|b| b.disk_bytes()).sum(),
             blocks: blocks.len(),
-            head_bytes: head.approx_bytes(),
-            min_valid_time: head.min_valid_t,
-            head_range: (head.mint <= head.maxt).then_some((head.mint, head.maxt)),
-            top_metrics: head.top_metrics(20),
+            min_valid_time: p.min_valid(),
+            ..Default::default()
+        };
+        let (mut mint, mut maxt) = (i64::MAX, i64::MIN);
+        let mut top: HashMap<String, usize> = HashMap::new();
+        for i in 0..SHARDS as usize {
+            let head = p.shard(i);
+            st.head_series += head.num_series();
+            st.samples_appended += head.samples_appended;
+            st.samples_stored += head.sample_count();
+            st.head_bytes += head.approx_bytes();
+            mint = mint.min(head.mint);
+            maxt = maxt.max(head.maxt);
+            for (name, n) in head.top_metrics(usize::MAX) {
+                *top.entry(name).or_default() += n;
+            }
         }
+        st.head_range = (mint <= maxt).then_some((mint, maxt));
+        let mut top: Vec<(String, usize)> = top.into_iter().collect();
+        top.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        top.truncate(20);
+        st.top_metrics = top;
+        st
     }
 
     /// Metadata per metric name (all, or the one asked for), sorted by name.
@@ -366,9 +528,8 @@ impl Db {
         let Some(p) = self.inner.project(project, false).ok().flatten() else {
             return Vec::new();
         };
-        let head = p.lock_head();
-        let mut v: Vec<(String, Metadata)> = head
-            .metadata
+        let meta = lock(&p.metadata);
+        let mut v: Vec<(String, Metadata)> = meta
             .iter()
             .filter(|(k, _)| metric.is_none_or(|m| m == k.as_str()))
             .map(|(k, m)| (k.clone(), m.clone()))
@@ -469,21 +630,12 @@ impl Inner {
         // Queued before any record of the project; the first append's
         // ticket covers it.
         self.wal.submit(&framed)?;
-        let p = Arc::new(Project {
-            name: name.to_string(),
-            id,
-            dir,
-            head: Mutex::new(Head::new(
-                id,
-                HeadLimits {
-                    ooo_window_ms: self.opts.ooo_window_ms,
-                    max_series: self.opts.max_series_per_project,
-                    block_duration_ms: self.opts.block_duration_ms,
-                },
-                i64::MIN,
-            )),
-            blocks: RwLock::new(Arc::new(Vec::new())),
-        });
+        let limits = HeadLimits {
+            ooo_window_ms: self.opts.ooo_window_ms,
+            max_series: self.opts.max_series_per_project,
+            block_duration_ms: self.opts.block_duration_ms,
+        };
+        let p = Project::new(name, id, dir, limits, i64::MIN, Vec::new());
         w.insert(name.to_string(), p.clone());
         Ok(Some(p))
     }
@@ -500,6 +652,18 @@ impl Inner {
         v
     }
 
+    fn retention_of(&self, project: &str) -> crate::Retention {
+        self.retention
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(project)
+            .copied()
+            .unwrap_or(crate::Retention {
+                time: self.opts.retention,
+                max_bytes: self.opts.max_bytes,
+            })
+    }
+
     fn next_block_name(&self, mint: i64, end: i64) -> String {
         files::block_name(mint, end, self.block_seq.fetch_add(1, Ordering::SeqCst))
     }
@@ -513,10 +677,7 @@ impl Inner {
         let mut cut_any = false;
         for p in self.all_projects() {
             loop {
-                let (mint, maxt) = {
-                    let h = p.lock_head();
-                    (h.mint, h.maxt)
-                };
+                let (mint, maxt) = p.head_range();
                 if mint > maxt {
                     break;
                 }
@@ -527,7 +688,11 @@ impl Inner {
                 } else {
                     break;
                 };
-                let data = p.lock_head().snapshot_before(before);
+                let mut data = Vec::new();
+                for i in 0..SHARDS as usize {
+                    data.extend(p.shard(i).snapshot_before(before));
+                }
+                data.sort_by(|a, b| a.labels.cmp(&b.labels));
                 if !data.is_empty() {
                     let series: Vec<BlockSeries> = data
                         .into_iter()
@@ -552,7 +717,18 @@ impl Inner {
                     v.sort_by_key(|b| (b.meta.mint, b.meta.end));
                     p.set_blocks(v);
                 }
-                p.lock_head().drop_before(before);
+                {
+                    // Under the head lock, so the record sits at the same
+                    // place among the project's appends as the truncation.
+                    let mut heads = p.lock_all();
+                    p.truncate(&mut heads, before);
+                    let mut payload = Vec::new();
+                    wal::encode_truncate(&mut payload, p.id, before);
+                    let mut framed = Vec::new();
+                    diskio::encode_record(&mut framed, &payload)
+                        .map_err(|e| Error::InvalidInput(e.to_string()))?;
+                    self.wal.submit(&framed)?;
+                }
                 cut_any = true;
                 if flush {
                     break;
@@ -574,11 +750,18 @@ impl Inner {
     /// project's minimum valid time (now in blocks) dropped.
     fn checkpoint(&self) -> Result<(), Error> {
         let seg = self.wal.rotate()?;
-        let min_valid: HashMap<u32, i64> = self
-            .all_projects()
-            .iter()
-            .map(|p| (p.id, p.lock_head().min_valid_t))
-            .collect();
+        let mut min_valid: HashMap<u32, i64> = HashMap::new();
+        let mut live: HashMap<u32, std::collections::HashSet<u32>> = HashMap::new();
+        for p in self.all_projects() {
+            min_valid.insert(p.id, p.min_valid());
+            let set = live.entry(p.id).or_default();
+            for i in 0..SHARDS as usize {
+                let h = p.shard(i);
+                set.extend(h.live_refs().into_iter().map(|r| h.wal_ref(r)));
+            }
+        }
+        // Series created after this point are in segments >= seg, which
+        // the checkpoint does not touch.
         self.wal.checkpoint(seg, |rec| match rec {
             Record::Samples { project, samples } => {
                 let mv = min_valid.get(&project).copied().unwrap_or(i64::MIN);
@@ -596,6 +779,16 @@ impl Inner {
                     histograms,
                 })
             }
+            // History: the checkpoint holds the state after these.
+            Record::Truncate { .. } => None,
+            Record::Series { project, series } => {
+                let bits = live.get(&project);
+                let series: Vec<_> = series
+                    .into_iter()
+                    .filter(|(r, _)| bits.is_some_and(|b| b.contains(r)))
+                    .collect();
+                (!series.is_empty()).then_some(Record::Series { project, series })
+            }
             other => Some(other),
         })
     }
@@ -607,11 +800,11 @@ impl Inner {
         let bd = self.opts.block_duration_ms;
         loop {
             let blocks = p.blocks();
-            let min_valid = p.lock_head().min_valid_t;
+            let min_valid = p.min_valid();
             let mut plan: Option<Vec<Arc<Block>>> = None;
             // Like Prometheus, a block spans at most a tenth of the retention,
             // so retention (which deletes whole blocks) stays fine-grained.
-            let max_range = (self.opts.retention.as_millis() as i64 / 10).max(bd);
+            let max_range = (self.retention_of(&p.name).time.as_millis() as i64 / 10).max(bd);
             let mut range = bd;
             'levels: for _ in 0..8 {
                 range = range.saturating_mul(3);
@@ -675,20 +868,21 @@ impl Inner {
         if blocks.is_empty() {
             return Ok(());
         }
-        let head_max = p.lock_head().maxt;
+        let head_max = p.head_range().1;
         let newest = blocks
             .iter()
             .map(|b| b.meta.maxt)
             .max()
             .unwrap_or(i64::MIN)
             .max(head_max);
-        let keep_from = newest.saturating_sub(self.opts.retention.as_millis() as i64);
+        let ret = self.retention_of(&p.name);
+        let keep_from = newest.saturating_sub(ret.time.as_millis() as i64);
         let mut keep: Vec<Arc<Block>> = blocks
             .iter()
             .filter(|b| b.meta.maxt >= keep_from)
             .cloned()
             .collect();
-        if let Some(max) = self.opts.max_bytes {
+        if let Some(max) = ret.max_bytes {
             let mut total: u64 = keep.iter().map(|b| b.disk_bytes()).sum();
             while total > max && !keep.is_empty() {
                 total -= keep[0].disk_bytes();
@@ -722,13 +916,15 @@ fn merge_blocks(blocks: &[Arc<Block>]) -> Result<Vec<BlockSeries>, Error> {
             let e = map.entry(labels).or_default();
             for m in metas {
                 let c = MemChunk {
+                    enc: m.enc,
                     mint: m.mint,
                     maxt: m.maxt,
                     data: Arc::from(b.read_chunk(&m)?),
                 };
-                match m.enc {
-                    crate::chunk::Encoding::Xor => e.0.push(c),
-                    crate::chunk::Encoding::Histogram => e.1.push(c),
+                if m.enc.is_float() {
+                    e.0.push(c);
+                } else {
+                    e.1.push(c);
                 }
             }
         }

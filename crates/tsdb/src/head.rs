@@ -6,23 +6,31 @@
 //! for floats (Gorilla XOR) and for native histograms, and a small sorted
 //! out-of-order buffer.
 //!
-//! The whole head sits behind one mutex (owned by [`crate::db`]): an
-//! append takes it once per batch, does one hash lookup per series and no
-//! allocation per sample (the open chunk's byte vector grows amortised),
-//! and also queues its WAL records while holding it, so the WAL's order of
-//! samples per series is the head's order and replay rebuilds the same head.
+//! A project's head is split into [`SHARDS`] shards by label hash, each a
+//! [`Head`] behind its own mutex (owned by [`crate::db`]), so appends of
+//! one project run on several cores. An append takes each shard it
+//! touches once, does one hash lookup per series (the hash is computed
+//! before the lock) and no allocation per sample (the open chunk's byte
+//! vector grows amortised), and queues its WAL records while still holding
+//! that shard, so the WAL's order of samples per series is the head's
+//! order and replay rebuilds the same head.
 //!
-//! Series refs are dense indexes into `series`; series are never removed
-//! from the head while the process runs (a known gap: no series GC yet —
-//! a series whose data all went into blocks keeps its ~200 bytes).
+//! Series refs are dense indexes into a shard's `series`, never reused. A
+//! series whose data all went into blocks is removed at the cut (its slot
+//! becomes `None`, its symbols and postings are rebuilt away); if it gets a
+//! sample again it is created anew with a new ref. WAL records name series
+//! by `local ref × SHARDS + shard`.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
-use model::{HistogramValue, Label, Labels, Matcher, Metadata};
+use model::{HistogramValue, Label, Labels, Matcher};
 
-use crate::chunk::{HistAppender, HistIter, SAMPLES_PER_CHUNK, XorAppender, XorIter};
+use crate::chunk::{
+    Encoding, HistAppender, HistIter, SAMPLES_PER_CHUNK, XorAppender, XorIter, decode_floats,
+};
 use crate::postings::{self, Index};
 use crate::wal::{self, SamplesEncoder};
 use crate::{AppendReport, RejectReason};
@@ -49,6 +57,44 @@ impl Hasher for IdHasher {
 }
 
 pub(crate) type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
+
+/// The head's series hash: fast (8 bytes per step, not byte by byte like
+/// [`Labels::stable_hash`]) and only ever used in memory, so it may change
+/// between versions. Every string is prefixed by its length, so no two
+/// label sets feed the same words.
+pub(crate) fn label_hash(l: &Labels) -> u64 {
+    const K: u64 = 0x9e37_79b9_7f4a_7c15;
+    #[inline]
+    fn word(h: u64, w: u64) -> u64 {
+        (h ^ w).wrapping_mul(K).rotate_left(31)
+    }
+    #[inline]
+    fn bytes(mut h: u64, b: &[u8]) -> u64 {
+        h = word(h, b.len() as u64);
+        let mut chunks = b.chunks_exact(8);
+        for c in &mut chunks {
+            let mut a = [0u8; 8];
+            a.copy_from_slice(c);
+            h = word(h, u64::from_le_bytes(a));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut a = [0u8; 8];
+            a[..rest.len()].copy_from_slice(rest);
+            h = word(h, u64::from_le_bytes(a));
+        }
+        h
+    }
+    let mut h = K ^ l.len() as u64;
+    for x in l {
+        h = bytes(h, x.name.as_bytes());
+        h = bytes(h, x.value.as_bytes());
+    }
+    // Final avalanche (the map uses the value as its own hash).
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^ (h >> 33)
+}
 
 /// Interned strings: each distinct label name or value is stored once.
 #[derive(Default)]
@@ -79,6 +125,7 @@ impl Symbols {
 /// A closed chunk, shared with queries by reference count.
 #[derive(Clone, Debug)]
 pub(crate) struct MemChunk {
+    pub enc: Encoding,
     pub mint: i64,
     pub maxt: i64,
     pub data: Arc<[u8]>,
@@ -126,15 +173,26 @@ pub(crate) struct HeadLimits {
     pub block_duration_ms: i64,
 }
 
+/// Heads per project. Each is a shard of the project's series (by label
+/// hash) behind its own mutex, so concurrent appends of one project run
+/// in parallel. Part of the WAL format (refs encode their shard), so
+/// changing it means a new WAL version; so does changing [`label_hash`].
+pub const SHARDS: u32 = 8;
+
 /// How many rejections an [`AppendReport`] lists one by one.
 pub const MAX_LISTED_REJECTIONS: usize = 10;
 
 /// One project's head.
 pub(crate) struct Head {
     pub project_id: u32,
+    /// This head's shard number (`< SHARDS`).
+    shard: u32,
     limits: HeadLimits,
     syms: Symbols,
-    series: Vec<MemSeries>,
+    /// By ref; `None` once garbage-collected (refs are never reused, so
+    /// WAL records stay unambiguous).
+    series: Vec<Option<Box<MemSeries>>>,
+    live: usize,
     by_hash: IdMap<u64, u32>,
     /// Further series whose label hash collides with the one in `by_hash`.
     collisions: IdMap<u64, Vec<u32>>,
@@ -147,7 +205,6 @@ pub(crate) struct Head {
     pub maxt: i64,
     /// Samples accepted since the process started (replay included).
     pub samples_appended: u64,
-    pub metadata: HashMap<String, Metadata>,
 }
 
 fn new_chunk_needed(open: &Option<XorAppender>, open_mint: i64, t: i64, block: i64) -> bool {
@@ -160,12 +217,14 @@ fn new_chunk_needed(open: &Option<XorAppender>, open_mint: i64, t: i64, block: i
 }
 
 impl Head {
-    pub fn new(project_id: u32, limits: HeadLimits, min_valid_t: i64) -> Head {
+    pub fn new(project_id: u32, shard: u32, limits: HeadLimits, min_valid_t: i64) -> Head {
         Head {
             project_id,
+            shard,
             limits,
             syms: Symbols::default(),
             series: Vec::new(),
+            live: 0,
             by_hash: IdMap::default(),
             collisions: IdMap::default(),
             postings: IdMap::default(),
@@ -173,12 +232,31 @@ impl Head {
             mint: i64::MAX,
             maxt: i64::MIN,
             samples_appended: 0,
-            metadata: HashMap::new(),
         }
     }
 
+    /// Live series.
     pub fn num_series(&self) -> usize {
-        self.series.len()
+        self.live
+    }
+
+    fn get(&self, r: u32) -> &MemSeries {
+        self.series[r as usize]
+            .as_deref()
+            .expect("bug: a dead series ref was used")
+    }
+
+    fn get_mut(&mut self, r: u32) -> &mut MemSeries {
+        self.series[r as usize]
+            .as_deref_mut()
+            .expect("bug: a dead series ref was used")
+    }
+
+    /// Refs of the live series, in order.
+    pub fn live_refs(&self) -> Vec<u32> {
+        (0..self.series.len() as u32)
+            .filter(|r| self.series[*r as usize].is_some())
+            .collect()
     }
 
     fn same_labels(&self, s: &MemSeries, l: &Labels) -> bool {
@@ -190,19 +268,22 @@ impl Head {
 
     fn lookup(&self, hash: u64, l: &Labels) -> Option<u32> {
         let r = *self.by_hash.get(&hash)?;
-        if self.same_labels(&self.series[r as usize], l) {
+        if self.same_labels(self.get(r), l) {
             return Some(r);
         }
         self.collisions
             .get(&hash)?
             .iter()
             .copied()
-            .find(|r| self.same_labels(&self.series[*r as usize], l))
+            .find(|r| self.same_labels(self.get(*r), l))
     }
 
-    /// Creates a series; the caller checked that it does not exist.
-    fn create(&mut self, hash: u64, pairs: &[(&str, &str)]) -> u32 {
-        let r = self.series.len() as u32;
+    /// Creates series `r` (a new ref: at or past the end); the caller
+    /// checked that the labels do not exist.
+    fn create(&mut self, r: u32, hash: u64, pairs: &[(&str, &str)]) -> u32 {
+        while self.series.len() < r as usize {
+            self.series.push(None);
+        }
         let mut ids = Vec::with_capacity(pairs.len() * 2);
         for (n, v) in pairs {
             let n = self.syms.intern(n);
@@ -216,7 +297,8 @@ impl Head {
                 .or_default()
                 .push(r);
         }
-        self.series.push(MemSeries {
+        self.live += 1;
+        self.series.push(Some(Box::new(MemSeries {
             labels: ids.into_boxed_slice(),
             closed: Vec::new(),
             open: None,
@@ -225,7 +307,7 @@ impl Head {
             last_v: 0,
             ooo: Vec::new(),
             hist: None,
-        });
+        })));
         match self.by_hash.entry(hash) {
             std::collections::hash_map::Entry::Occupied(_) => {
                 self.collisions.entry(hash).or_default().push(r);
@@ -238,7 +320,7 @@ impl Head {
     }
 
     pub fn labels(&self, r: u32) -> Labels {
-        let s = &self.series[r as usize];
+        let s = self.get(r);
         Labels::from_sorted_unchecked(
             s.labels
                 .chunks_exact(2)
@@ -260,11 +342,14 @@ impl Head {
         }
         let block = self.limits.block_duration_ms;
         let window = self.limits.ooo_window_ms;
-        let s = &mut self.series[r as usize];
+        let s = self.series[r as usize]
+            .as_deref_mut()
+            .expect("bug: a dead series ref was used");
         if s.last_t == i64::MIN || t > s.last_t {
             if new_chunk_needed(&s.open, s.open_mint, t, block) {
                 if let Some(a) = s.open.take() {
                     s.closed.push(MemChunk {
+                        enc: Encoding::Xor,
                         mint: s.open_mint,
                         maxt: s.last_t,
                         data: Arc::from(a.finish()),
@@ -328,9 +413,7 @@ impl Head {
             return Err(RejectReason::InvalidHistogram);
         }
         let block = self.limits.block_duration_ms;
-        let hs = self.series[r as usize]
-            .hist
-            .get_or_insert_with(Default::default);
+        let hs = self.get_mut(r).hist.get_or_insert_with(Default::default);
         match hs.last_t {
             Some(last) if t < last => return Err(RejectReason::OutOfOrder),
             Some(last) if t == last => {
@@ -352,6 +435,7 @@ impl Head {
         if cut {
             if let (Some(a), Some(last)) = (hs.open.take(), hs.last_t) {
                 hs.closed.push(MemChunk {
+                    enc: Encoding::Histogram,
                     mint: hs.open_mint,
                     maxt: last,
                     data: Arc::from(a.finish()),
@@ -373,21 +457,30 @@ impl Head {
     /// Appends a batch: finds or creates each series, appends each sample,
     /// and writes the WAL records of what was accepted (framed) to `wal_out`.
     /// The caller validated the batch (non-empty label sets).
+    /// `hashes[i]` is [`label_hash`] of series `i` (computed by the caller
+    /// before taking the head's lock).
+    ///
+    /// Only the series at `indexes` of the batch are this shard's. `total`
+    /// counts the project's live series across shards (for the limit).
     pub fn append_batch(
         &mut self,
         batch: &model::WriteBatch,
+        indexes: &[usize],
+        hashes: &[u64],
+        total: &AtomicUsize,
         report: &mut AppendReport,
         wal_out: &mut Vec<u8>,
     ) {
         let mut new_series: Vec<u32> = Vec::new();
         let mut samples = SamplesEncoder::default();
         let mut hists: Vec<(u32, i64, &HistogramValue)> = Vec::new();
-        for ts in &batch.series {
-            let hash = ts.labels.stable_hash();
+        for &i in indexes {
+            let (ts, hash) = (&batch.series[i], hashes[i]);
             let r = match self.lookup(hash, &ts.labels) {
                 Some(r) => r,
                 None => {
-                    if self.series.len() >= self.limits.max_series {
+                    if total.fetch_add(1, Ordering::Relaxed) >= self.limits.max_series {
+                        total.fetch_sub(1, Ordering::Relaxed);
                         for s in &ts.samples {
                             report.reject(RejectReason::SeriesLimit, &ts.labels, s.t);
                         }
@@ -401,7 +494,7 @@ impl Head {
                         .iter()
                         .map(|l| (l.name.as_str(), l.value.as_str()))
                         .collect();
-                    let r = self.create(hash, &pairs);
+                    let r = self.create(self.series.len() as u32, hash, &pairs);
                     new_series.push(r);
                     report.new_series += 1;
                     r
@@ -414,7 +507,7 @@ impl Head {
                         report.accepted_samples += 1;
                         if stored {
                             if !begun {
-                                samples.begin_series(r);
+                                samples.begin_series(self.wal_ref(r));
                                 begun = true;
                             }
                             samples.push(s.t, s.v);
@@ -428,7 +521,7 @@ impl Head {
                     Ok(stored) => {
                         report.accepted_histograms += 1;
                         if stored {
-                            hists.push((r, h.t, &h.h));
+                            hists.push((self.wal_ref(r), h.t, &h.h));
                         }
                     }
                     Err(reason) => report.reject(reason, &ts.labels, h.t),
@@ -446,9 +539,9 @@ impl Head {
             let list: Vec<(u32, Vec<(&str, &str)>)> = new_series
                 .iter()
                 .map(|r| {
-                    let s = &self.series[*r as usize];
+                    let s = self.get(*r);
                     (
-                        *r,
+                        self.wal_ref(*r),
                         s.labels
                             .chunks_exact(2)
                             .map(|p| (self.syms.str(p[0]), self.syms.str(p[1])))
@@ -467,37 +560,38 @@ impl Head {
             wal::encode_histograms(&mut payload, self.project_id, &hists);
             frame(&mut payload);
         }
-        for (metric, m) in &batch.metadata {
-            if self.metadata.get(metric) != Some(m) {
-                self.metadata.insert(metric.clone(), m.clone());
-                wal::encode_metadata(&mut payload, self.project_id, metric, m);
-                frame(&mut payload);
-            }
-        }
     }
 
-    /// Replay: a series record. Refs are dense; a ref seen again (e.g. in a
-    /// checkpoint and a segment) is ignored.
-    pub fn replay_series(&mut self, r: u32, pairs: &[(String, String)]) -> Result<(), String> {
-        let n = self.series.len() as u32;
-        if r < n {
-            return Ok(());
+    /// The ref a series of this shard has in WAL records: its local ref
+    /// times the shard count, plus the shard.
+    pub fn wal_ref(&self, r: u32) -> u32 {
+        r * SHARDS + self.shard
+    }
+
+    /// Replay: a series record (local ref). Refs are dense; a ref seen
+    /// again (in a checkpoint and a segment) is ignored. `Ok(true)` if the
+    /// series was created.
+    pub fn replay_series(&mut self, r: u32, labels: &Labels) -> Result<bool, String> {
+        if (r as usize) < self.series.len() {
+            return Ok(false);
         }
-        if r > n {
-            return Err(format!("series ref {r} skips ahead of {n} known series"));
+        let hash = label_hash(labels);
+        if self.lookup(hash, labels).is_some() {
+            return Err(format!(
+                "series ref {} repeats the labels of a live series: {labels}",
+                self.wal_ref(r)
+            ));
         }
-        let labels =
-            Labels::from_sorted_unchecked(pairs.iter().map(|(n, v)| Label::new(n, v)).collect());
-        let p: Vec<(&str, &str)> = pairs
+        let p: Vec<(&str, &str)> = labels
             .iter()
-            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .map(|l| (l.name.as_str(), l.value.as_str()))
             .collect();
-        self.create(labels.stable_hash(), &p);
-        Ok(())
+        self.create(r, hash, &p);
+        Ok(true)
     }
 
     pub fn has_series(&self, r: u32) -> bool {
-        (r as usize) < self.series.len()
+        self.series.get(r as usize).is_some_and(|s| s.is_some())
     }
 
     /// Series refs matching `matchers`.
@@ -527,7 +621,7 @@ impl Head {
     /// The series' chunks overlapping `[mint, maxt]` (the open chunk and the
     /// out-of-order buffer copied into chunks of their own).
     fn chunks(&self, r: u32, mint: i64, maxt: i64) -> (Vec<MemChunk>, Vec<MemChunk>) {
-        let s = &self.series[r as usize];
+        let s = self.get(r);
         let overlaps = |c: &&MemChunk| c.mint <= maxt && c.maxt >= mint;
         let mut floats: Vec<MemChunk> = s.closed.iter().filter(overlaps).cloned().collect();
         if let Some(a) = &s.open
@@ -535,6 +629,7 @@ impl Head {
             && s.last_t >= mint
         {
             floats.push(MemChunk {
+                enc: Encoding::Xor,
                 mint: s.open_mint,
                 maxt: s.last_t,
                 data: Arc::from(a.bytes()),
@@ -551,6 +646,7 @@ impl Head {
                 a.append(*t, *v);
             }
             floats.push(MemChunk {
+                enc: Encoding::Xor,
                 mint: part[0].0,
                 maxt: part[part.len() - 1].0,
                 data: Arc::from(a.finish()),
@@ -564,6 +660,7 @@ impl Head {
                 && last >= mint
             {
                 hists.push(MemChunk {
+                    enc: Encoding::Histogram,
                     mint: hs.open_mint,
                     maxt: last,
                     data: Arc::from(a.bytes()),
@@ -586,7 +683,7 @@ impl Head {
         }
         let mut ids: Vec<u32> = Vec::new();
         for r in self.matching(matchers) {
-            ids.extend(self.series[r as usize].labels.chunks_exact(2).map(|p| p[0]));
+            ids.extend(self.get(r).labels.chunks_exact(2).map(|p| p[0]));
         }
         ids.sort_unstable();
         ids.dedup();
@@ -610,7 +707,7 @@ impl Head {
                 .matching(matchers)
                 .into_iter()
                 .filter_map(|r| {
-                    let l = &self.series[r as usize].labels;
+                    let l = &self.get(r).labels;
                     l.chunks_exact(2).find(|p| p[0] == nid).map(|p| p[1])
                 })
                 .collect();
@@ -645,7 +742,7 @@ impl Head {
     pub fn sample_count(&self) -> u64 {
         let n = |b: &[u8]| u64::from(u16::from_be_bytes([b[0], b[1]]));
         let mut total = 0u64;
-        for s in &self.series {
+        for s in self.series.iter().flatten() {
             total += s.closed.iter().map(|c| n(&c.data)).sum::<u64>();
             total += s.open.as_ref().map_or(0, |a| u64::from(a.count()));
             total += s.ooo.len() as u64;
@@ -659,8 +756,9 @@ impl Head {
 
     /// Approximate heap bytes of the head (chunks and series structs).
     pub fn approx_bytes(&self) -> usize {
-        let mut b = self.series.capacity() * std::mem::size_of::<MemSeries>();
-        for s in &self.series {
+        let mut b = self.series.capacity() * 8;
+        for s in self.series.iter().flatten() {
+            b += std::mem::size_of::<MemSeries>();
             b += s.labels.len() * 4;
             b += s.closed.iter().map(|c| c.data.len() + 48).sum::<usize>();
             b += s.open.as_ref().map_or(0, |a| a.capacity());
@@ -677,7 +775,7 @@ impl Head {
     pub fn snapshot_before(&mut self, before: i64) -> Vec<SeriesData> {
         self.min_valid_t = self.min_valid_t.max(before);
         let mut out = Vec::new();
-        for r in 0..self.series.len() as u32 {
+        for r in self.live_refs() {
             let (floats, hists) = self.chunks(r, i64::MIN, before - 1);
             if floats.is_empty() && hists.is_empty() {
                 continue;
@@ -697,10 +795,11 @@ impl Head {
         out
     }
 
-    /// Drops everything with `t < before` (it is now in a block).
-    pub fn drop_before(&mut self, before: i64) {
+    /// Drops everything with `t < before` (it is now in a block), then the
+    /// series left without data; returns how many series went.
+    pub fn drop_before(&mut self, before: i64) -> usize {
         let mut mint = i64::MAX;
-        for s in &mut self.series {
+        for s in self.series.iter_mut().flatten() {
             let mut keep: Vec<MemChunk> = Vec::with_capacity(s.closed.len());
             for c in s.closed.drain(..) {
                 if c.mint >= before {
@@ -772,6 +871,76 @@ impl Head {
         if mint == i64::MAX {
             self.maxt = i64::MIN;
         }
+        self.gc()
+    }
+
+    /// Removes series that hold no data any more (all of it went into
+    /// blocks), then rebuilds the symbol table and postings from the live
+    /// series so that nothing of the dead ones stays in memory. A removed
+    /// series that gets a sample again is created anew, with a new ref.
+    fn gc(&mut self) -> usize {
+        let mut removed = 0;
+        for (r, slot) in self.series.iter_mut().enumerate() {
+            let empty = slot.as_ref().is_some_and(|s| {
+                s.closed.is_empty()
+                    && s.open.is_none()
+                    && s.ooo.is_empty()
+                    && s.hist
+                        .as_ref()
+                        .is_none_or(|h| h.closed.is_empty() && h.open.is_none())
+            });
+            if empty {
+                *slot = None;
+                removed += 1;
+                let _ = r;
+            }
+        }
+        if removed == 0 {
+            return 0;
+        }
+        self.live -= removed;
+        let mut syms = Symbols::default();
+        let mut postings: IdMap<u32, IdMap<u32, Vec<u32>>> = IdMap::default();
+        let mut by_hash: IdMap<u64, u32> = IdMap::default();
+        let mut collisions: IdMap<u64, Vec<u32>> = IdMap::default();
+        for (r, slot) in self.series.iter_mut().enumerate() {
+            let Some(s) = slot.as_deref_mut() else {
+                continue;
+            };
+            let mut h = Labels::default();
+            let mut pairs = Vec::with_capacity(s.labels.len() / 2);
+            for p in s.labels.chunks_exact_mut(2) {
+                let (n, v) = (self.syms.str(p[0]), self.syms.str(p[1]));
+                pairs.push(Label::new(n, v));
+                p[0] = syms.intern(n);
+                p[1] = syms.intern(v);
+                postings
+                    .entry(p[0])
+                    .or_default()
+                    .entry(p[1])
+                    .or_default()
+                    .push(r as u32);
+            }
+            h = if pairs.is_empty() {
+                h
+            } else {
+                Labels::from_sorted_unchecked(pairs)
+            };
+            let hash = label_hash(&h);
+            match by_hash.entry(hash) {
+                std::collections::hash_map::Entry::Occupied(_) => {
+                    collisions.entry(hash).or_default().push(r as u32)
+                }
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(r as u32);
+                }
+            }
+        }
+        self.syms = syms;
+        self.postings = postings;
+        self.by_hash = by_hash;
+        self.collisions = collisions;
+        removed
     }
 }
 
@@ -811,7 +980,7 @@ pub(crate) fn rechunk_floats(chunks: &[MemChunk], at: i64, below: bool) -> Vec<M
     }
     let mut samples: Vec<(i64, usize, f64)> = Vec::new();
     for (i, c) in chunks.iter().enumerate() {
-        for (t, v) in XorIter::new(&c.data).into_iter().flatten().flatten() {
+        for (t, v) in decode_floats(c.enc, &c.data).unwrap_or_default() {
             if (t < at) == below {
                 samples.push((t, i, v));
             }
@@ -826,6 +995,7 @@ pub(crate) fn rechunk_floats(chunks: &[MemChunk], at: i64, below: bool) -> Vec<M
             a.append(*t, *v);
         }
         out.push(MemChunk {
+            enc: Encoding::Xor,
             mint: part[0].0,
             maxt: part[part.len() - 1].0,
             data: Arc::from(a.finish()),
@@ -860,6 +1030,7 @@ pub(crate) fn rechunk_hists(chunks: &[MemChunk], at: i64, below: bool) -> Vec<Me
             a.append(*t, h);
         }
         out.push(MemChunk {
+            enc: Encoding::Histogram,
             mint: part[0].0,
             maxt: part[part.len() - 1].0,
             data: Arc::from(a.finish()),
@@ -870,7 +1041,7 @@ pub(crate) fn rechunk_hists(chunks: &[MemChunk], at: i64, below: bool) -> Vec<Me
 
 impl Index for Head {
     fn all(&self) -> Vec<u32> {
-        (0..self.series.len() as u32).collect()
+        self.live_refs()
     }
 
     fn exact(&self, name: &str, value: &str) -> Vec<u32> {

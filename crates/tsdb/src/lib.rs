@@ -6,8 +6,9 @@
 //!
 //! 1. **Append.** The server calls [`Db::append`] (from tokio's blocking
 //!    pool) with a project and a decoded [`model::WriteBatch`].
-//! 2. **Head, under the project's mutex.** Each series is looked up by its
-//!    label hash (one lookup per series per batch) or created: labels
+//! 2. **Head, under a shard's mutex.** The batch's series are split by
+//!    label hash over the project's 8 head shards. Each series is looked up
+//!    by its label hash (one lookup per series per batch) or created: labels
 //!    interned into the project's symbol table, the new ref added to the
 //!    postings. Each sample is checked — too old (before the newest block),
 //!    out of order (older than the series' last sample and outside the
@@ -15,9 +16,9 @@
 //!    appended to the series' open Gorilla chunk (or the out-of-order
 //!    buffer). Rejections are collected in the [`AppendReport`]; they do not
 //!    fail the batch (Mimir's semantics).
-//! 3. **WAL.** Still under the mutex, the accepted samples (and the labels
-//!    of new series) are encoded as checksummed WAL records and queued for
-//!    the WAL writer thread; the mutex is released.
+//! 3. **WAL.** Still under the shard's mutex, the accepted samples (and the
+//!    labels of new series) are encoded as checksummed WAL records and
+//!    queued for the WAL writer thread; the mutex is released.
 //! 4. **Fsync.** The writer thread writes everything queued by all
 //!    concurrent appenders with one `write` and one `fdatasync` (group
 //!    commit) and wakes them. Only now does `append` return `Ok`: an
@@ -28,8 +29,10 @@
 //! 6. **Block.** When a project's head spans more than 1.5 × the block
 //!    duration (2 h), a background thread cuts the oldest aligned range into
 //!    an immutable block (`chunks`, `index`, `meta`; written to a temporary
-//!    directory, fsynced, renamed), drops it from the head, and checkpoints
-//!    the WAL (samples now in blocks are dropped from it).
+//!    directory, fsynced, renamed; float chunks re-encoded as decimal
+//!    chunks where smaller), drops it from the head (and the series left
+//!    without data), logs that truncation, and checkpoints the WAL (samples
+//!    now in blocks are dropped from it).
 //! 7. **Compaction and retention.** The same thread merges adjacent blocks
 //!    into 3× longer ones and deletes whole blocks past the retention time
 //!    or size.
@@ -51,7 +54,7 @@
 //! project; the `ingest` crate does that.
 
 mod block;
-mod chunk;
+pub mod chunk;
 mod db;
 mod enc;
 mod error;
@@ -83,6 +86,9 @@ pub struct Options {
     /// Samples up to this much older than a series' newest sample are
     /// accepted out of order (0: none, Prometheus' default).
     pub ooo_window_ms: i64,
+    /// Live series per project; a new series past it is rejected
+    /// ([`RejectReason::SeriesLimit`]). When one batch brings more new series
+    /// than fit, which of them get in is unspecified (the head is sharded).
     pub max_series_per_project: usize,
     /// How often the background thread checks for blocks to cut, compact
     /// and delete. `None`: no background thread (tests call
@@ -104,6 +110,16 @@ impl Default for Options {
             faults: diskio::Faults::disabled(),
         }
     }
+}
+
+/// How long a project's data is kept; see [`Db::set_retention`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Retention {
+    /// Blocks whose newest sample is older than this, relative to the
+    /// project's newest sample, are deleted.
+    pub time: Duration,
+    /// Oldest blocks are deleted while the project's blocks take more.
+    pub max_bytes: Option<u64>,
 }
 
 /// Why a sample was not stored.

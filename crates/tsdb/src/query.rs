@@ -18,7 +18,7 @@ use model::{HistogramValue, Labels, Matcher, Sample};
 
 use crate::Error;
 use crate::block::{Block, ChunkMeta};
-use crate::chunk::{Encoding, HistIter, XorIter};
+use crate::chunk::{Encoding, HistIter, decode_floats};
 use crate::db::Project;
 use crate::head::MemChunk;
 
@@ -31,6 +31,7 @@ enum ChunkBytes {
 
 #[derive(Clone)]
 struct SrcChunk {
+    enc: Encoding,
     mint: i64,
     maxt: i64,
     bytes: ChunkBytes,
@@ -60,14 +61,14 @@ impl Series {
     /// Float samples in time order (stale NaNs included, as stored).
     pub fn samples(&self) -> Samples {
         Samples {
-            inner: ChunkWalk::new(&self.floats, self.mint, self.maxt, Encoding::Xor),
+            inner: ChunkWalk::new(&self.floats, self.mint, self.maxt),
         }
     }
 
     /// Native histogram samples in time order.
     pub fn histograms(&self) -> Histograms {
         Histograms {
-            inner: ChunkWalk::new(&self.hists, self.mint, self.maxt, Encoding::Histogram),
+            inner: ChunkWalk::new(&self.hists, self.mint, self.maxt),
         }
     }
 
@@ -98,12 +99,11 @@ struct ChunkWalk {
     buf: std::vec::IntoIter<Decoded>,
     mint: i64,
     maxt: i64,
-    enc: Encoding,
     failed: bool,
 }
 
 impl ChunkWalk {
-    fn new(chunks: &[SrcChunk], mint: i64, maxt: i64, enc: Encoding) -> ChunkWalk {
+    fn new(chunks: &[SrcChunk], mint: i64, maxt: i64) -> ChunkWalk {
         let mut chunks = chunks.to_vec();
         let disjoint = {
             let mut sorted = chunks.clone();
@@ -116,7 +116,6 @@ impl ChunkWalk {
             buf: Vec::new().into_iter(),
             mint,
             maxt,
-            enc,
             failed: false,
         };
         if disjoint {
@@ -159,10 +158,9 @@ impl ChunkWalk {
         };
         let (lo, hi) = (self.mint, self.maxt);
         let mut out = Vec::new();
-        match self.enc {
-            Encoding::Xor => {
-                for r in XorIter::new(&bytes).map_err(bad)? {
-                    let (t, v) = r.map_err(bad)?;
+        match c.enc {
+            Encoding::Xor | Encoding::Dec => {
+                for (t, v) in decode_floats(c.enc, &bytes).map_err(bad)? {
                     if t >= lo && t <= hi {
                         out.push(Decoded::F(t, v));
                     }
@@ -298,22 +296,26 @@ impl Querier {
                 let s = entry(&mut map, labels, mint, maxt);
                 for m in metas {
                     let c = SrcChunk {
+                        enc: m.enc,
                         mint: m.mint,
                         maxt: m.maxt,
                         bytes: ChunkBytes::Disk(b.clone(), m),
                     };
-                    match m.enc {
-                        Encoding::Xor => s.floats.push(c),
-                        Encoding::Histogram => s.hists.push(c),
+                    if m.enc.is_float() {
+                        s.floats.push(c);
+                    } else {
+                        s.hists.push(c);
                     }
                 }
             }
         }
         if let Some(p) = &self.project {
-            let head = p.lock_head();
-            let data = head.select(matchers, mint, maxt);
-            drop(head);
+            let mut data = Vec::new();
+            for i in 0..crate::head::SHARDS as usize {
+                data.extend(p.shard(i).select(matchers, mint, maxt));
+            }
             let conv = |c: MemChunk| SrcChunk {
+                enc: c.enc,
                 mint: c.mint,
                 maxt: c.maxt,
                 bytes: ChunkBytes::Mem(c.data),
@@ -337,7 +339,9 @@ impl Querier {
             v.extend(b.label_names(matchers)?);
         }
         if let Some(p) = &self.project {
-            v.extend(p.lock_head().label_names(matchers));
+            for i in 0..crate::head::SHARDS as usize {
+                v.extend(p.shard(i).label_names(matchers));
+            }
         }
         v.sort();
         v.dedup();
@@ -351,7 +355,9 @@ impl Querier {
             v.extend(b.label_values(name, matchers)?);
         }
         if let Some(p) = &self.project {
-            v.extend(p.lock_head().label_values(name, matchers));
+            for i in 0..crate::head::SHARDS as usize {
+                v.extend(p.shard(i).label_values(name, matchers));
+            }
         }
         v.sort();
         v.dedup();

@@ -52,6 +52,8 @@ use crate::files;
 
 /// A segment is closed and a new one started past this size.
 pub const SEGMENT_BYTES: u64 = 128 << 20;
+/// The first bytes of every segment and checkpoint file.
+pub const SEGMENT_MAGIC: &[u8; 8] = b"FDTSWAL1";
 /// Largest record payload accepted on replay.
 pub const MAX_RECORD: usize = 1 << 30;
 
@@ -60,6 +62,7 @@ const REC_SERIES: u8 = 2;
 const REC_SAMPLES: u8 = 3;
 const REC_HISTOGRAMS: u8 = 4;
 const REC_METADATA: u8 = 5;
+const REC_TRUNCATE: u8 = 6;
 
 /// One decoded WAL record.
 #[derive(Debug, Clone, PartialEq)]
@@ -86,6 +89,10 @@ pub enum Record {
         metric: String,
         meta: Metadata,
     },
+    /// The project's head dropped everything before `before` (it went into
+    /// a block) and removed the series left without data. Replay does the
+    /// same at the same point, so series refs come out as they were.
+    Truncate { project: u32, before: i64 },
 }
 
 // ------------------------------------------------------------ encoding
@@ -190,6 +197,12 @@ pub fn encode_metadata(out: &mut Vec<u8>, project: u32, metric: &str, m: &Metada
     put_str(out, &m.unit);
 }
 
+pub fn encode_truncate(out: &mut Vec<u8>, project: u32, before: i64) {
+    out.push(REC_TRUNCATE);
+    put_uvarint(out, u64::from(project));
+    put_varint(out, before);
+}
+
 /// Decodes one record payload.
 pub fn decode(payload: &[u8]) -> Result<Record, String> {
     let mut r = Reader::new(payload);
@@ -262,6 +275,10 @@ pub fn decode(payload: &[u8]) -> Result<Record, String> {
                 },
             }
         }
+        REC_TRUNCATE => Record::Truncate {
+            project: r.u32v("project id")?,
+            before: r.varint("truncation time")?,
+        },
         k => return Err(format!("unknown record type {k}")),
     };
     if !r.is_empty() {
@@ -311,6 +328,7 @@ pub fn encode(out: &mut Vec<u8>, rec: &Record) {
             metric,
             meta,
         } => encode_metadata(out, *project, metric, meta),
+        Record::Truncate { project, before } => encode_truncate(out, *project, *before),
     }
 }
 
@@ -397,24 +415,42 @@ fn read_file(path: &Path) -> Result<Vec<u8>, Error> {
 /// corruption otherwise.
 fn read_segment(path: &Path, truncate_torn: bool, out: &mut Vec<Record>) -> Result<(), Error> {
     let buf = read_file(path)?;
-    let mut it = diskio::scan(&buf, MAX_RECORD);
+    if buf.len() < SEGMENT_MAGIC.len() && truncate_torn && SEGMENT_MAGIC.starts_with(&buf) {
+        // Created, header not (wholly) written: no record can be in it.
+        return Ok(());
+    }
+    if !buf.starts_with(SEGMENT_MAGIC) {
+        return Err(Error::corrupt(
+            path,
+            format!(
+                "does not start with the WAL segment magic {:?}",
+                String::from_utf8_lossy(SEGMENT_MAGIC)
+            ),
+        ));
+    }
+    let base = SEGMENT_MAGIC.len();
+    let mut it = diskio::scan(&buf[base..], MAX_RECORD);
     for rec in it.by_ref() {
-        let r = decode(rec.payload)
-            .map_err(|d| Error::corrupt(path, format!("record at byte {}: {d}", rec.offset)))?;
+        let r = decode(rec.payload).map_err(|d| {
+            Error::corrupt(path, format!("record at byte {}: {d}", base + rec.offset))
+        })?;
         out.push(r);
     }
     match it.finish() {
         ScanEnd::Clean => Ok(()),
         ScanEnd::Torn { good_end, reason } if truncate_torn => {
             let f = OpenOptions::new().write(true).open(path).at(path)?;
-            f.set_len(good_end as u64).at(path)?;
+            f.set_len((base + good_end) as u64).at(path)?;
             f.sync_all().at(path)?;
             let _ = reason;
             Ok(())
         }
         ScanEnd::Torn { good_end, reason } => Err(Error::corrupt(
             path,
-            format!("bad record at byte {good_end} in a segment that is not the last: {reason}"),
+            format!(
+                "bad record at byte {} in a segment that is not the last: {reason}",
+                base + good_end
+            ),
         )),
         ScanEnd::Corrupt {
             offset,
@@ -423,7 +459,9 @@ fn read_segment(path: &Path, truncate_torn: bool, out: &mut Vec<Record>) -> Resu
         } => Err(Error::corrupt(
             path,
             format!(
-                "bad record at byte {offset} ({reason}) followed by a valid one at byte {next_valid}: damage, not a torn write"
+                "bad record at byte {} ({reason}) followed by a valid one at byte {}: damage, not a torn write",
+                base + offset,
+                base + next_valid
             ),
         )),
     }
@@ -582,7 +620,7 @@ impl Wal {
         for s in &old {
             read_segment(&dir.join(files::segment_name(*s)), false, &mut records)?;
         }
-        let mut out = Vec::new();
+        let mut out = SEGMENT_MAGIC.to_vec();
         let mut payload = Vec::new();
         for r in records {
             if let Some(r) = keep(r) {
@@ -658,11 +696,14 @@ impl Drop for Wal {
 
 fn create_segment(dir: &Path, n: u64) -> Result<File, Error> {
     let p = dir.join(files::segment_name(n));
-    let f = OpenOptions::new()
+    let mut f = OpenOptions::new()
         .create(true)
-        .append(true)
+        .truncate(true)
+        .write(true)
         .open(&p)
         .at(&p)?;
+    std::io::Write::write_all(&mut f, SEGMENT_MAGIC).at(&p)?;
+    f.sync_all().at(&p)?;
     diskio::fsync_dir(dir).at(dir)?;
     Ok(f)
 }
@@ -763,6 +804,10 @@ mod tests {
                     help: "h".into(),
                     unit: "".into(),
                 },
+            },
+            Record::Truncate {
+                project: 3,
+                before: -5,
             },
         ];
         for r in recs {

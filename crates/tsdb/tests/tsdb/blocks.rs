@@ -46,7 +46,7 @@ fn count(db: &Db, project: &str, mint: i64, maxt: i64) -> usize {
 #[test]
 fn head_is_cut_into_aligned_blocks_and_queries_span_both() {
     let d = tempfile::tempdir().unwrap();
-    let db = Db::open(d.path(), o()).unwrap();
+    let db = open_with(d.path(), o()).unwrap();
     fill(&db, "p", 3, 0, 5 * H);
     db.maintain().unwrap();
     let blocks = db.blocks("p");
@@ -60,7 +60,7 @@ fn head_is_cut_into_aligned_blocks_and_queries_span_both() {
     assert_eq!(count(&db, "p", H, 3 * H), 3 * 121);
     let want = dump(&db, "p", 0, 5 * H, &[eq("i", "1")]);
     db.close().unwrap();
-    let db = Db::open(d.path(), o()).unwrap();
+    let db = open_with(d.path(), o()).unwrap();
     assert_eq!(dump(&db, "p", 0, 5 * H, &[eq("i", "1")]), want);
     assert_eq!(count(&db, "p", 0, 5 * H), 3 * 300);
     // The WAL was checkpointed: samples now in blocks are not replayed.
@@ -70,7 +70,7 @@ fn head_is_cut_into_aligned_blocks_and_queries_span_both() {
 #[test]
 fn compaction_merges_complete_windows() {
     let d = tempfile::tempdir().unwrap();
-    let db = Db::open(d.path(), o()).unwrap();
+    let db = open_with(d.path(), o()).unwrap();
     fill(&db, "p", 2, 0, 30 * H);
     let want = dump(&db, "p", 0, 30 * H, &[eq("__name__", "g")]);
     db.maintain().unwrap();
@@ -95,7 +95,7 @@ fn compaction_merges_complete_windows() {
     assert_eq!(db.stats("p").head_range, None);
     assert_eq!(dump(&db, "p", 0, 30 * H, &[eq("__name__", "g")]), want);
     db.close().unwrap();
-    let db = Db::open(d.path(), o()).unwrap();
+    let db = open_with(d.path(), o()).unwrap();
     assert_eq!(dump(&db, "p", 0, 30 * H, &[eq("__name__", "g")]), want);
     // No leftovers of block writes or of compacted parents.
     let pdir = d.path().join(tsdb::files::PROJECTS_DIR).join("p");
@@ -115,7 +115,7 @@ fn compaction_merges_complete_windows() {
 #[test]
 fn time_retention_deletes_whole_old_blocks() {
     let d = tempfile::tempdir().unwrap();
-    let db = Db::open(
+    let db = open_with(
         d.path(),
         Options {
             retention: Duration::from_secs(20 * 3600),
@@ -134,9 +134,34 @@ fn time_retention_deletes_whole_old_blocks() {
 }
 
 #[test]
+fn retention_is_per_project() {
+    let d = tempfile::tempdir().unwrap();
+    let db = open_with(
+        d.path(),
+        Options {
+            retention: Duration::from_secs(20 * 3600),
+            ..o()
+        },
+    )
+    .unwrap();
+    db.set_retention(
+        "short",
+        tsdb::Retention {
+            time: Duration::from_secs(10 * 3600),
+            max_bytes: None,
+        },
+    );
+    fill(&db, "short", 2, 0, 30 * H);
+    fill(&db, "long", 2, 0, 30 * H);
+    db.maintain().unwrap();
+    assert_eq!(db.blocks("short")[0].mint, 18 * H);
+    assert_eq!(db.blocks("long")[0].mint, 8 * H);
+}
+
+#[test]
 fn size_retention_deletes_oldest_blocks() {
     let d = tempfile::tempdir().unwrap();
-    let db = Db::open(
+    let db = open_with(
         d.path(),
         Options {
             retention: Duration::from_secs(10 * 3600),
@@ -150,7 +175,7 @@ fn size_retention_deletes_oldest_blocks() {
     let total = db.stats("p").block_bytes;
     db.close().unwrap();
     // (A retention of 10 h keeps blocks at 2 h: no compaction here.)
-    let db = Db::open(
+    let db = open_with(
         d.path(),
         Options {
             max_bytes: Some(total - 1),
@@ -170,7 +195,7 @@ fn size_retention_deletes_oldest_blocks() {
 #[test]
 fn damaged_block_is_reported_with_its_path() {
     let d = tempfile::tempdir().unwrap();
-    let db = Db::open(d.path(), o()).unwrap();
+    let db = open_with(d.path(), o()).unwrap();
     fill(&db, "p", 2, 0, 10 * 60_000);
     db.flush().unwrap();
     let b = db.blocks("p")[0].name.clone();
@@ -181,7 +206,7 @@ fn damaged_block_is_reported_with_its_path() {
     let mut bytes = std::fs::read(&cp).unwrap();
     bytes[20] ^= 1;
     std::fs::write(&cp, &bytes).unwrap();
-    let db = Db::open(d.path(), o()).unwrap();
+    let db = open_with(d.path(), o()).unwrap();
     let s = db
         .querier("p", 0, H)
         .select(&[eq("__name__", "g")])
@@ -199,9 +224,35 @@ fn damaged_block_is_reported_with_its_path() {
     let mut bytes = std::fs::read(&ip).unwrap();
     bytes[10] ^= 1;
     std::fs::write(&ip, &bytes).unwrap();
-    match Db::open(d.path(), o()) {
+    match open_with(d.path(), o()) {
         Err(Error::Corrupt { path, .. }) => assert_eq!(path, ip),
         Err(e) => panic!("{e}"),
         Ok(_) => panic!("opened a damaged index"),
     }
+}
+
+#[test]
+fn failed_block_write_keeps_the_data_and_retries() {
+    let d = tempfile::tempdir().unwrap();
+    let faults = diskio::Faults::enabled();
+    let db = open_with(
+        d.path(),
+        Options {
+            faults: faults.clone(),
+            ..o()
+        },
+    )
+    .unwrap();
+    fill(&db, "p", 3, 0, 30 * 60_000);
+    faults.fail_next_fsync();
+    assert!(matches!(db.flush(), Err(Error::Io { .. })));
+    assert!(db.blocks("p").is_empty());
+    assert_eq!(count(&db, "p", 0, H), 3 * 30);
+    // Not poisoned: the WAL is fine; the next pass writes the block.
+    db.flush().unwrap();
+    assert_eq!(db.blocks("p").len(), 1);
+    assert_eq!(count(&db, "p", 0, H), 3 * 30);
+    db.close().unwrap();
+    let db = open_with(d.path(), o()).unwrap();
+    assert_eq!(count(&db, "p", 0, H), 3 * 30);
 }

@@ -12,8 +12,23 @@ pub fn opts() -> Options {
     }
 }
 
+/// Opens with [`opts`]. Retries briefly while the directory is locked: a
+/// child process that another test is starting holds copies of this
+/// process' descriptors (and so of a just-released lock) between its fork
+/// and its exec.
 pub fn open(dir: &Path) -> Db {
-    Db::open(dir, opts()).unwrap()
+    open_with(dir, opts()).unwrap()
+}
+
+/// [`Db::open`], with the retry of [`open`].
+pub fn open_with(dir: &Path, o: Options) -> Result<Db, tsdb::Error> {
+    for _ in 0..200 {
+        match Db::open(dir, o.clone()) {
+            Err(tsdb::Error::Locked(_)) => std::thread::sleep(std::time::Duration::from_millis(10)),
+            other => return other,
+        }
+    }
+    Db::open(dir, o)
 }
 
 pub fn labels(pairs: &[(&str, &str)]) -> Labels {

@@ -91,7 +91,7 @@ fn projects_are_isolated() {
         )]),
     )
     .unwrap();
-    let check = |db: &Db| {
+    let check = |db: &Db, head_series| {
         for (p, other) in [("alpha", "beta"), ("beta", "alpha")] {
             let q = db.querier(p, 0, 10);
             let all = Matcher::new(MatchOp::Regex, "__name__", ".+").unwrap();
@@ -100,7 +100,7 @@ fn projects_are_isolated() {
             assert_eq!(s[0].get("who"), Some(p));
             assert_eq!(q.label_values("who", &[]).unwrap(), vec![p.to_string()]);
             assert!(q.series(&[eq("who", other)]).unwrap().is_empty());
-            assert_eq!(db.stats(p).head_series, 1);
+            assert_eq!(db.stats(p).head_series, head_series);
         }
         assert!(
             db.querier("gamma", 0, 10)
@@ -109,18 +109,19 @@ fn projects_are_isolated() {
                 .is_empty()
         );
     };
-    check(&db);
+    check(&db, 1);
     db.flush().unwrap();
-    check(&db);
+    // Flushed: the series left the head for a block.
+    check(&db, 0);
     db.close().unwrap();
     let db = open(d.path());
-    check(&db);
+    check(&db, 0);
 }
 
 #[test]
 fn out_of_order_duplicates_and_limits() {
     let d = tempfile::tempdir().unwrap();
-    let db = Db::open(
+    let db = open_with(
         d.path(),
         Options {
             max_series_per_project: 2,
@@ -172,7 +173,7 @@ fn out_of_order_duplicates_and_limits() {
 #[test]
 fn out_of_order_window_accepts_and_merges() {
     let d = tempfile::tempdir().unwrap();
-    let db = Db::open(
+    let db = open_with(
         d.path(),
         Options {
             ooo_window_ms: 1000,
@@ -207,7 +208,7 @@ fn out_of_order_window_accepts_and_merges() {
         .collect();
     assert_eq!(dump(&db, "p", 0, 5000, &[eq("__name__", "a")])[0].1, want);
     db.close().unwrap();
-    let db = Db::open(
+    let db = open_with(
         d.path(),
         Options {
             ooo_window_ms: 1000,
@@ -378,7 +379,7 @@ fn concurrent_appenders_share_fsyncs() {
 fn failed_fsync_poisons() {
     let d = tempfile::tempdir().unwrap();
     let faults = diskio::Faults::enabled();
-    let db = Db::open(
+    let db = open_with(
         d.path(),
         Options {
             faults: faults.clone(),
@@ -402,4 +403,93 @@ fn failed_fsync_poisons() {
     let got = &dump(&db, "p", 0, 10, &[eq("__name__", "a")])[0].1;
     assert_eq!(got[0], (1, 1f64.to_bits()));
     assert!(got.iter().all(|(t, _)| *t != 3), "{got:?}");
+}
+
+#[test]
+fn appends_race_with_cuts_and_queries() {
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+    let d = tempfile::tempdir().unwrap();
+    let db = Arc::new(
+        open_with(
+            d.path(),
+            Options {
+                block_duration_ms: 1000,
+                ..opts()
+            },
+        )
+        .unwrap(),
+    );
+    let clock = Arc::new(AtomicI64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let (db, clock, stop) = (db.clone(), clock.clone(), stop.clone());
+            std::thread::spawn(move || {
+                // Accepted samples per series label text.
+                let mut accepted: HashMap<String, usize> = HashMap::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let t = clock.fetch_add(10, Ordering::SeqCst);
+                    let b = batch(
+                        (0..10)
+                            .map(|s| {
+                                series(
+                                    &[
+                                        ("__name__", "r"),
+                                        ("w", &w.to_string()),
+                                        ("s", &s.to_string()),
+                                    ],
+                                    &[(t, t as f64)],
+                                )
+                            })
+                            .collect(),
+                    );
+                    let r = db.append("p", &b).unwrap();
+                    // A cut may land between the shards of one batch: some of
+                    // its series get in, the rest are too old (all listed).
+                    assert_eq!(
+                        r.accepted_samples + r.rejected_count(RejectReason::TooOld),
+                        10,
+                        "{r:?}"
+                    );
+                    for ts in &b.series {
+                        if !r.rejected.iter().any(|x| x.labels == ts.labels) {
+                            *accepted.entry(ts.labels.to_string()).or_default() += 1;
+                        }
+                    }
+                }
+                accepted
+            })
+        })
+        .collect();
+    for i in 0..30 {
+        if i % 3 == 0 {
+            db.flush().unwrap();
+        } else {
+            db.maintain().unwrap();
+        }
+        let q = db.querier("p", 0, i64::MAX);
+        for s in q.select(&[eq("__name__", "r")]).unwrap() {
+            let ts: Vec<i64> = s.samples().map(|x| x.unwrap().t).collect();
+            assert!(ts.windows(2).all(|w| w[0] < w[1]), "{}", s.labels);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut want: HashMap<String, usize> = HashMap::new();
+    for h in writers {
+        want.extend(h.join().unwrap());
+    }
+    let check = |db: &Db| {
+        let got: HashMap<String, usize> = dump(db, "p", 0, i64::MAX, &[eq("__name__", "r")])
+            .into_iter()
+            .map(|(l, v)| (l, v.len()))
+            .collect();
+        assert_eq!(got, want);
+    };
+    check(&db);
+    let db = Arc::try_unwrap(db).ok().unwrap();
+    db.close().unwrap();
+    let db = open(d.path());
+    check(&db);
 }
