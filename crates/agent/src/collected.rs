@@ -65,6 +65,18 @@ impl Collected {
             .map(|(_, v)| *v)
     }
 
+    /// Like [`Collected::into_batch`], with the target labels a scrape
+    /// would add (`job`, `instance`) set on every series.
+    pub fn into_target_batch(self, t_ms: i64, job: &str, instance: &str) -> WriteBatch {
+        let mut b = self.into_batch(t_ms);
+        for ts in &mut b.series {
+            let mut l = ts.labels.builder();
+            l.set("job", job).set("instance", instance);
+            ts.labels = l.build();
+        }
+        b
+    }
+
     /// One sample per series at `t_ms`, plus the metadata.
     pub fn into_batch(self, t_ms: i64) -> WriteBatch {
         WriteBatch {

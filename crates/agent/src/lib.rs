@@ -7,6 +7,7 @@
 //! - [`process`]: the running process' own `process_*` metrics;
 //! - [`Collected`]: what a collection pass yields, turned into a
 //!   [`model::WriteBatch`]; [`text`] renders it as text exposition;
+//! - [`push`]: a remote write 1.0 client with retries (`flightdeck agent`);
 //! - [`scrape`]: pulls Prometheus targets (`scrape_configs`): schedules each
 //!   target, fetches its exposition over HTTP, parses and relabels it with
 //!   `ingest`, adds `up` and the other scrape series, writes staleness
@@ -21,6 +22,7 @@
 pub mod collected;
 pub mod host;
 pub mod process;
+pub mod push;
 pub mod scrape;
 pub mod text;
 

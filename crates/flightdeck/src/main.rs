@@ -2,6 +2,7 @@
 //! stores into the server, first-start bootstrap, signals. No business
 //! logic lives here; `anyhow` is used only in this crate.
 
+mod agent_cmd;
 mod audit_cmd;
 mod config;
 
@@ -42,6 +43,9 @@ enum Command {
     /// Read the audit trail from a data directory or a server.
     #[command(subcommand)]
     Audit(audit_cmd::AuditCommand),
+    /// Collect this host's metrics and push them by remote write to a
+    /// Flightdeck (standalone agent).
+    Agent(agent_cmd::AgentArgs),
 }
 
 fn main() -> ExitCode {
@@ -60,6 +64,16 @@ fn main() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("flightdeck: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Agent(a) => {
+            init_tracing("info");
+            match agent_cmd::run(a) {
+                Ok(code) => code,
+                Err(e) => {
+                    eprintln!("flightdeck agent: {e:#}");
                     ExitCode::FAILURE
                 }
             }

@@ -202,6 +202,20 @@ pub fn collect_all(st: &crate::AppState) -> Collected {
                 &[("project", &project)],
                 s.head_series as f64,
             );
+            c.counter(
+                "flightdeck_store_samples_appended_total",
+                "Samples accepted into the metric store since the process started (WAL replay included), by project.",
+                &[("project", &project)],
+                s.samples_appended as f64,
+            );
+            for (metric, n) in s.top_metrics.iter().take(10) {
+                c.gauge(
+                    "flightdeck_series_by_metric",
+                    "Active series of the project's ten largest metric names (usage and cardinality).",
+                    &[("project", &project), ("metric", metric)],
+                    *n as f64,
+                );
+            }
             c.gauge(
                 "flightdeck_stored_bytes",
                 "Bytes of the project's metric blocks on disk.",

@@ -188,13 +188,8 @@ pub async fn host_metrics_loop(st: AppState, interval: std::time::Duration) {
         let host = host.clone();
         let r = tokio::task::spawn_blocking(move || {
             let t_ms = st2.now() / 1_000_000;
-            let mut batch = crate::telemetry::collect_all(&st2).into_batch(t_ms);
-            // The target labels a scrape of `/metrics` would add.
-            for ts in &mut batch.series {
-                let mut b = ts.labels.builder();
-                b.set("job", "flightdeck").set("instance", host.as_str());
-                ts.labels = b.build();
-            }
+            let batch =
+                crate::telemetry::collect_all(&st2).into_target_batch(t_ms, "flightdeck", &host);
             ingest_batch(&st2, meta::DEFAULT_PROJECT, "agent", batch)
         })
         .await;
