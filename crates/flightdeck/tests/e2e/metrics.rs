@@ -744,14 +744,23 @@ fn native_histograms_come_back_in_prometheus_json() {
         schema: 0,
         zero_threshold: 0.001,
         zero_count: Some(histogram::ZeroCount::ZeroCountInt(1)),
-        positive_spans: vec![BucketSpan { offset: 0, length: 2 }, BucketSpan { offset: 1, length: 1 }],
+        positive_spans: vec![
+            BucketSpan {
+                offset: 0,
+                length: 2,
+            },
+            BucketSpan {
+                offset: 1,
+                length: 1,
+            },
+        ],
         positive_deltas: vec![2, -1, 1], // 2, 1, 2
         timestamp: t0,
         ..Default::default()
     };
-    let mut ts = series(&[("__name__", "latency_seconds"), ("job", "api")], &[]);
-    ts.histograms.push(h);
-    let r = write_v1(&s, &s.token, vec![ts]);
+    let mut hs = series(&[("__name__", "latency_seconds"), ("job", "api")], &[]);
+    hs.histograms.push(h);
+    let r = write_v1(&s, &s.token, vec![hs]);
     assert_eq!(r.status, 204, "{}", r.body);
     let v = query(&s, &s.token, "latency_seconds", t0 + 1000);
     // Buckets with schema 0: index i is (2^(i-1), 2^i]; the zero bucket is [-zt, zt].
@@ -772,22 +781,60 @@ fn native_histograms_come_back_in_prometheus_json() {
 fn the_standalone_agent_pushes_host_metrics() {
     let s = Server::binary_with(&["--host-metrics", "false"]);
     let out = std::process::Command::new(crate::harness::bin())
-        .args(["agent", "--push", &s.url("/api/v1/write"), "--token", &s.token, "--once", "--instance", "agent-host"])
+        .args([
+            "agent",
+            "--push",
+            &s.url("/api/v1/write"),
+            "--token",
+            &s.token,
+            "--once",
+            "--instance",
+            "agent-host",
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stdout).starts_with("pushed "), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("pushed "),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     let now = now_ns() / 1_000_000;
-    let v = query(&s, &s.token, r#"node_load1{job="flightdeck",instance="agent-host"}"#, now);
+    let v = query(
+        &s,
+        &s.token,
+        r#"node_load1{job="flightdeck",instance="agent-host"}"#,
+        now,
+    );
     assert_eq!(v["result"].as_array().unwrap().len(), 1, "{v}");
-    let v = query(&s, &s.token, r#"process_resident_memory_bytes{instance="agent-host"}"#, now);
+    let v = query(
+        &s,
+        &s.token,
+        r#"process_resident_memory_bytes{instance="agent-host"}"#,
+        now,
+    );
     assert_eq!(v["result"].as_array().unwrap().len(), 1, "{v}");
     // A token without metrics:write is refused and not retried: exit 1.
     let (_, ro) = s.token_in("default", &["metrics:read"]);
     let out = std::process::Command::new(crate::harness::bin())
-        .args(["agent", "--push", &s.url("/api/v1/write"), "--token", &ro, "--once"])
+        .args([
+            "agent",
+            "--push",
+            &s.url("/api/v1/write"),
+            "--token",
+            &ro,
+            "--once",
+        ])
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("403"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("403"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
