@@ -11,7 +11,9 @@
 //! the project's [`Limits`] before allocating), [`decode_v1`]/[`decode_v2`]
 //! (an owned [`WriteBatch`]), and [`visit_v1`]/[`visit_v2`] (each valid
 //! series borrowed from the body, nothing allocated per label: for a store
-//! that needs owned labels only for series it has not seen). The hot path
+//! that needs owned labels only for series it has not seen), and
+//! [`keyed::KeyedV1`] (1.0 series keyed by the raw bytes of their labels,
+//! labels checked only when asked for). The hot path
 //! reads the wire format directly; it is checked against a prost reference
 //! on random and mutated requests.
 //!
@@ -48,6 +50,8 @@ use model::{
 };
 use prost::Message;
 use std::collections::HashMap;
+
+pub mod keyed;
 
 /// The remote write message a request carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

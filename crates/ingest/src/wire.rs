@@ -48,6 +48,11 @@ impl<'a> Reader<'a> {
         Reader { buf, pos: 0, base }
     }
 
+    /// The position in this message's bytes (of the next field's key).
+    pub fn pos(&self) -> usize {
+        self.pos
+    }
+
     fn err(&self, what: &'static str) -> WireError {
         WireError {
             what,

@@ -33,7 +33,10 @@ pub(crate) struct Project {
     shards: Box<[Mutex<Head>]>,
     /// Live series across the shards (for the series limit). Changed by a
     /// shard under its own lock; read without any.
-    series_total: AtomicUsize,
+    pub(crate) series_total: AtomicUsize,
+    /// Raw-key → series cache of [`Db::append_keyed`]; emptied by
+    /// [`Project::truncate`] when series are collected.
+    pub(crate) keyed: crate::keyed::Cache,
     /// Metadata per metric name; its own lock (appends touch it rarely).
     metadata: Mutex<HashMap<String, Metadata>>,
     /// Sorted by `mint`. Replaced whole (copy on write) by maintenance.
@@ -57,6 +60,7 @@ impl Project {
                 .map(|i| Mutex::new(Head::new(id, i, limits, min_valid)))
                 .collect(),
             series_total: AtomicUsize::new(0),
+            keyed: Default::default(),
             metadata: Mutex::new(HashMap::new()),
             blocks: RwLock::new(Arc::new(blocks)),
         })
@@ -95,7 +99,38 @@ impl Project {
             h.min_valid_t = h.min_valid_t.max(before);
             let gone = h.drop_before(before);
             self.series_total.fetch_sub(gone, Ordering::Relaxed);
+            if gone > 0 {
+                // Under the shard's lock (see `keyed`).
+                self.keyed.invalidate();
+            }
         }
+    }
+
+    /// Queues the metadata that changed for the WAL; the ticket if any.
+    pub(crate) fn store_metadata(
+        &self,
+        wal: &Wal,
+        metadata: &[(String, Metadata)],
+    ) -> Result<Option<wal::Ticket>, Error> {
+        if metadata.is_empty() {
+            return Ok(None);
+        }
+        let mut meta = lock(&self.metadata);
+        let mut framed = Vec::new();
+        let mut payload = Vec::new();
+        for (metric, m) in metadata {
+            if meta.get(metric) != Some(m) {
+                meta.insert(metric.clone(), m.clone());
+                payload.clear();
+                wal::encode_metadata(&mut payload, self.id, metric, m);
+                diskio::encode_record(&mut framed, &payload)
+                    .map_err(|e| Error::InvalidInput(e.to_string()))?;
+            }
+        }
+        if framed.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(wal.submit(&framed)?))
     }
 
     fn blocks(&self) -> Arc<Vec<Arc<Block>>> {
@@ -423,21 +458,8 @@ impl Db {
                 framed.clear();
             }
         }
-        if !batch.metadata.is_empty() {
-            let mut meta = lock(&p.metadata);
-            let mut payload = Vec::new();
-            for (metric, m) in &batch.metadata {
-                if meta.get(metric) != Some(m) {
-                    meta.insert(metric.clone(), m.clone());
-                    payload.clear();
-                    wal::encode_metadata(&mut payload, p.id, metric, m);
-                    diskio::encode_record(&mut framed, &payload)
-                        .map_err(|e| Error::InvalidInput(e.to_string()))?;
-                }
-            }
-            if !framed.is_empty() {
-                ticket = Some(self.inner.wal.submit(&framed)?);
-            }
+        if let Some(t) = p.store_metadata(&self.inner.wal, &batch.metadata)? {
+            ticket = Some(t);
         }
         // Tickets are ordered: the last covers the earlier ones. With
         // nothing new to write (all exact duplicates), still wait for what
@@ -448,6 +470,35 @@ impl Db {
         };
         self.inner.wal.wait(ticket)?;
         Ok(report)
+    }
+
+    /// [`Db::append`] for series keyed by the raw bytes of their labels
+    /// (see [`crate::keyed`]): a series whose key the project's cache knows
+    /// is appended without its labels; for the others `labels_of(i)` is
+    /// called (before any lock, in batch order) for the labels of series
+    /// `i`, or `None` to leave it out (the caller records why). Same
+    /// semantics, report, WAL records and durability as [`Db::append`].
+    pub fn append_keyed(
+        &self,
+        project: &str,
+        batch: &crate::KeyedBatch<'_>,
+        labels_of: &mut dyn FnMut(usize) -> Option<Labels>,
+    ) -> Result<AppendReport, Error> {
+        check_project(project)?;
+        if let Some(p) = self.inner.wal.poisoned() {
+            return Err(Error::Poisoned(p));
+        }
+        let p = self.inner.project(project, true)?.ok_or(Error::Closed)?;
+        crate::keyed::append(&p, &self.inner.wal, batch, labels_of)
+    }
+
+    /// Entries in `project`'s [`Db::append_keyed`] cache (0 if unknown).
+    pub fn keyed_cache_len(&self, project: &str) -> usize {
+        self.inner
+            .project(project, false)
+            .ok()
+            .flatten()
+            .map_or(0, |p| p.keyed.len())
     }
 
     /// A read view of `project` over `[mint, maxt]` (ms, inclusive). An

@@ -235,6 +235,14 @@ impl Head {
         }
     }
 
+    /// The ref the next new series gets; the series limit (for `keyed`).
+    pub(crate) fn next_ref(&self) -> u32 {
+        self.series.len() as u32
+    }
+    pub(crate) fn max_series(&self) -> usize {
+        self.limits.max_series
+    }
+
     /// Live series.
     pub fn num_series(&self) -> usize {
         self.live
@@ -266,7 +274,7 @@ impl Head {
                 .all(|(a, p)| self.syms.str(p[0]) == a.name && self.syms.str(p[1]) == a.value)
     }
 
-    fn lookup(&self, hash: u64, l: &Labels) -> Option<u32> {
+    pub(crate) fn lookup(&self, hash: u64, l: &Labels) -> Option<u32> {
         let r = *self.by_hash.get(&hash)?;
         if self.same_labels(self.get(r), l) {
             return Some(r);
@@ -280,7 +288,7 @@ impl Head {
 
     /// Creates series `r` (a new ref: at or past the end); the caller
     /// checked that the labels do not exist.
-    fn create(&mut self, r: u32, hash: u64, pairs: &[(&str, &str)]) -> u32 {
+    pub(crate) fn create(&mut self, r: u32, hash: u64, pairs: &[(&str, &str)]) -> u32 {
         while self.series.len() < r as usize {
             self.series.push(None);
         }

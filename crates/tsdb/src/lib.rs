@@ -60,6 +60,7 @@ mod enc;
 mod error;
 pub mod files;
 mod head;
+pub mod keyed;
 mod postings;
 mod query;
 mod wal;
@@ -70,6 +71,7 @@ pub use block::BlockMeta;
 pub use db::Db;
 pub use error::Error;
 pub use head::MAX_LISTED_REJECTIONS;
+pub use keyed::{KeyedBatch, KeyedSeries};
 pub use query::{Histograms, Querier, Samples, Series, SeriesSet};
 
 /// How the store behaves; [`Options::default`] is Prometheus-like.
