@@ -19,7 +19,7 @@
 //! fsync before returning.
 //!
 //! **Keys.** A map key is SipHash-1-3 (128-bit output) of the caller's
-//! `salt` and key bytes, under a secret key drawn once per process: an
+//! `salt` (length-prefixed) and key bytes, under a secret key drawn once per process: an
 //! attacker who does not know it cannot make two keys collide (a 2⁻¹²⁸
 //! chance per pair otherwise), so the cache stores no key bytes. The salt
 //! separates key spaces: a caller puts in it everything besides the bytes
@@ -71,7 +71,7 @@ pub struct KeyedBatch<'a> {
     /// Separates key spaces: keys under different salts never match. Put
     /// in it the protocol and everything that decides a series' validity
     /// besides its key (e.g. a hash of the project's label limits).
-    pub salt: u64,
+    pub salt: &'a [u8],
     pub series: Vec<KeyedSeries<'a>>,
     /// Metric metadata, stored as [`Db::append`](crate::Db::append) does.
     pub metadata: Vec<(String, Metadata)>,
@@ -136,10 +136,18 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Cache {
-    fn key(salt: u64, bytes: &[u8]) -> Key {
+    /// The hasher state after `salt` (its length first, so that no
+    /// (salt, key) pair feeds the same bytes as another).
+    fn salted(salt: &[u8]) -> SipHasher13 {
         let (k0, k1) = secret();
         let mut h = SipHasher13::new_with_keys(k0, k1);
-        h.write(&salt.to_le_bytes());
+        h.write(&(salt.len() as u64).to_le_bytes());
+        h.write(salt);
+        h
+    }
+
+    fn key(salted: &SipHasher13, bytes: &[u8]) -> Key {
+        let mut h = *salted;
         h.write(bytes);
         let x = h.finish128();
         Key(x.h1, x.h2)
@@ -195,8 +203,9 @@ pub(crate) fn append(
     let mut keys = Vec::with_capacity(batch.series.len());
     let mut found = Vec::with_capacity(batch.series.len());
     let mut by_shard: Vec<Vec<usize>> = vec![Vec::new(); SHARDS as usize];
+    let salted = Cache::salted(batch.salt);
     for (i, s) in batch.series.iter().enumerate() {
-        let k = Cache::key(batch.salt, s.key);
+        let k = Cache::key(&salted, s.key);
         keys.push(k);
         let (f, shard) = match p.keyed.get(k) {
             Some(e) => (
@@ -442,18 +451,20 @@ mod tests {
 
     #[test]
     fn keys_depend_on_salt_and_every_byte() {
-        let a = Cache::key(1, b"abc");
-        assert_eq!(a, Cache::key(1, b"abc"));
-        assert_ne!(a, Cache::key(2, b"abc"));
-        assert_ne!(a, Cache::key(1, b"abd"));
-        assert_ne!(a, Cache::key(1, b"abc\0"));
-        assert_ne!(Cache::key(0, b""), Cache::key(0, b"\0"));
+        let key = |salt: &[u8], b: &[u8]| Cache::key(&Cache::salted(salt), b);
+        let a = key(b"s", b"abc");
+        assert_eq!(a, key(b"s", b"abc"));
+        assert_ne!(a, key(b"t", b"abc"));
+        assert_ne!(a, key(b"sa", b"bc"));
+        assert_ne!(a, key(b"s", b"abd"));
+        assert_ne!(a, key(b"s", b"abc\0"));
+        assert_ne!(key(b"", b""), key(b"", b"\0"));
     }
 
     #[test]
     fn invalidate_empties_and_bumps_the_epoch() {
         let c = Cache::default();
-        let k = Cache::key(0, b"x");
+        let k = Cache::key(&Cache::salted(b""), b"x");
         c.map(k).insert(
             k,
             Entry {

@@ -9,7 +9,7 @@
 //! per-request sample limit, invalid native histograms and metadata limits
 //! are found before anything is handed out. Label rules (UTF-8, names,
 //! order, duplicates, `__name__`) and per-series limits are checked by
-//! [`KeyedV1::labels`], and [`Rejections::into_list`] gives the rejections
+//! [`RawSeries::labels`], and [`Rejections::into_list`] gives the rejections
 //! in the order `decode_limited` gives them. With every series' labels
 //! asked for, the outcome is `decode_limited`'s exactly (checked in
 //! `tests/ingest/keyed.rs`).
@@ -236,13 +236,15 @@ impl<'a> KeyedV1<'a> {
         });
         Ok(n)
     }
+}
 
-    /// The labels of series `i`, checked against Prometheus' rules and
-    /// `limits` (which must be those [`KeyedV1::salt`] was given): sorted,
-    /// without empty values. `None` when the series breaks one; the
-    /// rejection is recorded in `rejections`, as `decode_limited` words it.
-    pub fn labels(&self, i: usize, limits: &Limits, rejections: &mut Rejections) -> Option<Labels> {
-        let s = &self.series[i];
+impl RawSeries<'_> {
+    /// The series' labels, checked against Prometheus' rules and `limits`
+    /// (which must be those [`KeyedV1::salt`] was given): sorted, without
+    /// empty values. `None` when the series breaks one; the rejection is
+    /// recorded in `rejections`, as `decode_limited` words it.
+    pub fn labels(&self, limits: &Limits, rejections: &mut Rejections) -> Option<Labels> {
+        let s = self;
         let n = s.samples.len() + s.histograms.len();
         let mut pairs = Vec::new();
         label_pairs(&s.key, &mut pairs);

@@ -8,6 +8,8 @@
 //!   table, and each point type;
 //! - `reference`: the hand-written wire decoders against a naive prost
 //!   reference on random and mutated requests;
+//! - `keyed`: `remote_write::keyed` against `decode_limited` on random and
+//!   mutated requests;
 //! - `hostile`: truncated, flipped and random bytes into every decoder:
 //!   errors, never panics.
 //!
@@ -16,6 +18,7 @@
 
 mod common;
 mod hostile;
+mod keyed;
 mod otlp;
 mod reference;
 mod remote_write;

@@ -1,7 +1,9 @@
 //! Metric ingest handlers: Prometheus remote write 1.0/2.0 at
 //! `POST /api/v1/write` and OTLP/HTTP metrics at `POST /v1/metrics`.
 //!
-//! Each is a few lines around the `ingest` decoders and `tsdb::Db::append`,
+//! Each is a few lines around the `ingest` decoders and `tsdb::Db::append`
+//! (remote write 1.0: `tsdb::Db::append_keyed`, keyed by the raw label
+//! bytes, so known series skip label decoding),
 //! run on tokio's blocking pool (decoding is CPU work, the append waits for
 //! the WAL's fsync). Mimir's partial semantics: series that fail
 //! validation or storage checks are left out, the rest is stored, and the
@@ -103,6 +105,58 @@ fn store_batch(
         out.add(r.reason.as_str(), r.samples.max(1), || r.message.clone());
     }
     let report = m.db.append(project, &batch).map_err(store_error)?;
+    add_report(m, &report, out);
+    Ok(())
+}
+
+/// Remote write 1.0 through the store's raw-key cache
+/// (`tsdb::Db::append_keyed`): a series the project already holds is
+/// stored without its labels being decoded, validated or compared. The
+/// same answer as [`ingest::remote_write::decode_limited`] followed by
+/// [`store_batch`] (decoding errors, rejections and their order, report).
+fn store_v1_keyed(
+    m: &MetricsStore,
+    project: &str,
+    raw: &[u8],
+    out: &mut Outcome,
+) -> Result<(), PromError> {
+    use ingest::remote_write::keyed::{KeyedV1, Rejections};
+    let limits = m.limits_for(project);
+    let KeyedV1 {
+        series,
+        samples,
+        histograms,
+        metadata,
+        rejections: decoded,
+    } = KeyedV1::decode(raw, limits).map_err(decode_error)?;
+    let salt = KeyedV1::salt(limits);
+    let batch = tsdb::KeyedBatch {
+        salt: &salt,
+        series: series
+            .iter()
+            .map(|s| tsdb::KeyedSeries {
+                key: &s.key,
+                samples: &samples[s.samples.clone()],
+                histograms: &histograms[s.histograms.clone()],
+            })
+            .collect(),
+        metadata,
+    };
+    let mut rejections: Rejections = decoded;
+    let report =
+        m.db.append_keyed(project, &batch, &mut |i| {
+            series[i].labels(limits, &mut rejections)
+        })
+        .map_err(store_error)?;
+    for r in &rejections.into_list() {
+        out.add(r.reason.as_str(), r.samples.max(1), || r.message.clone());
+    }
+    add_report(m, &report, out);
+    Ok(())
+}
+
+/// Adds the store's rejections to `out`.
+fn add_report(m: &MetricsStore, report: &tsdb::AppendReport, out: &mut Outcome) {
     out.stored_samples += report.accepted_samples;
     out.stored_histograms += report.accepted_histograms;
     for reason in tsdb::RejectReason::ALL {
@@ -126,7 +180,6 @@ fn store_batch(
             None => reason_text(reason).to_string(),
         });
     }
-    Ok(())
 }
 
 fn reason_text(r: tsdb::RejectReason) -> &'static str {
@@ -241,24 +294,28 @@ pub async fn remote_write(
     let r = tokio::task::spawn_blocking(move || {
         let raw = ingest::decompress::content_decode(Some(&encoding), &body, m.max_request_bytes)
             .map_err(decode_error)?;
-        let decoded = ingest::remote_write::decode_limited(version, &raw, m.limits_for(&project))
-            .map_err(decode_error)?;
         let mut out = Outcome {
             stored_samples: 0,
             stored_histograms: 0,
             rejected: Vec::new(),
             examples: Vec::new(),
         };
-        for r in &decoded.rejected {
-            out.add(r.reason.as_str(), r.samples.max(1), || r.message.clone());
+        if version == Version::V1 {
+            store_v1_keyed(&m, &project, &raw, &mut out)?;
+        } else {
+            let decoded =
+                ingest::remote_write::decode_limited(version, &raw, m.limits_for(&project))
+                    .map_err(decode_error)?;
+            for r in &decoded.rejected {
+                out.add(r.reason.as_str(), r.samples.max(1), || r.message.clone());
+            }
+            store_batch(&m, &project, decoded.batch, &mut out)?;
         }
-        let exemplars = decoded.stats.exemplars;
-        store_batch(&m, &project, decoded.batch, &mut out)?;
         count(&st2, &project, "remote_write", &out);
-        Ok::<_, PromError>((out, exemplars))
+        Ok::<_, PromError>(out)
     })
     .await;
-    let (out, _exemplars) = match r {
+    let out = match r {
         Ok(Ok(x)) => x,
         Ok(Err(e)) => return e.into_response(),
         Err(e) => return PromError::internal(e).into_response(),

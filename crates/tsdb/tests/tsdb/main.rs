@@ -5,5 +5,6 @@ mod blocks;
 mod common;
 mod crash;
 mod histograms;
+mod keyed;
 mod reference;
 mod wal_and_head;
