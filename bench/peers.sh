@@ -5,6 +5,7 @@
 #
 #   bench/peers.sh                       # 100k series x 120 samples
 #   SERIES=1000000 SAMPLES=60 bench/peers.sh
+#   FD_BIN=/tmp/flightdeck-main FD_NAME=main PEERS= bench/peers.sh   # another build, alone
 #
 # Flightdeck runs as the release binary on a fresh data directory, without
 # host metrics (the peers collect none), and its admin token authenticates
@@ -17,8 +18,12 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 SHARED=${FLIGHTDECK_SHARED:-$ROOT/../shared}
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/flightdeck-target}"
-cargo build --release --locked -p flightdeck
-BIN=$CARGO_TARGET_DIR/release/flightdeck
+if [[ -n ${FD_BIN:-} ]]; then
+  BIN=$FD_BIN
+else
+  cargo build --release --locked -p flightdeck
+  BIN=$CARGO_TARGET_DIR/release/flightdeck
+fi
 
 WORK=$(mktemp -d)
 PORT=${FD_PORT:-18464}

@@ -16,6 +16,11 @@
 //!    appended to the series' open Gorilla chunk (or the out-of-order
 //!    buffer). Rejections are collected in the [`AppendReport`]; they do not
 //!    fail the batch (Mimir's semantics).
+//!    Remote write 1.0 comes through [`Db::append_keyed`] instead: each
+//!    series is first looked up by a keyed hash of the raw bytes its labels
+//!    were sent in, in a per-project cache of series refs ([`keyed`]); a
+//!    hit goes straight to the sample checks, without its labels being
+//!    decoded, validated, hashed or compared.
 //! 3. **WAL.** Still under the shard's mutex, the accepted samples (and the
 //!    labels of new series) are encoded as checksummed WAL records and
 //!    queued for the WAL writer thread; the mutex is released.
