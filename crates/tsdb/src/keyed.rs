@@ -27,21 +27,24 @@
 //! are read (the protocol), so a hit implies the same labels *and* the same
 //! validation outcome as when the entry was made.
 //!
-//! **Invalidation.** An entry names a head shard, a local ref and the
-//! cache's epoch when it was made. The head garbage-collects series at a
-//! block cut (under the shard's lock); the cut then bumps the epoch and
-//! empties the cache ([`Cache::invalidate`], still under that lock). An
-//! append compares an entry's epoch with the current one *under the head
-//! shard's lock*, so an entry made before a collection is never used after
-//! it: it falls back to the labels, like a miss.
+//! **Invalidation.** An entry names a head shard and a local ref. The
+//! head garbage-collects series at a block cut (under the shard's lock);
+//! the cut then empties the cache and bumps its epoch ([`Cache::invalidate`],
+//! still under that lock, in that order). An append reads the epoch before
+//! its lookups and again *under each head shard's lock*: if it moved, an
+//! entry it found may predate the collection, and every series it found
+//! is resolved by its labels instead, like a miss. (An entry is only ever
+//! made under the lock of the shard it names, while its ref is live, so an
+//! unchanged epoch proves the ref still is.)
 //!
-//! **Memory.** 24 bytes per entry (two 64-bit hash halves, ref, epoch) plus
-//! the hash table's spare capacity: about 28–55 bytes per active series.
+//! **Memory.** 16 bytes per entry (64 bits of the key as the map key, 32
+//! more bits checked on a hit — 96 in all — and the ref) plus the hash
+//! table's spare capacity: 18–37 bytes per active series.
 //!
 //! **Lock order.** Head shard → cache shard (entries are made under the
 //! head's lock); lookups take a cache shard alone.
 
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
@@ -77,22 +80,17 @@ pub struct KeyedBatch<'a> {
     pub metadata: Vec<(String, Metadata)>,
 }
 
-/// A cache key: the two halves of a 128-bit keyed hash.
+/// A series' keyed hash: the two halves of a 128-bit SipHash. `.0` is the
+/// map key (the map's identity hasher takes it as is); the low 32 bits of
+/// `.1` are checked on a hit, the high ones pick the cache shard.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 struct Key(u64, u64);
 
-impl Hash for Key {
-    fn hash<H: Hasher>(&self, h: &mut H) {
-        // Already a uniform hash: the map's identity hasher takes it as is.
-        h.write_u64(self.0);
-    }
-}
-
 #[derive(Clone, Copy, Debug)]
 struct Entry {
+    check: u32,
     /// `local ref × SHARDS + shard`, as in WAL records.
     wal_ref: u32,
-    epoch: u32,
 }
 
 /// Cache shards (by key), so concurrent appends of a project rarely meet.
@@ -101,9 +99,9 @@ const CACHE_SHARDS: usize = 16;
 /// One project's key → series cache. See the module doc.
 pub(crate) struct Cache {
     /// Bumped at every garbage collection of any of the project's head
-    /// shards, under that shard's lock.
+    /// shards, under that shard's lock, after the maps were emptied.
     epoch: AtomicU32,
-    maps: Box<[Mutex<IdMap<Key, Entry>>]>,
+    maps: Box<[Mutex<IdMap<u64, Entry>>]>,
 }
 
 impl Default for Cache {
@@ -153,26 +151,40 @@ impl Cache {
         Key(x.h1, x.h2)
     }
 
-    fn map(&self, k: Key) -> MutexGuard<'_, IdMap<Key, Entry>> {
-        // The map uses the low bits of `k.0`; pick the shard by others.
-        lock(&self.maps[(k.1 % CACHE_SHARDS as u64) as usize])
+    fn map(&self, k: Key) -> MutexGuard<'_, IdMap<u64, Entry>> {
+        lock(&self.maps[((k.1 >> 32) % CACHE_SHARDS as u64) as usize])
     }
 
-    fn get(&self, k: Key) -> Option<Entry> {
-        self.map(k).get(&k).copied()
+    /// The WAL ref cached for `k`.
+    fn get(&self, k: Key) -> Option<u32> {
+        self.map(k)
+            .get(&k.0)
+            .filter(|e| e.check == k.1 as u32)
+            .map(|e| e.wal_ref)
+    }
+
+    /// Caches `wal_ref` for `k`. Only with the lock of the ref's head shard
+    /// held, while the ref is live.
+    fn insert(&self, k: Key, wal_ref: u32) {
+        let e = Entry {
+            check: k.1 as u32,
+            wal_ref,
+        };
+        self.map(k).insert(k.0, e);
     }
 
     pub fn epoch(&self) -> u32 {
-        self.epoch.load(Ordering::Acquire)
+        self.epoch.load(Ordering::SeqCst)
     }
 
     /// Forgets every entry. Call with the lock of the head shard whose
     /// series were collected held, right after collecting.
     pub fn invalidate(&self) {
-        self.epoch.fetch_add(1, Ordering::AcqRel);
         for m in self.maps.iter() {
             *lock(m) = IdMap::default();
         }
+        // After the maps are empty: see the module doc.
+        self.epoch.fetch_add(1, Ordering::SeqCst);
     }
 
     /// Entries held.
@@ -184,7 +196,7 @@ impl Cache {
 /// What phase 1 (no head lock) found for a series.
 enum Found {
     /// In the cache: the shard's local ref, valid if the epoch still is.
-    Cached { local: u32, epoch: u32 },
+    Cached { local: u32 },
     /// Not cached: the caller's labels and their head hash.
     Labels { labels: Labels, hash: u64 },
     /// The caller refused it (it recorded why).
@@ -204,16 +216,17 @@ pub(crate) fn append(
     let mut found = Vec::with_capacity(batch.series.len());
     let mut by_shard: Vec<Vec<usize>> = vec![Vec::new(); SHARDS as usize];
     let salted = Cache::salted(batch.salt);
+    // Before any lookup (see the module doc).
+    let start_epoch = p.keyed.epoch();
     for (i, s) in batch.series.iter().enumerate() {
         let k = Cache::key(&salted, s.key);
         keys.push(k);
         let (f, shard) = match p.keyed.get(k) {
-            Some(e) => (
+            Some(wal_ref) => (
                 Found::Cached {
-                    local: e.wal_ref / SHARDS,
-                    epoch: e.epoch,
+                    local: wal_ref / SHARDS,
                 },
-                (e.wal_ref % SHARDS) as usize,
+                (wal_ref % SHARDS) as usize,
             ),
             None => match labels_of(i) {
                 None => (Found::Refused, usize::MAX),
@@ -241,7 +254,7 @@ pub(crate) fn append(
         let mut head = p.shard(shard);
         // Read under the shard's lock: a collection of this shard bumps it
         // under the same lock (see the module doc).
-        let epoch = p.keyed.epoch();
+        let unchanged = p.keyed.epoch() == start_epoch;
         let mut new_series: Vec<u32> = Vec::new();
         let mut samples = SamplesEncoder::default();
         let mut hists: Vec<(u32, i64, &HistogramValue)> = Vec::new();
@@ -249,15 +262,17 @@ pub(crate) fn append(
             let s = &batch.series[i];
             // The ref, and whether the cache lacks a valid entry for it.
             let (r, make_entry) = match &found[i] {
-                Found::Cached { local, epoch: e } if *e == epoch && head.has_series(*local) => {
-                    (*local, false)
-                }
+                Found::Cached { local } if unchanged && head.has_series(*local) => (*local, false),
                 Found::Cached { .. } => {
-                    // Made before a collection: resolve by labels (the
+                    // Maybe made before a collection: resolve by labels (the
                     // caller validated these bytes under this salt before,
                     // so it gives them again).
                     let Some(labels) = labels_of(i) else { continue };
-                    check_labels(i, &labels)?;
+                    if check_labels(i, &labels).is_err() {
+                        // Cannot happen (they passed when the entry was
+                        // made); never fail half-way through the shards.
+                        continue;
+                    }
                     let hash = label_hash(&labels);
                     match resolve(p, &mut head, hash, &labels, s, &mut report, &mut new_series) {
                         Some(r) => (r, true),
@@ -274,9 +289,7 @@ pub(crate) fn append(
             };
             if make_entry {
                 let wal_ref = head.wal_ref(r);
-                p.keyed
-                    .map(keys[i])
-                    .insert(keys[i], Entry { wal_ref, epoch });
+                p.keyed.insert(keys[i], wal_ref);
             }
             append_samples(&mut head, r, s, &mut report, &mut samples, &mut hists);
         }
@@ -465,15 +478,11 @@ mod tests {
     fn invalidate_empties_and_bumps_the_epoch() {
         let c = Cache::default();
         let k = Cache::key(&Cache::salted(b""), b"x");
-        c.map(k).insert(
-            k,
-            Entry {
-                wal_ref: 9,
-                epoch: 0,
-            },
-        );
+        c.insert(k, 9);
         assert_eq!(c.len(), 1);
-        assert_eq!(c.get(k).map(|e| e.wal_ref), Some(9));
+        assert_eq!(c.get(k), Some(9));
+        // The same map key with other check bits is not a hit.
+        assert_eq!(c.get(Key(k.0, k.1 ^ 1)), None);
         c.invalidate();
         assert_eq!(c.len(), 0);
         assert_eq!(c.epoch(), 1);
