@@ -123,40 +123,50 @@ pub fn encode_series<'a>(
 }
 
 /// Builds a samples record incrementally: samples are grouped in runs per
-/// series (`ref, n, then t as zigzag delta varint and v as 8 bytes`).
+/// series (`ref, n`, then per sample `Δt` as a zigzag varint and `v` as 8
+/// bytes). Timestamps are deltas within a run; a run's first is relative to
+/// the record's base time (its first sample's), so it is short too.
 #[derive(Default)]
 pub struct SamplesEncoder {
     buf: Vec<u8>,
+    /// The open run's samples (its count must be written before them).
+    run: Vec<u8>,
+    run_ref: u32,
     runs: u64,
-    run_start: usize,
     run_len: u64,
     last_t: i64,
+    base_t: Option<i64>,
     total: usize,
 }
 
 impl SamplesEncoder {
     pub fn begin_series(&mut self, r: u32) {
         self.end_run();
-        put_uvarint(&mut self.buf, u64::from(r));
-        self.run_start = self.buf.len();
+        self.run_ref = r;
         self.run_len = 0;
-        self.last_t = 0;
-        self.runs += 1;
+        self.last_t = self.base_t.unwrap_or(0);
     }
 
     fn end_run(&mut self) {
-        if self.runs == 0 {
+        if self.run_len == 0 {
             return;
         }
-        // The count goes before the run's samples: insert it.
-        let mut n = Vec::with_capacity(3);
-        put_uvarint(&mut n, self.run_len);
-        self.buf.splice(self.run_start..self.run_start, n);
+        put_uvarint(&mut self.buf, u64::from(self.run_ref));
+        put_uvarint(&mut self.buf, self.run_len);
+        self.buf.extend_from_slice(&self.run);
+        self.run.clear();
+        self.run_len = 0;
+        self.runs += 1;
     }
 
+    /// Adds a sample to the run begun last.
     pub fn push(&mut self, t: i64, v: f64) {
-        put_varint(&mut self.buf, t.wrapping_sub(self.last_t));
-        put_f64(&mut self.buf, v);
+        if self.base_t.is_none() {
+            self.base_t = Some(t);
+            self.last_t = t;
+        }
+        put_varint(&mut self.run, t.wrapping_sub(self.last_t));
+        put_f64(&mut self.run, v);
         self.last_t = t;
         self.run_len += 1;
         self.total += 1;
@@ -166,12 +176,12 @@ impl SamplesEncoder {
         self.total == 0
     }
 
-    /// Writes the record (type, project, run count, runs) to `out`.
+    /// Writes the record (type, project, base time, run count, runs).
     pub fn finish(mut self, project: u32, out: &mut Vec<u8>) {
         self.end_run();
-        // Drop runs that got no sample: they encode as n = 0, harmless.
         out.push(REC_SAMPLES);
         put_uvarint(out, u64::from(project));
+        put_varint(out, self.base_t.unwrap_or(0));
         put_uvarint(out, self.runs);
         out.extend_from_slice(&self.buf);
     }
@@ -231,12 +241,13 @@ pub fn decode(payload: &[u8]) -> Result<Record, String> {
         }
         REC_SAMPLES => {
             let project = r.u32v("project id")?;
+            let base = r.varint("base time")?;
             let runs = r.usize_bounded(r.remaining(), "run count")?;
             let mut samples = Vec::new();
             for _ in 0..runs {
                 let sref = r.u32v("series ref")?;
                 let n = r.usize_bounded(r.remaining() / 9, "sample count")?;
-                let mut t = 0i64;
+                let mut t = base;
                 for _ in 0..n {
                     t = t.wrapping_add(r.varint("timestamp")?);
                     samples.push((sref, t, r.f64("value")?));
