@@ -19,7 +19,9 @@ use model::{Labels, Metadata, WriteBatch};
 
 use crate::block::{self, Block, BlockSeries};
 use crate::error::IoContext;
-use crate::head::{Head, HeadLimits, MemChunk, SHARDS, label_hash, rechunk_floats, rechunk_hists};
+use crate::head::{
+    BatchKeys, Head, HeadLimits, MemChunk, SHARDS, label_hash, rechunk_floats, rechunk_hists,
+};
 use crate::query::Querier;
 use crate::wal::{self, Record, Wal};
 use crate::{AppendReport, Error, Options, ProjectStats, files};
@@ -392,14 +394,10 @@ impl Db {
         let p = self.inner.project(project, true)?.ok_or(Error::Closed)?;
         let mut report = AppendReport::default();
         let mut framed = Vec::new();
-        // Hashing reads every label byte: do it before taking the lock.
-        let hashes: Vec<u64> = batch
-            .series
-            .iter()
-            .map(|ts| label_hash(&ts.labels))
-            .collect();
+        // Keys and hashes read every label byte: build them before any lock.
+        let keys = BatchKeys::new(batch);
         let mut by_shard: Vec<Vec<usize>> = vec![Vec::new(); SHARDS as usize];
-        for (i, h) in hashes.iter().enumerate() {
+        for (i, h) in keys.hashes.iter().enumerate() {
             by_shard[Project::shard_of(*h)].push(i);
         }
         let mut ticket = None;
@@ -411,7 +409,7 @@ impl Db {
             head.append_batch(
                 batch,
                 indexes,
-                &hashes,
+                &keys,
                 &p.series_total,
                 &mut report,
                 &mut framed,
