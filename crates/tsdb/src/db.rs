@@ -200,7 +200,6 @@ impl Db {
             }
         }
 
-        let (wal, replay) = Wal::open(&dir.join(files::WAL_DIR), opts.faults.clone())?;
         let wal_path = dir.join(files::WAL_DIR);
         // Replay starts with no minimum valid time: the WAL's own truncation
         // records drop what went into blocks at the points where it happened
@@ -213,7 +212,9 @@ impl Db {
         let mut by_id: HashMap<u32, Arc<Project>> = HashMap::new();
         let mut next_id = 0u32;
         let corrupt = |d: String| Error::corrupt(&wal_path, d);
-        for rec in replay.records {
+        // Applied to each record as the WAL is read, one segment in memory
+        // at a time.
+        let apply = |rec: Record| -> Result<(), Error> {
             let pid = match &rec {
                 Record::Project { id, name } => {
                     if check_project(name).is_err() {
@@ -235,7 +236,7 @@ impl Db {
                     };
                     by_id.insert(*id, p);
                     next_id = next_id.max(id + 1);
-                    continue;
+                    return Ok(());
                 }
                 Record::Series { project, .. }
                 | Record::Samples { project, .. }
@@ -295,7 +296,9 @@ impl Db {
                 Record::Truncate { before, .. } => p.truncate(&mut heads, before),
                 Record::Project { .. } => {}
             }
-        }
+            Ok(())
+        };
+        let wal = Wal::open(&wal_path, opts.faults.clone(), apply)?;
         // Projects with blocks but nothing in the WAL.
         let mut declare = Vec::new();
         for (name, blocks) in on_disk {

@@ -381,12 +381,6 @@ pub struct Wal {
     writer: Mutex<Option<JoinHandle<()>>>,
 }
 
-/// What [`Wal::open`] found on disk, in replay order.
-pub struct Replay {
-    /// Records of the checkpoint, then of every segment, in order.
-    pub records: Vec<Record>,
-}
-
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A panic while holding the lock is a bug elsewhere; the data it
     // guards (byte buffers, counters) is still consistent enough to go on.
@@ -424,7 +418,11 @@ fn read_file(path: &Path) -> Result<Vec<u8>, Error> {
 
 /// Reads one segment; a torn tail is truncated when `truncate_torn`, and is
 /// corruption otherwise.
-fn read_segment(path: &Path, truncate_torn: bool, out: &mut Vec<Record>) -> Result<(), Error> {
+fn read_segment(
+    path: &Path,
+    truncate_torn: bool,
+    apply: &mut dyn FnMut(Record) -> Result<(), Error>,
+) -> Result<(), Error> {
     let buf = read_file(path)?;
     if buf.len() < SEGMENT_MAGIC.len() && truncate_torn && SEGMENT_MAGIC.starts_with(&buf) {
         // Created, header not (wholly) written: no record can be in it.
@@ -445,7 +443,7 @@ fn read_segment(path: &Path, truncate_torn: bool, out: &mut Vec<Record>) -> Resu
         let r = decode(rec.payload).map_err(|d| {
             Error::corrupt(path, format!("record at byte {}: {d}", base + rec.offset))
         })?;
-        out.push(r);
+        apply(r)?;
     }
     match it.finish() {
         ScanEnd::Clean => Ok(()),
@@ -479,16 +477,20 @@ fn read_segment(path: &Path, truncate_torn: bool, out: &mut Vec<Record>) -> Resu
 }
 
 impl Wal {
-    /// Opens the log in `dir` (created if missing), reads everything for
-    /// replay, truncates a torn tail, and starts a fresh segment and the
-    /// writer thread.
-    pub fn open(dir: &Path, faults: Faults) -> Result<(Wal, Replay), Error> {
+    /// Opens the log in `dir` (created if missing): hands every record to
+    /// `apply` in order (the checkpoint's, then each segment's; one file in
+    /// memory at a time), truncates a torn tail, and starts a fresh segment
+    /// and the writer thread.
+    pub fn open(
+        dir: &Path,
+        faults: Faults,
+        mut apply: impl FnMut(Record) -> Result<(), Error>,
+    ) -> Result<Wal, Error> {
         fs::create_dir_all(dir).at(dir)?;
         let (segs, checkpoint) = list_segments(dir)?;
-        let mut records = Vec::new();
         let first_seg = if let Some(c) = checkpoint {
             let cdir = dir.join(format!("{}{c:08}", files::CHECKPOINT_PREFIX));
-            read_segment(&cdir.join(files::segment_name(0)), false, &mut records)?;
+            read_segment(&cdir.join(files::segment_name(0)), false, &mut apply)?;
             // Older checkpoints and segments a checkpoint covers are leftovers
             // of a checkpoint interrupted after its rename.
             for e in fs::read_dir(dir).at(dir)? {
@@ -511,7 +513,7 @@ impl Wal {
                 fs::remove_file(&p).at(&p)?;
                 continue;
             }
-            read_segment(&p, i + 1 == segs.len(), &mut records)?;
+            read_segment(&p, i + 1 == segs.len(), &mut apply)?;
             last = s;
         }
         let segment = last.max(first_seg) + 1;
@@ -538,13 +540,10 @@ impl Wal {
             .name("tsdb-wal".into())
             .spawn(move || writer(s2, file, segment))
             .map_err(|e| Error::io(dir, e))?;
-        Ok((
-            Wal {
-                shared,
-                writer: Mutex::new(Some(handle)),
-            },
-            Replay { records },
-        ))
+        Ok(Wal {
+            shared,
+            writer: Mutex::new(Some(handle)),
+        })
     }
 
     /// Queues framed records (`bytes` as built by [`diskio::encode_record`])
@@ -620,34 +619,40 @@ impl Wal {
     ) -> Result<(), Error> {
         let dir = &self.shared.dir;
         let (segs, old_cp) = list_segments(dir)?;
-        let mut records = Vec::new();
-        if let Some(c) = old_cp {
-            let p = dir
-                .join(format!("{}{c:08}", files::CHECKPOINT_PREFIX))
-                .join(files::segment_name(0));
-            read_segment(&p, false, &mut records)?;
-        }
-        let old: Vec<u64> = segs.into_iter().filter(|s| *s < before).collect();
-        for s in &old {
-            read_segment(&dir.join(files::segment_name(*s)), false, &mut records)?;
-        }
-        let mut out = SEGMENT_MAGIC.to_vec();
-        let mut payload = Vec::new();
-        for r in records {
-            if let Some(r) = keep(r) {
-                payload.clear();
-                encode(&mut payload, &r);
-                diskio::encode_record(&mut out, &payload)
-                    .map_err(|e| Error::InvalidInput(e.to_string()))?;
-            }
-        }
         let name = format!("{}{before:08}", files::CHECKPOINT_PREFIX);
         let tmp = dir.join(format!("{}{name}", files::TMP_PREFIX));
         let _ = fs::remove_dir_all(&tmp);
         fs::create_dir_all(&tmp).at(&tmp)?;
         let seg = tmp.join(files::segment_name(0));
         let mut f = File::create(&seg).at(&seg)?;
-        diskio::write_all(&self.shared.faults, &mut f, &out, "wal checkpoint").at(&seg)?;
+        let faults = &self.shared.faults;
+        // Streamed: one input file and a few MiB of output in memory.
+        let mut out = SEGMENT_MAGIC.to_vec();
+        let mut payload = Vec::new();
+        let mut sink = |r: Record| -> Result<(), Error> {
+            if let Some(r) = keep(r) {
+                payload.clear();
+                encode(&mut payload, &r);
+                diskio::encode_record(&mut out, &payload)
+                    .map_err(|e| Error::InvalidInput(e.to_string()))?;
+                if out.len() >= 8 << 20 {
+                    diskio::write_all(faults, &mut f, &out, "wal checkpoint").at(&seg)?;
+                    out.clear();
+                }
+            }
+            Ok(())
+        };
+        if let Some(c) = old_cp {
+            let p = dir
+                .join(format!("{}{c:08}", files::CHECKPOINT_PREFIX))
+                .join(files::segment_name(0));
+            read_segment(&p, false, &mut sink)?;
+        }
+        let old: Vec<u64> = segs.into_iter().filter(|s| *s < before).collect();
+        for s in &old {
+            read_segment(&dir.join(files::segment_name(*s)), false, &mut sink)?;
+        }
+        diskio::write_all(faults, &mut f, &out, "wal checkpoint").at(&seg)?;
         diskio::sync_file(&self.shared.faults, &f, "wal checkpoint").at(&seg)?;
         drop(f);
         diskio::fsync_dir(&tmp).at(&tmp)?;
