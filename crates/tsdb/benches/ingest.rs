@@ -297,12 +297,32 @@ fn main() {
     let hwm = proc_status("VmHWM:");
     let stats = db.stats("bench");
     let wal_bytes = db.wal_bytes();
+    let syncs = db.wal_syncs();
+    // Restart: replay the WAL (what a crash recovery costs).
+    let Ok(db) = Arc::try_unwrap(db) else {
+        panic!("bug: writers still hold the store")
+    };
+    db.close().expect("close");
+    let rp = Instant::now();
+    let db = Db::open(
+        &dir,
+        Options {
+            maintenance_interval: None,
+            ..Options::default()
+        },
+    )
+    .expect("reopen");
+    let replay_secs = rp.elapsed().as_secs_f64();
+    assert_eq!(
+        db.stats("bench").samples_stored,
+        stats.samples_stored,
+        "replay lost samples"
+    );
     let fl = Instant::now();
     db.flush().expect("flush");
     let flush_secs = fl.elapsed().as_secs_f64();
     let disk = dir_size(&dir);
     let stats2 = db.stats("bench");
-    let syncs = db.wal_syncs();
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
 
     println!(
@@ -337,6 +357,10 @@ fn main() {
         disk as f64 / accepted as f64,
         stats2.block_bytes,
         stats2.block_bytes as f64 / accepted as f64
+    );
+    println!(
+        "restart: WAL replay {replay_secs:.2} s ({:.0} samples/s)",
+        accepted as f64 / replay_secs
     );
     println!("loadavg {}", load.trim());
     drop(tmp);
