@@ -30,6 +30,7 @@ use model::{HistogramValue, Label, Labels, Matcher};
 
 use crate::chunk::{
     Encoding, HistAppender, HistIter, SAMPLES_PER_CHUNK, XorAppender, XorIter, decode_floats,
+    encode_dec,
 };
 use crate::postings::{self, Index};
 use crate::wal::{self, SamplesEncoder};
@@ -382,12 +383,7 @@ impl Head {
         if s.last_t == i64::MIN || t > s.last_t {
             if new_chunk_needed(&s.open, s.open_mint, t, block) {
                 if let Some(a) = s.open.take() {
-                    s.closed.push(MemChunk {
-                        enc: Encoding::Xor,
-                        mint: s.open_mint,
-                        maxt: s.last_t,
-                        data: Arc::from(a.finish()),
-                    });
+                    s.closed.push(close_float_chunk(a, s.open_mint, s.last_t));
                 }
                 s.open = Some(XorAppender::default());
                 s.open_mint = t;
@@ -950,6 +946,27 @@ impl Head {
     }
 }
 
+/// Closes a float chunk: kept in the decimal encoding when that is smaller
+/// (counters and gauges usually are: about 1–3 bytes per sample against
+/// 3–7 for XOR), else as XOR.
+fn close_float_chunk(a: XorAppender, mint: i64, maxt: i64) -> MemChunk {
+    let xor = a.finish();
+    let dec = decode_floats(Encoding::Xor, &xor)
+        .ok()
+        .and_then(|v| encode_dec(&v))
+        .filter(|d| d.len() < xor.len());
+    let (enc, data) = match dec {
+        Some(d) => (Encoding::Dec, d),
+        None => (Encoding::Xor, xor),
+    };
+    MemChunk {
+        enc,
+        mint,
+        maxt,
+        data: Arc::from(data),
+    }
+}
+
 /// The value bits of an in-order sample of `s` at exactly `t`, if any
 /// (decodes the one chunk whose range holds `t`; used for out-of-order
 /// samples only).
@@ -970,7 +987,8 @@ fn in_order_value(s: &MemSeries, t: i64) -> Option<u64> {
         .iter()
         .rev()
         .find(|c| c.mint <= t && t <= c.maxt)
-        .and_then(|c| find(&c.data))
+        .and_then(|c| decode_floats(c.enc, &c.data).ok())
+        .and_then(|v| v.iter().find(|x| x.0 == t).map(|x| x.1.to_bits()))
 }
 
 /// Re-encodes float chunks keeping samples `< at` (`below`) or `>= at`,
