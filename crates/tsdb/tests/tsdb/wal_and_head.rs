@@ -504,3 +504,13 @@ fn appends_race_with_cuts_and_queries() {
     let db = open(d.path());
     check(&db);
 }
+
+#[test]
+fn the_store_can_be_shared_across_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Db>();
+    assert_send_sync::<tsdb::Querier>();
+    fn assert_send<T: Send>() {}
+    assert_send::<tsdb::SeriesSet>();
+    assert_send::<tsdb::Samples>();
+}
