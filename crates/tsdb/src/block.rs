@@ -182,7 +182,7 @@ pub(crate) fn write_block(
             // Floats: the decimal encoding where it is smaller.
             let dec = (c.enc == Encoding::Xor)
                 .then(|| {
-                    decode_floats(c.enc, &c.data)
+                    decode_floats(c.enc, &c.data, c.mint)
                         .ok()
                         .and_then(|v| encode_dec(&v))
                 })
@@ -250,6 +250,9 @@ pub(crate) fn write_block(
     // series
     let series_off = index.len() as u64;
     put_uvarint(&mut index, series.len() as u64);
+    // Chunk start times are stored relative to the block's oldest.
+    let base = if mint == i64::MAX { 0 } else { mint };
+    put_varint(&mut index, base);
     let mut postings: std::collections::BTreeMap<(u64, u64), Vec<u32>> = Default::default();
     for (i, (s, m)) in series.iter().zip(&metas).enumerate() {
         put_uvarint(&mut index, s.labels.len() as u64);
@@ -262,7 +265,7 @@ pub(crate) fn write_block(
         put_uvarint(&mut index, m.len() as u64);
         for c in m {
             index.push(c.enc as u8);
-            put_varint(&mut index, c.mint);
+            put_uvarint(&mut index, c.mint.wrapping_sub(base) as u64);
             put_uvarint(&mut index, c.maxt.wrapping_sub(c.mint) as u64);
             put_uvarint(&mut index, c.offset);
             put_uvarint(&mut index, u64::from(c.len));
@@ -348,6 +351,8 @@ pub struct Block {
 
 struct IndexReader {
     bytes: Vec<u8>,
+    /// Chunk start times are relative to this.
+    base_mint: i64,
     syms: Vec<Box<str>>,
     /// Offset of each series entry in `bytes`.
     series: Vec<u32>,
@@ -536,6 +541,7 @@ impl IndexReader {
         }
         let mut r = Reader::new(&bytes[series_off..postings_off]);
         let n = r.usize_bounded(r.remaining(), "series count")?;
+        let base_mint = r.varint("base time")?;
         let mut series = Vec::with_capacity(n);
         for _ in 0..n {
             series.push((series_off + r.pos()) as u32);
@@ -546,7 +552,7 @@ impl IndexReader {
             let nc = r.usize_bounded(r.remaining(), "chunk count")?;
             for _ in 0..nc {
                 r.u8("encoding")?;
-                r.varint("mint")?;
+                r.uvarint("mint")?;
                 r.uvarint("range")?;
                 r.uvarint("offset")?;
                 r.uvarint("length")?;
@@ -572,6 +578,7 @@ impl IndexReader {
         }
         Ok(IndexReader {
             bytes,
+            base_mint,
             syms,
             series,
             postings,
@@ -610,7 +617,7 @@ impl IndexReader {
         for _ in 0..nc {
             let e = r.u8("encoding")?;
             let enc = Encoding::from_u8(e).ok_or_else(|| format!("unknown chunk encoding {e}"))?;
-            let mint = r.varint("mint")?;
+            let mint = self.base_mint.wrapping_add(r.uvarint("mint")? as i64);
             let maxt = mint.wrapping_add(r.uvarint("range")? as i64);
             let offset = r.uvarint("offset")?;
             let len = r.u32v("length")?;

@@ -50,10 +50,13 @@ impl Encoding {
 }
 
 /// Decodes a float chunk of either float encoding.
-pub fn decode_floats(enc: Encoding, data: &[u8]) -> DecodeResult<Vec<(i64, f64)>> {
+///
+/// `mint` is the chunk's first timestamp as kept beside it (in the head or
+/// the block index); decimal chunks do not repeat it.
+pub fn decode_floats(enc: Encoding, data: &[u8], mint: i64) -> DecodeResult<Vec<(i64, f64)>> {
     match enc {
         Encoding::Xor => XorIter::new(data)?.collect(),
-        Encoding::Dec => decode_dec(data),
+        Encoding::Dec => decode_dec(data, mint),
         Encoding::Histogram => Err("a histogram chunk where floats were expected".into()),
     }
 }
@@ -141,8 +144,9 @@ fn get_packed(r: &mut BitReader<'_>, n: usize) -> DecodeResult<Vec<i64>> {
 /// not an exact decimal (or there are more than `u16::MAX` samples).
 ///
 /// Layout (a bit stream after the `u16` count): a "regular" bit, then
-/// timestamps as in XOR (first, first delta, then — unless regular —
-/// delta-of-delta buckets); then `e` (4 bits),
+/// timestamps as in XOR except the first, which is the chunk's mint kept
+/// beside the chunk (first delta, then — unless regular — delta-of-delta
+/// buckets); then `e` (4 bits),
 /// the first mantissa (zigzag varint bits), a mode bit (0: deltas, 1:
 /// deltas of deltas, after the first delta as a zigzag varint), and the
 /// deltas bit-packed (see `put_packed`).
@@ -163,7 +167,8 @@ pub fn encode_dec(samples: &[(i64, f64)]) -> Option<Vec<u8>> {
     let mut prev_d = 0i64;
     for (i, (t, _)) in samples.iter().enumerate() {
         match i {
-            0 => write_uvarint_bits(&mut w, &mut out, zigzag(*t)),
+            // The first timestamp is the chunk's mint, kept beside it.
+            0 => {}
             1 => {
                 prev_d = t.wrapping_sub(prev_t);
                 write_uvarint_bits(&mut w, &mut out, zigzag(prev_d));
@@ -238,7 +243,8 @@ fn read_dod(r: &mut BitReader<'_>) -> DecodeResult<i64> {
 }
 
 /// Decodes a [`Encoding::Dec`] chunk.
-pub fn decode_dec(chunk: &[u8]) -> DecodeResult<Vec<(i64, f64)>> {
+/// `mint` is its first timestamp (not stored in the chunk).
+pub fn decode_dec(chunk: &[u8], mint: i64) -> DecodeResult<Vec<(i64, f64)>> {
     if chunk.len() < 2 {
         return Err("dec chunk shorter than its header".into());
     }
@@ -252,7 +258,7 @@ pub fn decode_dec(chunk: &[u8]) -> DecodeResult<Vec<(i64, f64)>> {
     let (mut t, mut d) = (0i64, 0i64);
     for i in 0..n {
         match i {
-            0 => t = unzigzag(r.uvarint()?),
+            0 => t = mint,
             1 => {
                 d = unzigzag(r.uvarint()?);
                 t = t.wrapping_add(d);
@@ -1087,7 +1093,8 @@ mod tests {
     fn check_dec(samples: &[(i64, f64)], must_encode: bool) {
         match encode_dec(samples) {
             Some(b) => {
-                let got: Vec<(i64, u64)> = decode_dec(&b)
+                let mint = samples.first().map_or(0, |s| s.0);
+                let got: Vec<(i64, u64)> = decode_dec(&b, mint)
                     .unwrap()
                     .iter()
                     .map(|(t, v)| (*t, v.to_bits()))
@@ -1096,7 +1103,7 @@ mod tests {
                     samples.iter().map(|(t, v)| (*t, v.to_bits())).collect();
                 assert_eq!(got, want);
                 for cut in 0..b.len() {
-                    let _ = decode_dec(&b[..cut]);
+                    let _ = decode_dec(&b[..cut], mint);
                 }
             }
             None => assert!(!must_encode, "{samples:?}"),

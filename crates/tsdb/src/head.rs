@@ -951,7 +951,7 @@ impl Head {
 /// 3–7 for XOR), else as XOR.
 fn close_float_chunk(a: XorAppender, mint: i64, maxt: i64) -> MemChunk {
     let xor = a.finish();
-    let dec = decode_floats(Encoding::Xor, &xor)
+    let dec = decode_floats(Encoding::Xor, &xor, mint)
         .ok()
         .and_then(|v| encode_dec(&v))
         .filter(|d| d.len() < xor.len());
@@ -987,7 +987,7 @@ fn in_order_value(s: &MemSeries, t: i64) -> Option<u64> {
         .iter()
         .rev()
         .find(|c| c.mint <= t && t <= c.maxt)
-        .and_then(|c| decode_floats(c.enc, &c.data).ok())
+        .and_then(|c| decode_floats(c.enc, &c.data, c.mint).ok())
         .and_then(|v| v.iter().find(|x| x.0 == t).map(|x| x.1.to_bits()))
 }
 
@@ -1004,7 +1004,7 @@ pub(crate) fn rechunk_floats(chunks: &[MemChunk], at: i64, below: bool) -> Vec<M
     }
     let mut samples: Vec<(i64, usize, f64)> = Vec::new();
     for (i, c) in chunks.iter().enumerate() {
-        for (t, v) in decode_floats(c.enc, &c.data).unwrap_or_default() {
+        for (t, v) in decode_floats(c.enc, &c.data, c.mint).unwrap_or_default() {
             if (t < at) == below {
                 samples.push((t, i, v));
             }

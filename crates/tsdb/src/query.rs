@@ -160,7 +160,7 @@ impl ChunkWalk {
         let mut out = Vec::new();
         match c.enc {
             Encoding::Xor | Encoding::Dec => {
-                for (t, v) in decode_floats(c.enc, &bytes).map_err(bad)? {
+                for (t, v) in decode_floats(c.enc, &bytes, c.mint).map_err(bad)? {
                     if t >= lo && t <= hi {
                         out.push(Decoded::F(t, v));
                     }
