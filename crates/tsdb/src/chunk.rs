@@ -314,6 +314,12 @@ impl BitWriter {
     fn write(&mut self, out: &mut Vec<u8>, v: u64, mut n: u8) {
         while n > 0 {
             if self.free == 0 {
+                if out.len() == out.capacity() {
+                    // Grow by a quarter, not by doubling: a million open
+                    // chunks of a few hundred bytes would otherwise carry
+                    // up to as much again as spare capacity.
+                    out.reserve_exact((out.len() / 4).max(32));
+                }
                 out.push(0);
                 self.free = 8;
             }
