@@ -125,6 +125,8 @@ struct Inner {
     retention: RwLock<HashMap<String, crate::Retention>>,
     stop: Mutex<bool>,
     stop_cv: Condvar,
+    /// The background pass's last failure, cleared by a pass that works.
+    maint_error: Mutex<Option<String>>,
 }
 
 /// The metric store of one data directory (`<data>/tsdb/`), every project
@@ -321,6 +323,7 @@ impl Db {
             retention: RwLock::new(HashMap::new()),
             stop: Mutex::new(false),
             stop_cv: Condvar::new(),
+            maint_error: Mutex::new(None),
         });
         for p in inner.all_projects() {
             let end = p.blocks().iter().map(|b| b.meta.end).max();
@@ -359,9 +362,11 @@ impl Db {
                                     return;
                                 }
                                 drop(stop);
-                                // Errors surface again on the next append or
-                                // maintenance call; nothing to report to here.
-                                let _ = i2.maintain(false);
+                                // Kept for `maintenance_error`; the next pass
+                                // retries (a failed block write leaves the
+                                // head as it was).
+                                let r = i2.maintain(false);
+                                *lock(&i2.maint_error) = r.err().map(|e| e.to_string());
                             }
                         })
                         .map_err(|e| Error::io(dir, e))?,
@@ -487,6 +492,12 @@ impl Db {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .insert(project.to_string(), retention);
+    }
+
+    /// Why the last background maintenance pass failed, if it did (for
+    /// the server's health and metrics; the next pass retries).
+    pub fn maintenance_error(&self) -> Option<String> {
+        lock(&self.inner.maint_error).clone()
     }
 
     /// Usage figures of a project (zeros for an unknown one).
