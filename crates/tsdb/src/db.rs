@@ -79,7 +79,7 @@ impl Project {
     }
 
     /// The head's time range over all shards (`mint > maxt` if empty).
-    fn head_range(&self) -> (i64, i64) {
+    pub fn head_range(&self) -> (i64, i64) {
         (0..self.shards.len()).fold((i64::MAX, i64::MIN), |(lo, hi), i| {
             let h = self.shard(i);
             (lo.min(h.mint), hi.max(h.maxt))

@@ -271,6 +271,19 @@ fn label_queries_and_empty_matchers() {
             .map(|l| l.to_string())
             .collect();
         assert_eq!(no_zone, vec![r#"up{job="b"}"#]);
+        // Nothing in [100, 200]: no names, no values.
+        assert!(
+            db.querier("p", 100, 200)
+                .label_names(&[])
+                .unwrap()
+                .is_empty()
+        );
+        assert!(
+            db.querier("p", 100, 200)
+                .label_values("job", &[])
+                .unwrap()
+                .is_empty()
+        );
         let re = Matcher::new(MatchOp::Regex, "job", "a|c").unwrap();
         let names: Vec<String> = q
             .series(&[re])
