@@ -148,11 +148,13 @@ pub(crate) struct ChunkMeta {
     pub len: u32,
 }
 
-/// Writes a block into `parent` and returns it opened.
+/// Writes a block into `parent` and returns it opened. `series` come in
+/// label order and are consumed one at a time: only their labels and chunk
+/// positions are kept (for the index), not their chunk bytes.
 pub(crate) fn write_block(
     parent: &Path,
     name: &str,
-    series: &[BlockSeries],
+    series: impl Iterator<Item = Result<BlockSeries, Error>>,
     end: i64,
     level: u32,
     parents: Vec<String>,
@@ -172,11 +174,12 @@ pub(crate) fn write_block(
         faults,
     };
     chunks.put(CHUNKS_MAGIC).at(&chunks_path)?;
-    let mut metas: Vec<Vec<ChunkMeta>> = Vec::with_capacity(series.len());
+    let mut entries: Vec<(Labels, Vec<ChunkMeta>)> = Vec::new();
     let (mut mint, mut maxt) = (i64::MAX, i64::MIN);
     let (mut num_samples, mut num_chunks) = (0u64, 0u64);
     let mut head = Vec::with_capacity(16);
     for s in series {
+        let s = s?;
         let mut m = Vec::with_capacity(s.floats.len() + s.hists.len());
         for c in s.floats.iter().chain(&s.hists) {
             // Floats: the decimal encoding where it is smaller.
@@ -216,7 +219,7 @@ pub(crate) fn write_block(
                 num_samples += u64::from(u16::from_be_bytes([c.data[0], c.data[1]]));
             }
         }
-        metas.push(m);
+        entries.push((s.labels, m));
     }
     let chunks_size = chunks.len;
     let chunks_crc = chunks.crc.clone().finalize();
@@ -228,10 +231,10 @@ pub(crate) fn write_block(
     drop(chunks_file);
 
     // index: symbols
-    let mut syms: Vec<&str> = series
+    let mut syms: Vec<&str> = entries
         .iter()
-        .flat_map(|s| {
-            s.labels
+        .flat_map(|(labels, _)| {
+            labels
                 .iter()
                 .flat_map(|l| [l.name.as_str(), l.value.as_str()])
         })
@@ -249,14 +252,14 @@ pub(crate) fn write_block(
     }
     // series
     let series_off = index.len() as u64;
-    put_uvarint(&mut index, series.len() as u64);
+    put_uvarint(&mut index, entries.len() as u64);
     // Chunk start times are stored relative to the block's oldest.
     let base = if mint == i64::MAX { 0 } else { mint };
     put_varint(&mut index, base);
     let mut postings: std::collections::BTreeMap<(u64, u64), Vec<u32>> = Default::default();
-    for (i, (s, m)) in series.iter().zip(&metas).enumerate() {
-        put_uvarint(&mut index, s.labels.len() as u64);
-        for l in &s.labels {
+    for (i, (labels, m)) in entries.iter().enumerate() {
+        put_uvarint(&mut index, labels.len() as u64);
+        for l in labels {
             let (n, v) = (sym_id(&l.name), sym_id(&l.value));
             put_uvarint(&mut index, n);
             put_uvarint(&mut index, v);
@@ -295,7 +298,7 @@ pub(crate) fn write_block(
         mint,
         maxt,
         end,
-        num_series: series.len() as u64,
+        num_series: entries.len() as u64,
         num_samples,
         num_chunks,
         level,

@@ -718,7 +718,7 @@ impl Inner {
                     let b = block::write_block(
                         &p.dir,
                         &name,
-                        &series,
+                        series.into_iter().map(Ok),
                         before,
                         1,
                         Vec::new(),
@@ -851,7 +851,7 @@ impl Inner {
             let nb = block::write_block(
                 &p.dir,
                 &name,
-                &merged,
+                merged,
                 end,
                 level,
                 parents.clone(),
@@ -918,35 +918,41 @@ impl Inner {
     }
 }
 
-/// Reads every series of `blocks` and merges them by labels; a series'
-/// chunks are copied as they are, or re-encoded where they overlap.
-fn merge_blocks(blocks: &[Arc<Block>]) -> Result<Vec<BlockSeries>, Error> {
-    let mut map: std::collections::BTreeMap<Labels, (Vec<MemChunk>, Vec<MemChunk>)> =
-        Default::default();
-    for b in blocks {
+/// Merges the series of `blocks` by labels. Only labels and chunk
+/// positions are read up front; each series' chunk bytes are read when the
+/// block writer takes it, copied as they are, or re-encoded where they
+/// overlap.
+fn merge_blocks(
+    blocks: &[Arc<Block>],
+) -> Result<impl Iterator<Item = Result<BlockSeries, Error>> + '_, Error> {
+    type Refs = Vec<(usize, crate::block::ChunkMeta)>;
+    let mut map: std::collections::BTreeMap<Labels, Refs> = Default::default();
+    for (i, b) in blocks.iter().enumerate() {
         for (labels, metas) in b.all_series()? {
-            let e = map.entry(labels).or_default();
-            for m in metas {
-                let c = MemChunk {
-                    enc: m.enc,
-                    mint: m.mint,
-                    maxt: m.maxt,
-                    data: Arc::from(b.read_chunk(&m)?),
-                };
-                if m.enc.is_float() {
-                    e.0.push(c);
-                } else {
-                    e.1.push(c);
-                }
-            }
+            map.entry(labels)
+                .or_default()
+                .extend(metas.into_iter().map(|m| (i, m)));
         }
     }
-    Ok(map
-        .into_iter()
-        .map(|(labels, (f, h))| BlockSeries {
+    Ok(map.into_iter().map(move |(labels, refs)| {
+        let (mut floats, mut hists) = (Vec::new(), Vec::new());
+        for (i, m) in refs {
+            let c = MemChunk {
+                enc: m.enc,
+                mint: m.mint,
+                maxt: m.maxt,
+                data: Arc::from(blocks[i].read_chunk(&m)?),
+            };
+            if m.enc.is_float() {
+                floats.push(c);
+            } else {
+                hists.push(c);
+            }
+        }
+        Ok(BlockSeries {
             labels,
-            floats: rechunk_floats(&f, i64::MAX, true),
-            hists: rechunk_hists(&h, i64::MAX, true),
+            floats: rechunk_floats(&floats, i64::MAX, true),
+            hists: rechunk_hists(&hists, i64::MAX, true),
         })
-        .collect())
+    }))
 }
