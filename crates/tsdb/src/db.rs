@@ -700,10 +700,11 @@ impl Inner {
                 } else {
                     break;
                 };
-                let mut data = Vec::new();
+                let mut raw = Vec::new();
                 for i in 0..SHARDS as usize {
-                    data.extend(p.shard(i).snapshot_before(before));
+                    raw.extend(p.shard(i).snapshot_before(before));
                 }
+                let mut data: Vec<_> = raw.into_iter().filter_map(|s| s.finish()).collect();
                 data.sort_by(|a, b| a.labels.cmp(&b.labels));
                 if !data.is_empty() {
                     let series: Vec<BlockSeries> = data

@@ -212,6 +212,35 @@ pub(crate) struct SeriesData {
     pub hists: Vec<MemChunk>,
 }
 
+/// One series' data before a cut point, as taken under the shard's lock.
+pub(crate) struct Snapshot {
+    key: Box<[u8]>,
+    floats: Vec<MemChunk>,
+    hists: Vec<MemChunk>,
+    before: i64,
+}
+
+impl Snapshot {
+    /// Labels, and chunks holding exactly the samples before the cut
+    /// (out-of-order ones merged in); `None` if nothing is left.
+    pub fn finish(self) -> Option<SeriesData> {
+        let floats = rechunk_floats(&self.floats, self.before, true);
+        let hists = rechunk_hists(&self.hists, self.before, true);
+        if floats.is_empty() && hists.is_empty() {
+            return None;
+        }
+        Some(SeriesData {
+            labels: Labels::from_sorted_unchecked(
+                key_pairs(&self.key)
+                    .map(|(n, v)| Label::new(n, v))
+                    .collect(),
+            ),
+            floats,
+            hists,
+        })
+    }
+}
+
 /// Limits and windows the head enforces.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct HeadLimits {
@@ -781,10 +810,13 @@ impl Head {
 
     // ------------------------------------------------------------ cutting
 
-    /// Everything with `t < before`, per series sorted by labels, as chunks
-    /// ready for a block (out-of-order samples merged in). Also raises
+    /// Everything with `t < before`, per series, for a block. Also raises
     /// `min_valid_t` to `before`, so the data returned cannot change.
-    pub fn snapshot_before(&mut self, before: i64) -> Vec<SeriesData> {
+    ///
+    /// Quick (the shard is locked meanwhile): it only collects each series'
+    /// key and chunk references; [`Snapshot::finish`] does the rest outside
+    /// the lock.
+    pub fn snapshot_before(&mut self, before: i64) -> Vec<Snapshot> {
         self.min_valid_t = self.min_valid_t.max(before);
         let mut out = Vec::new();
         for r in self.live_refs() {
@@ -792,18 +824,13 @@ impl Head {
             if floats.is_empty() && hists.is_empty() {
                 continue;
             }
-            let floats = rechunk_floats(&floats, before, true);
-            let hists = rechunk_hists(&hists, before, true);
-            if floats.is_empty() && hists.is_empty() {
-                continue;
-            }
-            out.push(SeriesData {
-                labels: self.labels(r),
+            out.push(Snapshot {
+                key: self.get(r).labels.clone(),
                 floats,
                 hists,
+                before,
             });
         }
-        out.sort_by(|a, b| a.labels.cmp(&b.labels));
         out
     }
 
