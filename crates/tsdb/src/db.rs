@@ -775,7 +775,9 @@ impl Inner {
         }
         // Series created after this point are in segments >= seg, which
         // the checkpoint does not touch.
-        self.wal.checkpoint(seg, |rec| match rec {
+        let skip =
+            |project: u32, newest: i64| min_valid.get(&project).is_some_and(|mv| newest < *mv);
+        self.wal.checkpoint(seg, skip, |rec| match rec {
             Record::Samples { project, samples } => {
                 let mv = min_valid.get(&project).copied().unwrap_or(i64::MIN);
                 let samples: Vec<_> = samples.into_iter().filter(|s| s.1 >= mv).collect();

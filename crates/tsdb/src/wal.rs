@@ -136,6 +136,7 @@ pub struct SamplesEncoder {
     run_len: u64,
     last_t: i64,
     base_t: Option<i64>,
+    max_t: i64,
     total: usize,
 }
 
@@ -168,6 +169,11 @@ impl SamplesEncoder {
         put_varint(&mut self.run, t.wrapping_sub(self.last_t));
         put_f64(&mut self.run, v);
         self.last_t = t;
+        self.max_t = if self.total == 0 {
+            t
+        } else {
+            self.max_t.max(t)
+        };
         self.run_len += 1;
         self.total += 1;
     }
@@ -176,11 +182,13 @@ impl SamplesEncoder {
         self.total == 0
     }
 
-    /// Writes the record (type, project, base time, run count, runs).
+    /// Writes the record (type, project, newest time, base time, run
+    /// count, runs).
     pub fn finish(mut self, project: u32, out: &mut Vec<u8>) {
         self.end_run();
         out.push(REC_SAMPLES);
         put_uvarint(out, u64::from(project));
+        put_varint(out, self.max_t);
         put_varint(out, self.base_t.unwrap_or(0));
         put_uvarint(out, self.runs);
         out.extend_from_slice(&self.buf);
@@ -213,6 +221,17 @@ pub fn encode_truncate(out: &mut Vec<u8>, project: u32, before: i64) {
     put_varint(out, before);
 }
 
+/// For a Samples record: its project and newest timestamp, read from the
+/// header alone (a checkpoint skips records wholly older than what it keeps
+/// without decoding them).
+pub fn samples_header(payload: &[u8]) -> Option<(u32, i64)> {
+    let mut r = Reader::new(payload);
+    if r.u8("record type").ok()? != REC_SAMPLES {
+        return None;
+    }
+    Some((r.u32v("project id").ok()?, r.varint("newest time").ok()?))
+}
+
 /// Decodes one record payload.
 pub fn decode(payload: &[u8]) -> Result<Record, String> {
     let mut r = Reader::new(payload);
@@ -241,6 +260,7 @@ pub fn decode(payload: &[u8]) -> Result<Record, String> {
         }
         REC_SAMPLES => {
             let project = r.u32v("project id")?;
+            let _newest = r.varint("newest time")?;
             let base = r.varint("base time")?;
             let runs = r.usize_bounded(r.remaining(), "run count")?;
             let mut samples = Vec::new();
@@ -421,6 +441,7 @@ fn read_file(path: &Path) -> Result<Vec<u8>, Error> {
 fn read_segment(
     path: &Path,
     truncate_torn: bool,
+    skip: &dyn Fn(&[u8]) -> bool,
     apply: &mut dyn FnMut(Record) -> Result<(), Error>,
 ) -> Result<(), Error> {
     let buf = read_file(path)?;
@@ -440,6 +461,9 @@ fn read_segment(
     let base = SEGMENT_MAGIC.len();
     let mut it = diskio::scan(&buf[base..], MAX_RECORD);
     for rec in it.by_ref() {
+        if skip(rec.payload) {
+            continue;
+        }
         let r = decode(rec.payload).map_err(|d| {
             Error::corrupt(path, format!("record at byte {}: {d}", base + rec.offset))
         })?;
@@ -490,7 +514,12 @@ impl Wal {
         let (segs, checkpoint) = list_segments(dir)?;
         let first_seg = if let Some(c) = checkpoint {
             let cdir = dir.join(format!("{}{c:08}", files::CHECKPOINT_PREFIX));
-            read_segment(&cdir.join(files::segment_name(0)), false, &mut apply)?;
+            read_segment(
+                &cdir.join(files::segment_name(0)),
+                false,
+                &|_| false,
+                &mut apply,
+            )?;
             // Older checkpoints and segments a checkpoint covers are leftovers
             // of a checkpoint interrupted after its rename.
             for e in fs::read_dir(dir).at(dir)? {
@@ -513,7 +542,7 @@ impl Wal {
                 fs::remove_file(&p).at(&p)?;
                 continue;
             }
-            read_segment(&p, i + 1 == segs.len(), &mut apply)?;
+            read_segment(&p, i + 1 == segs.len(), &|_| false, &mut apply)?;
             last = s;
         }
         let segment = last.max(first_seg) + 1;
@@ -612,11 +641,17 @@ impl Wal {
     /// by `checkpoint.<before>`, holding the records `keep` returns for the
     /// records of those files. Crash-safe: the checkpoint is written to a
     /// temporary directory, fsynced and renamed before anything is deleted.
+    ///
+    /// `skip_samples(project, newest)` drops a Samples record without
+    /// decoding it.
     pub fn checkpoint(
         &self,
         before: u64,
+        skip_samples: impl Fn(u32, i64) -> bool,
         mut keep: impl FnMut(Record) -> Option<Record>,
     ) -> Result<(), Error> {
+        let skip =
+            |p: &[u8]| samples_header(p).is_some_and(|(proj, newest)| skip_samples(proj, newest));
         let dir = &self.shared.dir;
         let (segs, old_cp) = list_segments(dir)?;
         let name = format!("{}{before:08}", files::CHECKPOINT_PREFIX);
@@ -646,11 +681,11 @@ impl Wal {
             let p = dir
                 .join(format!("{}{c:08}", files::CHECKPOINT_PREFIX))
                 .join(files::segment_name(0));
-            read_segment(&p, false, &mut sink)?;
+            read_segment(&p, false, &skip, &mut sink)?;
         }
         let old: Vec<u64> = segs.into_iter().filter(|s| *s < before).collect();
         for s in &old {
-            read_segment(&dir.join(files::segment_name(*s)), false, &mut sink)?;
+            read_segment(&dir.join(files::segment_name(*s)), false, &skip, &mut sink)?;
         }
         diskio::write_all(faults, &mut f, &out, "wal checkpoint").at(&seg)?;
         diskio::sync_file(&self.shared.faults, &f, "wal checkpoint").at(&seg)?;
