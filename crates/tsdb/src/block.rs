@@ -231,17 +231,22 @@ pub(crate) fn write_block(
     drop(chunks_file);
 
     // index: symbols
-    let mut syms: Vec<&str> = entries
-        .iter()
-        .flat_map(|(labels, _)| {
-            labels
-                .iter()
-                .flat_map(|l| [l.name.as_str(), l.value.as_str()])
-        })
-        .collect();
+    // Distinct strings first (few), then sorted: ids in string order.
+    let mut distinct: std::collections::HashSet<&str> = Default::default();
+    for (labels, _) in &entries {
+        for l in labels {
+            distinct.insert(&l.name);
+            distinct.insert(&l.value);
+        }
+    }
+    let mut syms: Vec<&str> = distinct.into_iter().collect();
     syms.sort_unstable();
-    syms.dedup();
-    let sym_id = |s: &str| syms.binary_search(&s).map(|i| i as u64).unwrap_or(0);
+    let ids: std::collections::HashMap<&str, u64> = syms
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (*s, i as u64))
+        .collect();
+    let sym_id = |s: &str| ids.get(s).copied().unwrap_or(0);
     let mut index: Vec<u8> = Vec::new();
     index.extend_from_slice(INDEX_MAGIC);
     let sym_off = index.len() as u64;
@@ -256,7 +261,7 @@ pub(crate) fn write_block(
     // Chunk start times are stored relative to the block's oldest.
     let base = if mint == i64::MAX { 0 } else { mint };
     put_varint(&mut index, base);
-    let mut postings: std::collections::BTreeMap<(u64, u64), Vec<u32>> = Default::default();
+    let mut postings: std::collections::HashMap<(u64, u64), Vec<u32>> = Default::default();
     for (i, (labels, m)) in entries.iter().enumerate() {
         put_uvarint(&mut index, labels.len() as u64);
         for l in labels {
@@ -276,6 +281,8 @@ pub(crate) fn write_block(
     }
     // postings, sorted by (name, value) symbol id = by string
     let postings_off = index.len() as u64;
+    let mut postings: Vec<((u64, u64), Vec<u32>)> = postings.into_iter().collect();
+    postings.sort_unstable_by_key(|x| x.0);
     put_uvarint(&mut index, postings.len() as u64);
     for ((n, v), list) in &postings {
         put_uvarint(&mut index, *n);
