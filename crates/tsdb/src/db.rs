@@ -19,7 +19,9 @@ use model::{Labels, Metadata, WriteBatch};
 
 use crate::block::{self, Block, BlockSeries};
 use crate::error::IoContext;
-use crate::head::{Head, HeadLimits, MemChunk, SHARDS, label_hash, rechunk_floats, rechunk_hists};
+use crate::head::{
+    BatchKeys, Head, HeadLimits, MemChunk, SHARDS, label_hash, rechunk_floats, rechunk_hists,
+};
 use crate::query::Querier;
 use crate::wal::{self, Record, Wal};
 use crate::{AppendReport, Error, Options, ProjectStats, files};
@@ -77,7 +79,7 @@ impl Project {
     }
 
     /// The head's time range over all shards (`mint > maxt` if empty).
-    fn head_range(&self) -> (i64, i64) {
+    pub fn head_range(&self) -> (i64, i64) {
         (0..self.shards.len()).fold((i64::MAX, i64::MIN), |(lo, hi), i| {
             let h = self.shard(i);
             (lo.min(h.mint), hi.max(h.maxt))
@@ -123,6 +125,8 @@ struct Inner {
     retention: RwLock<HashMap<String, crate::Retention>>,
     stop: Mutex<bool>,
     stop_cv: Condvar,
+    /// The background pass's last failure, cleared by a pass that works.
+    maint_error: Mutex<Option<String>>,
 }
 
 /// The metric store of one data directory (`<data>/tsdb/`), every project
@@ -198,7 +202,6 @@ impl Db {
             }
         }
 
-        let (wal, replay) = Wal::open(&dir.join(files::WAL_DIR), opts.faults.clone())?;
         let wal_path = dir.join(files::WAL_DIR);
         // Replay starts with no minimum valid time: the WAL's own truncation
         // records drop what went into blocks at the points where it happened
@@ -211,7 +214,9 @@ impl Db {
         let mut by_id: HashMap<u32, Arc<Project>> = HashMap::new();
         let mut next_id = 0u32;
         let corrupt = |d: String| Error::corrupt(&wal_path, d);
-        for rec in replay.records {
+        // Applied to each record as the WAL is read, one segment in memory
+        // at a time.
+        let apply = |rec: Record| -> Result<(), Error> {
             let pid = match &rec {
                 Record::Project { id, name } => {
                     if check_project(name).is_err() {
@@ -233,7 +238,7 @@ impl Db {
                     };
                     by_id.insert(*id, p);
                     next_id = next_id.max(id + 1);
-                    continue;
+                    return Ok(());
                 }
                 Record::Series { project, .. }
                 | Record::Samples { project, .. }
@@ -293,7 +298,9 @@ impl Db {
                 Record::Truncate { before, .. } => p.truncate(&mut heads, before),
                 Record::Project { .. } => {}
             }
-        }
+            Ok(())
+        };
+        let wal = Wal::open(&wal_path, opts.faults.clone(), apply)?;
         // Projects with blocks but nothing in the WAL.
         let mut declare = Vec::new();
         for (name, blocks) in on_disk {
@@ -316,6 +323,7 @@ impl Db {
             retention: RwLock::new(HashMap::new()),
             stop: Mutex::new(false),
             stop_cv: Condvar::new(),
+            maint_error: Mutex::new(None),
         });
         for p in inner.all_projects() {
             let end = p.blocks().iter().map(|b| b.meta.end).max();
@@ -354,9 +362,11 @@ impl Db {
                                     return;
                                 }
                                 drop(stop);
-                                // Errors surface again on the next append or
-                                // maintenance call; nothing to report to here.
-                                let _ = i2.maintain(false);
+                                // Kept for `maintenance_error`; the next pass
+                                // retries (a failed block write leaves the
+                                // head as it was).
+                                let r = i2.maintain(false);
+                                *lock(&i2.maint_error) = r.err().map(|e| e.to_string());
                             }
                         })
                         .map_err(|e| Error::io(dir, e))?,
@@ -392,14 +402,10 @@ impl Db {
         let p = self.inner.project(project, true)?.ok_or(Error::Closed)?;
         let mut report = AppendReport::default();
         let mut framed = Vec::new();
-        // Hashing reads every label byte: do it before taking the lock.
-        let hashes: Vec<u64> = batch
-            .series
-            .iter()
-            .map(|ts| label_hash(&ts.labels))
-            .collect();
+        // Keys and hashes read every label byte: build them before any lock.
+        let keys = BatchKeys::new(batch);
         let mut by_shard: Vec<Vec<usize>> = vec![Vec::new(); SHARDS as usize];
-        for (i, h) in hashes.iter().enumerate() {
+        for (i, h) in keys.hashes.iter().enumerate() {
             by_shard[Project::shard_of(*h)].push(i);
         }
         let mut ticket = None;
@@ -411,7 +417,7 @@ impl Db {
             head.append_batch(
                 batch,
                 indexes,
-                &hashes,
+                &keys,
                 &p.series_total,
                 &mut report,
                 &mut framed,
@@ -486,6 +492,12 @@ impl Db {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .insert(project.to_string(), retention);
+    }
+
+    /// Why the last background maintenance pass failed, if it did (for
+    /// the server's health and metrics; the next pass retries).
+    pub fn maintenance_error(&self) -> Option<String> {
+        lock(&self.inner.maint_error).clone()
     }
 
     /// Usage figures of a project (zeros for an unknown one).
@@ -688,10 +700,11 @@ impl Inner {
                 } else {
                     break;
                 };
-                let mut data = Vec::new();
+                let mut raw = Vec::new();
                 for i in 0..SHARDS as usize {
-                    data.extend(p.shard(i).snapshot_before(before));
+                    raw.extend(p.shard(i).snapshot_before(before));
                 }
+                let mut data: Vec<_> = raw.into_iter().filter_map(|s| s.finish()).collect();
                 data.sort_by(|a, b| a.labels.cmp(&b.labels));
                 if !data.is_empty() {
                     let series: Vec<BlockSeries> = data
@@ -706,7 +719,7 @@ impl Inner {
                     let b = block::write_block(
                         &p.dir,
                         &name,
-                        &series,
+                        series.into_iter().map(Ok),
                         before,
                         1,
                         Vec::new(),
@@ -762,7 +775,9 @@ impl Inner {
         }
         // Series created after this point are in segments >= seg, which
         // the checkpoint does not touch.
-        self.wal.checkpoint(seg, |rec| match rec {
+        let skip =
+            |project: u32, newest: i64| min_valid.get(&project).is_some_and(|mv| newest < *mv);
+        self.wal.checkpoint(seg, skip, |rec| match rec {
             Record::Samples { project, samples } => {
                 let mv = min_valid.get(&project).copied().unwrap_or(i64::MIN);
                 let samples: Vec<_> = samples.into_iter().filter(|s| s.1 >= mv).collect();
@@ -839,7 +854,7 @@ impl Inner {
             let nb = block::write_block(
                 &p.dir,
                 &name,
-                &merged,
+                merged,
                 end,
                 level,
                 parents.clone(),
@@ -906,35 +921,41 @@ impl Inner {
     }
 }
 
-/// Reads every series of `blocks` and merges them by labels; a series'
-/// chunks are copied as they are, or re-encoded where they overlap.
-fn merge_blocks(blocks: &[Arc<Block>]) -> Result<Vec<BlockSeries>, Error> {
-    let mut map: std::collections::BTreeMap<Labels, (Vec<MemChunk>, Vec<MemChunk>)> =
-        Default::default();
-    for b in blocks {
+/// Merges the series of `blocks` by labels. Only labels and chunk
+/// positions are read up front; each series' chunk bytes are read when the
+/// block writer takes it, copied as they are, or re-encoded where they
+/// overlap.
+fn merge_blocks(
+    blocks: &[Arc<Block>],
+) -> Result<impl Iterator<Item = Result<BlockSeries, Error>> + '_, Error> {
+    type Refs = Vec<(usize, crate::block::ChunkMeta)>;
+    let mut map: std::collections::BTreeMap<Labels, Refs> = Default::default();
+    for (i, b) in blocks.iter().enumerate() {
         for (labels, metas) in b.all_series()? {
-            let e = map.entry(labels).or_default();
-            for m in metas {
-                let c = MemChunk {
-                    enc: m.enc,
-                    mint: m.mint,
-                    maxt: m.maxt,
-                    data: Arc::from(b.read_chunk(&m)?),
-                };
-                if m.enc.is_float() {
-                    e.0.push(c);
-                } else {
-                    e.1.push(c);
-                }
-            }
+            map.entry(labels)
+                .or_default()
+                .extend(metas.into_iter().map(|m| (i, m)));
         }
     }
-    Ok(map
-        .into_iter()
-        .map(|(labels, (f, h))| BlockSeries {
+    Ok(map.into_iter().map(move |(labels, refs)| {
+        let (mut floats, mut hists) = (Vec::new(), Vec::new());
+        for (i, m) in refs {
+            let c = MemChunk {
+                enc: m.enc,
+                mint: m.mint,
+                maxt: m.maxt,
+                data: Arc::from(blocks[i].read_chunk(&m)?),
+            };
+            if m.enc.is_float() {
+                floats.push(c);
+            } else {
+                hists.push(c);
+            }
+        }
+        Ok(BlockSeries {
             labels,
-            floats: rechunk_floats(&f, i64::MAX, true),
-            hists: rechunk_hists(&h, i64::MAX, true),
+            floats: rechunk_floats(&floats, i64::MAX, true),
+            hists: rechunk_hists(&hists, i64::MAX, true),
         })
-        .collect())
+    }))
 }
