@@ -1054,6 +1054,7 @@ pub async fn ingest_project(
     if !wait {
         return Ok((StatusCode::CREATED, StoredEvents(events)).into_response());
     }
+    let events = events.into_iter().map(|a| a.event).collect();
     let answer = wait_for_batch_checkpoint(&st, LogKey::Project(p.name), events).await?;
     Ok((StatusCode::CREATED, Json(answer)).into_response())
 }
@@ -1225,7 +1226,7 @@ async fn receipts(
 /// Events answered as acknowledged: `{"events":[...]}` with each event in
 /// RFC 8785 canonical form (as [`StoredEvent`]); the whole answer is
 /// canonical JSON too.
-pub struct StoredEvents(pub Vec<Event>);
+pub struct StoredEvents(pub Vec<audit::Acked>);
 
 impl IntoResponse for StoredEvents {
     fn into_response(self) -> Response {
@@ -1235,7 +1236,8 @@ impl IntoResponse for StoredEvents {
             if i > 0 {
                 out.push(b',');
             }
-            out.extend_from_slice(&e.canonical_bytes());
+            // The encoding prepared with the leaf: a copy, not a re-encode.
+            e.write_canonical(&mut out);
         }
         out.extend_from_slice(b"]}");
         ([(header::CONTENT_TYPE, "application/json")], out).into_response()
