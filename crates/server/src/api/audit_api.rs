@@ -1262,7 +1262,14 @@ impl IntoResponse for StoredEvent {
 
 /// Replaces values under secret-looking keys, and anything that looks like
 /// a Flightdeck token, by `[REDACTED]`.
-pub fn redact(v: Value) -> Value {
+pub fn redact(mut v: Value) -> Value {
+    redact_in_place(&mut v);
+    v
+}
+
+/// [`redact`] on a value in place: no map is rebuilt, no key lower-cased
+/// into a new string.
+fn redact_in_place(v: &mut Value) {
     const SECRET_KEYS: [&str; 10] = [
         "password",
         "passwd",
@@ -1275,25 +1282,30 @@ pub fn redact(v: Value) -> Value {
         "credential",
         "cookie",
     ];
+    let redacted = || Value::String("[REDACTED]".into());
     match v {
-        Value::Object(m) => Value::Object(
-            m.into_iter()
-                .map(|(k, v)| {
-                    let lk = k.to_ascii_lowercase();
-                    if SECRET_KEYS.iter().any(|s| lk.contains(s)) {
-                        (k, Value::String("[REDACTED]".into()))
-                    } else {
-                        (k, redact(v))
-                    }
-                })
-                .collect(),
-        ),
-        Value::Array(a) => Value::Array(a.into_iter().map(redact).collect()),
-        Value::String(s) if s.contains(meta::secrets::TOKEN_PREFIX) && looks_like_token(&s) => {
-            Value::String("[REDACTED]".into())
+        Value::Object(m) => {
+            for (k, v) in m.iter_mut() {
+                if SECRET_KEYS.iter().any(|s| contains_ignore_ascii_case(k, s)) {
+                    *v = redacted();
+                } else {
+                    redact_in_place(v);
+                }
+            }
         }
-        other => other,
+        Value::Array(a) => a.iter_mut().for_each(redact_in_place),
+        Value::String(s) if s.contains(meta::secrets::TOKEN_PREFIX) && looks_like_token(s) => {
+            *v = redacted();
+        }
+        _ => {}
     }
+}
+
+/// Whether `hay` contains `needle` (lower-case ASCII), ignoring ASCII case.
+fn contains_ignore_ascii_case(hay: &str, needle: &str) -> bool {
+    hay.as_bytes()
+        .windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
 }
 
 fn looks_like_token(s: &str) -> bool {
