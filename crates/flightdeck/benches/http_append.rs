@@ -257,13 +257,14 @@ fn event_body(writer: usize, i: u64) -> String {
 /// else `bench-data/` beside the bench executable's profile directory
 /// (`target/release/bench-data`), not `/tmp`. Why: ext4 without a journal
 /// (this machine's disk) skips inodes freed in the last 5–10 s when it
-/// allocates one, testing each with a buffer-cache lookup
-/// (`recently_deleted`); a file created in a block group where others just
-/// deleted thousands of files (`/tmp` on a machine where compilers churn
-/// temporary files) pays for every one of them. In `/tmp` here that was
-/// 11–14 % of the server's CPU (the tile files' `open(O_CREAT)`); in a
-/// directory of its own, under 0.5 %. A deployed server's data directory is
-/// not a shared scratch directory either.
+/// allocates one (60 s, 360 s while the inode table block is dirty),
+/// testing each with a buffer-cache lookup (`recently_deleted`); a file
+/// created in a block group where thousands of files were just deleted
+/// (`/tmp` on a machine where compilers churn temporary files) pays for
+/// every one of them: 11–14 % of the server's CPU here, in the tile files'
+/// `open(O_CREAT)`. A deployed server's data directory is not a shared
+/// scratch directory either. For the same reason a run's files are emptied
+/// rather than removed ([`empty_files`]).
 fn data_parent(a: &Args) -> std::path::PathBuf {
     let dir = match &a.data_parent {
         Some(d) => std::path::PathBuf::from(d),
@@ -290,7 +291,8 @@ struct Server {
     addr: SocketAddr,
     admin_token: String,
     running: Running,
-    _dir: tempfile::TempDir,
+    /// Emptied, not removed, when the run ends (see [`empty_files`]).
+    dir: Option<tempfile::TempDir>,
 }
 
 impl Server {
@@ -332,7 +334,7 @@ impl Server {
             addr: addr.parse().expect("a socket address"),
             admin_token: token,
             running: Running::Child(child),
-            _dir: dir,
+            dir: Some(dir),
         }
     }
 
@@ -381,7 +383,7 @@ impl Server {
                 thread: Some(thread),
                 audit,
             },
-            _dir: dir,
+            dir: Some(dir),
         }
     }
 
@@ -420,6 +422,36 @@ impl Drop for Server {
                 }
                 audit.shutdown();
             }
+        }
+        if let Some(d) = self.dir.take() {
+            empty_files(&d.keep());
+        }
+    }
+}
+
+/// Truncates every file under `dir` to nothing, leaving the (empty) files
+/// and directories in place: the disk space comes back, the inodes stay
+/// allocated. Removing a run's thousands of tile files would make every
+/// file the next runs create within the following 1–6 minutes slower:
+/// ext4 without a journal (this machine's disk) does not reuse an inode
+/// freed less than 60 s ago (360 s while its inode table block is dirty)
+/// and checks each such free inode of the group with a buffer-cache lookup
+/// on every allocation (`recently_deleted`). Measured: 11–26 % of the
+/// server's CPU went there in runs started right after a removal. Remove
+/// `bench-data/` by hand once done.
+fn empty_files(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        match e.file_type() {
+            Ok(t) if t.is_dir() => empty_files(&e.path()),
+            Ok(t) if t.is_file() => {
+                if let Ok(f) = std::fs::OpenOptions::new().write(true).open(e.path()) {
+                    let _ = f.set_len(0);
+                }
+            }
+            _ => {}
         }
     }
 }
