@@ -574,6 +574,11 @@ impl Db {
         self.inner.wal.syncs()
     }
 
+    /// Latency of the WAL's group commits (write + fdatasync) since open.
+    pub fn wal_sync_histogram(&self) -> crate::SyncHistogram {
+        self.inner.wal.sync_histogram()
+    }
+
     /// Blocks of a project (metadata), oldest first.
     pub fn blocks(&self, project: &str) -> Vec<crate::BlockMeta> {
         self.inner

@@ -71,6 +71,7 @@ pub use db::Db;
 pub use error::Error;
 pub use head::MAX_LISTED_REJECTIONS;
 pub use query::{Histograms, Querier, Samples, Series, SeriesSet};
+pub use wal::{SYNC_BUCKETS, SyncHistogram};
 
 /// How the store behaves; [`Options::default`] is Prometheus-like.
 #[derive(Clone, Debug)]

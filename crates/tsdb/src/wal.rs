@@ -385,6 +385,35 @@ struct State {
     segment: u64,
     /// Fsyncs done, for tests and stats.
     syncs: u64,
+    /// Durations of write + fdatasync per group commit.
+    sync_hist: SyncHistogram,
+}
+
+/// Upper bounds (seconds) of the WAL sync latency histogram.
+pub const SYNC_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// How long the WAL's group commits (one write + one fdatasync) took:
+/// counts per bucket of [`SYNC_BUCKETS`] (not cumulative), their sum and count.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SyncHistogram {
+    pub buckets: [u64; SYNC_BUCKETS.len()],
+    /// Observations above the last bucket bound.
+    pub overflow: u64,
+    pub sum_seconds: f64,
+    pub count: u64,
+}
+
+impl SyncHistogram {
+    fn observe(&mut self, secs: f64) {
+        match SYNC_BUCKETS.iter().position(|b| secs <= *b) {
+            Some(i) => self.buckets[i] += 1,
+            None => self.overflow += 1,
+        }
+        self.sum_seconds += secs;
+        self.count += 1;
+    }
 }
 
 struct Shared {
@@ -559,6 +588,7 @@ impl Wal {
                 rotate_done: 0,
                 segment,
                 syncs: 0,
+                sync_hist: SyncHistogram::default(),
             }),
             work: Condvar::new(),
             done: Condvar::new(),
@@ -712,6 +742,11 @@ impl Wal {
         lock(&self.shared.state).syncs
     }
 
+    /// The latency histogram of the group commits so far.
+    pub fn sync_histogram(&self) -> SyncHistogram {
+        lock(&self.shared.state).sync_hist.clone()
+    }
+
     /// The poison message, if a write failed.
     pub fn poisoned(&self) -> Option<String> {
         lock(&self.shared.state).poisoned.clone()
@@ -786,9 +821,12 @@ fn writer(shared: Arc<Shared>, mut file: File, mut segment: u64) {
         };
         let what = "wal segment";
         let mut result = Ok(());
+        let mut took = None;
         if !buf.is_empty() {
+            let started = std::time::Instant::now();
             result = diskio::write_all(&shared.faults, &mut file, &buf, what)
                 .and_then(|()| diskio::sync_file(&shared.faults, &file, what));
+            took = Some(started.elapsed().as_secs_f64());
             size += buf.len() as u64;
         }
         let mut rotated = false;
@@ -809,6 +847,9 @@ fn writer(shared: Arc<Shared>, mut file: File, mut segment: u64) {
             Ok(()) => {
                 st.durable = upto;
                 st.syncs += 1;
+                if let Some(t) = took {
+                    st.sync_hist.observe(t);
+                }
                 if rotated {
                     st.segment = segment;
                     st.rotate_done = rotate;

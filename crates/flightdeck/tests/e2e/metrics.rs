@@ -619,6 +619,19 @@ fn host_metrics_are_there_after_serve() {
         "{}",
         &m.body[..500.min(m.body.len())]
     );
+    assert!(
+        m.body.contains(
+            "flightdeck_http_request_duration_seconds_count{code=\"200\",method=\"GET\",route=\"/api/v1/query\"}"
+        ),
+        "request durations by route"
+    );
+    assert!(
+        m.body
+            .contains("# TYPE flightdeck_wal_fsync_duration_seconds histogram")
+            && m.body
+                .contains("flightdeck_wal_fsync_duration_seconds_bucket{le=\"+Inf\"}"),
+        "WAL fsync latency histogram"
+    );
 }
 
 /// Writers push without pause; the server is killed with SIGKILL in the
