@@ -123,6 +123,8 @@ struct Inner {
     maint: Mutex<()>,
     /// Per-project retention set by [`Db::set_retention`] (else the options').
     retention: RwLock<HashMap<String, crate::Retention>>,
+    /// Per-project series limits set by [`Db::set_series_limit`] (else the options').
+    series_limits: RwLock<HashMap<String, usize>>,
     stop: Mutex<bool>,
     stop_cv: Condvar,
     /// The background pass's last failure, cleared by a pass that works.
@@ -321,6 +323,7 @@ impl Db {
             block_seq: AtomicU64::new(seq),
             maint: Mutex::new(()),
             retention: RwLock::new(HashMap::new()),
+            series_limits: RwLock::new(HashMap::new()),
             stop: Mutex::new(false),
             stop_cv: Condvar::new(),
             maint_error: Mutex::new(None),
@@ -486,6 +489,26 @@ impl Db {
     /// Sets a project's retention (time and size), replacing the default
     /// from [`Options`] for it; applied by the next maintenance pass. Not
     /// stored: the caller sets it again after every open (from its config).
+    /// Sets a project's maximum number of active series (new series over
+    /// it are refused with [`crate::RejectReason::SeriesLimit`]); applies
+    /// at once to an open project and to one created later. Not persisted:
+    /// the server sets it from its configuration after every open.
+    pub fn set_series_limit(&self, project: &str, max_series: usize) {
+        self.inner
+            .series_limits
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(project.to_string(), max_series);
+        if let Ok(Some(p)) = self.inner.project(project, false) {
+            for shard in p.shards.iter() {
+                shard
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .set_max_series(max_series);
+            }
+        }
+    }
+
     pub fn set_retention(&self, project: &str, retention: crate::Retention) {
         self.inner
             .retention
@@ -649,12 +672,21 @@ impl Inner {
         self.wal.submit(&framed)?;
         let limits = HeadLimits {
             ooo_window_ms: self.opts.ooo_window_ms,
-            max_series: self.opts.max_series_per_project,
+            max_series: self.series_limit_of(name),
             block_duration_ms: self.opts.block_duration_ms,
         };
         let p = Project::new(name, id, dir, limits, i64::MIN, Vec::new());
         w.insert(name.to_string(), p.clone());
         Ok(Some(p))
+    }
+
+    fn series_limit_of(&self, project: &str) -> usize {
+        self.series_limits
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(project)
+            .copied()
+            .unwrap_or(self.opts.max_series_per_project)
     }
 
     fn all_projects(&self) -> Vec<Arc<Project>> {

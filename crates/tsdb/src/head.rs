@@ -312,6 +312,11 @@ impl Head {
     }
 
     /// Live series.
+    /// Changes the project's series limit this shard enforces.
+    pub fn set_max_series(&mut self, n: usize) {
+        self.limits.max_series = n;
+    }
+
     pub fn num_series(&self) -> usize {
         self.live
     }

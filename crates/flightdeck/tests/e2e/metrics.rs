@@ -851,3 +851,43 @@ fn the_standalone_agent_pushes_host_metrics() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn a_project_series_limit_refuses_new_series_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("fd.toml");
+    std::fs::write(
+        &cfg,
+        "[metrics]\nhost_metrics = false\n[metrics.projects.tiny]\nmax_series_per_project = 2\n",
+    )
+    .unwrap();
+    let s = Server::binary_with(&["--config", cfg.to_str().unwrap()]);
+    s.project("tiny");
+    let (_, tiny) = s.token_in("tiny", &["metrics:write", "metrics:read"]);
+    let t0 = base_ms();
+    let two = vec![
+        series(&[("__name__", "a")], &[(t0, 1.0)]),
+        series(&[("__name__", "b")], &[(t0, 1.0)]),
+    ];
+    assert_eq!(write_v1(&s, &tiny, two).status, 204);
+    let r = write_v1(&s, &tiny, vec![series(&[("__name__", "c")], &[(t0, 1.0)])]);
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(
+        r.body.contains("series_limit: 1")
+            && r.body.contains("max_series_per_project=2")
+            && r.body.contains("c{}"),
+        "{}",
+        r.body
+    );
+    // Known series still take samples; the default project has its own limit.
+    let r = write_v1(
+        &s,
+        &tiny,
+        vec![series(&[("__name__", "a")], &[(t0 + 1000, 2.0)])],
+    );
+    assert_eq!(r.status, 204, "{}", r.body);
+    let many: Vec<_> = (0..5)
+        .map(|i| series(&[("__name__", "d"), ("i", &i.to_string())], &[(t0, 1.0)]))
+        .collect();
+    assert_eq!(write_v1(&s, &s.token, many).status, 204);
+}

@@ -117,7 +117,7 @@ fn store_batch(
                 if reason == tsdb::RejectReason::SeriesLimit {
                     format!(
                         " (limit max_series_per_project={})",
-                        m.max_series_per_project
+                        m.series_limit_for(project)
                     )
                 } else {
                     String::new()
