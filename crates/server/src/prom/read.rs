@@ -54,8 +54,11 @@ fn respond(r: Result<String, PromError>) -> Response {
     }
 }
 
+/// The float samples and the histograms of one series.
+type Loaded = (Vec<Sample>, Vec<(i64, HistogramValue)>);
+
 /// Reads every float sample and histogram of one series.
-fn load(s: &tsdb::Series) -> Result<(Vec<Sample>, Vec<(i64, HistogramValue)>), PromError> {
+fn load(s: &tsdb::Series) -> Result<Loaded, PromError> {
     let f = s
         .samples()
         .collect::<Result<Vec<_>, _>>()
@@ -227,9 +230,9 @@ pub async fn query_range(
         }
         let sel = select::parse_selection(query)?;
         if sel.range_ms.is_some() {
-            return Err(PromError::bad_data(format!(
-                "invalid expression type \"range vector\" for range query, must be Scalar or instant Vector"
-            )));
+            return Err(PromError::bad_data(
+                "invalid expression type \"range vector\" for range query, must be Scalar or instant Vector",
+            ));
         }
         let project = dc.project.name.clone();
         blocking(move || range(&m, &project, &sel, start, end, step)).await

@@ -23,7 +23,7 @@ use super::{DataCaller, MetricsStore, store};
 use crate::AppState;
 use crate::telemetry::{INGESTED_SAMPLES, REJECTED_SAMPLES};
 
-fn header<'a>(h: &'a HeaderMap, name: header::HeaderName) -> Option<&'a str> {
+fn header(h: &HeaderMap, name: header::HeaderName) -> Option<&str> {
     h.get(name).and_then(|v| v.to_str().ok())
 }
 
