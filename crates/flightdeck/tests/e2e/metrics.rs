@@ -349,6 +349,18 @@ fn tokens_reach_only_their_own_project() {
         "42"
     );
     assert_eq!(query(&s, &blue_rw, "open_metric", t0)["result"], json!([]));
+    let blue_names = get(&s, &blue_rw, "/api/v1/label/__name__/values").body;
+    assert!(
+        blue_names.contains("secret_metric") && !blue_names.contains("open_metric"),
+        "{blue_names}"
+    );
+    let blue_series = get(
+        &s,
+        &blue_rw,
+        &format!("/api/v1/series?match[]={}", urlenc(r#"{__name__=~".+"}"#)),
+    )
+    .body;
+    assert!(!blue_series.contains("open_metric"), "{blue_series}");
     // Naming another project in the tenant header does not cross over.
     let r = call(
         "GET",
