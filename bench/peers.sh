@@ -37,7 +37,7 @@ TOML
 "$BIN" serve --config "$WORK/fd.toml" --data-dir "$WORK/data" --listen "127.0.0.1:$PORT" \
   >"$WORK/out.txt" 2>"$WORK/err.txt" &
 FD_PID=$!
-for _ in $(seq 100); do
+for _ in $(seq 600); do
   curl -fsS "http://127.0.0.1:$PORT/-/ready" >/dev/null 2>&1 && break
   sleep 0.1
 done

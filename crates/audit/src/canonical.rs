@@ -108,6 +108,57 @@ impl Prepared {
         })
     }
 
+    /// [`Prepared::of_draft_leaf`] and, in the same pass, the event the
+    /// log acknowledges for that leaf (what [`encode_event`] writes for it
+    /// once stamped: the draft's own principal, resource, `source_ip` and
+    /// `user_agent`, with `personal` holding the commitments). Returns
+    /// `(leaf, event)`; the runs they share are encoded once.
+    pub fn of_draft_both(
+        d: &EventDraft,
+        personal: &BTreeMap<String, String>,
+        principal: &Principal,
+        resource: Option<&Resource>,
+    ) -> (Prepared, Prepared) {
+        let leaf = LeafView {
+            principal,
+            resource,
+            source_ip: d
+                .source_ip
+                .as_deref()
+                .filter(|_| !personal.contains_key("source_ip")),
+            user_agent: d
+                .user_agent
+                .as_deref()
+                .filter(|_| !personal.contains_key("user_agent")),
+        };
+        let (full, leaf) = prepare_with(
+            &Parts {
+                action: &d.action,
+                changes: &d.changes,
+                event_source: &d.event_source,
+                event_time: d.event_time.as_deref(),
+                external_id: d.external_id.as_deref(),
+                organization: &d.organization,
+                personal,
+                principal: &d.principal,
+                project: d.project.as_deref(),
+                request_id: d.request_id.as_deref(),
+                request_parameters: d.request_parameters.as_ref(),
+                resource: d.resource.as_ref(),
+                response_elements: d.response_elements.as_ref(),
+                result: &d.result,
+                schema_version: SCHEMA_VERSION,
+                source_ip: d.source_ip.as_deref(),
+                user_agent: d.user_agent.as_deref(),
+            },
+            Some(&leaf),
+        );
+        match leaf {
+            Some(leaf) => (leaf, full),
+            None => unreachable!("bug: prepare_with writes a leaf when given its view"),
+        }
+    }
+
     fn of_event(e: &Event) -> Prepared {
         prepare(&Parts {
             action: &e.action,
@@ -161,9 +212,64 @@ pub fn encode_event(e: &Event) -> Vec<u8> {
 }
 
 fn prepare(p: &Parts<'_>) -> Prepared {
-    let mut b = Vec::with_capacity(512);
+    prepare_with(p, None).0
+}
+
+/// Where a Merkle leaf differs from the event it was made of (see
+/// [`Prepared::of_draft_both`]): its principal and resource, and the
+/// `source_ip` / `user_agent` it shows (none when committed).
+struct LeafView<'a> {
+    principal: &'a Principal,
+    resource: Option<&'a Resource>,
+    source_ip: Option<&'a str>,
+    user_agent: Option<&'a str>,
+}
+
+/// The output of [`prepare_with`]: the event's bytes, and with a
+/// [`LeafView`] the leaf's too. Runs both have in common are written once,
+/// into `b`, and copied into the leaf's buffer when a field differs.
+struct Out {
+    b: Vec<u8>,
+    /// The leaf's bytes, and how much of `b` they already include.
+    leaf: Option<(Vec<u8>, usize)>,
+}
+
+impl Out {
+    /// Copies what `b` gained since the last divergence into the leaf.
+    fn catch_up(&mut self) {
+        if let Some((l, synced)) = &mut self.leaf {
+            l.extend_from_slice(&self.b[*synced..]);
+            *synced = self.b.len();
+        }
+    }
+
+    /// Writes a field that may differ: `full` into the event's bytes,
+    /// `leaf` into the leaf's.
+    fn differ(&mut self, full: impl FnOnce(&mut Vec<u8>), leaf: impl FnOnce(&mut Vec<u8>)) {
+        self.catch_up();
+        full(&mut self.b);
+        if let Some((l, synced)) = &mut self.leaf {
+            leaf(l);
+            *synced = self.b.len();
+        }
+    }
+
+    /// A stamp position in both outputs.
+    fn cut(&mut self) -> (usize, usize) {
+        self.catch_up();
+        (self.b.len(), self.leaf.as_ref().map_or(0, |(l, _)| l.len()))
+    }
+}
+
+/// Prepares the event `p`; with `leaf`, also its Merkle leaf (second).
+fn prepare_with(p: &Parts<'_>, leaf: Option<&LeafView<'_>>) -> (Prepared, Option<Prepared>) {
+    let mut out = Out {
+        b: Vec::with_capacity(512),
+        leaf: leaf.map(|_| (Vec::with_capacity(512), 0)),
+    };
+    let b = &mut out.b;
     b.extend_from_slice(b"{\"action\":");
-    write_str(&mut b, p.action);
+    write_str(b, p.action);
     if !p.changes.is_empty() {
         b.extend_from_slice(b",\"changes\":[");
         for (i, c) in p.changes.iter().enumerate() {
@@ -171,20 +277,21 @@ fn prepare(p: &Parts<'_>) -> Prepared {
                 b.push(b',');
             }
             b.extend_from_slice(b"{\"after\":");
-            write_value(&mut b, &c.after);
+            write_value(b, &c.after);
             b.extend_from_slice(b",\"before\":");
-            write_value(&mut b, &c.before);
+            write_value(b, &c.before);
             b.extend_from_slice(b",\"field\":");
-            write_str(&mut b, &c.field);
+            write_str(b, &c.field);
             b.push(b'}');
         }
         b.push(b']');
     }
-    field_str(&mut b, "event_source", Some(p.event_source));
-    field_str(&mut b, "event_time", p.event_time);
-    field_str(&mut b, "external_id", p.external_id);
-    let cut_id = b.len();
-    field_str(&mut b, "organization", Some(p.organization));
+    field_str(b, "event_source", Some(p.event_source));
+    field_str(b, "event_time", p.event_time);
+    field_str(b, "external_id", p.external_id);
+    let cut_id = out.cut();
+    let b = &mut out.b;
+    field_str(b, "organization", Some(p.organization));
     if !p.personal.is_empty() {
         // Keys are the ASCII names of `personal::PERSONAL_FIELDS`: byte
         // order is UTF-16 order, and a BTreeMap iterates in byte order.
@@ -193,43 +300,77 @@ fn prepare(p: &Parts<'_>) -> Prepared {
             if i > 0 {
                 b.push(b',');
             }
-            write_str(&mut b, k);
+            write_str(b, k);
             b.push(b':');
-            write_str(&mut b, v);
+            write_str(b, v);
         }
         b.push(b'}');
     }
     b.extend_from_slice(b",\"principal\":");
-    write_principal(&mut b, p.principal);
-    field_str(&mut b, "project", p.project);
-    field_str(&mut b, "request_id", p.request_id);
+    match leaf {
+        Some(l) => out.differ(
+            |b| write_principal(b, p.principal),
+            |b| write_principal(b, l.principal),
+        ),
+        None => write_principal(&mut out.b, p.principal),
+    }
+    let b = &mut out.b;
+    field_str(b, "project", p.project);
+    field_str(b, "request_id", p.request_id);
     if let Some(v) = p.request_parameters {
         b.extend_from_slice(b",\"request_parameters\":");
-        write_value(&mut b, v);
+        write_value(b, v);
     }
-    if let Some(r) = p.resource {
-        b.extend_from_slice(b",\"resource\":");
-        write_resource(&mut b, r);
+    let resource = |b: &mut Vec<u8>, r: Option<&Resource>| {
+        if let Some(r) = r {
+            b.extend_from_slice(b",\"resource\":");
+            write_resource(b, r);
+        }
+    };
+    match leaf {
+        Some(l) => out.differ(|b| resource(b, p.resource), |b| resource(b, l.resource)),
+        None => resource(&mut out.b, p.resource),
     }
+    let b = &mut out.b;
     if let Some(v) = p.response_elements {
         b.extend_from_slice(b",\"response_elements\":");
-        write_value(&mut b, v);
+        write_value(b, v);
     }
     b.extend_from_slice(b",\"result\":");
-    write_outcome(&mut b, p.result);
+    write_outcome(b, p.result);
     b.extend_from_slice(b",\"schema_version\":");
-    write_uint(&mut b, u64::from(p.schema_version));
-    let cut_seq = b.len();
-    field_str(&mut b, "source_ip", p.source_ip);
-    let cut_time = b.len();
-    field_str(&mut b, "user_agent", p.user_agent);
-    b.push(b'}');
-    Prepared {
-        buf: b,
-        cut_id,
-        cut_seq,
-        cut_time,
+    write_uint(b, u64::from(p.schema_version));
+    let cut_seq = out.cut();
+    match leaf {
+        Some(l) => out.differ(
+            |b| field_str(b, "source_ip", p.source_ip),
+            |b| field_str(b, "source_ip", l.source_ip),
+        ),
+        None => field_str(&mut out.b, "source_ip", p.source_ip),
     }
+    let cut_time = out.cut();
+    match leaf {
+        Some(l) => out.differ(
+            |b| field_str(b, "user_agent", p.user_agent),
+            |b| field_str(b, "user_agent", l.user_agent),
+        ),
+        None => field_str(&mut out.b, "user_agent", p.user_agent),
+    }
+    out.b.push(b'}');
+    out.catch_up();
+    let full = Prepared {
+        buf: out.b,
+        cut_id: cut_id.0,
+        cut_seq: cut_seq.0,
+        cut_time: cut_time.0,
+    };
+    let leaf = out.leaf.map(|(buf, _)| Prepared {
+        buf,
+        cut_id: cut_id.1,
+        cut_seq: cut_seq.1,
+        cut_time: cut_time.1,
+    });
+    (full, leaf)
 }
 
 /// `,"key":"value"` when `v` is set. Keys are plain ASCII: no escaping.
@@ -382,15 +523,27 @@ pub fn cmp_utf16(a: &str, b: &str) -> Ordering {
 /// `\b \t \n \f \r` or `\u00xx`; everything else (non-ASCII, `/`, DEL) as is.
 pub fn write_str(b: &mut Vec<u8>, s: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
+    b.reserve(s.len() + 2);
     b.push(b'"');
     let bytes = s.as_bytes();
     let mut start = 0;
-    for (i, &c) in bytes.iter().enumerate() {
+    let mut i = 0;
+    while i < bytes.len() {
+        // Eight bytes at a time while none needs escaping (most strings).
+        if let Some(w) = bytes.get(i..i + 8) {
+            let w = u64::from_le_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]);
+            if !needs_escape(w) {
+                i += 8;
+                continue;
+            }
+        }
+        let c = bytes[i];
+        i += 1;
         if c >= 0x20 && c != b'"' && c != b'\\' {
             continue;
         }
-        b.extend_from_slice(&bytes[start..i]);
-        start = i + 1;
+        b.extend_from_slice(&bytes[start..i - 1]);
+        start = i;
         match c {
             b'"' => b.extend_from_slice(b"\\\""),
             b'\\' => b.extend_from_slice(b"\\\\"),
@@ -411,6 +564,18 @@ pub fn write_str(b: &mut Vec<u8>, s: &str) {
     }
     b.extend_from_slice(&bytes[start..]);
     b.push(b'"');
+}
+
+/// Whether any of the 8 bytes of `w` is a control character (< 0x20), `"`
+/// or `\`: the classic "has a zero byte / a byte less than n" bit tricks
+/// (exact: no false negatives; false positives only make the caller look
+/// at each byte).
+fn needs_escape(w: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let has_zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH != 0;
+    let below_space = w.wrapping_sub(ONES * 0x20) & !w & HIGH != 0;
+    below_space || has_zero(w ^ (ONES * u64::from(b'"'))) || has_zero(w ^ (ONES * u64::from(b'\\')))
 }
 
 /// Writes an unsigned integer in decimal.
@@ -682,6 +847,73 @@ mod tests {
                 &mut got,
             );
             assert_eq!(got, serde_json_canonicalizer::to_vec(&e).unwrap());
+        }
+    }
+
+    #[test]
+    fn both_forms_equal_their_separate_encodings() {
+        let mut r = Rng(4242);
+        for i in 0..2000 {
+            let mut e = event(&mut r);
+            e.schema_version = SCHEMA_VERSION;
+            let d = EventDraft {
+                organization: e.organization.clone(),
+                project: e.project.clone(),
+                principal: e.principal.clone(),
+                source_ip: e.source_ip.clone(),
+                user_agent: e.user_agent.clone(),
+                action: e.action.clone(),
+                resource: e.resource.clone(),
+                request_id: e.request_id.clone(),
+                result: e.result.clone(),
+                request_parameters: e.request_parameters.clone(),
+                response_elements: e.response_elements.clone(),
+                changes: e.changes.clone(),
+                event_source: e.event_source.clone(),
+                event_time: e.event_time.clone(),
+                external_id: e.external_id.clone(),
+            };
+            // A leaf principal and resource unlike the draft's, as sealing
+            // makes them.
+            let leaf_principal = Principal {
+                id: "anonymous".into(),
+                name: String::new(),
+                ..e.principal.clone()
+            };
+            let leaf_resource = e.resource.clone().map(|r| Resource { name: None, ..r });
+            let (leaf, full) =
+                Prepared::of_draft_both(&d, &e.personal, &leaf_principal, leaf_resource.as_ref());
+            let stamp = |p: &Prepared| {
+                let mut out = Vec::new();
+                p.splice(&e.id, e.log_index, e.seq, &e.time, &mut out);
+                out
+            };
+            let separate =
+                Prepared::of_draft_leaf(&d, &e.personal, &leaf_principal, leaf_resource.as_ref());
+            assert_eq!(stamp(&leaf), stamp(&separate), "leaf of event #{i}");
+            assert_eq!(stamp(&full), encode_event(&e), "event #{i}");
+        }
+    }
+
+    #[test]
+    fn long_strings_escape_as_the_reference() {
+        let mut r = Rng(1717);
+        for _ in 0..5000 {
+            let s: String = (0..r.below(12)).map(|_| string(&mut r)).collect();
+            let want = serde_json_canonicalizer::to_vec(&Value::String(s.clone())).unwrap();
+            let mut got = Vec::new();
+            write_str(&mut got, &s);
+            assert_eq!(
+                String::from_utf8_lossy(&got),
+                String::from_utf8_lossy(&want)
+            );
+        }
+        for c in 0u8..=0x7f {
+            let s = format!("abcdefghijklmno{}pqrstuvwxyz0123", char::from(c));
+            let want = serde_json_canonicalizer::to_vec(&Value::String(s.clone())).unwrap();
+            let mut got = Vec::new();
+            write_str(&mut got, &s);
+            assert_eq!(got, want, "byte {c:#04x}");
         }
     }
 

@@ -266,37 +266,29 @@ impl IndexWriter {
         let tx = self.conn.transaction()?;
         let mut last: Option<(u64, i64)> = None;
         {
-            let mut ins = tx.prepare_cached(
-                "INSERT INTO events (seq, log, id, id_key, time_ns, principal_id, principal_type, action,
-                                     resource_type, resource_id, status, segment, offset, len, log_index)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
-            )?;
             let mut next: HashMap<&str, u64> = HashMap::new();
+            // Rows go in ROWS_PER_INSERT at a time (one statement step for
+            // many rows shares the per-statement work), the rest one by one.
+            let mut many = tx.prepare_cached(&insert_sql(ROWS_PER_INSERT))?;
+            let mut one = tx.prepare_cached(&insert_sql(1))?;
+            let mut chunk: Vec<&IndexRow> = Vec::with_capacity(ROWS_PER_INSERT);
             for r in rows {
-                let k = &r.keys;
-                next.insert(&k.log, r.log_index + 1);
+                next.insert(&r.keys.log, r.log_index + 1);
                 last = Some((r.seq, r.time_ns));
                 if r.expired {
                     // Removed by retention: counted, not searchable.
                     continue;
                 }
-                ins.execute(params![
-                    to_i64(r.seq),
-                    k.log,
-                    r.id,
-                    id_key(&r.id),
-                    r.time_ns,
-                    k.principal_id,
-                    k.principal_type.as_str(),
-                    k.action,
-                    k.resource_type,
-                    k.resource_id,
-                    k.status.as_str(),
-                    to_i64(r.segment),
-                    to_i64(r.offset),
-                    to_i64(r.bytes.len() as u64),
-                    to_i64(r.log_index),
-                ])?;
+                chunk.push(r);
+                if chunk.len() == ROWS_PER_INSERT {
+                    bind_rows(&mut many, &chunk)?;
+                    many.raw_execute()?;
+                    chunk.clear();
+                }
+            }
+            for r in chunk {
+                bind_rows(&mut one, &[r])?;
+                one.raw_execute()?;
             }
             let mut up = tx.prepare_cached(
                 "INSERT INTO logs(log, next_index) VALUES (?1, ?2)
@@ -318,6 +310,46 @@ impl IndexWriter {
     pub fn into_connection(self) -> Connection {
         self.conn
     }
+}
+
+/// Rows per multi-row `INSERT` of [`IndexWriter::insert`].
+const ROWS_PER_INSERT: usize = 32;
+/// Columns of an `events` row, in the order [`bind_rows`] binds them.
+const COLUMNS: usize = 15;
+
+/// `INSERT INTO events (...) VALUES (?, ...), ...` for `rows` rows.
+fn insert_sql(rows: usize) -> String {
+    let one = format!("({})", vec!["?"; COLUMNS].join(", "));
+    format!(
+        "INSERT INTO events (seq, log, id, id_key, time_ns, principal_id, principal_type, action,
+                             resource_type, resource_id, status, segment, offset, len, log_index)
+         VALUES {}",
+        vec![one; rows].join(", ")
+    )
+}
+
+/// Binds `rows` to a statement of [`insert_sql`]`(rows.len())`.
+fn bind_rows(stmt: &mut rusqlite::CachedStatement<'_>, rows: &[&IndexRow]) -> rusqlite::Result<()> {
+    for (i, r) in rows.iter().enumerate() {
+        let k = &r.keys;
+        let at = i * COLUMNS;
+        stmt.raw_bind_parameter(at + 1, to_i64(r.seq))?;
+        stmt.raw_bind_parameter(at + 2, k.log.as_str())?;
+        stmt.raw_bind_parameter(at + 3, r.id.as_str())?;
+        stmt.raw_bind_parameter(at + 4, id_key(&r.id))?;
+        stmt.raw_bind_parameter(at + 5, r.time_ns)?;
+        stmt.raw_bind_parameter(at + 6, k.principal_id.as_str())?;
+        stmt.raw_bind_parameter(at + 7, k.principal_type.as_str())?;
+        stmt.raw_bind_parameter(at + 8, k.action.as_str())?;
+        stmt.raw_bind_parameter(at + 9, k.resource_type.as_deref())?;
+        stmt.raw_bind_parameter(at + 10, k.resource_id.as_deref())?;
+        stmt.raw_bind_parameter(at + 11, k.status.as_str())?;
+        stmt.raw_bind_parameter(at + 12, to_i64(r.segment))?;
+        stmt.raw_bind_parameter(at + 13, to_i64(r.offset))?;
+        stmt.raw_bind_parameter(at + 14, to_i64(r.bytes.len() as u64))?;
+        stmt.raw_bind_parameter(at + 15, to_i64(r.log_index))?;
+    }
+    Ok(())
 }
 
 /// The integer `ev_id` indexes an event id by: the high 64 bits of a UUID

@@ -39,6 +39,7 @@
 //! crate must not depend on tokio; the server bridges with a oneshot in
 //! `append_with`.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 use std::fs::{self, File, OpenOptions};
 use std::path::{Path, PathBuf};
@@ -89,6 +90,53 @@ pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
 
 /// A completion callback of [`AuditLog::append_with`].
 pub type Done = Box<dyn FnOnce(Result<Event, AuditError>) + Send>;
+
+/// A completion callback of [`AuditLog::append_all_with`]: the event with
+/// its canonical bytes ready to write.
+pub type AckedDone = Box<dyn FnOnce(Result<Acked, AuditError>) + Send>;
+
+/// An acknowledged (durable, searchable) event of
+/// [`AuditLog::append_all_with`], with its canonical encoding prepared by
+/// the caller's thread together with its leaf: writing it costs a copy,
+/// not a second encoding.
+pub struct Acked {
+    pub event: Event,
+    /// The event's canonical bytes minus the stamps (which `event` holds).
+    canonical: Prepared,
+}
+
+impl Acked {
+    /// Appends the event's canonical bytes to `out`: exactly
+    /// [`Event::canonical_bytes`] of [`Acked::event`].
+    pub fn write_canonical(&self, out: &mut Vec<u8>) {
+        let e = &self.event;
+        self.canonical
+            .splice(&e.id, e.log_index, e.seq, &e.time, out);
+    }
+}
+
+/// Who to tell about an append, and in which form.
+enum Reply {
+    Event(Done),
+    /// With the event's own canonical form (prepared with the leaf).
+    Acked(AckedDone, Prepared),
+}
+
+impl Reply {
+    fn fail(self, e: AuditError) {
+        match self {
+            Reply::Event(done) => done(Err(e)),
+            Reply::Acked(done, _) => done(Err(e)),
+        }
+    }
+
+    fn ok(self, event: Event) {
+        match self {
+            Reply::Event(done) => done(Ok(event)),
+            Reply::Acked(done, canonical) => done(Ok(Acked { event, canonical })),
+        }
+    }
+}
 
 /// How to open a log for writing.
 #[derive(Clone)]
@@ -206,6 +254,8 @@ struct Prepare {
     commitments: std::collections::BTreeMap<String, String>,
     envelope: Option<Vec<u8>>,
     prepared: Prepared,
+    /// The event's own canonical form minus the stamps, when asked for.
+    canonical: Option<Prepared>,
     keys: RowKeys,
 }
 
@@ -221,7 +271,7 @@ struct Pending {
     prepared: Prepared,
     /// The draft's filterable fields, made by the caller.
     keys: RowKeys,
-    done: Done,
+    done: Reply,
 }
 
 impl Drop for Inner {
@@ -539,14 +589,15 @@ impl AuditLog {
         if self.inner.read_only {
             return done(Err(AuditError::ReadOnly));
         }
-        match self.prepare(draft) {
-            Ok(p) => self.submit(vec![(p, done)]),
+        match self.prepare(draft, false) {
+            Ok(p) => self.submit(vec![(p, Reply::Event(done))]),
             Err(e) => done(Err(e)),
         }
     }
 
     /// Appends several events as one unit of admission, each with its own
-    /// `done` (called as by [`AuditLog::append_with`]). Every draft is
+    /// `done` (called as by [`AuditLog::append_with`], with the event's
+    /// canonical form ready to write: see [`Acked`]). Every draft is
     /// sealed, encoded and checked against [`MAX_EVENT_BYTES`] (with the
     /// largest possible stamps) *before* any is submitted: if one fails,
     /// nothing is submitted, no `done` is called, and the error comes back
@@ -557,14 +608,14 @@ impl AuditLog {
     /// after earlier events of these were acknowledged.
     pub fn append_all_with(
         &self,
-        items: Vec<(EventDraft, Done)>,
+        items: Vec<(EventDraft, AckedDone)>,
     ) -> Result<(), (usize, AuditError)> {
         if self.inner.read_only {
             return Err((0, AuditError::ReadOnly));
         }
         let mut ready = Vec::with_capacity(items.len());
         for (i, (draft, done)) in items.into_iter().enumerate() {
-            let p = self.prepare(draft).map_err(|e| (i, e))?;
+            let mut p = self.prepare(draft, true).map_err(|e| (i, e))?;
             let bound =
                 p.prepared.len() + MAX_STAMP_BYTES + p.envelope.as_ref().map_or(0, |e| 1 + e.len());
             if p.prepared.len() + MAX_STAMP_BYTES > MAX_EVENT_BYTES
@@ -578,54 +629,77 @@ impl AuditLog {
                     },
                 ));
             }
-            ready.push((p, done));
+            let canonical = p.canonical.take().unwrap_or_default();
+            ready.push((p, Reply::Acked(done, canonical)));
         }
         self.submit(ready);
         Ok(())
     }
 
-    /// Seals a draft's personal values and encodes it (minus the stamps),
-    /// in the caller's thread.
-    fn prepare(&self, draft: EventDraft) -> Result<Prepare, AuditError> {
+    /// Seals a draft's personal values and encodes its leaf (minus the
+    /// stamps), in the caller's thread; with `canonical`, the event's own
+    /// canonical form too, in the same pass.
+    fn prepare(&self, draft: EventDraft, canonical: bool) -> Result<Prepare, AuditError> {
         let mut keys = RowKeys::of_draft(&draft);
         let sealed = self
             .inner
             .subjects
             .seal(&keys.log, &draft, system_clock())?;
-        let leaf_principal = Principal {
-            id: sealed.leaf_principal_id.clone(),
-            name: if sealed.commitments.contains_key("principal.name") {
-                String::new()
-            } else {
-                draft.principal.name.clone()
-            },
-            ..draft.principal.clone()
+        // The leaf's principal and resource: the draft's own unless a
+        // personal value was taken out of them (no copy then).
+        let name_sealed = sealed.commitments.contains_key("principal.name");
+        let leaf_principal = if name_sealed || sealed.leaf_principal_id != draft.principal.id {
+            Cow::Owned(Principal {
+                id: sealed.leaf_principal_id.clone(),
+                name: if name_sealed {
+                    String::new()
+                } else {
+                    draft.principal.name.clone()
+                },
+                ..draft.principal.clone()
+            })
+        } else {
+            Cow::Borrowed(&draft.principal)
         };
         let leaf_resource = match &draft.resource {
-            Some(r) if sealed.commitments.contains_key("resource.name") => Some(crate::Resource {
-                name: None,
-                ..r.clone()
-            }),
-            other => other.clone(),
+            Some(r) if sealed.commitments.contains_key("resource.name") => {
+                Some(Cow::Owned(crate::Resource {
+                    name: None,
+                    ..r.clone()
+                }))
+            }
+            other => other.as_ref().map(Cow::Borrowed),
         };
-        let prepared = Prepared::of_draft_leaf(
-            &draft,
-            &sealed.commitments,
-            &leaf_principal,
-            leaf_resource.as_ref(),
-        );
+        let (prepared, canonical) = if canonical {
+            let (leaf, full) = Prepared::of_draft_both(
+                &draft,
+                &sealed.commitments,
+                &leaf_principal,
+                leaf_resource.as_deref(),
+            );
+            (leaf, Some(full))
+        } else {
+            let leaf = Prepared::of_draft_leaf(
+                &draft,
+                &sealed.commitments,
+                &leaf_principal,
+                leaf_resource.as_deref(),
+            );
+            (leaf, None)
+        };
         keys.principal_id = sealed.leaf_principal_id;
         Ok(Prepare {
             draft,
             commitments: sealed.commitments,
             envelope: sealed.envelope,
             prepared,
+            canonical,
             keys,
         })
     }
 
     /// Hands prepared events to the writer, in order.
-    fn submit(&self, items: Vec<(Prepare, Done)>) {
+    fn submit(&self, items: Vec<(Prepare, Reply)>) {
         let closed = || {
             if self.is_poisoned() {
                 AuditError::Poisoned
@@ -635,13 +709,13 @@ impl AuditLog {
         };
         let Ok(guard) = self.inner.tx.read() else {
             for (_, done) in items {
-                done(Err(AuditError::Closed));
+                done.fail(AuditError::Closed);
             }
             return;
         };
         let Some(tx) = guard.as_ref() else {
             for (_, done) in items {
-                done(Err(closed()));
+                done.fail(closed());
             }
             return;
         };
@@ -655,7 +729,7 @@ impl AuditLog {
                 done,
             };
             if let Err(mpsc::SendError(p)) = tx.send(pending) {
-                (p.done)(Err(closed()));
+                p.done.fail(closed());
             }
         }
     }
@@ -1109,7 +1183,7 @@ struct OpenSegment {
 /// A durable batch handed from the writer to the indexer: the stamped
 /// events with their callbacks, and their index rows (same order).
 struct Committed {
-    acks: Vec<(Event, Done)>,
+    acks: Vec<(Event, Reply)>,
     rows: Vec<IndexRow>,
 }
 
@@ -1185,11 +1259,11 @@ impl Writer {
     fn commit(&mut self, batch: Vec<Pending>) {
         if self.poisoned.load(Ordering::SeqCst) {
             for p in batch {
-                (p.done)(Err(AuditError::Poisoned));
+                p.done.fail(AuditError::Poisoned);
             }
             return;
         }
-        let mut acks: Vec<(Event, Done)> = Vec::with_capacity(batch.len());
+        let mut acks: Vec<(Event, Reply)> = Vec::with_capacity(batch.len());
         let mut rows: Vec<IndexRow> = Vec::with_capacity(batch.len());
         let mut chunks: Vec<Chunk> = Vec::new();
         let mut framed = 0usize;
@@ -1214,10 +1288,10 @@ impl Writer {
                 bytes.extend_from_slice(env);
             }
             if leaf_len > MAX_EVENT_BYTES || bytes.len() > segment::MAX_FRAME_BYTES {
-                (p.done)(Err(AuditError::EventTooLarge {
+                p.done.fail(AuditError::EventTooLarge {
                     bytes: leaf_len.max(bytes.len()),
                     max: MAX_EVENT_BYTES,
-                }));
+                });
                 continue;
             }
             self.next_seq += 1;
@@ -1290,7 +1364,7 @@ impl Writer {
             tracing::error!(error = %e, "storing new subject keys failed; poisoning the log");
             self.poisoned.store(true, Ordering::SeqCst);
             for (_, done) in acks {
-                done(Err(e.duplicate()));
+                done.fail(e.duplicate());
             }
             return;
         }
@@ -1303,7 +1377,7 @@ impl Writer {
                 if let Err(mpsc::SendError(c)) = self.to_indexer.send(Committed { acks, rows }) {
                     self.poisoned.store(true, Ordering::SeqCst);
                     for (_, done) in c.acks {
-                        done(Err(AuditError::Closed));
+                        done.fail(AuditError::Closed);
                     }
                 }
             }
@@ -1312,7 +1386,7 @@ impl Writer {
                 self.poisoned.store(true, Ordering::SeqCst);
                 self.roll_back(&chunks);
                 for (_, done) in acks {
-                    done(Err(e.duplicate()));
+                    done.fail(e.duplicate());
                 }
             }
         }
@@ -1439,7 +1513,7 @@ impl Indexer {
             self.tail.push(batch.rows, MAX_TAIL_ROWS);
             self.last_seq.store(last, Ordering::SeqCst);
             for (event, done) in batch.acks {
-                done(Ok(event));
+                done.ok(event);
             }
         }
     }

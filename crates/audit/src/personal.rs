@@ -213,6 +213,10 @@ struct State {
     active: HashMap<(String, String), Key>,
     /// Every key id ever issued.
     by_id: HashMap<[u8; KEY_ID_LEN], KeyState>,
+    /// Cache of `active` by log and subject in clear: spares the SHA-256 of
+    /// `who` and the key strings per sealed event. Memory only, filled on
+    /// use; an erasure empties it (so no erased subject stays named here).
+    by_subject: HashMap<String, HashMap<String, Key>>,
 }
 
 const SCHEMA: &str = "
@@ -284,18 +288,34 @@ impl Keystore {
     }
 
     fn live_key(&self, log: &str, who: &str, now_ns: i64) -> Result<Key, AuditError> {
-        let who = who_key(who);
-        let k = (log.to_string(), who.clone());
-        if let Some(key) = self.state.read().map_err(poisoned)?.active.get(&k) {
+        if let Some(key) = self
+            .state
+            .read()
+            .map_err(poisoned)?
+            .by_subject
+            .get(log)
+            .and_then(|m| m.get(who))
+        {
             return Ok(*key);
+        }
+        let hashed = who_key(who);
+        let k = (log.to_string(), hashed.clone());
+        let remember = |st: &mut State, key: Key| {
+            st.by_subject
+                .entry(log.to_string())
+                .or_default()
+                .insert(who.to_string(), key);
+        };
+        // A miss in the cache happens once per subject (and after an
+        // erasure): the rest is done under the write lock, so that an
+        // erasure cannot come between finding a key and caching it.
+        let mut st = self.state.write().map_err(poisoned)?;
+        if let Some(key) = st.active.get(&k).copied() {
+            remember(&mut st, key);
+            return Ok(key);
         }
         if self.read_only || self.conn.is_none() {
             return Err(AuditError::ReadOnly);
-        }
-        let mut st = self.state.write().map_err(poisoned)?;
-        // Another caller may have created it while we waited.
-        if let Some(key) = st.active.get(&k) {
-            return Ok(*key);
         }
         let key = Key {
             id: random()?,
@@ -305,12 +325,13 @@ impl Keystore {
         // it before writing the event (see the type's doc).
         self.new_keys.lock().map_err(poisoned)?.push(NewKey {
             log: log.to_string(),
-            who,
+            who: hashed,
             key,
             created_ns: now_ns,
         });
         st.by_id.insert(key.id, KeyState::Live(key.key));
         st.active.insert(k, key);
+        remember(&mut st, key);
         Ok(key)
     }
 
@@ -587,6 +608,7 @@ impl Keystore {
         }
         st.active
             .retain(|(log, w), _| !who.contains(w) || held.contains(log));
+        st.by_subject.clear();
         out.keys = erased_ids.len() as u64;
         out.logs.sort();
         out.held.sort();

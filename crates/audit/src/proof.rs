@@ -291,8 +291,8 @@ impl LogFiles {
             let stored = TileId::new(t.level(), t.index(), at_latest.min(256))
                 .map_err(|e| self.corrupt(&t.path(), e.to_string()))?;
             let rel = stored.path();
-            let mut data = self
-                .read(&rel)?
+            let mut data = crate::tlog::read_tile(&self.dir, &merkle::TilePath::Hash(stored))
+                .map_err(ProofError::Audit)?
                 .ok_or_else(|| self.corrupt(&rel, "missing, but the checkpoint needs it"))?;
             if data.len() != stored.byte_len() {
                 return Err(self.corrupt(
@@ -315,8 +315,8 @@ impl LogFiles {
         let bundle = BundleId::new(n, (latest - n * 256).min(256))
             .map_err(|e| self.corrupt("tile/entries", e.to_string()))?;
         let rel = bundle.path();
-        let data = self
-            .read(&rel)?
+        let data = crate::tlog::read_tile(&self.dir, &merkle::TilePath::Entries(bundle))
+            .map_err(ProofError::Audit)?
             .ok_or_else(|| self.corrupt(&rel, "missing, but the checkpoint needs it"))?;
         let entries = decode_entry_bundle(&data).map_err(|e| self.corrupt(&rel, e.to_string()))?;
         if entries.len() as u64 != bundle.width() {

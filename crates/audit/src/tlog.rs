@@ -136,16 +136,70 @@ pub fn read_log_file(log_dir: &Path, rel: &str) -> Result<Option<Vec<u8>>, Audit
             _ => Ok(None),
         };
     }
-    let rel = match merkle::tiles::parse_tile_path(rel) {
-        Ok(merkle::TilePath::Hash(t)) => t.path(),
-        Ok(merkle::TilePath::Entries(b)) => b.path(),
-        Err(_) => return Ok(None),
+    match merkle::tiles::parse_tile_path(rel) {
+        Ok(path) => read_tile(log_dir, &path),
+        Err(_) => Ok(None),
+    }
+}
+
+/// A hash tile or entry bundle of the log in `log_dir`. A partial one that
+/// is gone because its full tile was written since (see
+/// [`Tree::write_full`]) is read as the prefix of that full tile: the first
+/// `W` hashes or entries of a tile are the same at every width, so the
+/// bytes are those the partial file held.
+pub(crate) fn read_tile(
+    log_dir: &Path,
+    path: &merkle::TilePath,
+) -> Result<Option<Vec<u8>>, AuditError> {
+    let read = |rel: String| {
+        let full = log_dir.join(rel);
+        match fs::read(&full) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(AuditError::io(full, e)),
+        }
     };
-    let full = log_dir.join(rel);
-    match fs::read(&full) {
-        Ok(b) => Ok(Some(b)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(AuditError::io(full, e)),
+    match path {
+        merkle::TilePath::Hash(t) => {
+            if let Some(b) = read(t.path())? {
+                return Ok(Some(b));
+            }
+            if t.width() == 256 {
+                return Ok(None);
+            }
+            let Ok(full) = TileId::new(t.level(), t.index(), 256) else {
+                return Ok(None);
+            };
+            Ok(read(full.path())?
+                .filter(|b| b.len() == full.byte_len())
+                .map(|mut b| {
+                    b.truncate(t.byte_len());
+                    b
+                }))
+        }
+        merkle::TilePath::Entries(bundle) => {
+            if let Some(b) = read(bundle.path())? {
+                return Ok(Some(b));
+            }
+            if bundle.width() == 256 {
+                return Ok(None);
+            }
+            let Ok(full) = BundleId::new(bundle.index(), 256) else {
+                return Ok(None);
+            };
+            let Some(data) = read(full.path())? else {
+                return Ok(None);
+            };
+            let corrupt = |e: String| AuditError::corrupt(log_dir.join(full.path()), 0, e);
+            let entries =
+                merkle::tiles::decode_entry_bundle(&data).map_err(|e| corrupt(e.to_string()))?;
+            let Some(prefix) = entries.get(..bundle.width() as usize) else {
+                return Ok(None);
+            };
+            encode_entry_bundle(prefix)
+                .map(Some)
+                .map_err(|e| corrupt(e.to_string()))
+        }
     }
 }
 
@@ -217,11 +271,11 @@ fn write_once(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(AuditError::io(path, e)),
     }
-    if let Some(parent) = path.parent() {
+    if let Some(parent) = path.parent()
+        && !dirs.iter().any(|d| d == parent)
+    {
         fs::create_dir_all(parent).map_err(|e| AuditError::io(parent, e))?;
-        if !dirs.iter().any(|d| d == parent) {
-            dirs.push(parent.to_path_buf());
-        }
+        dirs.push(parent.to_path_buf());
     }
     diskio::atomic_write_defer_dir_sync(path, bytes, faults).map_err(|e| AuditError::io(path, e))
 }
@@ -236,6 +290,30 @@ fn sync_dirs(dirs: Vec<PathBuf>, faults: &Faults) -> Result<(), AuditError> {
             .map_err(|e| AuditError::io(&d, e))?;
     }
     Ok(())
+}
+
+/// Removes the directory of a full tile's or bundle's partial versions
+/// (`<path>.p/`), if there is one. Best effort and not fsynced: a partial
+/// file that survives (or comes back after a crash) holds the right bytes
+/// and is removed with the next write of its full tile (at the latest on
+/// the replay at open).
+fn remove_partials(dir: &Path) {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+        Err(e) => {
+            tracing::warn!(path = %dir.display(), error = %e, "could not list superseded partial tiles");
+            return;
+        }
+    };
+    for e in entries.flatten() {
+        if let Err(err) = fs::remove_file(e.path()) {
+            tracing::warn!(path = %e.path().display(), error = %err, "could not delete a superseded partial tile");
+        }
+    }
+    if let Err(e) = fs::remove_dir(dir) {
+        tracing::warn!(path = %dir.display(), error = %e, "could not delete a superseded partial tile directory");
+    }
 }
 
 /// One log's tree: the compact range and the right edge of every tile
@@ -419,7 +497,13 @@ impl Tree {
             return Err(e);
         }
         synced?;
-        self.pending.clear();
+        // Each full file is durable now: its partial versions may go
+        // (C2SP tlog-tiles: a log "MAY delete any partial tile once the
+        // corresponding full tile is available"). Readers that still ask
+        // for one get the prefix of the full file ([`read_tile`]).
+        for (rel, _) in self.pending.drain(..) {
+            remove_partials(&self.dir.join(format!("{rel}.p")));
+        }
         Ok(())
     }
 

@@ -69,6 +69,8 @@ pub struct FileMetrics {
 #[derive(Deserialize, Default, Debug, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct FileIngestLimits {
+    /// Only under `[metrics.projects.<slug>]` (the default is `[metrics]`'s).
+    pub max_series_per_project: Option<usize>,
     pub max_label_names_per_series: Option<usize>,
     pub max_label_name_length: Option<usize>,
     pub max_label_value_length: Option<usize>,
@@ -178,6 +180,8 @@ pub struct MetricsSettings {
     pub tsdb: tsdb::Options,
     pub limits: ingest::validate::Limits,
     pub project_limits: std::collections::HashMap<String, ingest::validate::Limits>,
+    /// Series limits of projects with their own (`[metrics.projects.<slug>]`).
+    pub project_series: std::collections::HashMap<String, usize>,
     pub lookback: Duration,
     pub max_request_bytes: usize,
     /// Collect the host's metrics into the default project.
@@ -511,6 +515,7 @@ fn metrics_settings(
         ));
     }
     let top = FileIngestLimits {
+        max_series_per_project: None,
         max_label_names_per_series: f.max_label_names_per_series,
         max_label_name_length: f.max_label_name_length,
         max_label_value_length: f.max_label_value_length,
@@ -518,7 +523,19 @@ fn metrics_settings(
     };
     let limits = ingest_limits("metrics", &top, &ingest::validate::Limits::default())?;
     let mut project_limits = std::collections::HashMap::new();
+    let mut project_series = std::collections::HashMap::new();
     for (p, l) in &f.projects {
+        match l.max_series_per_project {
+            Some(0) => {
+                return Err(ConfigError(format!(
+                    "config key `metrics.projects.{p}.max_series_per_project`: must be at least 1"
+                )));
+            }
+            Some(n) => {
+                project_series.insert(p.clone(), n);
+            }
+            None => {}
+        }
         project_limits.insert(
             p.clone(),
             ingest_limits(&format!("metrics.projects.{p}"), l, &limits)?,
@@ -535,6 +552,7 @@ fn metrics_settings(
         },
         limits,
         project_limits,
+        project_series,
         lookback,
         max_request_bytes: max_request_bytes as usize,
         scrape_jobs,
@@ -610,6 +628,9 @@ mod tests {
             "inherits [metrics]"
         );
         assert_eq!(c.metrics.tsdb.retention, Duration::from_secs(30 * 86_400));
+        let c = with_file("[metrics]\nmax_series_per_project = 10\n[metrics.projects.big]\nmax_series_per_project = 99").unwrap();
+        assert_eq!(c.metrics.tsdb.max_series_per_project, 10);
+        assert_eq!(c.metrics.project_series["big"], 99);
         let e = with_file("[metrics]\nbogus = 1").unwrap_err().0;
         assert!(e.contains("bogus"), "{e}");
         let e = with_file("[audit]\nretention_days = 0").unwrap_err().0;

@@ -158,6 +158,9 @@ fn serve(cfg: config::Config) -> anyhow::Result<()> {
         tsdb::Db::open(&tsdb_dir, cfg.metrics.tsdb.clone())
             .with_context(|| format!("cannot open the metric store in {}", tsdb_dir.display()))?,
     );
+    for (project, n) in &cfg.metrics.project_series {
+        db.set_series_limit(project, *n);
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -189,6 +192,7 @@ fn serve(cfg: config::Config) -> anyhow::Result<()> {
             limits: cfg.metrics.limits.clone(),
             project_limits: cfg.metrics.project_limits.clone(),
             max_series_per_project: cfg.metrics.tsdb.max_series_per_project,
+            project_series: cfg.metrics.project_series.clone(),
             max_request_bytes: cfg.metrics.max_request_bytes,
             lookback_ms: cfg.metrics.lookback.as_millis() as i64,
             scrape: None,

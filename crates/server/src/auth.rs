@@ -633,12 +633,12 @@ impl AppState {
         &self,
         caller: &Caller,
         drafts: Vec<EventDraft>,
-    ) -> Result<Vec<audit::Event>, ApiError> {
+    ) -> Result<Vec<audit::Acked>, ApiError> {
         let mut rxs = Vec::with_capacity(drafts.len());
         let mut items = Vec::with_capacity(drafts.len());
         for d in drafts {
             let (tx, rx) = tokio::sync::oneshot::channel();
-            let done: audit::Done = Box::new(move |r| {
+            let done: audit::AckedDone = Box::new(move |r| {
                 let _ = tx.send(r);
             });
             items.push((d, done));

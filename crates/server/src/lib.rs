@@ -17,13 +17,13 @@ pub mod auth;
 pub mod bootstrap;
 pub mod cache;
 pub mod error;
+pub mod listen;
 pub mod openapi;
 pub mod prom;
 mod ratelimit;
 pub mod retention;
 pub mod telemetry;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -201,7 +201,8 @@ async fn not_found(uri: axum::http::Uri) -> ApiError {
     ApiError::not_found(format!("path {}", uri.path()))
 }
 
-/// Serves until `shutdown` resolves, then drains connections.
+/// Serves until `shutdown` resolves, then drains connections. Request
+/// heads must arrive within [`listen::HEADER_READ_TIMEOUT`].
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
@@ -209,8 +210,11 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     tokio::spawn(auth::expiry_sweeper(state.clone()));
     tokio::spawn(retention::sweeper(state.clone()));
-    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    listen::serve_router(
+        listener,
+        router(state),
+        listen::HEADER_READ_TIMEOUT,
+        shutdown,
+    )
+    .await
 }

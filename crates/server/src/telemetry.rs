@@ -194,6 +194,44 @@ pub fn collect_all(st: &crate::AppState) -> Collected {
     }
     c.extend(st.telemetry.collect());
     if let Some(m) = &st.metrics {
+        let h = m.db.wal_sync_histogram();
+        c.add(
+            WAL_FSYNC.name,
+            MetricType::Histogram,
+            WAL_FSYNC.help,
+            &[],
+            0.0,
+        );
+        c.series.pop(); // only the family's metadata
+        let mut cumulative = 0u64;
+        for (ub, n) in tsdb::SYNC_BUCKETS.iter().zip(h.buckets.iter()) {
+            cumulative += n;
+            let le = format!("{ub}");
+            push(
+                &mut c,
+                &format!("{}_bucket", WAL_FSYNC.name),
+                &[("le", &le)],
+                cumulative as f64,
+            );
+        }
+        push(
+            &mut c,
+            &format!("{}_bucket", WAL_FSYNC.name),
+            &[("le", "+Inf")],
+            h.count as f64,
+        );
+        push(
+            &mut c,
+            &format!("{}_sum", WAL_FSYNC.name),
+            &[],
+            h.sum_seconds,
+        );
+        push(
+            &mut c,
+            &format!("{}_count", WAL_FSYNC.name),
+            &[],
+            h.count as f64,
+        );
         for project in m.db.projects() {
             let s = m.db.stats(&project);
             c.gauge(

@@ -297,12 +297,34 @@ fn main() {
     let hwm = proc_status("VmHWM:");
     let stats = db.stats("bench");
     let wal_bytes = db.wal_bytes();
+    let syncs = db.wal_syncs();
+    let q_head = query_all(&db, "node_cpu_seconds_total");
+    // Restart: replay the WAL (what a crash recovery costs).
+    let Ok(db) = Arc::try_unwrap(db) else {
+        panic!("bug: writers still hold the store")
+    };
+    db.close().expect("close");
+    let rp = Instant::now();
+    let db = Db::open(
+        &dir,
+        Options {
+            maintenance_interval: None,
+            ..Options::default()
+        },
+    )
+    .expect("reopen");
+    let replay_secs = rp.elapsed().as_secs_f64();
+    assert_eq!(
+        db.stats("bench").samples_stored,
+        stats.samples_stored,
+        "replay lost samples"
+    );
     let fl = Instant::now();
     db.flush().expect("flush");
     let flush_secs = fl.elapsed().as_secs_f64();
     let disk = dir_size(&dir);
+    let q_block = query_all(&db, "node_cpu_seconds_total");
     let stats2 = db.stats("bench");
-    let syncs = db.wal_syncs();
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
 
     println!(
@@ -338,8 +360,36 @@ fn main() {
         stats2.block_bytes,
         stats2.block_bytes as f64 / accepted as f64
     );
+    println!(
+        "restart: WAL replay {replay_secs:.2} s ({:.0} samples/s)",
+        accepted as f64 / replay_secs
+    );
+    for (where_, (series, samples, secs)) in [("head", q_head), ("block", q_block)] {
+        println!(
+            "select node_cpu_seconds_total from the {where_}: {series} series, {samples} samples in {secs:.3} s ({:.0} samples/s decoded)",
+            samples as f64 / secs
+        );
+    }
     println!("loadavg {}", load.trim());
     drop(tmp);
+}
+
+/// Selects one metric name over all time and decodes every sample.
+fn query_all(db: &Db, name: &str) -> (usize, usize, f64) {
+    let t = Instant::now();
+    let q = db.querier("bench", i64::MIN, i64::MAX);
+    let set = q
+        .select(&[model::Matcher::equal("__name__", name)])
+        .expect("select");
+    let (mut series, mut samples) = (0, 0);
+    for s in set {
+        series += 1;
+        for x in s.samples() {
+            x.expect("sample");
+            samples += 1;
+        }
+    }
+    (series, samples, t.elapsed().as_secs_f64())
 }
 
 fn dir_size(dir: &std::path::Path) -> u64 {

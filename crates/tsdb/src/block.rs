@@ -148,11 +148,13 @@ pub(crate) struct ChunkMeta {
     pub len: u32,
 }
 
-/// Writes a block into `parent` and returns it opened.
+/// Writes a block into `parent` and returns it opened. `series` come in
+/// label order and are consumed one at a time: only their labels and chunk
+/// positions are kept (for the index), not their chunk bytes.
 pub(crate) fn write_block(
     parent: &Path,
     name: &str,
-    series: &[BlockSeries],
+    series: impl Iterator<Item = Result<BlockSeries, Error>>,
     end: i64,
     level: u32,
     parents: Vec<String>,
@@ -172,17 +174,18 @@ pub(crate) fn write_block(
         faults,
     };
     chunks.put(CHUNKS_MAGIC).at(&chunks_path)?;
-    let mut metas: Vec<Vec<ChunkMeta>> = Vec::with_capacity(series.len());
+    let mut entries: Vec<(Labels, Vec<ChunkMeta>)> = Vec::new();
     let (mut mint, mut maxt) = (i64::MAX, i64::MIN);
     let (mut num_samples, mut num_chunks) = (0u64, 0u64);
     let mut head = Vec::with_capacity(16);
     for s in series {
+        let s = s?;
         let mut m = Vec::with_capacity(s.floats.len() + s.hists.len());
         for c in s.floats.iter().chain(&s.hists) {
             // Floats: the decimal encoding where it is smaller.
             let dec = (c.enc == Encoding::Xor)
                 .then(|| {
-                    decode_floats(c.enc, &c.data)
+                    decode_floats(c.enc, &c.data, c.mint)
                         .ok()
                         .and_then(|v| encode_dec(&v))
                 })
@@ -216,7 +219,7 @@ pub(crate) fn write_block(
                 num_samples += u64::from(u16::from_be_bytes([c.data[0], c.data[1]]));
             }
         }
-        metas.push(m);
+        entries.push((s.labels, m));
     }
     let chunks_size = chunks.len;
     let chunks_crc = chunks.crc.clone().finalize();
@@ -228,17 +231,22 @@ pub(crate) fn write_block(
     drop(chunks_file);
 
     // index: symbols
-    let mut syms: Vec<&str> = series
-        .iter()
-        .flat_map(|s| {
-            s.labels
-                .iter()
-                .flat_map(|l| [l.name.as_str(), l.value.as_str()])
-        })
-        .collect();
+    // Distinct strings first (few), then sorted: ids in string order.
+    let mut distinct: std::collections::HashSet<&str> = Default::default();
+    for (labels, _) in &entries {
+        for l in labels {
+            distinct.insert(&l.name);
+            distinct.insert(&l.value);
+        }
+    }
+    let mut syms: Vec<&str> = distinct.into_iter().collect();
     syms.sort_unstable();
-    syms.dedup();
-    let sym_id = |s: &str| syms.binary_search(&s).map(|i| i as u64).unwrap_or(0);
+    let ids: std::collections::HashMap<&str, u64> = syms
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (*s, i as u64))
+        .collect();
+    let sym_id = |s: &str| ids.get(s).copied().unwrap_or(0);
     let mut index: Vec<u8> = Vec::new();
     index.extend_from_slice(INDEX_MAGIC);
     let sym_off = index.len() as u64;
@@ -249,11 +257,14 @@ pub(crate) fn write_block(
     }
     // series
     let series_off = index.len() as u64;
-    put_uvarint(&mut index, series.len() as u64);
-    let mut postings: std::collections::BTreeMap<(u64, u64), Vec<u32>> = Default::default();
-    for (i, (s, m)) in series.iter().zip(&metas).enumerate() {
-        put_uvarint(&mut index, s.labels.len() as u64);
-        for l in &s.labels {
+    put_uvarint(&mut index, entries.len() as u64);
+    // Chunk start times are stored relative to the block's oldest.
+    let base = if mint == i64::MAX { 0 } else { mint };
+    put_varint(&mut index, base);
+    let mut postings: std::collections::HashMap<(u64, u64), Vec<u32>> = Default::default();
+    for (i, (labels, m)) in entries.iter().enumerate() {
+        put_uvarint(&mut index, labels.len() as u64);
+        for l in labels {
             let (n, v) = (sym_id(&l.name), sym_id(&l.value));
             put_uvarint(&mut index, n);
             put_uvarint(&mut index, v);
@@ -262,7 +273,7 @@ pub(crate) fn write_block(
         put_uvarint(&mut index, m.len() as u64);
         for c in m {
             index.push(c.enc as u8);
-            put_varint(&mut index, c.mint);
+            put_uvarint(&mut index, c.mint.wrapping_sub(base) as u64);
             put_uvarint(&mut index, c.maxt.wrapping_sub(c.mint) as u64);
             put_uvarint(&mut index, c.offset);
             put_uvarint(&mut index, u64::from(c.len));
@@ -270,6 +281,8 @@ pub(crate) fn write_block(
     }
     // postings, sorted by (name, value) symbol id = by string
     let postings_off = index.len() as u64;
+    let mut postings: Vec<((u64, u64), Vec<u32>)> = postings.into_iter().collect();
+    postings.sort_unstable_by_key(|x| x.0);
     put_uvarint(&mut index, postings.len() as u64);
     for ((n, v), list) in &postings {
         put_uvarint(&mut index, *n);
@@ -292,7 +305,7 @@ pub(crate) fn write_block(
         mint,
         maxt,
         end,
-        num_series: series.len() as u64,
+        num_series: entries.len() as u64,
         num_samples,
         num_chunks,
         level,
@@ -348,6 +361,8 @@ pub struct Block {
 
 struct IndexReader {
     bytes: Vec<u8>,
+    /// Chunk start times are relative to this.
+    base_mint: i64,
     syms: Vec<Box<str>>,
     /// Offset of each series entry in `bytes`.
     series: Vec<u32>,
@@ -536,6 +551,7 @@ impl IndexReader {
         }
         let mut r = Reader::new(&bytes[series_off..postings_off]);
         let n = r.usize_bounded(r.remaining(), "series count")?;
+        let base_mint = r.varint("base time")?;
         let mut series = Vec::with_capacity(n);
         for _ in 0..n {
             series.push((series_off + r.pos()) as u32);
@@ -546,7 +562,7 @@ impl IndexReader {
             let nc = r.usize_bounded(r.remaining(), "chunk count")?;
             for _ in 0..nc {
                 r.u8("encoding")?;
-                r.varint("mint")?;
+                r.uvarint("mint")?;
                 r.uvarint("range")?;
                 r.uvarint("offset")?;
                 r.uvarint("length")?;
@@ -572,6 +588,7 @@ impl IndexReader {
         }
         Ok(IndexReader {
             bytes,
+            base_mint,
             syms,
             series,
             postings,
@@ -610,7 +627,7 @@ impl IndexReader {
         for _ in 0..nc {
             let e = r.u8("encoding")?;
             let enc = Encoding::from_u8(e).ok_or_else(|| format!("unknown chunk encoding {e}"))?;
-            let mint = r.varint("mint")?;
+            let mint = self.base_mint.wrapping_add(r.uvarint("mint")? as i64);
             let maxt = mint.wrapping_add(r.uvarint("range")? as i64);
             let offset = r.uvarint("offset")?;
             let len = r.u32v("length")?;

@@ -8,9 +8,11 @@
 //!   the previous meaningful window", or "new window"). Any bit pattern
 //!   round-trips exactly, so stale NaNs are stored as they are.
 //! - [`Encoding::Histogram`]: native histogram samples (integer and float,
-//!   exponential and custom buckets), each encoded whole with varints after
-//!   a varint timestamp delta. Simple and exact; not yet as compact as
-//!   Prometheus' bucket-wise XOR.
+//!   exponential and custom buckets) after a varint timestamp delta: whole
+//!   when the layout (schema, spans, bounds) changes, else as differences
+//!   to the previous sample. Exact; simpler and larger than Prometheus'
+//!   bit-level encoding.
+//! - [`Encoding::Dec`]: floats that are exact decimals, see [`encode_dec`].
 //!
 //! Both start with a big-endian `u16` sample count. Head chunks are closed
 //! at [`SAMPLES_PER_CHUNK`] samples, Prometheus' figure.
@@ -48,10 +50,13 @@ impl Encoding {
 }
 
 /// Decodes a float chunk of either float encoding.
-pub fn decode_floats(enc: Encoding, data: &[u8]) -> DecodeResult<Vec<(i64, f64)>> {
+///
+/// `mint` is the chunk's first timestamp as kept beside it (in the head or
+/// the block index); decimal chunks do not repeat it.
+pub fn decode_floats(enc: Encoding, data: &[u8], mint: i64) -> DecodeResult<Vec<(i64, f64)>> {
     match enc {
         Encoding::Xor => XorIter::new(data)?.collect(),
-        Encoding::Dec => decode_dec(data),
+        Encoding::Dec => decode_dec(data, mint),
         Encoding::Histogram => Err("a histogram chunk where floats were expected".into()),
     }
 }
@@ -139,8 +144,9 @@ fn get_packed(r: &mut BitReader<'_>, n: usize) -> DecodeResult<Vec<i64>> {
 /// not an exact decimal (or there are more than `u16::MAX` samples).
 ///
 /// Layout (a bit stream after the `u16` count): a "regular" bit, then
-/// timestamps as in XOR (first, first delta, then — unless regular —
-/// delta-of-delta buckets); then `e` (4 bits),
+/// timestamps as in XOR except the first, which is the chunk's mint kept
+/// beside the chunk (first delta, then — unless regular — delta-of-delta
+/// buckets); then `e` (4 bits),
 /// the first mantissa (zigzag varint bits), a mode bit (0: deltas, 1:
 /// deltas of deltas, after the first delta as a zigzag varint), and the
 /// deltas bit-packed (see `put_packed`).
@@ -161,7 +167,8 @@ pub fn encode_dec(samples: &[(i64, f64)]) -> Option<Vec<u8>> {
     let mut prev_d = 0i64;
     for (i, (t, _)) in samples.iter().enumerate() {
         match i {
-            0 => write_uvarint_bits(&mut w, &mut out, zigzag(*t)),
+            // The first timestamp is the chunk's mint, kept beside it.
+            0 => {}
             1 => {
                 prev_d = t.wrapping_sub(prev_t);
                 write_uvarint_bits(&mut w, &mut out, zigzag(prev_d));
@@ -236,7 +243,8 @@ fn read_dod(r: &mut BitReader<'_>) -> DecodeResult<i64> {
 }
 
 /// Decodes a [`Encoding::Dec`] chunk.
-pub fn decode_dec(chunk: &[u8]) -> DecodeResult<Vec<(i64, f64)>> {
+/// `mint` is its first timestamp (not stored in the chunk).
+pub fn decode_dec(chunk: &[u8], mint: i64) -> DecodeResult<Vec<(i64, f64)>> {
     if chunk.len() < 2 {
         return Err("dec chunk shorter than its header".into());
     }
@@ -250,7 +258,7 @@ pub fn decode_dec(chunk: &[u8]) -> DecodeResult<Vec<(i64, f64)>> {
     let (mut t, mut d) = (0i64, 0i64);
     for i in 0..n {
         match i {
-            0 => t = unzigzag(r.uvarint()?),
+            0 => t = mint,
             1 => {
                 d = unzigzag(r.uvarint()?);
                 t = t.wrapping_add(d);
@@ -306,6 +314,12 @@ impl BitWriter {
     fn write(&mut self, out: &mut Vec<u8>, v: u64, mut n: u8) {
         while n > 0 {
             if self.free == 0 {
+                if out.len() == out.capacity() {
+                    // Grow by a quarter, not by doubling: a million open
+                    // chunks of a few hundred bytes would otherwise carry
+                    // up to as much again as spare capacity.
+                    out.reserve_exact((out.len() / 4).max(32));
+                }
                 out.push(0);
                 self.free = 8;
             }
@@ -618,6 +632,7 @@ pub struct HistAppender {
     bytes: Vec<u8>,
     count: u16,
     t: i64,
+    prev: Option<HistogramValue>,
 }
 
 impl Default for HistAppender {
@@ -626,6 +641,7 @@ impl Default for HistAppender {
             bytes: vec![0, 0],
             count: 0,
             t: 0,
+            prev: None,
         }
     }
 }
@@ -644,7 +660,17 @@ impl HistAppender {
     }
     pub fn append(&mut self, t: i64, h: &HistogramValue) {
         put_varint(&mut self.bytes, t.wrapping_sub(self.t));
-        encode_histogram(&mut self.bytes, h);
+        match &self.prev {
+            Some(p) if same_layout(p, h) => {
+                self.bytes.push(HIST_DELTA);
+                encode_hist_delta(&mut self.bytes, p, h);
+            }
+            _ => {
+                self.bytes.push(HIST_FULL);
+                encode_histogram(&mut self.bytes, h);
+            }
+        }
+        self.prev = Some(h.clone());
         self.t = t;
         self.count += 1;
         let n = self.count.to_be_bytes();
@@ -659,6 +685,7 @@ pub struct HistIter<'a> {
     total: u16,
     read: u16,
     t: i64,
+    prev: Option<HistogramValue>,
     failed: bool,
 }
 
@@ -672,6 +699,7 @@ impl<'a> HistIter<'a> {
             total: u16::from_be_bytes([chunk[0], chunk[1]]),
             read: 0,
             t: 0,
+            prev: None,
             failed: false,
         })
     }
@@ -687,7 +715,18 @@ impl Iterator for HistIter<'_> {
         let r = (|| {
             let d = self.r.varint("histogram timestamp")?;
             self.t = self.t.wrapping_add(d);
-            let h = decode_histogram(&mut self.r)?;
+            let h = match self.r.u8("histogram form")? {
+                HIST_FULL => decode_histogram(&mut self.r)?,
+                HIST_DELTA => {
+                    let prev = self
+                        .prev
+                        .as_ref()
+                        .ok_or("histogram delta without a previous sample")?;
+                    decode_hist_delta(&mut self.r, prev)?
+                }
+                f => return Err(format!("unknown histogram form {f}")),
+            };
+            self.prev = Some(h.clone());
             Ok((self.t, h))
         })();
         self.read += 1;
@@ -696,6 +735,138 @@ impl Iterator for HistIter<'_> {
         }
         Some(r)
     }
+}
+
+/// A histogram sample written whole.
+const HIST_FULL: u8 = 0;
+/// A histogram sample written as the difference to the previous one,
+/// whose layout (kind, schema, zero threshold, spans, custom bounds) it
+/// shares.
+const HIST_DELTA: u8 = 1;
+
+fn f64s_same(a: &[f64], b: &[f64]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
+}
+
+fn same_layout(a: &HistogramValue, b: &HistogramValue) -> bool {
+    match (a, b) {
+        (HistogramValue::Int(a), HistogramValue::Int(b)) => {
+            a.schema == b.schema
+                && a.zero_threshold.to_bits() == b.zero_threshold.to_bits()
+                && a.positive_spans == b.positive_spans
+                && a.negative_spans == b.negative_spans
+                && a.positive_buckets.len() == b.positive_buckets.len()
+                && a.negative_buckets.len() == b.negative_buckets.len()
+                && f64s_same(&a.custom_values, &b.custom_values)
+        }
+        (HistogramValue::Float(a), HistogramValue::Float(b)) => {
+            a.schema == b.schema
+                && a.zero_threshold.to_bits() == b.zero_threshold.to_bits()
+                && a.positive_spans == b.positive_spans
+                && a.negative_spans == b.negative_spans
+                && a.positive_buckets.len() == b.positive_buckets.len()
+                && a.negative_buckets.len() == b.negative_buckets.len()
+                && f64s_same(&a.custom_values, &b.custom_values)
+        }
+        _ => false,
+    }
+}
+
+/// A float as the XOR with the previous one: `uvarint(x >> tz)` and, if
+/// that is not 0, `tz` as a byte (`x` = XOR of the bits, `tz` its trailing
+/// zeros). Close values share high bits, whole numbers low ones.
+fn put_xor(out: &mut Vec<u8>, prev: f64, cur: f64) {
+    let x = prev.to_bits() ^ cur.to_bits();
+    if x == 0 {
+        put_uvarint(out, 0);
+        return;
+    }
+    let tz = x.trailing_zeros();
+    put_uvarint(out, x >> tz);
+    out.push(tz as u8);
+}
+
+fn get_xor(r: &mut Reader<'_>, prev: f64) -> DecodeResult<f64> {
+    let m = r.uvarint("xor value")?;
+    if m == 0 {
+        return Ok(prev);
+    }
+    let tz = r.u8("xor shift")?;
+    if tz > 63 || (m << tz) >> tz != m {
+        return Err("bad xor value".into());
+    }
+    Ok(f64::from_bits(prev.to_bits() ^ (m << tz)))
+}
+
+fn encode_hist_delta(out: &mut Vec<u8>, prev: &HistogramValue, cur: &HistogramValue) {
+    match (prev, cur) {
+        (HistogramValue::Int(p), HistogramValue::Int(c)) => {
+            out.push(hint_to_u8(c.counter_reset_hint));
+            put_varint(out, (c.zero_count as i64).wrapping_sub(p.zero_count as i64));
+            put_varint(out, (c.count as i64).wrapping_sub(p.count as i64));
+            put_xor(out, p.sum, c.sum);
+            for (pb, cb) in [
+                (&p.positive_buckets, &c.positive_buckets),
+                (&p.negative_buckets, &c.negative_buckets),
+            ] {
+                for (x, y) in pb.iter().zip(cb) {
+                    put_varint(out, y.wrapping_sub(*x));
+                }
+            }
+        }
+        (HistogramValue::Float(p), HistogramValue::Float(c)) => {
+            out.push(hint_to_u8(c.counter_reset_hint));
+            put_xor(out, p.zero_count, c.zero_count);
+            put_xor(out, p.count, c.count);
+            put_xor(out, p.sum, c.sum);
+            for (pb, cb) in [
+                (&p.positive_buckets, &c.positive_buckets),
+                (&p.negative_buckets, &c.negative_buckets),
+            ] {
+                for (x, y) in pb.iter().zip(cb) {
+                    put_xor(out, *x, *y);
+                }
+            }
+        }
+        // Only called for the same layout, which implies the same kind.
+        _ => unreachable!("bug: histogram delta across kinds"),
+    }
+}
+
+fn decode_hist_delta(r: &mut Reader<'_>, prev: &HistogramValue) -> DecodeResult<HistogramValue> {
+    let hint = hint_from_u8(r.u8("counter reset hint")?)?;
+    Ok(match prev {
+        HistogramValue::Int(p) => {
+            let mut c = p.clone();
+            c.counter_reset_hint = hint;
+            c.zero_count = (p.zero_count as i64).wrapping_add(r.varint("zero count")?) as u64;
+            c.count = (p.count as i64).wrapping_add(r.varint("count")?) as u64;
+            c.sum = get_xor(r, p.sum)?;
+            for b in c
+                .positive_buckets
+                .iter_mut()
+                .chain(c.negative_buckets.iter_mut())
+            {
+                *b = b.wrapping_add(r.varint("bucket")?);
+            }
+            HistogramValue::Int(c)
+        }
+        HistogramValue::Float(p) => {
+            let mut c = p.clone();
+            c.counter_reset_hint = hint;
+            c.zero_count = get_xor(r, p.zero_count)?;
+            c.count = get_xor(r, p.count)?;
+            c.sum = get_xor(r, p.sum)?;
+            for b in c
+                .positive_buckets
+                .iter_mut()
+                .chain(c.negative_buckets.iter_mut())
+            {
+                *b = get_xor(r, *b)?;
+            }
+            HistogramValue::Float(c)
+        }
+    })
 }
 
 fn hint_to_u8(h: CounterResetHint) -> u8 {
@@ -928,7 +1099,8 @@ mod tests {
     fn check_dec(samples: &[(i64, f64)], must_encode: bool) {
         match encode_dec(samples) {
             Some(b) => {
-                let got: Vec<(i64, u64)> = decode_dec(&b)
+                let mint = samples.first().map_or(0, |s| s.0);
+                let got: Vec<(i64, u64)> = decode_dec(&b, mint)
                     .unwrap()
                     .iter()
                     .map(|(t, v)| (*t, v.to_bits()))
@@ -937,7 +1109,7 @@ mod tests {
                     samples.iter().map(|(t, v)| (*t, v.to_bits())).collect();
                 assert_eq!(got, want);
                 for cut in 0..b.len() {
-                    let _ = decode_dec(&b[..cut]);
+                    let _ = decode_dec(&b[..cut], mint);
                 }
             }
             None => assert!(!must_encode, "{samples:?}"),
@@ -1074,6 +1246,64 @@ mod tests {
                 assert_eq!(f.custom_values, vec![0.1, 1.0]);
             }
             other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn histogram_deltas_round_trip_and_are_small() {
+        let h = |i: u64| {
+            HistogramValue::Int(Histogram {
+                schema: 2,
+                zero_count: i,
+                count: i + 10 * i + 7,
+                sum: 0.25 * i as f64,
+                positive_spans: vec![Span {
+                    offset: 3,
+                    length: 3,
+                }],
+                positive_buckets: vec![(7 * i) as i64, -(i as i64), (2 * i) as i64 + 7],
+                ..Default::default()
+            })
+        };
+        let f = |i: u64| {
+            HistogramValue::Float(FloatHistogram {
+                count: 3.0 * i as f64,
+                sum: 1.5 * i as f64,
+                positive_spans: vec![Span {
+                    offset: 0,
+                    length: 2,
+                }],
+                positive_buckets: vec![i as f64, 2.0 * i as f64],
+                ..Default::default()
+            })
+        };
+        let mut a = HistAppender::default();
+        let mut want = Vec::new();
+        for i in 0..60u64 {
+            // A layout change in the middle (int → float → int).
+            let v = if (20..25).contains(&i) { f(i) } else { h(i) };
+            a.append(i as i64 * 15_000, &v);
+            want.push((i as i64 * 15_000, v));
+        }
+        let got: Vec<_> = HistIter::new(a.bytes())
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect();
+        assert_eq!(got, want);
+        let mut full = Vec::new();
+        for (_, v) in &want {
+            encode_histogram(&mut full, v);
+        }
+        assert!(
+            a.bytes().len() * 2 < full.len(),
+            "{} vs {}",
+            a.bytes().len(),
+            full.len()
+        );
+        for cut in 0..a.bytes().len() {
+            if let Ok(it) = HistIter::new(&a.bytes()[..cut]) {
+                let _ = it.count();
+            }
         }
     }
 

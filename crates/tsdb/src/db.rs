@@ -19,7 +19,9 @@ use model::{Labels, Metadata, WriteBatch};
 
 use crate::block::{self, Block, BlockSeries};
 use crate::error::IoContext;
-use crate::head::{Head, HeadLimits, MemChunk, SHARDS, label_hash, rechunk_floats, rechunk_hists};
+use crate::head::{
+    BatchKeys, Head, HeadLimits, MemChunk, SHARDS, label_hash, rechunk_floats, rechunk_hists,
+};
 use crate::query::Querier;
 use crate::wal::{self, Record, Wal};
 use crate::{AppendReport, Error, Options, ProjectStats, files};
@@ -81,7 +83,7 @@ impl Project {
     }
 
     /// The head's time range over all shards (`mint > maxt` if empty).
-    fn head_range(&self) -> (i64, i64) {
+    pub fn head_range(&self) -> (i64, i64) {
         (0..self.shards.len()).fold((i64::MAX, i64::MIN), |(lo, hi), i| {
             let h = self.shard(i);
             (lo.min(h.mint), hi.max(h.maxt))
@@ -156,8 +158,12 @@ struct Inner {
     maint: Mutex<()>,
     /// Per-project retention set by [`Db::set_retention`] (else the options').
     retention: RwLock<HashMap<String, crate::Retention>>,
+    /// Per-project series limits set by [`Db::set_series_limit`] (else the options').
+    series_limits: RwLock<HashMap<String, usize>>,
     stop: Mutex<bool>,
     stop_cv: Condvar,
+    /// The background pass's last failure, cleared by a pass that works.
+    maint_error: Mutex<Option<String>>,
 }
 
 /// The metric store of one data directory (`<data>/tsdb/`), every project
@@ -233,7 +239,6 @@ impl Db {
             }
         }
 
-        let (wal, replay) = Wal::open(&dir.join(files::WAL_DIR), opts.faults.clone())?;
         let wal_path = dir.join(files::WAL_DIR);
         // Replay starts with no minimum valid time: the WAL's own truncation
         // records drop what went into blocks at the points where it happened
@@ -246,7 +251,9 @@ impl Db {
         let mut by_id: HashMap<u32, Arc<Project>> = HashMap::new();
         let mut next_id = 0u32;
         let corrupt = |d: String| Error::corrupt(&wal_path, d);
-        for rec in replay.records {
+        // Applied to each record as the WAL is read, one segment in memory
+        // at a time.
+        let apply = |rec: Record| -> Result<(), Error> {
             let pid = match &rec {
                 Record::Project { id, name } => {
                     if check_project(name).is_err() {
@@ -268,7 +275,7 @@ impl Db {
                     };
                     by_id.insert(*id, p);
                     next_id = next_id.max(id + 1);
-                    continue;
+                    return Ok(());
                 }
                 Record::Series { project, .. }
                 | Record::Samples { project, .. }
@@ -328,7 +335,9 @@ impl Db {
                 Record::Truncate { before, .. } => p.truncate(&mut heads, before),
                 Record::Project { .. } => {}
             }
-        }
+            Ok(())
+        };
+        let wal = Wal::open(&wal_path, opts.faults.clone(), apply)?;
         // Projects with blocks but nothing in the WAL.
         let mut declare = Vec::new();
         for (name, blocks) in on_disk {
@@ -349,8 +358,10 @@ impl Db {
             block_seq: AtomicU64::new(seq),
             maint: Mutex::new(()),
             retention: RwLock::new(HashMap::new()),
+            series_limits: RwLock::new(HashMap::new()),
             stop: Mutex::new(false),
             stop_cv: Condvar::new(),
+            maint_error: Mutex::new(None),
         });
         for p in inner.all_projects() {
             let end = p.blocks().iter().map(|b| b.meta.end).max();
@@ -389,9 +400,11 @@ impl Db {
                                     return;
                                 }
                                 drop(stop);
-                                // Errors surface again on the next append or
-                                // maintenance call; nothing to report to here.
-                                let _ = i2.maintain(false);
+                                // Kept for `maintenance_error`; the next pass
+                                // retries (a failed block write leaves the
+                                // head as it was).
+                                let r = i2.maintain(false);
+                                *lock(&i2.maint_error) = r.err().map(|e| e.to_string());
                             }
                         })
                         .map_err(|e| Error::io(dir, e))?,
@@ -427,14 +440,10 @@ impl Db {
         let p = self.inner.project(project, true)?.ok_or(Error::Closed)?;
         let mut report = AppendReport::default();
         let mut framed = Vec::new();
-        // Hashing reads every label byte: do it before taking the lock.
-        let hashes: Vec<u64> = batch
-            .series
-            .iter()
-            .map(|ts| label_hash(&ts.labels))
-            .collect();
+        // Keys and hashes read every label byte: build them before any lock.
+        let keys = BatchKeys::new(batch);
         let mut by_shard: Vec<Vec<usize>> = vec![Vec::new(); SHARDS as usize];
-        for (i, h) in hashes.iter().enumerate() {
+        for (i, h) in keys.hashes.iter().enumerate() {
             by_shard[Project::shard_of(*h)].push(i);
         }
         let mut ticket = None;
@@ -446,7 +455,7 @@ impl Db {
             head.append_batch(
                 batch,
                 indexes,
-                &hashes,
+                &keys,
                 &p.series_total,
                 &mut report,
                 &mut framed,
@@ -531,12 +540,38 @@ impl Db {
     /// Sets a project's retention (time and size), replacing the default
     /// from [`Options`] for it; applied by the next maintenance pass. Not
     /// stored: the caller sets it again after every open (from its config).
+    /// Sets a project's maximum number of active series (new series over
+    /// it are refused with [`crate::RejectReason::SeriesLimit`]); applies
+    /// at once to an open project and to one created later. Not persisted:
+    /// the server sets it from its configuration after every open.
+    pub fn set_series_limit(&self, project: &str, max_series: usize) {
+        self.inner
+            .series_limits
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(project.to_string(), max_series);
+        if let Ok(Some(p)) = self.inner.project(project, false) {
+            for shard in p.shards.iter() {
+                shard
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .set_max_series(max_series);
+            }
+        }
+    }
+
     pub fn set_retention(&self, project: &str, retention: crate::Retention) {
         self.inner
             .retention
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .insert(project.to_string(), retention);
+    }
+
+    /// Why the last background maintenance pass failed, if it did (for
+    /// the server's health and metrics; the next pass retries).
+    pub fn maintenance_error(&self) -> Option<String> {
+        lock(&self.inner.maint_error).clone()
     }
 
     /// Usage figures of a project (zeros for an unknown one).
@@ -613,6 +648,11 @@ impl Db {
         self.inner.wal.syncs()
     }
 
+    /// Latency of the WAL's group commits (write + fdatasync) since open.
+    pub fn wal_sync_histogram(&self) -> crate::SyncHistogram {
+        self.inner.wal.sync_histogram()
+    }
+
     /// Blocks of a project (metadata), oldest first.
     pub fn blocks(&self, project: &str) -> Vec<crate::BlockMeta> {
         self.inner
@@ -683,12 +723,21 @@ impl Inner {
         self.wal.submit(&framed)?;
         let limits = HeadLimits {
             ooo_window_ms: self.opts.ooo_window_ms,
-            max_series: self.opts.max_series_per_project,
+            max_series: self.series_limit_of(name),
             block_duration_ms: self.opts.block_duration_ms,
         };
         let p = Project::new(name, id, dir, limits, i64::MIN, Vec::new());
         w.insert(name.to_string(), p.clone());
         Ok(Some(p))
+    }
+
+    fn series_limit_of(&self, project: &str) -> usize {
+        self.series_limits
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(project)
+            .copied()
+            .unwrap_or(self.opts.max_series_per_project)
     }
 
     fn all_projects(&self) -> Vec<Arc<Project>> {
@@ -739,10 +788,11 @@ impl Inner {
                 } else {
                     break;
                 };
-                let mut data = Vec::new();
+                let mut raw = Vec::new();
                 for i in 0..SHARDS as usize {
-                    data.extend(p.shard(i).snapshot_before(before));
+                    raw.extend(p.shard(i).snapshot_before(before));
                 }
+                let mut data: Vec<_> = raw.into_iter().filter_map(|s| s.finish()).collect();
                 data.sort_by(|a, b| a.labels.cmp(&b.labels));
                 if !data.is_empty() {
                     let series: Vec<BlockSeries> = data
@@ -757,7 +807,7 @@ impl Inner {
                     let b = block::write_block(
                         &p.dir,
                         &name,
-                        &series,
+                        series.into_iter().map(Ok),
                         before,
                         1,
                         Vec::new(),
@@ -813,7 +863,9 @@ impl Inner {
         }
         // Series created after this point are in segments >= seg, which
         // the checkpoint does not touch.
-        self.wal.checkpoint(seg, |rec| match rec {
+        let skip =
+            |project: u32, newest: i64| min_valid.get(&project).is_some_and(|mv| newest < *mv);
+        self.wal.checkpoint(seg, skip, |rec| match rec {
             Record::Samples { project, samples } => {
                 let mv = min_valid.get(&project).copied().unwrap_or(i64::MIN);
                 let samples: Vec<_> = samples.into_iter().filter(|s| s.1 >= mv).collect();
@@ -890,7 +942,7 @@ impl Inner {
             let nb = block::write_block(
                 &p.dir,
                 &name,
-                &merged,
+                merged,
                 end,
                 level,
                 parents.clone(),
@@ -957,35 +1009,41 @@ impl Inner {
     }
 }
 
-/// Reads every series of `blocks` and merges them by labels; a series'
-/// chunks are copied as they are, or re-encoded where they overlap.
-fn merge_blocks(blocks: &[Arc<Block>]) -> Result<Vec<BlockSeries>, Error> {
-    let mut map: std::collections::BTreeMap<Labels, (Vec<MemChunk>, Vec<MemChunk>)> =
-        Default::default();
-    for b in blocks {
+/// Merges the series of `blocks` by labels. Only labels and chunk
+/// positions are read up front; each series' chunk bytes are read when the
+/// block writer takes it, copied as they are, or re-encoded where they
+/// overlap.
+fn merge_blocks(
+    blocks: &[Arc<Block>],
+) -> Result<impl Iterator<Item = Result<BlockSeries, Error>> + '_, Error> {
+    type Refs = Vec<(usize, crate::block::ChunkMeta)>;
+    let mut map: std::collections::BTreeMap<Labels, Refs> = Default::default();
+    for (i, b) in blocks.iter().enumerate() {
         for (labels, metas) in b.all_series()? {
-            let e = map.entry(labels).or_default();
-            for m in metas {
-                let c = MemChunk {
-                    enc: m.enc,
-                    mint: m.mint,
-                    maxt: m.maxt,
-                    data: Arc::from(b.read_chunk(&m)?),
-                };
-                if m.enc.is_float() {
-                    e.0.push(c);
-                } else {
-                    e.1.push(c);
-                }
-            }
+            map.entry(labels)
+                .or_default()
+                .extend(metas.into_iter().map(|m| (i, m)));
         }
     }
-    Ok(map
-        .into_iter()
-        .map(|(labels, (f, h))| BlockSeries {
+    Ok(map.into_iter().map(move |(labels, refs)| {
+        let (mut floats, mut hists) = (Vec::new(), Vec::new());
+        for (i, m) in refs {
+            let c = MemChunk {
+                enc: m.enc,
+                mint: m.mint,
+                maxt: m.maxt,
+                data: Arc::from(blocks[i].read_chunk(&m)?),
+            };
+            if m.enc.is_float() {
+                floats.push(c);
+            } else {
+                hists.push(c);
+            }
+        }
+        Ok(BlockSeries {
             labels,
-            floats: rechunk_floats(&f, i64::MAX, true),
-            hists: rechunk_hists(&h, i64::MAX, true),
+            floats: rechunk_floats(&floats, i64::MAX, true),
+            hists: rechunk_hists(&hists, i64::MAX, true),
         })
-        .collect())
+    }))
 }

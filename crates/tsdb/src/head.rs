@@ -30,6 +30,7 @@ use model::{HistogramValue, Label, Labels, Matcher};
 
 use crate::chunk::{
     Encoding, HistAppender, HistIter, SAMPLES_PER_CHUNK, XorAppender, XorIter, decode_floats,
+    encode_dec,
 };
 use crate::postings::{self, Index};
 use crate::wal::{self, SamplesEncoder};
@@ -58,42 +59,88 @@ impl Hasher for IdHasher {
 
 pub(crate) type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
 
-/// The head's series hash: fast (8 bytes per step, not byte by byte like
-/// [`Labels::stable_hash`]) and only ever used in memory, so it may change
-/// between versions. Every string is prefixed by its length, so no two
-/// label sets feed the same words.
-pub(crate) fn label_hash(l: &Labels) -> u64 {
-    const K: u64 = 0x9e37_79b9_7f4a_7c15;
-    #[inline]
-    fn word(h: u64, w: u64) -> u64 {
-        (h ^ w).wrapping_mul(K).rotate_left(31)
-    }
-    #[inline]
-    fn bytes(mut h: u64, b: &[u8]) -> u64 {
-        h = word(h, b.len() as u64);
-        let mut chunks = b.chunks_exact(8);
-        for c in &mut chunks {
-            let mut a = [0u8; 8];
-            a.copy_from_slice(c);
-            h = word(h, u64::from_le_bytes(a));
-        }
-        let rest = chunks.remainder();
-        if !rest.is_empty() {
-            let mut a = [0u8; 8];
-            a[..rest.len()].copy_from_slice(rest);
-            h = word(h, u64::from_le_bytes(a));
-        }
-        h
-    }
-    let mut h = K ^ l.len() as u64;
+/// Appends a series' key — its labels as `name 0xff value 0xff …` —
+/// to `out`. `0xff` never occurs in UTF-8, so keys are equal exactly when
+/// label sets are; the head keeps each series' key in one allocation, so
+/// checking a hash hit is one comparison of adjacent bytes.
+pub(crate) fn series_key(l: &Labels, out: &mut Vec<u8>) {
     for x in l {
-        h = bytes(h, x.name.as_bytes());
-        h = bytes(h, x.value.as_bytes());
+        out.extend_from_slice(x.name.as_bytes());
+        out.push(0xff);
+        out.extend_from_slice(x.value.as_bytes());
+        out.push(0xff);
     }
-    // Final avalanche (the map uses the value as its own hash).
+}
+
+/// The pairs of a key written by [`series_key`].
+fn key_pairs(key: &[u8]) -> impl Iterator<Item = (&str, &str)> {
+    let mut parts = key.split(|b| *b == 0xff);
+    std::iter::from_fn(move || {
+        let n = parts.next().filter(|n| !n.is_empty())?;
+        let v = parts.next()?;
+        // Keys are built from `String`s: always UTF-8.
+        Some((
+            std::str::from_utf8(n).unwrap_or_default(),
+            std::str::from_utf8(v).unwrap_or_default(),
+        ))
+    })
+}
+
+/// The head's series hash over a [`series_key`]: 8 bytes per step, only
+/// ever used in memory and to pick a shard. It decides the shard a WAL ref
+/// names, so changing it is a WAL format change.
+pub(crate) fn key_hash(key: &[u8]) -> u64 {
+    const K: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut h = K ^ key.len() as u64;
+    let mut chunks = key.chunks_exact(8);
+    for c in &mut chunks {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(c);
+        h = (h ^ u64::from_le_bytes(a)).wrapping_mul(K).rotate_left(31);
+    }
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        let mut a = [0u8; 8];
+        a[..rest.len()].copy_from_slice(rest);
+        h = (h ^ u64::from_le_bytes(a)).wrapping_mul(K).rotate_left(31);
+    }
     h ^= h >> 33;
     h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
     h ^ (h >> 33)
+}
+
+/// [`key_hash`] of a label set's key.
+pub(crate) fn label_hash(l: &Labels) -> u64 {
+    let mut k = Vec::new();
+    series_key(l, &mut k);
+    key_hash(&k)
+}
+
+/// The keys and hashes of a batch's series, computed before any lock.
+pub(crate) struct BatchKeys {
+    buf: Vec<u8>,
+    ends: Vec<usize>,
+    pub hashes: Vec<u64>,
+}
+
+impl BatchKeys {
+    pub fn new(batch: &model::WriteBatch) -> BatchKeys {
+        let mut buf = Vec::with_capacity(batch.series.len() * 128);
+        let mut ends = Vec::with_capacity(batch.series.len());
+        let mut hashes = Vec::with_capacity(batch.series.len());
+        for ts in &batch.series {
+            let start = buf.len();
+            series_key(&ts.labels, &mut buf);
+            hashes.push(key_hash(&buf[start..]));
+            ends.push(buf.len());
+        }
+        BatchKeys { buf, ends, hashes }
+    }
+
+    pub fn key(&self, i: usize) -> &[u8] {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.buf[start..self.ends[i]]
+    }
 }
 
 /// Interned strings: each distinct label name or value is stored once.
@@ -144,8 +191,8 @@ pub(crate) struct HistSeries {
 /// One series in the head. Guarded by the head's mutex; nothing is read
 /// without it.
 pub(crate) struct MemSeries {
-    /// `name, value` symbol id pairs, sorted by name.
-    labels: Box<[u32]>,
+    /// The [`series_key`] of its labels.
+    labels: Box<[u8]>,
     closed: Vec<MemChunk>,
     open: Option<XorAppender>,
     open_mint: i64,
@@ -163,6 +210,35 @@ pub(crate) struct SeriesData {
     pub labels: Labels,
     pub floats: Vec<MemChunk>,
     pub hists: Vec<MemChunk>,
+}
+
+/// One series' data before a cut point, as taken under the shard's lock.
+pub(crate) struct Snapshot {
+    key: Box<[u8]>,
+    floats: Vec<MemChunk>,
+    hists: Vec<MemChunk>,
+    before: i64,
+}
+
+impl Snapshot {
+    /// Labels, and chunks holding exactly the samples before the cut
+    /// (out-of-order ones merged in); `None` if nothing is left.
+    pub fn finish(self) -> Option<SeriesData> {
+        let floats = rechunk_floats(&self.floats, self.before, true);
+        let hists = rechunk_hists(&self.hists, self.before, true);
+        if floats.is_empty() && hists.is_empty() {
+            return None;
+        }
+        Some(SeriesData {
+            labels: Labels::from_sorted_unchecked(
+                key_pairs(&self.key)
+                    .map(|(n, v)| Label::new(n, v))
+                    .collect(),
+            ),
+            floats,
+            hists,
+        })
+    }
 }
 
 /// Limits and windows the head enforces.
@@ -244,6 +320,11 @@ impl Head {
     }
 
     /// Live series.
+    /// Changes the project's series limit this shard enforces.
+    pub fn set_max_series(&mut self, n: usize) {
+        self.limits.max_series = n;
+    }
+
     pub fn num_series(&self) -> usize {
         self.live
     }
@@ -267,37 +348,27 @@ impl Head {
             .collect()
     }
 
-    fn same_labels(&self, s: &MemSeries, l: &Labels) -> bool {
-        s.labels.len() == 2 * l.len()
-            && l.iter()
-                .zip(s.labels.chunks_exact(2))
-                .all(|(a, p)| self.syms.str(p[0]) == a.name && self.syms.str(p[1]) == a.value)
-    }
-
-    pub(crate) fn lookup(&self, hash: u64, l: &Labels) -> Option<u32> {
+    pub(crate) fn lookup(&self, hash: u64, key: &[u8]) -> Option<u32> {
         let r = *self.by_hash.get(&hash)?;
-        if self.same_labels(self.get(r), l) {
+        if *self.get(r).labels == *key {
             return Some(r);
         }
         self.collisions
             .get(&hash)?
             .iter()
             .copied()
-            .find(|r| self.same_labels(self.get(*r), l))
+            .find(|r| *self.get(*r).labels == *key)
     }
 
     /// Creates series `r` (a new ref: at or past the end); the caller
     /// checked that the labels do not exist.
-    pub(crate) fn create(&mut self, r: u32, hash: u64, pairs: &[(&str, &str)]) -> u32 {
+    pub(crate) fn create(&mut self, r: u32, hash: u64, key: &[u8]) -> u32 {
         while self.series.len() < r as usize {
             self.series.push(None);
         }
-        let mut ids = Vec::with_capacity(pairs.len() * 2);
-        for (n, v) in pairs {
+        for (n, v) in key_pairs(key) {
             let n = self.syms.intern(n);
             let v = self.syms.intern(v);
-            ids.push(n);
-            ids.push(v);
             self.postings
                 .entry(n)
                 .or_default()
@@ -307,7 +378,7 @@ impl Head {
         }
         self.live += 1;
         self.series.push(Some(Box::new(MemSeries {
-            labels: ids.into_boxed_slice(),
+            labels: Box::from(key),
             closed: Vec::new(),
             open: None,
             open_mint: 0,
@@ -328,11 +399,9 @@ impl Head {
     }
 
     pub fn labels(&self, r: u32) -> Labels {
-        let s = self.get(r);
         Labels::from_sorted_unchecked(
-            s.labels
-                .chunks_exact(2)
-                .map(|p| Label::new(self.syms.str(p[0]), self.syms.str(p[1])))
+            key_pairs(&self.get(r).labels)
+                .map(|(n, v)| Label::new(n, v))
                 .collect(),
         )
     }
@@ -356,12 +425,7 @@ impl Head {
         if s.last_t == i64::MIN || t > s.last_t {
             if new_chunk_needed(&s.open, s.open_mint, t, block) {
                 if let Some(a) = s.open.take() {
-                    s.closed.push(MemChunk {
-                        enc: Encoding::Xor,
-                        mint: s.open_mint,
-                        maxt: s.last_t,
-                        data: Arc::from(a.finish()),
-                    });
+                    s.closed.push(close_float_chunk(a, s.open_mint, s.last_t));
                 }
                 s.open = Some(XorAppender::default());
                 s.open_mint = t;
@@ -474,7 +538,7 @@ impl Head {
         &mut self,
         batch: &model::WriteBatch,
         indexes: &[usize],
-        hashes: &[u64],
+        keys: &BatchKeys,
         total: &AtomicUsize,
         report: &mut AppendReport,
         wal_out: &mut Vec<u8>,
@@ -483,8 +547,8 @@ impl Head {
         let mut samples = SamplesEncoder::default();
         let mut hists: Vec<(u32, i64, &HistogramValue)> = Vec::new();
         for &i in indexes {
-            let (ts, hash) = (&batch.series[i], hashes[i]);
-            let r = match self.lookup(hash, &ts.labels) {
+            let (ts, hash, key) = (&batch.series[i], keys.hashes[i], keys.key(i));
+            let r = match self.lookup(hash, key) {
                 Some(r) => r,
                 None => {
                     if total.fetch_add(1, Ordering::Relaxed) >= self.limits.max_series {
@@ -497,12 +561,7 @@ impl Head {
                         }
                         continue;
                     }
-                    let pairs: Vec<(&str, &str)> = ts
-                        .labels
-                        .iter()
-                        .map(|l| (l.name.as_str(), l.value.as_str()))
-                        .collect();
-                    let r = self.create(self.series.len() as u32, hash, &pairs);
+                    let r = self.create(self.series.len() as u32, hash, key);
                     new_series.push(r);
                     report.new_series += 1;
                     r
@@ -548,13 +607,7 @@ impl Head {
                 .iter()
                 .map(|r| {
                     let s = self.get(*r);
-                    (
-                        self.wal_ref(*r),
-                        s.labels
-                            .chunks_exact(2)
-                            .map(|p| (self.syms.str(p[0]), self.syms.str(p[1])))
-                            .collect(),
-                    )
+                    (self.wal_ref(*r), key_pairs(&s.labels).collect())
                 })
                 .collect();
             wal::encode_series(&mut payload, self.project_id, list.into_iter());
@@ -583,18 +636,16 @@ impl Head {
         if (r as usize) < self.series.len() {
             return Ok(false);
         }
-        let hash = label_hash(labels);
-        if self.lookup(hash, labels).is_some() {
+        let mut key = Vec::new();
+        series_key(labels, &mut key);
+        let hash = key_hash(&key);
+        if self.lookup(hash, &key).is_some() {
             return Err(format!(
                 "series ref {} repeats the labels of a live series: {labels}",
                 self.wal_ref(r)
             ));
         }
-        let p: Vec<(&str, &str)> = labels
-            .iter()
-            .map(|l| (l.name.as_str(), l.value.as_str()))
-            .collect();
-        self.create(r, hash, &p);
+        self.create(r, hash, &key);
         Ok(true)
     }
 
@@ -689,15 +740,11 @@ impl Head {
             v.sort();
             return v;
         }
-        let mut ids: Vec<u32> = Vec::new();
+        let mut names: std::collections::BTreeSet<&str> = Default::default();
         for r in self.matching(matchers) {
-            ids.extend(self.get(r).labels.chunks_exact(2).map(|p| p[0]));
+            names.extend(key_pairs(&self.get(r).labels).map(|p| p.0));
         }
-        ids.sort_unstable();
-        ids.dedup();
-        let mut v: Vec<String> = ids.iter().map(|i| self.syms.str(*i).to_string()).collect();
-        v.sort();
-        v
+        names.into_iter().map(str::to_string).collect()
     }
 
     /// Values of label `name` among the matching series, sorted.
@@ -711,17 +758,16 @@ impl Head {
                 .map(|m| m.keys().map(|v| self.syms.str(*v).to_string()).collect())
                 .unwrap_or_default()
         } else {
-            let mut ids: Vec<u32> = self
+            let values: std::collections::BTreeSet<&str> = self
                 .matching(matchers)
                 .into_iter()
                 .filter_map(|r| {
-                    let l = &self.get(r).labels;
-                    l.chunks_exact(2).find(|p| p[0] == nid).map(|p| p[1])
+                    key_pairs(&self.get(r).labels)
+                        .find(|p| p.0 == name)
+                        .map(|p| p.1)
                 })
                 .collect();
-            ids.sort_unstable();
-            ids.dedup();
-            ids.iter().map(|i| self.syms.str(*i).to_string()).collect()
+            values.into_iter().map(str::to_string).collect()
         };
         v.sort();
         v
@@ -767,7 +813,7 @@ impl Head {
         let mut b = self.series.capacity() * 8;
         for s in self.series.iter().flatten() {
             b += std::mem::size_of::<MemSeries>();
-            b += s.labels.len() * 4;
+            b += s.labels.len();
             b += s.closed.iter().map(|c| c.data.len() + 48).sum::<usize>();
             b += s.open.as_ref().map_or(0, |a| a.capacity());
             b += s.ooo.capacity() * 16;
@@ -777,10 +823,13 @@ impl Head {
 
     // ------------------------------------------------------------ cutting
 
-    /// Everything with `t < before`, per series sorted by labels, as chunks
-    /// ready for a block (out-of-order samples merged in). Also raises
+    /// Everything with `t < before`, per series, for a block. Also raises
     /// `min_valid_t` to `before`, so the data returned cannot change.
-    pub fn snapshot_before(&mut self, before: i64) -> Vec<SeriesData> {
+    ///
+    /// Quick (the shard is locked meanwhile): it only collects each series'
+    /// key and chunk references; [`Snapshot::finish`] does the rest outside
+    /// the lock.
+    pub fn snapshot_before(&mut self, before: i64) -> Vec<Snapshot> {
         self.min_valid_t = self.min_valid_t.max(before);
         let mut out = Vec::new();
         for r in self.live_refs() {
@@ -788,18 +837,13 @@ impl Head {
             if floats.is_empty() && hists.is_empty() {
                 continue;
             }
-            let floats = rechunk_floats(&floats, before, true);
-            let hists = rechunk_hists(&hists, before, true);
-            if floats.is_empty() && hists.is_empty() {
-                continue;
-            }
-            out.push(SeriesData {
-                labels: self.labels(r),
+            out.push(Snapshot {
+                key: self.get(r).labels.clone(),
                 floats,
                 hists,
+                before,
             });
         }
-        out.sort_by(|a, b| a.labels.cmp(&b.labels));
         out
     }
 
@@ -915,26 +959,16 @@ impl Head {
             let Some(s) = slot.as_deref_mut() else {
                 continue;
             };
-            let mut h = Labels::default();
-            let mut pairs = Vec::with_capacity(s.labels.len() / 2);
-            for p in s.labels.chunks_exact_mut(2) {
-                let (n, v) = (self.syms.str(p[0]), self.syms.str(p[1]));
-                pairs.push(Label::new(n, v));
-                p[0] = syms.intern(n);
-                p[1] = syms.intern(v);
+            for (n, v) in key_pairs(&s.labels) {
+                let (n, v) = (syms.intern(n), syms.intern(v));
                 postings
-                    .entry(p[0])
+                    .entry(n)
                     .or_default()
-                    .entry(p[1])
+                    .entry(v)
                     .or_default()
                     .push(r as u32);
             }
-            h = if pairs.is_empty() {
-                h
-            } else {
-                Labels::from_sorted_unchecked(pairs)
-            };
-            let hash = label_hash(&h);
+            let hash = key_hash(&s.labels);
             match by_hash.entry(hash) {
                 std::collections::hash_map::Entry::Occupied(_) => {
                     collisions.entry(hash).or_default().push(r as u32)
@@ -949,6 +983,27 @@ impl Head {
         self.by_hash = by_hash;
         self.collisions = collisions;
         removed
+    }
+}
+
+/// Closes a float chunk: kept in the decimal encoding when that is smaller
+/// (counters and gauges usually are: about 1–3 bytes per sample against
+/// 3–7 for XOR), else as XOR.
+fn close_float_chunk(a: XorAppender, mint: i64, maxt: i64) -> MemChunk {
+    let xor = a.finish();
+    let dec = decode_floats(Encoding::Xor, &xor, mint)
+        .ok()
+        .and_then(|v| encode_dec(&v))
+        .filter(|d| d.len() < xor.len());
+    let (enc, data) = match dec {
+        Some(d) => (Encoding::Dec, d),
+        None => (Encoding::Xor, xor),
+    };
+    MemChunk {
+        enc,
+        mint,
+        maxt,
+        data: Arc::from(data),
     }
 }
 
@@ -972,7 +1027,8 @@ fn in_order_value(s: &MemSeries, t: i64) -> Option<u64> {
         .iter()
         .rev()
         .find(|c| c.mint <= t && t <= c.maxt)
-        .and_then(|c| find(&c.data))
+        .and_then(|c| decode_floats(c.enc, &c.data, c.mint).ok())
+        .and_then(|v| v.iter().find(|x| x.0 == t).map(|x| x.1.to_bits()))
 }
 
 /// Re-encodes float chunks keeping samples `< at` (`below`) or `>= at`,
@@ -988,7 +1044,7 @@ pub(crate) fn rechunk_floats(chunks: &[MemChunk], at: i64, below: bool) -> Vec<M
     }
     let mut samples: Vec<(i64, usize, f64)> = Vec::new();
     for (i, c) in chunks.iter().enumerate() {
-        for (t, v) in decode_floats(c.enc, &c.data).unwrap_or_default() {
+        for (t, v) in decode_floats(c.enc, &c.data, c.mint).unwrap_or_default() {
             if (t < at) == below {
                 samples.push((t, i, v));
             }

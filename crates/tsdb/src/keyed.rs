@@ -52,7 +52,7 @@ use model::{HistogramSample, HistogramValue, Labels, Metadata, Sample};
 use siphasher::sip128::{Hasher128, SipHasher13};
 
 use crate::db::Project;
-use crate::head::{Head, IdMap, MAX_LISTED_REJECTIONS, SHARDS, label_hash};
+use crate::head::{Head, IdMap, MAX_LISTED_REJECTIONS, SHARDS, key_hash, series_key};
 use crate::wal::{self, SamplesEncoder, Wal};
 use crate::{AppendReport, Error, RejectReason, Rejection};
 
@@ -197,8 +197,12 @@ impl Cache {
 enum Found {
     /// In the cache: the shard's local ref, valid if the epoch still is.
     Cached { local: u32 },
-    /// Not cached: the caller's labels and their head hash.
-    Labels { labels: Labels, hash: u64 },
+    /// Not cached: the caller's labels, their head key and hash.
+    Labels {
+        labels: Labels,
+        key: Vec<u8>,
+        hash: u64,
+    },
     /// The caller refused it (it recorded why).
     Refused,
 }
@@ -232,8 +236,10 @@ pub(crate) fn append(
                 None => (Found::Refused, usize::MAX),
                 Some(labels) => {
                     check_labels(i, &labels)?;
-                    let hash = label_hash(&labels);
-                    (Found::Labels { labels, hash }, Project::shard_of(hash))
+                    let mut key = Vec::new();
+                    series_key(&labels, &mut key);
+                    let hash = key_hash(&key);
+                    (Found::Labels { labels, key, hash }, Project::shard_of(hash))
                 }
             },
         };
@@ -273,14 +279,18 @@ pub(crate) fn append(
                         // made); never fail half-way through the shards.
                         continue;
                     }
-                    let hash = label_hash(&labels);
-                    match resolve(p, &mut head, hash, &labels, s, &mut report, &mut new_series) {
+                    let mut key = Vec::new();
+                    series_key(&labels, &mut key);
+                    let hash = key_hash(&key);
+                    let found = (&labels, &key[..], hash);
+                    match resolve(p, &mut head, found, s, &mut report, &mut new_series) {
                         Some(r) => (r, true),
                         None => continue,
                     }
                 }
-                Found::Labels { labels, hash } => {
-                    match resolve(p, &mut head, *hash, labels, s, &mut report, &mut new_series) {
+                Found::Labels { labels, key, hash } => {
+                    let found = (labels, &key[..], *hash);
+                    match resolve(p, &mut head, found, s, &mut report, &mut new_series) {
                         Some(r) => (r, true),
                         None => continue,
                     }
@@ -332,13 +342,12 @@ fn check_labels(i: usize, labels: &Labels) -> Result<(), Error> {
 fn resolve(
     p: &Project,
     head: &mut Head,
-    hash: u64,
-    labels: &Labels,
+    (labels, key, hash): (&Labels, &[u8], u64),
     s: &KeyedSeries<'_>,
     report: &mut AppendReport,
     new_series: &mut Vec<u32>,
 ) -> Option<u32> {
-    if let Some(r) = head.lookup(hash, labels) {
+    if let Some(r) = head.lookup(hash, key) {
         return Some(r);
     }
     if p.series_total.fetch_add(1, Ordering::Relaxed) >= head.max_series() {
@@ -351,11 +360,7 @@ fn resolve(
         }
         return None;
     }
-    let pairs: Vec<(&str, &str)> = labels
-        .iter()
-        .map(|l| (l.name.as_str(), l.value.as_str()))
-        .collect();
-    let r = head.create(head.next_ref(), hash, &pairs);
+    let r = head.create(head.next_ref(), hash, key);
     new_series.push(r);
     report.new_series += 1;
     Some(r)

@@ -78,6 +78,7 @@ pub use error::Error;
 pub use head::MAX_LISTED_REJECTIONS;
 pub use keyed::{KeyedBatch, KeyedSeries};
 pub use query::{Histograms, Querier, Samples, Series, SeriesSet};
+pub use wal::{SYNC_BUCKETS, SyncHistogram};
 
 /// How the store behaves; [`Options::default`] is Prometheus-like.
 #[derive(Clone, Debug)]

@@ -160,7 +160,7 @@ impl ChunkWalk {
         let mut out = Vec::new();
         match c.enc {
             Encoding::Xor | Encoding::Dec => {
-                for (t, v) in decode_floats(c.enc, &bytes).map_err(bad)? {
+                for (t, v) in decode_floats(c.enc, &bytes, c.mint).map_err(bad)? {
                     if t >= lo && t <= hi {
                         out.push(Decoded::F(t, v));
                     }
@@ -272,6 +272,15 @@ impl Querier {
             .filter(|b| b.meta.mint <= self.maxt && b.meta.maxt >= self.mint)
     }
 
+    /// The project, if its head holds data in range. Like Prometheus, label
+    /// names and values come from every head series when the head's time
+    /// range overlaps the query's (series are not checked one by one).
+    fn head_in_range(&self) -> Option<&Arc<Project>> {
+        let p = self.project.as_ref()?;
+        let (lo, hi) = p.head_range();
+        (lo <= self.maxt && hi >= self.mint).then_some(p)
+    }
+
     /// Series matching every matcher with data in range, sorted by labels.
     /// Samples are decoded only when a series is iterated.
     pub fn select(&self, matchers: &[Matcher]) -> Result<SeriesSet, Error> {
@@ -332,13 +341,13 @@ impl Querier {
     }
 
     /// Label names of the matching series (of all series without matchers)
-    /// in the sources overlapping the range, sorted.
+    /// in the blocks and head overlapping the range, sorted.
     pub fn label_names(&self, matchers: &[Matcher]) -> Result<Vec<String>, Error> {
         let mut v = Vec::new();
         for b in self.blocks_in_range() {
             v.extend(b.label_names(matchers)?);
         }
-        if let Some(p) = &self.project {
+        if let Some(p) = self.head_in_range() {
             for i in 0..crate::head::SHARDS as usize {
                 v.extend(p.shard(i).label_names(matchers));
             }
@@ -354,7 +363,7 @@ impl Querier {
         for b in self.blocks_in_range() {
             v.extend(b.label_values(name, matchers)?);
         }
-        if let Some(p) = &self.project {
+        if let Some(p) = self.head_in_range() {
             for i in 0..crate::head::SHARDS as usize {
                 v.extend(p.shard(i).label_values(name, matchers));
             }

@@ -123,41 +123,57 @@ pub fn encode_series<'a>(
 }
 
 /// Builds a samples record incrementally: samples are grouped in runs per
-/// series (`ref, n, then t as zigzag delta varint and v as 8 bytes`).
+/// series (`ref, n`, then per sample `Δt` as a zigzag varint and `v` as 8
+/// bytes). Timestamps are deltas within a run; a run's first is relative to
+/// the record's base time (its first sample's), so it is short too.
 #[derive(Default)]
 pub struct SamplesEncoder {
     buf: Vec<u8>,
+    /// The open run's samples (its count must be written before them).
+    run: Vec<u8>,
+    run_ref: u32,
     runs: u64,
-    run_start: usize,
     run_len: u64,
     last_t: i64,
+    base_t: Option<i64>,
+    max_t: i64,
     total: usize,
 }
 
 impl SamplesEncoder {
     pub fn begin_series(&mut self, r: u32) {
         self.end_run();
-        put_uvarint(&mut self.buf, u64::from(r));
-        self.run_start = self.buf.len();
+        self.run_ref = r;
         self.run_len = 0;
-        self.last_t = 0;
-        self.runs += 1;
+        self.last_t = self.base_t.unwrap_or(0);
     }
 
     fn end_run(&mut self) {
-        if self.runs == 0 {
+        if self.run_len == 0 {
             return;
         }
-        // The count goes before the run's samples: insert it.
-        let mut n = Vec::with_capacity(3);
-        put_uvarint(&mut n, self.run_len);
-        self.buf.splice(self.run_start..self.run_start, n);
+        put_uvarint(&mut self.buf, u64::from(self.run_ref));
+        put_uvarint(&mut self.buf, self.run_len);
+        self.buf.extend_from_slice(&self.run);
+        self.run.clear();
+        self.run_len = 0;
+        self.runs += 1;
     }
 
+    /// Adds a sample to the run begun last.
     pub fn push(&mut self, t: i64, v: f64) {
-        put_varint(&mut self.buf, t.wrapping_sub(self.last_t));
-        put_f64(&mut self.buf, v);
+        if self.base_t.is_none() {
+            self.base_t = Some(t);
+            self.last_t = t;
+        }
+        put_varint(&mut self.run, t.wrapping_sub(self.last_t));
+        put_f64(&mut self.run, v);
         self.last_t = t;
+        self.max_t = if self.total == 0 {
+            t
+        } else {
+            self.max_t.max(t)
+        };
         self.run_len += 1;
         self.total += 1;
     }
@@ -166,12 +182,14 @@ impl SamplesEncoder {
         self.total == 0
     }
 
-    /// Writes the record (type, project, run count, runs) to `out`.
+    /// Writes the record (type, project, newest time, base time, run
+    /// count, runs).
     pub fn finish(mut self, project: u32, out: &mut Vec<u8>) {
         self.end_run();
-        // Drop runs that got no sample: they encode as n = 0, harmless.
         out.push(REC_SAMPLES);
         put_uvarint(out, u64::from(project));
+        put_varint(out, self.max_t);
+        put_varint(out, self.base_t.unwrap_or(0));
         put_uvarint(out, self.runs);
         out.extend_from_slice(&self.buf);
     }
@@ -203,6 +221,17 @@ pub fn encode_truncate(out: &mut Vec<u8>, project: u32, before: i64) {
     put_varint(out, before);
 }
 
+/// For a Samples record: its project and newest timestamp, read from the
+/// header alone (a checkpoint skips records wholly older than what it keeps
+/// without decoding them).
+pub fn samples_header(payload: &[u8]) -> Option<(u32, i64)> {
+    let mut r = Reader::new(payload);
+    if r.u8("record type").ok()? != REC_SAMPLES {
+        return None;
+    }
+    Some((r.u32v("project id").ok()?, r.varint("newest time").ok()?))
+}
+
 /// Decodes one record payload.
 pub fn decode(payload: &[u8]) -> Result<Record, String> {
     let mut r = Reader::new(payload);
@@ -231,12 +260,14 @@ pub fn decode(payload: &[u8]) -> Result<Record, String> {
         }
         REC_SAMPLES => {
             let project = r.u32v("project id")?;
+            let _newest = r.varint("newest time")?;
+            let base = r.varint("base time")?;
             let runs = r.usize_bounded(r.remaining(), "run count")?;
             let mut samples = Vec::new();
             for _ in 0..runs {
                 let sref = r.u32v("series ref")?;
                 let n = r.usize_bounded(r.remaining() / 9, "sample count")?;
-                let mut t = 0i64;
+                let mut t = base;
                 for _ in 0..n {
                     t = t.wrapping_add(r.varint("timestamp")?);
                     samples.push((sref, t, r.f64("value")?));
@@ -354,6 +385,35 @@ struct State {
     segment: u64,
     /// Fsyncs done, for tests and stats.
     syncs: u64,
+    /// Durations of write + fdatasync per group commit.
+    sync_hist: SyncHistogram,
+}
+
+/// Upper bounds (seconds) of the WAL sync latency histogram.
+pub const SYNC_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// How long the WAL's group commits (one write + one fdatasync) took:
+/// counts per bucket of [`SYNC_BUCKETS`] (not cumulative), their sum and count.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SyncHistogram {
+    pub buckets: [u64; SYNC_BUCKETS.len()],
+    /// Observations above the last bucket bound.
+    pub overflow: u64,
+    pub sum_seconds: f64,
+    pub count: u64,
+}
+
+impl SyncHistogram {
+    fn observe(&mut self, secs: f64) {
+        match SYNC_BUCKETS.iter().position(|b| secs <= *b) {
+            Some(i) => self.buckets[i] += 1,
+            None => self.overflow += 1,
+        }
+        self.sum_seconds += secs;
+        self.count += 1;
+    }
 }
 
 struct Shared {
@@ -368,12 +428,6 @@ struct Shared {
 pub struct Wal {
     shared: Arc<Shared>,
     writer: Mutex<Option<JoinHandle<()>>>,
-}
-
-/// What [`Wal::open`] found on disk, in replay order.
-pub struct Replay {
-    /// Records of the checkpoint, then of every segment, in order.
-    pub records: Vec<Record>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -413,7 +467,12 @@ fn read_file(path: &Path) -> Result<Vec<u8>, Error> {
 
 /// Reads one segment; a torn tail is truncated when `truncate_torn`, and is
 /// corruption otherwise.
-fn read_segment(path: &Path, truncate_torn: bool, out: &mut Vec<Record>) -> Result<(), Error> {
+fn read_segment(
+    path: &Path,
+    truncate_torn: bool,
+    skip: &dyn Fn(&[u8]) -> bool,
+    apply: &mut dyn FnMut(Record) -> Result<(), Error>,
+) -> Result<(), Error> {
     let buf = read_file(path)?;
     if buf.len() < SEGMENT_MAGIC.len() && truncate_torn && SEGMENT_MAGIC.starts_with(&buf) {
         // Created, header not (wholly) written: no record can be in it.
@@ -431,10 +490,13 @@ fn read_segment(path: &Path, truncate_torn: bool, out: &mut Vec<Record>) -> Resu
     let base = SEGMENT_MAGIC.len();
     let mut it = diskio::scan(&buf[base..], MAX_RECORD);
     for rec in it.by_ref() {
+        if skip(rec.payload) {
+            continue;
+        }
         let r = decode(rec.payload).map_err(|d| {
             Error::corrupt(path, format!("record at byte {}: {d}", base + rec.offset))
         })?;
-        out.push(r);
+        apply(r)?;
     }
     match it.finish() {
         ScanEnd::Clean => Ok(()),
@@ -468,16 +530,25 @@ fn read_segment(path: &Path, truncate_torn: bool, out: &mut Vec<Record>) -> Resu
 }
 
 impl Wal {
-    /// Opens the log in `dir` (created if missing), reads everything for
-    /// replay, truncates a torn tail, and starts a fresh segment and the
-    /// writer thread.
-    pub fn open(dir: &Path, faults: Faults) -> Result<(Wal, Replay), Error> {
+    /// Opens the log in `dir` (created if missing): hands every record to
+    /// `apply` in order (the checkpoint's, then each segment's; one file in
+    /// memory at a time), truncates a torn tail, and starts a fresh segment
+    /// and the writer thread.
+    pub fn open(
+        dir: &Path,
+        faults: Faults,
+        mut apply: impl FnMut(Record) -> Result<(), Error>,
+    ) -> Result<Wal, Error> {
         fs::create_dir_all(dir).at(dir)?;
         let (segs, checkpoint) = list_segments(dir)?;
-        let mut records = Vec::new();
         let first_seg = if let Some(c) = checkpoint {
             let cdir = dir.join(format!("{}{c:08}", files::CHECKPOINT_PREFIX));
-            read_segment(&cdir.join(files::segment_name(0)), false, &mut records)?;
+            read_segment(
+                &cdir.join(files::segment_name(0)),
+                false,
+                &|_| false,
+                &mut apply,
+            )?;
             // Older checkpoints and segments a checkpoint covers are leftovers
             // of a checkpoint interrupted after its rename.
             for e in fs::read_dir(dir).at(dir)? {
@@ -500,7 +571,7 @@ impl Wal {
                 fs::remove_file(&p).at(&p)?;
                 continue;
             }
-            read_segment(&p, i + 1 == segs.len(), &mut records)?;
+            read_segment(&p, i + 1 == segs.len(), &|_| false, &mut apply)?;
             last = s;
         }
         let segment = last.max(first_seg) + 1;
@@ -517,6 +588,7 @@ impl Wal {
                 rotate_done: 0,
                 segment,
                 syncs: 0,
+                sync_hist: SyncHistogram::default(),
             }),
             work: Condvar::new(),
             done: Condvar::new(),
@@ -527,13 +599,10 @@ impl Wal {
             .name("tsdb-wal".into())
             .spawn(move || writer(s2, file, segment))
             .map_err(|e| Error::io(dir, e))?;
-        Ok((
-            Wal {
-                shared,
-                writer: Mutex::new(Some(handle)),
-            },
-            Replay { records },
-        ))
+        Ok(Wal {
+            shared,
+            writer: Mutex::new(Some(handle)),
+        })
     }
 
     /// Queues framed records (`bytes` as built by [`diskio::encode_record`])
@@ -602,41 +671,53 @@ impl Wal {
     /// by `checkpoint.<before>`, holding the records `keep` returns for the
     /// records of those files. Crash-safe: the checkpoint is written to a
     /// temporary directory, fsynced and renamed before anything is deleted.
+    ///
+    /// `skip_samples(project, newest)` drops a Samples record without
+    /// decoding it.
     pub fn checkpoint(
         &self,
         before: u64,
+        skip_samples: impl Fn(u32, i64) -> bool,
         mut keep: impl FnMut(Record) -> Option<Record>,
     ) -> Result<(), Error> {
+        let skip =
+            |p: &[u8]| samples_header(p).is_some_and(|(proj, newest)| skip_samples(proj, newest));
         let dir = &self.shared.dir;
         let (segs, old_cp) = list_segments(dir)?;
-        let mut records = Vec::new();
-        if let Some(c) = old_cp {
-            let p = dir
-                .join(format!("{}{c:08}", files::CHECKPOINT_PREFIX))
-                .join(files::segment_name(0));
-            read_segment(&p, false, &mut records)?;
-        }
-        let old: Vec<u64> = segs.into_iter().filter(|s| *s < before).collect();
-        for s in &old {
-            read_segment(&dir.join(files::segment_name(*s)), false, &mut records)?;
-        }
-        let mut out = SEGMENT_MAGIC.to_vec();
-        let mut payload = Vec::new();
-        for r in records {
-            if let Some(r) = keep(r) {
-                payload.clear();
-                encode(&mut payload, &r);
-                diskio::encode_record(&mut out, &payload)
-                    .map_err(|e| Error::InvalidInput(e.to_string()))?;
-            }
-        }
         let name = format!("{}{before:08}", files::CHECKPOINT_PREFIX);
         let tmp = dir.join(format!("{}{name}", files::TMP_PREFIX));
         let _ = fs::remove_dir_all(&tmp);
         fs::create_dir_all(&tmp).at(&tmp)?;
         let seg = tmp.join(files::segment_name(0));
         let mut f = File::create(&seg).at(&seg)?;
-        diskio::write_all(&self.shared.faults, &mut f, &out, "wal checkpoint").at(&seg)?;
+        let faults = &self.shared.faults;
+        // Streamed: one input file and a few MiB of output in memory.
+        let mut out = SEGMENT_MAGIC.to_vec();
+        let mut payload = Vec::new();
+        let mut sink = |r: Record| -> Result<(), Error> {
+            if let Some(r) = keep(r) {
+                payload.clear();
+                encode(&mut payload, &r);
+                diskio::encode_record(&mut out, &payload)
+                    .map_err(|e| Error::InvalidInput(e.to_string()))?;
+                if out.len() >= 8 << 20 {
+                    diskio::write_all(faults, &mut f, &out, "wal checkpoint").at(&seg)?;
+                    out.clear();
+                }
+            }
+            Ok(())
+        };
+        if let Some(c) = old_cp {
+            let p = dir
+                .join(format!("{}{c:08}", files::CHECKPOINT_PREFIX))
+                .join(files::segment_name(0));
+            read_segment(&p, false, &skip, &mut sink)?;
+        }
+        let old: Vec<u64> = segs.into_iter().filter(|s| *s < before).collect();
+        for s in &old {
+            read_segment(&dir.join(files::segment_name(*s)), false, &skip, &mut sink)?;
+        }
+        diskio::write_all(faults, &mut f, &out, "wal checkpoint").at(&seg)?;
         diskio::sync_file(&self.shared.faults, &f, "wal checkpoint").at(&seg)?;
         drop(f);
         diskio::fsync_dir(&tmp).at(&tmp)?;
@@ -659,6 +740,11 @@ impl Wal {
     /// smaller than the number of appends).
     pub fn syncs(&self) -> u64 {
         lock(&self.shared.state).syncs
+    }
+
+    /// The latency histogram of the group commits so far.
+    pub fn sync_histogram(&self) -> SyncHistogram {
+        lock(&self.shared.state).sync_hist.clone()
     }
 
     /// The poison message, if a write failed.
@@ -735,9 +821,12 @@ fn writer(shared: Arc<Shared>, mut file: File, mut segment: u64) {
         };
         let what = "wal segment";
         let mut result = Ok(());
+        let mut took = None;
         if !buf.is_empty() {
+            let started = std::time::Instant::now();
             result = diskio::write_all(&shared.faults, &mut file, &buf, what)
                 .and_then(|()| diskio::sync_file(&shared.faults, &file, what));
+            took = Some(started.elapsed().as_secs_f64());
             size += buf.len() as u64;
         }
         let mut rotated = false;
@@ -758,6 +847,9 @@ fn writer(shared: Arc<Shared>, mut file: File, mut segment: u64) {
             Ok(()) => {
                 st.durable = upto;
                 st.syncs += 1;
+                if let Some(t) = took {
+                    st.sync_hist.observe(t);
+                }
                 if rotated {
                     st.segment = segment;
                     st.rotate_done = rotate;

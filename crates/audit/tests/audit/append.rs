@@ -161,7 +161,7 @@ fn a_batch_is_admitted_whole_or_not_at_all() {
             .enumerate()
             .map(|(i, d)| {
                 let tx = tx.clone();
-                let done: Done = Box::new(move |r| {
+                let done: AckedDone = Box::new(move |r| {
                     let _ = tx.send((i, r));
                 });
                 (d, done)
@@ -169,7 +169,7 @@ fn a_batch_is_admitted_whole_or_not_at_all() {
             .collect();
         log.append_all_with(items).map(|()| {
             drop(tx);
-            let mut got: Vec<(usize, Result<Event, AuditError>)> = rx.iter().collect();
+            let mut got: Vec<(usize, Result<Acked, AuditError>)> = rx.iter().collect();
             got.sort_by_key(|(i, _)| *i);
             got.into_iter().map(|(_, r)| r.unwrap()).collect::<Vec<_>>()
         })
@@ -188,10 +188,20 @@ fn a_batch_is_admitted_whole_or_not_at_all() {
         1,
         "nothing of the refused batch was written"
     );
-    let events = submit((2..6).map(simple).collect()).unwrap();
-    let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
+    let acked = submit((2..6).map(simple).collect()).unwrap();
+    let seqs: Vec<u64> = acked.iter().map(|a| a.event.seq).collect();
     assert_eq!(seqs, [2, 3, 4, 5]);
-    assert_eq!(all(&log).len(), 5);
+    let stored = all(&log);
+    assert_eq!(stored.len(), 5);
+    // The canonical form handed back (prepared with the leaf) is the
+    // event's own encoding, and the event is the one stored.
+    for a in &acked {
+        let mut written = Vec::new();
+        a.write_canonical(&mut written);
+        assert_eq!(written, a.event.canonical_bytes());
+        let s = stored.iter().find(|e| e.seq == a.event.seq).unwrap();
+        assert_eq!(s.canonical_bytes(), written, "seq {}", a.event.seq);
+    }
 }
 
 #[test]

@@ -166,7 +166,7 @@ fn remote_write_round_trip_is_exact() {
         m["result"],
         json!([{
             "metric": {"__name__": "rt_total", "instance": "h1:9100", "job": "api", "path": "/a \"b\"\n"},
-            "values": [[ts(t0), "1"], [ts(t0 + 15_000), "2.5"], [ts(t0 + 30_000), "0.0000001"]]
+            "values": [[ts(t0), "1"], [ts(t0 + 15_000), "2.5"], [ts(t0 + 30_000), "1e-07"]]
         }])
     );
     let g = query(&s, &s.token, "rt_gauge[1m]", t0 + 30_000);
@@ -180,10 +180,7 @@ fn remote_write_round_trip_is_exact() {
     );
     // An instant selector: the newest sample within the lookback, stamped with the query time.
     let v = query(&s, &s.token, r#"rt_total{job="api"}"#, t0 + 40_000);
-    assert_eq!(
-        v["result"][0]["value"],
-        json!([ts(t0 + 40_000), "0.0000001"])
-    );
+    assert_eq!(v["result"][0]["value"], json!([ts(t0 + 40_000), "1e-07"]));
     assert_eq!(
         query(&s, &s.token, "rt_total", t0 + 30_000 + 301_000)["result"],
         json!([]),
@@ -352,6 +349,18 @@ fn tokens_reach_only_their_own_project() {
         "42"
     );
     assert_eq!(query(&s, &blue_rw, "open_metric", t0)["result"], json!([]));
+    let blue_names = get(&s, &blue_rw, "/api/v1/label/__name__/values").body;
+    assert!(
+        blue_names.contains("secret_metric") && !blue_names.contains("open_metric"),
+        "{blue_names}"
+    );
+    let blue_series = get(
+        &s,
+        &blue_rw,
+        &format!("/api/v1/series?match[]={}", urlenc(r#"{__name__=~".+"}"#)),
+    )
+    .body;
+    assert!(!blue_series.contains("open_metric"), "{blue_series}");
     // Naming another project in the tenant header does not cross over.
     let r = call(
         "GET",
@@ -619,6 +628,19 @@ fn host_metrics_are_there_after_serve() {
         "{}",
         &m.body[..500.min(m.body.len())]
     );
+    assert!(
+        m.body.contains(
+            "flightdeck_http_request_duration_seconds_count{code=\"200\",method=\"GET\",route=\"/api/v1/query\"}"
+        ),
+        "request durations by route"
+    );
+    assert!(
+        m.body
+            .contains("# TYPE flightdeck_wal_fsync_duration_seconds histogram")
+            && m.body
+                .contains("flightdeck_wal_fsync_duration_seconds_bucket{le=\"+Inf\"}"),
+        "WAL fsync latency histogram"
+    );
 }
 
 /// Writers push without pause; the server is killed with SIGKILL in the
@@ -837,4 +859,44 @@ fn the_standalone_agent_pushes_host_metrics() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[test]
+fn a_project_series_limit_refuses_new_series_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("fd.toml");
+    std::fs::write(
+        &cfg,
+        "[metrics]\nhost_metrics = false\n[metrics.projects.tiny]\nmax_series_per_project = 2\n",
+    )
+    .unwrap();
+    let s = Server::binary_with(&["--config", cfg.to_str().unwrap()]);
+    s.project("tiny");
+    let (_, tiny) = s.token_in("tiny", &["metrics:write", "metrics:read"]);
+    let t0 = base_ms();
+    let two = vec![
+        series(&[("__name__", "a")], &[(t0, 1.0)]),
+        series(&[("__name__", "b")], &[(t0, 1.0)]),
+    ];
+    assert_eq!(write_v1(&s, &tiny, two).status, 204);
+    let r = write_v1(&s, &tiny, vec![series(&[("__name__", "c")], &[(t0, 1.0)])]);
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(
+        r.body.contains("series_limit: 1")
+            && r.body.contains("max_series_per_project=2")
+            && r.body.contains("c{}"),
+        "{}",
+        r.body
+    );
+    // Known series still take samples; the default project has its own limit.
+    let r = write_v1(
+        &s,
+        &tiny,
+        vec![series(&[("__name__", "a")], &[(t0 + 1000, 2.0)])],
+    );
+    assert_eq!(r.status, 204, "{}", r.body);
+    let many: Vec<_> = (0..5)
+        .map(|i| series(&[("__name__", "d"), ("i", &i.to_string())], &[(t0, 1.0)]))
+        .collect();
+    assert_eq!(write_v1(&s, &s.token, many).status, 204);
 }

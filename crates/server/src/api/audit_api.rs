@@ -1054,6 +1054,7 @@ pub async fn ingest_project(
     if !wait {
         return Ok((StatusCode::CREATED, StoredEvents(events)).into_response());
     }
+    let events = events.into_iter().map(|a| a.event).collect();
     let answer = wait_for_batch_checkpoint(&st, LogKey::Project(p.name), events).await?;
     Ok((StatusCode::CREATED, Json(answer)).into_response())
 }
@@ -1225,7 +1226,7 @@ async fn receipts(
 /// Events answered as acknowledged: `{"events":[...]}` with each event in
 /// RFC 8785 canonical form (as [`StoredEvent`]); the whole answer is
 /// canonical JSON too.
-pub struct StoredEvents(pub Vec<Event>);
+pub struct StoredEvents(pub Vec<audit::Acked>);
 
 impl IntoResponse for StoredEvents {
     fn into_response(self) -> Response {
@@ -1235,7 +1236,8 @@ impl IntoResponse for StoredEvents {
             if i > 0 {
                 out.push(b',');
             }
-            out.extend_from_slice(&e.canonical_bytes());
+            // The encoding prepared with the leaf: a copy, not a re-encode.
+            e.write_canonical(&mut out);
         }
         out.extend_from_slice(b"]}");
         ([(header::CONTENT_TYPE, "application/json")], out).into_response()
@@ -1260,7 +1262,14 @@ impl IntoResponse for StoredEvent {
 
 /// Replaces values under secret-looking keys, and anything that looks like
 /// a Flightdeck token, by `[REDACTED]`.
-pub fn redact(v: Value) -> Value {
+pub fn redact(mut v: Value) -> Value {
+    redact_in_place(&mut v);
+    v
+}
+
+/// [`redact`] on a value in place: no map is rebuilt, no key lower-cased
+/// into a new string.
+fn redact_in_place(v: &mut Value) {
     const SECRET_KEYS: [&str; 10] = [
         "password",
         "passwd",
@@ -1273,25 +1282,30 @@ pub fn redact(v: Value) -> Value {
         "credential",
         "cookie",
     ];
+    let redacted = || Value::String("[REDACTED]".into());
     match v {
-        Value::Object(m) => Value::Object(
-            m.into_iter()
-                .map(|(k, v)| {
-                    let lk = k.to_ascii_lowercase();
-                    if SECRET_KEYS.iter().any(|s| lk.contains(s)) {
-                        (k, Value::String("[REDACTED]".into()))
-                    } else {
-                        (k, redact(v))
-                    }
-                })
-                .collect(),
-        ),
-        Value::Array(a) => Value::Array(a.into_iter().map(redact).collect()),
-        Value::String(s) if s.contains(meta::secrets::TOKEN_PREFIX) && looks_like_token(&s) => {
-            Value::String("[REDACTED]".into())
+        Value::Object(m) => {
+            for (k, v) in m.iter_mut() {
+                if SECRET_KEYS.iter().any(|s| contains_ignore_ascii_case(k, s)) {
+                    *v = redacted();
+                } else {
+                    redact_in_place(v);
+                }
+            }
         }
-        other => other,
+        Value::Array(a) => a.iter_mut().for_each(redact_in_place),
+        Value::String(s) if s.contains(meta::secrets::TOKEN_PREFIX) && looks_like_token(s) => {
+            *v = redacted();
+        }
+        _ => {}
     }
+}
+
+/// Whether `hay` contains `needle` (lower-case ASCII), ignoring ASCII case.
+fn contains_ignore_ascii_case(hay: &str, needle: &str) -> bool {
+    hay.as_bytes()
+        .windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
 }
 
 fn looks_like_token(s: &str) -> bool {

@@ -186,7 +186,11 @@ pub fn json_labels(out: &mut String, l: &Labels) {
     out.push('}');
 }
 
-/// A sample value as Prometheus writes it (Go's `FormatFloat(v, 'f', -1, 64)`).
+/// A sample value as Prometheus writes it (its `jsonutil.MarshalFloat`,
+/// the rule of Go's `encoding/json`): the shortest decimal that reads back
+/// exactly, in exponent form (`6.01e-07`, `1.5e+21`, two exponent digits
+/// at least) when `|v| < 1e-6` or `|v| >= 1e21`, plain (`0.000035`,
+/// `123456`) otherwise; `NaN`, `+Inf`, `-Inf`.
 pub fn format_value(v: f64) -> String {
     if v.is_nan() {
         "NaN".into()
@@ -194,6 +198,15 @@ pub fn format_value(v: f64) -> String {
         "+Inf".into()
     } else if v == f64::NEG_INFINITY {
         "-Inf".into()
+    } else if v != 0.0 && (v.abs() < 1e-6 || v.abs() >= 1e21) {
+        // Rust's `{:e}` is shortest too, but writes `6.01e-7`, `1.5e21`.
+        let s = format!("{v:e}");
+        let (mantissa, exp) = s.split_once('e').expect("{:e} has an exponent");
+        let (sign, digits) = match exp.strip_prefix('-') {
+            Some(d) => ('-', d),
+            None => ('+', exp),
+        };
+        format!("{mantissa}e{sign}{digits:0>2}")
     } else {
         format!("{v}")
     }
@@ -391,6 +404,33 @@ mod tests {
         }
     }
 
+    /// What Prometheus 2.42 answered for these values (seen side by side
+    /// in `tests/e2e/prometheus_interop.rs`), plus the cut-over points.
+    #[test]
+    fn values_format_like_prometheus() {
+        for (v, want) in [
+            (0.0, "0"),
+            (-0.0, "-0"),
+            (21.5, "21.5"),
+            (0.000_035_372, "0.000035372"),
+            (0.000_001, "0.000001"),
+            (9.99e-7, "9.99e-07"),
+            (6.01e-7, "6.01e-07"),
+            (-2.5e-7, "-2.5e-07"),
+            (1e-300, "1e-300"),
+            (5e-324, "5e-324"),
+            (123_456_789.0, "123456789"),
+            (9_007_199_254_740_993.0, "9007199254740992"),
+            (999_999_999_999_999_900_000.0, "999999999999999900000"),
+            (1e21, "1e+21"),
+            (1.5e21, "1.5e+21"),
+            (-1.7976931348623157e308, "-1.7976931348623157e+308"),
+            (0.6000000000000001, "0.6000000000000001"),
+        ] {
+            assert_eq!(format_value(v), want, "{v:e}");
+        }
+    }
+
     #[test]
     fn json_bits() {
         let mut s = String::new();
@@ -399,7 +439,7 @@ mod tests {
         json_point(&mut s, 1_435_781_451_100, 0.000_000_1);
         assert_eq!(
             s,
-            r#"[1435781451.781,"1"][1435781451,"+Inf"][1435781451.1,"0.0000001"]"#
+            r#"[1435781451.781,"1"][1435781451,"+Inf"][1435781451.1,"1e-07"]"#
         );
         let mut s = String::new();
         json_labels(

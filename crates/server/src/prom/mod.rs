@@ -45,6 +45,8 @@ pub struct MetricsStore {
     pub project_limits: HashMap<String, ingest::validate::Limits>,
     /// `tsdb::Options::max_series_per_project`, named in refusals.
     pub max_series_per_project: usize,
+    /// Projects with a series limit of their own (set in the store too).
+    pub project_series: HashMap<String, usize>,
     /// Largest request body, compressed and after decompression.
     pub max_request_bytes: usize,
     /// The scrape manager, for `/api/v1/targets` (set once at start).
@@ -56,6 +58,13 @@ pub struct MetricsStore {
 }
 
 impl MetricsStore {
+    pub fn series_limit_for(&self, project: &str) -> usize {
+        self.project_series
+            .get(project)
+            .copied()
+            .unwrap_or(self.max_series_per_project)
+    }
+
     pub fn job_project(&self, job: &str) -> Option<&str> {
         self.scrape_jobs.get(job).map(String::as_str)
     }

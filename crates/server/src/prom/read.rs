@@ -14,7 +14,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use model::{FloatHistogram, HistogramValue, Labels, Matcher, Sample};
+use model::{FloatHistogram, HistogramValue, Matcher, Sample};
 
 use super::api::{
     MAX_TIME_MS, MIN_TIME_MS, Params, PromError, format_value, json_labels, json_point, json_str,
@@ -54,8 +54,11 @@ fn respond(r: Result<String, PromError>) -> Response {
     }
 }
 
+/// A series' float samples and histogram samples.
+type Loaded = (Vec<Sample>, Vec<(i64, HistogramValue)>);
+
 /// Reads every float sample and histogram of one series.
-fn load(s: &tsdb::Series) -> Result<(Vec<Sample>, Vec<(i64, HistogramValue)>), PromError> {
+fn load(s: &tsdb::Series) -> Result<Loaded, PromError> {
     let f = s
         .samples()
         .collect::<Result<Vec<_>, _>>()
@@ -227,9 +230,9 @@ pub async fn query_range(
         }
         let sel = select::parse_selection(query)?;
         if sel.range_ms.is_some() {
-            return Err(PromError::bad_data(format!(
-                "invalid expression type \"range vector\" for range query, must be Scalar or instant Vector"
-            )));
+            return Err(PromError::bad_data(
+                "invalid expression type \"range vector\" for range query, must be Scalar or instant Vector",
+            ));
         }
         let project = dc.project.name.clone();
         blocking(move || range(&m, &project, &sel, start, end, step)).await
@@ -308,20 +311,58 @@ fn limit(p: &Params) -> Result<usize, PromError> {
     }
 }
 
-fn json_string_list(items: &[String], limit: usize) -> String {
-    let mut out = String::from("[");
-    for (i, v) in items
-        .iter()
-        .take(if limit == 0 { usize::MAX } else { limit })
-        .enumerate()
-    {
-        if i > 0 {
-            out.push(',');
-        }
-        json_str(&mut out, v);
+/// The shared part of `series`, `labels` and `label/<name>/values`: the
+/// `match[]` sets (one empty set when none are given and none are
+/// required), `start`/`end` (default: all time), `limit`; `each` runs per
+/// set on the caller's project, the union is sorted, deduplicated, cut to
+/// the limit and rendered by `render`.
+async fn list<T: Ord + Send + 'static>(
+    st: &AppState,
+    dc: &DataCaller,
+    p: &Params,
+    match_required: bool,
+    each: impl Fn(&tsdb::Querier, &[Matcher]) -> Result<Vec<T>, tsdb::Error> + Send + 'static,
+    render: impl Fn(&mut String, &T) + Send + 'static,
+) -> Result<String, PromError> {
+    let m = store(st)?;
+    let mut sets = match_sets(p, match_required)?;
+    if sets.is_empty() {
+        sets.push(Vec::new());
     }
-    out.push(']');
-    out
+    let (start, end) = (
+        parse_time(p, "start", MIN_TIME_MS)?,
+        parse_time(p, "end", MAX_TIME_MS)?,
+    );
+    let lim = limit(p)?;
+    let project = dc.project.name.clone();
+    blocking(move || {
+        let q = m.db.querier(&project, start, end);
+        let mut all = Vec::new();
+        for ms in &sets {
+            all.extend(each(&q, ms).map_err(tsdb_err)?);
+        }
+        all.sort();
+        all.dedup();
+        let mut out = String::from("[");
+        for (i, x) in all
+            .iter()
+            .take(if lim == 0 { usize::MAX } else { lim })
+            .enumerate()
+        {
+            if i > 0 {
+                out.push(',');
+            }
+            render(&mut out, x);
+        }
+        out.push(']');
+        Ok(out)
+    })
+    .await
+}
+
+#[allow(clippy::ptr_arg)] // the list item type is `String`
+fn render_str(out: &mut String, s: &String) {
+    json_str(out, s);
 }
 
 /// `GET|POST /api/v1/series`
@@ -333,41 +374,7 @@ pub async fn series(
     body: Bytes,
 ) -> Response {
     let p = params(q, &headers, &body);
-    let r = async {
-        let m = store(&st)?;
-        let sets = match_sets(&p, true)?;
-        let (start, end) = (
-            parse_time(&p, "start", MIN_TIME_MS)?,
-            parse_time(&p, "end", MAX_TIME_MS)?,
-        );
-        let lim = limit(&p)?;
-        let project = dc.project.name.clone();
-        blocking(move || {
-            let q = m.db.querier(&project, start, end);
-            let mut all: Vec<Labels> = Vec::new();
-            for ms in &sets {
-                all.extend(q.series(ms).map_err(tsdb_err)?);
-            }
-            all.sort();
-            all.dedup();
-            let mut out = String::from("[");
-            for (i, l) in all
-                .iter()
-                .take(if lim == 0 { usize::MAX } else { lim })
-                .enumerate()
-            {
-                if i > 0 {
-                    out.push(',');
-                }
-                json_labels(&mut out, l);
-            }
-            out.push(']');
-            Ok(out)
-        })
-        .await
-    }
-    .await;
-    respond(r)
+    respond(list(&st, &dc, &p, true, |q, ms| q.series(ms), json_labels).await)
 }
 
 /// `GET|POST /api/v1/labels`
@@ -379,32 +386,7 @@ pub async fn labels(
     body: Bytes,
 ) -> Response {
     let p = params(q, &headers, &body);
-    let r = async {
-        let m = store(&st)?;
-        let mut sets = match_sets(&p, false)?;
-        if sets.is_empty() {
-            sets.push(Vec::new());
-        }
-        let (start, end) = (
-            parse_time(&p, "start", MIN_TIME_MS)?,
-            parse_time(&p, "end", MAX_TIME_MS)?,
-        );
-        let lim = limit(&p)?;
-        let project = dc.project.name.clone();
-        blocking(move || {
-            let q = m.db.querier(&project, start, end);
-            let mut all = Vec::new();
-            for ms in &sets {
-                all.extend(q.label_names(ms).map_err(tsdb_err)?);
-            }
-            all.sort();
-            all.dedup();
-            Ok(json_string_list(&all, lim))
-        })
-        .await
-    }
-    .await;
-    respond(r)
+    respond(list(&st, &dc, &p, false, |q, ms| q.label_names(ms), render_str).await)
 }
 
 /// `GET /api/v1/label/<name>/values`
@@ -415,35 +397,20 @@ pub async fn label_values(
     RawQuery(q): RawQuery,
 ) -> Response {
     let p = Params::parse(q.as_deref(), None);
-    let r = async {
-        let m = store(&st)?;
-        if !model::is_valid_label_name(&name) && name != model::METRIC_NAME {
-            return Err(PromError::bad_data(format!("invalid label name: {name:?}")));
-        }
-        let mut sets = match_sets(&p, false)?;
-        if sets.is_empty() {
-            sets.push(Vec::new());
-        }
-        let (start, end) = (
-            parse_time(&p, "start", MIN_TIME_MS)?,
-            parse_time(&p, "end", MAX_TIME_MS)?,
-        );
-        let lim = limit(&p)?;
-        let project = dc.project.name.clone();
-        blocking(move || {
-            let q = m.db.querier(&project, start, end);
-            let mut all = Vec::new();
-            for ms in &sets {
-                all.extend(q.label_values(&name, ms).map_err(tsdb_err)?);
-            }
-            all.sort();
-            all.dedup();
-            Ok(json_string_list(&all, lim))
-        })
-        .await
+    if !model::is_valid_label_name(&name) && name != model::METRIC_NAME {
+        return PromError::bad_data(format!("invalid label name: {name:?}")).into_response();
     }
-    .await;
-    respond(r)
+    respond(
+        list(
+            &st,
+            &dc,
+            &p,
+            false,
+            move |q, ms| q.label_values(&name, ms),
+            render_str,
+        )
+        .await,
+    )
 }
 
 /// `GET /api/v1/metadata`

@@ -110,6 +110,7 @@ fn at_of(a: &Option<AtModifier>) -> Option<At> {
 
 /// Parses a query that must be a bare selector.
 pub fn parse_selection(query: &str) -> Result<Selection, PromError> {
+    check_query_shape("query", query)?;
     let expr = parser::parse(query)
         .map_err(|e| PromError::bad_data(format!("invalid parameter \"query\": {e}")))?;
     match expr {
@@ -134,6 +135,7 @@ pub fn parse_selection(query: &str) -> Result<Selection, PromError> {
 
 /// Parses one `match[]` parameter: it must be a vector selector.
 pub fn parse_match(m: &str) -> Result<Vec<Matcher>, PromError> {
+    check_query_shape("match[]", m)?;
     match parser::parse(m) {
         Ok(Expr::VectorSelector(vs)) => convert_matchers(&vs),
         Ok(_) => Err(PromError::bad_data(format!(
@@ -143,6 +145,83 @@ pub fn parse_match(m: &str) -> Result<Vec<Matcher>, PromError> {
             "invalid parameter \"match[]\": {e}"
         ))),
     }
+}
+
+/// Longest query text accepted, in bytes (VictoriaMetrics' default
+/// `-search.maxQueryLen`; Prometheus has none).
+pub const MAX_QUERY_BYTES: usize = 16 * 1024;
+/// Deepest nesting of `(`, `[` and `{`.
+pub const MAX_QUERY_NESTING: usize = 256;
+/// Most arithmetic operator signs (`+ - * / % ^`) outside strings.
+pub const MAX_QUERY_OPERATORS: usize = 2048;
+
+/// Refuses query texts the parser cannot take safely, before it sees
+/// them. `promql-parser` recurses once per nesting level and per operator
+/// of a chain (building and dropping the tree), and parses long operator
+/// chains in quadratic time: 100,000 nested parentheses overflowed a
+/// server thread's stack and aborted the process, and `a+a+…` with 30,000
+/// terms takes half a minute. Real queries are far inside these bounds.
+/// Quoted strings (label values, regexes) and `#` comments are skipped.
+pub fn check_query_shape(param: &str, q: &str) -> Result<(), PromError> {
+    let refuse = |what: String| {
+        Err(PromError::bad_data(format!(
+            "invalid parameter \"{param}\": {what}; split or simplify the query"
+        )))
+    };
+    if q.len() > MAX_QUERY_BYTES {
+        return refuse(format!(
+            "the query is {} bytes long, the limit is {MAX_QUERY_BYTES}",
+            q.len()
+        ));
+    }
+    let (mut depth, mut operators) = (0usize, 0usize);
+    let mut chars = q.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' | '\'' => {
+                while let Some(d) = chars.next() {
+                    if d == '\\' {
+                        chars.next();
+                    } else if d == c {
+                        break;
+                    }
+                }
+            }
+            '`' => {
+                for d in chars.by_ref() {
+                    if d == '`' {
+                        break;
+                    }
+                }
+            }
+            '#' => {
+                for d in chars.by_ref() {
+                    if d == '\n' {
+                        break;
+                    }
+                }
+            }
+            '(' | '[' | '{' => {
+                depth += 1;
+                if depth > MAX_QUERY_NESTING {
+                    return refuse(format!(
+                        "brackets nest more than {MAX_QUERY_NESTING} levels deep"
+                    ));
+                }
+            }
+            ')' | ']' | '}' => depth = depth.saturating_sub(1),
+            '+' | '-' | '*' | '/' | '%' | '^' => {
+                operators += 1;
+                if operators > MAX_QUERY_OPERATORS {
+                    return refuse(format!(
+                        "more than {MAX_QUERY_OPERATORS} arithmetic operators"
+                    ));
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// The instant-vector value at `t`: the newest sample in `(t − lookback, t]`,
@@ -170,6 +249,49 @@ mod tests {
 
     fn s(t: i64, v: f64) -> Sample {
         Sample { t, v }
+    }
+
+    /// Hostile shapes are refused before parsing, quickly and with 400;
+    /// brackets, quotes and signs inside strings do not count.
+    #[test]
+    fn query_shapes_the_parser_cannot_take() {
+        let deep = format!("{}up{}", "(".repeat(100_000), ")".repeat(100_000));
+        let chain = format!("a{}", "+a".repeat(3000));
+        let neg = format!("{}up", "-".repeat(5000));
+        let long = format!("up{{a=\"{}\"}}", "x".repeat(MAX_QUERY_BYTES));
+        for (q, why) in [
+            (&deep, "bytes long"),
+            (
+                &format!("{}up{}", "(".repeat(300), ")".repeat(300)),
+                "levels deep",
+            ),
+            (
+                &format!("{}up{}", "abs(".repeat(257), ")".repeat(257)),
+                "levels deep",
+            ),
+            (&chain, "arithmetic operators"),
+            (&neg, "arithmetic operators"),
+            (&long, "bytes long"),
+        ] {
+            let e = parse_selection(q).unwrap_err();
+            assert!(e.message.contains(why), "{}", e.message);
+            assert!(
+                e.message.starts_with("invalid parameter \"query\""),
+                "{}",
+                e.message
+            );
+            assert!(parse_match(q).unwrap_err().message.contains(why));
+        }
+        let nested_ok = format!("{}up{}", "(".repeat(256), ")".repeat(256));
+        assert!(check_query_shape("query", &nested_ok).is_ok());
+        let strings = format!(
+            r#"up{{a="{}", b='{}', c=~`{}`}} # {}"#,
+            "((\\\"".repeat(300),
+            "[-".repeat(1500),
+            "{+".repeat(1500),
+            "(".repeat(300)
+        );
+        check_query_shape("query", &strings).unwrap();
     }
 
     #[test]

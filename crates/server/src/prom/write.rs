@@ -25,7 +25,7 @@ use super::{DataCaller, MetricsStore, store};
 use crate::AppState;
 use crate::telemetry::{INGESTED_SAMPLES, REJECTED_SAMPLES};
 
-fn header<'a>(h: &'a HeaderMap, name: header::HeaderName) -> Option<&'a str> {
+fn header(h: &HeaderMap, name: header::HeaderName) -> Option<&str> {
     h.get(name).and_then(|v| v.to_str().ok())
 }
 
@@ -171,7 +171,7 @@ fn add_report(m: &MetricsStore, report: &tsdb::AppendReport, out: &mut Outcome) 
                 if reason == tsdb::RejectReason::SeriesLimit {
                     format!(
                         " (limit max_series_per_project={})",
-                        m.max_series_per_project
+                        m.series_limit_for(project)
                     )
                 } else {
                     String::new()

@@ -256,3 +256,26 @@ fn failed_block_write_keeps_the_data_and_retries() {
     let db = open_with(d.path(), o()).unwrap();
     assert_eq!(count(&db, "p", 0, H), 3 * 30);
 }
+
+#[test]
+fn the_background_thread_cuts_blocks() {
+    let d = tempfile::tempdir().unwrap();
+    let db = open_with(
+        d.path(),
+        Options {
+            maintenance_interval: Some(Duration::from_millis(10)),
+            ..o()
+        },
+    )
+    .unwrap();
+    fill(&db, "p", 2, 0, 4 * H);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while db.blocks("p").is_empty() {
+        assert!(std::time::Instant::now() < deadline, "no block cut in 20 s");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(db.blocks("p")[0].end, 2 * H);
+    assert_eq!(db.maintenance_error(), None);
+    assert_eq!(count(&db, "p", 0, 4 * H), 2 * 240);
+    db.close().unwrap();
+}

@@ -139,14 +139,25 @@ fn out_of_order_duplicates_and_limits() {
                 // older than last: out of order; same t same v: accepted; same t other v: rejected
                 series(a, &[(150, 9.0), (200, 2.0), (200, 3.0), (300, 3.0)]),
                 series(&[("__name__", "b")], &[(1, 1.0)]),
-                series(&[("__name__", "c")], &[(1, 1.0), (2, 2.0)]),
             ]),
         )
         .unwrap();
-    assert_eq!(r.accepted_samples, 3, "{r:?}");
+    assert_eq!(r.accepted_samples, 3, "{r:?}"); // 200 (exact duplicate), 300, b@1
     assert_eq!(r.rejected_count(RejectReason::OutOfOrder), 1);
     assert_eq!(r.rejected_count(RejectReason::DuplicateTimestamp), 1);
+    // The third series is one too many; a and b still take samples.
+    let r = db
+        .append(
+            "p",
+            &batch(vec![
+                series(&[("__name__", "c")], &[(1, 1.0), (2, 2.0)]),
+                series(&[("__name__", "b")], &[(2, 1.0)]),
+            ]),
+        )
+        .unwrap();
+    assert_eq!(r.accepted_samples, 1, "{r:?}");
     assert_eq!(r.rejected_count(RejectReason::SeriesLimit), 2);
+    assert_eq!(db.stats("p").head_series, 2);
     let limit = r
         .rejected
         .iter()
@@ -260,6 +271,19 @@ fn label_queries_and_empty_matchers() {
             .map(|l| l.to_string())
             .collect();
         assert_eq!(no_zone, vec![r#"up{job="b"}"#]);
+        // Nothing in [100, 200]: no names, no values.
+        assert!(
+            db.querier("p", 100, 200)
+                .label_names(&[])
+                .unwrap()
+                .is_empty()
+        );
+        assert!(
+            db.querier("p", 100, 200)
+                .label_values("job", &[])
+                .unwrap()
+                .is_empty()
+        );
         let re = Matcher::new(MatchOp::Regex, "job", "a|c").unwrap();
         let names: Vec<String> = q
             .series(&[re])
@@ -492,4 +516,14 @@ fn appends_race_with_cuts_and_queries() {
     db.close().unwrap();
     let db = open(d.path());
     check(&db);
+}
+
+#[test]
+fn the_store_can_be_shared_across_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Db>();
+    assert_send_sync::<tsdb::Querier>();
+    fn assert_send<T: Send>() {}
+    assert_send::<tsdb::SeriesSet>();
+    assert_send::<tsdb::Samples>();
 }
