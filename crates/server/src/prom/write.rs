@@ -105,7 +105,7 @@ fn store_batch(
         out.add(r.reason.as_str(), r.samples.max(1), || r.message.clone());
     }
     let report = m.db.append(project, &batch).map_err(store_error)?;
-    add_report(m, &report, out);
+    add_report(m, project, &report, out);
     Ok(())
 }
 
@@ -151,12 +151,12 @@ fn store_v1_keyed(
     for r in &rejections.into_list() {
         out.add(r.reason.as_str(), r.samples.max(1), || r.message.clone());
     }
-    add_report(m, &report, out);
+    add_report(m, project, &report, out);
     Ok(())
 }
 
 /// Adds the store's rejections to `out`.
-fn add_report(m: &MetricsStore, report: &tsdb::AppendReport, out: &mut Outcome) {
+fn add_report(m: &MetricsStore, project: &str, report: &tsdb::AppendReport, out: &mut Outcome) {
     out.stored_samples += report.accepted_samples;
     out.stored_histograms += report.accepted_histograms;
     for reason in tsdb::RejectReason::ALL {
