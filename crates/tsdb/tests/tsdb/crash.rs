@@ -191,7 +191,9 @@ fn kill9_loses_no_acknowledged_sample() {
             .env(CHILD_ENV, d.path())
             .env("TSDB_CRASH_START", start.to_string())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::from(
+                std::fs::File::create(d.path().join(format!("child-{cycle}.stderr"))).unwrap(),
+            ))
             .spawn()
             .unwrap();
         let mut out = BufReader::new(child.stdout.take().unwrap());
@@ -202,7 +204,10 @@ fn kill9_loses_no_acknowledged_sample() {
         while n < want {
             line.clear();
             if out.read_line(&mut line).unwrap() == 0 {
-                panic!("child ended early");
+                let err = std::fs::read_to_string(d.path().join(format!("child-{cycle}.stderr")))
+                    .unwrap_or_default();
+                let tail: String = err.lines().rev().take(20).collect::<Vec<_>>().join("\n");
+                panic!("child ended early (cycle {cycle}); its stderr, last lines first:\n{tail}");
             }
             if let Some(rest) = line.strip_prefix("ack ") {
                 let mut it = rest.split_whitespace();
