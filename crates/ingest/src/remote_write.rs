@@ -346,27 +346,8 @@ fn series_v1<'a>(
             _ => {}
         }
     }
-    let n_samples = scratch.samples.len() + raw_histograms.len();
-    if let Err((reason, what)) = check_labels(&scratch.pairs, &mut scratch.labels) {
-        out.rejected.push(Rejection::new(
-            reason,
-            what,
-            series_text(scratch.pairs.iter().copied()),
-            n_samples,
-        ));
+    let Some(histograms) = checked_series(scratch, raw_histograms, &mut out.rejected) else {
         return Ok(());
-    }
-    let histograms = match histograms(raw_histograms) {
-        Ok(h) => h,
-        Err(e) => {
-            out.rejected.push(Rejection::new(
-                RejectReason::InvalidHistogram,
-                e,
-                series_text(scratch.pairs.iter().copied()),
-                n_samples,
-            ));
-            return Ok(());
-        }
     };
     out.stats.samples += scratch.samples.len();
     out.stats.histograms += histograms.len();
@@ -379,6 +360,41 @@ fn series_v1<'a>(
         created_timestamp: 0,
     });
     Ok(())
+}
+
+/// Checks a decoded series' labels and histograms as Prometheus does; a
+/// failure rejects the whole series (recorded in `rejected`, with its
+/// samples counted) and yields `None`.
+fn checked_series(
+    scratch: &mut Scratch<'_>,
+    raw_histograms: Vec<proto::Histogram>,
+    rejected: &mut Vec<Rejection>,
+) -> Option<Vec<HistogramSample>> {
+    let n_samples = scratch.samples.len() + raw_histograms.len();
+    let reject = |reason, what, scratch: &Scratch<'_>, rejected: &mut Vec<Rejection>| {
+        rejected.push(Rejection::new(
+            reason,
+            what,
+            series_text(scratch.pairs.iter().copied()),
+            n_samples,
+        ));
+    };
+    if let Err((reason, what)) = check_labels(&scratch.pairs, &mut scratch.labels) {
+        reject(reason, what, scratch, rejected);
+        return None;
+    }
+    match histograms(raw_histograms) {
+        Ok(h) => Some(h),
+        Err(e) => {
+            reject(
+                RejectReason::InvalidHistogram,
+                e.to_string(),
+                scratch,
+                rejected,
+            );
+            None
+        }
+    }
 }
 
 /// `Label`: name = 1, value = 2 (strings, read as bytes).
@@ -791,27 +807,8 @@ fn series_v2<'a>(
         ),
         None => (&b""[..], &b""[..]),
     };
-    let n_samples = scratch.samples.len() + raw_histograms.len();
-    if let Err((reason, what)) = check_labels(&scratch.pairs, &mut scratch.labels) {
-        out.rejected.push(Rejection::new(
-            reason,
-            what,
-            series_text(scratch.pairs.iter().copied()),
-            n_samples,
-        ));
+    let Some(histograms) = checked_series(scratch, raw_histograms, &mut out.rejected) else {
         return Ok(());
-    }
-    let histograms = match histograms(raw_histograms) {
-        Ok(h) => h,
-        Err(e) => {
-            out.rejected.push(Rejection::new(
-                RejectReason::InvalidHistogram,
-                e,
-                series_text(scratch.pairs.iter().copied()),
-                n_samples,
-            ));
-            return Ok(());
-        }
     };
     if let Some(m) = metadata
         && let Some(&(_, name)) = scratch

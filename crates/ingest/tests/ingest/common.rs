@@ -1,5 +1,5 @@
-//! Shared test helpers: locating the conformance suite and rendering a
-//! batch as text lines that a test can spell out.
+//! Shared test helpers: locating the conformance suite, rendering a
+//! batch as text lines that a test can spell out, and a deterministic PRNG.
 
 use model::{HistogramValue, WriteBatch};
 use std::path::{Path, PathBuf};
@@ -58,4 +58,22 @@ pub fn render(b: &WriteBatch) -> Vec<String> {
         }
     }
     out
+}
+
+/// xorshift64*: deterministic, no dependency.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+    pub fn pick<'a>(&mut self, v: &[&'a [u8]]) -> &'a [u8] {
+        v[self.below(v.len())]
+    }
 }

@@ -3,23 +3,9 @@
 //! deterministic generator keeps runs reproducible; a failure prints the
 //! input that caused it.
 
+use crate::common::Rng;
 use crate::common::conformance_file;
 use ingest::{decompress, otlp, remote_write};
-
-/// xorshift64*: deterministic, no dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
 
 /// Runs every decoder on `input`; any panic fails the test with the input.
 fn feed(input: &[u8]) {

@@ -8,29 +8,13 @@
 //! the label fields' bytes, and equal labels encoded otherwise get another
 //! key.
 
+use crate::common::Rng;
 use ingest::remote_write::keyed::{KeyedV1, Rejections};
 use ingest::remote_write::proto::{self, v1};
 use ingest::remote_write::{Version, decode_limited};
 use ingest::validate::Limits;
 use model::TimeSeries;
 use prost::Message;
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    fn pick<'a>(&mut self, v: &[&'a [u8]]) -> &'a [u8] {
-        v[self.below(v.len())]
-    }
-}
 
 const NAMES: &[&[u8]] = &[
     b"__name__",

@@ -4,27 +4,11 @@
 //! byte-mutated encodings of them: both must accept and refuse the same
 //! bodies, and keep and reject the same series with the same samples.
 
+use crate::common::Rng;
 use ingest::remote_write::proto::{v1, v2};
 use ingest::remote_write::{decode_v1, decode_v2};
 use model::{Label, Labels};
 use prost::Message;
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    fn pick<'a>(&mut self, v: &[&'a [u8]]) -> &'a [u8] {
-        v[self.below(v.len())]
-    }
-}
 
 const NAMES: &[&[u8]] = &[
     b"__name__",
