@@ -31,7 +31,9 @@
 //!
 //! Segments `wal/00000001`, `wal/00000002`, … hold framed records (format in
 //! docs/format/tsdb-wal.md). A new segment starts at open, when one exceeds
-//! [`SEGMENT_BYTES`], and on [`Wal::rotate`]. [`Wal::checkpoint`] condenses
+//! [`SEGMENT_BYTES`], and on [`Wal::rotate`]; it is created under a
+//! temporary name and renamed once its magic is fsynced, so a kill never
+//! leaves a segment without one. [`Wal::checkpoint`] condenses
 //! the segments before a given one into `wal/checkpoint.N/00000000`
 //! (dropping samples already in blocks) and deletes them.
 
@@ -465,6 +467,15 @@ fn read_file(path: &Path) -> Result<Vec<u8>, Error> {
     Ok(buf)
 }
 
+/// Suffix of a segment being created (see `create_segment`).
+const SEGMENT_TMP_SUFFIX: &str = ".tmp";
+
+/// A segment file cut short while its header was being written: shorter
+/// than the magic and a prefix of it.
+fn is_headless(buf: &[u8]) -> bool {
+    buf.len() < SEGMENT_MAGIC.len() && SEGMENT_MAGIC.starts_with(buf)
+}
+
 /// Reads one segment; a torn tail is truncated when `truncate_torn`, and is
 /// corruption otherwise.
 fn read_segment(
@@ -474,8 +485,10 @@ fn read_segment(
     apply: &mut dyn FnMut(Record) -> Result<(), Error>,
 ) -> Result<(), Error> {
     let buf = read_file(path)?;
-    if buf.len() < SEGMENT_MAGIC.len() && truncate_torn && SEGMENT_MAGIC.starts_with(&buf) {
+    if is_headless(&buf) {
         // Created, header not (wholly) written: no record can be in it.
+        // (Stores written before segments were created by rename can hold
+        // such a file before other segments; `Wal::open` removes it.)
         return Ok(());
     }
     if !buf.starts_with(SEGMENT_MAGIC) {
@@ -540,6 +553,15 @@ impl Wal {
         mut apply: impl FnMut(Record) -> Result<(), Error>,
     ) -> Result<Wal, Error> {
         fs::create_dir_all(dir).at(dir)?;
+        for e in fs::read_dir(dir).at(dir)? {
+            let e = e.at(dir)?;
+            if e.file_name()
+                .to_string_lossy()
+                .ends_with(SEGMENT_TMP_SUFFIX)
+            {
+                fs::remove_file(e.path()).at(&e.path())?;
+            }
+        }
         let (segs, checkpoint) = list_segments(dir)?;
         let first_seg = if let Some(c) = checkpoint {
             let cdir = dir.join(format!("{}{c:08}", files::CHECKPOINT_PREFIX));
@@ -573,6 +595,11 @@ impl Wal {
             }
             read_segment(&p, i + 1 == segs.len(), &|_| false, &mut apply)?;
             last = s;
+            if fs::metadata(&p).at(&p)?.len() < SEGMENT_MAGIC.len() as u64 {
+                // Headless (read_segment checked it holds no record).
+                fs::remove_file(&p).at(&p)?;
+                diskio::fsync_dir(dir).at(dir)?;
+            }
         }
         let segment = last.max(first_seg) + 1;
         let file = create_segment(dir, segment)?;
@@ -780,16 +807,22 @@ impl Drop for Wal {
     }
 }
 
+/// Creates segment `n` holding only its header. Written under a temporary
+/// name and renamed, so a crash never leaves a segment without its magic.
 fn create_segment(dir: &Path, n: u64) -> Result<File, Error> {
     let p = dir.join(files::segment_name(n));
+    // Not `TMP_PREFIX`: a checkpoint's listing removes those, and may run
+    // while the writer creates a segment. `Wal::open` removes leftovers.
+    let tmp = dir.join(format!("{}{SEGMENT_TMP_SUFFIX}", files::segment_name(n)));
     let mut f = OpenOptions::new()
         .create(true)
         .truncate(true)
         .write(true)
-        .open(&p)
-        .at(&p)?;
-    std::io::Write::write_all(&mut f, SEGMENT_MAGIC).at(&p)?;
-    f.sync_all().at(&p)?;
+        .open(&tmp)
+        .at(&tmp)?;
+    std::io::Write::write_all(&mut f, SEGMENT_MAGIC).at(&tmp)?;
+    f.sync_all().at(&tmp)?;
+    fs::rename(&tmp, &p).at(&p)?;
     diskio::fsync_dir(dir).at(dir)?;
     Ok(f)
 }

@@ -115,6 +115,52 @@ fn damage_before_a_valid_record_is_corruption() {
     }
 }
 
+/// A kill while a segment file was being created (before its header was
+/// fsynced) left an empty or header-prefix file; the next open must accept
+/// it wherever it ends up in the sequence, not only as the last segment.
+#[test]
+fn segment_cut_short_at_creation_opens_after_more_segments() {
+    for stub in [&b""[..], b"FDTS"] {
+        let d = tempfile::tempdir().unwrap();
+        let db = open(d.path());
+        db.append("p", &batch(vec![series(&[("__name__", "a")], &[(1, 1.0)])]))
+            .unwrap();
+        db.close().unwrap();
+        let wal = d.path().join("wal");
+        let newest: u64 = fs::read_dir(&wal)
+            .unwrap()
+            .filter_map(|e| e.unwrap().file_name().to_str()?.parse().ok())
+            .max()
+            .unwrap();
+        fs::write(wal.join(format!("{:08}", newest + 1)), stub).unwrap();
+        // A segment being created when the process died.
+        fs::write(wal.join(format!("{:08}.tmp", newest + 2)), b"FD").unwrap();
+        // Opened with the stub as last segment, then more segments after it.
+        for t in 2..5 {
+            let db = open(d.path());
+            db.append(
+                "p",
+                &batch(vec![series(&[("__name__", "a")], &[(t, t as f64)])]),
+            )
+            .unwrap();
+            db.close().unwrap();
+        }
+        let db = open(d.path());
+        let got = dump(&db, "p", 0, i64::MAX, &[eq("__name__", "a")]);
+        assert_eq!(
+            got[0].1.iter().map(|s| s.0).collect::<Vec<_>>(),
+            vec![1, 2, 3, 4],
+            "stub {stub:?}"
+        );
+        let left: Vec<String> = fs::read_dir(&wal)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".tmp"))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+    }
+}
+
 const CHILD_ENV: &str = "TSDB_CRASH_CHILD_DIR";
 const WRITERS: usize = 4;
 
@@ -206,8 +252,8 @@ fn kill9_loses_no_acknowledged_sample() {
             if out.read_line(&mut line).unwrap() == 0 {
                 let err = std::fs::read_to_string(d.path().join(format!("child-{cycle}.stderr")))
                     .unwrap_or_default();
-                let tail: String = err.lines().rev().take(20).collect::<Vec<_>>().join("\n");
-                panic!("child ended early (cycle {cycle}); its stderr, last lines first:\n{tail}");
+                let head: String = err.lines().take(12).collect::<Vec<_>>().join("\n");
+                panic!("child ended early (cycle {cycle}); its stderr begins:\n{head}");
             }
             if let Some(rest) = line.strip_prefix("ack ") {
                 let mut it = rest.split_whitespace();
