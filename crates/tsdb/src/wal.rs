@@ -467,6 +467,10 @@ fn read_file(path: &Path) -> Result<Vec<u8>, Error> {
     Ok(buf)
 }
 
+/// Capacity over which the writer replaces its buffer by a small one
+/// after a write.
+const RETAINED_BUFFER_BYTES: usize = 8 << 20;
+
 /// Suffix of a segment being created (see `create_segment`).
 const SEGMENT_TMP_SUFFIX: &str = ".tmp";
 
@@ -875,6 +879,12 @@ fn writer(shared: Arc<Shared>, mut file: File, mut segment: u64) {
             }
         }
         buf.clear();
+        if buf.capacity() > RETAINED_BUFFER_BYTES {
+            // A burst (a million new series' records at once) must not
+            // pin its peak in memory: `buf` and `pending` swap, so both
+            // pass here.
+            buf = Vec::with_capacity(1 << 20);
+        }
         let mut st = lock(&shared.state);
         match result {
             Ok(()) => {
