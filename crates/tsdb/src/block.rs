@@ -174,13 +174,31 @@ pub(crate) fn write_block(
         faults,
     };
     chunks.put(CHUNKS_MAGIC).at(&chunks_path)?;
-    let mut entries: Vec<(Labels, Vec<ChunkMeta>)> = Vec::new();
+    // Per series only ids and chunk positions are kept (a few dozen bytes,
+    // where `Labels` took ~600): label strings are interned here in order
+    // of first use and renumbered in string order once all are known.
+    let mut local: std::collections::HashMap<Box<str>, u32> = Default::default();
+    let mut strs: Vec<Box<str>> = Vec::new();
+    let mut intern = |x: &str| -> u32 {
+        if let Some(id) = local.get(x) {
+            return *id;
+        }
+        let id = strs.len() as u32;
+        strs.push(x.into());
+        local.insert(x.into(), id);
+        id
+    };
+    // Flattened: series i has pairs `label_ids[label_ends[i-1]..label_ends[i]]`
+    // (name, value, name, value…) and chunks `metas[meta_ends[i-1]..meta_ends[i]]`.
+    let mut label_ids: Vec<u32> = Vec::new();
+    let mut label_ends: Vec<usize> = Vec::new();
+    let mut metas: Vec<ChunkMeta> = Vec::new();
+    let mut meta_ends: Vec<usize> = Vec::new();
     let (mut mint, mut maxt) = (i64::MAX, i64::MIN);
     let (mut num_samples, mut num_chunks) = (0u64, 0u64);
     let mut head = Vec::with_capacity(16);
     for s in series {
         let s = s?;
-        let mut m = Vec::with_capacity(s.floats.len() + s.hists.len());
         for c in s.floats.iter().chain(&s.hists) {
             // Floats: the decimal encoding where it is smaller.
             let dec = (c.enc == Encoding::Xor)
@@ -205,7 +223,7 @@ pub(crate) fn write_block(
             chunks.put(&head).at(&chunks_path)?;
             chunks.put(data).at(&chunks_path)?;
             chunks.put(&h.finalize().to_le_bytes()).at(&chunks_path)?;
-            m.push(ChunkMeta {
+            metas.push(ChunkMeta {
                 enc,
                 mint: c.mint,
                 maxt: c.maxt,
@@ -219,8 +237,14 @@ pub(crate) fn write_block(
                 num_samples += u64::from(u16::from_be_bytes([c.data[0], c.data[1]]));
             }
         }
-        entries.push((s.labels, m));
+        for l in &s.labels {
+            label_ids.push(intern(&l.name));
+            label_ids.push(intern(&l.value));
+        }
+        label_ends.push(label_ids.len());
+        meta_ends.push(metas.len());
     }
+    drop(local);
     let chunks_size = chunks.len;
     let chunks_crc = chunks.crc.clone().finalize();
     let chunks_file = chunks
@@ -231,22 +255,14 @@ pub(crate) fn write_block(
     drop(chunks_file);
 
     // index: symbols
-    // Distinct strings first (few), then sorted: ids in string order.
-    let mut distinct: std::collections::HashSet<&str> = Default::default();
-    for (labels, _) in &entries {
-        for l in labels {
-            distinct.insert(&l.name);
-            distinct.insert(&l.value);
-        }
+    // Ids in string order: `order[k]` is the local id of the k-th string.
+    let mut order: Vec<u32> = (0..strs.len() as u32).collect();
+    order.sort_unstable_by(|a, b| strs[*a as usize].cmp(&strs[*b as usize]));
+    let mut sorted_id = vec![0u64; strs.len()];
+    for (k, local_id) in order.iter().enumerate() {
+        sorted_id[*local_id as usize] = k as u64;
     }
-    let mut syms: Vec<&str> = distinct.into_iter().collect();
-    syms.sort_unstable();
-    let ids: std::collections::HashMap<&str, u64> = syms
-        .iter()
-        .enumerate()
-        .map(|(i, s)| (*s, i as u64))
-        .collect();
-    let sym_id = |s: &str| ids.get(s).copied().unwrap_or(0);
+    let syms: Vec<&str> = order.iter().map(|i| &*strs[*i as usize]).collect();
     let mut index: Vec<u8> = Vec::new();
     index.extend_from_slice(INDEX_MAGIC);
     let sym_off = index.len() as u64;
@@ -257,19 +273,21 @@ pub(crate) fn write_block(
     }
     // series
     let series_off = index.len() as u64;
-    put_uvarint(&mut index, entries.len() as u64);
+    put_uvarint(&mut index, label_ends.len() as u64);
     // Chunk start times are stored relative to the block's oldest.
     let base = if mint == i64::MAX { 0 } else { mint };
     put_varint(&mut index, base);
     let mut postings: std::collections::HashMap<(u64, u64), Vec<u32>> = Default::default();
-    for (i, (labels, m)) in entries.iter().enumerate() {
-        put_uvarint(&mut index, labels.len() as u64);
-        for l in labels {
-            let (n, v) = (sym_id(&l.name), sym_id(&l.value));
+    for i in 0..label_ends.len() {
+        let pairs = &label_ids[if i == 0 { 0 } else { label_ends[i - 1] }..label_ends[i]];
+        put_uvarint(&mut index, (pairs.len() / 2) as u64);
+        for p in pairs.chunks_exact(2) {
+            let (n, v) = (sorted_id[p[0] as usize], sorted_id[p[1] as usize]);
             put_uvarint(&mut index, n);
             put_uvarint(&mut index, v);
             postings.entry((n, v)).or_default().push(i as u32);
         }
+        let m = &metas[if i == 0 { 0 } else { meta_ends[i - 1] }..meta_ends[i]];
         put_uvarint(&mut index, m.len() as u64);
         for c in m {
             index.push(c.enc as u8);
@@ -305,7 +323,7 @@ pub(crate) fn write_block(
         mint,
         maxt,
         end,
-        num_series: entries.len() as u64,
+        num_series: label_ends.len() as u64,
         num_samples,
         num_chunks,
         level,

@@ -792,22 +792,23 @@ impl Inner {
                 for i in 0..SHARDS as usize {
                     raw.extend(p.shard(i).snapshot_before(before));
                 }
-                let mut data: Vec<_> = raw.into_iter().filter_map(|s| s.finish()).collect();
-                data.sort_by(|a, b| a.labels.cmp(&b.labels));
-                if !data.is_empty() {
-                    let series: Vec<BlockSeries> = data
-                        .into_iter()
-                        .map(|d| BlockSeries {
+                // Sorted as keys and finished one at a time while the block
+                // is written: a million series' labels and re-cut chunks
+                // are never all in memory at once.
+                raw.sort_by(|a, b| a.cmp_labels(b));
+                if !raw.is_empty() {
+                    let series = raw.into_iter().filter_map(|s| s.finish()).map(|d| {
+                        Ok(BlockSeries {
                             labels: d.labels,
                             floats: d.floats,
                             hists: d.hists,
                         })
-                        .collect();
+                    });
                     let name = self.next_block_name(mint, before);
                     let b = block::write_block(
                         &p.dir,
                         &name,
-                        series.into_iter().map(Ok),
+                        series,
                         before,
                         1,
                         Vec::new(),

@@ -301,6 +301,11 @@ pub(crate) struct Snapshot {
 }
 
 impl Snapshot {
+    /// Orders snapshots as their label sets ([`Labels`]' order).
+    pub fn cmp_labels(&self, other: &Snapshot) -> std::cmp::Ordering {
+        key_pairs(&self.key).cmp(key_pairs(&other.key))
+    }
+
     /// Labels, and chunks holding exactly the samples before the cut
     /// (out-of-order ones merged in); `None` if nothing is left.
     pub fn finish(self) -> Option<SeriesData> {
@@ -1275,6 +1280,42 @@ mod tests {
             "{}",
             std::mem::size_of::<MemSeries>()
         );
+    }
+
+    #[test]
+    fn snapshots_sort_like_label_sets() {
+        // Prefixes and bytes above the separator's position are where
+        // comparing raw keys would differ from comparing labels.
+        let sets: Vec<Labels> = [
+            &[("a", "x")][..],
+            &[("a", "x"), ("b", "")],
+            &[("a", "x"), ("b", "y")],
+            &[("ab", "x")],
+            &[("a", "xy")],
+            &[("a", "x\u{7f}")],
+            &[("a", "é")],
+            &[("a", "")],
+            &[("a", "x"), ("ab", "y")],
+            &[("b", "a")],
+        ]
+        .iter()
+        .map(|p| Labels::from_pairs(p.iter().copied()))
+        .collect();
+        let snap = |l: &Labels| {
+            let mut key = Vec::new();
+            series_key(l, &mut key);
+            Snapshot {
+                key: key.into_boxed_slice(),
+                floats: Vec::new(),
+                hists: Vec::new(),
+                before: 0,
+            }
+        };
+        for a in &sets {
+            for b in &sets {
+                assert_eq!(snap(a).cmp_labels(&snap(b)), a.cmp(b), "{a} vs {b}");
+            }
+        }
     }
 
     #[test]
