@@ -446,6 +446,7 @@ impl AuditLog {
             to_indexer: itx,
             subjects: subjects.clone(),
             carry: VecDeque::new(),
+            spare: Vec::new(),
             _lock: lock,
         };
         let indexer = Indexer {
@@ -1216,6 +1217,11 @@ struct Writer {
     subjects: Arc<Keystore>,
     /// Appends taken from the queue that did not fit the previous batch.
     carry: VecDeque<Pending>,
+    /// The previous batch's frame buffer, emptied, for the next one: a
+    /// fresh 256 KiB buffer per batch cost page faults on fresh memory (a
+    /// huge page zeroed per batch: ~7 % of the server's CPU at 20k
+    /// events/s).
+    spare: Vec<u8>,
     _lock: DirLock,
 }
 
@@ -1320,11 +1326,14 @@ impl Writer {
                     buf: segment::encode_header(seq).to_vec(),
                 });
             } else if chunks.is_empty() {
+                let mut buf = std::mem::take(&mut self.spare);
+                buf.clear();
+                buf.reserve(MAX_BATCH_BYTES.min(256 << 10));
                 chunks.push(Chunk {
                     first_seq: seg_first,
                     new: false,
                     start_len: seg_len,
-                    buf: Vec::with_capacity(MAX_BATCH_BYTES.min(256 << 10)),
+                    buf,
                 });
             }
             let Some(chunk) = chunks.last_mut() else {
@@ -1389,6 +1398,9 @@ impl Writer {
                     done.fail(e.duplicate());
                 }
             }
+        }
+        if let Some(c) = chunks.pop() {
+            self.spare = c.buf;
         }
     }
 
