@@ -272,8 +272,19 @@ impl IndexWriter {
             let mut many = tx.prepare_cached(&insert_sql(ROWS_PER_INSERT))?;
             let mut one = tx.prepare_cached(&insert_sql(1))?;
             let mut chunk: Vec<&IndexRow> = Vec::with_capacity(ROWS_PER_INSERT);
+            // The next index of the log of the current run of rows; put in
+            // `next` when the log changes (not hashed per row).
+            let mut run: Option<(&str, u64)> = None;
             for r in rows {
-                next.insert(&r.keys.log, r.log_index + 1);
+                match &mut run {
+                    Some((log, n)) if *log == r.keys.log => *n = r.log_index + 1,
+                    _ => {
+                        if let Some((log, n)) = run.take() {
+                            next.insert(log, n);
+                        }
+                        run = Some((&r.keys.log, r.log_index + 1));
+                    }
+                }
                 last = Some((r.seq, r.time_ns));
                 if r.expired {
                     // Removed by retention: counted, not searchable.
@@ -289,6 +300,9 @@ impl IndexWriter {
             for r in chunk {
                 bind_rows(&mut one, &[r])?;
                 one.raw_execute()?;
+            }
+            if let Some((log, n)) = run {
+                next.insert(log, n);
             }
             let mut up = tx.prepare_cached(
                 "INSERT INTO logs(log, next_index) VALUES (?1, ?2)
