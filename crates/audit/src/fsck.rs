@@ -288,6 +288,15 @@ fn read_index(path: &Path) -> Result<Option<(i64, Vec<IndexRowText>)>, FsckFailu
     };
     let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(db)?;
     let tx = conn.unchecked_transaction().map_err(db)?;
+    // An index of another schema version (an older Flightdeck's) is never
+    // read: every open rebuilds it from the segments (or reads them into
+    // memory), so it is as good as absent.
+    let version: i64 = tx
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(db)?;
+    if version != index::SCHEMA_VERSION {
+        return Ok(None);
+    }
     let watermark: i64 = tx
         .query_row("SELECT value FROM meta WHERE key = 'watermark'", [], |r| {
             r.get(0)
@@ -295,8 +304,20 @@ fn read_index(path: &Path) -> Result<Option<(i64, Vec<IndexRowText>)>, FsckFailu
         .map_err(db)?;
     let mut stmt = tx
         .prepare(
-            "SELECT seq, log, id, principal_id, principal_type, action, resource_type,
-                    resource_id, status, time_ns, segment, offset, len FROM events ORDER BY seq",
+            // String columns hold `strings` codes (schema version 5): a
+            // code edited to another string's, or to none, reads as that
+            // string or as NULL, and disagrees with the record.
+            "SELECT e.seq, l.s, e.id, pi.s, pt.s, a.s, rt.s, ri.s, st.s,
+                    e.time_ns, e.segment, e.offset, e.len
+             FROM events e
+             LEFT JOIN strings l ON l.id = e.log
+             LEFT JOIN strings pi ON pi.id = e.principal_id
+             LEFT JOIN strings pt ON pt.id = e.principal_type
+             LEFT JOIN strings a ON a.id = e.action
+             LEFT JOIN strings rt ON rt.id = e.resource_type
+             LEFT JOIN strings ri ON ri.id = e.resource_id
+             LEFT JOIN strings st ON st.id = e.status
+             ORDER BY e.seq",
         )
         .map_err(db)?;
     let rows = stmt

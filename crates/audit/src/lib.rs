@@ -41,7 +41,7 @@ pub mod witness;
 
 pub use error::AuditError;
 pub use event::*;
-pub use log::{Acked, AckedDone, AuditLog, Clock, Done, Export, Options, Stats};
+pub use log::{Acked, AckedDone, AuditLog, BatchDone, Clock, Done, Export, Options, Stats};
 /// The hash type of proofs and checkpoints (`merkle`'s).
 pub use merkle::Hash;
 pub use proof::{

@@ -43,7 +43,7 @@ use std::sync::{Mutex, RwLock};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::aead::{Aead, AeadInPlace, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use sha2::{Digest, Sha256};
@@ -121,26 +121,38 @@ pub fn resource_name_is_personal(kind: &str) -> bool {
     matches!(kind, "user" | "membership" | "session")
 }
 
-/// The personal values a draft carries: field, the subject it belongs to,
-/// value. The actor's fields belong to the actor; a user resource's name
-/// to that user (`user:<id>`, or `name:<name>` before the user has an id).
-fn values_of(d: &EventDraft) -> Vec<(&'static str, String, &str)> {
-    let mut v = Vec::new();
+/// The personal values a draft carries, each with the subject it belongs
+/// to: the actor's fields belong to the actor; a user resource's name to
+/// that user (`user:<id>`, or `name:<name>` before the user has an id).
+/// Subjects are listed once each (at most two), values point at them.
+struct Values<'a> {
+    subjects: Vec<String>,
+    /// (field, index into `subjects`, value).
+    items: Vec<(&'static str, usize, &'a str)>,
+}
+
+fn values_of(d: &EventDraft) -> Values<'_> {
+    let mut v = Values {
+        subjects: Vec::new(),
+        items: Vec::new(),
+    };
     if let Some(who) = subject_of(d.principal.kind, &d.principal.id, d.source_ip.as_deref()) {
+        v.subjects.push(who);
         if d.principal.kind == PrincipalKind::Anonymous
             && d.principal.id != ANONYMOUS_ID
             && !d.principal.id.is_empty()
         {
-            v.push(("principal.id", who.clone(), d.principal.id.as_str()));
+            v.items.push(("principal.id", 0, d.principal.id.as_str()));
         }
         if !d.principal.name.is_empty() {
-            v.push(("principal.name", who.clone(), d.principal.name.as_str()));
+            v.items
+                .push(("principal.name", 0, d.principal.name.as_str()));
         }
         if let Some(ip) = &d.source_ip {
-            v.push(("source_ip", who.clone(), ip.as_str()));
+            v.items.push(("source_ip", 0, ip.as_str()));
         }
         if let Some(ua) = &d.user_agent {
-            v.push(("user_agent", who, ua.as_str()));
+            v.items.push(("user_agent", 0, ua.as_str()));
         }
     }
     if let Some(r) = &d.resource
@@ -151,7 +163,14 @@ fn values_of(d: &EventDraft) -> Vec<(&'static str, String, &str)> {
             Some(id) => format!("user:{id}"),
             None => format!("name:{name}"),
         };
-        v.push(("resource.name", who, name.as_str()));
+        let at = match v.subjects.iter().position(|s| *s == who) {
+            Some(i) => i,
+            None => {
+                v.subjects.push(who);
+                v.subjects.len() - 1
+            }
+        };
+        v.items.push(("resource.name", at, name.as_str()));
     }
     v
 }
@@ -359,64 +378,77 @@ impl Keystore {
         now_ns: i64,
     ) -> Result<Sealed, AuditError> {
         let values = values_of(d);
-        let leaf_principal_id = if values.iter().any(|(f, _, _)| *f == "principal.id") {
+        let leaf_principal_id = if values.items.iter().any(|(f, _, _)| *f == "principal.id") {
             ANONYMOUS_ID.to_string()
         } else {
             d.principal.id.clone()
         };
-        if values.is_empty() {
+        if values.items.is_empty() {
             return Ok(Sealed {
                 commitments: BTreeMap::new(),
                 envelope: None,
                 leaf_principal_id,
             });
         }
-        // The plaintext of each envelope: `{"<field>": {"salt": "<base64>",
-        // "value": "<value>"}, ...}`, keys sorted (what `open_envelope`
-        // reads), serialized straight from borrowed values.
-        #[derive(serde::Serialize)]
-        struct SaltedValue<'a> {
-            salt: String,
-            value: &'a str,
-        }
-        let mut by_who: BTreeMap<&str, BTreeMap<&str, SaltedValue>> = BTreeMap::new();
         let mut commitments = BTreeMap::new();
-        for (field, who, value) in &values {
+        // (field, subject, value, base64 salt), sorted by subject, then
+        // field: one envelope per subject, its fields in key order.
+        let mut salted: Vec<(&'static str, usize, &str, [u8; 24])> =
+            Vec::with_capacity(values.items.len());
+        for &(field, who, value) in &values.items {
             // Thread-local CSPRNG, not a syscall per salt (see `rng`).
             let salt: [u8; SALT_LEN] = crate::rng::bytes();
             commitments.insert(field.to_string(), commitment(&salt, value));
-            by_who.entry(who.as_str()).or_default().insert(
-                field,
-                SaltedValue {
-                    salt: B64.encode(salt),
-                    value,
-                },
-            );
+            let mut b64 = [0u8; 24];
+            let n = B64
+                .encode_slice(salt, &mut b64)
+                .expect("bug: 16 bytes are 24 base64 characters");
+            debug_assert_eq!(n, 24);
+            salted.push((field, who, value, b64));
         }
+        salted.sort_by(|a, b| (a.1, a.0).cmp(&(b.1, b.0)));
+        // Each envelope: `u16 len ‖ 0x01 ‖ key id ‖ nonce ‖ ciphertext ‖
+        // tag`, whose plaintext is `{"<field>": {"salt": "<base64>",
+        // "value": "<value>"}, ...}` (keys sorted; what `open_envelope`
+        // reads), written and encrypted in place in `out`.
         let mut out = Vec::with_capacity(256);
-        for (who, plain) in by_who {
-            let key = self.live_key(log, who, now_ns)?;
-            let plain =
-                serde_json::to_vec(&plain).expect("bug: a map of strings always serializes");
+        let mut rest = &salted[..];
+        while let Some(&(_, who, _, _)) = rest.first() {
+            let n = rest.iter().take_while(|v| v.1 == who).count();
+            let (mine, later) = rest.split_at(n);
+            rest = later;
+            let key = self.live_key(log, &values.subjects[who], now_ns)?;
             let nonce: [u8; NONCE_LEN] = crate::rng::bytes();
-            let cipher = XChaCha20Poly1305::new((&key.key).into());
-            let ct = cipher
-                .encrypt(
-                    XNonce::from_slice(&nonce),
-                    Payload {
-                        msg: &plain,
-                        aad: &key.id,
-                    },
-                )
-                .map_err(|_| AuditError::Keystore("sealing personal values failed".into()))?;
-            let len = 1 + KEY_ID_LEN + NONCE_LEN + ct.len();
-            let len16 = u16::try_from(len)
-                .map_err(|_| AuditError::Keystore("personal values too large to seal".into()))?;
-            out.extend_from_slice(&len16.to_le_bytes());
-            out.push(ENVELOPE_V1);
+            let at = out.len();
+            out.extend_from_slice(&[0, 0, ENVELOPE_V1]);
             out.extend_from_slice(&key.id);
             out.extend_from_slice(&nonce);
-            out.extend_from_slice(&ct);
+            let plain_at = out.len();
+            out.push(b'{');
+            for (i, (field, _, value, salt)) in mine.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                crate::canonical::write_str(&mut out, field);
+                out.extend_from_slice(b":{\"salt\":\"");
+                out.extend_from_slice(salt);
+                out.extend_from_slice(b"\",\"value\":");
+                crate::canonical::write_str(&mut out, value);
+                out.push(b'}');
+            }
+            out.push(b'}');
+            let cipher = XChaCha20Poly1305::new((&key.key).into());
+            let tag = cipher
+                .encrypt_in_place_detached(
+                    XNonce::from_slice(&nonce),
+                    &key.id,
+                    &mut out[plain_at..],
+                )
+                .map_err(|_| AuditError::Keystore("sealing personal values failed".into()))?;
+            out.extend_from_slice(&tag);
+            let len16 = u16::try_from(out.len() - at - 2)
+                .map_err(|_| AuditError::Keystore("personal values too large to seal".into()))?;
+            out[at..at + 2].copy_from_slice(&len16.to_le_bytes());
         }
         Ok(Sealed {
             commitments,
@@ -751,5 +783,76 @@ mod tests {
         let mut e = leaf_event(&d1, &s1);
         ks.reveal(&mut e, None);
         assert_eq!(e.source_ip.as_deref(), Some(UNAVAILABLE));
+    }
+
+    /// The envelopes written in place are what the map-and-serde_json
+    /// encoding wrote before: one per subject, in the subject's fields in
+    /// key order, each opening to its salt and value (escapes included),
+    /// with salts matching the leaf's commitments.
+    #[test]
+    fn envelopes_hold_each_subjects_values_as_sorted_json() {
+        let dir = tempfile::tempdir().unwrap();
+        let ks = Keystore::open(&dir.path().join("subjects.sqlite")).unwrap();
+        let mut d = draft("192.0.2.1");
+        d.user_agent = Some("curl/8 \"quoted\" \\ \u{1}\u{7f} é".into());
+        d.resource = Some(crate::Resource {
+            kind: "user".into(),
+            id: Some("u2".into()),
+            name: Some("bob@example.com".into()),
+        });
+        let s = ks.seal("p:p1", &d, 0).unwrap();
+        let env = s.envelope.as_deref().unwrap();
+        let mut plains = Vec::new();
+        let mut rest = env;
+        while rest.len() >= 2 {
+            let len = usize::from(u16::from_le_bytes([rest[0], rest[1]]));
+            let e = &rest[2..2 + len];
+            rest = &rest[2 + len..];
+            let id: [u8; KEY_ID_LEN] = e[1..1 + KEY_ID_LEN].try_into().unwrap();
+            let key = match ks.state.read().unwrap().by_id.get(&id) {
+                Some(KeyState::Live(k)) => *k,
+                _ => panic!("no live key for an envelope"),
+            };
+            let nonce = &e[1 + KEY_ID_LEN..1 + KEY_ID_LEN + NONCE_LEN];
+            let plain = XChaCha20Poly1305::new((&key).into())
+                .decrypt(
+                    XNonce::from_slice(nonce),
+                    Payload {
+                        msg: &e[1 + KEY_ID_LEN + NONCE_LEN..],
+                        aad: &id,
+                    },
+                )
+                .unwrap();
+            // Byte for byte the serde_json form of the sorted map.
+            let parsed: BTreeMap<String, BTreeMap<String, String>> =
+                serde_json::from_slice(&plain).unwrap();
+            assert_eq!(serde_json::to_vec(&parsed).unwrap(), plain);
+            plains.push(parsed);
+        }
+        assert!(rest.is_empty());
+        assert_eq!(plains.len(), 2, "one envelope per subject");
+        let fields: Vec<Vec<&str>> = plains
+            .iter()
+            .map(|m| m.keys().map(String::as_str).collect())
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                vec!["principal.name", "source_ip", "user_agent"],
+                vec!["resource.name"]
+            ]
+        );
+        let opened = ks.open_all(env);
+        for (field, value) in [
+            ("principal.name", "alice@example.com"),
+            ("source_ip", "192.0.2.1"),
+            ("user_agent", d.user_agent.as_deref().unwrap()),
+            ("resource.name", "bob@example.com"),
+        ] {
+            let (salt, v) = opened[field].clone().unwrap();
+            assert_eq!(v, value, "{field}");
+            assert_eq!(commitment(&salt, &v), s.commitments[field], "{field}");
+        }
+        assert_eq!(s.commitments.len(), 4);
     }
 }

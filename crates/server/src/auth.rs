@@ -634,17 +634,12 @@ impl AppState {
         caller: &Caller,
         drafts: Vec<EventDraft>,
     ) -> Result<Vec<audit::Acked>, ApiError> {
-        let mut rxs = Vec::with_capacity(drafts.len());
-        let mut items = Vec::with_capacity(drafts.len());
-        for d in drafts {
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            let done: audit::AckedDone = Box::new(move |r| {
-                let _ = tx.send(r);
-            });
-            items.push((d, done));
-            rxs.push(rx);
-        }
-        let r = match self.audit.append_all_with(items) {
+        // One callback (and one wake-up) for the whole batch.
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let done: audit::BatchDone = Box::new(move |r| {
+            let _ = tx.send(r);
+        });
+        let r = match self.audit.append_batch_with(drafts, done) {
             Err((i, e)) => {
                 let audited = !matches!(e, audit::AuditError::EventTooLarge { .. });
                 let mut err = ApiError::from(e);
@@ -652,24 +647,11 @@ impl AppState {
                 err.field = Some(format!("events[{i}]"));
                 Err(if audited { err.audited() } else { err })
             }
-            Ok(()) => {
-                let mut events = Vec::with_capacity(rxs.len());
-                let mut failed = None;
-                for rx in rxs {
-                    match rx.await {
-                        Ok(Ok(e)) => events.push(e),
-                        Ok(Err(e)) => {
-                            failed.get_or_insert(ApiError::from(e).audited());
-                        }
-                        Err(_) => {
-                            failed.get_or_insert(
-                                ApiError::audit_unavailable("the audit writer stopped").audited(),
-                            );
-                        }
-                    }
-                }
-                failed.map_or(Ok(events), Err)
-            }
+            Ok(()) => match rx.await {
+                Ok(Ok(events)) => Ok(events),
+                Ok(Err(e)) => Err(ApiError::from(e).audited()),
+                Err(_) => Err(ApiError::audit_unavailable("the audit writer stopped").audited()),
+            },
         };
         if r.as_ref().map_or_else(|e| e.audited, |_| true) {
             caller.req.recorded.store(true, Ordering::SeqCst);

@@ -204,6 +204,86 @@ fn a_batch_is_admitted_whole_or_not_at_all() {
     }
 }
 
+/// `append_batch_with`: the same admission (whole or nothing, the failing
+/// draft named, `done` never called), then one callback with every event
+/// in order, on consecutive seqs even while other batches race it.
+#[test]
+fn a_batch_with_one_callback_is_acknowledged_whole_and_in_order() {
+    let d = tempfile::tempdir().unwrap();
+    let log = open(d.path());
+    log.append(simple(1)).unwrap();
+    let submit = |drafts: Vec<EventDraft>| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let done: BatchDone = Box::new(move |r| {
+            let _ = tx.send(r);
+        });
+        log.append_batch_with(drafts, done)
+            .map(|()| rx.recv().unwrap().unwrap())
+            .map_err(|(i, e)| {
+                assert!(rx.try_recv().is_err(), "done called for a refused batch");
+                (i, e)
+            })
+    };
+    let mut drafts: Vec<EventDraft> = (2..6).map(simple).collect();
+    drafts[1].request_parameters = Some(serde_json::json!({ "blob": "x".repeat(MAX_EVENT_BYTES) }));
+    match submit(drafts) {
+        Err((1, AuditError::EventTooLarge { bytes, max })) => {
+            assert!(bytes > max && max == MAX_EVENT_BYTES)
+        }
+        Err((i, e)) => panic!("draft {i}: {e:?}"),
+        Ok(_) => panic!("a batch with a too-large event was admitted"),
+    }
+    assert_eq!(
+        log.last_seq(),
+        1,
+        "nothing of the refused batch was written"
+    );
+    assert!(submit(Vec::new()).unwrap().is_empty());
+
+    // Eight threads, 50 batches of 20 each: every batch's seqs are
+    // consecutive and in the order given, and the events are the stored ones.
+    let batches: Vec<Vec<Acked>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..8)
+            .map(|t| {
+                let submit = &submit;
+                s.spawn(move || {
+                    (0..50)
+                        .map(|b| {
+                            submit((0..20).map(|i| simple(t * 10_000 + b * 20 + i)).collect())
+                                .unwrap()
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .flat_map(|h| h.join().unwrap())
+            .collect();
+        handles
+    });
+    let stored = all(&log);
+    assert_eq!(stored.len(), 1 + 8 * 50 * 20);
+    for acked in &batches {
+        assert_eq!(acked.len(), 20);
+        let first = acked[0].event.seq;
+        for (k, a) in acked.iter().enumerate() {
+            assert_eq!(
+                a.event.seq,
+                first + k as u64,
+                "a batch's seqs are consecutive"
+            );
+            let mut written = Vec::new();
+            a.write_canonical(&mut written);
+            let s = stored.iter().find(|e| e.seq == a.event.seq).unwrap();
+            assert_eq!(s.canonical_bytes(), written, "seq {}", a.event.seq);
+        }
+        // In the order given: `simple(n)` has request id `req-<n>`.
+        let n: Vec<u64> = acked
+            .iter()
+            .map(|a| a.event.request_id.as_deref().unwrap()[4..].parse().unwrap())
+            .collect();
+        assert!(n.windows(2).all(|w| w[1] == w[0] + 1), "{n:?}");
+    }
+}
+
 #[test]
 fn a_second_writer_is_locked_out_until_shutdown() {
     let d = tempfile::tempdir().unwrap();

@@ -184,3 +184,75 @@ fn record_starts(seg: &std::path::Path) -> Vec<u64> {
     }
     out
 }
+
+/// A data directory of an older Flightdeck (index schema version 4: text
+/// in every row) opens: the index is rebuilt from the segments in the
+/// current schema, and every search finds what it did. A read-only open
+/// (the CLI) and `verify` ignore the old index instead of trusting it.
+#[test]
+fn an_index_of_schema_version_4_is_rebuilt() {
+    let d = tempfile::tempdir().unwrap();
+    let events = fill(d.path(), 30, Options::default());
+    for p in ["index.sqlite", "index.sqlite-wal", "index.sqlite-shm"] {
+        let _ = fs::remove_file(d.path().join(p));
+    }
+    // Version 4's schema, with a watermark claiming every event and no
+    // rows: trusted, it would hide them all.
+    let c = rusqlite::Connection::open(d.path().join("index.sqlite")).unwrap();
+    c.execute_batch(
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+         CREATE TABLE logs (log TEXT PRIMARY KEY, next_index INTEGER NOT NULL) WITHOUT ROWID;
+         CREATE TABLE events (seq INTEGER PRIMARY KEY, log TEXT NOT NULL,
+             log_index INTEGER NOT NULL, id TEXT NOT NULL, id_key INTEGER NOT NULL,
+             time_ns INTEGER NOT NULL, principal_id TEXT NOT NULL,
+             principal_type TEXT NOT NULL, action TEXT NOT NULL, resource_type TEXT,
+             resource_id TEXT, status TEXT NOT NULL, segment INTEGER NOT NULL,
+             offset INTEGER NOT NULL, len INTEGER NOT NULL);
+         CREATE INDEX ev_log_action ON events(log, action, seq);
+         INSERT INTO meta(key, value) VALUES ('watermark', 30), ('last_time_ns', 0);
+         PRAGMA user_version = 4;",
+    )
+    .unwrap();
+    drop(c);
+
+    let ro = AuditLog::open_read_only(d.path()).unwrap();
+    assert_eq!(all(&ro), events, "read-only: the old index is not used");
+    drop(ro);
+    audit::fsck::check_store(d.path()).unwrap();
+
+    let log = open(d.path());
+    assert_eq!(all(&log), events);
+    let e = &events[11];
+    assert_eq!(log.get(&e.log_key(), &e.id).unwrap().as_ref(), Some(e));
+    let q = Query {
+        log: Some(e.log_key()),
+        action: Some(e.action.clone()),
+        limit: 100,
+        ..Query::default()
+    };
+    let want: Vec<u64> = events
+        .iter()
+        .rev()
+        .filter(|x| x.log_key() == e.log_key() && x.action == e.action)
+        .map(|x| x.seq)
+        .collect();
+    let got: Vec<u64> = log
+        .search(&q)
+        .unwrap()
+        .events
+        .iter()
+        .map(|x| x.seq)
+        .collect();
+    assert!(!want.is_empty());
+    assert_eq!(got, want);
+    log.shutdown();
+    let c = rusqlite::Connection::open(d.path().join("index.sqlite")).unwrap();
+    let version: i64 = c
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, 5);
+    let rows: i64 = c
+        .query_row("SELECT count(*) FROM events", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(rows, 30);
+}
