@@ -61,7 +61,6 @@ struct Grafana {
 /// An answer as Grafana's backend sees it: gzip decoded.
 struct Answer {
     status: u16,
-    content_encoding: Option<String>,
     json: Value,
 }
 
@@ -175,8 +174,7 @@ impl Grafana {
             &headers,
             body.map(|b| ("application/x-www-form-urlencoded", b)),
         );
-        let content_encoding = r.header("content-encoding").map(str::to_string);
-        let bytes = if content_encoding.as_deref() == Some("gzip") {
+        let bytes = if r.header("content-encoding") == Some("gzip") {
             let mut out = Vec::new();
             flate2::read::GzDecoder::new(&r.bytes[..])
                 .read_to_end(&mut out)
@@ -193,7 +191,6 @@ impl Grafana {
         });
         Answer {
             status: r.status,
-            content_encoding,
             json,
         }
     }
