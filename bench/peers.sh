@@ -6,6 +6,7 @@
 #   bench/peers.sh                       # 100k series x 120 samples
 #   SERIES=1000000 SAMPLES=60 bench/peers.sh
 #   FD_BIN=/tmp/flightdeck-main FD_NAME=main PEERS= bench/peers.sh   # another build, alone
+#   QUERIES_FILE=bench/queries-promql.tsv bench/peers.sh              # the ~30 PromQL queries
 #
 # Flightdeck runs as the release binary on a fresh data directory, without
 # host metrics (the peers collect none), and its admin token authenticates
@@ -14,6 +15,12 @@
 # Results: bench/peers/results/peers-<stamp>.{md,json}; copy the ones you
 # cite to bench/results/.
 set -euo pipefail
+# The harness reads QUERIES_FILE from the environment; make a relative
+# path (from where this was started) absolute before leaving that place.
+if [[ -n ${QUERIES_FILE:-} ]]; then
+  QUERIES_FILE=$(realpath -e "$QUERIES_FILE")
+  export QUERIES_FILE
+fi
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 SHARED=${FLIGHTDECK_SHARED:-$ROOT/../shared}

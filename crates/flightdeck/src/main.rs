@@ -195,6 +195,7 @@ fn serve(cfg: config::Config) -> anyhow::Result<()> {
             project_series: cfg.metrics.project_series.clone(),
             max_request_bytes: cfg.metrics.max_request_bytes,
             lookback_ms: cfg.metrics.lookback.as_millis() as i64,
+            flags: prometheus_flags(&cfg),
             scrape: None,
             scrape_jobs,
         });
@@ -231,6 +232,54 @@ fn serve(cfg: config::Config) -> anyhow::Result<()> {
         Err(_) => tracing::debug!("metric store still shared at exit; left to the OS"),
     }
     result
+}
+
+/// The effective settings for `/api/v1/status/flags`: Prometheus' flag
+/// names where Prometheus has the setting, `flightdeck.*` otherwise.
+fn prometheus_flags(cfg: &config::Config) -> std::collections::BTreeMap<String, String> {
+    use agent::scrape::format_duration;
+    use server::prom::status::{RETENTION_SIZE_FLAG, RETENTION_TIME_FLAG, format_bytes};
+    let m = &cfg.metrics;
+    let ms = |v: i64| format_duration(std::time::Duration::from_millis(v.max(0) as u64));
+    [
+        (RETENTION_TIME_FLAG, format_duration(m.tsdb.retention)),
+        (
+            RETENTION_SIZE_FLAG,
+            format_bytes(m.tsdb.max_bytes.unwrap_or(0)),
+        ),
+        (
+            "storage.tsdb.min-block-duration",
+            ms(m.tsdb.block_duration_ms),
+        ),
+        (
+            "storage.tsdb.path",
+            cfg.data_dir.join("tsdb").display().to_string(),
+        ),
+        ("query.lookback-delta", format_duration(m.lookback)),
+        ("web.listen-address", cfg.listen.to_string()),
+        ("web.enable-remote-write-receiver", "true".into()),
+        ("web.enable-otlp-receiver", "true".into()),
+        ("log.level", cfg.log_level.clone()),
+        (
+            "flightdeck.metrics.out-of-order-time-window",
+            ms(m.tsdb.ooo_window_ms),
+        ),
+        (
+            "flightdeck.metrics.max-series-per-project",
+            m.tsdb.max_series_per_project.to_string(),
+        ),
+        (
+            "flightdeck.metrics.max-request-bytes",
+            m.max_request_bytes.to_string(),
+        ),
+        (
+            "flightdeck.metrics.host-metrics",
+            m.host_metrics.to_string(),
+        ),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
 }
 
 async fn shutdown_signal() {

@@ -112,6 +112,8 @@ pub struct AppState {
     pub metrics: Option<Arc<prom::MetricsStore>>,
     /// `flightdeck_*` metrics.
     pub telemetry: Arc<telemetry::Telemetry>,
+    /// When this state was made (the server's start), unix ns from `clock`.
+    pub started_ns: i64,
 }
 
 impl AppState {
@@ -126,7 +128,9 @@ impl AppState {
             opts.login_max_failures,
             opts.login_window,
         ));
+        let started_ns = clock();
         AppState {
+            started_ns,
             meta,
             audit,
             organization,

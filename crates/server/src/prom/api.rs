@@ -153,11 +153,18 @@ pub fn success(data: &str, warnings: &[String]) -> Response {
     json_response(StatusCode::OK, body)
 }
 
-/// Appends `s` as a JSON string.
+/// Appends `s` as a JSON string, escaped as Go's `encoding/json` (and so
+/// Prometheus) escapes it: `<`, `>`, `&`, U+2028 and U+2029 as `\uXXXX`
+/// too, so that answers are byte for byte Prometheus'.
 pub fn json_str(out: &mut String, s: &str) {
     out.push('"');
     for c in s.chars() {
         match c {
+            '<' => out.push_str("\\u003c"),
+            '>' => out.push_str("\\u003e"),
+            '&' => out.push_str("\\u0026"),
+            '\u{2028}' => out.push_str("\\u2028"),
+            '\u{2029}' => out.push_str("\\u2029"),
             '"' => out.push_str("\\\""),
             '\\' => out.push_str("\\\\"),
             '\n' => out.push_str("\\n"),
@@ -447,6 +454,10 @@ mod tests {
             &Labels::from_pairs([("__name__", "up"), ("job", "a\"\n")]),
         );
         assert_eq!(s, r#"{"__name__":"up","job":"a\"\n"}"#);
+        let mut s = String::new();
+        json_str(&mut s, "a > b && c < d \u{2028}");
+        // What Go's encoding/json writes for the same string.
+        assert_eq!(s, r#""a \u003e b \u0026\u0026 c \u003c d \u2028""#);
     }
 
     #[test]

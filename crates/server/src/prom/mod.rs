@@ -13,11 +13,14 @@
 //! events (they are counted in `flightdeck_*` metrics); denials are.
 
 pub mod api;
+pub mod expr;
+pub mod gzip;
 pub mod read;
 pub mod select;
+pub mod status;
 pub mod write;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -55,6 +58,10 @@ pub struct MetricsStore {
     pub scrape_jobs: HashMap<String, String>,
     /// Lookback of instant selectors (Prometheus' `--query.lookback-delta`).
     pub lookback_ms: i64,
+    /// The effective settings shown at `/api/v1/status/flags`, under
+    /// Prometheus' flag names where one exists (the binary builds it from
+    /// its configuration; see [`status`]).
+    pub flags: BTreeMap<String, String>,
 }
 
 impl MetricsStore {
@@ -175,11 +182,27 @@ pub fn routes(st: AppState) -> Router<AppState> {
         .route("/api/v1/labels", get(read::labels).post(read::labels))
         .route("/api/v1/label/{name}/values", get(read::label_values))
         .route("/api/v1/metadata", get(read::metadata))
+        .route(
+            "/api/v1/query_exemplars",
+            get(expr::query_exemplars).post(expr::query_exemplars),
+        )
+        .route(
+            "/api/v1/format_query",
+            get(expr::format_query).post(expr::format_query),
+        )
+        .route(
+            "/api/v1/parse_query",
+            get(expr::parse_query).post(expr::parse_query),
+        )
         .route("/api/v1/status/buildinfo", get(read::buildinfo))
+        .route("/api/v1/status/runtimeinfo", get(status::runtimeinfo))
+        .route("/api/v1/status/flags", get(status::flags))
         .route("/api/v1/status/tsdb", get(read::tsdb_status))
         .route("/api/v1/targets", get(read::targets))
         .route("/metrics", get(read::self_metrics))
         .layer(axum::middleware::from_fn_with_state(st.clone(), data_layer))
+        // Outside authentication, so that refusals are compressed too.
+        .layer(axum::middleware::from_fn(gzip::layer))
         .layer(DefaultBodyLimit::max(max))
 }
 
