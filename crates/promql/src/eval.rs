@@ -181,6 +181,7 @@ impl Engine {
             cancel: qopts.cancel.clone(),
             query_start: start,
             query_end: end,
+            query_step: if instant { 0 } else { step },
             warnings: Vec::new(),
             infos: Vec::new(),
             ticks: 0,
@@ -396,6 +397,8 @@ pub(crate) struct Evaluator<'a> {
     cancel: Option<Arc<AtomicBool>>,
     query_start: i64,
     query_end: i64,
+    /// The range query's step (0 for an instant query), for `step()`.
+    query_step: i64,
     pub warnings: Vec<String>,
     pub infos: Vec<String>,
     ticks: u32,
@@ -441,6 +444,10 @@ impl<'a> Evaluator<'a> {
     /// The outer query's start and end (what `start()` and `end()` mean).
     pub fn query_bounds(&self) -> (i64, i64) {
         (self.query_start, self.query_end)
+    }
+
+    pub fn query_step(&self) -> i64 {
+        self.query_step
     }
 
     fn at_ms(&self, at: &Option<AtModifier>) -> Option<i64> {

@@ -478,6 +478,29 @@ pub(crate) fn call(ev: &mut Evaluator<'_>, c: &Call, ts: &[i64]) -> Result<Res, 
         "pi" => Ok(Res::Scalar(vec![std::f64::consts::PI; n])),
         "start" => Ok(Res::Scalar(vec![ev_start(ev); n])),
         "end" => Ok(Res::Scalar(vec![ev_end(ev); n])),
+        "step" => Ok(Res::Scalar(vec![ev.query_step() as f64 / 1000.0; n])),
+        "range" => Ok(Res::Scalar(vec![ev_end(ev) - ev_start(ev); n])),
+        "min_of" | "max_of" => {
+            let mut acc: Option<Vec<f64>> = None;
+            for i in 0..c.args.args.len() {
+                let v = ev.eval_scalar(req(c, i)?, ts)?;
+                acc = Some(match acc {
+                    None => v,
+                    Some(a) => a
+                        .into_iter()
+                        .zip(v)
+                        .map(|(x, y)| {
+                            if name == "min_of" {
+                                go_min(x, y)
+                            } else {
+                                go_max(x, y)
+                            }
+                        })
+                        .collect(),
+                });
+            }
+            Ok(Res::Scalar(acc.unwrap_or_else(|| vec![f64::NAN; n])))
+        }
         "vector" => {
             let v = ev.eval_scalar(req(c, 0)?, ts)?;
             let m = Arc::new(Labels::new());
@@ -847,23 +870,44 @@ pub(crate) fn call(ev: &mut Evaluator<'_>, c: &Call, ts: &[i64]) -> Result<Res, 
             let lo = ev.eval_scalar(req(c, 0)?, ts)?;
             let hi = ev.eval_scalar(req(c, 1)?, ts)?;
             let v = ev.eval_vector(req(c, 2)?, ts)?;
-            Ok(Res::Vector(
-                v.into_iter()
-                    .enumerate()
-                    .map(|(i, st)| {
-                        st.into_iter()
-                            .filter_map(|s| {
-                                let x = hist(&s.v)?;
-                                Some(Smp {
-                                    m: s.m,
-                                    v: SampleValue::Float(h::fraction(lo[i], hi[i], x)),
-                                    drop_name: true,
-                                })
-                            })
-                            .collect()
-                    })
-                    .collect(),
-            ))
+            let mut out = Vec::with_capacity(n);
+            for (i, st) in v.into_iter().enumerate() {
+                let mut o = Vec::new();
+                let mut groups: Vec<(Labels, Vec<(f64, f64)>)> = Vec::new();
+                let mut index: HashMap<Labels, usize> = HashMap::new();
+                for s in st {
+                    match &s.v {
+                        SampleValue::Histogram(x) => o.push(Smp {
+                            v: SampleValue::Float(h::fraction(lo[i], hi[i], x)),
+                            m: s.m,
+                            drop_name: true,
+                        }),
+                        SampleValue::Float(f) => {
+                            let Some(le) = s.m.get("le").and_then(parse_le) else {
+                                continue;
+                            };
+                            let mut b = s.m.builder();
+                            b.del("le");
+                            b.del(METRIC_NAME);
+                            let key = b.build();
+                            let k = *index.entry(key.clone()).or_insert_with(|| {
+                                groups.push((key, Vec::new()));
+                                groups.len() - 1
+                            });
+                            groups[k].1.push((le, *f));
+                        }
+                    }
+                }
+                for (key, mut b) in groups {
+                    o.push(Smp {
+                        m: Arc::new(key),
+                        v: SampleValue::Float(bucket_fraction(lo[i], hi[i], &mut b)),
+                        drop_name: false,
+                    });
+                }
+                out.push(o);
+            }
+            Ok(Res::Vector(out))
         }
         _ => range_function(ev, c, ts),
     }
@@ -1114,6 +1158,70 @@ pub(crate) fn bucket_quantile(q: f64, b: &mut Vec<(f64, f64)>) -> (f64, bool) {
         rank -= c[idx - 1].1;
     }
     (start + (end - start) * (rank / count), forced)
+}
+
+/// Prometheus' `BucketFraction` over classic `le` buckets.
+fn bucket_fraction(lower: f64, upper: f64, b: &mut Vec<(f64, f64)>) -> f64 {
+    b.sort_by(|x, y| x.0.partial_cmp(&y.0).unwrap_or(std::cmp::Ordering::Equal));
+    if b.last().is_none_or(|l| l.0 != f64::INFINITY) {
+        return f64::NAN;
+    }
+    let mut c: Vec<(f64, f64)> = Vec::with_capacity(b.len());
+    for &(u, n) in b.iter() {
+        match c.last_mut() {
+            Some(l) if l.0 == u => l.1 += n,
+            _ => c.push((u, n)),
+        }
+    }
+    let count = c[c.len() - 1].1;
+    if count == 0.0 || lower.is_nan() || upper.is_nan() {
+        return f64::NAN;
+    }
+    if lower >= upper {
+        return 0.0;
+    }
+    let (mut rank, mut lower_rank, mut upper_rank) = (0.0, 0.0, 0.0);
+    let (mut lower_set, mut upper_set) = (false, false);
+    for (i, &(ub, cnt)) in c.iter().enumerate() {
+        let lb = if i > 0 {
+            c[i - 1].0
+        } else if ub > 0.0 {
+            0.0
+        } else {
+            f64::NEG_INFINITY
+        };
+        let interp = |v: f64| rank + (cnt - rank) * (v - lb) / (ub - lb);
+        if !lower_set && lb >= lower {
+            lower_rank = rank;
+            lower_set = true;
+        }
+        if !upper_set && lb >= upper {
+            upper_rank = rank;
+            upper_set = true;
+        }
+        if lower_set && upper_set {
+            break;
+        }
+        if !lower_set && lb < lower && ub > lower {
+            lower_rank = interp(lower);
+            lower_set = true;
+        }
+        if !upper_set && lb < upper && ub > upper {
+            upper_rank = interp(upper);
+            upper_set = true;
+        }
+        if lower_set && upper_set {
+            break;
+        }
+        rank = cnt;
+    }
+    if !lower_set || lower_rank > count {
+        lower_rank = count;
+    }
+    if !upper_set || upper_rank > count {
+        upper_rank = count;
+    }
+    (upper_rank - lower_rank) / count
 }
 
 fn floats_of(w: &[(i64, SampleValue)]) -> Vec<(i64, f64)> {

@@ -73,17 +73,21 @@ pub const EXPERIMENTAL_FUNCTIONS: &[&str] = &[
     "step",
 ];
 
+/// Experimental syntax: the native-histogram trim operators.
+pub const EXPERIMENTAL_SYNTAX: &[&str] = &["</", ">/"];
+
 fn uses_experimental(q: &str) -> bool {
-    EXPERIMENTAL_FUNCTIONS.iter().any(|f| {
-        q.match_indices(f).any(|(i, _)| {
-            let before_ok = i == 0 || {
-                let c = q.as_bytes()[i - 1];
-                !(c.is_ascii_alphanumeric() || c == b'_')
-            };
-            let rest = q[i + f.len()..].trim_start();
-            before_ok && rest.starts_with('(')
+    EXPERIMENTAL_SYNTAX.iter().any(|s| q.contains(s))
+        || EXPERIMENTAL_FUNCTIONS.iter().any(|f| {
+            q.match_indices(f).any(|(i, _)| {
+                let before_ok = i == 0 || {
+                    let c = q.as_bytes()[i - 1];
+                    !(c.is_ascii_alphanumeric() || c == b'_')
+                };
+                let rest = q[i + f.len()..].trim_start();
+                before_ok && rest.starts_with('(')
+            })
         })
-    })
 }
 
 #[derive(Debug)]
@@ -527,6 +531,8 @@ pub fn run_script(name: &str, text: &str, engine: &Engine) -> Result<Vec<Outcome
         }
         if kw == "clear" {
             storage.clear();
+            // `clear` is a one-line command; a `load` may follow without a blank line.
+            end = i + 1;
         } else if kw.starts_with("load") {
             let step = l
                 .split_whitespace()
