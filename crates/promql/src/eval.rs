@@ -427,7 +427,7 @@ impl<'a> Evaluator<'a> {
     /// Fails when the deadline has passed or the query was canceled; cheap to call often.
     pub fn check(&mut self) -> Result<(), Error> {
         self.ticks = self.ticks.wrapping_add(1);
-        if self.ticks % 64 != 0 {
+        if !self.ticks.is_multiple_of(64) {
             return Ok(());
         }
         if let Some(c) = &self.cancel

@@ -212,9 +212,7 @@ pub(crate) fn aggregate_step(
         match op {
             "sum" | "avg" => {
                 if mixed {
-                    ev.warnings.push(format!(
-                        "PromQL warning: encountered a mix of histograms and floats for aggregation"
-                    ));
+                    ev.warnings.push("PromQL warning: encountered a mix of histograms and floats for aggregation".into());
                     continue;
                 }
                 if !hists.is_empty() {
@@ -356,11 +354,11 @@ fn ratio_hash(l: &Labels) -> f64 {
     (h as f64) / (u64::MAX as f64 + 1.0)
 }
 
-fn arg<'a>(c: &'a Call, i: usize) -> Option<&'a Expr> {
+fn arg(c: &Call, i: usize) -> Option<&Expr> {
     c.args.args.get(i).map(|b| b.as_ref())
 }
 
-fn req<'a>(c: &'a Call, i: usize) -> Result<&'a Expr, Error> {
+fn req(c: &Call, i: usize) -> Result<&Expr, Error> {
     arg(c, i).ok_or_else(|| {
         Error::BadData(format!(
             "function {}() is not supported by this engine with {} arguments",
@@ -1096,7 +1094,7 @@ fn parse_le(s: &str) -> Option<f64> {
 }
 
 /// Prometheus' `BucketQuantile`; the bool says monotonicity had to be forced.
-pub(crate) fn bucket_quantile(q: f64, b: &mut Vec<(f64, f64)>) -> (f64, bool) {
+pub(crate) fn bucket_quantile(q: f64, b: &mut [(f64, f64)]) -> (f64, bool) {
     if q.is_nan() {
         return (f64::NAN, false);
     }
@@ -1161,7 +1159,7 @@ pub(crate) fn bucket_quantile(q: f64, b: &mut Vec<(f64, f64)>) -> (f64, bool) {
 }
 
 /// Prometheus' `BucketFraction` over classic `le` buckets.
-fn bucket_fraction(lower: f64, upper: f64, b: &mut Vec<(f64, f64)>) -> f64 {
+fn bucket_fraction(lower: f64, upper: f64, b: &mut [(f64, f64)]) -> f64 {
     b.sort_by(|x, y| x.0.partial_cmp(&y.0).unwrap_or(std::cmp::Ordering::Equal));
     if b.last().is_none_or(|l| l.0 != f64::INFINITY) {
         return f64::NAN;
@@ -1263,6 +1261,7 @@ fn linear_regression(s: &[(i64, f64)], intercept_t: i64) -> (f64, f64) {
 }
 
 /// `rate`, `increase`, `delta` with Prometheus' extrapolation.
+#[allow(clippy::too_many_arguments)] // mirrors Prometheus' extrapolatedRate
 fn extrapolated(
     ev: &mut Evaluator<'_>,
     w: &[(i64, SampleValue)],

@@ -394,10 +394,8 @@ pub(crate) fn fraction(lo: f64, hi: f64, h: &FloatHistogram) -> f64 {
         if bu == f64::INFINITY {
             bu = bl;
         }
-        if hi <= bl || lo >= bu && bu > bl {
-            if !(bl == bu && lo <= bl && bl < hi) {
-                continue;
-            }
+        if (hi <= bl || lo >= bu && bu > bl) && !(bl == bu && lo <= bl && bl < hi) {
+            continue;
         }
         if bu <= bl {
             r += c;

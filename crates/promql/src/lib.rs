@@ -27,3 +27,6 @@ pub use error::{Error, ErrorKind};
 pub use eval::{Engine, EngineOptions, QueryOptions, QueryResult};
 pub use storage::{MemStorage, SampleBudget, Storage};
 pub use value::{Sample, SampleValue, Series, Value, format_labels};
+
+#[cfg(test)]
+mod tests;

@@ -592,17 +592,17 @@ pub fn run_script(name: &str, text: &str, engine: &Engine) -> Result<Vec<Outcome
     Ok(out)
 }
 
+/// A classic histogram family of one load block: `(le, slots)` per bucket, `_count`, `_sum`.
+type Family<'a> = (
+    Vec<(f64, &'a Vec<Slot>)>,
+    Option<&'a Vec<Slot>>,
+    Option<&'a Vec<Slot>>,
+);
+
 /// `load_with_nhcb`: each classic histogram family also becomes a custom-bucket histogram.
 fn convert_nhcb(block: &BTreeMap<Labels, Vec<Slot>>, step: i64, storage: &mut MemStorage) {
-    // (base labels) -> (bucket bounds -> slots)
-    let mut fams: BTreeMap<
-        Labels,
-        (
-            Vec<(f64, &Vec<Slot>)>,
-            Option<&Vec<Slot>>,
-            Option<&Vec<Slot>>,
-        ),
-    > = BTreeMap::new();
+    // base labels -> (buckets by bound, _count slots, _sum slots)
+    let mut fams: BTreeMap<Labels, Family<'_>> = BTreeMap::new();
     for (l, slots) in block {
         let Some(name) = l.metric_name() else {
             continue;

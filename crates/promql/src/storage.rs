@@ -61,10 +61,13 @@ impl SampleBudget {
     }
 }
 
+/// One stored series: float samples and histogram samples, each in time order.
+type Stored = (Vec<FloatSample>, Vec<(i64, Arc<FloatHistogram>)>);
+
 /// Series kept in memory, sorted by labels.
 #[derive(Debug, Default, Clone)]
 pub struct MemStorage {
-    series: BTreeMap<Labels, (Vec<FloatSample>, Vec<(i64, Arc<FloatHistogram>)>)>,
+    series: BTreeMap<Labels, Stored>,
 }
 
 impl MemStorage {
