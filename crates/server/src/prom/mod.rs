@@ -13,6 +13,7 @@
 //! events (they are counted in `flightdeck_*` metrics); denials are.
 
 pub mod api;
+pub mod engine;
 pub mod read;
 pub mod select;
 pub mod write;
@@ -55,6 +56,8 @@ pub struct MetricsStore {
     pub scrape_jobs: HashMap<String, String>,
     /// Lookback of instant selectors (Prometheus' `--query.lookback-delta`).
     pub lookback_ms: i64,
+    /// PromQL limits: max samples per query, timeout (the lookback above wins).
+    pub query: promql::EngineOptions,
 }
 
 impl MetricsStore {
