@@ -72,6 +72,20 @@ fn kahan_sum(vals: impl Iterator<Item = f64>) -> f64 {
 
 /// Mean as Prometheus computes it: a Kahan sum, or an incremental mean if the sum overflows.
 fn mean(vals: &[f64]) -> f64 {
+    // Non-finite inputs decide the result on their own (and would poison the running sums).
+    let (pos_inf, neg_inf) = (
+        vals.contains(&f64::INFINITY),
+        vals.contains(&f64::NEG_INFINITY),
+    );
+    if vals.iter().any(|v| v.is_nan()) || (pos_inf && neg_inf) {
+        return f64::NAN;
+    }
+    if pos_inf {
+        return f64::INFINITY;
+    }
+    if neg_inf {
+        return f64::NEG_INFINITY;
+    }
     let (mut s, mut c) = (0.0, 0.0);
     let mut incremental = false;
     let (mut m, mut mc) = (0.0, 0.0);
@@ -157,11 +171,11 @@ fn format_go_float(f: f64) -> String {
 fn group_key(m: &Labels, modifier: &Option<LabelModifier>, drop: bool) -> Labels {
     match modifier {
         Some(LabelModifier::Include(by)) => {
+            // With delayed name removal, `by (__name__)` still sees the name of a sample
+            // whose name is due to be dropped; the group inherits the flag.
+            let _ = drop;
             let mut b = m.builder();
             b.retain(|n| by.labels.iter().any(|x| x == n));
-            if drop {
-                b.del(METRIC_NAME);
-            }
             b.build()
         }
         Some(LabelModifier::Exclude(without)) => {
@@ -199,6 +213,7 @@ pub(crate) fn aggregate_step(
         ))),
     };
     for (key, members) in groups {
+        let group_drop = key.get(METRIC_NAME).is_some() && members.iter().any(|s| s.drop_name);
         let m = Arc::new(key);
         let floats: Vec<f64> = members.iter().filter_map(|s| s.float()).collect();
         let hists: Vec<&model::FloatHistogram> =
@@ -207,7 +222,7 @@ pub(crate) fn aggregate_step(
         let one = |v: f64| Smp {
             m: m.clone(),
             v: SampleValue::Float(v),
-            drop_name: false,
+            drop_name: group_drop,
         };
         match op {
             "sum" | "avg" => {
