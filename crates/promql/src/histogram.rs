@@ -387,18 +387,27 @@ pub(crate) fn fraction(lo: f64, hi: f64, h: &FloatHistogram) -> f64 {
         return 0.0;
     }
     let mut r = 0.0;
-    for (mut bl, mut bu, c) in buckets(h) {
+    for (mut bl, bu, c) in buckets(h) {
         if bl == f64::NEG_INFINITY && h.schema == CUSTOM && bu > 0.0 {
             bl = 0.0;
         }
+        // A bucket of infinite width counts whole when the range reaches that infinity, else not at all.
         if bu == f64::INFINITY {
-            bu = bl;
+            if hi == f64::INFINITY {
+                r += c;
+            }
+            continue;
         }
-        if (hi <= bl || lo >= bu && bu > bl) && !(bl == bu && lo <= bl && bl < hi) {
+        if bl == f64::NEG_INFINITY {
+            if lo == f64::NEG_INFINITY {
+                r += c;
+            }
             continue;
         }
         if bu <= bl {
-            r += c;
+            if lo <= bl && bl < hi {
+                r += c;
+            }
             continue;
         }
         let a = lo.max(bl);
