@@ -1483,23 +1483,31 @@ fn range_function(ev: &mut Evaluator<'_>, c: &Call, ts: &[i64]) -> Result<Res, E
                     }
                 }
                 "changes" | "resets" => {
-                    let f = fl();
-                    if f.is_empty() {
-                        None
-                    } else {
-                        let mut n = 0;
-                        for k in 1..f.len() {
-                            let (p, c) = (f[k - 1].1, f[k].1);
-                            if name == "changes" {
-                                if p != c && !(p.is_nan() && c.is_nan()) {
-                                    n += 1;
+                    let mut n = 0;
+                    for k in 1..w.len() {
+                        let hit = match (&w[k - 1].1, &w[k].1) {
+                            (SampleValue::Float(p), SampleValue::Float(c)) => {
+                                if name == "changes" {
+                                    p != c && !(p.is_nan() && c.is_nan())
+                                } else {
+                                    c < p
                                 }
-                            } else if c < p {
-                                n += 1;
                             }
+                            (SampleValue::Histogram(p), SampleValue::Histogram(c)) => {
+                                if name == "changes" {
+                                    !h::equal(p, c)
+                                } else {
+                                    h::is_reset(p, c)
+                                }
+                            }
+                            // A switch between float and histogram is a change, not a reset.
+                            _ => name == "changes",
+                        };
+                        if hit {
+                            n += 1;
                         }
-                        Some(SampleValue::Float(n as f64))
                     }
+                    Some(SampleValue::Float(n as f64))
                 }
                 "count_over_time" => Some(SampleValue::Float(w.len() as f64)),
                 "present_over_time" => Some(SampleValue::Float(1.0)),

@@ -274,7 +274,7 @@ pub(crate) fn binop_values(
     }
 }
 
-fn equal(a: &FloatHistogram, b: &FloatHistogram) -> bool {
+pub(crate) fn equal(a: &FloatHistogram, b: &FloatHistogram) -> bool {
     let (pa, pb) = (parts(a, a.schema), parts(b, b.schema));
     let clean = |m: BTreeMap<i32, f64>| -> Vec<(i32, f64)> {
         m.into_iter().filter(|x| x.1 != 0.0).collect()
