@@ -49,6 +49,10 @@ pub struct FileMetrics {
     pub block_duration: Option<String>,
     pub out_of_order_window: Option<String>,
     pub lookback_delta: Option<String>,
+    /// Most samples one PromQL query may load (Prometheus' `--query.max-samples`).
+    pub query_max_samples: Option<usize>,
+    /// Longest a PromQL query may run (Prometheus' `--query.timeout`).
+    pub query_timeout: Option<String>,
     pub max_request_bytes: Option<u64>,
     pub host_metrics: Option<bool>,
     pub host_metrics_interval: Option<String>,
@@ -183,6 +187,8 @@ pub struct MetricsSettings {
     /// Series limits of projects with their own (`[metrics.projects.<slug>]`).
     pub project_series: std::collections::HashMap<String, usize>,
     pub lookback: Duration,
+    pub query_max_samples: usize,
+    pub query_timeout: Duration,
     pub max_request_bytes: usize,
     /// Collect the host's metrics into the default project.
     pub host_metrics: bool,
@@ -502,6 +508,17 @@ fn metrics_settings(
         f.lookback_delta,
         Duration::from_secs(300),
     )?;
+    let query_timeout = duration(
+        "metrics.query_timeout",
+        f.query_timeout,
+        Duration::from_secs(120),
+    )?;
+    let query_max_samples = f.query_max_samples.unwrap_or(50_000_000);
+    if query_max_samples == 0 {
+        return Err(ConfigError(
+            "config key `metrics.query_max_samples`: must be at least 1".into(),
+        ));
+    }
     let max_request_bytes = f.max_request_bytes.unwrap_or(64 << 20);
     if !(1024..=(1 << 32)).contains(&max_request_bytes) {
         return Err(ConfigError(format!(
@@ -554,6 +571,8 @@ fn metrics_settings(
         project_limits,
         project_series,
         lookback,
+        query_max_samples,
+        query_timeout,
         max_request_bytes: max_request_bytes as usize,
         scrape_jobs,
         host_metrics: o.host_metrics.or(f.host_metrics).unwrap_or(true),

@@ -5,6 +5,7 @@
 mod agent_cmd;
 mod audit_cmd;
 mod config;
+mod promqltest_cmd;
 
 use std::io::Write;
 use std::path::Path;
@@ -46,6 +47,10 @@ enum Command {
     /// Collect this host's metrics and push them by remote write to a
     /// Flightdeck (standalone agent).
     Agent(agent_cmd::AgentArgs),
+    /// Run PromQL test scripts (Prometheus' promqltest format: load, clear,
+    /// eval) against the built-in engine; prints a line per failure and ends
+    /// with `promqltest: N passed, M failed, K skipped`.
+    Promqltest(promqltest_cmd::PromqltestArgs),
 }
 
 fn main() -> ExitCode {
@@ -78,6 +83,7 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Promqltest(a) => promqltest_cmd::run(a),
         Command::Audit(cmd) => match audit_cmd::run(cmd) {
             Ok(code) => code,
             Err(e) => {
@@ -196,6 +202,12 @@ fn serve(cfg: config::Config) -> anyhow::Result<()> {
             max_request_bytes: cfg.metrics.max_request_bytes,
             lookback_ms: cfg.metrics.lookback.as_millis() as i64,
             flags: prometheus_flags(&cfg),
+            query: promql::EngineOptions {
+                lookback_delta_ms: cfg.metrics.lookback.as_millis() as i64,
+                max_samples: cfg.metrics.query_max_samples,
+                timeout: cfg.metrics.query_timeout,
+                ..promql::EngineOptions::default()
+            },
             scrape: None,
             scrape_jobs,
         });

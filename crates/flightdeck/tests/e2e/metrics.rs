@@ -217,10 +217,63 @@ fn remote_write_round_trip_is_exact() {
         md["data"]["rt_total"],
         json!([{"type": "counter", "help": "Round trips.", "unit": ""}])
     );
+    // PromQL beyond selectors: aggregations, functions, scalars, range queries.
+    let sum = query(&s, &s.token, "sum by (job) (rt_total)", t0 + 30_000);
+    assert_eq!(
+        sum["result"],
+        json!([{"metric": {"job": "api"}, "value": [ts(t0 + 30_000), "1e-07"]}])
+    );
+    let n = query(&s, &s.token, "count_over_time(rt_total[1m])", t0 + 30_000);
+    assert_eq!(n["result"][0]["value"], json!([ts(t0 + 30_000), "3"]));
+    let sc = query(&s, &s.token, "1 + 2", t0);
+    assert_eq!(sc, json!({"resultType": "scalar", "result": [ts(t0), "3"]}));
+    let rr = get(
+        &s,
+        &s.token,
+        &format!(
+            "/api/v1/query_range?query={}&start={}&end={}&step=15",
+            urlenc("rt_total * 2"),
+            t0 / 1000,
+            (t0 + 30_000) / 1000
+        ),
+    );
+    assert_eq!(rr.status, 200, "{}", rr.body);
+    assert_eq!(
+        rr.json()["data"],
+        json!({"resultType": "matrix", "result": [{
+            "metric": {"instance": "h1:9100", "job": "api", "path": "/a \"b\"\n"},
+            "values": [[ts(t0), "2"], [ts(t0 + 15_000), "5"], [ts(t0 + 30_000), "2e-07"]]
+        }]})
+    );
+    let many = get(
+        &s,
+        &s.token,
+        "/api/v1/query_range?query=rt_total&start=0&end=100000&step=1",
+    );
+    assert_eq!(many.status, 400);
+    assert_eq!(
+        many.json()["error"],
+        "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)"
+    );
     // Errors in Prometheus' shape.
-    let bad = get(&s, &s.token, "/api/v1/query?query=sum(rt_total)");
+    let bad = get(
+        &s,
+        &s.token,
+        &format!("/api/v1/query?query={}", urlenc("sum(rt_total")),
+    );
     assert_eq!(bad.status, 400);
     assert_eq!(bad.json()["errorType"], "bad_data");
+    let m2m = get(
+        &s,
+        &s.token,
+        &format!(
+            "/api/v1/query?query={}&time={}",
+            urlenc("rt_total + on() {job=\"api\"}"),
+            t0 / 1000 + 30
+        ),
+    );
+    assert_eq!(m2m.status, 422, "{}", m2m.body);
+    assert_eq!(m2m.json()["errorType"], "execution");
     let bad = get(&s, &s.token, "/api/v1/series");
     assert_eq!(bad.json()["error"], "no match[] parameter provided");
 }
@@ -899,4 +952,28 @@ fn a_project_series_limit_refuses_new_series_only() {
         .map(|i| series(&[("__name__", "d"), ("i", &i.to_string())], &[(t0, 1.0)]))
         .collect();
     assert_eq!(write_v1(&s, &s.token, many).status, 204);
+}
+
+#[test]
+fn promqltest_cli_runs_scripts_and_counts_evals() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("x.test");
+    std::fs::write(
+        &script,
+        "load 1m\n  up{job=\"a\"} 1+1x10\n\neval instant at 5m sum(up)\n  {} 6\n\neval instant at 5m up * 2\n  {job=\"a\"} 999\n\neval range from 0 to 2m step 1m rate(up[2m])\n  {job=\"a\"} _ 0.016666666666666666 0.016666666666666666\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_flightdeck"))
+        .arg("promqltest")
+        .arg(&script)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        stdout.lines().last(),
+        Some("promqltest: 2 passed, 1 failed, 0 skipped"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("x.test:7: FAIL"), "{stdout}");
+    assert!(!out.status.success());
 }

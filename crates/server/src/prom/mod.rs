@@ -15,6 +15,7 @@
 pub mod api;
 pub mod expr;
 pub mod gzip;
+pub mod engine;
 pub mod read;
 pub mod select;
 pub mod status;
@@ -62,6 +63,8 @@ pub struct MetricsStore {
     /// Prometheus' flag names where one exists (the binary builds it from
     /// its configuration; see [`status`]).
     pub flags: BTreeMap<String, String>,
+    /// PromQL limits: max samples per query, timeout (the lookback above wins).
+    pub query: promql::EngineOptions,
 }
 
 impl MetricsStore {

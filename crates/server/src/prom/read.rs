@@ -1,5 +1,5 @@
 //! Read handlers in Prometheus' shapes: `/api/v1/query` and `query_range`
-//! for bare selectors (the PromQL engine replaces them in issue #6),
+//! (evaluated by the `promql` engine over [`TsdbStorage`], see `engine.rs`),
 //! `series`, `labels`, `label/<name>/values`, `metadata`, `status/tsdb`
 //! (head statistics and the cardinality view), `status/buildinfo`,
 //! `targets`, and `/metrics` (the server's own metrics).
@@ -8,19 +8,22 @@
 //! querier is built for [`DataCaller::project`].
 
 use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Extension;
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use model::{FloatHistogram, HistogramValue, Matcher, Sample};
+use model::{FloatHistogram, Matcher};
 
 use super::api::{
-    MAX_TIME_MS, MIN_TIME_MS, Params, PromError, format_value, json_labels, json_point, json_str,
-    json_time, parse_duration, parse_time, success,
+    MAX_TIME_MS, MIN_TIME_MS, Params, PromError, format_value, json_labels, json_str,
+    parse_duration, parse_time, success,
 };
-use super::select::{self, Selection};
+use super::engine::{self, TsdbStorage};
+use super::select;
 use super::{DataCaller, is_form, store};
 use crate::AppState;
 
@@ -54,23 +57,67 @@ fn respond(r: Result<String, PromError>) -> Response {
     }
 }
 
-/// A series' float samples and histogram samples.
-type Loaded = (Vec<Sample>, Vec<(i64, HistogramValue)>);
+/// Sets the query's cancel flag when dropped: axum drops the handler's future when the
+/// client goes away, and the engine, running on the blocking pool, then stops.
+struct CancelOnDrop(Arc<AtomicBool>);
 
-/// Reads every float sample and histogram of one series.
-fn load(s: &tsdb::Series) -> Result<Loaded, PromError> {
-    let f = s
-        .samples()
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(tsdb_err)?;
-    let h = if s.has_histograms() {
-        s.histograms()
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(tsdb_err)?
-    } else {
-        Vec::new()
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Evaluates on the blocking pool: an instant query when `range` is `None`.
+async fn evaluate(
+    m: Arc<super::MetricsStore>,
+    project: String,
+    query: String,
+    at: i64,
+    range: Option<(i64, i64)>,
+    lookback_ms: Option<i64>,
+) -> Result<String, PromError> {
+    let guard = CancelOnDrop(Arc::new(AtomicBool::new(false)));
+    let qopts = promql::QueryOptions {
+        cancel: Some(guard.0.clone()),
+        lookback_delta_ms: lookback_ms,
     };
-    Ok((f, h))
+    let r = blocking(move || {
+        let engine = promql::Engine::new(promql::EngineOptions {
+            lookback_delta_ms: m.lookback_ms,
+            ..m.query.clone()
+        });
+        let storage = TsdbStorage {
+            db: &m.db,
+            project: &project,
+        };
+        let res = match range {
+            None => engine.instant(&storage, &query, at, &qopts),
+            Some((end, step)) => engine.range(&storage, &query, at, end, step, &qopts),
+        }
+        .map_err(engine::to_prom_error)?;
+        Ok(engine::envelope(
+            &engine::render(&res.value),
+            &res.warnings,
+            &res.infos,
+        ))
+    })
+    .await;
+    drop(guard);
+    r
+}
+
+fn respond_body(r: Result<String, PromError>) -> Response {
+    match r {
+        Ok(body) => super::api::json_response(StatusCode::OK, body),
+        Err(e) => e.into_response(),
+    }
+}
+
+fn query_param(p: &Params) -> Result<String, PromError> {
+    p.get("query")
+        .filter(|q| !q.trim().is_empty())
+        .map(str::to_string)
+        .ok_or_else(|| PromError::bad_data("invalid parameter \"query\": query must not be empty"))
 }
 
 /// `GET|POST /api/v1/query`
@@ -85,118 +132,16 @@ pub async fn query(
     let now = now_ms(&st);
     let r = async {
         let m = store(&st)?;
-        let query = p.get("query").ok_or_else(|| {
-            PromError::bad_data("invalid parameter \"query\": query must not be empty")
-        })?;
-        let sel = select::parse_selection(query)?;
+        let query = query_param(&p)?;
         let t = parse_time(&p, "time", now)?;
-        let project = dc.project.name.clone();
-        blocking(move || instant(&m, &project, &sel, t)).await
+        let lookback = parse_duration(&p, "lookback_delta")?;
+        evaluate(m, dc.project.name.clone(), query, t, None, lookback).await
     }
     .await;
-    respond(r)
+    respond_body(r)
 }
 
-fn instant(
-    m: &super::MetricsStore,
-    project: &str,
-    sel: &Selection,
-    t: i64,
-) -> Result<String, PromError> {
-    let at = sel.eval_time(t, t, t);
-    let mut out = String::new();
-    if let Some(range) = sel.range_ms {
-        out.push_str("{\"resultType\":\"matrix\",\"result\":[");
-        let set =
-            m.db.querier(project, at - range + 1, at)
-                .select(&sel.matchers)
-                .map_err(tsdb_err)?;
-        let mut first = true;
-        for s in set {
-            let (f, h) = load(&s)?;
-            let vals = select::range_values(&f, at, range);
-            let hs: Vec<_> = h
-                .iter()
-                .filter(|(ht, _)| *ht > at - range && *ht <= at)
-                .collect();
-            if vals.is_empty() && hs.is_empty() {
-                continue;
-            }
-            if !first {
-                out.push(',');
-            }
-            first = false;
-            out.push_str("{\"metric\":");
-            json_labels(&mut out, &s.labels);
-            if !vals.is_empty() {
-                out.push_str(",\"values\":[");
-                for (i, v) in vals.iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    json_point(&mut out, v.t, v.v);
-                }
-                out.push(']');
-            }
-            if !hs.is_empty() {
-                out.push_str(",\"histograms\":[");
-                for (i, (ht, hv)) in hs.iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    json_hist_point(&mut out, *ht, hv);
-                }
-                out.push(']');
-            }
-            out.push('}');
-        }
-        out.push_str("]}");
-    } else {
-        out.push_str("{\"resultType\":\"vector\",\"result\":[");
-        let set =
-            m.db.querier(project, at - m.lookback_ms + 1, at)
-                .select(&sel.matchers)
-                .map_err(tsdb_err)?;
-        let mut first = true;
-        for s in set {
-            let (f, h) = load(&s)?;
-            let fv = select::instant_value(&f, at, m.lookback_ms);
-            let hv = h
-                .iter()
-                .rev()
-                .find(|(ht, _)| *ht <= at && *ht > at - m.lookback_ms);
-            // The newer of the two kinds wins, as a series has one value at a time.
-            let item = match (fv, hv) {
-                (Some(a), Some((ht, _))) if a.t >= *ht => Some(Ok(a)),
-                (_, Some(h)) => Some(Err(h)),
-                (Some(a), None) => Some(Ok(a)),
-                (None, None) => None,
-            };
-            let Some(item) = item else { continue };
-            if !first {
-                out.push(',');
-            }
-            first = false;
-            out.push_str("{\"metric\":");
-            json_labels(&mut out, &s.labels);
-            match item {
-                Ok(v) => {
-                    out.push_str(",\"value\":");
-                    json_point(&mut out, t, v.v);
-                }
-                Err((_, hv)) => {
-                    out.push_str(",\"histogram\":");
-                    json_hist_point(&mut out, t, hv);
-                }
-            }
-            out.push('}');
-        }
-        out.push_str("]}");
-    }
-    Ok(out)
-}
-
-/// `GET|POST /api/v1/query_range` (bare instant selectors only, for now).
+/// `GET|POST /api/v1/query_range`
 pub async fn query_range(
     State(st): State<AppState>,
     Extension(dc): Extension<DataCaller>,
@@ -207,10 +152,9 @@ pub async fn query_range(
     let p = params(q, &headers, &body);
     let r = async {
         let m = store(&st)?;
-        let query = p.get("query").ok_or_else(|| PromError::bad_data("invalid parameter \"query\": query must not be empty"))?;
-        let start = p.get("start").ok_or_else(|| PromError::bad_data("invalid parameter \"start\": missing"))?;
-        let end = p.get("end").ok_or_else(|| PromError::bad_data("invalid parameter \"end\": missing"))?;
-        let _ = (start, end);
+        let query = query_param(&p)?;
+        p.get("start").ok_or_else(|| PromError::bad_data("invalid parameter \"start\": missing"))?;
+        p.get("end").ok_or_else(|| PromError::bad_data("invalid parameter \"end\": missing"))?;
         let start = parse_time(&p, "start", 0)?;
         let end = parse_time(&p, "end", 0)?;
         if end < start {
@@ -228,67 +172,11 @@ pub async fn query_range(
                 "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)",
             ));
         }
-        let sel = select::parse_selection(query)?;
-        if sel.range_ms.is_some() {
-            return Err(PromError::bad_data(
-                "invalid expression type \"range vector\" for range query, must be Scalar or instant Vector",
-            ));
-        }
-        let project = dc.project.name.clone();
-        blocking(move || range(&m, &project, &sel, start, end, step)).await
+        let lookback = parse_duration(&p, "lookback_delta")?;
+        evaluate(m, dc.project.name.clone(), query, start, Some((end, step)), lookback).await
     }
     .await;
-    respond(r)
-}
-
-fn range(
-    m: &super::MetricsStore,
-    project: &str,
-    sel: &Selection,
-    start: i64,
-    end: i64,
-    step: i64,
-) -> Result<String, PromError> {
-    let lo = sel.eval_time(start, start, end);
-    let hi = sel.eval_time(end, start, end);
-    let (mint, maxt) = (lo.min(hi) - m.lookback_ms + 1, lo.max(hi));
-    let set =
-        m.db.querier(project, mint, maxt)
-            .select(&sel.matchers)
-            .map_err(tsdb_err)?;
-    let mut out = String::from("{\"resultType\":\"matrix\",\"result\":[");
-    let mut first = true;
-    for s in set {
-        let (f, _h) = load(&s)?;
-        let mut pts = String::new();
-        let mut t = start;
-        let mut n = 0;
-        while t <= end {
-            if let Some(v) = select::instant_value(&f, sel.eval_time(t, start, end), m.lookback_ms)
-            {
-                if n > 0 {
-                    pts.push(',');
-                }
-                json_point(&mut pts, t, v.v);
-                n += 1;
-            }
-            t += step;
-        }
-        if n == 0 {
-            continue;
-        }
-        if !first {
-            out.push(',');
-        }
-        first = false;
-        out.push_str("{\"metric\":");
-        json_labels(&mut out, &s.labels);
-        out.push_str(",\"values\":[");
-        out.push_str(&pts);
-        out.push_str("]}");
-    }
-    out.push_str("]}");
-    Ok(out)
+    respond_body(r)
 }
 
 /// The matcher sets of `match[]` (at least one when `required`).
@@ -581,19 +469,6 @@ pub async fn targets(State(st): State<AppState>, Extension(dc): Extension<DataCa
     respond(r)
 }
 
-/// `[t, {"count","sum","buckets":[[rule,"lower","upper","count"],…]}]`
-fn json_hist_point(out: &mut String, t: i64, h: &HistogramValue) {
-    let f = match h {
-        HistogramValue::Int(h) => h.to_float(),
-        HistogramValue::Float(f) => f.clone(),
-    };
-    out.push('[');
-    json_time(out, t);
-    out.push(',');
-    json_histogram(out, &f);
-    out.push(']');
-}
-
 /// One bucket: (boundary rule, lower, upper, count). Rules as Prometheus:
 /// 0 = (lower, upper], 1 = [lower, upper), 3 = [lower, upper].
 fn buckets(f: &FloatHistogram) -> Vec<(u8, f64, f64, f64)> {
@@ -645,7 +520,7 @@ fn buckets(f: &FloatHistogram) -> Vec<(u8, f64, f64, f64)> {
     out
 }
 
-fn json_histogram(out: &mut String, f: &FloatHistogram) {
+pub(super) fn json_histogram(out: &mut String, f: &FloatHistogram) {
     out.push_str("{\"count\":\"");
     out.push_str(&format_value(f.count));
     out.push_str("\",\"sum\":\"");

@@ -1,0 +1,1112 @@
+//! The evaluator: turns a parsed query into a [`Value`] for one instant or for every step
+//! of a range query.
+//!
+//! Every sub-expression is evaluated for **all** steps at once: a selector is loaded once for
+//! the union of its windows, then each step reads from memory. Instant-vector results are
+//! kept as one vector per step ([`Res::Vector`]), so binary operators and aggregations work
+//! step by step; range-vector arguments (matrix selectors, subqueries) are kept as series
+//! ([`RangeData`]) that functions slide a window over.
+//!
+//! Metric names are removed late, as Prometheus does with delayed name removal: operations
+//! that drop the name only set [`Smp::drop_name`], and the name goes when the result is
+//! produced (which is when duplicate label sets become an error).
+
+use crate::functions;
+use crate::storage::SampleBudget;
+use crate::value::format_labels;
+use crate::{Error, Sample, SampleValue, Series, Storage, Value};
+use model::{FloatHistogram, Labels, LabelsBuilder, METRIC_NAME, Sample as FloatSample};
+use promql_parser::label::MatchOp as PMatchOp;
+use promql_parser::parser::{
+    AggregateExpr, AtModifier, BinaryExpr, Call, Expr, LabelModifier, Offset, SubqueryExpr,
+    VectorMatchCardinality, VectorSelector,
+};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Engine settings (Prometheus' `--query.*` flags).
+#[derive(Clone, Debug)]
+pub struct EngineOptions {
+    /// How far back an instant selector looks for a sample (`--query.lookback-delta`, 5m).
+    pub lookback_delta_ms: i64,
+    /// Most samples a query may load (`--query.max-samples`, 50M).
+    pub max_samples: usize,
+    /// Longest a query may run (`--query.timeout`, 2m).
+    pub timeout: Duration,
+    /// Step of a subquery written `[5m:]` without one (1m).
+    pub default_subquery_step_ms: i64,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            lookback_delta_ms: 5 * 60 * 1000,
+            max_samples: 50_000_000,
+            timeout: Duration::from_secs(120),
+            default_subquery_step_ms: 60 * 1000,
+        }
+    }
+}
+
+/// Per-query settings.
+#[derive(Clone, Debug, Default)]
+pub struct QueryOptions {
+    /// Set to `true` (e.g. when the client disconnects) to stop the query with
+    /// [`Error::Canceled`].
+    pub cancel: Option<Arc<AtomicBool>>,
+    /// Overrides the engine's lookback delta for this query.
+    pub lookback_delta_ms: Option<i64>,
+}
+
+/// A query's value and its annotations (Prometheus' `warnings` and `infos`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct QueryResult {
+    pub value: Value,
+    pub warnings: Vec<String>,
+    pub infos: Vec<String>,
+}
+
+/// Evaluates PromQL; cheap to share, holds only settings.
+#[derive(Clone, Debug, Default)]
+pub struct Engine {
+    opts: EngineOptions,
+}
+
+impl Engine {
+    pub fn new(opts: EngineOptions) -> Self {
+        Engine { opts }
+    }
+
+    pub fn options(&self) -> &EngineOptions {
+        &self.opts
+    }
+
+    /// Parses `query`, with the position of a syntax error in the message.
+    pub fn parse(query: &str) -> Result<Expr, Error> {
+        promql_parser::parser::parse(query).map_err(|message| Error::Parse {
+            query: query.to_string(),
+            message,
+        })
+    }
+
+    /// Evaluates `query` at `t_ms`.
+    pub fn instant(
+        &self,
+        storage: &dyn Storage,
+        query: &str,
+        t_ms: i64,
+        qopts: &QueryOptions,
+    ) -> Result<QueryResult, Error> {
+        let expr = Self::parse(query)?;
+        self.run(storage, &expr, t_ms, t_ms, 1, true, qopts)
+    }
+
+    /// Evaluates `query` at `start_ms, start_ms + step_ms, …` up to `end_ms`.
+    pub fn range(
+        &self,
+        storage: &dyn Storage,
+        query: &str,
+        start_ms: i64,
+        end_ms: i64,
+        step_ms: i64,
+        qopts: &QueryOptions,
+    ) -> Result<QueryResult, Error> {
+        let expr = Self::parse(query)?;
+        self.range_expr(storage, &expr, start_ms, end_ms, step_ms, qopts)
+    }
+
+    /// [`Engine::range`] for an already parsed query.
+    pub fn range_expr(
+        &self,
+        storage: &dyn Storage,
+        expr: &Expr,
+        start_ms: i64,
+        end_ms: i64,
+        step_ms: i64,
+        qopts: &QueryOptions,
+    ) -> Result<QueryResult, Error> {
+        if step_ms <= 0 {
+            return Err(Error::BadData(
+                "zero or negative query resolution step widths are not accepted. Try a positive integer".into(),
+            ));
+        }
+        if end_ms < start_ms {
+            return Err(Error::BadData(
+                "end timestamp must not be before start time".into(),
+            ));
+        }
+        let vt = expr.value_type().to_string();
+        if vt != "scalar" && vt != "vector" {
+            return Err(Error::BadData(format!(
+                "invalid expression type \"{}\" for range query, must be Scalar or instant Vector",
+                type_word(&vt)
+            )));
+        }
+        self.run(storage, expr, start_ms, end_ms, step_ms, false, qopts)
+    }
+
+    /// [`Engine::instant`] for an already parsed query.
+    pub fn instant_expr(
+        &self,
+        storage: &dyn Storage,
+        expr: &Expr,
+        t_ms: i64,
+        qopts: &QueryOptions,
+    ) -> Result<QueryResult, Error> {
+        self.run(storage, expr, t_ms, t_ms, 1, true, qopts)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn run(
+        &self,
+        storage: &dyn Storage,
+        expr: &Expr,
+        start: i64,
+        end: i64,
+        step: i64,
+        instant: bool,
+        qopts: &QueryOptions,
+    ) -> Result<QueryResult, Error> {
+        let budget = SampleBudget::new(self.opts.max_samples);
+        let mut ev = Evaluator {
+            storage,
+            budget: &budget,
+            lookback: qopts
+                .lookback_delta_ms
+                .unwrap_or(self.opts.lookback_delta_ms),
+            sub_step: self.opts.default_subquery_step_ms,
+            deadline: Instant::now() + self.opts.timeout,
+            cancel: qopts.cancel.clone(),
+            query_start: start,
+            query_end: end,
+            query_step: if instant { 0 } else { step },
+            warnings: Vec::new(),
+            infos: Vec::new(),
+            ticks: 0,
+        };
+        let mut ts = Vec::new();
+        let mut t = start;
+        while t <= end {
+            ts.push(t);
+            t += step;
+        }
+        let res = ev.eval(expr, &ts)?;
+        let value = if instant {
+            match res {
+                Res::Scalar(v) => Value::Scalar { t: start, v: v[0] },
+                Res::Str(s) => Value::String { t: start, v: s },
+                Res::Vector(mut steps) => {
+                    let v = std::mem::take(&mut steps[0]);
+                    Value::Vector(finish_vector(v, start)?)
+                }
+                Res::Range(rd) => Value::Matrix(rd.window_series(0)),
+            }
+        } else {
+            match res {
+                Res::Scalar(v) => Value::Matrix(vec![Series {
+                    metric: Labels::new(),
+                    floats: ts
+                        .iter()
+                        .zip(v)
+                        .map(|(&t, v)| FloatSample { t, v })
+                        .collect(),
+                    histograms: Vec::new(),
+                }]),
+                Res::Vector(steps) => Value::Matrix(steps_to_matrix(steps, &ts)?),
+                Res::Str(_) | Res::Range(_) => {
+                    return Err(Error::BadData(
+                        "invalid expression type for range query, must be Scalar or instant Vector"
+                            .into(),
+                    ));
+                }
+            }
+        };
+        ev.warnings.dedup();
+        ev.infos.dedup();
+        Ok(QueryResult {
+            value,
+            warnings: ev.warnings,
+            infos: ev.infos,
+        })
+    }
+}
+
+fn type_word(vt: &str) -> &'static str {
+    match vt {
+        "matrix" => "range vector",
+        "string" => "string",
+        "scalar" => "scalar",
+        _ => "instant vector",
+    }
+}
+
+/// Drops flagged metric names and rejects duplicate label sets.
+fn finish_vector(v: Vec<Smp>, t: i64) -> Result<Vec<Sample>, Error> {
+    let mut out = Vec::with_capacity(v.len());
+    let any_drop = v.iter().any(|s| s.drop_name);
+    let mut seen = std::collections::HashSet::new();
+    for s in v {
+        let metric = if s.drop_name {
+            drop_name(&s.m)
+        } else {
+            (*s.m).clone()
+        };
+        if any_drop && !seen.insert(metric.clone()) {
+            return Err(dup_labelset());
+        }
+        out.push(Sample {
+            metric,
+            t,
+            value: s.v,
+        });
+    }
+    Ok(out)
+}
+
+pub(crate) fn dup_labelset() -> Error {
+    Error::Execution("vector cannot contain metrics with the same labelset".into())
+}
+
+fn steps_to_matrix(steps: Vec<Vec<Smp>>, ts: &[i64]) -> Result<Vec<Series>, Error> {
+    let mut by: HashMap<Labels, Series> = HashMap::new();
+    for (i, step) in steps.into_iter().enumerate() {
+        let mut seen = std::collections::HashSet::new();
+        for s in step {
+            let metric = if s.drop_name {
+                drop_name(&s.m)
+            } else {
+                (*s.m).clone()
+            };
+            if !seen.insert(metric.clone()) {
+                return Err(dup_labelset());
+            }
+            let e = by.entry(metric.clone()).or_insert_with(|| Series {
+                metric,
+                ..Series::default()
+            });
+            match s.v {
+                SampleValue::Float(v) => e.floats.push(FloatSample { t: ts[i], v }),
+                SampleValue::Histogram(h) => e.histograms.push((ts[i], h)),
+            }
+        }
+    }
+    let mut out: Vec<Series> = by.into_values().collect();
+    out.sort_by(|a, b| a.metric.cmp(&b.metric));
+    Ok(out)
+}
+
+pub(crate) fn drop_name(l: &Labels) -> Labels {
+    if l.get(METRIC_NAME).is_none() {
+        return l.clone();
+    }
+    let mut b = l.builder();
+    b.del(METRIC_NAME);
+    b.build()
+}
+
+/// One element of an intermediate instant vector.
+#[derive(Clone, Debug)]
+pub(crate) struct Smp {
+    pub m: Arc<Labels>,
+    pub v: SampleValue,
+    /// The metric name is to be removed when the result is produced.
+    pub drop_name: bool,
+}
+
+impl Smp {
+    pub fn float(&self) -> Option<f64> {
+        match self.v {
+            SampleValue::Float(f) => Some(f),
+            SampleValue::Histogram(_) => None,
+        }
+    }
+}
+
+/// A series of a range vector (matrix selector or subquery), stale markers removed.
+#[derive(Clone, Debug)]
+pub(crate) struct RSeries {
+    pub m: Arc<Labels>,
+    pub drop_name: bool,
+    pub pts: Vec<(i64, SampleValue)>,
+}
+
+/// A range-vector argument: series, and for each step the end of its window.
+#[derive(Debug)]
+pub(crate) struct RangeData {
+    pub series: Vec<RSeries>,
+    pub range: i64,
+    /// Window end (step time or `@` time, minus offset) per step; windows are `(end-range, end]`.
+    pub ends: Vec<i64>,
+    /// The step (or `@`) time before the offset, per step (for `predict_linear`).
+    pub at: Vec<i64>,
+}
+
+impl RangeData {
+    pub fn window<'a>(&self, s: &'a RSeries, i: usize) -> &'a [(i64, SampleValue)] {
+        let end = self.ends[i];
+        let lo = s.pts.partition_point(|p| p.0 <= end - self.range);
+        let hi = s.pts.partition_point(|p| p.0 <= end);
+        &s.pts[lo..hi.max(lo)]
+    }
+
+    fn window_series(&self, i: usize) -> Vec<Series> {
+        let mut out = Vec::new();
+        for s in &self.series {
+            let w = self.window(s, i);
+            if w.is_empty() {
+                continue;
+            }
+            let mut ser = Series {
+                metric: if s.drop_name {
+                    drop_name(&s.m)
+                } else {
+                    (*s.m).clone()
+                },
+                ..Series::default()
+            };
+            for (t, v) in w {
+                match v {
+                    SampleValue::Float(f) => ser.floats.push(FloatSample { t: *t, v: *f }),
+                    SampleValue::Histogram(h) => ser.histograms.push((*t, h.clone())),
+                }
+            }
+            out.push(ser);
+        }
+        out.sort_by(|a, b| a.metric.cmp(&b.metric));
+        out
+    }
+}
+
+/// The value of a sub-expression over all steps.
+#[derive(Debug)]
+pub(crate) enum Res {
+    Scalar(Vec<f64>),
+    Str(String),
+    Vector(Vec<Vec<Smp>>),
+    Range(RangeData),
+}
+
+pub(crate) struct Evaluator<'a> {
+    storage: &'a dyn Storage,
+    budget: &'a SampleBudget,
+    pub lookback: i64,
+    sub_step: i64,
+    deadline: Instant,
+    cancel: Option<Arc<AtomicBool>>,
+    query_start: i64,
+    query_end: i64,
+    /// The range query's step (0 for an instant query), for `step()`.
+    query_step: i64,
+    pub warnings: Vec<String>,
+    pub infos: Vec<String>,
+    ticks: u32,
+}
+
+pub(crate) fn millis(d: &Duration) -> i64 {
+    d.as_millis() as i64
+}
+
+fn offset_ms(o: &Option<Offset>) -> i64 {
+    match o {
+        None => 0,
+        Some(Offset::Pos(d)) => millis(d),
+        Some(Offset::Neg(d)) => -millis(d),
+    }
+}
+
+fn systime_ms(t: &SystemTime) -> i64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => d.as_millis() as i64,
+        Err(e) => -(e.duration().as_millis() as i64),
+    }
+}
+
+impl<'a> Evaluator<'a> {
+    /// Fails when the deadline has passed or the query was canceled; cheap to call often.
+    pub fn check(&mut self) -> Result<(), Error> {
+        self.ticks = self.ticks.wrapping_add(1);
+        if !self.ticks.is_multiple_of(64) {
+            return Ok(());
+        }
+        if let Some(c) = &self.cancel
+            && c.load(Ordering::Relaxed)
+        {
+            return Err(Error::Canceled);
+        }
+        if Instant::now() > self.deadline {
+            return Err(Error::Timeout);
+        }
+        Ok(())
+    }
+
+    /// The outer query's start and end (what `start()` and `end()` mean).
+    pub fn query_bounds(&self) -> (i64, i64) {
+        (self.query_start, self.query_end)
+    }
+
+    pub fn query_step(&self) -> i64 {
+        self.query_step
+    }
+
+    fn at_ms(&self, at: &Option<AtModifier>) -> Option<i64> {
+        match at {
+            None => None,
+            Some(AtModifier::Start) => Some(self.query_start),
+            Some(AtModifier::End) => Some(self.query_end),
+            Some(AtModifier::At(t)) => Some(systime_ms(t)),
+        }
+    }
+
+    pub fn eval(&mut self, expr: &Expr, ts: &[i64]) -> Result<Res, Error> {
+        self.check()?;
+        match expr {
+            Expr::NumberLiteral(n) => Ok(Res::Scalar(vec![n.val; ts.len()])),
+            Expr::StringLiteral(s) => Ok(Res::Str(s.val.clone())),
+            Expr::Paren(p) => self.eval(&p.expr, ts),
+            Expr::Unary(u) => match self.eval(&u.expr, ts)? {
+                Res::Scalar(v) => Ok(Res::Scalar(v.into_iter().map(|x| -x).collect())),
+                Res::Vector(steps) => Ok(Res::Vector(
+                    steps
+                        .into_iter()
+                        .map(|st| {
+                            st.into_iter()
+                                .map(|s| Smp {
+                                    v: match s.v {
+                                        SampleValue::Float(f) => SampleValue::Float(-f),
+                                        SampleValue::Histogram(h) => SampleValue::Histogram(
+                                            Arc::new(crate::histogram::scale(&h, -1.0)),
+                                        ),
+                                    },
+                                    drop_name: true,
+                                    m: s.m,
+                                })
+                                .collect()
+                        })
+                        .collect(),
+                )),
+                _ => Err(Error::BadData(
+                    "unary expression only allowed on expressions of type scalar or instant vector"
+                        .into(),
+                )),
+            },
+            Expr::VectorSelector(vs) => self.vector_selector(vs, ts, false),
+            Expr::MatrixSelector(ms) => Ok(Res::Range(self.matrix_selector(
+                &ms.vs,
+                millis(&ms.range),
+                ts,
+            )?)),
+            Expr::Subquery(sq) => Ok(Res::Range(self.subquery(sq, ts)?)),
+            Expr::Binary(b) => self.binary(b, ts),
+            Expr::Aggregate(a) => self.aggregate(a, ts),
+            Expr::Call(c) => self.call(c, ts),
+            Expr::Extension(_) => Err(Error::BadData(
+                "extension expressions are not supported".into(),
+            )),
+        }
+    }
+
+    pub fn eval_scalar(&mut self, expr: &Expr, ts: &[i64]) -> Result<Vec<f64>, Error> {
+        match self.eval(expr, ts)? {
+            Res::Scalar(v) => Ok(v),
+            other => Err(Error::BadData(format!(
+                "expected a scalar, got {}",
+                res_type(&other)
+            ))),
+        }
+    }
+
+    pub fn eval_vector(&mut self, expr: &Expr, ts: &[i64]) -> Result<Vec<Vec<Smp>>, Error> {
+        match self.eval(expr, ts)? {
+            Res::Vector(v) => Ok(v),
+            other => Err(Error::BadData(format!(
+                "expected an instant vector, got {}",
+                res_type(&other)
+            ))),
+        }
+    }
+
+    pub fn eval_range(&mut self, expr: &Expr, ts: &[i64]) -> Result<RangeData, Error> {
+        match expr {
+            Expr::Paren(p) => self.eval_range(&p.expr, ts),
+            _ => match self.eval(expr, ts)? {
+                Res::Range(r) => Ok(r),
+                other => Err(Error::BadData(format!(
+                    "expected a range vector, got {}",
+                    res_type(&other)
+                ))),
+            },
+        }
+    }
+
+    fn matchers(&self, vs: &VectorSelector) -> Result<Vec<Vec<model::Matcher>>, Error> {
+        let conv = |ms: &[promql_parser::label::Matcher]| -> Result<Vec<model::Matcher>, Error> {
+            let mut out = Vec::new();
+            if let Some(n) = &vs.name {
+                out.push(model::Matcher::equal(METRIC_NAME, n.clone()));
+            }
+            for m in ms {
+                let op = match m.op {
+                    PMatchOp::Equal => model::MatchOp::Equal,
+                    PMatchOp::NotEqual => model::MatchOp::NotEqual,
+                    PMatchOp::Re(_) => model::MatchOp::Regex,
+                    PMatchOp::NotRe(_) => model::MatchOp::NotRegex,
+                };
+                out.push(
+                    model::Matcher::new(op, m.name.clone(), m.value.clone())
+                        .map_err(|e| Error::BadData(e.to_string()))?,
+                );
+            }
+            Ok(out)
+        };
+        if vs.matchers.or_matchers.is_empty() {
+            Ok(vec![conv(&vs.matchers.matchers)?])
+        } else {
+            vs.matchers
+                .or_matchers
+                .iter()
+                .map(|ms| conv(ms))
+                .collect::<Result<_, _>>()
+        }
+    }
+
+    fn select(&mut self, vs: &VectorSelector, mint: i64, maxt: i64) -> Result<Vec<Series>, Error> {
+        let sets = self.matchers(vs)?;
+        if sets.len() == 1 {
+            return self.storage.select(&sets[0], mint, maxt, self.budget);
+        }
+        let mut all: Vec<Series> = Vec::new();
+        for ms in sets {
+            for s in self.storage.select(&ms, mint, maxt, self.budget)? {
+                if !all.iter().any(|x| x.metric == s.metric) {
+                    all.push(s);
+                }
+            }
+        }
+        all.sort_by(|a, b| a.metric.cmp(&b.metric));
+        Ok(all)
+    }
+
+    /// Merges a stored series' float and histogram samples into one time-ordered list.
+    fn merge_points(s: Series, drop_stale: bool) -> Vec<(i64, SampleValue)> {
+        let mut pts = Vec::with_capacity(s.floats.len() + s.histograms.len());
+        let (mut i, mut j) = (0, 0);
+        while i < s.floats.len() || j < s.histograms.len() {
+            let take_float = j >= s.histograms.len()
+                || (i < s.floats.len() && s.floats[i].t <= s.histograms[j].0);
+            if take_float {
+                let f = s.floats[i];
+                i += 1;
+                if drop_stale && model::is_stale_nan(f.v) {
+                    continue;
+                }
+                pts.push((f.t, SampleValue::Float(f.v)));
+            } else {
+                let (t, h) = &s.histograms[j];
+                j += 1;
+                pts.push((*t, SampleValue::Histogram(h.clone())));
+            }
+        }
+        pts
+    }
+
+    /// `want_ts`: the value is the sample's timestamp in seconds (for `timestamp()`).
+    pub fn vector_selector(
+        &mut self,
+        vs: &VectorSelector,
+        ts: &[i64],
+        want_ts: bool,
+    ) -> Result<Res, Error> {
+        let off = offset_ms(&vs.offset);
+        let at = self.at_ms(&vs.at);
+        let eff: Vec<i64> = ts.iter().map(|&t| at.unwrap_or(t) - off).collect();
+        let (Some(&lo), Some(&hi)) = (eff.iter().min(), eff.iter().max()) else {
+            return Ok(Res::Vector(Vec::new()));
+        };
+        let series = self.select(vs, lo - self.lookback + 1, hi)?;
+        let mut out: Vec<Vec<Smp>> = vec![Vec::new(); ts.len()];
+        for s in series {
+            self.check()?;
+            let m = Arc::new(s.metric.clone());
+            let pts = Self::merge_points(s, false);
+            for (i, &t) in eff.iter().enumerate() {
+                let idx = pts.partition_point(|p| p.0 <= t);
+                if idx == 0 {
+                    continue;
+                }
+                let (pt, pv) = &pts[idx - 1];
+                if *pt <= t - self.lookback {
+                    continue;
+                }
+                if let SampleValue::Float(f) = pv
+                    && model::is_stale_nan(*f)
+                {
+                    continue;
+                }
+                out[i].push(Smp {
+                    m: m.clone(),
+                    v: if want_ts {
+                        SampleValue::Float(*pt as f64 / 1000.0)
+                    } else {
+                        pv.clone()
+                    },
+                    drop_name: false,
+                });
+            }
+        }
+        Ok(Res::Vector(out))
+    }
+
+    fn matrix_selector(
+        &mut self,
+        vs: &VectorSelector,
+        range: i64,
+        ts: &[i64],
+    ) -> Result<RangeData, Error> {
+        let off = offset_ms(&vs.offset);
+        let at = self.at_ms(&vs.at);
+        let at_t: Vec<i64> = ts.iter().map(|&t| at.unwrap_or(t)).collect();
+        let ends: Vec<i64> = at_t.iter().map(|&t| t - off).collect();
+        let (Some(&lo), Some(&hi)) = (ends.iter().min(), ends.iter().max()) else {
+            return Ok(RangeData {
+                series: Vec::new(),
+                range,
+                ends,
+                at: at_t,
+            });
+        };
+        let series = self
+            .select(vs, lo - range + 1, hi)?
+            .into_iter()
+            .map(|s| RSeries {
+                m: Arc::new(s.metric.clone()),
+                drop_name: false,
+                pts: Self::merge_points(s, true),
+            })
+            .filter(|s| !s.pts.is_empty())
+            .collect();
+        Ok(RangeData {
+            series,
+            range,
+            ends,
+            at: at_t,
+        })
+    }
+
+    fn subquery(&mut self, sq: &SubqueryExpr, ts: &[i64]) -> Result<RangeData, Error> {
+        let off = offset_ms(&sq.offset);
+        let at = self.at_ms(&sq.at);
+        let range = millis(&sq.range);
+        let step = sq
+            .step
+            .as_ref()
+            .map(millis)
+            .filter(|s| *s > 0)
+            .unwrap_or(self.sub_step);
+        let at_t: Vec<i64> = ts.iter().map(|&t| at.unwrap_or(t)).collect();
+        let ends: Vec<i64> = at_t.iter().map(|&t| t - off).collect();
+        let (Some(&lo), Some(&hi)) = (ends.iter().min(), ends.iter().max()) else {
+            return Ok(RangeData {
+                series: Vec::new(),
+                range,
+                ends,
+                at: at_t,
+            });
+        };
+        let mut start = (lo - range).div_euclid(step) * step;
+        if start <= lo - range {
+            start += step;
+        }
+        let mut inner_ts = Vec::new();
+        let mut t = start;
+        while t <= hi {
+            inner_ts.push(t);
+            t += step;
+        }
+        // `start()`/`end()` inside a subquery still mean the outer query's bounds.
+        let inner = self.eval_vector(&sq.expr, &inner_ts)?;
+        let mut by: HashMap<(Arc<Labels>, bool), usize> = HashMap::new();
+        let mut series: Vec<RSeries> = Vec::new();
+        for (i, step_v) in inner.into_iter().enumerate() {
+            for s in step_v {
+                let key = (s.m.clone(), s.drop_name);
+                let idx = *by.entry(key).or_insert_with(|| {
+                    series.push(RSeries {
+                        m: s.m.clone(),
+                        drop_name: s.drop_name,
+                        pts: Vec::new(),
+                    });
+                    series.len() - 1
+                });
+                series[idx].pts.push((inner_ts[i], s.v));
+            }
+        }
+        series.sort_by(|a, b| a.m.cmp(&b.m));
+        Ok(RangeData {
+            series,
+            range,
+            ends,
+            at: at_t,
+        })
+    }
+
+    fn binary(&mut self, b: &BinaryExpr, ts: &[i64]) -> Result<Res, Error> {
+        let op = b.op.to_string();
+        let ret_bool = b.return_bool();
+        let lhs = self.eval(&b.lhs, ts)?;
+        let rhs = self.eval(&b.rhs, ts)?;
+        match (lhs, rhs) {
+            (Res::Scalar(l), Res::Scalar(r)) => {
+                let v = l
+                    .iter()
+                    .zip(&r)
+                    .map(|(&a, &b)| {
+                        let (v, keep) = functions::binop_float(&op, a, b);
+                        if is_comparison(&op) {
+                            if keep { 1.0 } else { 0.0 }
+                        } else {
+                            v
+                        }
+                    })
+                    .collect();
+                Ok(Res::Scalar(v))
+            }
+            (Res::Vector(l), Res::Scalar(r)) => Ok(Res::Vector(
+                self.vector_scalar(&op, l, &r, false, ret_bool)?,
+            )),
+            (Res::Scalar(l), Res::Vector(r)) => {
+                Ok(Res::Vector(self.vector_scalar(&op, r, &l, true, ret_bool)?))
+            }
+            (Res::Vector(l), Res::Vector(r)) => {
+                let card = b
+                    .modifier
+                    .as_ref()
+                    .map(|m| m.card.clone())
+                    .unwrap_or(VectorMatchCardinality::OneToOne);
+                let matching = b.modifier.as_ref().and_then(|m| m.matching.clone());
+                let mut out = Vec::with_capacity(ts.len());
+                for (ls, rs) in l.into_iter().zip(r) {
+                    self.check()?;
+                    let v = match op.as_str() {
+                        "and" => set_and(ls, rs, &matching),
+                        "or" => set_or(ls, rs, &matching),
+                        "unless" => set_unless(ls, rs, &matching),
+                        _ => self.vector_vector(&op, ls, rs, &card, &matching, ret_bool)?,
+                    };
+                    out.push(v);
+                }
+                Ok(Res::Vector(out))
+            }
+            (l, r) => Err(Error::BadData(format!(
+                "binary expression must contain only scalar and instant vector types, got {} and {}",
+                res_type(&l),
+                res_type(&r)
+            ))),
+        }
+    }
+
+    fn vector_scalar(
+        &mut self,
+        op: &str,
+        v: Vec<Vec<Smp>>,
+        s: &[f64],
+        scalar_left: bool,
+        ret_bool: bool,
+    ) -> Result<Vec<Vec<Smp>>, Error> {
+        let cmp = is_comparison(op);
+        let mut out = Vec::with_capacity(v.len());
+        for (step, &sv) in v.into_iter().zip(s) {
+            let mut o = Vec::with_capacity(step.len());
+            for smp in step {
+                let res = match &smp.v {
+                    SampleValue::Float(f) => {
+                        let (a, b) = if scalar_left { (sv, *f) } else { (*f, sv) };
+                        let (val, keep) = functions::binop_float(op, a, b);
+                        let val = if cmp { *f } else { val };
+                        Some((SampleValue::Float(val), keep))
+                    }
+                    SampleValue::Histogram(h) => {
+                        match crate::histogram::binop_scalar(op, h, sv, scalar_left) {
+                            Some(r) => Some((r, true)),
+                            None => {
+                                self.infos.push(format!(
+                                    "PromQL info: incompatible sample types encountered for binary operator \"{op}\": float and histogram"
+                                ));
+                                None
+                            }
+                        }
+                    }
+                };
+                let Some((val, keep)) = res else { continue };
+                if cmp {
+                    if ret_bool {
+                        o.push(Smp {
+                            m: smp.m,
+                            v: SampleValue::Float(if keep { 1.0 } else { 0.0 }),
+                            drop_name: true,
+                        });
+                    } else if keep {
+                        o.push(Smp {
+                            m: smp.m,
+                            v: val,
+                            drop_name: smp.drop_name,
+                        });
+                    }
+                } else {
+                    o.push(Smp {
+                        m: smp.m,
+                        v: val,
+                        drop_name: true,
+                    });
+                }
+            }
+            out.push(o);
+        }
+        Ok(out)
+    }
+
+    fn vector_vector(
+        &mut self,
+        op: &str,
+        lhs: Vec<Smp>,
+        rhs: Vec<Smp>,
+        card: &VectorMatchCardinality,
+        matching: &Option<LabelModifier>,
+        ret_bool: bool,
+    ) -> Result<Vec<Smp>, Error> {
+        let cmp = is_comparison(op);
+        let one_to_many = matches!(card, VectorMatchCardinality::OneToMany(_));
+        let (lhs, rhs) = if one_to_many { (rhs, lhs) } else { (lhs, rhs) };
+        let include: Vec<String> = match card {
+            VectorMatchCardinality::ManyToOne(l) | VectorMatchCardinality::OneToMany(l) => {
+                l.labels.clone()
+            }
+            _ => Vec::new(),
+        };
+        // The "one" side, by signature.
+        let mut right: HashMap<Vec<(String, String)>, usize> = HashMap::new();
+        for (i, s) in rhs.iter().enumerate() {
+            let sig = signature(&s.m, matching);
+            if let Some(&j) = right.get(&sig) {
+                let side = if one_to_many { "left" } else { "right" };
+                return Err(Error::Execution(format!(
+                    "found duplicate series for the match group {} on the {side} hand-side of the operation: [{}, {}];many-to-many matching not allowed: matching labels must be unique on one side",
+                    sig_string(&sig),
+                    format_labels(&rhs[i].m),
+                    format_labels(&rhs[j].m),
+                )));
+            }
+            right.insert(sig, i);
+        }
+        let one_to_one = matches!(card, VectorMatchCardinality::OneToOne);
+        let mut matched: HashMap<Vec<(String, String)>, Labels> = HashMap::new();
+        let mut out_seen: std::collections::HashSet<Labels> = std::collections::HashSet::new();
+        let mut out = Vec::new();
+        for ls in &lhs {
+            let sig = signature(&ls.m, matching);
+            let Some(&ri) = right.get(&sig) else { continue };
+            let rs = &rhs[ri];
+            let (l, r) = if one_to_many {
+                (&rs.v, &ls.v)
+            } else {
+                (&ls.v, &rs.v)
+            };
+            let (val, keep) = match (l, r) {
+                (SampleValue::Float(a), SampleValue::Float(b)) => {
+                    let (v, k) = functions::binop_float(op, *a, *b);
+                    (SampleValue::Float(if cmp { *a } else { v }), k)
+                }
+                _ => match crate::histogram::binop_values(op, l, r) {
+                    Some(x) => x,
+                    None => {
+                        self.infos.push(format!(
+                            "PromQL info: incompatible sample types encountered for binary operator \"{op}\""
+                        ));
+                        continue;
+                    }
+                },
+            };
+            let drop = !cmp || ret_bool;
+            let metric = result_metric(&ls.m, &rs.m, card, matching, &include);
+            if one_to_one {
+                if let Some(prev) = matched.get(&sig) {
+                    let _ = prev;
+                    return Err(Error::Execution(
+                        "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)".into(),
+                    ));
+                }
+                matched.insert(sig.clone(), metric.clone());
+            }
+            if cmp && !ret_bool && !keep {
+                continue;
+            }
+            let key = if drop || ls.drop_name {
+                drop_name(&metric)
+            } else {
+                metric.clone()
+            };
+            if !one_to_one && !out_seen.insert(key) {
+                return Err(Error::Execution(
+                    "multiple matches for labels: grouping labels must ensure unique matches"
+                        .into(),
+                ));
+            }
+            let v = if cmp && ret_bool {
+                SampleValue::Float(if keep { 1.0 } else { 0.0 })
+            } else {
+                val
+            };
+            out.push(Smp {
+                m: Arc::new(metric),
+                v,
+                drop_name: drop || ls.drop_name,
+            });
+        }
+        Ok(out)
+    }
+
+    fn aggregate(&mut self, a: &AggregateExpr, ts: &[i64]) -> Result<Res, Error> {
+        let op = a.op.to_string();
+        let param = match &a.param {
+            None => None,
+            Some(p) => Some(self.eval(p, ts)?),
+        };
+        let input = self.eval_vector(&a.expr, ts)?;
+        let mut out = Vec::with_capacity(ts.len());
+        for (i, step) in input.into_iter().enumerate() {
+            self.check()?;
+            let p = match &param {
+                Some(Res::Scalar(v)) => Some(AggParam::Num(v[i])),
+                Some(Res::Str(s)) => Some(AggParam::Str(s.clone())),
+                None => None,
+                Some(_) => {
+                    return Err(Error::BadData(format!(
+                        "invalid parameter for aggregation {op}"
+                    )));
+                }
+            };
+            out.push(functions::aggregate_step(self, &op, p, step, &a.modifier)?);
+        }
+        Ok(Res::Vector(out))
+    }
+
+    fn call(&mut self, c: &Call, ts: &[i64]) -> Result<Res, Error> {
+        functions::call(self, c, ts)
+    }
+}
+
+pub(crate) enum AggParam {
+    Num(f64),
+    Str(String),
+}
+
+pub(crate) fn res_type(r: &Res) -> &'static str {
+    match r {
+        Res::Scalar(_) => "scalar",
+        Res::Str(_) => "string",
+        Res::Vector(_) => "instant vector",
+        Res::Range(_) => "range vector",
+    }
+}
+
+pub(crate) fn is_comparison(op: &str) -> bool {
+    matches!(op, "==" | "!=" | ">" | "<" | ">=" | "<=")
+}
+
+/// The labels two samples must agree on to match.
+fn signature(m: &Labels, matching: &Option<LabelModifier>) -> Vec<(String, String)> {
+    match matching {
+        Some(LabelModifier::Include(on)) => {
+            let mut v: Vec<(String, String)> = on
+                .labels
+                .iter()
+                .filter_map(|n| m.get(n).map(|v| (n.clone(), v.to_string())))
+                .collect();
+            v.sort();
+            v.dedup();
+            v
+        }
+        Some(LabelModifier::Exclude(ign)) => m
+            .iter()
+            .filter(|l| l.name != METRIC_NAME && !ign.labels.contains(&l.name))
+            .map(|l| (l.name.clone(), l.value.clone()))
+            .collect(),
+        None => m
+            .iter()
+            .filter(|l| l.name != METRIC_NAME)
+            .map(|l| (l.name.clone(), l.value.clone()))
+            .collect(),
+    }
+}
+
+fn sig_string(sig: &[(String, String)]) -> String {
+    let l = Labels::from_pairs(sig.iter().map(|(a, b)| (a.clone(), b.clone())));
+    format_labels(&l)
+}
+
+fn result_metric(
+    l: &Labels,
+    r: &Labels,
+    card: &VectorMatchCardinality,
+    matching: &Option<LabelModifier>,
+    include: &[String],
+) -> Labels {
+    let mut b: LabelsBuilder = l.builder();
+    if matches!(card, VectorMatchCardinality::OneToOne) {
+        match matching {
+            Some(LabelModifier::Include(on)) => {
+                b.retain(|n| on.labels.iter().any(|x| x == n) || n == METRIC_NAME);
+            }
+            Some(LabelModifier::Exclude(ign)) => {
+                for n in &ign.labels {
+                    b.del(n);
+                }
+            }
+            None => {}
+        }
+    }
+    for n in include {
+        match r.get(n) {
+            Some(v) => {
+                b.set(n.clone(), v);
+            }
+            None => {
+                b.del(n);
+            }
+        }
+    }
+    b.build()
+}
+
+fn set_and(l: Vec<Smp>, r: Vec<Smp>, matching: &Option<LabelModifier>) -> Vec<Smp> {
+    let sigs: std::collections::HashSet<_> = r.iter().map(|s| signature(&s.m, matching)).collect();
+    l.into_iter()
+        .filter(|s| sigs.contains(&signature(&s.m, matching)))
+        .collect()
+}
+
+fn set_unless(l: Vec<Smp>, r: Vec<Smp>, matching: &Option<LabelModifier>) -> Vec<Smp> {
+    let sigs: std::collections::HashSet<_> = r.iter().map(|s| signature(&s.m, matching)).collect();
+    l.into_iter()
+        .filter(|s| !sigs.contains(&signature(&s.m, matching)))
+        .collect()
+}
+
+fn set_or(l: Vec<Smp>, r: Vec<Smp>, matching: &Option<LabelModifier>) -> Vec<Smp> {
+    let sigs: std::collections::HashSet<_> = l.iter().map(|s| signature(&s.m, matching)).collect();
+    let mut out = l;
+    out.extend(
+        r.into_iter()
+            .filter(|s| !sigs.contains(&signature(&s.m, matching))),
+    );
+    out
+}
+
+/// A histogram helper for callers that need an owned float histogram.
+pub(crate) fn hist(v: &SampleValue) -> Option<&FloatHistogram> {
+    match v {
+        SampleValue::Histogram(h) => Some(h),
+        SampleValue::Float(_) => None,
+    }
+}

@@ -1,0 +1,1625 @@
+//! PromQL's functions, aggregations and float operator semantics, as Prometheus defines
+//! them (`promql/functions.go`, `promql/engine.go`): extrapolated `rate`, Kahan-compensated
+//! sums, Go's `math.Max`/`math.Min` NaN rules, bucket quantiles.
+
+use crate::eval::{
+    AggParam, Evaluator, RangeData, Res, Smp, drop_name, dup_labelset, hist, millis, res_type,
+};
+use crate::histogram as h;
+use crate::{Error, SampleValue};
+use model::{Labels, METRIC_NAME};
+use promql_parser::parser::{Call, Expr, LabelModifier};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Go's `math.Max`: NaN wins.
+pub(crate) fn go_max(a: f64, b: f64) -> f64 {
+    if a.is_nan() || b.is_nan() {
+        f64::NAN
+    } else {
+        a.max(b)
+    }
+}
+
+pub(crate) fn go_min(a: f64, b: f64) -> f64 {
+    if a.is_nan() || b.is_nan() {
+        f64::NAN
+    } else {
+        a.min(b)
+    }
+}
+
+/// Applies a float operator; for comparisons the bool says whether the pair passes.
+pub(crate) fn binop_float(op: &str, a: f64, b: f64) -> (f64, bool) {
+    match op {
+        "+" => (a + b, true),
+        "-" => (a - b, true),
+        "*" => (a * b, true),
+        "/" => (a / b, true),
+        "%" => (a % b, true),
+        "^" => (a.powf(b), true),
+        "atan2" => (a.atan2(b), true),
+        "==" => (a, a == b),
+        "!=" => (a, a != b),
+        ">" => (a, a > b),
+        "<" => (a, a < b),
+        ">=" => (a, a >= b),
+        "<=" => (a, a <= b),
+        _ => (f64::NAN, false),
+    }
+}
+
+/// Prometheus' `kahanSumInc`.
+pub(crate) fn kahan_inc(inc: f64, sum: f64, c: f64) -> (f64, f64) {
+    let t = sum + inc;
+    let c = if t.is_infinite() {
+        0.0
+    } else if sum.abs() >= inc.abs() {
+        c + ((sum - t) + inc)
+    } else {
+        c + ((inc - t) + sum)
+    };
+    (t, c)
+}
+
+fn kahan_sum(vals: impl Iterator<Item = f64>) -> f64 {
+    let (mut s, mut c) = (0.0, 0.0);
+    for v in vals {
+        (s, c) = kahan_inc(v, s, c);
+    }
+    if s.is_infinite() { s } else { s + c }
+}
+
+/// Mean as Prometheus computes it: a Kahan sum, or an incremental mean if the sum overflows.
+fn mean(vals: &[f64]) -> f64 {
+    // Non-finite inputs decide the result on their own (and would poison the running sums).
+    let (pos_inf, neg_inf) = (
+        vals.contains(&f64::INFINITY),
+        vals.contains(&f64::NEG_INFINITY),
+    );
+    if vals.iter().any(|v| v.is_nan()) || (pos_inf && neg_inf) {
+        return f64::NAN;
+    }
+    if pos_inf {
+        return f64::INFINITY;
+    }
+    if neg_inf {
+        return f64::NEG_INFINITY;
+    }
+    let (mut s, mut c) = (0.0, 0.0);
+    let mut incremental = false;
+    let (mut m, mut mc) = (0.0, 0.0);
+    for (i, &v) in vals.iter().enumerate() {
+        if !incremental {
+            let (ns, nc) = kahan_inc(v, s, c);
+            if !ns.is_infinite() {
+                (s, c) = (ns, nc);
+                continue;
+            }
+            incremental = true;
+            m = s / i as f64;
+            mc = c / i as f64;
+        }
+        let count = (i + 1) as f64;
+        if m.is_infinite() {
+            if v.is_infinite() && (m > 0.0) == (v > 0.0) {
+                continue;
+            }
+            if !v.is_infinite() && !v.is_nan() {
+                continue;
+            }
+        }
+        let q = (count - 1.0) / count;
+        (m, mc) = kahan_inc(v / count, q * m, q * mc);
+    }
+    if incremental {
+        m + mc
+    } else {
+        let n = vals.len() as f64;
+        s / n + c / n
+    }
+}
+
+fn variance(vals: &[f64]) -> f64 {
+    let (mut count, mut mean, mut cmean, mut aux, mut caux) = (0.0, 0.0, 0.0, 0.0, 0.0);
+    for &v in vals {
+        count += 1.0;
+        let delta = v - (mean + cmean);
+        (mean, cmean) = kahan_inc(delta / count, mean, cmean);
+        (aux, caux) = kahan_inc(delta * (v - (mean + cmean)), aux, caux);
+    }
+    (aux + caux) / count
+}
+
+/// Prometheus' `quantile` over a set of floats.
+pub(crate) fn quantile(q: f64, vals: &mut [f64]) -> f64 {
+    if vals.is_empty() || q.is_nan() {
+        return f64::NAN;
+    }
+    if q < 0.0 {
+        return f64::NEG_INFINITY;
+    }
+    if q > 1.0 {
+        return f64::INFINITY;
+    }
+    vals.sort_by(|a, b| match (a.is_nan(), b.is_nan()) {
+        (true, true) => std::cmp::Ordering::Equal,
+        (true, false) => std::cmp::Ordering::Less,
+        (false, true) => std::cmp::Ordering::Greater,
+        _ => a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal),
+    });
+    let n = vals.len() as f64;
+    let rank = q * (n - 1.0);
+    let lower = rank.floor().max(0.0);
+    let upper = (lower + 1.0).min(n - 1.0);
+    let w = rank - rank.floor();
+    vals[lower as usize] * (1.0 - w) + vals[upper as usize] * w
+}
+
+fn format_go_float(f: f64) -> String {
+    if f.is_nan() {
+        "NaN".into()
+    } else if f == f64::INFINITY {
+        "+Inf".into()
+    } else if f == f64::NEG_INFINITY {
+        "-Inf".into()
+    } else {
+        format!("{f}")
+    }
+}
+
+fn group_key(m: &Labels, modifier: &Option<LabelModifier>, drop: bool) -> Labels {
+    match modifier {
+        Some(LabelModifier::Include(by)) => {
+            // With delayed name removal, `by (__name__)` still sees the name of a sample
+            // whose name is due to be dropped; the group inherits the flag.
+            let _ = drop;
+            let mut b = m.builder();
+            b.retain(|n| by.labels.iter().any(|x| x == n));
+            b.build()
+        }
+        Some(LabelModifier::Exclude(without)) => {
+            let mut b = m.builder();
+            b.retain(|n| n != METRIC_NAME && !without.labels.iter().any(|x| x == n));
+            b.build()
+        }
+        None => Labels::new(),
+    }
+}
+
+pub(crate) fn aggregate_step(
+    ev: &mut Evaluator<'_>,
+    op: &str,
+    param: Option<AggParam>,
+    step: Vec<Smp>,
+    modifier: &Option<LabelModifier>,
+) -> Result<Vec<Smp>, Error> {
+    // Group in order of first appearance.
+    let mut index: HashMap<Labels, usize> = HashMap::new();
+    let mut groups: Vec<(Labels, Vec<Smp>)> = Vec::new();
+    for s in step {
+        let key = group_key(&s.m, modifier, s.drop_name);
+        let i = *index.entry(key.clone()).or_insert_with(|| {
+            groups.push((key, Vec::new()));
+            groups.len() - 1
+        });
+        groups[i].1.push(s);
+    }
+    let mut out = Vec::new();
+    let num = |p: &Option<AggParam>| match p {
+        Some(AggParam::Num(n)) => Ok(*n),
+        _ => Err(Error::BadData(format!(
+            "aggregation {op} needs a number parameter"
+        ))),
+    };
+    for (key, members) in groups {
+        let group_drop = key.get(METRIC_NAME).is_some() && members.iter().any(|s| s.drop_name);
+        let m = Arc::new(key);
+        let floats: Vec<f64> = members.iter().filter_map(|s| s.float()).collect();
+        let hists: Vec<&model::FloatHistogram> =
+            members.iter().filter_map(|s| hist(&s.v)).collect();
+        let mixed = !floats.is_empty() && !hists.is_empty();
+        let one = |v: f64| Smp {
+            m: m.clone(),
+            v: SampleValue::Float(v),
+            drop_name: group_drop,
+        };
+        match op {
+            "sum" | "avg" => {
+                if mixed {
+                    ev.warnings.push("PromQL warning: encountered a mix of histograms and floats for aggregation".into());
+                    continue;
+                }
+                if !hists.is_empty() {
+                    let r = if op == "sum" {
+                        h::sum(&hists)
+                    } else {
+                        h::avg(&hists)
+                    };
+                    match r {
+                        Some(x) => out.push(Smp {
+                            m: m.clone(),
+                            v: SampleValue::Histogram(Arc::new(x)),
+                            drop_name: false,
+                        }),
+                        None => ev.warnings.push(
+                            "PromQL warning: vector contains histograms with incompatible schemas"
+                                .into(),
+                        ),
+                    }
+                    continue;
+                }
+                let v = if op == "sum" {
+                    kahan_sum(floats.iter().copied())
+                } else {
+                    mean(&floats)
+                };
+                out.push(one(v));
+            }
+            "count" => out.push(one(members.len() as f64)),
+            "group" => out.push(one(1.0)),
+            "min" | "max" => {
+                if floats.is_empty() {
+                    continue;
+                }
+                let mut acc = floats[0];
+                for &f in &floats[1..] {
+                    let better = if op == "max" { acc < f } else { acc > f };
+                    if better || acc.is_nan() {
+                        acc = f;
+                    }
+                }
+                out.push(one(acc));
+            }
+            "stddev" | "stdvar" => {
+                if floats.is_empty() {
+                    continue;
+                }
+                let v = variance(&floats);
+                out.push(one(if op == "stddev" { v.sqrt() } else { v }));
+            }
+            "quantile" => {
+                if floats.is_empty() {
+                    continue;
+                }
+                let mut f = floats.clone();
+                out.push(one(quantile(num(&param)?, &mut f)));
+            }
+            "count_values" => {
+                let Some(AggParam::Str(label)) = &param else {
+                    return Err(Error::BadData("count_values needs a label name".into()));
+                };
+                if !model::is_valid_label_name(label) && label.is_empty() {
+                    return Err(Error::Execution(format!("invalid label name {label:?}")));
+                }
+                let mut counts: Vec<(String, f64)> = Vec::new();
+                for s in &members {
+                    let k = match &s.v {
+                        SampleValue::Float(f) => format_go_float(*f),
+                        SampleValue::Histogram(x) => h::to_string(x),
+                    };
+                    match counts.iter_mut().find(|c| c.0 == k) {
+                        Some(c) => c.1 += 1.0,
+                        None => counts.push((k, 1.0)),
+                    }
+                }
+                for (k, c) in counts {
+                    let mut b = m.builder();
+                    b.set(label.clone(), k);
+                    out.push(Smp {
+                        m: Arc::new(b.build()),
+                        v: SampleValue::Float(c),
+                        drop_name: false,
+                    });
+                }
+            }
+            "topk" | "bottomk" | "limitk" => {
+                let k = num(&param)?;
+                if k.is_nan() {
+                    return Err(Error::Execution(format!("Parameter value is NaN for {op}")));
+                }
+                if k < 1.0 {
+                    continue;
+                }
+                let k = if k > 9e18 { usize::MAX } else { k as usize };
+                let mut ms: Vec<Smp> = members;
+                if op != "limitk" {
+                    ms.retain(|s| s.float().is_some());
+                    let top = op == "topk";
+                    ms.sort_by(|a, b| {
+                        let (x, y) = (a.float().unwrap_or(f64::NAN), b.float().unwrap_or(f64::NAN));
+                        match (x.is_nan(), y.is_nan()) {
+                            (true, true) => std::cmp::Ordering::Equal,
+                            (true, false) => std::cmp::Ordering::Greater,
+                            (false, true) => std::cmp::Ordering::Less,
+                            _ => {
+                                let o = x.partial_cmp(&y).unwrap_or(std::cmp::Ordering::Equal);
+                                if top { o.reverse() } else { o }
+                            }
+                        }
+                    });
+                }
+                ms.truncate(k);
+                out.extend(ms);
+            }
+            "limit_ratio" => {
+                let r = num(&param)?;
+                if r.is_nan() {
+                    return Err(Error::Execution("Ratio value is NaN".into()));
+                }
+                let r = r.clamp(-1.0, 1.0);
+                for s in members {
+                    let x = ratio_hash(&s.m);
+                    if (r >= 0.0 && x < r) || (r < 0.0 && x >= 1.0 + r) {
+                        out.push(s);
+                    }
+                }
+            }
+            _ => return Err(Error::BadData(format!("unknown aggregation {op}"))),
+        }
+    }
+    Ok(out)
+}
+
+/// A deterministic value in [0, 1) per label set (Prometheus uses the label hash).
+fn ratio_hash(l: &Labels) -> f64 {
+    let mut b = l.builder();
+    b.del(METRIC_NAME);
+    let h = b.build().stable_hash();
+    (h as f64) / (u64::MAX as f64 + 1.0)
+}
+
+fn arg(c: &Call, i: usize) -> Option<&Expr> {
+    c.args.args.get(i).map(|b| b.as_ref())
+}
+
+fn req(c: &Call, i: usize) -> Result<&Expr, Error> {
+    arg(c, i).ok_or_else(|| {
+        Error::BadData(format!(
+            "function {}() is not supported by this engine with {} arguments",
+            c.func.name,
+            c.args.args.len()
+        ))
+    })
+}
+
+fn scalar_arg(
+    ev: &mut Evaluator<'_>,
+    c: &Call,
+    i: usize,
+    ts: &[i64],
+    default: f64,
+) -> Result<Vec<f64>, Error> {
+    match arg(c, i) {
+        None => Ok(vec![default; ts.len()]),
+        Some(e) => ev.eval_scalar(e, ts),
+    }
+}
+
+fn string_arg(c: &Call, i: usize) -> Result<String, Error> {
+    let mut e = arg(c, i);
+    while let Some(Expr::Paren(p)) = e {
+        e = Some(&p.expr);
+    }
+    match e {
+        Some(Expr::StringLiteral(s)) => Ok(s.val.clone()),
+        _ => Err(Error::BadData(format!(
+            "{}: argument {} must be a string literal",
+            c.func.name,
+            i + 1
+        ))),
+    }
+}
+
+fn map_floats(v: Vec<Vec<Smp>>, keep_name: bool, f: impl Fn(f64) -> f64) -> Res {
+    Res::Vector(
+        v.into_iter()
+            .map(|st| {
+                st.into_iter()
+                    .filter_map(|s| match s.v {
+                        SampleValue::Float(x) => Some(Smp {
+                            m: s.m,
+                            v: SampleValue::Float(f(x)),
+                            drop_name: s.drop_name || !keep_name,
+                        }),
+                        SampleValue::Histogram(_) => None,
+                    })
+                    .collect()
+            })
+            .collect(),
+    )
+}
+
+/// Days since 1970-01-01 → (year, month 1-12, day 1-31) (proleptic Gregorian).
+fn civil(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+fn is_leap(y: i64) -> bool {
+    (y % 4 == 0 && y % 100 != 0) || y % 400 == 0
+}
+
+fn date_part(name: &str, secs: f64) -> f64 {
+    if !secs.is_finite() {
+        return f64::NAN;
+    }
+    let s = secs.floor() as i64;
+    let days = s.div_euclid(86_400);
+    let sod = s.rem_euclid(86_400);
+    let (y, m, d) = civil(days);
+    let dim = [
+        31,
+        if is_leap(y) { 29 } else { 28 },
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ];
+    match name {
+        "year" => y as f64,
+        "month" => m as f64,
+        "day_of_month" => d as f64,
+        "day_of_week" => (days + 4).rem_euclid(7) as f64,
+        "day_of_year" => (dim[..(m as usize - 1)].iter().sum::<i64>() + d as i64) as f64,
+        "days_in_month" => dim[m as usize - 1] as f64,
+        "hour" => (sod / 3600) as f64,
+        "minute" => ((sod % 3600) / 60) as f64,
+        _ => f64::NAN,
+    }
+}
+
+pub(crate) fn call(ev: &mut Evaluator<'_>, c: &Call, ts: &[i64]) -> Result<Res, Error> {
+    let name = c.func.name;
+    let n = ts.len();
+    match name {
+        "time" => Ok(Res::Scalar(ts.iter().map(|&t| t as f64 / 1000.0).collect())),
+        "pi" => Ok(Res::Scalar(vec![std::f64::consts::PI; n])),
+        "start" => Ok(Res::Scalar(vec![ev_start(ev); n])),
+        "end" => Ok(Res::Scalar(vec![ev_end(ev); n])),
+        "step" => Ok(Res::Scalar(vec![ev.query_step() as f64 / 1000.0; n])),
+        "range" => Ok(Res::Scalar(vec![ev_end(ev) - ev_start(ev); n])),
+        "min_of" | "max_of" => {
+            let mut acc: Option<Vec<f64>> = None;
+            for i in 0..c.args.args.len() {
+                let v = ev.eval_scalar(req(c, i)?, ts)?;
+                acc = Some(match acc {
+                    None => v,
+                    Some(a) => a
+                        .into_iter()
+                        .zip(v)
+                        .map(|(x, y)| {
+                            if name == "min_of" {
+                                go_min(x, y)
+                            } else {
+                                go_max(x, y)
+                            }
+                        })
+                        .collect(),
+                });
+            }
+            Ok(Res::Scalar(acc.unwrap_or_else(|| vec![f64::NAN; n])))
+        }
+        "vector" => {
+            let v = ev.eval_scalar(req(c, 0)?, ts)?;
+            let m = Arc::new(Labels::new());
+            Ok(Res::Vector(
+                v.into_iter()
+                    .map(|x| {
+                        vec![Smp {
+                            m: m.clone(),
+                            v: SampleValue::Float(x),
+                            drop_name: false,
+                        }]
+                    })
+                    .collect(),
+            ))
+        }
+        "scalar" => {
+            let v = ev.eval_vector(req(c, 0)?, ts)?;
+            Ok(Res::Scalar(
+                v.into_iter()
+                    .map(|st| {
+                        if st.len() == 1 {
+                            st[0].float().unwrap_or(f64::NAN)
+                        } else {
+                            f64::NAN
+                        }
+                    })
+                    .collect(),
+            ))
+        }
+        "timestamp" => {
+            let mut e = req(c, 0)?;
+            while let Expr::Paren(p) = e {
+                e = &p.expr;
+            }
+            let v = match e {
+                Expr::VectorSelector(vs) => match ev.vector_selector(vs, ts, true)? {
+                    Res::Vector(v) => v,
+                    _ => unreachable!("a vector selector yields a vector"),
+                },
+                _ => {
+                    let v = ev.eval_vector(e, ts)?;
+                    v.into_iter()
+                        .zip(ts)
+                        .map(|(st, &t)| {
+                            st.into_iter()
+                                .map(|s| Smp {
+                                    v: SampleValue::Float(t as f64 / 1000.0),
+                                    ..s
+                                })
+                                .collect()
+                        })
+                        .collect()
+                }
+            };
+            Ok(Res::Vector(
+                v.into_iter()
+                    .map(|st| {
+                        st.into_iter()
+                            .map(|s| Smp {
+                                drop_name: true,
+                                ..s
+                            })
+                            .collect()
+                    })
+                    .collect(),
+            ))
+        }
+        "abs" | "ceil" | "floor" | "exp" | "sqrt" | "ln" | "log2" | "log10" | "sgn" | "sin"
+        | "cos" | "tan" | "asin" | "acos" | "atan" | "sinh" | "cosh" | "tanh" | "asinh"
+        | "acosh" | "atanh" | "deg" | "rad" => {
+            let v = ev.eval_vector(req(c, 0)?, ts)?;
+            let f: fn(f64) -> f64 = match name {
+                "abs" => f64::abs,
+                "ceil" => f64::ceil,
+                "floor" => f64::floor,
+                "exp" => f64::exp,
+                "sqrt" => f64::sqrt,
+                "ln" => f64::ln,
+                "log2" => f64::log2,
+                "log10" => f64::log10,
+                "sgn" => |x: f64| {
+                    if x > 0.0 {
+                        1.0
+                    } else if x < 0.0 {
+                        -1.0
+                    } else {
+                        x
+                    }
+                },
+                "sin" => f64::sin,
+                "cos" => f64::cos,
+                "tan" => f64::tan,
+                "asin" => f64::asin,
+                "acos" => f64::acos,
+                "atan" => f64::atan,
+                "sinh" => f64::sinh,
+                "cosh" => f64::cosh,
+                "tanh" => f64::tanh,
+                "asinh" => f64::asinh,
+                "acosh" => f64::acosh,
+                "atanh" => f64::atanh,
+                "deg" => |x: f64| x * 180.0 / std::f64::consts::PI,
+                _ => |x: f64| x * std::f64::consts::PI / 180.0,
+            };
+            Ok(map_floats(v, false, f))
+        }
+        "round" => {
+            let v = ev.eval_vector(req(c, 0)?, ts)?;
+            let to = scalar_arg(ev, c, 1, ts, 1.0)?;
+            Ok(per_step_floats(v, false, |i, x| {
+                let inv = 1.0 / to[i];
+                (x * inv + 0.5).floor() / inv
+            }))
+        }
+        "clamp" | "clamp_min" | "clamp_max" => {
+            let v = ev.eval_vector(req(c, 0)?, ts)?;
+            let a = scalar_arg(ev, c, 1, ts, f64::NAN)?;
+            let b = scalar_arg(ev, c, 2, ts, f64::NAN)?;
+            if name == "clamp" {
+                let v: Vec<Vec<Smp>> = v
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, st)| if b[i] < a[i] { Vec::new() } else { st })
+                    .collect();
+                return Ok(per_step_floats(v, false, |i, x| {
+                    go_max(a[i], go_min(b[i], x))
+                }));
+            }
+            let max = name == "clamp_max";
+            Ok(per_step_floats(v, false, |i, x| {
+                if max {
+                    go_min(a[i], x)
+                } else {
+                    go_max(a[i], x)
+                }
+            }))
+        }
+        "year" | "month" | "day_of_month" | "day_of_week" | "day_of_year" | "days_in_month"
+        | "hour" | "minute" => {
+            let v = match arg(c, 0) {
+                Some(e) => ev.eval_vector(e, ts)?,
+                None => {
+                    let m = Arc::new(Labels::new());
+                    ts.iter()
+                        .map(|&t| {
+                            vec![Smp {
+                                m: m.clone(),
+                                v: SampleValue::Float(t as f64 / 1000.0),
+                                drop_name: false,
+                            }]
+                        })
+                        .collect()
+                }
+            };
+            Ok(map_floats(v, false, |x| date_part(name, x)))
+        }
+        "sort" | "sort_desc" => {
+            let v = ev.eval_vector(req(c, 0)?, ts)?;
+            let desc = name == "sort_desc";
+            Ok(Res::Vector(
+                v.into_iter()
+                    .map(|mut st| {
+                        st.retain(|s| s.float().is_some());
+                        st.sort_by(|a, b| {
+                            let (x, y) = (a.float().unwrap_or(0.0), b.float().unwrap_or(0.0));
+                            match (x.is_nan(), y.is_nan()) {
+                                (true, true) => std::cmp::Ordering::Equal,
+                                (true, false) => std::cmp::Ordering::Greater,
+                                (false, true) => std::cmp::Ordering::Less,
+                                _ => {
+                                    let o = x.partial_cmp(&y).unwrap_or(std::cmp::Ordering::Equal);
+                                    if desc { o.reverse() } else { o }
+                                }
+                            }
+                        });
+                        st
+                    })
+                    .collect(),
+            ))
+        }
+        "sort_by_label" | "sort_by_label_desc" => {
+            let v = ev.eval_vector(req(c, 0)?, ts)?;
+            let mut labels = Vec::new();
+            for i in 1..c.args.args.len() {
+                labels.push(string_arg(c, i)?);
+            }
+            let desc = name == "sort_by_label_desc";
+            Ok(Res::Vector(
+                v.into_iter()
+                    .map(|mut st| {
+                        st.sort_by(|a, b| {
+                            let mut o = std::cmp::Ordering::Equal;
+                            for l in &labels {
+                                o = natural_cmp(a.m.get(l).unwrap_or(""), b.m.get(l).unwrap_or(""));
+                                if o != std::cmp::Ordering::Equal {
+                                    break;
+                                }
+                            }
+                            if o == std::cmp::Ordering::Equal {
+                                o = a.m.cmp(&b.m);
+                            }
+                            if desc { o.reverse() } else { o }
+                        });
+                        st
+                    })
+                    .collect(),
+            ))
+        }
+        "label_replace" => {
+            let v = ev.eval_vector(req(c, 0)?, ts)?;
+            let dst = string_arg(c, 1)?;
+            let repl = string_arg(c, 2)?;
+            let src = string_arg(c, 3)?;
+            let re_s = string_arg(c, 4)?;
+            let re = regex::Regex::new(&format!("^(?s:{re_s})$")).map_err(|e| {
+                Error::Execution(format!(
+                    "invalid regular expression in label_replace(): {re_s}: {e}"
+                ))
+            })?;
+            if dst.is_empty() || !valid_label_name(&dst) {
+                return Err(Error::Execution(format!(
+                    "invalid destination label name in label_replace(): {dst}"
+                )));
+            }
+            let mut out = Vec::with_capacity(n);
+            for st in v {
+                let mut o = Vec::with_capacity(st.len());
+                for s in st {
+                    let sv = s.m.get(&src).unwrap_or("");
+                    if let Some(caps) = re.captures(sv) {
+                        let mut res = String::new();
+                        caps.expand(&repl, &mut res);
+                        let mut b = s.m.builder();
+                        b.set(dst.clone(), res);
+                        let drop = if dst == METRIC_NAME {
+                            false
+                        } else {
+                            s.drop_name
+                        };
+                        o.push(Smp {
+                            m: Arc::new(b.build()),
+                            v: s.v,
+                            drop_name: drop,
+                        });
+                    } else {
+                        o.push(s);
+                    }
+                }
+                check_dups(&o)?;
+                out.push(o);
+            }
+            Ok(Res::Vector(out))
+        }
+        "label_join" => {
+            let v = ev.eval_vector(req(c, 0)?, ts)?;
+            let dst = string_arg(c, 1)?;
+            let sep = string_arg(c, 2)?;
+            let mut srcs = Vec::new();
+            for i in 3..c.args.args.len() {
+                srcs.push(string_arg(c, i)?);
+            }
+            if !valid_label_name(&dst) {
+                return Err(Error::Execution(format!(
+                    "invalid destination label name in label_join(): {dst}"
+                )));
+            }
+            let mut out = Vec::with_capacity(n);
+            for st in v {
+                let mut o = Vec::with_capacity(st.len());
+                for s in st {
+                    let joined: Vec<&str> = srcs.iter().map(|l| s.m.get(l).unwrap_or("")).collect();
+                    let mut b = s.m.builder();
+                    b.set(dst.clone(), joined.join(&sep));
+                    let drop = if dst == METRIC_NAME {
+                        false
+                    } else {
+                        s.drop_name
+                    };
+                    o.push(Smp {
+                        m: Arc::new(b.build()),
+                        v: s.v,
+                        drop_name: drop,
+                    });
+                }
+                check_dups(&o)?;
+                out.push(o);
+            }
+            Ok(Res::Vector(out))
+        }
+        "absent" => {
+            let e = req(c, 0)?;
+            let v = ev.eval_vector(e, ts)?;
+            let m = Arc::new(absent_labels(e));
+            Ok(Res::Vector(
+                v.into_iter()
+                    .map(|st| {
+                        if st.is_empty() {
+                            vec![Smp {
+                                m: m.clone(),
+                                v: SampleValue::Float(1.0),
+                                drop_name: false,
+                            }]
+                        } else {
+                            Vec::new()
+                        }
+                    })
+                    .collect(),
+            ))
+        }
+        "absent_over_time" => {
+            let e = req(c, 0)?;
+            let rd = ev.eval_range(e, ts)?;
+            let m = Arc::new(absent_labels(e));
+            Ok(Res::Vector(
+                (0..n)
+                    .map(|i| {
+                        if rd.series.iter().any(|s| !rd.window(s, i).is_empty()) {
+                            Vec::new()
+                        } else {
+                            vec![Smp {
+                                m: m.clone(),
+                                v: SampleValue::Float(1.0),
+                                drop_name: false,
+                            }]
+                        }
+                    })
+                    .collect(),
+            ))
+        }
+        "histogram_quantile" => {
+            let q = ev.eval_scalar(req(c, 0)?, ts)?;
+            let v = ev.eval_vector(req(c, 1)?, ts)?;
+            let mut out = Vec::with_capacity(n);
+            for (i, st) in v.into_iter().enumerate() {
+                out.push(histogram_quantile_step(ev, q[i], st)?);
+            }
+            Ok(Res::Vector(out))
+        }
+        "histogram_count" | "histogram_sum" | "histogram_avg" | "histogram_stddev"
+        | "histogram_stdvar" => {
+            let v = ev.eval_vector(req(c, 0)?, ts)?;
+            Ok(Res::Vector(
+                v.into_iter()
+                    .map(|st| {
+                        st.into_iter()
+                            .filter_map(|s| {
+                                let x = hist(&s.v)?;
+                                let f = match name {
+                                    "histogram_count" => x.count,
+                                    "histogram_sum" => x.sum,
+                                    "histogram_avg" => x.sum / x.count,
+                                    "histogram_stddev" => h::stdvar(x).sqrt(),
+                                    _ => h::stdvar(x),
+                                };
+                                Some(Smp {
+                                    m: s.m,
+                                    v: SampleValue::Float(f),
+                                    drop_name: true,
+                                })
+                            })
+                            .collect()
+                    })
+                    .collect(),
+            ))
+        }
+        "histogram_fraction" => {
+            let lo = ev.eval_scalar(req(c, 0)?, ts)?;
+            let hi = ev.eval_scalar(req(c, 1)?, ts)?;
+            let v = ev.eval_vector(req(c, 2)?, ts)?;
+            let mut out = Vec::with_capacity(n);
+            for (i, st) in v.into_iter().enumerate() {
+                let mut o = Vec::new();
+                let mut groups: Vec<(Labels, Vec<(f64, f64)>)> = Vec::new();
+                let mut index: HashMap<Labels, usize> = HashMap::new();
+                for s in st {
+                    match &s.v {
+                        SampleValue::Histogram(x) => o.push(Smp {
+                            v: SampleValue::Float(h::fraction(lo[i], hi[i], x)),
+                            m: s.m,
+                            drop_name: true,
+                        }),
+                        SampleValue::Float(f) => {
+                            let Some(le) = s.m.get("le").and_then(parse_le) else {
+                                continue;
+                            };
+                            let mut b = s.m.builder();
+                            b.del("le");
+                            b.del(METRIC_NAME);
+                            let key = b.build();
+                            let k = *index.entry(key.clone()).or_insert_with(|| {
+                                groups.push((key, Vec::new()));
+                                groups.len() - 1
+                            });
+                            groups[k].1.push((le, *f));
+                        }
+                    }
+                }
+                for (key, mut b) in groups {
+                    o.push(Smp {
+                        m: Arc::new(key),
+                        v: SampleValue::Float(bucket_fraction(lo[i], hi[i], &mut b)),
+                        drop_name: false,
+                    });
+                }
+                out.push(o);
+            }
+            Ok(Res::Vector(out))
+        }
+        _ => range_function(ev, c, ts),
+    }
+}
+
+fn ev_start(ev: &Evaluator<'_>) -> f64 {
+    ev.query_bounds().0 as f64 / 1000.0
+}
+
+fn ev_end(ev: &Evaluator<'_>) -> f64 {
+    ev.query_bounds().1 as f64 / 1000.0
+}
+
+fn valid_label_name(n: &str) -> bool {
+    !n.is_empty() && !n.starts_with("__")
+        || n == METRIC_NAME
+        || (n.starts_with("__") && n.len() > 2)
+}
+
+fn check_dups(v: &[Smp]) -> Result<(), Error> {
+    let mut seen = std::collections::HashSet::new();
+    for s in v {
+        let key = if s.drop_name {
+            drop_name(&s.m)
+        } else {
+            (*s.m).clone()
+        };
+        if !seen.insert(key) {
+            return Err(dup_labelset());
+        }
+    }
+    Ok(())
+}
+
+/// Compares strings with embedded numbers in numeric order (Prometheus' `sort_by_label`).
+fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    let (ab, bb) = (a.as_bytes(), b.as_bytes());
+    let (mut i, mut j) = (0, 0);
+    while i < ab.len() && j < bb.len() {
+        if ab[i].is_ascii_digit() && bb[j].is_ascii_digit() {
+            let si = i;
+            while i < ab.len() && ab[i].is_ascii_digit() {
+                i += 1;
+            }
+            let sj = j;
+            while j < bb.len() && bb[j].is_ascii_digit() {
+                j += 1;
+            }
+            let x = a[si..i].trim_start_matches('0');
+            let y = b[sj..j].trim_start_matches('0');
+            let o = x.len().cmp(&y.len()).then_with(|| x.cmp(y));
+            if o != std::cmp::Ordering::Equal {
+                return o;
+            }
+        } else {
+            let o = ab[i].cmp(&bb[j]);
+            if o != std::cmp::Ordering::Equal {
+                return o;
+            }
+            i += 1;
+            j += 1;
+        }
+    }
+    (ab.len() - i).cmp(&(bb.len() - j))
+}
+
+/// The labels `absent(sel)` reports: the selector's equality matchers on labels named once.
+fn absent_labels(e: &Expr) -> Labels {
+    let mut e = e;
+    loop {
+        match e {
+            Expr::Paren(p) => e = &p.expr,
+            Expr::MatrixSelector(ms) => return selector_labels(&ms.vs),
+            Expr::VectorSelector(vs) => return selector_labels(vs),
+            _ => return Labels::new(),
+        }
+    }
+}
+
+fn selector_labels(vs: &promql_parser::parser::VectorSelector) -> Labels {
+    let mut count: HashMap<&str, usize> = HashMap::new();
+    for m in &vs.matchers.matchers {
+        *count.entry(m.name.as_str()).or_default() += 1;
+    }
+    let mut b = Labels::new().builder();
+    for m in &vs.matchers.matchers {
+        if m.name != METRIC_NAME
+            && count[m.name.as_str()] == 1
+            && matches!(m.op, promql_parser::label::MatchOp::Equal)
+        {
+            b.set(m.name.clone(), m.value.clone());
+        }
+    }
+    b.build()
+}
+
+fn per_step_floats(v: Vec<Vec<Smp>>, keep_name: bool, f: impl Fn(usize, f64) -> f64) -> Res {
+    Res::Vector(
+        v.into_iter()
+            .enumerate()
+            .map(|(i, st)| {
+                st.into_iter()
+                    .filter_map(|s| match s.v {
+                        SampleValue::Float(x) => Some(Smp {
+                            m: s.m,
+                            v: SampleValue::Float(f(i, x)),
+                            drop_name: s.drop_name || !keep_name,
+                        }),
+                        SampleValue::Histogram(_) => None,
+                    })
+                    .collect()
+            })
+            .collect(),
+    )
+}
+
+/// `histogram_quantile` for one step: classic `le` buckets and native histograms.
+fn histogram_quantile_step(
+    ev: &mut Evaluator<'_>,
+    q: f64,
+    st: Vec<Smp>,
+) -> Result<Vec<Smp>, Error> {
+    let mut out = Vec::new();
+    let mut groups: Vec<(Labels, Vec<(f64, f64)>)> = Vec::new();
+    let mut index: HashMap<Labels, usize> = HashMap::new();
+    let mut native_keys = std::collections::HashSet::new();
+    for s in &st {
+        if let SampleValue::Histogram(x) = &s.v {
+            let key = drop_name(&s.m);
+            native_keys.insert(key.clone());
+            out.push(Smp {
+                m: Arc::new(key),
+                v: SampleValue::Float(h::quantile(q, x)),
+                drop_name: false,
+            });
+        }
+    }
+    for s in st {
+        let Some(f) = s.float() else { continue };
+        let Some(le) = s.m.get("le").and_then(parse_le) else {
+            ev.warnings.push(format!(
+                "PromQL warning: bucket label \"le\" is missing or has a malformed value of \"{}\" for metric name \"{}\"",
+                s.m.get("le").unwrap_or(""),
+                s.m.get(METRIC_NAME).unwrap_or("")
+            ));
+            continue;
+        };
+        let mut b = s.m.builder();
+        b.del("le");
+        b.del(METRIC_NAME);
+        let key = b.build();
+        let i = *index.entry(key.clone()).or_insert_with(|| {
+            groups.push((key, Vec::new()));
+            groups.len() - 1
+        });
+        groups[i].1.push((le, f));
+    }
+    for (key, mut buckets) in groups {
+        if native_keys.contains(&key) {
+            ev.warnings.push(
+                "PromQL warning: vector contains a mix of classic and native histograms".into(),
+            );
+            continue;
+        }
+        let (v, forced) = bucket_quantile(q, &mut buckets);
+        if forced {
+            ev.infos.push("PromQL info: input to histogram_quantile needed to be fixed for monotonicity (see https://prometheus.io/docs/prometheus/latest/querying/functions/#histogram_quantile)".into());
+        }
+        out.push(Smp {
+            m: Arc::new(key),
+            v: SampleValue::Float(v),
+            drop_name: false,
+        });
+    }
+    Ok(out)
+}
+
+fn parse_le(s: &str) -> Option<f64> {
+    let t = s.trim();
+    match t.to_ascii_lowercase().as_str() {
+        "+inf" | "inf" => Some(f64::INFINITY),
+        "-inf" => Some(f64::NEG_INFINITY),
+        "nan" => Some(f64::NAN),
+        _ => t.parse().ok(),
+    }
+}
+
+/// Prometheus' `BucketQuantile`; the bool says monotonicity had to be forced.
+pub(crate) fn bucket_quantile(q: f64, b: &mut [(f64, f64)]) -> (f64, bool) {
+    if q.is_nan() {
+        return (f64::NAN, false);
+    }
+    if q < 0.0 {
+        return (f64::NEG_INFINITY, false);
+    }
+    if q > 1.0 {
+        return (f64::INFINITY, false);
+    }
+    b.sort_by(|x, y| x.0.partial_cmp(&y.0).unwrap_or(std::cmp::Ordering::Equal));
+    if b.last().is_none_or(|l| l.0 != f64::INFINITY) {
+        return (f64::NAN, false);
+    }
+    // Coalesce equal bounds.
+    let mut c: Vec<(f64, f64)> = Vec::with_capacity(b.len());
+    for &(u, n) in b.iter() {
+        match c.last_mut() {
+            Some(l) if l.0 == u => l.1 += n,
+            _ => c.push((u, n)),
+        }
+    }
+    let mut forced = false;
+    let mut prev = c[0].1;
+    for x in c.iter_mut().skip(1) {
+        let cur = x.1;
+        if cur == prev {
+            continue;
+        }
+        if (prev - cur).abs() <= 1e-12 * prev.abs().max(cur.abs()) {
+            x.1 = prev;
+            continue;
+        }
+        if cur < prev {
+            x.1 = prev;
+            forced = true;
+            continue;
+        }
+        prev = cur;
+    }
+    if c.len() < 2 {
+        return (f64::NAN, forced);
+    }
+    let obs = c[c.len() - 1].1;
+    if obs == 0.0 {
+        return (f64::NAN, forced);
+    }
+    let mut rank = q * obs;
+    let idx = c[..c.len() - 1].partition_point(|x| x.1 < rank);
+    if idx == c.len() - 1 {
+        return (c[c.len() - 2].0, forced);
+    }
+    if idx == 0 && c[0].0 <= 0.0 {
+        return (c[0].0, forced);
+    }
+    let (mut start, end, mut count) = (0.0, c[idx].0, c[idx].1);
+    if idx > 0 {
+        start = c[idx - 1].0;
+        count -= c[idx - 1].1;
+        rank -= c[idx - 1].1;
+    }
+    (start + (end - start) * (rank / count), forced)
+}
+
+/// Prometheus' `BucketFraction` over classic `le` buckets.
+fn bucket_fraction(lower: f64, upper: f64, b: &mut [(f64, f64)]) -> f64 {
+    b.sort_by(|x, y| x.0.partial_cmp(&y.0).unwrap_or(std::cmp::Ordering::Equal));
+    if b.last().is_none_or(|l| l.0 != f64::INFINITY) {
+        return f64::NAN;
+    }
+    let mut c: Vec<(f64, f64)> = Vec::with_capacity(b.len());
+    for &(u, n) in b.iter() {
+        match c.last_mut() {
+            Some(l) if l.0 == u => l.1 += n,
+            _ => c.push((u, n)),
+        }
+    }
+    let count = c[c.len() - 1].1;
+    if count == 0.0 || lower.is_nan() || upper.is_nan() {
+        return f64::NAN;
+    }
+    if lower >= upper {
+        return 0.0;
+    }
+    let (mut rank, mut lower_rank, mut upper_rank) = (0.0, 0.0, 0.0);
+    let (mut lower_set, mut upper_set) = (false, false);
+    for (i, &(ub, cnt)) in c.iter().enumerate() {
+        let lb = if i > 0 {
+            c[i - 1].0
+        } else if ub > 0.0 {
+            0.0
+        } else {
+            f64::NEG_INFINITY
+        };
+        let interp = |v: f64| rank + (cnt - rank) * (v - lb) / (ub - lb);
+        if !lower_set && lb >= lower {
+            lower_rank = rank;
+            lower_set = true;
+        }
+        if !upper_set && lb >= upper {
+            upper_rank = rank;
+            upper_set = true;
+        }
+        if lower_set && upper_set {
+            break;
+        }
+        if !lower_set && lb < lower && ub > lower {
+            lower_rank = interp(lower);
+            lower_set = true;
+        }
+        if !upper_set && lb < upper && ub > upper {
+            upper_rank = interp(upper);
+            upper_set = true;
+        }
+        if lower_set && upper_set {
+            break;
+        }
+        rank = cnt;
+    }
+    if !lower_set || lower_rank > count {
+        lower_rank = count;
+    }
+    if !upper_set || upper_rank > count {
+        upper_rank = count;
+    }
+    (upper_rank - lower_rank) / count
+}
+
+fn floats_of(w: &[(i64, SampleValue)]) -> Vec<(i64, f64)> {
+    w.iter()
+        .filter_map(|(t, v)| match v {
+            SampleValue::Float(f) => Some((*t, *f)),
+            SampleValue::Histogram(_) => None,
+        })
+        .collect()
+}
+
+fn linear_regression(s: &[(i64, f64)], intercept_t: i64) -> (f64, f64) {
+    let (mut n, mut sx, mut cx, mut sy, mut cy, mut sxy, mut cxy, mut sx2, mut cx2) =
+        (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
+    let init = s[0].1;
+    let mut const_y = true;
+    for (i, &(t, v)) in s.iter().enumerate() {
+        if const_y && i > 0 && v != init {
+            const_y = false;
+        }
+        n += 1.0;
+        let x = (t - intercept_t) as f64 / 1e3;
+        (sx, cx) = kahan_inc(x, sx, cx);
+        (sy, cy) = kahan_inc(v, sy, cy);
+        (sxy, cxy) = kahan_inc(x * v, sxy, cxy);
+        (sx2, cx2) = kahan_inc(x * x, sx2, cx2);
+    }
+    if const_y {
+        if init.is_infinite() {
+            return (f64::NAN, f64::NAN);
+        }
+        return (0.0, init);
+    }
+    let (sx, sy, sxy, sx2) = (sx + cx, sy + cy, sxy + cxy, sx2 + cx2);
+    let cov = sxy - sx * sy / n;
+    let var = sx2 - sx * sx / n;
+    let slope = cov / var;
+    (slope, sy / n - slope * sx / n)
+}
+
+/// `rate`, `increase`, `delta` with Prometheus' extrapolation.
+#[allow(clippy::too_many_arguments)] // mirrors Prometheus' extrapolatedRate
+fn extrapolated(
+    ev: &mut Evaluator<'_>,
+    w: &[(i64, SampleValue)],
+    range_start: i64,
+    range_end: i64,
+    range: i64,
+    counter: bool,
+    is_rate: bool,
+    fname: &str,
+) -> Option<SampleValue> {
+    if w.len() < 2 {
+        return None;
+    }
+    let nh = w
+        .iter()
+        .filter(|p| matches!(p.1, SampleValue::Histogram(_)))
+        .count();
+    if nh > 0 && nh < w.len() {
+        ev.warnings.push(format!(
+            "PromQL warning: encountered a mix of histograms and floats for metric name in {fname}"
+        ));
+        return None;
+    }
+    let first_t = w[0].0;
+    let last_t = w[w.len() - 1].0;
+    let (result, first_v) = if nh > 0 {
+        let hs: Vec<&model::FloatHistogram> = w.iter().filter_map(|p| hist(&p.1)).collect();
+        let r = h::histogram_rate(&hs, counter)?;
+        (SampleValue::Histogram(Arc::new(r)), 0.0)
+    } else {
+        let mut r = w[w.len() - 1].1.float()? - w[0].1.float()?;
+        if counter {
+            let mut prev = w[0].1.float()?;
+            for p in &w[1..] {
+                let c = p.1.float()?;
+                if c < prev {
+                    r += prev;
+                }
+                prev = c;
+            }
+        }
+        (SampleValue::Float(r), w[0].1.float()?)
+    };
+    let mut to_start = (first_t - range_start) as f64 / 1000.0;
+    let mut to_end = (range_end - last_t) as f64 / 1000.0;
+    let sampled = (last_t - first_t) as f64 / 1000.0;
+    let avg = sampled / (w.len() - 1) as f64;
+    let threshold = avg * 1.1;
+    if to_start >= threshold {
+        to_start = avg / 2.0;
+    }
+    if let SampleValue::Float(r) = result
+        && counter
+        && r > 0.0
+        && first_v >= 0.0
+    {
+        let to_zero = sampled * (first_v / r);
+        if to_zero < to_start {
+            to_start = to_zero;
+        }
+    }
+    if to_end >= threshold {
+        to_end = avg / 2.0;
+    }
+    let mut factor = (sampled + to_start + to_end) / sampled;
+    if is_rate {
+        factor /= range as f64 / 1000.0;
+    }
+    Some(match result {
+        SampleValue::Float(r) => SampleValue::Float(r * factor),
+        SampleValue::Histogram(x) => SampleValue::Histogram(Arc::new(h::scale(&x, factor))),
+    })
+}
+
+fn range_function(ev: &mut Evaluator<'_>, c: &Call, ts: &[i64]) -> Result<Res, Error> {
+    let name = c.func.name;
+    let (ri, other) = match name {
+        "quantile_over_time" => (1, Some(0)),
+        "predict_linear" => (0, Some(1)),
+        _ => (0, None),
+    };
+    let e = req(c, ri)?;
+    let rd: RangeData = ev.eval_range(e, ts)?;
+    let param = match other {
+        Some(i) => ev.eval_scalar(req(c, i)?, ts)?,
+        None => Vec::new(),
+    };
+    let (sf, tf) = if matches!(name, "holt_winters" | "double_exponential_smoothing") {
+        (
+            ev.eval_scalar(req(c, 1)?, ts)?,
+            ev.eval_scalar(req(c, 2)?, ts)?,
+        )
+    } else {
+        (Vec::new(), Vec::new())
+    };
+    let keep_name = matches!(name, "last_over_time" | "first_over_time");
+    let mut out: Vec<Vec<Smp>> = vec![Vec::new(); ts.len()];
+    for s in &rd.series {
+        ev.check()?;
+        for i in 0..ts.len() {
+            let w = rd.window(s, i);
+            if w.is_empty() {
+                continue;
+            }
+            let end = rd.ends[i];
+            let fl = || floats_of(w);
+            let v: Option<SampleValue> = match name {
+                "rate" | "increase" | "delta" => extrapolated(
+                    ev,
+                    w,
+                    end - rd.range,
+                    end,
+                    rd.range,
+                    name != "delta",
+                    name == "rate",
+                    name,
+                ),
+                "irate" | "idelta" => {
+                    if w.len() < 2 {
+                        None
+                    } else {
+                        let (pt, pv) = &w[w.len() - 2];
+                        let (lt, lv) = &w[w.len() - 1];
+                        match (pv, lv) {
+                            (SampleValue::Float(p), SampleValue::Float(l)) => {
+                                let mut r = l - p;
+                                if name == "irate" && l < p {
+                                    r = *l;
+                                }
+                                let dt = (lt - pt) as f64 / 1000.0;
+                                if dt == 0.0 {
+                                    None
+                                } else if name == "irate" {
+                                    Some(SampleValue::Float(r / dt))
+                                } else {
+                                    Some(SampleValue::Float(r))
+                                }
+                            }
+                            (SampleValue::Histogram(p), SampleValue::Histogram(l)) => {
+                                let dt = (lt - pt) as f64 / 1000.0;
+                                let d = if name == "irate" && h::is_reset(p, l) {
+                                    Some((**l).clone())
+                                } else {
+                                    h::sub(l, p)
+                                };
+                                if name == "irate" {
+                                    d.map(|mut d| {
+                                        d.counter_reset_hint = model::CounterResetHint::Gauge;
+                                        SampleValue::Histogram(Arc::new(h::scale(&d, 1.0 / dt)))
+                                    })
+                                } else {
+                                    d.map(|d| SampleValue::Histogram(Arc::new(d)))
+                                }
+                            }
+                            _ => None,
+                        }
+                    }
+                }
+                "deriv" => {
+                    let f = fl();
+                    if f.len() < 2 {
+                        None
+                    } else {
+                        Some(SampleValue::Float(linear_regression(&f, f[0].0).0))
+                    }
+                }
+                "predict_linear" => {
+                    let f = fl();
+                    if f.len() < 2 {
+                        None
+                    } else {
+                        let (slope, icpt) = linear_regression(&f, rd.at[i]);
+                        Some(SampleValue::Float(slope * param[i] + icpt))
+                    }
+                }
+                "holt_winters" | "double_exponential_smoothing" => {
+                    let (a, b) = (sf[i], tf[i]);
+                    if a <= 0.0 || a >= 1.0 {
+                        return Err(Error::Execution(format!(
+                            "invalid smoothing factor. Expected: 0 < sf < 1, got: {a}"
+                        )));
+                    }
+                    if b <= 0.0 || b >= 1.0 {
+                        return Err(Error::Execution(format!(
+                            "invalid trend factor. Expected: 0 < tf < 1, got: {b}"
+                        )));
+                    }
+                    let f = fl();
+                    if f.len() < 2 {
+                        None
+                    } else {
+                        let (mut s0, mut s1) = (0.0, f[0].1);
+                        let mut tr = f[1].1 - f[0].1;
+                        for (k, p) in f.iter().enumerate().skip(1) {
+                            let x = a * p.1;
+                            if k > 1 {
+                                tr = b * (s1 - s0) + (1.0 - b) * tr;
+                            }
+                            let y = (1.0 - a) * (s1 + tr);
+                            s0 = s1;
+                            s1 = x + y;
+                        }
+                        Some(SampleValue::Float(s1))
+                    }
+                }
+                "changes" | "resets" => {
+                    let mut n = 0;
+                    for k in 1..w.len() {
+                        let hit = match (&w[k - 1].1, &w[k].1) {
+                            (SampleValue::Float(p), SampleValue::Float(c)) => {
+                                if name == "changes" {
+                                    p != c && !(p.is_nan() && c.is_nan())
+                                } else {
+                                    c < p
+                                }
+                            }
+                            (SampleValue::Histogram(p), SampleValue::Histogram(c)) => {
+                                if name == "changes" {
+                                    !h::equal(p, c)
+                                } else {
+                                    h::is_reset(p, c)
+                                }
+                            }
+                            // A switch between float and histogram is a change, not a reset.
+                            _ => name == "changes",
+                        };
+                        if hit {
+                            n += 1;
+                        }
+                    }
+                    Some(SampleValue::Float(n as f64))
+                }
+                "count_over_time" => Some(SampleValue::Float(w.len() as f64)),
+                "present_over_time" => Some(SampleValue::Float(1.0)),
+                "last_over_time" => Some(w[w.len() - 1].1.clone()),
+                "first_over_time" => Some(w[0].1.clone()),
+                "ts_of_last_over_time" => {
+                    Some(SampleValue::Float(w[w.len() - 1].0 as f64 / 1000.0))
+                }
+                "ts_of_first_over_time" => Some(SampleValue::Float(w[0].0 as f64 / 1000.0)),
+                "sum_over_time" | "avg_over_time" => {
+                    let nh = w
+                        .iter()
+                        .filter(|p| matches!(p.1, SampleValue::Histogram(_)))
+                        .count();
+                    if nh == w.len() {
+                        let hs: Vec<&model::FloatHistogram> =
+                            w.iter().filter_map(|p| hist(&p.1)).collect();
+                        let r = if name == "sum_over_time" {
+                            h::sum(&hs)
+                        } else {
+                            h::avg(&hs)
+                        };
+                        r.map(|x| SampleValue::Histogram(Arc::new(x)))
+                    } else if nh > 0 {
+                        ev.warnings.push(format!("PromQL warning: encountered a mix of histograms and floats for metric name in {name}"));
+                        None
+                    } else {
+                        let f: Vec<f64> = fl().into_iter().map(|x| x.1).collect();
+                        Some(SampleValue::Float(if name == "sum_over_time" {
+                            kahan_sum(f.iter().copied())
+                        } else {
+                            mean(&f)
+                        }))
+                    }
+                }
+                "min_over_time"
+                | "max_over_time"
+                | "ts_of_min_over_time"
+                | "ts_of_max_over_time" => {
+                    let f = fl();
+                    if f.is_empty() {
+                        None
+                    } else {
+                        let max = name.contains("max");
+                        let ts_of = name.starts_with("ts_of");
+                        let mut best = f[0];
+                        for &p in &f[1..] {
+                            let better = if max { p.1 > best.1 } else { p.1 < best.1 };
+                            let tie = ts_of && p.1 == best.1;
+                            if better || tie || best.1.is_nan() {
+                                best = p;
+                            }
+                        }
+                        if name.starts_with("ts_of") {
+                            Some(SampleValue::Float(best.0 as f64 / 1000.0))
+                        } else {
+                            Some(SampleValue::Float(best.1))
+                        }
+                    }
+                }
+                "stddev_over_time" | "stdvar_over_time" => {
+                    let f: Vec<f64> = fl().into_iter().map(|x| x.1).collect();
+                    if f.is_empty() {
+                        None
+                    } else {
+                        let v = variance(&f);
+                        Some(SampleValue::Float(if name == "stddev_over_time" {
+                            v.sqrt()
+                        } else {
+                            v
+                        }))
+                    }
+                }
+                "quantile_over_time" => {
+                    let mut f: Vec<f64> = fl().into_iter().map(|x| x.1).collect();
+                    if f.is_empty() {
+                        None
+                    } else {
+                        Some(SampleValue::Float(quantile(param[i], &mut f)))
+                    }
+                }
+                "mad_over_time" => {
+                    let mut f: Vec<f64> = fl().into_iter().map(|x| x.1).collect();
+                    if f.is_empty() {
+                        None
+                    } else {
+                        let med = quantile(0.5, &mut f);
+                        let mut d: Vec<f64> = f.iter().map(|x| (x - med).abs()).collect();
+                        Some(SampleValue::Float(quantile(0.5, &mut d)))
+                    }
+                }
+                other => {
+                    return Err(Error::BadData(format!(
+                        "function {other}() is not supported by this engine (argument type {})",
+                        res_type(&Res::Range(RangeData {
+                            series: Vec::new(),
+                            range: 0,
+                            ends: Vec::new(),
+                            at: Vec::new()
+                        }))
+                    )));
+                }
+            };
+            if let Some(v) = v {
+                out[i].push(Smp {
+                    m: s.m.clone(),
+                    v,
+                    drop_name: s.drop_name || !keep_name,
+                });
+            }
+        }
+    }
+    let _ = millis;
+    Ok(Res::Vector(out))
+}

@@ -1,0 +1,459 @@
+//! Float native-histogram arithmetic for the evaluator: schema alignment, `+`/`-`/scaling,
+//! counter-reset detection, and the histogram functions' math (quantile, fraction, stdvar).
+//!
+//! Buckets are handled as `index → population` maps; a result is rebuilt into compact spans.
+//! Histograms of different exponential schemas are added at the coarser schema; custom-bucket
+//! histograms (schema −53) combine only with identical bounds.
+
+use crate::SampleValue;
+use model::{CounterResetHint, FloatHistogram, Span};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+const CUSTOM: i32 = model::CUSTOM_BUCKETS_SCHEMA;
+
+fn expand(spans: &[Span], buckets: &[f64]) -> BTreeMap<i32, f64> {
+    let mut m = BTreeMap::new();
+    let mut idx = 0i32;
+    let mut k = 0usize;
+    for s in spans {
+        idx += s.offset;
+        for _ in 0..s.length {
+            if let Some(&v) = buckets.get(k) {
+                *m.entry(idx).or_insert(0.0) += v;
+            }
+            k += 1;
+            idx += 1;
+        }
+    }
+    m
+}
+
+fn collapse(m: &BTreeMap<i32, f64>) -> (Vec<Span>, Vec<f64>) {
+    let mut spans: Vec<Span> = Vec::new();
+    let mut buckets = Vec::new();
+    let mut next: Option<i32> = None;
+    for (&i, &v) in m {
+        if v == 0.0 {
+            continue;
+        }
+        match next {
+            Some(n) if n == i => spans.last_mut().expect("a span exists").length += 1,
+            _ => {
+                let offset = match next {
+                    None => i,
+                    Some(n) => i - n,
+                };
+                spans.push(Span { offset, length: 1 });
+            }
+        }
+        buckets.push(v);
+        next = Some(i + 1);
+    }
+    (spans, buckets)
+}
+
+fn reduce(m: BTreeMap<i32, f64>, from: i32, to: i32) -> BTreeMap<i32, f64> {
+    if from == to || from == CUSTOM {
+        return m;
+    }
+    let d = from - to;
+    let mut out = BTreeMap::new();
+    for (i, v) in m {
+        *out.entry(((i - 1) >> d) + 1).or_insert(0.0) += v;
+    }
+    out
+}
+
+struct Parts {
+    pos: BTreeMap<i32, f64>,
+    neg: BTreeMap<i32, f64>,
+}
+
+fn parts(h: &FloatHistogram, schema: i32) -> Parts {
+    Parts {
+        pos: reduce(
+            expand(&h.positive_spans, &h.positive_buckets),
+            h.schema,
+            schema,
+        ),
+        neg: reduce(
+            expand(&h.negative_spans, &h.negative_buckets),
+            h.schema,
+            schema,
+        ),
+    }
+}
+
+fn build(
+    template: &FloatHistogram,
+    schema: i32,
+    p: Parts,
+    zc: f64,
+    count: f64,
+    sum: f64,
+) -> FloatHistogram {
+    let (ps, pb) = collapse(&p.pos);
+    let (ns, nb) = collapse(&p.neg);
+    FloatHistogram {
+        counter_reset_hint: CounterResetHint::Unknown,
+        schema,
+        zero_threshold: template.zero_threshold,
+        zero_count: zc,
+        count,
+        sum,
+        positive_spans: ps,
+        positive_buckets: pb,
+        negative_spans: ns,
+        negative_buckets: nb,
+        custom_values: template.custom_values.clone(),
+    }
+}
+
+/// `a + sign·b`, or `None` if the two cannot be combined (different custom bounds).
+fn combine(a: &FloatHistogram, b: &FloatHistogram, sign: f64) -> Option<FloatHistogram> {
+    if (a.schema == CUSTOM) != (b.schema == CUSTOM) {
+        return None;
+    }
+    if a.schema == CUSTOM && a.custom_values != b.custom_values {
+        return None;
+    }
+    let schema = a.schema.min(b.schema);
+    let mut pa = parts(a, schema);
+    let pb = parts(b, schema);
+    for (i, v) in pb.pos {
+        *pa.pos.entry(i).or_insert(0.0) += sign * v;
+    }
+    for (i, v) in pb.neg {
+        *pa.neg.entry(i).or_insert(0.0) += sign * v;
+    }
+    let mut t = a.clone();
+    t.zero_threshold = a.zero_threshold.max(b.zero_threshold);
+    let mut r = build(
+        &t,
+        schema,
+        pa,
+        a.zero_count + sign * b.zero_count,
+        a.count + sign * b.count,
+        a.sum + sign * b.sum,
+    );
+    if a.counter_reset_hint == CounterResetHint::Gauge
+        || b.counter_reset_hint == CounterResetHint::Gauge
+    {
+        r.counter_reset_hint = CounterResetHint::Gauge;
+    }
+    Some(r)
+}
+
+pub(crate) fn add(a: &FloatHistogram, b: &FloatHistogram) -> Option<FloatHistogram> {
+    combine(a, b, 1.0)
+}
+
+pub(crate) fn sub(a: &FloatHistogram, b: &FloatHistogram) -> Option<FloatHistogram> {
+    let mut r = combine(a, b, -1.0)?;
+    r.counter_reset_hint = CounterResetHint::Gauge;
+    Some(r)
+}
+
+pub(crate) fn scale(h: &FloatHistogram, f: f64) -> FloatHistogram {
+    let mut r = h.clone();
+    r.zero_count *= f;
+    r.count *= f;
+    r.sum *= f;
+    r.positive_buckets.iter_mut().for_each(|b| *b *= f);
+    r.negative_buckets.iter_mut().for_each(|b| *b *= f);
+    if f < 0.0 {
+        r.counter_reset_hint = CounterResetHint::Gauge;
+    }
+    r
+}
+
+pub(crate) fn sum(hs: &[&FloatHistogram]) -> Option<FloatHistogram> {
+    let mut acc = (*hs.first()?).clone();
+    for h in &hs[1..] {
+        acc = add(&acc, h)?;
+    }
+    if hs
+        .iter()
+        .any(|h| h.counter_reset_hint == CounterResetHint::Gauge)
+    {
+        acc.counter_reset_hint = CounterResetHint::Gauge;
+    } else {
+        acc.counter_reset_hint = CounterResetHint::Unknown;
+    }
+    Some(acc)
+}
+
+pub(crate) fn avg(hs: &[&FloatHistogram]) -> Option<FloatHistogram> {
+    let s = sum(hs)?;
+    Some(scale(&s, 1.0 / hs.len() as f64))
+}
+
+/// A counter reset between `prev` and `cur`: an explicit hint, or any population decreasing.
+pub(crate) fn is_reset(prev: &FloatHistogram, cur: &FloatHistogram) -> bool {
+    match cur.counter_reset_hint {
+        CounterResetHint::CounterReset => return true,
+        CounterResetHint::NotCounterReset | CounterResetHint::Gauge => return false,
+        CounterResetHint::Unknown => {}
+    }
+    if cur.count < prev.count || cur.zero_count < prev.zero_count {
+        return true;
+    }
+    if (cur.schema == CUSTOM) != (prev.schema == CUSTOM)
+        || (cur.schema == CUSTOM && cur.custom_values != prev.custom_values)
+    {
+        return true;
+    }
+    if cur.schema > prev.schema || cur.zero_threshold != prev.zero_threshold {
+        return true;
+    }
+    let s = cur.schema.min(prev.schema);
+    let (p, c) = (parts(prev, s), parts(cur, s));
+    p.pos
+        .iter()
+        .any(|(i, v)| c.pos.get(i).copied().unwrap_or(0.0) < *v)
+        || p.neg
+            .iter()
+            .any(|(i, v)| c.neg.get(i).copied().unwrap_or(0.0) < *v)
+}
+
+/// The increase over `hs` (last − first, plus what was lost at each reset for counters).
+pub(crate) fn histogram_rate(hs: &[&FloatHistogram], counter: bool) -> Option<FloatHistogram> {
+    let first = hs[0];
+    let last = hs[hs.len() - 1];
+    let mut r = sub(last, first)?;
+    if counter {
+        let mut prev = first;
+        for cur in &hs[1..] {
+            if is_reset(prev, cur) {
+                r = add(&r, prev)?;
+            }
+            prev = cur;
+        }
+    }
+    r.counter_reset_hint = CounterResetHint::Gauge;
+    Some(r)
+}
+
+pub(crate) fn binop_scalar(
+    op: &str,
+    h: &Arc<FloatHistogram>,
+    s: f64,
+    scalar_left: bool,
+) -> Option<SampleValue> {
+    match (op, scalar_left) {
+        ("*", _) => Some(SampleValue::Histogram(Arc::new(scale(h, s)))),
+        ("/", false) => Some(SampleValue::Histogram(Arc::new(scale(h, 1.0 / s)))),
+        _ => None,
+    }
+}
+
+pub(crate) fn binop_values(
+    op: &str,
+    l: &SampleValue,
+    r: &SampleValue,
+) -> Option<(SampleValue, bool)> {
+    match (l, r) {
+        (SampleValue::Histogram(a), SampleValue::Histogram(b)) => match op {
+            "+" => Some((SampleValue::Histogram(Arc::new(add(a, b)?)), true)),
+            "-" => Some((SampleValue::Histogram(Arc::new(sub(a, b)?)), true)),
+            "==" => Some((l.clone(), equal(a, b))),
+            "!=" => Some((l.clone(), !equal(a, b))),
+            _ => None,
+        },
+        (SampleValue::Histogram(a), SampleValue::Float(f)) => match op {
+            "*" => Some((SampleValue::Histogram(Arc::new(scale(a, *f))), true)),
+            "/" => Some((SampleValue::Histogram(Arc::new(scale(a, 1.0 / f))), true)),
+            _ => None,
+        },
+        (SampleValue::Float(f), SampleValue::Histogram(b)) => match op {
+            "*" => Some((SampleValue::Histogram(Arc::new(scale(b, *f))), true)),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+pub(crate) fn equal(a: &FloatHistogram, b: &FloatHistogram) -> bool {
+    let (pa, pb) = (parts(a, a.schema), parts(b, b.schema));
+    let clean = |m: BTreeMap<i32, f64>| -> Vec<(i32, f64)> {
+        m.into_iter().filter(|x| x.1 != 0.0).collect()
+    };
+    a.schema == b.schema
+        && a.count == b.count
+        && a.sum == b.sum
+        && a.zero_count == b.zero_count
+        && a.zero_threshold == b.zero_threshold
+        && a.custom_values == b.custom_values
+        && clean(pa.pos) == clean(pb.pos)
+        && clean(pa.neg) == clean(pb.neg)
+}
+
+/// Prometheus' text form of a histogram (used as a `count_values` label value).
+pub(crate) fn to_string(h: &FloatHistogram) -> String {
+    format!("{{count:{}, sum:{}}}", h.count, h.sum)
+}
+
+/// One bucket: lower, upper bound and population, ascending by bound.
+fn buckets(h: &FloatHistogram) -> Vec<(f64, f64, f64)> {
+    let mut out = Vec::new();
+    if h.schema == CUSTOM {
+        for (i, v) in expand(&h.positive_spans, &h.positive_buckets) {
+            let i = i as usize;
+            let lower = if i == 0 {
+                f64::NEG_INFINITY
+            } else {
+                h.custom_values.get(i - 1).copied().unwrap_or(f64::INFINITY)
+            };
+            let upper = h.custom_values.get(i).copied().unwrap_or(f64::INFINITY);
+            out.push((lower, upper, v));
+        }
+        return out;
+    }
+    let base = 2f64.powf(2f64.powi(-h.schema));
+    let bound = |i: i32| base.powi(i);
+    let neg = expand(&h.negative_spans, &h.negative_buckets);
+    for (&i, &v) in neg.iter().rev() {
+        out.push((-bound(i), -bound(i - 1), v));
+    }
+    if h.zero_count > 0.0 || h.zero_threshold > 0.0 {
+        out.push((-h.zero_threshold, h.zero_threshold, h.zero_count));
+    }
+    for (i, v) in expand(&h.positive_spans, &h.positive_buckets) {
+        out.push((bound(i - 1), bound(i), v));
+    }
+    out
+}
+
+/// `histogram_quantile` on a native histogram.
+pub(crate) fn quantile(q: f64, h: &FloatHistogram) -> f64 {
+    if q < 0.0 {
+        return f64::NEG_INFINITY;
+    }
+    if q > 1.0 {
+        return f64::INFINITY;
+    }
+    if h.count == 0.0 || q.is_nan() {
+        return f64::NAN;
+    }
+    let bs = buckets(h);
+    let rank = q * h.count;
+    let mut cum = 0.0;
+    let has_neg = !h.negative_buckets.is_empty();
+    for (k, &(mut lo, up, c)) in bs.iter().enumerate() {
+        if c == 0.0 {
+            continue;
+        }
+        if cum + c >= rank || k == bs.len() - 1 {
+            let mut frac = ((rank - cum) / c).clamp(0.0, 1.0);
+            if h.schema == CUSTOM {
+                if lo == f64::NEG_INFINITY {
+                    if up <= 0.0 {
+                        return up;
+                    }
+                    lo = 0.0;
+                }
+                if up == f64::INFINITY {
+                    return lo;
+                }
+                return lo + (up - lo) * frac;
+            }
+            let zero_bucket = lo == -h.zero_threshold && up == h.zero_threshold;
+            if zero_bucket {
+                if !has_neg {
+                    lo = 0.0;
+                }
+                return lo + (up - lo) * frac;
+            }
+            if lo > 0.0 {
+                let (ll, lu) = (lo.log2(), up.log2());
+                return (ll + (lu - ll) * frac).exp2();
+            }
+            frac = 1.0 - frac;
+            let (ll, lu) = (lo.abs().log2(), up.abs().log2());
+            return -(lu + (ll - lu) * frac).exp2();
+        }
+        cum += c;
+    }
+    f64::NAN
+}
+
+/// `histogram_fraction`: the share of observations between `lo` and `hi`.
+pub(crate) fn fraction(lo: f64, hi: f64, h: &FloatHistogram) -> f64 {
+    if h.count == 0.0 || lo.is_nan() || hi.is_nan() {
+        return f64::NAN;
+    }
+    if lo >= hi {
+        return 0.0;
+    }
+    let mut r = 0.0;
+    for (mut bl, bu, c) in buckets(h) {
+        if bl == f64::NEG_INFINITY && h.schema == CUSTOM && bu > 0.0 {
+            bl = 0.0;
+        }
+        // A bucket of infinite width counts whole when the range reaches that infinity, else not at all.
+        if bu == f64::INFINITY {
+            if hi == f64::INFINITY {
+                r += c;
+            }
+            continue;
+        }
+        if bl == f64::NEG_INFINITY {
+            if lo == f64::NEG_INFINITY {
+                r += c;
+            }
+            continue;
+        }
+        if bu <= bl {
+            if lo <= bl && bl < hi {
+                r += c;
+            }
+            continue;
+        }
+        let a = lo.max(bl);
+        let b = hi.min(bu);
+        if b > a {
+            r += c * (b - a) / (bu - bl);
+        }
+    }
+    r / h.count
+}
+
+/// `histogram_stdvar`: the variance estimated from bucket midpoints.
+pub(crate) fn stdvar(h: &FloatHistogram) -> f64 {
+    if h.count == 0.0 {
+        return f64::NAN;
+    }
+    let mean = h.sum / h.count;
+    let mut v = 0.0;
+    for (lo, up, c) in buckets(h) {
+        let mid = if lo == -h.zero_threshold && up == h.zero_threshold {
+            0.0
+        } else if h.schema == CUSTOM {
+            if up == f64::INFINITY {
+                lo
+            } else if lo == f64::NEG_INFINITY {
+                up
+            } else {
+                (lo + up) / 2.0
+            }
+        } else if lo > 0.0 {
+            (lo * up).sqrt()
+        } else {
+            -(lo * up).sqrt()
+        };
+        let d = mid - mean;
+        v += c * d * d;
+    }
+    v / h.count
+}
+
+/// Positive and negative populations by bucket index, empty buckets removed (for comparing
+/// histograms regardless of span layout).
+pub(crate) fn bucket_map(h: &FloatHistogram) -> (BTreeMap<i32, f64>, BTreeMap<i32, f64>) {
+    let clean = |m: BTreeMap<i32, f64>| m.into_iter().filter(|x| x.1 != 0.0).collect();
+    (
+        clean(expand(&h.positive_spans, &h.positive_buckets)),
+        clean(expand(&h.negative_spans, &h.negative_buckets)),
+    )
+}

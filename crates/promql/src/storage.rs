@@ -1,0 +1,138 @@
+//! The read trait the engine evaluates over, the sample budget that bounds a query's
+//! memory, and an in-memory implementation (for tests and the promqltest runner).
+
+use crate::{Error, Series};
+use model::{FloatHistogram, Labels, Matcher, Sample as FloatSample};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// What the engine reads. The contract:
+///
+/// * `select` returns every series whose labels satisfy **all** `matchers` and that has at
+///   least one sample in `[mint_ms, maxt_ms]` (both bounds **inclusive**), with only the
+///   samples inside those bounds, in time order, stale markers included;
+/// * series come sorted by label set and each label set appears once;
+/// * every loaded sample is charged with [`SampleBudget::take`] while loading, and the error
+///   it returns is passed on at once, so a query can never hold more than its budget.
+pub trait Storage {
+    fn select(
+        &self,
+        matchers: &[Matcher],
+        mint_ms: i64,
+        maxt_ms: i64,
+        budget: &SampleBudget,
+    ) -> Result<Vec<Series>, Error>;
+}
+
+/// How many more samples a query may load (Prometheus' `query.max-samples`).
+#[derive(Debug)]
+pub struct SampleBudget {
+    max: usize,
+    used: AtomicUsize,
+}
+
+impl SampleBudget {
+    pub fn new(max: usize) -> Self {
+        SampleBudget {
+            max,
+            used: AtomicUsize::new(0),
+        }
+    }
+
+    /// Charges `n` samples; fails with [`Error::TooManySamples`] past the limit.
+    pub fn take(&self, n: usize) -> Result<(), Error> {
+        let used = self.used.fetch_add(n, Ordering::Relaxed) + n;
+        if used > self.max {
+            return Err(Error::TooManySamples {
+                max_samples: self.max,
+            });
+        }
+        Ok(())
+    }
+
+    /// Gives back `n` samples once they are no longer held.
+    pub fn release(&self, n: usize) {
+        self.used.fetch_sub(n.min(self.used()), Ordering::Relaxed);
+    }
+
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+}
+
+/// One stored series: float samples and histogram samples, each in time order.
+type Stored = (Vec<FloatSample>, Vec<(i64, Arc<FloatHistogram>)>);
+
+/// Series kept in memory, sorted by labels.
+#[derive(Debug, Default, Clone)]
+pub struct MemStorage {
+    series: BTreeMap<Labels, Stored>,
+}
+
+impl MemStorage {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a float sample (a later sample at the same time replaces the earlier one).
+    pub fn add_float(&mut self, labels: Labels, t: i64, v: f64) {
+        let floats = &mut self.series.entry(labels).or_default().0;
+        match floats.binary_search_by_key(&t, |s| s.t) {
+            Ok(i) => floats[i].v = v,
+            Err(i) => floats.insert(i, FloatSample { t, v }),
+        }
+    }
+
+    pub fn add_histogram(&mut self, labels: Labels, t: i64, h: FloatHistogram) {
+        let hs = &mut self.series.entry(labels).or_default().1;
+        match hs.binary_search_by_key(&t, |s| s.0) {
+            Ok(i) => hs[i].1 = Arc::new(h),
+            Err(i) => hs.insert(i, (t, Arc::new(h))),
+        }
+    }
+
+    pub fn clear(&mut self) {
+        self.series.clear();
+    }
+}
+
+impl Storage for MemStorage {
+    fn select(
+        &self,
+        matchers: &[Matcher],
+        mint_ms: i64,
+        maxt_ms: i64,
+        budget: &SampleBudget,
+    ) -> Result<Vec<Series>, Error> {
+        let mut out = Vec::new();
+        for (labels, (floats, hists)) in &self.series {
+            if !matchers
+                .iter()
+                .all(|m| m.matches(labels.get(&m.name).unwrap_or("")))
+            {
+                continue;
+            }
+            let floats: Vec<FloatSample> = floats
+                .iter()
+                .filter(|s| s.t >= mint_ms && s.t <= maxt_ms)
+                .copied()
+                .collect();
+            let histograms: Vec<(i64, Arc<FloatHistogram>)> = hists
+                .iter()
+                .filter(|s| s.0 >= mint_ms && s.0 <= maxt_ms)
+                .cloned()
+                .collect();
+            if floats.is_empty() && histograms.is_empty() {
+                continue;
+            }
+            budget.take(floats.len() + histograms.len())?;
+            out.push(Series {
+                metric: labels.clone(),
+                floats,
+                histograms,
+            });
+        }
+        Ok(out)
+    }
+}

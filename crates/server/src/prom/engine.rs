@@ -1,0 +1,204 @@
+//! The PromQL engine behind `/api/v1/query` and `/api/v1/query_range`: [`TsdbStorage`]
+//! adapts one project of the `tsdb` store to [`promql::Storage`], and [`render`] writes a
+//! [`promql::Value`] in Prometheus' JSON (`resultType`, string-encoded values, histograms).
+//!
+//! The engine never sees `tsdb`; this file is the only place the two meet. Samples are
+//! charged to the query's [`SampleBudget`] while a series is decoded, so a query over too
+//! much data stops with "too many samples" before it holds them all.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use model::{FloatHistogram, HistogramValue, Matcher};
+use promql::{SampleBudget, SampleValue, Series, Value};
+
+use super::api::{ErrorType, PromError, json_labels, json_point, json_str, json_time};
+use super::read::json_histogram;
+
+/// One project of the store, as the engine reads it.
+pub struct TsdbStorage<'a> {
+    pub db: &'a tsdb::Db,
+    pub project: &'a str,
+}
+
+/// Samples are charged in batches of this many while decoding.
+const CHARGE_EVERY: usize = 4096;
+
+fn storage_err(e: tsdb::Error) -> promql::Error {
+    promql::Error::Storage(e.to_string())
+}
+
+impl promql::Storage for TsdbStorage<'_> {
+    fn select(
+        &self,
+        matchers: &[Matcher],
+        mint_ms: i64,
+        maxt_ms: i64,
+        budget: &SampleBudget,
+    ) -> Result<Vec<Series>, promql::Error> {
+        let set = self
+            .db
+            .querier(self.project, mint_ms, maxt_ms)
+            .select(matchers)
+            .map_err(storage_err)?;
+        let mut out = Vec::new();
+        for s in set {
+            let mut floats = Vec::new();
+            let mut pending = 0;
+            for x in s.samples() {
+                floats.push(x.map_err(storage_err)?);
+                pending += 1;
+                if pending == CHARGE_EVERY {
+                    budget.take(pending)?;
+                    pending = 0;
+                }
+            }
+            let mut histograms = Vec::new();
+            if s.has_histograms() {
+                for x in s.histograms() {
+                    let (t, h) = x.map_err(storage_err)?;
+                    let f = match h {
+                        HistogramValue::Int(h) => h.to_float(),
+                        HistogramValue::Float(f) => f,
+                    };
+                    histograms.push((t, Arc::new(f)));
+                    pending += 1;
+                }
+            }
+            budget.take(pending)?;
+            if floats.is_empty() && histograms.is_empty() {
+                continue;
+            }
+            out.push(Series {
+                metric: s.labels.clone(),
+                floats,
+                histograms,
+            });
+        }
+        if !out.is_sorted_by(|a, b| a.metric <= b.metric) {
+            out.sort_by(|a, b| a.metric.cmp(&b.metric));
+        }
+        Ok(out)
+    }
+}
+
+/// The engine's error as Prometheus answers it (one `match`: kind → `errorType`).
+pub fn to_prom_error(e: promql::Error) -> PromError {
+    let kind = match e.kind() {
+        promql::ErrorKind::BadData => ErrorType::BadData,
+        promql::ErrorKind::Execution => ErrorType::Execution,
+        promql::ErrorKind::Timeout => ErrorType::Timeout,
+        promql::ErrorKind::Canceled => ErrorType::Canceled,
+        promql::ErrorKind::Internal => ErrorType::Internal,
+    };
+    let message = match &e {
+        promql::Error::Parse { message, .. } => format!("invalid parameter \"query\": {message}"),
+        other => other.to_string(),
+    };
+    PromError::new(kind, message)
+}
+
+fn hist_point(out: &mut String, t: i64, h: &FloatHistogram) {
+    out.push('[');
+    json_time(out, t);
+    out.push(',');
+    json_histogram(out, h);
+    out.push(']');
+}
+
+/// `{"resultType":…,"result":…}` for a query's value.
+pub fn render(v: &Value) -> String {
+    let mut out = String::new();
+    match v {
+        Value::Scalar { t, v } => {
+            out.push_str("{\"resultType\":\"scalar\",\"result\":");
+            json_point(&mut out, *t, *v);
+        }
+        Value::String { t, v } => {
+            out.push_str("{\"resultType\":\"string\",\"result\":[");
+            json_time(&mut out, *t);
+            out.push(',');
+            json_str(&mut out, v);
+            out.push(']');
+        }
+        Value::Vector(samples) => {
+            out.push_str("{\"resultType\":\"vector\",\"result\":[");
+            for (i, s) in samples.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str("{\"metric\":");
+                json_labels(&mut out, &s.metric);
+                match &s.value {
+                    SampleValue::Float(f) => {
+                        out.push_str(",\"value\":");
+                        json_point(&mut out, s.t, *f);
+                    }
+                    SampleValue::Histogram(h) => {
+                        out.push_str(",\"histogram\":");
+                        hist_point(&mut out, s.t, h);
+                    }
+                }
+                out.push('}');
+            }
+            out.push(']');
+        }
+        Value::Matrix(series) => {
+            out.push_str("{\"resultType\":\"matrix\",\"result\":[");
+            for (i, s) in series.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str("{\"metric\":");
+                json_labels(&mut out, &s.metric);
+                if !s.floats.is_empty() {
+                    out.push_str(",\"values\":[");
+                    for (k, p) in s.floats.iter().enumerate() {
+                        if k > 0 {
+                            out.push(',');
+                        }
+                        json_point(&mut out, p.t, p.v);
+                    }
+                    out.push(']');
+                }
+                if !s.histograms.is_empty() {
+                    out.push_str(",\"histograms\":[");
+                    for (k, (t, h)) in s.histograms.iter().enumerate() {
+                        if k > 0 {
+                            out.push(',');
+                        }
+                        hist_point(&mut out, *t, h);
+                    }
+                    out.push(']');
+                }
+                out.push('}');
+            }
+            out.push(']');
+        }
+    }
+    out.push('}');
+    let _ = write!(out, "");
+    out
+}
+
+/// Prometheus' success envelope with `warnings` and `infos` when there are.
+pub fn envelope(data: &str, warnings: &[String], infos: &[String]) -> String {
+    let mut body = String::with_capacity(data.len() + 64);
+    body.push_str("{\"status\":\"success\",\"data\":");
+    body.push_str(data);
+    for (key, list) in [("warnings", warnings), ("infos", infos)] {
+        if list.is_empty() {
+            continue;
+        }
+        let _ = write!(body, ",\"{key}\":[");
+        for (i, w) in list.iter().enumerate() {
+            if i > 0 {
+                body.push(',');
+            }
+            json_str(&mut body, w);
+        }
+        body.push(']');
+    }
+    body.push('}');
+    body
+}
