@@ -289,7 +289,7 @@ pub(crate) fn aggregate_step(
                 let Some(AggParam::Str(label)) = &param else {
                     return Err(Error::BadData("count_values needs a label name".into()));
                 };
-                if !model::is_valid_label_name(label) && label.is_empty() {
+                if !model::is_valid_label_name(label) {
                     return Err(Error::Execution(format!("invalid label name {label:?}")));
                 }
                 let mut counts: Vec<(String, f64)> = Vec::new();
@@ -323,23 +323,12 @@ pub(crate) fn aggregate_step(
                 }
                 let k = if k > 9e18 { usize::MAX } else { k as usize };
                 let mut ms: Vec<Smp> = members;
-                if op != "limitk" {
+                if op == "limitk" {
+                    ms.truncate(k);
+                } else {
                     ms.retain(|s| s.float().is_some());
-                    let top = op == "topk";
-                    ms.sort_by(|a, b| {
-                        let (x, y) = (a.float().unwrap_or(f64::NAN), b.float().unwrap_or(f64::NAN));
-                        match (x.is_nan(), y.is_nan()) {
-                            (true, true) => std::cmp::Ordering::Equal,
-                            (true, false) => std::cmp::Ordering::Greater,
-                            (false, true) => std::cmp::Ordering::Less,
-                            _ => {
-                                let o = x.partial_cmp(&y).unwrap_or(std::cmp::Ordering::Equal);
-                                if top { o.reverse() } else { o }
-                            }
-                        }
-                    });
+                    ms = select_k(ms, k, op == "topk");
                 }
-                ms.truncate(k);
                 out.extend(ms);
             }
             "limit_ratio" => {
@@ -359,6 +348,68 @@ pub(crate) fn aggregate_step(
         }
     }
     Ok(out)
+}
+
+/// The `k` largest (`top`) or smallest float samples, chosen exactly as
+/// Prometheus does: a binary heap of the first `k` (Go's `container/heap`
+/// with NaN below everything), each later sample replacing the heap's root
+/// when strictly better. Which of several equal values survive depends on
+/// the heap's layout, so only this procedure gives Prometheus' answer
+/// when values tie. The result is best first, like Prometheus' output.
+fn select_k(ms: Vec<Smp>, k: usize, top: bool) -> Vec<Smp> {
+    let v = |s: &Smp| s.float().unwrap_or(f64::NAN);
+    // Go's `Less(i, j)` of vectorByValueHeap / vectorByReverseValueHeap.
+    let less = |a: f64, b: f64| a.is_nan() || if top { a < b } else { a > b };
+    let mut h: Vec<Smp> = Vec::with_capacity(k.min(ms.len()));
+    for s in ms {
+        if h.len() < k {
+            h.push(s);
+            // up
+            let mut j = h.len() - 1;
+            while j > 0 {
+                let i = (j - 1) / 2;
+                if !less(v(&h[j]), v(&h[i])) {
+                    break;
+                }
+                h.swap(i, j);
+                j = i;
+            }
+            continue;
+        }
+        let (root, x) = (v(&h[0]), v(&s));
+        let better = if top { root < x } else { root > x };
+        if better || (root.is_nan() && !x.is_nan()) {
+            h[0] = s;
+            // down from the root (Fix(0); `up` from the root is a no-op)
+            let n = h.len();
+            let mut i = 0;
+            loop {
+                let j1 = 2 * i + 1;
+                if j1 >= n {
+                    break;
+                }
+                let mut j = j1;
+                if j1 + 1 < n && less(v(&h[j1 + 1]), v(&h[j1])) {
+                    j = j1 + 1;
+                }
+                if !less(v(&h[j]), v(&h[i])) {
+                    break;
+                }
+                h.swap(i, j);
+                i = j;
+            }
+        }
+    }
+    // Best first (Prometheus sorts the heap in reverse); NaN last.
+    h.sort_by(|a, b| {
+        let (x, y) = (v(a), v(b));
+        let o = x.is_nan().cmp(&y.is_nan());
+        o.then_with(|| {
+            let o = x.partial_cmp(&y).unwrap_or(std::cmp::Ordering::Equal);
+            if top { o.reverse() } else { o }
+        })
+    });
+    h
 }
 
 /// A deterministic value in [0, 1) per label set (Prometheus uses the label hash).
@@ -733,7 +784,7 @@ pub(crate) fn call(ev: &mut Evaluator<'_>, c: &Call, ts: &[i64]) -> Result<Res, 
                     "invalid regular expression in label_replace(): {re_s}: {e}"
                 ))
             })?;
-            if dst.is_empty() || !valid_label_name(&dst) {
+            if !model::is_valid_label_name(&dst) {
                 return Err(Error::Execution(format!(
                     "invalid destination label name in label_replace(): {dst}"
                 )));
@@ -775,7 +826,7 @@ pub(crate) fn call(ev: &mut Evaluator<'_>, c: &Call, ts: &[i64]) -> Result<Res, 
             for i in 3..c.args.args.len() {
                 srcs.push(string_arg(c, i)?);
             }
-            if !valid_label_name(&dst) {
+            if !model::is_valid_label_name(&dst) {
                 return Err(Error::Execution(format!(
                     "invalid destination label name in label_join(): {dst}"
                 )));
@@ -932,12 +983,6 @@ fn ev_start(ev: &Evaluator<'_>) -> f64 {
 
 fn ev_end(ev: &Evaluator<'_>) -> f64 {
     ev.query_bounds().1 as f64 / 1000.0
-}
-
-fn valid_label_name(n: &str) -> bool {
-    !n.is_empty() && !n.starts_with("__")
-        || n == METRIC_NAME
-        || (n.starts_with("__") && n.len() > 2)
 }
 
 fn check_dups(v: &[Smp]) -> Result<(), Error> {

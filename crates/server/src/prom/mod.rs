@@ -13,9 +13,9 @@
 //! events (they are counted in `flightdeck_*` metrics); denials are.
 
 pub mod api;
+pub mod engine;
 pub mod expr;
 pub mod gzip;
-pub mod engine;
 pub mod read;
 pub mod select;
 pub mod status;
