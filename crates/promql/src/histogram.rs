@@ -379,6 +379,11 @@ pub(crate) fn quantile(q: f64, h: &FloatHistogram) -> f64 {
 }
 
 /// `histogram_fraction`: the share of observations between `lo` and `hi`.
+///
+/// Walks the buckets in ascending order accumulating a rank and interpolates the rank of
+/// each limit inside the bucket that holds it: linearly in the zero bucket and in custom
+/// buckets, exponentially (in log2 space) in the standard exponential buckets, so it is the
+/// inverse of [`quantile`].
 pub(crate) fn fraction(lo: f64, hi: f64, h: &FloatHistogram) -> f64 {
     if h.count == 0.0 || lo.is_nan() || hi.is_nan() {
         return f64::NAN;
@@ -386,37 +391,64 @@ pub(crate) fn fraction(lo: f64, hi: f64, h: &FloatHistogram) -> f64 {
     if lo >= hi {
         return 0.0;
     }
-    let mut r = 0.0;
-    for (mut bl, bu, c) in buckets(h) {
-        if bl == f64::NEG_INFINITY && h.schema == CUSTOM && bu > 0.0 {
-            bl = 0.0;
-        }
-        // A bucket of infinite width counts whole when the range reaches that infinity, else not at all.
-        if bu == f64::INFINITY {
-            if hi == f64::INFINITY {
-                r += c;
+    let only_pos = h.negative_buckets.is_empty() && !h.positive_buckets.is_empty();
+    let only_neg = h.positive_buckets.is_empty() && !h.negative_buckets.is_empty();
+    let mut rank = 0.0;
+    let mut lower_rank = None;
+    let mut upper_rank = None;
+    for (mut bl, mut bu, c) in buckets(h) {
+        let zero_bucket = bl <= 0.0 && bu >= 0.0;
+        if zero_bucket {
+            if only_pos {
+                bl = 0.0;
+            } else if only_neg {
+                bu = 0.0;
             }
-            continue;
         }
-        if bl == f64::NEG_INFINITY {
-            if lo == f64::NEG_INFINITY {
-                r += c;
+        // A bucket of infinite width counts whole when the range reaches its infinity, else
+        // not at all: a finite limit inside it sits at its finite end.
+        let interpolate = |v: f64| -> f64 {
+            if bl == f64::NEG_INFINITY {
+                return rank + c;
             }
-            continue;
-        }
-        if bu <= bl {
-            if lo <= bl && bl < hi {
-                r += c;
+            if bu == f64::INFINITY {
+                return rank;
             }
-            continue;
+            if h.schema == CUSTOM || zero_bucket {
+                return rank + c * (v - bl) / (bu - bl);
+            }
+            let (log_lo, log_up, log_v) = (bl.abs().log2(), bu.abs().log2(), v.abs().log2());
+            let f = if v > 0.0 {
+                (log_v - log_lo) / (log_up - log_lo)
+            } else {
+                1.0 - (log_v - log_up) / (log_lo - log_up)
+            };
+            rank + c * f
+        };
+        if lower_rank.is_none() && bl >= lo {
+            lower_rank = Some(rank);
         }
-        let a = lo.max(bl);
-        let b = hi.min(bu);
-        if b > a {
-            r += c * (b - a) / (bu - bl);
+        if upper_rank.is_none() && bl >= hi {
+            upper_rank = Some(rank);
         }
+        if lower_rank.is_some() && upper_rank.is_some() {
+            break;
+        }
+        if lower_rank.is_none() && bl < lo && bu > lo {
+            lower_rank = Some(interpolate(lo));
+        }
+        if upper_rank.is_none() && bl < hi && bu > hi {
+            upper_rank = Some(interpolate(hi));
+        }
+        if lower_rank.is_some() && upper_rank.is_some() {
+            break;
+        }
+        rank += c;
     }
-    r / h.count
+    // NaN observations are counted but in no bucket: a limit past the last bucket takes the
+    // buckets' total, so they are excluded from every fraction.
+    let cap = |r: Option<f64>| r.unwrap_or(rank).min(h.count);
+    (cap(upper_rank) - cap(lower_rank)) / h.count
 }
 
 /// `histogram_stdvar`: the variance estimated from bucket midpoints.
