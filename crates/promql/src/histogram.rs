@@ -3,7 +3,7 @@
 //!
 //! Buckets are handled as `index → population` maps; a result is rebuilt into compact spans.
 //! Histograms of different exponential schemas are added at the coarser schema; custom-bucket
-//! histograms (schema −53) combine only with identical bounds.
+//! histograms (schema −53) with different bounds are first merged onto the bounds they share.
 
 use crate::SampleValue;
 use model::{CounterResetHint, FloatHistogram, Span};
@@ -110,13 +110,51 @@ fn build(
     }
 }
 
-/// `a + sign·b`, or `None` if the two cannot be combined (different custom bounds).
+/// `h` with its custom buckets merged onto `bounds`, a subset of its own bounds: each bucket
+/// goes to the first new bucket whose upper bound is at least its own.
+fn rebucket(h: &FloatHistogram, bounds: &[f64]) -> FloatHistogram {
+    let mut m = BTreeMap::new();
+    for (i, v) in expand(&h.positive_spans, &h.positive_buckets) {
+        let upper = usize::try_from(i)
+            .ok()
+            .and_then(|i| h.custom_values.get(i))
+            .copied()
+            .unwrap_or(f64::INFINITY);
+        let j = bounds.partition_point(|&b| b < upper);
+        let j = i32::try_from(j).expect("bucket count fits i32");
+        *m.entry(j).or_insert(0.0) += v;
+    }
+    let (spans, buckets) = collapse(&m);
+    FloatHistogram {
+        positive_spans: spans,
+        positive_buckets: buckets,
+        custom_values: bounds.to_vec(),
+        ..h.clone()
+    }
+}
+
+/// Two custom-bucket histograms with different bounds, both rebucketed onto the bounds they
+/// share (Prometheus' reconciliation of mismatched custom buckets); `None` when the bounds match.
+fn reconcile(a: &FloatHistogram, b: &FloatHistogram) -> Option<(FloatHistogram, FloatHistogram)> {
+    if a.schema != CUSTOM || b.schema != CUSTOM || a.custom_values == b.custom_values {
+        return None;
+    }
+    let common: Vec<f64> = a
+        .custom_values
+        .iter()
+        .copied()
+        .filter(|v| b.custom_values.contains(v))
+        .collect();
+    Some((rebucket(a, &common), rebucket(b, &common)))
+}
+
+/// `a + sign·b`, or `None` if the two cannot be combined (custom with exponential buckets).
 fn combine(a: &FloatHistogram, b: &FloatHistogram, sign: f64) -> Option<FloatHistogram> {
     if (a.schema == CUSTOM) != (b.schema == CUSTOM) {
         return None;
     }
-    if a.schema == CUSTOM && a.custom_values != b.custom_values {
-        return None;
+    if let Some((a, b)) = reconcile(a, b) {
+        return combine(&a, &b, sign);
     }
     let schema = a.schema.min(b.schema);
     let mut pa = parts(a, schema);
@@ -199,10 +237,11 @@ pub(crate) fn is_reset(prev: &FloatHistogram, cur: &FloatHistogram) -> bool {
     if cur.count < prev.count || cur.zero_count < prev.zero_count {
         return true;
     }
-    if (cur.schema == CUSTOM) != (prev.schema == CUSTOM)
-        || (cur.schema == CUSTOM && cur.custom_values != prev.custom_values)
-    {
+    if (cur.schema == CUSTOM) != (prev.schema == CUSTOM) {
         return true;
+    }
+    if let Some((p, c)) = reconcile(prev, cur) {
+        return is_reset(&p, &c);
     }
     if cur.schema > prev.schema || cur.zero_threshold != prev.zero_threshold {
         return true;
