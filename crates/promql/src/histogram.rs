@@ -528,3 +528,56 @@ pub(crate) fn bucket_map(h: &FloatHistogram) -> (BTreeMap<i32, f64>, BTreeMap<i3
         clean(expand(&h.negative_spans, &h.negative_buckets)),
     )
 }
+
+#[cfg(test)]
+mod unit {
+    use super::*;
+
+    fn custom(bounds: &[f64], buckets: &[f64]) -> FloatHistogram {
+        FloatHistogram {
+            schema: CUSTOM,
+            count: buckets.iter().sum(),
+            positive_spans: vec![Span {
+                offset: 0,
+                length: u32::try_from(buckets.len()).expect("few buckets"),
+            }],
+            positive_buckets: buckets.to_vec(),
+            custom_values: bounds.to_vec(),
+            ..FloatHistogram::default()
+        }
+    }
+
+    #[test]
+    fn mismatched_custom_bounds_merge_onto_shared_bounds() {
+        let a = custom(&[5.0], &[1.0, 2.0]);
+        let b = custom(&[2.0, 5.0, 10.0], &[1.0, 1.0, 1.0, 1.0]);
+        let s = add(&a, &b).expect("custom histograms combine");
+        assert_eq!(s.custom_values, vec![5.0]);
+        assert_eq!(s.positive_buckets, vec![3.0, 4.0]);
+        assert_eq!(s.count, 7.0);
+        // Growing after reconciliation is no counter reset.
+        assert!(!is_reset(&a, &b));
+        assert!(is_reset(&b, &custom(&[5.0], &[1.0, 1.0])));
+    }
+
+    #[test]
+    fn fraction_interpolates_exponentially_and_inverts_quantile() {
+        // schema 0, one bucket (1, 2] holding all 4 observations.
+        let h = FloatHistogram {
+            count: 4.0,
+            positive_spans: vec![Span {
+                offset: 1,
+                length: 1,
+            }],
+            positive_buckets: vec![4.0],
+            ..FloatHistogram::default()
+        };
+        let median = quantile(0.5, &h);
+        assert!((median - 2f64.sqrt()).abs() < 1e-12, "{median}");
+        assert!((fraction(0.0, median, &h) - 0.5).abs() < 1e-12);
+        // A finite range inside the +Inf custom bucket counts nothing; up to +Inf it counts whole.
+        let c = custom(&[1.0], &[1.0, 3.0]);
+        assert_eq!(fraction(4.0, 5.0, &c), 0.0);
+        assert_eq!(fraction(4.0, f64::INFINITY, &c), 0.75);
+    }
+}
