@@ -206,25 +206,150 @@ pub(crate) fn scale(h: &FloatHistogram, f: f64) -> FloatHistogram {
     r
 }
 
-pub(crate) fn sum(hs: &[&FloatHistogram]) -> Option<FloatHistogram> {
-    let mut acc = (*hs.first()?).clone();
-    for h in &hs[1..] {
-        acc = add(&acc, h)?;
+/// One step of Neumaier's compensated (Kahan) summation: `(sum + inc, compensation)`.
+fn kahan_inc(inc: f64, sum: f64, c: f64) -> (f64, f64) {
+    let t = sum + inc;
+    if t.is_infinite() {
+        (t, 0.0)
+    } else if sum.abs() >= inc.abs() {
+        (t, c + ((sum - t) + inc))
+    } else {
+        (t, c + ((inc - t) + sum))
     }
+}
+
+/// Every field of a histogram as a number: buckets by index, zero count, count, sum.
+struct Fields {
+    pos: BTreeMap<i32, f64>,
+    neg: BTreeMap<i32, f64>,
+    zc: f64,
+    count: f64,
+    sum: f64,
+}
+
+/// The compensated field-wise sum of `scale·h` over `hs` (already on one bucket layout).
+fn kahan_fold(hs: &[(Parts, &FloatHistogram)], scale: f64) -> Fields {
+    fn inc(acc: &mut (f64, f64), x: f64) {
+        *acc = kahan_inc(x, acc.0, acc.1);
+    }
+    let (mut pos, mut neg) = (BTreeMap::new(), BTreeMap::new());
+    let (mut zc, mut count, mut sum) = ((0.0, 0.0), (0.0, 0.0), (0.0, 0.0));
+    for (p, h) in hs {
+        for (&i, &v) in &p.pos {
+            inc(pos.entry(i).or_insert((0.0, 0.0)), v * scale);
+        }
+        for (&i, &v) in &p.neg {
+            inc(neg.entry(i).or_insert((0.0, 0.0)), v * scale);
+        }
+        inc(&mut zc, h.zero_count * scale);
+        inc(&mut count, h.count * scale);
+        inc(&mut sum, h.sum * scale);
+    }
+    let done = |m: BTreeMap<i32, (f64, f64)>| m.into_iter().map(|(i, (v, c))| (i, v + c)).collect();
+    Fields {
+        pos: done(pos),
+        neg: done(neg),
+        zc: zc.0 + zc.1,
+        count: count.0 + count.1,
+        sum: sum.0 + sum.1,
+    }
+}
+
+/// `hs` on one bucket layout: the coarsest exponential schema, or the custom bounds all share
+/// (mismatched custom buckets are reconciled); `None` when custom and exponential mix.
+fn align<'a>(
+    hs: &[&'a FloatHistogram],
+) -> Option<(FloatHistogram, Vec<(Parts, &'a FloatHistogram)>)> {
+    let first = *hs.first()?;
+    let custom = first.schema == CUSTOM;
+    if hs.iter().any(|h| (h.schema == CUSTOM) != custom) {
+        return None;
+    }
+    let mut template = first.clone();
+    template.zero_threshold = hs.iter().map(|h| h.zero_threshold).fold(0.0, f64::max);
+    if custom {
+        let common: Vec<f64> = first
+            .custom_values
+            .iter()
+            .copied()
+            .filter(|v| hs.iter().all(|h| h.custom_values.contains(v)))
+            .collect();
+        template.custom_values = common.clone();
+        let parts = hs
+            .iter()
+            .map(|&h| {
+                let p = if h.custom_values == common {
+                    parts(h, CUSTOM)
+                } else {
+                    parts(&rebucket(h, &common), CUSTOM)
+                };
+                (p, h)
+            })
+            .collect();
+        return Some((template, parts));
+    }
+    template.schema = hs.iter().map(|h| h.schema).min().unwrap_or(first.schema);
+    let parts = hs.iter().map(|&h| (parts(h, template.schema), h)).collect();
+    Some((template, parts))
+}
+
+/// The hint of an aggregate: gauge if any input is a gauge, else unknown.
+fn aggregate_hint(hs: &[&FloatHistogram]) -> CounterResetHint {
     if hs
         .iter()
         .any(|h| h.counter_reset_hint == CounterResetHint::Gauge)
     {
-        acc.counter_reset_hint = CounterResetHint::Gauge;
+        CounterResetHint::Gauge
     } else {
-        acc.counter_reset_hint = CounterResetHint::Unknown;
+        CounterResetHint::Unknown
     }
-    Some(acc)
 }
 
+/// `sum` / `sum_over_time` of histograms, compensated (Kahan) field by field like Prometheus'.
+pub(crate) fn sum(hs: &[&FloatHistogram]) -> Option<FloatHistogram> {
+    let (t, ps) = align(hs)?;
+    let f = kahan_fold(&ps, 1.0);
+    let mut r = build(
+        &t,
+        t.schema,
+        Parts {
+            pos: f.pos,
+            neg: f.neg,
+        },
+        f.zc,
+        f.count,
+        f.sum,
+    );
+    r.counter_reset_hint = aggregate_hint(hs);
+    Some(r)
+}
+
+/// `avg` / `avg_over_time` of histograms: the compensated sum divided by the count, or, for a
+/// field whose sum overflows, the compensated sum of each value divided by the count first.
 pub(crate) fn avg(hs: &[&FloatHistogram]) -> Option<FloatHistogram> {
-    let s = sum(hs)?;
-    Some(scale(&s, 1.0 / hs.len() as f64))
+    let (t, ps) = align(hs)?;
+    let n = hs.len() as f64;
+    let direct = kahan_fold(&ps, 1.0);
+    let scaled = kahan_fold(&ps, 1.0 / n);
+    let pick = |s: f64, x: f64| if s.is_finite() { s / n } else { x };
+    let merge = |d: BTreeMap<i32, f64>, x: &BTreeMap<i32, f64>| -> BTreeMap<i32, f64> {
+        d.into_iter()
+            .map(|(i, v)| (i, pick(v, x.get(&i).copied().unwrap_or(0.0))))
+            .collect()
+    };
+    let mut r = build(
+        &t,
+        t.schema,
+        Parts {
+            pos: merge(direct.pos, &scaled.pos),
+            neg: merge(direct.neg, &scaled.neg),
+        },
+        pick(direct.zc, scaled.zc),
+        pick(direct.count, scaled.count),
+        pick(direct.sum, scaled.sum),
+    );
+    r.counter_reset_hint = aggregate_hint(hs);
+    Some(r)
 }
 
 /// A counter reset between `prev` and `cur`: an explicit hint, or any population decreasing.
