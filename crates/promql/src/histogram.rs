@@ -293,13 +293,19 @@ fn align<'a>(
     Some((template, parts))
 }
 
-/// The hint of an aggregate: gauge if any input is a gauge, else unknown.
+/// The hint of an aggregate: gauge if any input is a gauge, not-reset if every input is,
+/// else unknown.
 fn aggregate_hint(hs: &[&FloatHistogram]) -> CounterResetHint {
     if hs
         .iter()
         .any(|h| h.counter_reset_hint == CounterResetHint::Gauge)
     {
         CounterResetHint::Gauge
+    } else if hs
+        .iter()
+        .all(|h| h.counter_reset_hint == CounterResetHint::NotCounterReset)
+    {
+        CounterResetHint::NotCounterReset
     } else {
         CounterResetHint::Unknown
     }
