@@ -510,6 +510,13 @@ pub(crate) fn quantile(q: f64, h: &FloatHistogram) -> f64 {
     let rank = q * h.count;
     let mut cum = 0.0;
     let has_neg = !h.negative_buckets.is_empty();
+    let has_pos = !h.positive_buckets.is_empty();
+    // NaN observations (a NaN sum) are counted but in no bucket: a rank past the buckets'
+    // total falls among them.
+    let total: f64 = bs.iter().map(|b| b.2).sum();
+    if h.sum.is_nan() && rank > total {
+        return f64::NAN;
+    }
     for (k, &(mut lo, up, c)) in bs.iter().enumerate() {
         if c == 0.0 {
             continue;
@@ -530,8 +537,12 @@ pub(crate) fn quantile(q: f64, h: &FloatHistogram) -> f64 {
             }
             let zero_bucket = lo == -h.zero_threshold && up == h.zero_threshold;
             if zero_bucket {
-                if !has_neg {
+                // One-sided histograms bound the zero bucket at 0; else it straddles zero.
+                let mut up = up;
+                if !has_neg && has_pos {
                     lo = 0.0;
+                } else if has_neg && !has_pos {
+                    up = 0.0;
                 }
                 return lo + (up - lo) * frac;
             }
@@ -629,6 +640,9 @@ pub(crate) fn stdvar(h: &FloatHistogram) -> f64 {
     let mean = h.sum / h.count;
     let mut v = 0.0;
     for (lo, up, c) in buckets(h) {
+        if c == 0.0 {
+            continue;
+        }
         let mid = if lo == -h.zero_threshold && up == h.zero_threshold {
             0.0
         } else if h.schema == CUSTOM {
