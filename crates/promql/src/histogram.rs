@@ -405,6 +405,28 @@ pub(crate) fn histogram_rate(hs: &[&FloatHistogram], counter: bool) -> Option<Fl
     Some(r)
 }
 
+/// `h / s`; dividing by zero keeps count, sum and zero count (now ±Inf or NaN) and removes all
+/// buckets, as Prometheus does.
+fn div(h: &FloatHistogram, s: f64) -> FloatHistogram {
+    let mut r = h.clone();
+    r.zero_count /= s;
+    r.count /= s;
+    r.sum /= s;
+    if s == 0.0 {
+        r.positive_spans.clear();
+        r.positive_buckets.clear();
+        r.negative_spans.clear();
+        r.negative_buckets.clear();
+    } else {
+        r.positive_buckets.iter_mut().for_each(|b| *b /= s);
+        r.negative_buckets.iter_mut().for_each(|b| *b /= s);
+    }
+    if s < 0.0 {
+        r.counter_reset_hint = CounterResetHint::Gauge;
+    }
+    r
+}
+
 pub(crate) fn binop_scalar(
     op: &str,
     h: &Arc<FloatHistogram>,
@@ -413,7 +435,7 @@ pub(crate) fn binop_scalar(
 ) -> Option<SampleValue> {
     match (op, scalar_left) {
         ("*", _) => Some(SampleValue::Histogram(Arc::new(scale(h, s)))),
-        ("/", false) => Some(SampleValue::Histogram(Arc::new(scale(h, 1.0 / s)))),
+        ("/", false) => Some(SampleValue::Histogram(Arc::new(div(h, s)))),
         _ => None,
     }
 }
@@ -433,7 +455,7 @@ pub(crate) fn binop_values(
         },
         (SampleValue::Histogram(a), SampleValue::Float(f)) => match op {
             "*" => Some((SampleValue::Histogram(Arc::new(scale(a, *f))), true)),
-            "/" => Some((SampleValue::Histogram(Arc::new(scale(a, 1.0 / f))), true)),
+            "/" => Some((SampleValue::Histogram(Arc::new(div(a, *f))), true)),
             _ => None,
         },
         (SampleValue::Float(f), SampleValue::Histogram(b)) => match op {
