@@ -739,7 +739,19 @@ impl<'a> Evaluator<'a> {
                     });
                     series.len() - 1
                 });
-                series[idx].pts.push((inner_ts[i], s.v));
+                // Subquery points are not adjacent samples: "not a reset since the previous
+                // sample" says nothing about the previous point, so resets are detected anew.
+                let v = match s.v {
+                    SampleValue::Histogram(h)
+                        if h.counter_reset_hint == model::CounterResetHint::NotCounterReset =>
+                    {
+                        let mut h = (*h).clone();
+                        h.counter_reset_hint = model::CounterResetHint::Unknown;
+                        SampleValue::Histogram(Arc::new(h))
+                    }
+                    v => v,
+                };
+                series[idx].pts.push((inner_ts[i], v));
             }
         }
         series.sort_by(|a, b| a.m.cmp(&b.m));

@@ -1248,7 +1248,17 @@ fn bucket_fraction(lower: f64, upper: f64, b: &mut [(f64, f64)]) -> f64 {
         } else {
             f64::NEG_INFINITY
         };
-        let interp = |v: f64| rank + (cnt - rank) * (v - lb) / (ub - lb);
+        // A bucket of infinite width counts whole when the range reaches its infinity, else
+        // not at all: a finite limit inside it sits at its finite end.
+        let interp = |v: f64| {
+            if lb == f64::NEG_INFINITY {
+                cnt
+            } else if ub == f64::INFINITY {
+                rank
+            } else {
+                rank + (cnt - rank) * (v - lb) / (ub - lb)
+            }
+        };
         if !lower_set && lb >= lower {
             lower_rank = rank;
             lower_set = true;

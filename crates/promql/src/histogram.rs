@@ -3,7 +3,7 @@
 //!
 //! Buckets are handled as `index → population` maps; a result is rebuilt into compact spans.
 //! Histograms of different exponential schemas are added at the coarser schema; custom-bucket
-//! histograms (schema −53) combine only with identical bounds.
+//! histograms (schema −53) with different bounds are first merged onto the bounds they share.
 
 use crate::SampleValue;
 use model::{CounterResetHint, FloatHistogram, Span};
@@ -110,13 +110,51 @@ fn build(
     }
 }
 
-/// `a + sign·b`, or `None` if the two cannot be combined (different custom bounds).
+/// `h` with its custom buckets merged onto `bounds`, a subset of its own bounds: each bucket
+/// goes to the first new bucket whose upper bound is at least its own.
+fn rebucket(h: &FloatHistogram, bounds: &[f64]) -> FloatHistogram {
+    let mut m = BTreeMap::new();
+    for (i, v) in expand(&h.positive_spans, &h.positive_buckets) {
+        let upper = usize::try_from(i)
+            .ok()
+            .and_then(|i| h.custom_values.get(i))
+            .copied()
+            .unwrap_or(f64::INFINITY);
+        let j = bounds.partition_point(|&b| b < upper);
+        let j = i32::try_from(j).expect("bucket count fits i32");
+        *m.entry(j).or_insert(0.0) += v;
+    }
+    let (spans, buckets) = collapse(&m);
+    FloatHistogram {
+        positive_spans: spans,
+        positive_buckets: buckets,
+        custom_values: bounds.to_vec(),
+        ..h.clone()
+    }
+}
+
+/// Two custom-bucket histograms with different bounds, both rebucketed onto the bounds they
+/// share (Prometheus' reconciliation of mismatched custom buckets); `None` when the bounds match.
+fn reconcile(a: &FloatHistogram, b: &FloatHistogram) -> Option<(FloatHistogram, FloatHistogram)> {
+    if a.schema != CUSTOM || b.schema != CUSTOM || a.custom_values == b.custom_values {
+        return None;
+    }
+    let common: Vec<f64> = a
+        .custom_values
+        .iter()
+        .copied()
+        .filter(|v| b.custom_values.contains(v))
+        .collect();
+    Some((rebucket(a, &common), rebucket(b, &common)))
+}
+
+/// `a + sign·b`, or `None` if the two cannot be combined (custom with exponential buckets).
 fn combine(a: &FloatHistogram, b: &FloatHistogram, sign: f64) -> Option<FloatHistogram> {
     if (a.schema == CUSTOM) != (b.schema == CUSTOM) {
         return None;
     }
-    if a.schema == CUSTOM && a.custom_values != b.custom_values {
-        return None;
+    if let Some((a, b)) = reconcile(a, b) {
+        return combine(&a, &b, sign);
     }
     let schema = a.schema.min(b.schema);
     let mut pa = parts(a, schema);
@@ -168,25 +206,156 @@ pub(crate) fn scale(h: &FloatHistogram, f: f64) -> FloatHistogram {
     r
 }
 
-pub(crate) fn sum(hs: &[&FloatHistogram]) -> Option<FloatHistogram> {
-    let mut acc = (*hs.first()?).clone();
-    for h in &hs[1..] {
-        acc = add(&acc, h)?;
+/// One step of Neumaier's compensated (Kahan) summation: `(sum + inc, compensation)`.
+fn kahan_inc(inc: f64, sum: f64, c: f64) -> (f64, f64) {
+    let t = sum + inc;
+    if t.is_infinite() {
+        (t, 0.0)
+    } else if sum.abs() >= inc.abs() {
+        (t, c + ((sum - t) + inc))
+    } else {
+        (t, c + ((inc - t) + sum))
     }
+}
+
+/// Every field of a histogram as a number: buckets by index, zero count, count, sum.
+struct Fields {
+    pos: BTreeMap<i32, f64>,
+    neg: BTreeMap<i32, f64>,
+    zc: f64,
+    count: f64,
+    sum: f64,
+}
+
+/// The compensated field-wise sum of `scale·h` over `hs` (already on one bucket layout).
+fn kahan_fold(hs: &[(Parts, &FloatHistogram)], scale: f64) -> Fields {
+    fn inc(acc: &mut (f64, f64), x: f64) {
+        *acc = kahan_inc(x, acc.0, acc.1);
+    }
+    let (mut pos, mut neg) = (BTreeMap::new(), BTreeMap::new());
+    let (mut zc, mut count, mut sum) = ((0.0, 0.0), (0.0, 0.0), (0.0, 0.0));
+    for (p, h) in hs {
+        for (&i, &v) in &p.pos {
+            inc(pos.entry(i).or_insert((0.0, 0.0)), v * scale);
+        }
+        for (&i, &v) in &p.neg {
+            inc(neg.entry(i).or_insert((0.0, 0.0)), v * scale);
+        }
+        inc(&mut zc, h.zero_count * scale);
+        inc(&mut count, h.count * scale);
+        inc(&mut sum, h.sum * scale);
+    }
+    let done = |m: BTreeMap<i32, (f64, f64)>| m.into_iter().map(|(i, (v, c))| (i, v + c)).collect();
+    Fields {
+        pos: done(pos),
+        neg: done(neg),
+        zc: zc.0 + zc.1,
+        count: count.0 + count.1,
+        sum: sum.0 + sum.1,
+    }
+}
+
+/// `hs` on one bucket layout: the coarsest exponential schema, or the custom bounds all share
+/// (mismatched custom buckets are reconciled); `None` when custom and exponential mix.
+fn align<'a>(
+    hs: &[&'a FloatHistogram],
+) -> Option<(FloatHistogram, Vec<(Parts, &'a FloatHistogram)>)> {
+    let first = *hs.first()?;
+    let custom = first.schema == CUSTOM;
+    if hs.iter().any(|h| (h.schema == CUSTOM) != custom) {
+        return None;
+    }
+    let mut template = first.clone();
+    template.zero_threshold = hs.iter().map(|h| h.zero_threshold).fold(0.0, f64::max);
+    if custom {
+        let common: Vec<f64> = first
+            .custom_values
+            .iter()
+            .copied()
+            .filter(|v| hs.iter().all(|h| h.custom_values.contains(v)))
+            .collect();
+        template.custom_values = common.clone();
+        let parts = hs
+            .iter()
+            .map(|&h| {
+                let p = if h.custom_values == common {
+                    parts(h, CUSTOM)
+                } else {
+                    parts(&rebucket(h, &common), CUSTOM)
+                };
+                (p, h)
+            })
+            .collect();
+        return Some((template, parts));
+    }
+    template.schema = hs.iter().map(|h| h.schema).min().unwrap_or(first.schema);
+    let parts = hs.iter().map(|&h| (parts(h, template.schema), h)).collect();
+    Some((template, parts))
+}
+
+/// The hint of an aggregate: gauge if any input is a gauge, not-reset if every input is,
+/// else unknown.
+fn aggregate_hint(hs: &[&FloatHistogram]) -> CounterResetHint {
     if hs
         .iter()
         .any(|h| h.counter_reset_hint == CounterResetHint::Gauge)
     {
-        acc.counter_reset_hint = CounterResetHint::Gauge;
+        CounterResetHint::Gauge
+    } else if hs
+        .iter()
+        .all(|h| h.counter_reset_hint == CounterResetHint::NotCounterReset)
+    {
+        CounterResetHint::NotCounterReset
     } else {
-        acc.counter_reset_hint = CounterResetHint::Unknown;
+        CounterResetHint::Unknown
     }
-    Some(acc)
 }
 
+/// `sum` / `sum_over_time` of histograms, compensated (Kahan) field by field like Prometheus'.
+pub(crate) fn sum(hs: &[&FloatHistogram]) -> Option<FloatHistogram> {
+    let (t, ps) = align(hs)?;
+    let f = kahan_fold(&ps, 1.0);
+    let mut r = build(
+        &t,
+        t.schema,
+        Parts {
+            pos: f.pos,
+            neg: f.neg,
+        },
+        f.zc,
+        f.count,
+        f.sum,
+    );
+    r.counter_reset_hint = aggregate_hint(hs);
+    Some(r)
+}
+
+/// `avg` / `avg_over_time` of histograms: the compensated sum divided by the count, or, for a
+/// field whose sum overflows, the compensated sum of each value divided by the count first.
 pub(crate) fn avg(hs: &[&FloatHistogram]) -> Option<FloatHistogram> {
-    let s = sum(hs)?;
-    Some(scale(&s, 1.0 / hs.len() as f64))
+    let (t, ps) = align(hs)?;
+    let n = hs.len() as f64;
+    let direct = kahan_fold(&ps, 1.0);
+    let scaled = kahan_fold(&ps, 1.0 / n);
+    let pick = |s: f64, x: f64| if s.is_finite() { s / n } else { x };
+    let merge = |d: BTreeMap<i32, f64>, x: &BTreeMap<i32, f64>| -> BTreeMap<i32, f64> {
+        d.into_iter()
+            .map(|(i, v)| (i, pick(v, x.get(&i).copied().unwrap_or(0.0))))
+            .collect()
+    };
+    let mut r = build(
+        &t,
+        t.schema,
+        Parts {
+            pos: merge(direct.pos, &scaled.pos),
+            neg: merge(direct.neg, &scaled.neg),
+        },
+        pick(direct.zc, scaled.zc),
+        pick(direct.count, scaled.count),
+        pick(direct.sum, scaled.sum),
+    );
+    r.counter_reset_hint = aggregate_hint(hs);
+    Some(r)
 }
 
 /// A counter reset between `prev` and `cur`: an explicit hint, or any population decreasing.
@@ -199,10 +368,11 @@ pub(crate) fn is_reset(prev: &FloatHistogram, cur: &FloatHistogram) -> bool {
     if cur.count < prev.count || cur.zero_count < prev.zero_count {
         return true;
     }
-    if (cur.schema == CUSTOM) != (prev.schema == CUSTOM)
-        || (cur.schema == CUSTOM && cur.custom_values != prev.custom_values)
-    {
+    if (cur.schema == CUSTOM) != (prev.schema == CUSTOM) {
         return true;
+    }
+    if let Some((p, c)) = reconcile(prev, cur) {
+        return is_reset(&p, &c);
     }
     if cur.schema > prev.schema || cur.zero_threshold != prev.zero_threshold {
         return true;
@@ -235,6 +405,28 @@ pub(crate) fn histogram_rate(hs: &[&FloatHistogram], counter: bool) -> Option<Fl
     Some(r)
 }
 
+/// `h / s`; dividing by zero keeps count, sum and zero count (now ±Inf or NaN) and removes all
+/// buckets, as Prometheus does.
+fn div(h: &FloatHistogram, s: f64) -> FloatHistogram {
+    let mut r = h.clone();
+    r.zero_count /= s;
+    r.count /= s;
+    r.sum /= s;
+    if s == 0.0 {
+        r.positive_spans.clear();
+        r.positive_buckets.clear();
+        r.negative_spans.clear();
+        r.negative_buckets.clear();
+    } else {
+        r.positive_buckets.iter_mut().for_each(|b| *b /= s);
+        r.negative_buckets.iter_mut().for_each(|b| *b /= s);
+    }
+    if s < 0.0 {
+        r.counter_reset_hint = CounterResetHint::Gauge;
+    }
+    r
+}
+
 pub(crate) fn binop_scalar(
     op: &str,
     h: &Arc<FloatHistogram>,
@@ -243,7 +435,7 @@ pub(crate) fn binop_scalar(
 ) -> Option<SampleValue> {
     match (op, scalar_left) {
         ("*", _) => Some(SampleValue::Histogram(Arc::new(scale(h, s)))),
-        ("/", false) => Some(SampleValue::Histogram(Arc::new(scale(h, 1.0 / s)))),
+        ("/", false) => Some(SampleValue::Histogram(Arc::new(div(h, s)))),
         _ => None,
     }
 }
@@ -263,7 +455,7 @@ pub(crate) fn binop_values(
         },
         (SampleValue::Histogram(a), SampleValue::Float(f)) => match op {
             "*" => Some((SampleValue::Histogram(Arc::new(scale(a, *f))), true)),
-            "/" => Some((SampleValue::Histogram(Arc::new(scale(a, 1.0 / f))), true)),
+            "/" => Some((SampleValue::Histogram(Arc::new(div(a, *f))), true)),
             _ => None,
         },
         (SampleValue::Float(f), SampleValue::Histogram(b)) => match op {
@@ -340,6 +532,13 @@ pub(crate) fn quantile(q: f64, h: &FloatHistogram) -> f64 {
     let rank = q * h.count;
     let mut cum = 0.0;
     let has_neg = !h.negative_buckets.is_empty();
+    let has_pos = !h.positive_buckets.is_empty();
+    // NaN observations (a NaN sum) are counted but in no bucket: a rank past the buckets'
+    // total falls among them.
+    let total: f64 = bs.iter().map(|b| b.2).sum();
+    if h.sum.is_nan() && rank > total {
+        return f64::NAN;
+    }
     for (k, &(mut lo, up, c)) in bs.iter().enumerate() {
         if c == 0.0 {
             continue;
@@ -360,8 +559,12 @@ pub(crate) fn quantile(q: f64, h: &FloatHistogram) -> f64 {
             }
             let zero_bucket = lo == -h.zero_threshold && up == h.zero_threshold;
             if zero_bucket {
-                if !has_neg {
+                // One-sided histograms bound the zero bucket at 0; else it straddles zero.
+                let mut up = up;
+                if !has_neg && has_pos {
                     lo = 0.0;
+                } else if has_neg && !has_pos {
+                    up = 0.0;
                 }
                 return lo + (up - lo) * frac;
             }
@@ -379,6 +582,11 @@ pub(crate) fn quantile(q: f64, h: &FloatHistogram) -> f64 {
 }
 
 /// `histogram_fraction`: the share of observations between `lo` and `hi`.
+///
+/// Walks the buckets in ascending order accumulating a rank and interpolates the rank of
+/// each limit inside the bucket that holds it: linearly in the zero bucket and in custom
+/// buckets, exponentially (in log2 space) in the standard exponential buckets, so it is the
+/// inverse of [`quantile`].
 pub(crate) fn fraction(lo: f64, hi: f64, h: &FloatHistogram) -> f64 {
     if h.count == 0.0 || lo.is_nan() || hi.is_nan() {
         return f64::NAN;
@@ -386,37 +594,64 @@ pub(crate) fn fraction(lo: f64, hi: f64, h: &FloatHistogram) -> f64 {
     if lo >= hi {
         return 0.0;
     }
-    let mut r = 0.0;
-    for (mut bl, bu, c) in buckets(h) {
-        if bl == f64::NEG_INFINITY && h.schema == CUSTOM && bu > 0.0 {
-            bl = 0.0;
-        }
-        // A bucket of infinite width counts whole when the range reaches that infinity, else not at all.
-        if bu == f64::INFINITY {
-            if hi == f64::INFINITY {
-                r += c;
+    let only_pos = h.negative_buckets.is_empty() && !h.positive_buckets.is_empty();
+    let only_neg = h.positive_buckets.is_empty() && !h.negative_buckets.is_empty();
+    let mut rank = 0.0;
+    let mut lower_rank = None;
+    let mut upper_rank = None;
+    for (mut bl, mut bu, c) in buckets(h) {
+        let zero_bucket = bl <= 0.0 && bu >= 0.0;
+        if zero_bucket {
+            if only_pos {
+                bl = 0.0;
+            } else if only_neg {
+                bu = 0.0;
             }
-            continue;
         }
-        if bl == f64::NEG_INFINITY {
-            if lo == f64::NEG_INFINITY {
-                r += c;
+        // A bucket of infinite width counts whole when the range reaches its infinity, else
+        // not at all: a finite limit inside it sits at its finite end.
+        let interpolate = |v: f64| -> f64 {
+            if bl == f64::NEG_INFINITY {
+                return rank + c;
             }
-            continue;
-        }
-        if bu <= bl {
-            if lo <= bl && bl < hi {
-                r += c;
+            if bu == f64::INFINITY {
+                return rank;
             }
-            continue;
+            if h.schema == CUSTOM || zero_bucket {
+                return rank + c * (v - bl) / (bu - bl);
+            }
+            let (log_lo, log_up, log_v) = (bl.abs().log2(), bu.abs().log2(), v.abs().log2());
+            let f = if v > 0.0 {
+                (log_v - log_lo) / (log_up - log_lo)
+            } else {
+                1.0 - (log_v - log_up) / (log_lo - log_up)
+            };
+            rank + c * f
+        };
+        if lower_rank.is_none() && bl >= lo {
+            lower_rank = Some(rank);
         }
-        let a = lo.max(bl);
-        let b = hi.min(bu);
-        if b > a {
-            r += c * (b - a) / (bu - bl);
+        if upper_rank.is_none() && bl >= hi {
+            upper_rank = Some(rank);
         }
+        if lower_rank.is_some() && upper_rank.is_some() {
+            break;
+        }
+        if lower_rank.is_none() && bl < lo && bu > lo {
+            lower_rank = Some(interpolate(lo));
+        }
+        if upper_rank.is_none() && bl < hi && bu > hi {
+            upper_rank = Some(interpolate(hi));
+        }
+        if lower_rank.is_some() && upper_rank.is_some() {
+            break;
+        }
+        rank += c;
     }
-    r / h.count
+    // NaN observations are counted but in no bucket: a limit past the last bucket takes the
+    // buckets' total, so they are excluded from every fraction.
+    let cap = |r: Option<f64>| r.unwrap_or(rank).min(h.count);
+    (cap(upper_rank) - cap(lower_rank)) / h.count
 }
 
 /// `histogram_stdvar`: the variance estimated from bucket midpoints.
@@ -427,6 +662,9 @@ pub(crate) fn stdvar(h: &FloatHistogram) -> f64 {
     let mean = h.sum / h.count;
     let mut v = 0.0;
     for (lo, up, c) in buckets(h) {
+        if c == 0.0 {
+            continue;
+        }
         let mid = if lo == -h.zero_threshold && up == h.zero_threshold {
             0.0
         } else if h.schema == CUSTOM {
@@ -456,4 +694,57 @@ pub(crate) fn bucket_map(h: &FloatHistogram) -> (BTreeMap<i32, f64>, BTreeMap<i3
         clean(expand(&h.positive_spans, &h.positive_buckets)),
         clean(expand(&h.negative_spans, &h.negative_buckets)),
     )
+}
+
+#[cfg(test)]
+mod unit {
+    use super::*;
+
+    fn custom(bounds: &[f64], buckets: &[f64]) -> FloatHistogram {
+        FloatHistogram {
+            schema: CUSTOM,
+            count: buckets.iter().sum(),
+            positive_spans: vec![Span {
+                offset: 0,
+                length: u32::try_from(buckets.len()).expect("few buckets"),
+            }],
+            positive_buckets: buckets.to_vec(),
+            custom_values: bounds.to_vec(),
+            ..FloatHistogram::default()
+        }
+    }
+
+    #[test]
+    fn mismatched_custom_bounds_merge_onto_shared_bounds() {
+        let a = custom(&[5.0], &[1.0, 2.0]);
+        let b = custom(&[2.0, 5.0, 10.0], &[1.0, 1.0, 1.0, 1.0]);
+        let s = add(&a, &b).expect("custom histograms combine");
+        assert_eq!(s.custom_values, vec![5.0]);
+        assert_eq!(s.positive_buckets, vec![3.0, 4.0]);
+        assert_eq!(s.count, 7.0);
+        // Growing after reconciliation is no counter reset.
+        assert!(!is_reset(&a, &b));
+        assert!(is_reset(&b, &custom(&[5.0], &[1.0, 1.0])));
+    }
+
+    #[test]
+    fn fraction_interpolates_exponentially_and_inverts_quantile() {
+        // schema 0, one bucket (1, 2] holding all 4 observations.
+        let h = FloatHistogram {
+            count: 4.0,
+            positive_spans: vec![Span {
+                offset: 1,
+                length: 1,
+            }],
+            positive_buckets: vec![4.0],
+            ..FloatHistogram::default()
+        };
+        let median = quantile(0.5, &h);
+        assert!((median - 2f64.sqrt()).abs() < 1e-12, "{median}");
+        assert!((fraction(0.0, median, &h) - 0.5).abs() < 1e-12);
+        // A finite range inside the +Inf custom bucket counts nothing; up to +Inf it counts whole.
+        let c = custom(&[1.0], &[1.0, 3.0]);
+        assert_eq!(fraction(4.0, 5.0, &c), 0.0);
+        assert_eq!(fraction(4.0, f64::INFINITY, &c), 0.75);
+    }
 }

@@ -2,7 +2,7 @@
 //! memory, and an in-memory implementation (for tests and the promqltest runner).
 
 use crate::{Error, Series};
-use model::{FloatHistogram, Labels, Matcher, Sample as FloatSample};
+use model::{CounterResetHint, FloatHistogram, Labels, Matcher, Sample as FloatSample};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -84,8 +84,29 @@ impl MemStorage {
         }
     }
 
-    pub fn add_histogram(&mut self, labels: Labels, t: i64, h: FloatHistogram) {
-        let hs = &mut self.series.entry(labels).or_default().1;
+    /// Adds a histogram sample (a later sample at the same time replaces the earlier one).
+    ///
+    /// Like a Prometheus chunk, a counter histogram without a hint that continues the previous
+    /// sample of its series (a histogram of the same layout, no float in between, no reset)
+    /// is stored as `NotCounterReset`.
+    pub fn add_histogram(&mut self, labels: Labels, t: i64, mut h: FloatHistogram) {
+        let (floats, hs) = self.series.entry(labels).or_default();
+        if h.counter_reset_hint == CounterResetHint::Unknown {
+            let i = hs.partition_point(|s| s.0 < t);
+            if let Some((pt, prev)) = i.checked_sub(1).and_then(|j| hs.get(j)) {
+                let float_between = floats.iter().any(|f| f.t > *pt && f.t < t);
+                let same_layout = prev.schema == h.schema
+                    && prev.zero_threshold == h.zero_threshold
+                    && prev.custom_values == h.custom_values;
+                if !float_between
+                    && same_layout
+                    && prev.counter_reset_hint != CounterResetHint::Gauge
+                    && !crate::histogram::is_reset(prev, &h)
+                {
+                    h.counter_reset_hint = CounterResetHint::NotCounterReset;
+                }
+            }
+        }
         match hs.binary_search_by_key(&t, |s| s.0) {
             Ok(i) => hs[i].1 = Arc::new(h),
             Err(i) => hs.insert(i, (t, Arc::new(h))),

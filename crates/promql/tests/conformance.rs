@@ -2,7 +2,8 @@
 //! next to the workspace, or `$PROMQL_CONFORMANCE_DIR`) and compares the failing evals with
 //! `tests/expected-failures.txt` (one `file:line reason` per line). The test fails when an
 //! unlisted eval fails **or** a listed one passes, so the list only shrinks. Run with
-//! `PROMQL_BLESS=1` to rewrite the list from the current failures.
+//! `PROMQL_BLESS=1` to rewrite the list from the current failures, with
+//! `PROMQL_SHOW_STABLE_FAILURES=1` to print the failing evals that count as stable PromQL.
 
 use promql::promqltest::{Status, run_script, summarize};
 use promql::{Engine, EngineOptions};
@@ -76,6 +77,14 @@ fn conformance_suite() {
         })
         .collect();
     let s = summarize(&outcomes);
+    if std::env::var_os("PROMQL_SHOW_STABLE_FAILURES").is_some() {
+        for o in outcomes.iter().filter(|o| o.stable) {
+            if let Status::Failed(r) = &o.status {
+                let r: String = r.chars().take(200).collect();
+                println!("STABLE-FAIL {}:{} {}", o.file, o.line, r.replace('\n', " "));
+            }
+        }
+    }
     let unchecked = outcomes.iter().filter(|o| o.annotations_unchecked).count();
     println!(
         "promqltest: {} passed, {} failed, {} skipped; listed {}; stable {}/{} = {:.1}%; annotations unchecked in {} evals",
