@@ -797,18 +797,7 @@ pub(crate) fn call(ev: &mut Evaluator<'_>, c: &Call, ts: &[i64]) -> Result<Res, 
                     if let Some(caps) = re.captures(sv) {
                         let mut res = String::new();
                         caps.expand(&repl, &mut res);
-                        let mut b = s.m.builder();
-                        b.set(dst.clone(), res);
-                        let drop = if dst == METRIC_NAME {
-                            false
-                        } else {
-                            s.drop_name
-                        };
-                        o.push(Smp {
-                            m: Arc::new(b.build()),
-                            v: s.v,
-                            drop_name: drop,
-                        });
+                        o.push(with_label(s, &dst, res));
                     } else {
                         o.push(s);
                     }
@@ -836,18 +825,8 @@ pub(crate) fn call(ev: &mut Evaluator<'_>, c: &Call, ts: &[i64]) -> Result<Res, 
                 let mut o = Vec::with_capacity(st.len());
                 for s in st {
                     let joined: Vec<&str> = srcs.iter().map(|l| s.m.get(l).unwrap_or("")).collect();
-                    let mut b = s.m.builder();
-                    b.set(dst.clone(), joined.join(&sep));
-                    let drop = if dst == METRIC_NAME {
-                        false
-                    } else {
-                        s.drop_name
-                    };
-                    o.push(Smp {
-                        m: Arc::new(b.build()),
-                        v: s.v,
-                        drop_name: drop,
-                    });
+                    let value = joined.join(&sep);
+                    o.push(with_label(s, &dst, value));
                 }
                 check_dups(&o)?;
                 out.push(o);
@@ -983,6 +962,19 @@ fn ev_start(ev: &Evaluator<'_>) -> f64 {
 
 fn ev_end(ev: &Evaluator<'_>) -> f64 {
     ev.query_bounds().1 as f64 / 1000.0
+}
+
+/// `s` with label `dst` set to `value` (what `label_replace` and
+/// `label_join` do per sample): writing `__name__` keeps the name even
+/// where it would otherwise be dropped.
+fn with_label(s: Smp, dst: &str, value: String) -> Smp {
+    let mut b = s.m.builder();
+    b.set(dst.to_string(), value);
+    Smp {
+        m: Arc::new(b.build()),
+        v: s.v,
+        drop_name: dst != METRIC_NAME && s.drop_name,
+    }
 }
 
 fn check_dups(v: &[Smp]) -> Result<(), Error> {
@@ -1677,4 +1669,38 @@ fn range_function(ev: &mut Evaluator<'_>, c: &Call, ts: &[i64]) -> Result<Res, E
     }
     let _ = millis;
     Ok(Res::Vector(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn smp(name: &str, v: f64) -> Smp {
+        Smp {
+            m: Arc::new(Labels::from_pairs([("s", name)])),
+            v: SampleValue::Float(v),
+            drop_name: false,
+        }
+    }
+
+    fn names(v: &[Smp]) -> Vec<&str> {
+        v.iter().map(|s| s.m.get("s").unwrap_or("")).collect()
+    }
+
+    #[test]
+    fn topk_ties_resolve_through_prometheus_heap() {
+        // Go's heap holds [a=5, b=5] with a at the root; 7 replaces the
+        // root, so Prometheus answers {7, b} — a stable sort would keep a.
+        let got = select_k(vec![smp("a", 5.0), smp("b", 5.0), smp("c", 7.0)], 2, true);
+        assert_eq!(names(&got), ["c", "b"]);
+        let got = select_k(vec![smp("a", 5.0), smp("b", 5.0), smp("c", 3.0)], 2, false);
+        assert_eq!(names(&got), ["c", "b"]);
+        // NaN is below every number for topk and is replaced first.
+        let got = select_k(
+            vec![smp("n", f64::NAN), smp("a", 1.0), smp("b", 2.0)],
+            2,
+            true,
+        );
+        assert_eq!(names(&got), ["b", "a"]);
+    }
 }
