@@ -61,6 +61,45 @@ pub fn decode_floats(enc: Encoding, data: &[u8], mint: i64) -> DecodeResult<Vec<
     }
 }
 
+/// Decodes a float chunk of either float encoding straight into `out`, keeping only the
+/// samples with `lo <= t <= hi` (the read path's variant of [`decode_floats`]: no
+/// intermediate vector for XOR chunks).
+pub fn decode_floats_into(
+    enc: Encoding,
+    data: &[u8],
+    mint: i64,
+    lo: i64,
+    hi: i64,
+    out: &mut Vec<model::Sample>,
+) -> DecodeResult<()> {
+    match enc {
+        Encoding::Xor => {
+            let it = XorIter::new(data)?;
+            out.reserve(usize::from(it.total));
+            for r in it {
+                let (t, v) = r?;
+                if t > hi {
+                    break;
+                }
+                if t >= lo {
+                    out.push(model::Sample { t, v });
+                }
+            }
+            Ok(())
+        }
+        Encoding::Dec => {
+            let all = decode_dec(data, mint)?;
+            out.extend(
+                all.into_iter()
+                    .filter(|&(t, _)| t >= lo && t <= hi)
+                    .map(|(t, v)| model::Sample { t, v }),
+            );
+            Ok(())
+        }
+        Encoding::Histogram => Err("a histogram chunk where floats were expected".into()),
+    }
+}
+
 // ---------------------------------------------------------------- decimal
 
 const POW10: [f64; 16] = [

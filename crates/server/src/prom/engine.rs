@@ -21,9 +21,6 @@ pub struct TsdbStorage<'a> {
     pub project: &'a str,
 }
 
-/// Samples are charged in batches of this many while decoding.
-const CHARGE_EVERY: usize = 4096;
-
 fn storage_err(e: tsdb::Error) -> promql::Error {
     promql::Error::Storage(e.to_string())
 }
@@ -42,17 +39,21 @@ impl promql::Storage for TsdbStorage<'_> {
             .select(matchers)
             .map_err(storage_err)?;
         let mut out = Vec::new();
-        for s in set {
+        for mut s in set {
             let mut floats = Vec::new();
-            let mut pending = 0;
-            for x in s.samples() {
-                floats.push(x.map_err(storage_err)?);
-                pending += 1;
-                if pending == CHARGE_EVERY {
-                    budget.take(pending)?;
-                    pending = 0;
+            let mut over = None;
+            s.floats_into(&mut floats, |n| match budget.take(n) {
+                Ok(()) => true,
+                Err(e) => {
+                    over = Some(e);
+                    false
                 }
+            })
+            .map_err(storage_err)?;
+            if let Some(e) = over {
+                return Err(e);
             }
+            let mut pending = 0;
             let mut histograms = Vec::new();
             if s.has_histograms() {
                 for x in s.histograms() {
@@ -70,7 +71,7 @@ impl promql::Storage for TsdbStorage<'_> {
                 continue;
             }
             out.push(Series {
-                metric: s.labels.clone(),
+                metric: std::mem::take(&mut s.labels),
                 floats,
                 histograms,
             });
