@@ -176,12 +176,12 @@ pub(crate) fn group_key(m: &Labels, modifier: &Option<LabelModifier>) -> Labels 
     let keep: Vec<model::Label> = match modifier {
         Some(LabelModifier::Include(by)) => m
             .iter()
-            .filter(|l| by.labels.iter().any(|x| *x == l.name))
+            .filter(|l| by.labels.contains(&l.name))
             .cloned()
             .collect(),
         Some(LabelModifier::Exclude(without)) => m
             .iter()
-            .filter(|l| l.name != METRIC_NAME && !without.labels.iter().any(|x| *x == l.name))
+            .filter(|l| l.name != METRIC_NAME && !without.labels.contains(&l.name))
             .cloned()
             .collect(),
         None => Vec::new(),
