@@ -475,10 +475,20 @@ fn systime_ms(t: &SystemTime) -> i64 {
 impl<'a> Evaluator<'a> {
     /// Fails when the deadline has passed or the query was canceled; cheap to call often.
     pub fn check(&mut self) -> Result<(), Error> {
-        self.ticks = self.ticks.wrapping_add(1);
-        if !self.ticks.is_multiple_of(64) {
+        self.check_cost(64)
+    }
+
+    /// [`Evaluator::check`] after work worth `cost` (e.g. the number of steps just
+    /// evaluated for one series): the clock and the cancel flag are read about every 4096
+    /// units of work.
+    pub fn check_cost(&mut self, cost: usize) -> Result<(), Error> {
+        self.ticks = self
+            .ticks
+            .saturating_add(cost.min(u32::MAX as usize) as u32);
+        if self.ticks < 4096 {
             return Ok(());
         }
+        self.ticks = 0;
         if let Some(c) = &self.cancel
             && c.load(Ordering::Relaxed)
         {
@@ -637,6 +647,28 @@ impl<'a> Evaluator<'a> {
         Ok(all)
     }
 
+    /// Hands `f` the series `vs` selects in `[mint, maxt]`, one at a time, in label order,
+    /// with the number of series to expect (see [`Storage::select_each`]).
+    fn select_each(
+        &mut self,
+        vs: &VectorSelector,
+        mint: i64,
+        maxt: i64,
+        f: &mut dyn FnMut(&mut Self, usize, Series) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        let sets = self.matchers(vs)?;
+        let (storage, budget) = (self.storage, self.budget);
+        if sets.len() == 1 {
+            return storage.select_each(&sets[0], mint, maxt, budget, &mut |n, s| f(self, n, s));
+        }
+        let all = self.select(vs, mint, maxt)?;
+        let n = all.len();
+        for s in all {
+            f(self, n, s)?;
+        }
+        Ok(())
+    }
+
     /// Merges a stored series' float and histogram samples into one time-ordered list.
     fn merge_points(s: Series, drop_stale: bool) -> Vec<(i64, SampleValue)> {
         let mut pts = Vec::with_capacity(s.floats.len() + s.histograms.len());
@@ -667,17 +699,53 @@ impl<'a> Evaluator<'a> {
         ts: &[i64],
         want_ts: bool,
     ) -> Result<Res, Error> {
+        let mut sink = StepVecs::new(ts.len());
+        self.vector_selector_into(vs, ts, want_ts, &mut sink)?;
+        Ok(Res::Vector(sink.finish()))
+    }
+
+    /// [`Evaluator::vector_selector`], handing each series' samples to `sink`.
+    pub(crate) fn vector_selector_into(
+        &mut self,
+        vs: &VectorSelector,
+        ts: &[i64],
+        want_ts: bool,
+        sink: &mut dyn Sink,
+    ) -> Result<(), Error> {
         let off = offset_ms(&vs.offset);
         let at = self.at_ms(&vs.at);
         let eff: Vec<i64> = ts.iter().map(|&t| at.unwrap_or(t) - off).collect();
         let (Some(&lo), Some(&hi)) = (eff.iter().min(), eff.iter().max()) else {
-            return Ok(Res::Vector(Vec::new()));
+            return Ok(());
         };
-        let series = self.select(vs, lo - self.lookback + 1, hi)?;
-        let mut out: Vec<Vec<Smp>> = vec![Vec::new(); ts.len()];
-        for mut s in series {
-            self.check()?;
+        let sliding = eff.is_sorted();
+        let lookback = self.lookback;
+        self.select_each(vs, lo - lookback + 1, hi, &mut |ev, n, mut s| {
+            ev.check_cost(eff.len())?;
             let m = Arc::new(std::mem::take(&mut s.metric));
+            sink.begin(&m, false, n);
+            if s.histograms.is_empty() && sliding {
+                // The usual case: floats only, steps in time order; the newest sample at or
+                // before each step is found by sliding forward.
+                let f = &s.floats;
+                let mut idx = 0;
+                for (i, &t) in eff.iter().enumerate() {
+                    while idx < f.len() && f[idx].t <= t {
+                        idx += 1;
+                    }
+                    let Some(p) = idx.checked_sub(1).map(|k| f[k]) else {
+                        continue;
+                    };
+                    if p.t <= t - lookback || model::is_stale_nan(p.v) {
+                        continue;
+                    }
+                    sink.push(
+                        i,
+                        SampleValue::Float(if want_ts { p.t as f64 / 1000.0 } else { p.v }),
+                    );
+                }
+                return Ok(());
+            }
             let pts = Self::merge_points(s, false);
             for (i, &t) in eff.iter().enumerate() {
                 let idx = pts.partition_point(|p| p.0 <= t);
@@ -685,7 +753,7 @@ impl<'a> Evaluator<'a> {
                     continue;
                 }
                 let (pt, pv) = &pts[idx - 1];
-                if *pt <= t - self.lookback {
+                if *pt <= t - lookback {
                     continue;
                 }
                 if let SampleValue::Float(f) = pv
@@ -693,18 +761,17 @@ impl<'a> Evaluator<'a> {
                 {
                     continue;
                 }
-                out[i].push(Smp {
-                    m: m.clone(),
-                    v: if want_ts {
+                sink.push(
+                    i,
+                    if want_ts {
                         SampleValue::Float(*pt as f64 / 1000.0)
                     } else {
                         pv.clone()
                     },
-                    drop_name: false,
-                });
+                );
             }
-        }
-        Ok(Res::Vector(out))
+            Ok(())
+        })
     }
 
     fn matrix_selector(
@@ -725,16 +792,20 @@ impl<'a> Evaluator<'a> {
                 at: at_t,
             });
         };
-        let series = self
-            .select(vs, lo - range + 1, hi)?
-            .into_iter()
-            .map(|mut s| RSeries {
-                m: Arc::new(std::mem::take(&mut s.metric)),
-                drop_name: false,
-                pts: Self::merge_points(s, true),
-            })
-            .filter(|s| !s.pts.is_empty())
-            .collect();
+        let mut series: Vec<RSeries> = Vec::new();
+        self.select_each(vs, lo - range + 1, hi, &mut |_, n, mut s| {
+            series.reserve(n.saturating_sub(series.len()));
+            let m = Arc::new(std::mem::take(&mut s.metric));
+            let pts = Self::merge_points(s, true);
+            if !pts.is_empty() {
+                series.push(RSeries {
+                    m,
+                    drop_name: false,
+                    pts,
+                });
+            }
+            Ok(())
+        })?;
         Ok(RangeData {
             series,
             range,
@@ -1048,17 +1119,20 @@ impl<'a> Evaluator<'a> {
             None => None,
             Some(p) => Some(self.eval(p, ts)?),
         };
+        let streamable = matches!(
+            op.as_str(),
+            "sum" | "avg" | "count" | "group" | "min" | "max"
+        );
+        if streamable && let Some(out) = self.fused_aggregate(&op, a, ts)? {
+            return Ok(Res::Vector(out));
+        }
         let input = self.eval_vector(&a.expr, ts)?;
         // A series' group is worked out once: its labels' `Arc` → group id → the group's
         // labels, shared by every step's output.
         let mut group_of: ByLabels<u32> = ByLabels::default();
         let mut keys: Interner<Arc<Labels>> = Interner::default();
         let mut slot = Stamps::default();
-        // These reduce a float group as its samples come, without collecting them.
-        let streamable = matches!(
-            op.as_str(),
-            "sum" | "avg" | "count" | "group" | "min" | "max"
-        );
+        // `streamable` ops reduce a float group as its samples come, without collecting them.
         let mut out = Vec::with_capacity(ts.len());
         for (i, step) in input.into_iter().enumerate() {
             self.check()?;
@@ -1127,8 +1201,196 @@ impl<'a> Evaluator<'a> {
         Ok(Res::Vector(out))
     }
 
+    /// `sum`, `avg`, `count`, `group`, `min` or `max` straight over a selector or a range
+    /// function, without building the argument's per-step vectors: each series' samples go
+    /// into its group's accumulator for that step as they are produced. `None` when the
+    /// argument is of another kind, holds histograms, or has too many groups for this to
+    /// pay; the caller then evaluates the ordinary way (the budget charged here is given
+    /// back first).
+    fn fused_aggregate(
+        &mut self,
+        op: &str,
+        a: &AggregateExpr,
+        ts: &[i64],
+    ) -> Result<Option<Vec<Vec<Smp>>>, Error> {
+        let mut inner = &*a.expr;
+        while let Expr::Paren(p) = inner {
+            inner = &p.expr;
+        }
+        let mut sink = AggSink::new(op, &a.modifier, ts.len());
+        let before = self.budget.used();
+        match inner {
+            Expr::VectorSelector(vs) => self.vector_selector_into(vs, ts, false, &mut sink)?,
+            Expr::Call(c) if functions::is_range_function(c.func.name) => {
+                functions::range_function_into(self, c, ts, &mut sink)?
+            }
+            _ => return Ok(None),
+        }
+        if sink.poisoned {
+            self.budget
+                .release(self.budget.used().saturating_sub(before));
+            return Ok(None);
+        }
+        Ok(Some(sink.finish()))
+    }
+
     fn call(&mut self, c: &Call, ts: &[i64]) -> Result<Res, Error> {
         functions::call(self, c, ts)
+    }
+}
+
+/// Receives a selector's or range function's result one series at a time: `begin` names
+/// the series (and how many to expect in all), `push` gives its value at a step.
+pub(crate) trait Sink {
+    fn begin(&mut self, m: &Arc<Labels>, drop_name: bool, hint: usize);
+    fn push(&mut self, step: usize, v: SampleValue);
+}
+
+/// The ordinary result: one vector per step.
+pub(crate) struct StepVecs {
+    steps: usize,
+    out: Vec<Vec<Smp>>,
+    m: Arc<Labels>,
+    drop_name: bool,
+}
+
+impl StepVecs {
+    pub fn new(steps: usize) -> Self {
+        StepVecs {
+            steps,
+            out: Vec::new(),
+            m: Arc::default(),
+            drop_name: false,
+        }
+    }
+
+    pub fn finish(mut self) -> Vec<Vec<Smp>> {
+        if self.out.is_empty() {
+            self.out = vec![Vec::new(); self.steps];
+        }
+        self.out
+    }
+}
+
+impl Sink for StepVecs {
+    fn begin(&mut self, m: &Arc<Labels>, drop_name: bool, hint: usize) {
+        if self.out.is_empty() {
+            self.out = functions::step_vectors(self.steps, hint);
+        }
+        self.m = m.clone();
+        self.drop_name = drop_name;
+    }
+
+    fn push(&mut self, step: usize, v: SampleValue) {
+        self.out[step].push(Smp {
+            m: self.m.clone(),
+            v,
+            drop_name: self.drop_name,
+        });
+    }
+}
+
+/// Most accumulators (groups × steps) a fused aggregation keeps before giving up.
+const FUSED_MAX_ACCS: usize = 1 << 20;
+
+/// A fused aggregation (see `Evaluator::fused_aggregate`): per group and step an
+/// accumulator, and per step the groups in order of first appearance, so the result is
+/// the one the step-by-step path gives, in the same order, with the same arithmetic.
+struct AggSink<'m> {
+    op: String,
+    modifier: &'m Option<LabelModifier>,
+    steps: usize,
+    keys: Interner<Arc<Labels>>,
+    /// By group, then step.
+    accs: Vec<Option<FloatAcc>>,
+    order: Vec<Vec<u32>>,
+    group: u32,
+    drop_name: bool,
+    /// A histogram sample, or too many groups: the caller falls back.
+    poisoned: bool,
+}
+
+impl<'m> AggSink<'m> {
+    fn new(op: &str, modifier: &'m Option<LabelModifier>, steps: usize) -> Self {
+        AggSink {
+            op: op.to_string(),
+            modifier,
+            steps,
+            keys: Interner::default(),
+            accs: Vec::new(),
+            order: vec![Vec::new(); steps],
+            group: 0,
+            drop_name: false,
+            poisoned: false,
+        }
+    }
+
+    fn finish(self) -> Vec<Vec<Smp>> {
+        let AggSink {
+            op,
+            steps,
+            keys,
+            accs,
+            order,
+            ..
+        } = self;
+        order
+            .into_iter()
+            .enumerate()
+            .map(|(i, groups)| {
+                groups
+                    .into_iter()
+                    .map(|g| {
+                        let acc = accs[g as usize * steps + i]
+                            .as_ref()
+                            .expect("every listed group has an accumulator");
+                        let m = keys.get(g).clone();
+                        Smp {
+                            drop_name: acc.any_drop && m.get(METRIC_NAME).is_some(),
+                            v: SampleValue::Float(acc.finish(&op)),
+                            m,
+                        }
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+}
+
+impl Sink for AggSink<'_> {
+    fn begin(&mut self, m: &Arc<Labels>, drop_name: bool, _hint: usize) {
+        if self.poisoned {
+            return;
+        }
+        let g = self
+            .keys
+            .intern(Arc::new(functions::group_key(m, self.modifier)));
+        let need = (g as usize + 1) * self.steps;
+        if need > self.accs.len() {
+            if need > FUSED_MAX_ACCS {
+                self.poisoned = true;
+                return;
+            }
+            self.accs.resize_with(need, || None);
+        }
+        self.group = g;
+        self.drop_name = drop_name;
+    }
+
+    fn push(&mut self, step: usize, v: SampleValue) {
+        if self.poisoned {
+            return;
+        }
+        let SampleValue::Float(f) = v else {
+            self.poisoned = true;
+            return;
+        };
+        let slot = &mut self.accs[self.group as usize * self.steps + step];
+        let acc = slot.get_or_insert_with(|| {
+            self.order[step].push(self.group);
+            FloatAcc::new(self.group)
+        });
+        acc.add(&self.op, f, self.drop_name);
     }
 }
 

@@ -3,8 +3,8 @@
 //! sums, Go's `math.Max`/`math.Min` NaN rules, bucket quantiles.
 
 use crate::eval::{
-    AggParam, Evaluator, RSeries, RangeData, Res, Smp, drop_name, dup_labelset, hist, millis,
-    res_type,
+    AggParam, Evaluator, RSeries, RangeData, Res, Sink, Smp, StepVecs, drop_name, dup_labelset,
+    hist, millis, res_type,
 };
 use crate::histogram as h;
 use crate::{Error, SampleValue};
@@ -1492,7 +1492,7 @@ fn float_rate_steps(rd: &RangeData, s: &RSeries, name: &str, mut emit: impl FnMu
 /// when that is small enough to reserve up front (a step's vector otherwise grows, copying
 /// itself several times).
 pub(crate) fn step_vectors(steps: usize, series: usize) -> Vec<Vec<Smp>> {
-    const RESERVE_UP_TO: usize = 1 << 22;
+    const RESERVE_UP_TO: usize = 1 << 23;
     let per_step = if steps.saturating_mul(series) <= RESERVE_UP_TO {
         series
     } else {
@@ -1501,7 +1501,54 @@ pub(crate) fn step_vectors(steps: usize, series: usize) -> Vec<Vec<Smp>> {
     (0..steps).map(|_| Vec::with_capacity(per_step)).collect()
 }
 
+/// Whether `name` is one of the functions [`range_function_into`] evaluates (a function of
+/// a range vector, one result per series and step).
+pub(crate) fn is_range_function(name: &str) -> bool {
+    matches!(
+        name,
+        "rate"
+            | "increase"
+            | "delta"
+            | "irate"
+            | "idelta"
+            | "deriv"
+            | "predict_linear"
+            | "holt_winters"
+            | "double_exponential_smoothing"
+            | "changes"
+            | "resets"
+            | "count_over_time"
+            | "present_over_time"
+            | "last_over_time"
+            | "first_over_time"
+            | "sum_over_time"
+            | "avg_over_time"
+            | "min_over_time"
+            | "max_over_time"
+            | "ts_of_min_over_time"
+            | "ts_of_max_over_time"
+            | "ts_of_first_over_time"
+            | "ts_of_last_over_time"
+            | "stddev_over_time"
+            | "stdvar_over_time"
+            | "quantile_over_time"
+            | "mad_over_time"
+    )
+}
+
 fn range_function(ev: &mut Evaluator<'_>, c: &Call, ts: &[i64]) -> Result<Res, Error> {
+    let mut sink = StepVecs::new(ts.len());
+    range_function_into(ev, c, ts, &mut sink)?;
+    Ok(Res::Vector(sink.finish()))
+}
+
+/// Evaluates a range function, handing each series' results to `sink`.
+pub(crate) fn range_function_into(
+    ev: &mut Evaluator<'_>,
+    c: &Call,
+    ts: &[i64],
+    sink: &mut dyn Sink,
+) -> Result<(), Error> {
     let name = c.func.name;
     let (ri, other) = match name {
         "quantile_over_time" => (1, Some(0)),
@@ -1523,20 +1570,14 @@ fn range_function(ev: &mut Evaluator<'_>, c: &Call, ts: &[i64]) -> Result<Res, E
         (Vec::new(), Vec::new())
     };
     let keep_name = matches!(name, "last_over_time" | "first_over_time");
-    let mut out = step_vectors(ts.len(), rd.series.len());
     for s in &rd.series {
-        ev.check()?;
+        ev.check_cost(ts.len())?;
         let drop_name = s.drop_name || !keep_name;
+        sink.begin(&s.m, drop_name, rd.series.len());
         if matches!(name, "rate" | "increase" | "delta")
             && s.pts.iter().all(|p| matches!(p.1, SampleValue::Float(_)))
         {
-            float_rate_steps(&rd, s, name, |i, v| {
-                out[i].push(Smp {
-                    m: s.m.clone(),
-                    v: SampleValue::Float(v),
-                    drop_name,
-                })
-            });
+            float_rate_steps(&rd, s, name, |i, v| sink.push(i, SampleValue::Float(v)));
             continue;
         }
         let mut cur = rd.cursor();
@@ -1777,16 +1818,12 @@ fn range_function(ev: &mut Evaluator<'_>, c: &Call, ts: &[i64]) -> Result<Res, E
                 }
             };
             if let Some(v) = v {
-                out[i].push(Smp {
-                    m: s.m.clone(),
-                    v,
-                    drop_name,
-                });
+                sink.push(i, v);
             }
         }
     }
     let _ = millis;
-    Ok(Res::Vector(out))
+    Ok(())
 }
 
 #[cfg(test)]

@@ -26,19 +26,21 @@ fn storage_err(e: tsdb::Error) -> promql::Error {
 }
 
 impl promql::Storage for TsdbStorage<'_> {
-    fn select(
+    fn select_each(
         &self,
         matchers: &[Matcher],
         mint_ms: i64,
         maxt_ms: i64,
         budget: &SampleBudget,
-    ) -> Result<Vec<Series>, promql::Error> {
+        f: &mut dyn FnMut(usize, Series) -> Result<(), promql::Error>,
+    ) -> Result<(), promql::Error> {
+        // Sorted by labels, each label set once (tsdb's `select` merges its sources).
         let set = self
             .db
             .querier(self.project, mint_ms, maxt_ms)
             .select(matchers)
             .map_err(storage_err)?;
-        let mut out = Vec::new();
+        let n = set.len();
         for mut s in set {
             let mut floats = Vec::new();
             let mut over = None;
@@ -53,7 +55,6 @@ impl promql::Storage for TsdbStorage<'_> {
             if let Some(e) = over {
                 return Err(e);
             }
-            let mut pending = 0;
             let mut histograms = Vec::new();
             if s.has_histograms() {
                 for x in s.histograms() {
@@ -63,23 +64,22 @@ impl promql::Storage for TsdbStorage<'_> {
                         HistogramValue::Float(f) => f,
                     };
                     histograms.push((t, Arc::new(f)));
-                    pending += 1;
                 }
+                budget.take(histograms.len())?;
             }
-            budget.take(pending)?;
             if floats.is_empty() && histograms.is_empty() {
                 continue;
             }
-            out.push(Series {
-                metric: std::mem::take(&mut s.labels),
-                floats,
-                histograms,
-            });
+            f(
+                n,
+                Series {
+                    metric: std::mem::take(&mut s.labels),
+                    floats,
+                    histograms,
+                },
+            )?;
         }
-        if !out.is_sorted_by(|a, b| a.metric <= b.metric) {
-            out.sort_by(|a, b| a.metric.cmp(&b.metric));
-        }
-        Ok(out)
+        Ok(())
     }
 }
 
