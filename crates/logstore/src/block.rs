@@ -178,6 +178,10 @@ impl Decoded {
         self.ts.len()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.ts.is_empty()
+    }
+
     pub fn line(&self, i: usize) -> &[u8] {
         &self.raw[self.line_off[i]..self.line_off[i + 1]]
     }

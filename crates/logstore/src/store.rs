@@ -192,9 +192,15 @@ impl Store {
             projects.insert(name, Arc::new(p));
         }
         let mut replayed = 0u64;
+        let max_cut = projects
+            .values()
+            .map(|p| read(&p.state).max_cut)
+            .max()
+            .unwrap_or(0);
         let wal = Wal::open(
             &dir.join(files::WAL_DIR),
             opts.faults.clone(),
+            max_cut,
             |seg, payload| {
                 let (project, batches) = wal::decode_append(payload).map_err(|d| {
                     Error::corrupt(

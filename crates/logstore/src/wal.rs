@@ -231,10 +231,13 @@ fn read_segment(
 impl Wal {
     /// Opens the log in `dir` (created if missing): hands every record to
     /// `apply(segment, payload)` in order, truncates a torn tail, starts a
-    /// fresh segment and the writer thread.
+    /// fresh segment (numbered at least `min_next`, so numbers never go
+    /// back below a cut that segments recorded, even if every WAL file is
+    /// gone) and the writer thread.
     pub fn open(
         dir: &Path,
         faults: Faults,
+        min_next: u64,
         mut apply: impl FnMut(u64, &[u8]) -> Result<(), Error>,
     ) -> Result<Wal, Error> {
         fs::create_dir_all(dir).at(dir)?;
@@ -269,7 +272,7 @@ impl Wal {
             let p = dir.join(files::wal_segment_name(s));
             read_segment(&p, i + 1 == segs.len(), &mut |payload| apply(s, payload))?;
         }
-        let segment = segs.last().copied().unwrap_or(0) + 1;
+        let segment = (segs.last().copied().unwrap_or(0) + 1).max(min_next);
         let file = create_segment(dir, segment)?;
         let shared = Arc::new(Shared {
             dir: dir.to_path_buf(),
