@@ -50,16 +50,19 @@ pub struct MemBlock {
     pub data: Vec<u8>,
 }
 
-/// Sorts `entries` by time (stable: equal times keep append order),
-/// encodes and compresses them.
-pub fn build(entries: &mut [Entry], level: i32, bloom_bits: u32) -> MemBlock {
-    entries.sort_by_key(|e| e.ts);
+/// Encodes and compresses `entries` in time order (stable: equal times
+/// keep their order in the slice). The slice itself is not reordered, so
+/// a caller can seal a buffer it only borrows.
+pub fn build(entries: &[Entry], level: i32, bloom_bits: u32) -> MemBlock {
+    let mut order: Vec<u32> = (0..entries.len() as u32).collect();
+    order.sort_by_key(|&i| entries[i as usize].ts);
+    let sorted = || order.iter().map(|&i| &entries[i as usize]);
     let n = entries.len();
     let line_bytes: usize = entries.iter().map(|e| e.line.len()).sum();
     let mut raw = Vec::with_capacity(line_bytes + n * 6 + 8);
     put_uvarint(&mut raw, n as u64);
     let mut prev = 0i64;
-    for (i, e) in entries.iter().enumerate() {
+    for (i, e) in sorted().enumerate() {
         put_varint(
             &mut raw,
             if i == 0 {
@@ -70,15 +73,15 @@ pub fn build(entries: &mut [Entry], level: i32, bloom_bits: u32) -> MemBlock {
         );
         prev = e.ts;
     }
-    for e in entries.iter() {
+    for e in sorted() {
         put_uvarint(&mut raw, e.line.len() as u64);
     }
     let mut tris = TrigramSet::default();
-    for e in entries.iter() {
+    for e in sorted() {
         raw.extend_from_slice(e.line.as_bytes());
         tris.add_line(e.line.as_bytes());
     }
-    for e in entries.iter() {
+    for e in sorted() {
         put_uvarint(&mut raw, e.metadata.len() as u64);
         for (k, v) in &e.metadata {
             put_bytes(&mut raw, k.as_bytes());
@@ -87,10 +90,12 @@ pub fn build(entries: &mut [Entry], level: i32, bloom_bits: u32) -> MemBlock {
     }
     let data = zstd::bulk::compress(&raw, level)
         .unwrap_or_else(|e| panic!("bug: zstd failed to compress an in-memory buffer: {e}"));
+    let first = order.first().map_or(0, |&i| entries[i as usize].ts);
+    let last = order.last().map_or(0, |&i| entries[i as usize].ts);
     MemBlock {
         meta: BlockMeta {
-            min_ts: entries.first().map_or(0, |e| e.ts),
-            max_ts: entries.last().map_or(0, |e| e.ts),
+            min_ts: first,
+            max_ts: last,
             entries: n as u32,
             line_bytes: line_bytes as u64,
             raw_len: raw.len() as u32,
@@ -271,10 +276,11 @@ mod tests {
             e(10, "a2"),
             e(-5, ""),
         ];
-        let b = build(&mut es, 3, 4);
+        let b = build(&es, 3, 4);
         assert_eq!((b.meta.min_ts, b.meta.max_ts, b.meta.entries), (-5, 30, 5));
         let d = decode(&b.data, &b.meta).unwrap();
         let got: Vec<Entry> = (0..d.len()).map(|i| d.entry(i).unwrap()).collect();
+        es.sort_by_key(|e| e.ts);
         assert_eq!(got, es);
         assert_eq!(got[1].line, "a", "stable for equal times");
         assert_eq!(d.matching(&[b"a"]), vec![1, 2]);
@@ -290,8 +296,8 @@ mod tests {
 
     #[test]
     fn damage_is_an_error_not_a_panic() {
-        let mut es: Vec<Entry> = (0..100).map(|i| e(i, &format!("line {i}"))).collect();
-        let b = build(&mut es, 3, 4);
+        let es: Vec<Entry> = (0..100).map(|i| e(i, &format!("line {i}"))).collect();
+        let b = build(&es, 3, 4);
         for i in 0..b.data.len() {
             let mut d = b.data.clone();
             d[i] ^= 0x55;

@@ -40,9 +40,9 @@ impl HeadData {
         if self.open.is_empty() {
             return;
         }
-        let mut open = std::mem::take(&mut self.open);
+        let open = std::mem::take(&mut self.open);
         self.open_bytes = 0;
-        let b = block::build(&mut open, opts.zstd_level, opts.bloom_bits_per_trigram);
+        let b = block::build(&open, opts.zstd_level, opts.bloom_bits_per_trigram);
         self.blocks.push(Arc::new(b));
     }
 

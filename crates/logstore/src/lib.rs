@@ -106,10 +106,10 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Options {
-            block_bytes: 256 << 10,
-            block_entries: 16_384,
-            zstd_level: 3,
-            bloom_bits_per_trigram: 4,
+            block_bytes: 1 << 20,
+            block_entries: 65_536,
+            zstd_level: 9,
+            bloom_bits_per_trigram: 2,
             max_line_bytes: 256 << 10,
             flush_bytes: 256 << 20,
             tail_queue: 1024,

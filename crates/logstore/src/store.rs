@@ -315,7 +315,9 @@ impl Store {
         if total >= self.opts.flush_bytes as u64
             && let Ok(_guard) = self.flush_lock.try_lock()
         {
-            self.flush_locked()?;
+            // This append is durable whatever the flush does; a failed
+            // flush poisons the store, so the next append reports it.
+            let _ = self.flush_locked();
         }
         Ok(report)
     }
@@ -434,9 +436,8 @@ impl Store {
             for ((_, data), labels) in fr.iter().zip(labels) {
                 let mut blocks = data.blocks.clone();
                 if !data.open.is_empty() {
-                    let mut open = data.open.clone();
                     blocks.push(Arc::new(crate::block::build(
-                        &mut open,
+                        &data.open,
                         self.opts.zstd_level,
                         self.opts.bloom_bits_per_trigram,
                     )));
