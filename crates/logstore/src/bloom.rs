@@ -204,4 +204,37 @@ mod tests {
         assert!(Bloom::decode(&[30]).is_err());
         assert!(Bloom::decode(&[]).is_err());
     }
+
+    #[test]
+    fn no_false_negatives_on_random_lines() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        for round in 0..200 {
+            let lines: Vec<Vec<u8>> = (0..rng.random_range(1..50))
+                .map(|_| {
+                    (0..rng.random_range(0..80))
+                        .map(|_| rng.random_range(b' '..=b'~'))
+                        .collect()
+                })
+                .collect();
+            let mut set = TrigramSet::default();
+            for l in &lines {
+                set.add_line(l);
+            }
+            let bits = [1, 2, 4, 8][round % 4];
+            let b = Bloom::decode(&{
+                let mut out = Vec::new();
+                set.to_bloom(bits).encode(&mut out);
+                out
+            })
+            .unwrap();
+            for l in lines.iter().filter(|l| !l.is_empty()) {
+                for _ in 0..20 {
+                    let i = rng.random_range(0..l.len());
+                    let j = rng.random_range(i..=l.len());
+                    assert!(b.may_contain(&l[i..j]), "round {round}: {:?}", &l[i..j]);
+                }
+            }
+        }
+    }
 }
