@@ -15,6 +15,9 @@
 //! - Within a stream, entries come in time order (forward: ascending,
 //!   backward: descending); entries with equal timestamps keep append order
 //!   within one block, and are otherwise in no specified order.
+//! - Entries of a stream with the same timestamp *and* line are returned
+//!   once (as Loki does: a client retrying a push must not double lines);
+//!   the first one's metadata is kept. Stats count stored entries.
 //! - A read sees every entry whose append returned before the read began.
 //! - Blocks are decompressed lazily: a block is opened only when the merge
 //!   may need its entries next, so a limit stops the reading early.
@@ -89,6 +92,10 @@ pub struct StreamIter {
     failed: bool,
     blocks_read: u64,
     blocks_skipped: u64,
+    /// Timestamp of the last entry returned, and the lines returned at it
+    /// when more entries at that time were pending (for de-duplication).
+    dup_ts: i64,
+    dup_lines: Vec<String>,
 }
 
 impl StreamIter {
@@ -170,6 +177,19 @@ impl StreamIter {
                 .expect("active sources are non-empty");
             if self.active[i].is_empty() {
                 self.active.swap_remove(i);
+            }
+            if e.ts == self.dup_ts && self.dup_lines.contains(&e.line) {
+                continue;
+            }
+            if e.ts != self.dup_ts {
+                self.dup_ts = e.ts;
+                self.dup_lines.clear();
+            }
+            // Every source that can hold this time is open now, so only an
+            // active one can return it again; remember the line only then
+            // (rare: clones no line when timestamps differ).
+            if self.best().is_some_and(|(_, t)| t == e.ts) {
+                self.dup_lines.push(e.line.clone());
             }
             return Ok(Some(e));
         }
@@ -344,6 +364,8 @@ fn stream_iter(st: &ProjState, sid: u32, q: &Query) -> StreamIter {
         failed: false,
         blocks_read: 0,
         blocks_skipped: skipped,
+        dup_ts: i64::MIN,
+        dup_lines: Vec::new(),
     }
 }
 

@@ -373,3 +373,34 @@ fn reads_during_appends_and_flushes_see_each_acknowledged_entry_once() {
     flusher.join().unwrap();
     assert!(reads > 10, "{reads} reads");
 }
+
+#[test]
+fn a_retried_push_is_returned_once() {
+    let d = tempfile::tempdir().unwrap();
+    let s = open(d.path());
+    let b = sb(&[("a", "1")], &[(5, "same"), (5, "other"), (6, "next")]);
+    s.append("p", std::slice::from_ref(&b)).unwrap();
+    s.flush().unwrap(); // the first copy in a segment, the retry in the head
+    s.append("p", std::slice::from_ref(&b)).unwrap();
+    s.append(
+        "p",
+        &[sb(&[("a", "1")], &[(5, "same"), (6, "next"), (7, "new")])],
+    )
+    .unwrap();
+    for dir in [Direction::Forward, Direction::Backward] {
+        let got = dump(&s, "p", &[eq("a", "1")], 0, 10, dir);
+        let mut lines: Vec<(i64, String)> =
+            got[0].1.iter().map(|e| (e.ts, e.line.clone())).collect();
+        lines.sort();
+        assert_eq!(
+            lines,
+            vec![
+                (5, "other".into()),
+                (5, "same".into()),
+                (6, "next".into()),
+                (7, "new".into())
+            ],
+            "{dir:?}"
+        );
+    }
+}
