@@ -18,7 +18,8 @@
 //!    the line is durable. Live-tail subscribers ([`Store::subscribe`])
 //!    get the batch then.
 //! 4. [`Store::flush`] (called when heads exceed [`Options::flush_bytes`],
-//!    at open, or by the owner) rotates the WAL, freezes every head, and
+//!    at open, or by the owner's timer through [`Store::flush_if_due`])
+//!    rotates the WAL, freezes every head, and
 //!    writes each project's frozen blocks into one immutable *segment*
 //!    file ([`segment`]: tmp + fsync + rename + directory fsync). Then the
 //!    WAL segments before the rotation are deleted.
@@ -26,7 +27,8 @@
 //!    blocks, frozen heads and live heads per stream, in time order, and
 //!    skip blocks outside the time range or whose bloom rules out a
 //!    required substring. Retention ([`Store::apply_retention`]) deletes
-//!    whole segments by age and by size.
+//!    whole segments by age and by size; [`Store::compact`] merges small
+//!    segments (blocks copied as they are).
 //!
 //! After a crash, [`Store::open`] loads the segments' indexes and replays
 //! the WAL, skipping a project's records that a segment already holds (each

@@ -59,6 +59,9 @@ pub struct Segment {
     /// The first WAL segment whose entries are *not* in this segment (for
     /// its project): replay skips the project's records before it.
     pub wal_cut: u64,
+    /// Sequence numbers of the segments this one was compacted from (their
+    /// files are deleted after this one is durable; open finishes the job).
+    pub replaces: Vec<u64>,
     pub min_ts: i64,
     pub max_ts: i64,
     pub file_bytes: u64,
@@ -71,6 +74,7 @@ pub fn write(
     dir: &Path,
     seq: u64,
     wal_cut: u64,
+    replaces: &[u64],
     streams: &[(Labels, Vec<std::sync::Arc<MemBlock>>)],
     faults: &Faults,
 ) -> Result<Segment, Error> {
@@ -92,6 +96,10 @@ pub fn write(
         let mut index = Vec::new();
         put_uvarint(&mut index, INDEX_VERSION);
         put_uvarint(&mut index, wal_cut);
+        put_uvarint(&mut index, replaces.len() as u64);
+        for r in replaces {
+            put_uvarint(&mut index, *r);
+        }
         let mut body = Vec::new();
         put_uvarint(&mut body, streams.len() as u64);
         for (labels, blocks) in streams {
@@ -190,13 +198,14 @@ impl Segment {
                 "index checksum mismatch (stored {index_crc:08x}, computed {actual:08x})"
             )));
         }
-        let (wal_cut, min_ts, max_ts, streams) =
+        let (wal_cut, replaces, min_ts, max_ts, streams) =
             decode_index(&index, index_off).map_err(|d| bad(format!("index: {d}")))?;
         Ok(Segment {
             path: path.to_path_buf(),
             file,
             seq,
             wal_cut,
+            replaces,
             min_ts,
             max_ts,
             file_bytes: len,
@@ -235,7 +244,7 @@ impl Segment {
     }
 }
 
-type Index = (u64, i64, i64, Vec<SegStream>);
+type Index = (u64, Vec<u64>, i64, i64, Vec<SegStream>);
 
 fn decode_index(index: &[u8], data_end: u64) -> Result<Index, String> {
     let mut r = Reader::new(index);
@@ -244,6 +253,11 @@ fn decode_index(index: &[u8], data_end: u64) -> Result<Index, String> {
         return Err(format!("unknown index version {v}"));
     }
     let wal_cut = r.uvarint("wal cut")?;
+    let nr = r.usize_bounded(r.remaining(), "replaced segment count")?;
+    let mut replaces = Vec::with_capacity(nr);
+    for _ in 0..nr {
+        replaces.push(r.uvarint("replaced segment")?);
+    }
     let min_ts = r.varint("min time")?;
     let max_ts = r.varint("max time")?;
     let n = r.usize_bounded(r.remaining(), "stream count")?;
@@ -286,5 +300,5 @@ fn decode_index(index: &[u8], data_end: u64) -> Result<Index, String> {
     if !r.is_empty() {
         return Err(format!("{} trailing bytes", r.remaining()));
     }
-    Ok((wal_cut, min_ts, max_ts, streams))
+    Ok((wal_cut, replaces, min_ts, max_ts, streams))
 }

@@ -165,6 +165,10 @@ pub struct Store {
     pub(crate) projects: RwLock<HashMap<String, Arc<Project>>>,
     /// Line bytes in live heads, all projects (drives automatic flushes).
     head_bytes: AtomicU64,
+    /// When the oldest unflushed append happened: nanoseconds since
+    /// `started` plus one, 0 when the heads are empty.
+    head_since: AtomicU64,
+    started: std::time::Instant,
     subscribers: Mutex<HashMap<String, Vec<SyncSender<TailBatch>>>>,
     /// Set when a flush failed after freezing heads: their entries are only
     /// in the WAL, which must then not be truncated, so the store refuses
@@ -231,6 +235,8 @@ impl Store {
             flush_lock: Mutex::new(()),
             projects: RwLock::new(projects),
             head_bytes: AtomicU64::new(replayed),
+            head_since: AtomicU64::new(0),
+            started: std::time::Instant::now(),
             subscribers: Mutex::new(HashMap::new()),
             poisoned: Mutex::new(None),
             _lock: dir_lock,
@@ -310,6 +316,10 @@ impl Store {
             ticket
         };
         let total = self.head_bytes.fetch_add(report.bytes, Ordering::Relaxed) + report.bytes;
+        let now = self.started.elapsed().as_nanos() as u64 + 1;
+        let _ = self
+            .head_since
+            .compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
         self.wal.wait(ticket)?;
         self.publish(project, batches);
         if total >= self.opts.flush_bytes as u64
@@ -376,6 +386,22 @@ impl Store {
         rx
     }
 
+    /// Flushes when the heads hold an entry appended more than `max_age`
+    /// ago (for a timer in the server: bounds WAL size and replay time
+    /// under a light load). Returns whether it flushed.
+    pub fn flush_if_due(&self, max_age: std::time::Duration) -> Result<bool, Error> {
+        let since = self.head_since.load(Ordering::Relaxed);
+        if since == 0 {
+            return Ok(false);
+        }
+        let age = (self.started.elapsed().as_nanos() as u64 + 1).saturating_sub(since);
+        if age < max_age.as_nanos() as u64 {
+            return Ok(false);
+        }
+        self.flush()?;
+        Ok(true)
+    }
+
     /// Seals every head into segment files (one per project with data)
     /// and deletes the WAL segments they came from.
     pub fn flush(&self) -> Result<(), Error> {
@@ -420,6 +446,7 @@ impl Store {
                 }
             }
             self.head_bytes.store(0, Ordering::Relaxed);
+            self.head_since.store(0, Ordering::Relaxed);
             (cut, all)
         };
         for (_name, p, fr) in frozen {
@@ -447,7 +474,7 @@ impl Store {
             fs::create_dir_all(&p.dir).at(&p.dir)?;
             let parent = self.dir.join(files::PROJECTS_DIR);
             diskio::fsync_dir(&parent).at(&parent)?;
-            let seg = segment::write(&p.dir, seq, cut, &streams, &self.opts.faults)?;
+            let seg = segment::write(&p.dir, seq, cut, &[], &streams, &self.opts.faults)?;
             let mut st = write(&p.state);
             st.add_segment(seg);
             st.frozen = None;
@@ -513,6 +540,83 @@ impl Store {
             diskio::fsync_dir(&p.dir).at(&p.dir)?;
         }
         Ok(report)
+    }
+
+    /// Merges `project`'s segments smaller than `target_bytes`, oldest
+    /// first, into segments of about `target_bytes` (blocks are copied, not
+    /// recompressed). Fewer, larger files mean fewer open files and a
+    /// shorter open; retention then works at the coarser granularity.
+    ///
+    /// Crash-safe: the output is durable before the inputs are deleted, and
+    /// it names them (`replaces`), so an open after a crash in between
+    /// deletes them instead of reading their blocks twice. Returns how many
+    /// input segments were merged.
+    pub fn compact(&self, project: &str, target_bytes: u64) -> Result<usize, Error> {
+        let _g = lock(&self.flush_lock);
+        let Some(p) = self.project(project) else {
+            return Ok(0);
+        };
+        let small: Vec<Arc<Segment>> = read(&p.state)
+            .segments
+            .iter()
+            .filter(|v| v.seg.file_bytes < target_bytes)
+            .map(|v| v.seg.clone())
+            .collect();
+        let mut groups: Vec<Vec<Arc<Segment>>> = vec![Vec::new()];
+        let mut size = 0;
+        for s in small {
+            if size >= target_bytes {
+                groups.push(Vec::new());
+                size = 0;
+            }
+            size += s.file_bytes;
+            groups.last_mut().expect("never empty").push(s);
+        }
+        let mut merged = 0;
+        for group in groups.into_iter().filter(|g| g.len() >= 2) {
+            merged += group.len();
+            self.merge(&p, &group)?;
+        }
+        Ok(merged)
+    }
+
+    fn merge(&self, p: &Project, group: &[Arc<Segment>]) -> Result<(), Error> {
+        let mut order: Vec<Labels> = Vec::new();
+        let mut by_labels: HashMap<Labels, Vec<Arc<crate::block::MemBlock>>> = HashMap::new();
+        for seg in group {
+            for st in &seg.streams {
+                let blocks = by_labels.entry(st.labels.clone()).or_insert_with(|| {
+                    order.push(st.labels.clone());
+                    Vec::new()
+                });
+                for b in &st.blocks {
+                    blocks.push(Arc::new(crate::block::MemBlock {
+                        meta: b.meta.clone(),
+                        data: seg.read_block(b)?,
+                    }));
+                }
+            }
+        }
+        let streams: Vec<(Labels, Vec<Arc<crate::block::MemBlock>>)> = order
+            .into_iter()
+            .map(|l| {
+                let b = by_labels.remove(&l).unwrap_or_default();
+                (l, b)
+            })
+            .collect();
+        let cut = group.iter().map(|s| s.wal_cut).max().unwrap_or(0);
+        let replaces: Vec<u64> = group.iter().map(|s| s.seq).collect();
+        let seq = read(&p.state).next_seq;
+        let out = segment::write(&p.dir, seq, cut, &replaces, &streams, &self.opts.faults)?;
+        {
+            let mut st = write(&p.state);
+            st.segments.retain(|v| !replaces.contains(&v.seg.seq));
+            st.add_segment(out);
+        }
+        for s in group {
+            fs::remove_file(&s.path).at(&s.path)?;
+        }
+        diskio::fsync_dir(&p.dir).at(&p.dir)
     }
 
     /// Reads every block of every segment of `project` and checks it.
@@ -581,9 +685,28 @@ fn load_project(dir: &Path) -> Result<Project, Error> {
         }
     }
     segs.sort();
-    let mut st = ProjState::new();
+    let mut opened = Vec::with_capacity(segs.len());
     for (seq, path) in segs {
-        st.add_segment(Segment::open(&path, seq)?);
+        opened.push(Segment::open(&path, seq)?);
+    }
+    // A compaction that died after writing its output but before deleting
+    // its inputs: the output holds their blocks, so the inputs go now.
+    let replaced: std::collections::HashSet<u64> = opened
+        .iter()
+        .flat_map(|s| s.replaces.iter().copied())
+        .collect();
+    let mut st = ProjState::new();
+    let mut removed = false;
+    for seg in opened {
+        if replaced.contains(&seg.seq) {
+            fs::remove_file(&seg.path).at(&seg.path)?;
+            removed = true;
+        } else {
+            st.add_segment(seg);
+        }
+    }
+    if removed {
+        diskio::fsync_dir(dir).at(dir)?;
     }
     Ok(Project {
         dir: dir.to_path_buf(),
