@@ -185,6 +185,9 @@ impl Store {
         let dir_lock = DirLock::try_acquire(dir, files::LOCK)?;
         let pdir = dir.join(files::PROJECTS_DIR);
         fs::create_dir_all(&pdir).at(&pdir)?;
+        fs::create_dir_all(dir.join(files::WAL_DIR)).at(&dir.join(files::WAL_DIR))?;
+        // Make `p/` and `wal/` themselves durable before anything in them is.
+        diskio::fsync_dir(dir).at(dir)?;
         let mut projects = HashMap::new();
         for e in fs::read_dir(&pdir).at(&pdir)? {
             let e = e.at(&pdir)?;

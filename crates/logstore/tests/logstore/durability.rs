@@ -238,3 +238,38 @@ fn a_lost_wal_directory_does_not_hide_new_appends() {
     drop(s);
     assert_eq!(times(&open(d.path()), "p", &[])[0].1, vec![1, 2]);
 }
+
+/// A WAL segment holding only a prefix of its magic (a power cut while it
+/// was created) holds no record: open drops it, wherever it is in the
+/// sequence, and leftover `.tmp` files go too.
+#[test]
+fn wal_segment_cut_short_at_creation_is_dropped() {
+    for stub in [&b""[..], b"FDLO"] {
+        let d = tempfile::tempdir().unwrap();
+        let s = open(d.path());
+        s.append("p", &[sb(&[("a", "1")], &[(1, "one")])]).unwrap();
+        s.close().unwrap();
+        drop(s);
+        let wal = d.path().join("wal");
+        let newest: u64 = fs::read_dir(&wal)
+            .unwrap()
+            .filter_map(|e| e.unwrap().file_name().to_str()?.parse().ok())
+            .max()
+            .unwrap();
+        fs::write(wal.join(format!("{:08}", newest + 1)), stub).unwrap();
+        fs::write(wal.join(format!("{:08}.tmp", newest + 2)), b"FD").unwrap();
+        for t in 2..4 {
+            let s = open(d.path());
+            s.append("p", &[sb(&[("a", "1")], &[(t, "more")])]).unwrap();
+            s.close().unwrap();
+        }
+        let s = open(d.path());
+        assert_eq!(times(&s, "p", &[])[0].1, vec![1, 2, 3], "stub {stub:?}");
+        let tmp: Vec<_> = fs::read_dir(&wal)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".tmp"))
+            .collect();
+        assert!(tmp.is_empty(), "{tmp:?}");
+    }
+}
