@@ -1,4 +1,4 @@
-//! `ingest`: sans-IO decoders of the metric path.
+//! `ingest`: sans-IO decoders of the metric and log paths.
 //!
 //! Each module turns the bytes a client sent (or a scraped target
 //! returned) into the shared types of `model` — a [`model::WriteBatch`]
@@ -16,7 +16,10 @@
 //!   applied to label sets (targets and scraped samples);
 //! * [`validate`]: per-project limits (label counts and lengths, samples per
 //!   request) applied to a decoded batch;
-//! * [`error`]: [`DecodeError`], whose variants map to HTTP statuses.
+//! * [`error`]: [`DecodeError`], whose variants map to HTTP statuses;
+//! * the log path: [`loki`] (Loki push API, JSON and protobuf) and
+//!   [`otlp_logs`] (OTLP/HTTP logs) decode into [`logs::LogStream`]s, and
+//!   [`logs::validate`] applies Loki's per-project limits.
 //!
 //! It is *not* a server and not a store: no sockets, no tokio, no axum, no
 //! files. The server reads the body (bounded), calls a decoder here and
@@ -26,7 +29,10 @@
 pub mod decompress;
 pub mod error;
 pub mod exposition;
+pub mod logs;
+pub mod loki;
 pub mod otlp;
+pub mod otlp_logs;
 pub mod relabel;
 pub mod remote_write;
 pub mod validate;

@@ -400,7 +400,7 @@ pub fn label_name(key: &str) -> String {
 
 /// An attribute value as text, as the OpenTelemetry Collector's
 /// `Value.AsString` writes it (arrays and maps as JSON, bytes as base64).
-fn value_text(v: Option<&AnyValue>) -> String {
+pub(crate) fn value_text(v: Option<&AnyValue>) -> String {
     use any_value::Value as V;
     match v.and_then(|v| v.value.as_ref()) {
         None => String::new(),
@@ -430,7 +430,7 @@ fn attribute_float_text(f: f64) -> String {
     }
 }
 
-fn json_value(v: Option<&any_value::Value>) -> serde_json::Value {
+pub(crate) fn json_value(v: Option<&any_value::Value>) -> serde_json::Value {
     use any_value::Value as V;
     use serde_json::Value as J;
     match v {
