@@ -35,6 +35,8 @@ pub struct FileConfig {
     pub audit: FileAudit,
     #[serde(default)]
     pub metrics: FileMetrics,
+    #[serde(default)]
+    pub logs: FileLogs,
     /// Prometheus' `scrape_configs` (a subset; see `agent::scrape`).
     #[serde(default)]
     pub scrape_configs: Vec<agent::scrape::ScrapeConfig>,
@@ -67,6 +69,55 @@ pub struct FileMetrics {
     /// Per-project overrides of the ingest limits: `[metrics.projects.<slug>]`.
     #[serde(default)]
     pub projects: std::collections::BTreeMap<String, FileIngestLimits>,
+}
+
+/// `[logs]`: the log store and Loki's ingest limits.
+#[derive(Deserialize, Default, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct FileLogs {
+    /// Largest push body, compressed and after decompression (bytes).
+    pub max_request_bytes: Option<u64>,
+    /// Heads holding a line older than this are written to a segment.
+    pub flush_age: Option<String>,
+    /// How often retention and compaction run.
+    pub maintenance_interval: Option<String>,
+    // The defaults of every project: the keys of [`FileLogLimits`] (serde's
+    // `flatten` would disable `deny_unknown_fields`).
+    pub retention: Option<String>,
+    pub max_bytes: Option<u64>,
+    pub max_label_names_per_series: Option<usize>,
+    pub max_label_name_length: Option<usize>,
+    pub max_label_value_length: Option<usize>,
+    pub max_line_size: Option<usize>,
+    pub reject_old_samples_max_age: Option<String>,
+    pub creation_grace_period: Option<String>,
+    pub ingestion_rate_mb: Option<f64>,
+    pub ingestion_burst_size_mb: Option<f64>,
+    pub max_streams_per_project: Option<usize>,
+    /// Per-project overrides: `[logs.projects.<slug>]`.
+    #[serde(default)]
+    pub projects: std::collections::BTreeMap<String, FileLogLimits>,
+}
+
+/// The per-project log limits (the same keys under `[logs]` and
+/// `[logs.projects.<slug>]`; Loki's names).
+#[derive(Deserialize, Default, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct FileLogLimits {
+    pub retention: Option<String>,
+    /// Size retention of the project's segments, bytes (0: none).
+    pub max_bytes: Option<u64>,
+    pub max_label_names_per_series: Option<usize>,
+    pub max_label_name_length: Option<usize>,
+    pub max_label_value_length: Option<usize>,
+    /// Bytes; 0 = unlimited.
+    pub max_line_size: Option<usize>,
+    /// A duration, or "0" to accept any age.
+    pub reject_old_samples_max_age: Option<String>,
+    pub creation_grace_period: Option<String>,
+    pub ingestion_rate_mb: Option<f64>,
+    pub ingestion_burst_size_mb: Option<f64>,
+    pub max_streams_per_project: Option<usize>,
 }
 
 /// The per-project ingest limits (the same keys as under `[metrics]`).
@@ -207,6 +258,7 @@ pub struct Config {
     pub server: server::ServerOptions,
     pub audit: AuditSettings,
     pub metrics: MetricsSettings,
+    pub logs: server::loki::LogsConfig,
 }
 
 /// The audit log settings of the configuration (`[audit]`).
@@ -356,8 +408,10 @@ pub fn load(o: &Overrides) -> Result<Config, ConfigError> {
         ));
     }
     let metrics = metrics_settings(o, file.metrics, &file.scrape_configs)?;
+    let logs = logs_settings(file.logs)?;
     Ok(Config {
         metrics,
+        logs,
         audit: AuditSettings {
             log_name,
             checkpoint_interval,
@@ -584,6 +638,133 @@ fn metrics_settings(
     })
 }
 
+/// Validates one set of log limits over `base` (`prefix`: `logs` or
+/// `logs.projects.<slug>`).
+fn log_limits(
+    prefix: &str,
+    f: &FileLogLimits,
+    base: &server::loki::limits::ProjectLimits,
+) -> Result<server::loki::limits::ProjectLimits, ConfigError> {
+    use server::loki::limits::MB;
+    let key = |k: &str| format!("{prefix}.{k}");
+    let at_least = |k: &str, v: Option<usize>, d: usize, min: usize| match v {
+        None => Ok(d),
+        Some(x) if x >= min => Ok(x),
+        Some(x) => Err(ConfigError(format!(
+            "config key `{}`: {x} is too small (at least {min})",
+            key(k)
+        ))),
+    };
+    let ns = |d: Duration| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
+    let positive_mb = |k: &str, v: Option<f64>, d: f64| match v {
+        None => Ok(d),
+        Some(x) if x.is_finite() && x > 0.0 => Ok(x * MB),
+        Some(x) => Err(ConfigError(format!(
+            "config key `{}`: {x} is not a positive number of MB",
+            key(k)
+        ))),
+    };
+    let mut l = base.clone();
+    if let Some(r) = &f.retention {
+        l.retention.max_age_ns = Some(ns(duration(&key("retention"), Some(r.clone()), Duration::ZERO)?));
+    }
+    if let Some(b) = f.max_bytes {
+        l.retention.max_bytes = (b > 0).then_some(b);
+    }
+    l.entries.max_label_names_per_stream = at_least(
+        "max_label_names_per_series",
+        f.max_label_names_per_series,
+        l.entries.max_label_names_per_stream,
+        1,
+    )?;
+    l.entries.max_label_name_length = at_least(
+        "max_label_name_length",
+        f.max_label_name_length,
+        l.entries.max_label_name_length,
+        1,
+    )?;
+    l.entries.max_label_value_length = at_least(
+        "max_label_value_length",
+        f.max_label_value_length,
+        l.entries.max_label_value_length,
+        1,
+    )?;
+    l.entries.max_line_size = at_least("max_line_size", f.max_line_size, l.entries.max_line_size, 0)?;
+    if l.entries.max_line_size > 16 << 20 {
+        return Err(ConfigError(format!(
+            "config key `{}`: at most 16777216 (16 MiB)",
+            key("max_line_size")
+        )));
+    }
+    match f.reject_old_samples_max_age.as_deref().map(str::trim) {
+        None => {}
+        Some("0" | "0s") => l.entries.reject_old_samples_max_age_ns = None,
+        Some(s) => {
+            l.entries.reject_old_samples_max_age_ns = Some(ns(duration(
+                &key("reject_old_samples_max_age"),
+                Some(s.to_string()),
+                Duration::ZERO,
+            )?))
+        }
+    }
+    if let Some(s) = &f.creation_grace_period {
+        l.entries.creation_grace_period_ns = ns(duration(
+            &key("creation_grace_period"),
+            Some(s.clone()),
+            Duration::ZERO,
+        )?);
+    }
+    l.rate_bytes = positive_mb("ingestion_rate_mb", f.ingestion_rate_mb, l.rate_bytes)?;
+    l.burst_bytes = positive_mb("ingestion_burst_size_mb", f.ingestion_burst_size_mb, l.burst_bytes)?;
+    l.max_streams = at_least(
+        "max_streams_per_project",
+        f.max_streams_per_project,
+        l.max_streams,
+        1,
+    )?;
+    Ok(l)
+}
+
+fn logs_settings(f: FileLogs) -> Result<server::loki::LogsConfig, ConfigError> {
+    let d = server::loki::LogsConfig::default();
+    let max_request_bytes = f.max_request_bytes.unwrap_or(d.max_request_bytes as u64);
+    if !(1024..=(1 << 32)).contains(&max_request_bytes) {
+        return Err(ConfigError(format!(
+            "config key `logs.max_request_bytes`: {max_request_bytes} is out of range (1024 to 4294967296)"
+        )));
+    }
+    let top = FileLogLimits {
+        retention: f.retention,
+        max_bytes: f.max_bytes,
+        max_label_names_per_series: f.max_label_names_per_series,
+        max_label_name_length: f.max_label_name_length,
+        max_label_value_length: f.max_label_value_length,
+        max_line_size: f.max_line_size,
+        reject_old_samples_max_age: f.reject_old_samples_max_age,
+        creation_grace_period: f.creation_grace_period,
+        ingestion_rate_mb: f.ingestion_rate_mb,
+        ingestion_burst_size_mb: f.ingestion_burst_size_mb,
+        max_streams_per_project: f.max_streams_per_project,
+    };
+    let defaults = log_limits("logs", &top, &d.defaults)?;
+    let mut projects = std::collections::HashMap::new();
+    for (p, l) in &f.projects {
+        projects.insert(p.clone(), log_limits(&format!("logs.projects.{p}"), l, &defaults)?);
+    }
+    Ok(server::loki::LogsConfig {
+        defaults,
+        projects,
+        max_request_bytes: max_request_bytes as usize,
+        flush_age: duration("logs.flush_age", f.flush_age, d.flush_age)?,
+        maintenance_interval: duration(
+            "logs.maintenance_interval",
+            f.maintenance_interval,
+            d.maintenance_interval,
+        )?,
+        compact_target_bytes: d.compact_target_bytes,
+    })
+}
+
 fn read_file(p: &Path) -> Result<FileConfig, ConfigError> {
     let text = std::fs::read_to_string(p)
         .map_err(|e| ConfigError(format!("cannot read config file {}: {e}", p.display())))?;
@@ -615,6 +796,45 @@ mod tests {
         let c = load(&Overrides::default()).unwrap();
         assert_eq!(c.listen.to_string(), "127.0.0.1:9464");
         assert_eq!(c.data_dir, PathBuf::from("./data"));
+    }
+
+    #[test]
+    fn logs_section() {
+        let c = with_file("").unwrap();
+        assert_eq!(c.logs.defaults.entries.max_label_names_per_stream, 15);
+        assert_eq!(c.logs.defaults.entries.max_line_size, 256 << 10);
+        assert_eq!(c.logs.defaults.rate_bytes, 4.0 * 1024.0 * 1024.0);
+        assert_eq!(c.logs.defaults.burst_bytes, 6.0 * 1024.0 * 1024.0);
+        assert_eq!(
+            c.logs.defaults.retention.max_age_ns,
+            Some(744 * 3_600_000_000_000)
+        );
+        let c = with_file(
+            "[logs]\nretention = \"7d\"\nmax_line_size = 1000\ningestion_rate_mb = 1.5\n\
+             reject_old_samples_max_age = \"0\"\nmax_streams_per_project = 5\n\
+             [logs.projects.p1]\nmax_streams_per_project = 9\nmax_bytes = 1000000",
+        )
+        .unwrap();
+        let l = &c.logs.defaults;
+        assert_eq!(l.retention.max_age_ns, Some(7 * 86_400_000_000_000));
+        assert_eq!(l.entries.max_line_size, 1000);
+        assert_eq!(l.rate_bytes, 1.5 * 1024.0 * 1024.0);
+        assert_eq!(l.entries.reject_old_samples_max_age_ns, None);
+        assert_eq!(l.max_streams, 5);
+        let p = &c.logs.projects["p1"];
+        assert_eq!((p.max_streams, p.entries.max_line_size), (9, 1000), "inherits [logs]");
+        assert_eq!(p.retention.max_bytes, Some(1_000_000));
+        for (text, key) in [
+            ("[logs]\nbogus = 1", "bogus"),
+            ("[logs]\ningestion_rate_mb = 0", "logs.ingestion_rate_mb"),
+            ("[logs]\nretention = \"x\"", "logs.retention"),
+            ("[logs.projects.p]\nmax_label_names_per_series = 0", "logs.projects.p.max_label_names_per_series"),
+            ("[logs.projects.p]\nnope = 0", "nope"),
+            ("[logs]\nmax_request_bytes = 10", "logs.max_request_bytes"),
+        ] {
+            let e = with_file(text).unwrap_err().0;
+            assert!(e.contains(key), "{text}: {e}");
+        }
     }
 
     #[test]

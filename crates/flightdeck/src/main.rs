@@ -167,6 +167,10 @@ fn serve(cfg: config::Config) -> anyhow::Result<()> {
     for (project, n) in &cfg.metrics.project_series {
         db.set_series_limit(project, *n);
     }
+    let logs_dir = cfg.data_dir.join("logs");
+    let logs = server::loki::Logs::open(&logs_dir, cfg.logs.clone())
+        .with_context(|| format!("cannot open the log store in {}", logs_dir.display()))?;
+    let log_store = logs.store.clone();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -210,7 +214,8 @@ fn serve(cfg: config::Config) -> anyhow::Result<()> {
             },
             scrape: None,
             scrape_jobs,
-        });
+        })
+        .with_logs(logs);
         // Scrapes write through the state, and the state shows the targets:
         // the manager starts once the state exists, then joins it.
         let state = if cfg.metrics.scrape_jobs.is_empty() {
@@ -233,6 +238,11 @@ fn serve(cfg: config::Config) -> anyhow::Result<()> {
             .context("server failed")
     });
     audit.shutdown();
+    // Acknowledged lines are in the WAL already; closing writes what is
+    // pending and stops the WAL writer.
+    if let Err(e) = log_store.close() {
+        tracing::warn!(error = %e, "closing the log store failed");
+    }
     // Every acknowledged sample is already durable; closing cleanly only
     // spares the next start a WAL replay.
     match Arc::try_unwrap(db) {

@@ -18,6 +18,7 @@ pub mod bootstrap;
 pub mod cache;
 pub mod error;
 pub mod listen;
+pub mod loki;
 pub mod openapi;
 pub mod prom;
 mod ratelimit;
@@ -110,6 +111,9 @@ pub struct AppState {
     pub cache: Arc<cache::MetaCache>,
     /// The metric store (none: the data-plane routes answer 503).
     pub metrics: Option<Arc<prom::MetricsStore>>,
+    /// The log store and its ingest settings (none: the log routes answer
+    /// 503). `logs.store` is the `logstore::Store` itself.
+    pub logs: Option<Arc<loki::Logs>>,
     /// `flightdeck_*` metrics.
     pub telemetry: Arc<telemetry::Telemetry>,
     /// When this state was made (the server's start), unix ns from `clock`.
@@ -139,6 +143,7 @@ impl AppState {
             limiter,
             cache: Arc::new(cache::MetaCache::default()),
             metrics: None,
+            logs: None,
             telemetry: Arc::new(telemetry::Telemetry::default()),
         }
     }
@@ -160,6 +165,12 @@ impl AppState {
         self
     }
 
+    /// The same state with a log store.
+    pub fn with_logs(mut self, l: loki::Logs) -> AppState {
+        self.logs = Some(Arc::new(l));
+        self
+    }
+
     pub fn now(&self) -> i64 {
         (self.clock)()
     }
@@ -178,6 +189,7 @@ pub fn router(state: AppState) -> Router {
         .route("/-/ready", get(ready))
         .nest(auth::API_PREFIX, api)
         .merge(prom::routes(state.clone()))
+        .merge(loki::routes(state.clone()))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             prom::timing_layer,
@@ -214,6 +226,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     tokio::spawn(auth::expiry_sweeper(state.clone()));
     tokio::spawn(retention::sweeper(state.clone()));
+    tokio::spawn(loki::maintenance_loop(state.clone()));
     listen::serve_router(
         listener,
         router(state),

@@ -12,6 +12,8 @@ mod failures;
 mod grafana;
 mod isolation;
 mod log_name;
+mod logs;
+mod logs_clients;
 mod metrics;
 mod monitor;
 mod openapi;

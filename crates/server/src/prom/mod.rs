@@ -97,6 +97,10 @@ fn classify(method: &Method, route: Option<&str>) -> (&'static str, Scope) {
         ("POST", Some("/api/v1/write")) | ("POST", Some("/v1/metrics")) => {
             ("metrics.write", Scope::MetricsWrite)
         }
+        ("POST", Some("/loki/api/v1/push")) | ("POST", Some("/v1/logs")) => {
+            ("logs.write", Scope::LogsWrite)
+        }
+        (_, Some(r)) if r.starts_with("/loki/") => ("logs.read", Scope::LogsRead),
         _ => ("metrics.read", Scope::MetricsRead),
     }
 }

@@ -436,8 +436,9 @@ pub async fn otlp_metrics(
 
 /// `ExportMetricsServiceResponse` as protobuf: field 1 `partial_success`
 /// { 1: int64 `rejected_data_points`, 2: string `error_message` }, empty
-/// when everything was accepted.
-fn otlp_response_protobuf(rejected: i64, message: &str) -> Vec<u8> {
+/// when everything was accepted. `ExportLogsServiceResponse` has the same
+/// layout (`rejected_log_records`).
+pub(crate) fn otlp_response_protobuf(rejected: i64, message: &str) -> Vec<u8> {
     fn varint(out: &mut Vec<u8>, mut v: u64) {
         while v >= 0x80 {
             out.push((v as u8) | 0x80);
@@ -466,11 +467,17 @@ fn otlp_response_protobuf(rejected: i64, message: &str) -> Vec<u8> {
 
 /// The same in OTLP's JSON mapping (int64 as a string, camelCase).
 fn otlp_response_json(rejected: i64, message: &str) -> Vec<u8> {
+    otlp_response_json_named(rejected, message, "rejectedDataPoints")
+}
+
+/// The same with the count's field named `count_field` (logs:
+/// `rejectedLogRecords`).
+pub(crate) fn otlp_response_json_named(rejected: i64, message: &str, count_field: &str) -> Vec<u8> {
     if rejected == 0 && message.is_empty() {
         return b"{}".to_vec();
     }
     let mut s =
-        format!("{{\"partialSuccess\":{{\"rejectedDataPoints\":\"{rejected}\",\"errorMessage\":");
+        format!("{{\"partialSuccess\":{{\"{count_field}\":\"{rejected}\",\"errorMessage\":");
     super::api::json_str(&mut s, message);
     s.push_str("}}");
     s.into_bytes()

@@ -1,0 +1,191 @@
+//! The log data plane: Loki's push API (`POST /loki/api/v1/push`) and
+//! OTLP/HTTP logs (`POST /v1/logs`) into the `logstore`, with Loki's
+//! per-project limits; and the store's upkeep (flush, retention,
+//! compaction) on timers.
+//!
+//! Authentication and the choice of project are the metric data plane's
+//! ([`crate::prom::data_layer`]): the scope needed is `logs:write` for the
+//! push routes and `logs:read` for every other `/loki/…` route; a
+//! project token writes to its own project only.
+
+pub mod limits;
+pub mod write;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::post;
+
+use crate::AppState;
+use crate::telemetry::Family;
+use limits::{ProjectLimits, RateLimiter, StreamTracker};
+
+/// `flightdeck_ingested_log_lines_total`.
+pub const INGESTED_LINES: Family = Family {
+    name: "flightdeck_ingested_log_lines_total",
+    help: "Log lines accepted into storage, by project and protocol.",
+    labels: &["project", "protocol"],
+};
+/// `flightdeck_ingested_log_bytes_total`.
+pub const INGESTED_BYTES: Family = Family {
+    name: "flightdeck_ingested_log_bytes_total",
+    help: "Bytes of log lines and structured metadata accepted, by project and protocol.",
+    labels: &["project", "protocol"],
+};
+/// `flightdeck_rejected_log_lines_total`.
+pub const REJECTED_LINES: Family = Family {
+    name: "flightdeck_rejected_log_lines_total",
+    help: "Log lines refused at ingest, by project, protocol and reason (Loki's reason names).",
+    labels: &["project", "protocol", "reason"],
+};
+
+/// Settings of the log path (`[logs]` in the configuration).
+#[derive(Clone, Debug)]
+pub struct LogsConfig {
+    /// Limits of projects without their own `[logs.projects.<slug>]`.
+    pub defaults: ProjectLimits,
+    pub projects: HashMap<String, ProjectLimits>,
+    /// Largest push body, compressed and after decompression.
+    pub max_request_bytes: usize,
+    /// Heads holding an entry older than this are flushed into a segment.
+    pub flush_age: Duration,
+    /// How often retention and compaction run.
+    pub maintenance_interval: Duration,
+    /// Segments smaller than this are merged by compaction.
+    pub compact_target_bytes: u64,
+}
+
+impl Default for LogsConfig {
+    fn default() -> Self {
+        LogsConfig {
+            defaults: ProjectLimits::default(),
+            projects: HashMap::new(),
+            max_request_bytes: 64 << 20,
+            flush_age: Duration::from_secs(300),
+            maintenance_interval: Duration::from_secs(600),
+            compact_target_bytes: 64 << 20,
+        }
+    }
+}
+
+/// The log store and what the push handlers share.
+pub struct Logs {
+    pub store: Arc<logstore::Store>,
+    pub config: LogsConfig,
+    pub(crate) rate: RateLimiter,
+    pub(crate) streams: StreamTracker,
+}
+
+impl Logs {
+    pub fn new(store: Arc<logstore::Store>, config: LogsConfig) -> Logs {
+        Logs {
+            store,
+            config,
+            rate: RateLimiter::default(),
+            streams: StreamTracker::default(),
+        }
+    }
+
+    /// Opens the store in `dir` (`<data dir>/logs`) with the production
+    /// options; the longest line it takes is the largest `max_line_size`
+    /// configured (0, unlimited, means the store's own cap of 16 MiB).
+    pub fn open(dir: &std::path::Path, config: LogsConfig) -> Result<Logs, logstore::Error> {
+        let longest = std::iter::once(&config.defaults)
+            .chain(config.projects.values())
+            .map(|l| match l.entries.max_line_size {
+                0 => 16 << 20,
+                n => n,
+            })
+            .max()
+            .unwrap_or(256 << 10);
+        let store = logstore::Store::open(
+            dir,
+            logstore::Options {
+                max_line_bytes: longest,
+                ..logstore::Options::default()
+            },
+        )?;
+        Ok(Logs::new(Arc::new(store), config))
+    }
+
+    pub fn limits_for(&self, project: &str) -> &ProjectLimits {
+        self.config
+            .projects
+            .get(project)
+            .unwrap_or(&self.config.defaults)
+    }
+}
+
+/// The log routes, behind [`crate::prom::data_layer`].
+pub fn routes(st: AppState) -> Router<AppState> {
+    let max = st
+        .logs
+        .as_ref()
+        .map_or(st.opts.max_body_bytes, |l| l.config.max_request_bytes);
+    Router::new()
+        .route("/loki/api/v1/push", post(write::push))
+        .route("/v1/logs", post(write::otlp_logs))
+        .layer(axum::middleware::from_fn_with_state(
+            st.clone(),
+            crate::prom::data_layer,
+        ))
+        .layer(DefaultBodyLimit::max(max))
+}
+
+/// Flushes due heads every 10 s (or `flush_age`, if shorter), and every
+/// `maintenance_interval` applies each project's retention and merges small
+/// segments. Runs for the server's life; failures are logged (a failed
+/// flush poisons the store, and appends then answer 503).
+pub async fn maintenance_loop(st: AppState) {
+    let Some(logs) = st.logs.clone() else {
+        return;
+    };
+    let tick = logs.config.flush_age.min(Duration::from_secs(10));
+    let mut interval = tokio::time::interval(tick);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_maintenance = tokio::time::Instant::now();
+    loop {
+        interval.tick().await;
+        let l = logs.clone();
+        let now_ns = st.now();
+        let maintain = last_maintenance.elapsed() >= logs.config.maintenance_interval;
+        if maintain {
+            last_maintenance = tokio::time::Instant::now();
+        }
+        let r = tokio::task::spawn_blocking(move || {
+            if let Err(e) = l.store.flush_if_due(l.config.flush_age) {
+                tracing::error!(error = %e, "flushing the log store failed");
+            }
+            if maintain {
+                maintain_once(&l, now_ns);
+            }
+        })
+        .await;
+        if let Err(e) = r {
+            tracing::error!(error = %e, "log store upkeep panicked");
+        }
+    }
+}
+
+/// Retention then compaction of every project (blocking).
+pub fn maintain_once(l: &Logs, now_ns: i64) {
+    for project in l.store.projects() {
+        let policy = l.limits_for(&project).retention;
+        match l.store.apply_retention(&project, &policy, now_ns) {
+            Ok(r) if r.segments > 0 => tracing::info!(
+                project = %project,
+                segments = r.segments,
+                bytes = r.bytes,
+                "log retention deleted segments"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::error!(project = %project, error = %e, "log retention failed"),
+        }
+        if let Err(e) = l.store.compact(&project, l.config.compact_target_bytes) {
+            tracing::error!(project = %project, error = %e, "log compaction failed");
+        }
+    }
+}
