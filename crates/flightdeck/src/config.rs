@@ -666,7 +666,11 @@ fn log_limits(
     };
     let mut l = base.clone();
     if let Some(r) = &f.retention {
-        l.retention.max_age_ns = Some(ns(duration(&key("retention"), Some(r.clone()), Duration::ZERO)?));
+        l.retention.max_age_ns = Some(ns(duration(
+            &key("retention"),
+            Some(r.clone()),
+            Duration::ZERO,
+        )?));
     }
     if let Some(b) = f.max_bytes {
         l.retention.max_bytes = (b > 0).then_some(b);
@@ -689,7 +693,8 @@ fn log_limits(
         l.entries.max_label_value_length,
         1,
     )?;
-    l.entries.max_line_size = at_least("max_line_size", f.max_line_size, l.entries.max_line_size, 0)?;
+    l.entries.max_line_size =
+        at_least("max_line_size", f.max_line_size, l.entries.max_line_size, 0)?;
     if l.entries.max_line_size > 16 << 20 {
         return Err(ConfigError(format!(
             "config key `{}`: at most 16777216 (16 MiB)",
@@ -715,7 +720,11 @@ fn log_limits(
         )?);
     }
     l.rate_bytes = positive_mb("ingestion_rate_mb", f.ingestion_rate_mb, l.rate_bytes)?;
-    l.burst_bytes = positive_mb("ingestion_burst_size_mb", f.ingestion_burst_size_mb, l.burst_bytes)?;
+    l.burst_bytes = positive_mb(
+        "ingestion_burst_size_mb",
+        f.ingestion_burst_size_mb,
+        l.burst_bytes,
+    )?;
     l.max_streams = at_least(
         "max_streams_per_project",
         f.max_streams_per_project,
@@ -749,7 +758,10 @@ fn logs_settings(f: FileLogs) -> Result<server::loki::LogsConfig, ConfigError> {
     let defaults = log_limits("logs", &top, &d.defaults)?;
     let mut projects = std::collections::HashMap::new();
     for (p, l) in &f.projects {
-        projects.insert(p.clone(), log_limits(&format!("logs.projects.{p}"), l, &defaults)?);
+        projects.insert(
+            p.clone(),
+            log_limits(&format!("logs.projects.{p}"), l, &defaults)?,
+        );
     }
     Ok(server::loki::LogsConfig {
         defaults,
@@ -822,13 +834,20 @@ mod tests {
         assert_eq!(l.entries.reject_old_samples_max_age_ns, None);
         assert_eq!(l.max_streams, 5);
         let p = &c.logs.projects["p1"];
-        assert_eq!((p.max_streams, p.entries.max_line_size), (9, 1000), "inherits [logs]");
+        assert_eq!(
+            (p.max_streams, p.entries.max_line_size),
+            (9, 1000),
+            "inherits [logs]"
+        );
         assert_eq!(p.retention.max_bytes, Some(1_000_000));
         for (text, key) in [
             ("[logs]\nbogus = 1", "bogus"),
             ("[logs]\ningestion_rate_mb = 0", "logs.ingestion_rate_mb"),
             ("[logs]\nretention = \"x\"", "logs.retention"),
-            ("[logs.projects.p]\nmax_label_names_per_series = 0", "logs.projects.p.max_label_names_per_series"),
+            (
+                "[logs.projects.p]\nmax_label_names_per_series = 0",
+                "logs.projects.p.max_label_names_per_series",
+            ),
             ("[logs.projects.p]\nnope = 0", "nope"),
             ("[logs]\nmax_request_bytes = 10", "logs.max_request_bytes"),
         ] {

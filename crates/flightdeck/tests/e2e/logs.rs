@@ -49,7 +49,13 @@ fn gz(data: &[u8]) -> Vec<u8> {
     e.finish().unwrap()
 }
 
-fn push(s: &Server, token: &str, ct: &str, enc: Option<&str>, body: Vec<u8>) -> crate::harness::Resp {
+fn push(
+    s: &Server,
+    token: &str,
+    ct: &str,
+    enc: Option<&str>,
+    body: Vec<u8>,
+) -> crate::harness::Resp {
     let auth = format!("Bearer {token}");
     let mut h = vec![("authorization", auth.as_str())];
     if let Some(e) = enc {
@@ -122,7 +128,13 @@ fn loki_and_otlp_pushes_are_stored_and_limits_refuse_with_4xx() {
         r#"{{"streams":[{{"stream":{{"job":"api","env":"prod"}},"values":[["{}","gzip three"]]}}]}}"#,
         t0 + 3
     );
-    let r = push(&s, &w, "application/json", Some("gzip"), gz(body.as_bytes()));
+    let r = push(
+        &s,
+        &w,
+        "application/json",
+        Some("gzip"),
+        gz(body.as_bytes()),
+    );
     assert_eq!(r.status, 204, "{}", r.body);
     // protobuf + snappy, no Content-Encoding (as promtail sends it)
     let r = push(
@@ -136,13 +148,28 @@ fn loki_and_otlp_pushes_are_stored_and_limits_refuse_with_4xx() {
 
     // Undecodable bodies: 4xx, nothing stored.
     let bad: Vec<(&str, Option<&str>, Vec<u8>, u16)> = vec![
-        ("application/json", None, b"{\"streams\":[{\"stream\":{\"job\":\"bad\"},\"values\":[[\"x\",\"l\"]]}]}".to_vec(), 400),
+        (
+            "application/json",
+            None,
+            b"{\"streams\":[{\"stream\":{\"job\":\"bad\"},\"values\":[[\"x\",\"l\"]]}]}".to_vec(),
+            400,
+        ),
         ("application/json", Some("gzip"), b"not gzip".to_vec(), 400),
-        ("application/x-protobuf", None, b"\x01\x02\x03 not snappy".to_vec(), 400),
+        (
+            "application/x-protobuf",
+            None,
+            b"\x01\x02\x03 not snappy".to_vec(),
+            400,
+        ),
         ("text/plain", None, b"hello".to_vec(), 415),
         ("application/json", Some("br"), b"{}".to_vec(), 415),
         ("application/json", None, vec![b' '; 200_000], 413),
-        ("application/x-protobuf", None, pb_push("job=\"bad\"", &[(t0, "bad labels")]), 400),
+        (
+            "application/x-protobuf",
+            None,
+            pb_push("job=\"bad\"", &[(t0, "bad labels")]),
+            400,
+        ),
     ];
     for (ct, enc, body, want) in bad {
         let r = push(&s, &w, ct, enc, body);
@@ -173,8 +200,15 @@ fn loki_and_otlp_pushes_are_stored_and_limits_refuse_with_4xx() {
         assert!(r.body.contains(needle), "{needle:?} not in {}", r.body);
     }
     // A token without logs:write, and a token aimed at another project.
-    let ok_body = format!(r#"{{"streams":[{{"stream":{{"job":"x"}},"values":[["{t0}","denied"]]}}]}}"#);
-    let r = push(&s, &metrics_only, "application/json", None, ok_body.clone().into_bytes());
+    let ok_body =
+        format!(r#"{{"streams":[{{"stream":{{"job":"x"}},"values":[["{t0}","denied"]]}}]}}"#);
+    let r = push(
+        &s,
+        &metrics_only,
+        "application/json",
+        None,
+        ok_body.clone().into_bytes(),
+    );
     assert_eq!(r.status, 403, "{}", r.body);
     let auth = format!("Bearer {w}");
     let r = call(
@@ -183,7 +217,12 @@ fn loki_and_otlp_pushes_are_stored_and_limits_refuse_with_4xx() {
         &[("authorization", &auth), ("x-scope-orgid", "other")],
         Some(("application/json", ok_body.clone().into_bytes())),
     );
-    assert!(r.status == 403 || r.status == 404, "{}: {}", r.status, r.body);
+    assert!(
+        r.status == 403 || r.status == 404,
+        "{}: {}",
+        r.status,
+        r.body
+    );
     let r = call(
         "POST",
         &s.url("/loki/api/v1/push"),
@@ -205,7 +244,11 @@ fn loki_and_otlp_pushes_are_stored_and_limits_refuse_with_4xx() {
     let r = tiny_push("c", "3");
     assert_eq!(r.status, 400, "{}", r.body);
     assert!(r.body.contains("max_streams_per_project=2"), "{}", r.body);
-    assert_eq!(tiny_push("a", "4").status, 204, "a known stream still takes lines");
+    assert_eq!(
+        tiny_push("a", "4").status,
+        204,
+        "a known stream still takes lines"
+    );
     let big = "y".repeat(900);
     let mut limited = None;
     for _ in 0..20 {
@@ -234,7 +277,11 @@ fn loki_and_otlp_pushes_are_stored_and_limits_refuse_with_4xx() {
     // partial success, not stored.
     assert_eq!(r.status, 200, "{}", r.body);
     assert!(r.body.contains("greater_than_max_sample_age"), "{}", r.body);
-    assert!(r.body.contains("\"rejectedLogRecords\":\"1\""), "{}", r.body);
+    assert!(
+        r.body.contains("\"rejectedLogRecords\":\"1\""),
+        "{}",
+        r.body
+    );
     let pb = std::fs::read(crate::conformance_file("otlp/logs.binpb")).unwrap();
     let r = otlp("application/x-protobuf", pb);
     assert_eq!(r.status, 200, "{}", r.body);
@@ -268,12 +315,32 @@ fn loki_and_otlp_pushes_are_stored_and_limits_refuse_with_4xx() {
     assert_eq!(
         got,
         vec![
-            (r#"{env="prod", job="api"}"#.to_string(), 1, "json one".to_string()),
-            (r#"{env="prod", job="api"}"#.to_string(), 2, "json two".to_string()),
-            (r#"{env="prod", job="api"}"#.to_string(), 3, "gzip three".to_string()),
-            (r#"{env="prod", job="api"}"#.to_string(), 5, "partial ok".to_string()),
+            (
+                r#"{env="prod", job="api"}"#.to_string(),
+                1,
+                "json one".to_string()
+            ),
+            (
+                r#"{env="prod", job="api"}"#.to_string(),
+                2,
+                "json two".to_string()
+            ),
+            (
+                r#"{env="prod", job="api"}"#.to_string(),
+                3,
+                "gzip three".to_string()
+            ),
+            (
+                r#"{env="prod", job="api"}"#.to_string(),
+                5,
+                "partial ok".to_string()
+            ),
             (r#"{job="worker"}"#.to_string(), 4, "pb four".to_string()),
-            (r#"{service_name="checkout"}"#.to_string(), 7, "otlp seven".to_string()),
+            (
+                r#"{service_name="checkout"}"#.to_string(),
+                7,
+                "otlp seven".to_string()
+            ),
         ]
     );
     assert_eq!(rows[0].3, vec![("trace_id".to_string(), "t1".to_string())]);
@@ -286,8 +353,14 @@ fn loki_and_otlp_pushes_are_stored_and_limits_refuse_with_4xx() {
             ("level".to_string(), "warn".to_string()),
         ]
     );
-    assert!(stored(&s.data_dir, "other").is_empty(), "nothing in project other");
-    let tiny_rows: BTreeSet<String> = stored(&s.data_dir, "tiny").into_iter().map(|r| r.0).collect();
+    assert!(
+        stored(&s.data_dir, "other").is_empty(),
+        "nothing in project other"
+    );
+    let tiny_rows: BTreeSet<String> = stored(&s.data_dir, "tiny")
+        .into_iter()
+        .map(|r| r.0)
+        .collect();
     assert_eq!(
         tiny_rows.into_iter().collect::<Vec<_>>(),
         vec![r#"{job="a"}"#.to_string(), r#"{job="b"}"#.to_string()]
@@ -313,13 +386,16 @@ fn acknowledged_lines_survive_sigkill_during_concurrent_pushes() {
                     i += 1;
                     let job = format!("w{writer}");
                     let ts = t0 + (cycle as i64) * 1_000_000_000_000 + i * 1000 + writer as i64;
-                    let lines: Vec<String> = (0..10).map(|k| format!("c{cycle} w{writer} i{i} k{k}")).collect();
+                    let lines: Vec<String> = (0..10)
+                        .map(|k| format!("c{cycle} w{writer} i{i} k{k}"))
+                        .collect();
                     let values: Vec<serde_json::Value> = lines
                         .iter()
                         .enumerate()
                         .map(|(k, l)| serde_json::json!([(ts + k as i64).to_string(), l]))
                         .collect();
-                    let body = serde_json::json!({"streams":[{"stream":{"job": job},"values": values}]});
+                    let body =
+                        serde_json::json!({"streams":[{"stream":{"job": job},"values": values}]});
                     let r = try_call(
                         "POST",
                         &format!("{url}/loki/api/v1/push"),
@@ -346,16 +422,26 @@ fn acknowledged_lines_survive_sigkill_during_concurrent_pushes() {
         s.restart();
     }
     // One more push after the last restart: the server still takes writes.
-    let body = format!(r#"{{"streams":[{{"stream":{{"job":"after"}},"values":[["{t0}","after"]]}}]}}"#);
+    let body =
+        format!(r#"{{"streams":[{{"stream":{{"job":"after"}},"values":[["{t0}","after"]]}}]}}"#);
     let r = push(&s, &w, "application/json", None, body.into_bytes());
     assert_eq!(r.status, 204, "{}", r.body);
     s.kill9();
     let acked = acked.lock().unwrap().clone();
-    eprintln!("logs crash: {} lines acknowledged across 3 kills", acked.len());
-    assert!(acked.len() > 500, "too few acknowledged lines: {}", acked.len());
+    eprintln!(
+        "logs crash: {} lines acknowledged across 3 kills",
+        acked.len()
+    );
+    assert!(
+        acked.len() > 500,
+        "too few acknowledged lines: {}",
+        acked.len()
+    );
     let rows = stored(&s.data_dir, "default");
-    let have: BTreeSet<(String, i64, String)> =
-        rows.into_iter().map(|(l, t, line, _)| (l, t, line)).collect();
+    let have: BTreeSet<(String, i64, String)> = rows
+        .into_iter()
+        .map(|(l, t, line, _)| (l, t, line))
+        .collect();
     let missing: Vec<_> = acked.iter().filter(|r| !have.contains(*r)).collect();
     assert!(
         missing.is_empty(),

@@ -54,13 +54,20 @@ fn python_logging_loki_handler_pushes_json() {
     );
     let now = crate::harness::now_ns();
     for r in &rows {
-        assert!((now - r.1).abs() < 600_000_000_000, "timestamp {} far from now", r.1);
+        assert!(
+            (now - r.1).abs() < 600_000_000_000,
+            "timestamp {} far from now",
+            r.1
+        );
     }
 }
 
 #[test]
 fn otel_python_sdk_exports_logs_over_otlp_http_protobuf() {
-    let Some(py) = python(&["opentelemetry.sdk._logs", "opentelemetry.exporter.otlp.proto.http._log_exporter"]) else {
+    let Some(py) = python(&[
+        "opentelemetry.sdk._logs",
+        "opentelemetry.exporter.otlp.proto.http._log_exporter",
+    ]) else {
         return;
     };
     let mut s = Server::binary_with(&["--host-metrics", "false"]);
@@ -87,10 +94,24 @@ fn otel_python_sdk_exports_logs_over_otlp_http_protobuf() {
             r#"{deployment_environment="prod", service_name="checkout", service_namespace="shop"}"#
         );
         assert_eq!(meta(&r.3, "host_name"), Some("node-7"), "{:?}", r.3);
-        assert_eq!(meta(&r.3, "scope_name"), Some("fd.e2e.checkout"), "{:?}", r.3);
-        assert_eq!(meta(&r.3, "telemetry_sdk_language"), Some("python"), "{:?}", r.3);
+        assert_eq!(
+            meta(&r.3, "scope_name"),
+            Some("fd.e2e.checkout"),
+            "{:?}",
+            r.3
+        );
+        assert_eq!(
+            meta(&r.3, "telemetry_sdk_language"),
+            Some("python"),
+            "{:?}",
+            r.3
+        );
     }
-    let (a, b) = if rows[0].2 == "cart opened" { (&rows[0], &rows[1]) } else { (&rows[1], &rows[0]) };
+    let (a, b) = if rows[0].2 == "cart opened" {
+        (&rows[0], &rows[1])
+    } else {
+        (&rows[1], &rows[0])
+    };
     assert_eq!(a.2, "cart opened");
     assert_eq!(meta(&a.3, "cart_items"), Some("3"));
     assert_eq!(meta(&a.3, "level"), Some("info"));
