@@ -91,7 +91,7 @@ fn otel_python_sdk_exports_logs_over_otlp_http_protobuf() {
     for r in &rows {
         assert_eq!(
             r.0,
-            r#"{deployment_environment="prod", service_name="checkout", service_namespace="shop"}"#
+            r#"{deployment_environment="prod", service_instance_id="pod-7", service_name="checkout", service_namespace="shop"}"#
         );
         assert_eq!(meta(&r.3, "host_name"), Some("node-7"), "{:?}", r.3);
         assert_eq!(

@@ -32,6 +32,7 @@ resource = Resource.create(
     {
         "service.name": "checkout",
         "service.namespace": "shop",
+        "service.instance.id": "pod-7",
         "deployment.environment": "prod",
         "host.name": "node-7",
     }
