@@ -189,3 +189,64 @@ pub fn maintain_once(l: &Logs, now_ns: i64) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(job: &str, ts: i64) -> logstore::StreamBatch {
+        logstore::StreamBatch {
+            labels: model::Labels::from_pairs([("job", job)]),
+            entries: vec![logstore::Entry::new(ts, format!("line at {ts}"))],
+        }
+    }
+
+    #[test]
+    fn maintenance_applies_each_projects_retention() {
+        let dir = tempfile::tempdir().unwrap();
+        let day = 86_400_000_000_000i64;
+        let now = 100 * day;
+        let mut config = LogsConfig::default();
+        config.defaults.retention.max_age_ns = Some(10 * day);
+        let mut keep_all = config.defaults.clone();
+        keep_all.retention.max_age_ns = None;
+        config.projects.insert("keep".into(), keep_all);
+        let l = Logs::open(dir.path(), config).unwrap();
+        for p in ["short", "keep"] {
+            l.store.append(p, &[batch("old", now - 20 * day)]).unwrap();
+            l.store.flush().unwrap();
+            l.store.append(p, &[batch("new", now - day)]).unwrap();
+            l.store.flush().unwrap();
+        }
+        maintain_once(&l, now);
+        let jobs = |p: &str| -> Vec<String> {
+            l.store
+                .series(p, &[], i64::MIN, i64::MAX)
+                .iter()
+                .map(|s| s.get("job").unwrap().to_string())
+                .collect()
+        };
+        assert_eq!(jobs("short"), vec!["new"]);
+        assert_eq!(jobs("keep"), vec!["new", "old"]);
+        l.store.close().unwrap();
+    }
+
+    #[test]
+    fn the_store_takes_the_longest_configured_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = LogsConfig::default();
+        let mut big = config.defaults.clone();
+        big.entries.max_line_size = 1 << 20;
+        config.projects.insert("big".into(), big);
+        let l = Logs::open(dir.path(), config).unwrap();
+        let line = "x".repeat(1 << 20);
+        let b = logstore::StreamBatch {
+            labels: model::Labels::from_pairs([("job", "a")]),
+            entries: vec![logstore::Entry::new(1, line)],
+        };
+        l.store.append("big", &[b]).unwrap();
+        assert_eq!(l.limits_for("big").entries.max_line_size, 1 << 20);
+        assert_eq!(l.limits_for("other").entries.max_line_size, 256 << 10);
+        l.store.close().unwrap();
+    }
+}
