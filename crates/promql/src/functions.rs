@@ -1277,13 +1277,21 @@ fn bucket_fraction(lower: f64, upper: f64, b: &mut [(f64, f64)]) -> f64 {
     (upper_rank - lower_rank) / count
 }
 
-fn floats_of(w: &[(i64, SampleValue)]) -> Vec<(i64, f64)> {
-    w.iter()
-        .filter_map(|(t, v)| match v {
-            SampleValue::Float(f) => Some((*t, *f)),
-            SampleValue::Histogram(_) => None,
-        })
-        .collect()
+/// A window's float samples (histograms skipped), written into `buf`.
+fn fill_pairs<'b>(buf: &'b mut Vec<(i64, f64)>, w: &[(i64, SampleValue)]) -> &'b [(i64, f64)] {
+    buf.clear();
+    buf.extend(w.iter().filter_map(|(t, v)| match v {
+        SampleValue::Float(f) => Some((*t, *f)),
+        SampleValue::Histogram(_) => None,
+    }));
+    buf
+}
+
+/// A window's float values (histograms skipped), written into `buf`.
+fn fill_vals<'b>(buf: &'b mut Vec<f64>, w: &[(i64, SampleValue)]) -> &'b mut [f64] {
+    buf.clear();
+    buf.extend(w.iter().filter_map(|(_, v)| v.float()));
+    buf
 }
 
 fn linear_regression(s: &[(i64, f64)], intercept_t: i64) -> (f64, f64) {
@@ -1581,6 +1589,8 @@ pub(crate) fn range_function_into(
             continue;
         }
         let mut cur = rd.cursor();
+        // Scratch for a window's floats, reused from step to step.
+        let (mut pairs, mut vals) = (Vec::new(), Vec::new());
         for i in 0..ts.len() {
             let (lo, hi) = rd.bounds(s, i, &mut cur);
             let w = &s.pts[lo..hi];
@@ -1588,7 +1598,6 @@ pub(crate) fn range_function_into(
                 continue;
             }
             let end = rd.ends[i];
-            let fl = || floats_of(w);
             let v: Option<SampleValue> = match name {
                 "rate" | "increase" | "delta" => extrapolated(
                     ev,
@@ -1642,7 +1651,7 @@ pub(crate) fn range_function_into(
                     }
                 }
                 "deriv" => {
-                    let f = fl();
+                    let f = fill_pairs(&mut pairs, w);
                     if f.len() < 2 {
                         None
                     } else {
@@ -1650,7 +1659,7 @@ pub(crate) fn range_function_into(
                     }
                 }
                 "predict_linear" => {
-                    let f = fl();
+                    let f = fill_pairs(&mut pairs, w);
                     if f.len() < 2 {
                         None
                     } else {
@@ -1670,7 +1679,7 @@ pub(crate) fn range_function_into(
                             "invalid trend factor. Expected: 0 < tf < 1, got: {b}"
                         )));
                     }
-                    let f = fl();
+                    let f = fill_pairs(&mut pairs, w);
                     if f.len() < 2 {
                         None
                     } else {
@@ -1741,7 +1750,7 @@ pub(crate) fn range_function_into(
                         ev.warnings.push(format!("PromQL warning: encountered a mix of histograms and floats for metric name in {name}"));
                         None
                     } else {
-                        let f: Vec<f64> = fl().into_iter().map(|x| x.1).collect();
+                        let f = fill_vals(&mut vals, w);
                         Some(SampleValue::Float(if name == "sum_over_time" {
                             kahan_sum(f.iter().copied())
                         } else {
@@ -1753,7 +1762,7 @@ pub(crate) fn range_function_into(
                 | "max_over_time"
                 | "ts_of_min_over_time"
                 | "ts_of_max_over_time" => {
-                    let f = fl();
+                    let f = fill_pairs(&mut pairs, w);
                     if f.is_empty() {
                         None
                     } else {
@@ -1775,7 +1784,7 @@ pub(crate) fn range_function_into(
                     }
                 }
                 "stddev_over_time" | "stdvar_over_time" => {
-                    let f: Vec<f64> = fl().into_iter().map(|x| x.1).collect();
+                    let f = fill_vals(&mut vals, w);
                     if f.is_empty() {
                         None
                     } else {
@@ -1788,19 +1797,19 @@ pub(crate) fn range_function_into(
                     }
                 }
                 "quantile_over_time" => {
-                    let mut f: Vec<f64> = fl().into_iter().map(|x| x.1).collect();
+                    let f = fill_vals(&mut vals, w);
                     if f.is_empty() {
                         None
                     } else {
-                        Some(SampleValue::Float(quantile(param[i], &mut f)))
+                        Some(SampleValue::Float(quantile(param[i], f)))
                     }
                 }
                 "mad_over_time" => {
-                    let mut f: Vec<f64> = fl().into_iter().map(|x| x.1).collect();
+                    let f = fill_vals(&mut vals, w);
                     if f.is_empty() {
                         None
                     } else {
-                        let med = quantile(0.5, &mut f);
+                        let med = quantile(0.5, f);
                         let mut d: Vec<f64> = f.iter().map(|x| (x - med).abs()).collect();
                         Some(SampleValue::Float(quantile(0.5, &mut d)))
                     }
