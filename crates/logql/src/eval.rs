@@ -577,7 +577,10 @@ fn eval_range(
                     _ => 1.0,
                 },
                 Some(u) => {
-                    let raw = lb.get(&u.label).unwrap_or("");
+                    // a line without the unwrapped label has no value: skipped
+                    let Some(raw) = lb.get(&u.label) else {
+                        continue;
+                    };
                     let conv = match u.conv {
                         UnwrapConv::None => crate::duration::parse_go_float(raw),
                         UnwrapConv::Duration => crate::duration::parse_duration(raw, false)
@@ -856,7 +859,7 @@ fn quantile(q: f64, vals: &mut [f64]) -> f64 {
 /// Prometheus' counter-aware, extrapolated `rate`.
 fn extrapolated_rate(w: &[(i64, f64)], start: i64, end: i64, range_s: f64) -> Option<f64> {
     if w.len() < 2 {
-        return None;
+        return Some(0.0);
     }
     let (ft, fv) = w[0];
     let (lt, lv) = w[w.len() - 1];
@@ -869,27 +872,24 @@ fn extrapolated_rate(w: &[(i64, f64)], start: i64, end: i64, range_s: f64) -> Op
         prev = *v;
     }
     let mut to_start = (ft - start) as f64 / 1e9;
-    let to_end = (end - lt) as f64 / 1e9;
+    let mut to_end = (end - lt) as f64 / 1e9;
     let sampled = (lt - ft) as f64 / 1e9;
     let avg = sampled / (w.len() as f64 - 1.0);
+    let threshold = avg * 1.1;
+    // cap at half an interval first, then at the counter's zero point
+    if to_start >= threshold {
+        to_start = avg / 2.0;
+    }
     if result > 0.0 && fv >= 0.0 {
         let to_zero = sampled * (fv / result);
         if to_zero < to_start {
             to_start = to_zero;
         }
     }
-    let threshold = avg * 1.1;
-    let mut interval = sampled;
-    interval += if to_start < threshold {
-        to_start
-    } else {
-        avg / 2.0
-    };
-    interval += if to_end < threshold {
-        to_end
-    } else {
-        avg / 2.0
-    };
+    if to_end >= threshold {
+        to_end = avg / 2.0;
+    }
+    let interval = sampled + to_start + to_end;
     Some(result * (interval / sampled) / range_s)
 }
 
@@ -1161,13 +1161,9 @@ fn vector_vector(
             }
         }
         let (a, b) = if swapped { (*ov, v) } else { (v, *ov) };
-        let Some(mut r) = scalar_binop(op, a, b, as_bool) else {
+        let Some(r) = scalar_binop(op, a, b, as_bool) else {
             continue;
         };
-        if op.is_comparison() && !as_bool {
-            // the filter keeps the many side's value
-            r = v;
-        }
         let labels = result_labels(&l, ol, m, card_one_to_one);
         let labels = Arc::new(labels);
         if !card_one_to_one && !seen_result.insert(labels.clone()) {

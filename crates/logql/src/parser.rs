@@ -20,6 +20,12 @@ pub fn parse(query: &str) -> Result<Expr, Error> {
     let e = match e {
         Node::Log(l) => Expr::Log(l),
         Node::Sample(s) => Expr::Sample(s),
+        Node::LogUnwrap(..) => {
+            return Err(Error::parse_at(
+                p.toks[0].pos,
+                "syntax error: unexpected unwrap",
+            ));
+        }
         Node::LogRange(..) => {
             return Err(Error::parse_at(
                 p.toks[0].pos,
@@ -36,6 +42,8 @@ enum Node {
     Log(LogExpr),
     /// A log expression followed by its range (only valid as a range function argument).
     LogRange(Box<LogRange>),
+    /// A log expression with `| unwrap …` but no range yet (inside parentheses).
+    LogUnwrap(LogExpr, Box<Unwrap>),
     Sample(SampleExpr),
 }
 
@@ -244,6 +252,11 @@ impl Parser {
                             Ok(Node::Log(l))
                         }
                     }
+                    Node::LogUnwrap(l, u) => {
+                        let mut r = self.log_range_after(l, None)?;
+                        r.unwrap = Some(*u);
+                        Ok(Node::LogRange(Box::new(r)))
+                    }
                     other => Ok(other),
                 }
             }
@@ -251,7 +264,18 @@ impl Parser {
                 let log = self.log_expr()?;
                 let unwrap_next =
                     self.peek() == &Tok::Pipe && self.peek_at(1) == &Tok::Ident("unwrap".into());
-                if unwrap_next || matches!(self.peek(), Tok::Range(_)) {
+                if unwrap_next {
+                    self.next();
+                    let u = self.unwrap()?;
+                    if !matches!(self.peek(), Tok::Range(_)) {
+                        // `({…} | unwrap x)[1m]`: the range comes after the parenthesis
+                        return Ok(Node::LogUnwrap(log, Box::new(u)));
+                    }
+                    let mut r = self.log_range_after(log, None)?;
+                    r.unwrap = Some(u);
+                    return Ok(Node::LogRange(Box::new(r)));
+                }
+                if matches!(self.peek(), Tok::Range(_)) {
                     // a log range: only meaningful inside a range function
                     let r = self.log_range_after(log, None)?;
                     return Ok(Node::LogRange(Box::new(r)));
@@ -335,7 +359,7 @@ impl Parser {
     fn sample_arg(&mut self) -> R<SampleExpr> {
         match self.expr(0)? {
             Node::Sample(s) => Ok(s),
-            Node::Log(_) => Err(self.unexpected()),
+            Node::Log(_) | Node::LogUnwrap(..) => Err(self.unexpected()),
             Node::LogRange(_) => Err(Error::parse_at(
                 self.pos(),
                 "syntax error: unexpected RANGE",
@@ -373,7 +397,7 @@ impl Parser {
         }
         let range = match self.expr(0)? {
             Node::LogRange(r) => r,
-            Node::Log(_) => return Err(self.unexpected_expecting("RANGE")),
+            Node::Log(_) | Node::LogUnwrap(..) => return Err(self.unexpected_expecting("RANGE")),
             Node::Sample(_) => return Err(self.unexpected()),
         };
         self.expect(Tok::RParen)?;
@@ -445,7 +469,7 @@ impl Parser {
         }
         let expr = match self.expr(0)? {
             Node::Sample(s) => s,
-            Node::Log(_) => return Err(self.unexpected()),
+            Node::Log(_) | Node::LogUnwrap(..) => return Err(self.unexpected()),
             Node::LogRange(_) => {
                 return Err(Error::parse_at(
                     self.pos(),
@@ -905,7 +929,7 @@ impl Parser {
             Tok::Duration(d) => {
                 self.next();
                 let ns =
-                    parse_duration(&d, false).map_err(|e| Error::parse_at(vpos, e.to_string()))?;
+                    parse_duration(&d, true).map_err(|e| Error::parse_at(vpos, e.to_string()))?;
                 Ok(LabelFilter::Duration {
                     name,
                     op: cmp,

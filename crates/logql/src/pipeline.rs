@@ -303,7 +303,7 @@ impl CompiledLineFilter {
                     })?)
                 }
                 (LineFilterOp::Pattern | LineFilterOp::NotPattern, FilterValue::Str(s)) => {
-                    let p = PatternMatcher::parse(s)?;
+                    let p = PatternMatcher::parse_filter(s)?;
                     if p.names().next().is_some() {
                         return Err(Error::BadQuery(
                             "invalid pattern filter: named captures are not allowed".into(),
@@ -464,6 +464,17 @@ pub struct PatternMatcher {
 
 impl PatternMatcher {
     pub fn parse(s: &str) -> Result<Self, Error> {
+        let p = Self::parse_filter(s)?;
+        if !p.parts.iter().any(|p| matches!(p, PatPart::Cap(_))) {
+            return Err(Error::BadQuery(
+                "invalid pattern: at least one capture is required".into(),
+            ));
+        }
+        Ok(p)
+    }
+
+    /// A pattern for `|>`/`!>`: captures optional.
+    pub fn parse_filter(s: &str) -> Result<Self, Error> {
         let mut parts = Vec::new();
         let mut lit = String::new();
         let mut rest = s;
@@ -495,11 +506,6 @@ impl PatternMatcher {
         }
         if !lit.is_empty() {
             parts.push(PatPart::Lit(lit));
-        }
-        if !parts.iter().any(|p| matches!(p, PatPart::Cap(_))) {
-            return Err(Error::BadQuery(
-                "invalid pattern: at least one capture is required".into(),
-            ));
         }
         let mut seen = Vec::new();
         for p in &parts {
@@ -556,8 +562,30 @@ impl PatternMatcher {
         true
     }
 
+    /// The `|>` filter: the whole line must match (literals at the ends are anchored).
     fn matches(&self, line: &str) -> bool {
-        self.run(line, |_, _| {})
+        let n = self.parts.len();
+        let mut pos = 0;
+        for (i, p) in self.parts.iter().enumerate() {
+            let PatPart::Lit(l) = p else { continue };
+            if i == 0 {
+                if !line.starts_with(l.as_str()) {
+                    return false;
+                }
+                pos = l.len();
+                if n == 1 {
+                    return line.len() == l.len();
+                }
+            } else if i == n - 1 {
+                return line.len() >= pos + l.len() && line.ends_with(l.as_str());
+            } else {
+                match line[pos..].find(l.as_str()) {
+                    Some(k) => pos += k + l.len(),
+                    None => return false,
+                }
+            }
+        }
+        true
     }
 }
 
@@ -811,6 +839,14 @@ enum CLabelFilter {
     },
 }
 
+/// A label a converting (number, duration, bytes) filter can read: not the error labels.
+fn readable<'b>(lb: &'b LabelsBuilder, name: &str) -> Option<&'b str> {
+    if name == ERROR_LABEL || name == ERROR_DETAILS_LABEL {
+        return None;
+    }
+    lb.get(name)
+}
+
 impl CLabelFilter {
     fn compile(f: &LabelFilter) -> Result<Self, Error> {
         Ok(match f {
@@ -863,10 +899,9 @@ impl CLabelFilter {
             CLabelFilter::Or(a, b) => a.process(lb) || b.process(lb),
             CLabelFilter::Str(m) => m.matches(lb.get(&m.name).unwrap_or("")),
             CLabelFilter::Number { name, op, value } => {
-                if lb.has_err() {
-                    return true;
-                }
-                let Some(v) = lb.get(name) else { return false };
+                let Some(v) = readable(lb, name) else {
+                    return false;
+                };
                 match parse_go_float(v) {
                     Ok(x) => op.apply(x, *value),
                     Err(e) => {
@@ -876,10 +911,9 @@ impl CLabelFilter {
                 }
             }
             CLabelFilter::Duration { name, op, value } => {
-                if lb.has_err() {
-                    return true;
-                }
-                let Some(v) = lb.get(name) else { return false };
+                let Some(v) = readable(lb, name) else {
+                    return false;
+                };
                 match parse_duration(v, false) {
                     Ok(ns) => op.apply(ns as f64 / 1e9, *value),
                     Err(e) => {
@@ -889,10 +923,9 @@ impl CLabelFilter {
                 }
             }
             CLabelFilter::Bytes { name, op, value } => {
-                if lb.has_err() {
-                    return true;
-                }
-                let Some(v) = lb.get(name) else { return false };
+                let Some(v) = readable(lb, name) else {
+                    return false;
+                };
                 match parse_bytes_human(v) {
                     Ok(x) => op.apply(x, *value),
                     Err(e) => {
@@ -902,8 +935,11 @@ impl CLabelFilter {
                 }
             }
             CLabelFilter::Ip { name, negate, m } => {
+                if lb.has_err() {
+                    return true;
+                }
                 let Some(v) = lb.get(name) else { return false };
-                let hit = v.trim().parse::<IpAddr>().is_ok_and(|ip| m.matches(&ip));
+                let hit = m.line_contains(v);
                 hit != *negate
             }
         }
@@ -987,7 +1023,12 @@ impl Pipeline {
                 },
                 Stage::Regexp(r) => {
                     let re = Regex::new(r).map_err(|e| {
-                        Error::BadQuery(format!("error parsing regexp: {}", regex_err(&e)))
+                        let m = regex_err(&e);
+                        if m.contains("duplicate capture group name") {
+                            Error::BadQuery(format!("duplicate extracted label name: {m}"))
+                        } else {
+                            Error::BadQuery(format!("error parsing regexp: {m}"))
+                        }
                     })?;
                     let names: Vec<&str> = re.capture_names().flatten().collect();
                     if names.is_empty() {
@@ -1263,7 +1304,246 @@ impl Pipeline {
     }
 }
 
+/// A borrowing JSON scanner that flattens objects into labels (`a_b` for `{"a":{"b":…}}`),
+/// skipping arrays and nulls; the first value of a repeated key wins.
+struct JsonScan<'a> {
+    b: &'a [u8],
+    s: &'a str,
+    i: usize,
+}
+
+impl<'a> JsonScan<'a> {
+    fn ws(&mut self) {
+        while self.i < self.b.len() && matches!(self.b[self.i], b' ' | b'\t' | b'\n' | b'\r') {
+            self.i += 1;
+        }
+    }
+    fn err<T>(&self, what: &str) -> Result<T, String> {
+        Err(format!("{what} at offset {}", self.i))
+    }
+    fn string(&mut self) -> Result<std::borrow::Cow<'a, str>, String> {
+        // at '"'
+        self.i += 1;
+        let st = self.i;
+        let mut escaped = false;
+        while self.i < self.b.len() {
+            match self.b[self.i] {
+                b'"' => {
+                    let raw = &self.s[st..self.i];
+                    self.i += 1;
+                    return Ok(if escaped {
+                        std::borrow::Cow::Owned(json_unescape(raw)?)
+                    } else {
+                        std::borrow::Cow::Borrowed(raw)
+                    });
+                }
+                b'\\' => {
+                    escaped = true;
+                    self.i += 2;
+                }
+                _ => self.i += 1,
+            }
+        }
+        self.err("Value is not a string: unterminated string")
+    }
+    fn scalar_end(&mut self) -> &'a str {
+        let st = self.i;
+        while self.i < self.b.len()
+            && !matches!(
+                self.b[self.i],
+                b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r'
+            )
+        {
+            self.i += 1;
+        }
+        &self.s[st..self.i]
+    }
+    fn skip_value(&mut self, depth: usize) -> Result<(), String> {
+        if depth > 64 {
+            return self.err("too deeply nested");
+        }
+        self.ws();
+        match self.b.get(self.i) {
+            Some(b'"') => self.string().map(|_| ()),
+            Some(b'{') | Some(b'[') => {
+                let close = if self.b[self.i] == b'{' { b'}' } else { b']' };
+                let obj = close == b'}';
+                self.i += 1;
+                self.ws();
+                if self.b.get(self.i) == Some(&close) {
+                    self.i += 1;
+                    return Ok(());
+                }
+                loop {
+                    self.ws();
+                    if obj {
+                        if self.b.get(self.i) != Some(&b'"') {
+                            return self.err("Key path not found");
+                        }
+                        self.string()?;
+                        self.ws();
+                        if self.b.get(self.i) != Some(&b':') {
+                            return self.err("Malformed value");
+                        }
+                        self.i += 1;
+                    }
+                    self.skip_value(depth + 1)?;
+                    self.ws();
+                    match self.b.get(self.i) {
+                        Some(b',') => self.i += 1,
+                        Some(c) if *c == close => {
+                            self.i += 1;
+                            return Ok(());
+                        }
+                        _ => {
+                            return self
+                                .err("Value looks like object, but can't find closing '}' symbol");
+                        }
+                    }
+                }
+            }
+            Some(_) => {
+                let v = self.scalar_end();
+                if v.is_empty()
+                    || !(v == "true" || v == "false" || v == "null" || v.parse::<f64>().is_ok())
+                {
+                    return self.err("Unknown value type");
+                }
+                Ok(())
+            }
+            None => self.err("Malformed JSON error"),
+        }
+    }
+    fn object(
+        &mut self,
+        prefix: &mut String,
+        lb: &mut LabelsBuilder,
+        depth: usize,
+    ) -> Result<(), String> {
+        if depth > 64 {
+            return self.err("too deeply nested");
+        }
+        // at '{'
+        self.i += 1;
+        self.ws();
+        if self.b.get(self.i) == Some(&b'}') {
+            self.i += 1;
+            return Ok(());
+        }
+        loop {
+            self.ws();
+            if self.b.get(self.i) != Some(&b'"') {
+                return self.err("Value looks like object, but can't find closing '}' symbol");
+            }
+            let key = self.string()?;
+            self.ws();
+            if self.b.get(self.i) != Some(&b':') {
+                return self.err("Malformed value");
+            }
+            self.i += 1;
+            self.ws();
+            let len = prefix.len();
+            if !prefix.is_empty() {
+                prefix.push('_');
+            }
+            sanitize_key(&key, prefix);
+            match self.b.get(self.i) {
+                Some(b'{') => self.object(prefix, lb, depth + 1)?,
+                Some(b'[') => self.skip_value(depth + 1)?,
+                Some(b'"') => {
+                    let v = self.string()?;
+                    lb.set_parsed(prefix, &v);
+                }
+                Some(_) => {
+                    let v = self.scalar_end();
+                    match v {
+                        "null" => {}
+                        "true" | "false" => lb.set_parsed(prefix, v),
+                        _ if !v.is_empty() && v.parse::<f64>().is_ok() => lb.set_parsed(prefix, v),
+                        _ => {
+                            prefix.truncate(len);
+                            return self.err("Unknown value type");
+                        }
+                    }
+                }
+                None => return self.err("Malformed JSON error"),
+            }
+            prefix.truncate(len);
+            self.ws();
+            match self.b.get(self.i) {
+                Some(b',') => self.i += 1,
+                Some(b'}') => {
+                    self.i += 1;
+                    return Ok(());
+                }
+                _ => return self.err("Value looks like object, but can't find closing '}' symbol"),
+            }
+        }
+    }
+}
+
+fn json_unescape(raw: &str) -> Result<String, String> {
+    let mut out = String::with_capacity(raw.len());
+    let mut it = raw.chars();
+    while let Some(c) = it.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match it.next() {
+            Some('n') => out.push('\n'),
+            Some('t') => out.push('\t'),
+            Some('r') => out.push('\r'),
+            Some('b') => out.push('\x08'),
+            Some('f') => out.push('\x0c'),
+            Some('u') => {
+                let h: String = it.by_ref().take(4).collect();
+                let mut cp =
+                    u32::from_str_radix(&h, 16).map_err(|_| "invalid escape".to_string())?;
+                if (0xD800..0xDC00).contains(&cp) {
+                    let rest: String = it.clone().take(6).collect();
+                    if let Some(lo) = rest
+                        .strip_prefix("\\u")
+                        .and_then(|x| u32::from_str_radix(x, 16).ok())
+                    {
+                        if (0xDC00..0xE000).contains(&lo) {
+                            cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+                            for _ in 0..6 {
+                                it.next();
+                            }
+                        }
+                    }
+                }
+                out.push(char::from_u32(cp).unwrap_or('\u{fffd}'));
+            }
+            Some(o) => out.push(o),
+            None => return Err("invalid escape".into()),
+        }
+    }
+    Ok(out)
+}
+
 fn parse_json(line: &str, params: Option<&[(String, Vec<PathSeg>)]>, lb: &mut LabelsBuilder) {
+    if params.is_none() {
+        let mut sc = JsonScan {
+            b: line.as_bytes(),
+            s: line,
+            i: 0,
+        };
+        sc.ws();
+        if sc.b.get(sc.i) != Some(&b'{') {
+            lb.set_err(
+                ERR_JSON,
+                "Value looks like object, but can't find closing '}' symbol",
+            );
+            return;
+        }
+        let mut prefix = String::new();
+        if let Err(e) = sc.object(&mut prefix, lb, 0) {
+            lb.set_err(ERR_JSON, &e);
+        }
+        return;
+    }
     let v: serde_json::Value = match serde_json::from_str(line) {
         Ok(v) => v,
         Err(e) => {

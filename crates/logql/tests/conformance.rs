@@ -32,7 +32,7 @@ fn suite_dir() -> Option<PathBuf> {
 /// The message in `("…")` of an invalid line's reason, if any.
 fn quoted_message(reason: &str) -> Option<String> {
     let start = reason.find("(\"")? + 2;
-    let end = reason[start..].find("\"")? + start;
+    let end = reason[start..].find("\")")? + start;
     let m = &reason[start..end];
     // Loki's messages quote with \"; the file keeps them as \"
     Some(m.replace("\\\"", "\""))
