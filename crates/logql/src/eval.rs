@@ -127,7 +127,7 @@ struct Guard<'a> {
 impl Guard<'_> {
     fn tick(&mut self) -> Result<(), Error> {
         self.n = self.n.wrapping_add(1);
-        if self.n % 1024 == 0 {
+        if self.n.is_multiple_of(1024) {
             self.check()?;
         }
         Ok(())
@@ -597,10 +597,10 @@ fn eval_range(
                             0.0
                         }
                     };
-                    if let Some(p) = &post {
-                        if !p.process(&mut lb) {
-                            continue;
-                        }
+                    if let Some(p) = &post
+                        && !p.process(&mut lb)
+                    {
+                        continue;
                     }
                     // the unwrapped label is the value now, not part of the series
                     lb.del(&u.label);
@@ -898,7 +898,7 @@ fn extrapolated_rate(w: &[(i64, f64)], start: i64, end: i64, range_s: f64) -> Op
 
 fn aggregate(op: AggOp, param: Option<f64>, g: Option<&Grouping>, v: Vector) -> Vector {
     // group key: the grouped label set
-    let mut groups: Vec<(Arc<LabelPairs>, Vec<(Arc<LabelPairs>, f64)>)> = Vec::new();
+    let mut groups: Vec<(Arc<LabelPairs>, Vector)> = Vec::new();
     let mut idx: HashMap<LabelPairs, usize> = HashMap::new();
     for (l, x) in v {
         let key = match g {
@@ -1152,13 +1152,11 @@ fn vector_vector(
         let Some((ol, ov)) = index.get(&sig) else {
             continue;
         };
-        if card_one_to_one {
-            if seen_one_to_one.insert(sig.clone(), ()).is_some() {
-                return Err(Error::Execution(format!(
-                    "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right): {}",
-                    format_labels(&l)
-                )));
-            }
+        if card_one_to_one && seen_one_to_one.insert(sig.clone(), ()).is_some() {
+            return Err(Error::Execution(format!(
+                "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right): {}",
+                format_labels(&l)
+            )));
         }
         let (a, b) = if swapped { (*ov, v) } else { (v, *ov) };
         let Some(r) = scalar_binop(op, a, b, as_bool) else {
@@ -1196,10 +1194,10 @@ fn result_labels(
     if !one_to_one {
         for inc in &m.include {
             out.retain(|(k, _)| k != inc);
-            if let Some((_, v)) = one.iter().find(|(k, _)| k == inc) {
-                if !v.is_empty() {
-                    out.push((inc.clone(), v.clone()));
-                }
+            if let Some((_, v)) = one.iter().find(|(k, _)| k == inc)
+                && !v.is_empty()
+            {
+                out.push((inc.clone(), v.clone()));
             }
         }
         out.sort();

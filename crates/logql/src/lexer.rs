@@ -359,9 +359,8 @@ fn lex_number(chars: &[char], i: usize) -> Result<(Tok, usize), String> {
         j = i + 2;
         while j < chars.len() {
             let c = chars[j];
-            if c.is_ascii_alphanumeric() || c == '.' {
-                j += 1;
-            } else if (c == '+' || c == '-') && matches!(chars[j - 1], 'p' | 'P') {
+            let exponent_sign = (c == '+' || c == '-') && matches!(chars[j - 1], 'p' | 'P');
+            if c.is_ascii_alphanumeric() || c == '.' || exponent_sign {
                 j += 1;
             } else {
                 break;

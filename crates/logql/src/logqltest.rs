@@ -203,23 +203,20 @@ fn parse_value(tok: &str) -> Result<Vec<Option<f64>>, String> {
     if tok == "_" {
         return Ok(vec![None]);
     }
-    if let Some((base, n)) = tok.split_once('x') {
-        if !base.starts_with("0") || base.len() > 1 || !n.is_empty() {
-            if let Ok(n) = n.parse::<usize>() {
-                if base == "_" {
-                    return Ok(vec![None; n + 1]);
-                }
-                // a+b, a-b or a
-                let split = base[1..].rfind(['+', '-']).map(|i| i + 1);
-                let (a, b) = match split {
-                    Some(i) if !base[..i].ends_with(['e', 'E']) => {
-                        (num(&base[..i])?, num(&base[i..])?)
-                    }
-                    _ => (num(base)?, 0.0),
-                };
-                return Ok((0..=n).map(|k| Some(a + b * k as f64)).collect());
-            }
+    if let Some((base, n)) = tok.split_once('x')
+        && (!base.starts_with("0") || base.len() > 1 || !n.is_empty())
+        && let Ok(n) = n.parse::<usize>()
+    {
+        if base == "_" {
+            return Ok(vec![None; n + 1]);
         }
+        // a+b, a-b or a
+        let split = base[1..].rfind(['+', '-']).map(|i| i + 1);
+        let (a, b) = match split {
+            Some(i) if !base[..i].ends_with(['e', 'E']) => (num(&base[..i])?, num(&base[i..])?),
+            _ => (num(base)?, 0.0),
+        };
+        return Ok((0..=n).map(|k| Some(a + b * k as f64)).collect());
     }
     Ok(vec![Some(num(tok)?)])
 }
@@ -354,10 +351,10 @@ fn check(cmd: &EvalCmd, exp: &Expect, got: Result<QueryResult, crate::Error>) ->
     match (exp, got) {
         (Expect::Fail { msg, regex }, Err(e)) => {
             let text = e.to_string();
-            if let Some(m) = msg {
-                if !text.contains(m.as_str()) {
-                    return fail(format!("error {text:?} does not contain {m:?}"));
-                }
+            if let Some(m) = msg
+                && !text.contains(m.as_str())
+            {
+                return fail(format!("error {text:?} does not contain {m:?}"));
             }
             if let Some(r) = regex {
                 match regex::Regex::new(r) {

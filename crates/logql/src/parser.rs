@@ -458,14 +458,14 @@ impl Parser {
         self.expect(Tok::LParen)?;
         let mut param = None;
         let mut param_text = String::new();
-        if let Tok::Number(n) = self.peek().clone() {
-            if self.peek_at(1) == &Tok::Comma {
-                let pos = self.pos();
-                self.next();
-                self.next();
-                param_text = n.clone();
-                param = Some(literal_float(&n, pos)?);
-            }
+        if let Tok::Number(n) = self.peek().clone()
+            && self.peek_at(1) == &Tok::Comma
+        {
+            let pos = self.pos();
+            self.next();
+            self.next();
+            param_text = n.clone();
+            param = Some(literal_float(&n, pos)?);
         }
         let expr = match self.expr(0)? {
             Node::Sample(s) => s,
@@ -994,10 +994,10 @@ fn build_binary(
         ));
     }
     // Literal folding: `1 + 2` is a literal (so `1 and 2`-style checks still see literals).
-    if let (SampleExpr::Literal(a), SampleExpr::Literal(b)) = (&lhs, &rhs) {
-        if let Some(v) = crate::eval::scalar_binop(op, *a, *b, true) {
-            return Ok(SampleExpr::Literal(v));
-        }
+    if let (SampleExpr::Literal(a), SampleExpr::Literal(b)) = (&lhs, &rhs)
+        && let Some(v) = crate::eval::scalar_binop(op, *a, *b, true)
+    {
+        return Ok(SampleExpr::Literal(v));
     }
     Ok(SampleExpr::Binary {
         op,

@@ -266,7 +266,7 @@ pub fn labels_hash(l: &[(String, String)]) -> u64 {
 
 #[derive(Debug)]
 enum LineMatcher {
-    Contains(memmem::Finder<'static>),
+    Contains(Box<memmem::Finder<'static>>),
     Regex(Regex),
     Pattern(PatternMatcher),
     Ip(IpMatcher),
@@ -295,7 +295,7 @@ impl CompiledLineFilter {
         for v in &lf.values {
             let m = match (lf.op, v) {
                 (LineFilterOp::Contains | LineFilterOp::NotContains, FilterValue::Str(s)) => {
-                    LineMatcher::Contains(memmem::Finder::new(s.as_bytes()).into_owned())
+                    LineMatcher::Contains(Box::new(memmem::Finder::new(s.as_bytes()).into_owned()))
                 }
                 (LineFilterOp::Match | LineFilterOp::NotMatch, FilterValue::Str(s)) => {
                     LineMatcher::Regex(Regex::new(s).map_err(|e| {
@@ -432,10 +432,10 @@ impl IpMatcher {
                         .map(|(a, _)| a)
                         .filter(|a| a.contains('.'));
                     for cand in [Some(tok), no_port].into_iter().flatten() {
-                        if let Ok(ip) = cand.parse::<IpAddr>() {
-                            if self.matches(&ip) {
-                                return true;
-                            }
+                        if let Ok(ip) = cand.parse::<IpAddr>()
+                            && self.matches(&ip)
+                        {
+                            return true;
                         }
                     }
                 }
@@ -995,12 +995,13 @@ impl Pipeline {
         for s in stages {
             let c = match s {
                 Stage::LineFilter(lf) => {
-                    if leading && lf.op == LineFilterOp::Contains && lf.values.len() == 1 {
-                        if let FilterValue::Str(v) = &lf.values[0] {
-                            if !v.is_empty() {
-                                hints.push(v.clone());
-                            }
-                        }
+                    if leading
+                        && lf.op == LineFilterOp::Contains
+                        && lf.values.len() == 1
+                        && let FilterValue::Str(v) = &lf.values[0]
+                        && !v.is_empty()
+                    {
+                        hints.push(v.clone());
                     }
                     CStage::Filter(CompiledLineFilter::compile(lf)?)
                 }
@@ -1256,10 +1257,11 @@ impl Pipeline {
                         }
                     }
                     for (it, (dst, v)) in items.iter().zip(results) {
-                        if let CLabelFmt::Rename { src, .. } = it {
-                            if v.is_some() && src != &dst {
-                                lb.del(src);
-                            }
+                        if let CLabelFmt::Rename { src, .. } = it
+                            && v.is_some()
+                            && src != &dst
+                        {
+                            lb.del(src);
                         }
                         if let Some(v) = v {
                             lb.set(&dst, &v);
@@ -1289,10 +1291,10 @@ impl Pipeline {
                         match i {
                             NameOrMatcher::Name(n) => lb.del(n),
                             NameOrMatcher::Matcher(m) => {
-                                if let Some(v) = lb.get(&m.name) {
-                                    if m.matches(v) {
-                                        lb.del(&m.name.clone());
-                                    }
+                                if let Some(v) = lb.get(&m.name)
+                                    && m.matches(v)
+                                {
+                                    lb.del(&m.name.clone());
                                 }
                             }
                         }
@@ -1505,12 +1507,11 @@ fn json_unescape(raw: &str) -> Result<String, String> {
                     if let Some(lo) = rest
                         .strip_prefix("\\u")
                         .and_then(|x| u32::from_str_radix(x, 16).ok())
+                        && (0xDC00..0xE000).contains(&lo)
                     {
-                        if (0xDC00..0xE000).contains(&lo) {
-                            cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
-                            for _ in 0..6 {
-                                it.next();
-                            }
+                        cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+                        for _ in 0..6 {
+                            it.next();
                         }
                     }
                 }

@@ -1144,7 +1144,7 @@ fn urldecode(s: &str) -> String {
     while i < b.len() {
         match b[i] {
             b'+' => out.push(b' '),
-            b'%' if i + 2 < b.len() + 0 && i + 2 <= b.len() - 1 => {
+            b'%' if i + 2 < b.len() && i + 2 < b.len() => {
                 match u8::from_str_radix(&s[i + 1..i + 3], 16) {
                     Ok(v) => {
                         out.push(v);
@@ -1325,13 +1325,13 @@ pub fn parse_time(layout: &str, value: &str) -> Option<i64> {
         } else if let Some(r) = l.strip_prefix("05") {
             s = num(&mut v, 2)?;
             l = r;
-            if let Some(rv) = v.strip_prefix('.') {
-                if !l.starts_with('.') {
-                    let k = rv.chars().take_while(|c| c.is_ascii_digit()).count();
-                    let digits = &rv[..k];
-                    frac = format!("{digits:0<9}")[..9].parse().ok()?;
-                    v = &rv[k..];
-                }
+            if let Some(rv) = v.strip_prefix('.')
+                && !l.starts_with('.')
+            {
+                let k = rv.chars().take_while(|c| c.is_ascii_digit()).count();
+                let digits = &rv[..k];
+                frac = format!("{digits:0<9}")[..9].parse().ok()?;
+                v = &rv[k..];
             }
         } else if let Some(r) = l.strip_prefix(".000") {
             let rv = v.strip_prefix('.')?;
