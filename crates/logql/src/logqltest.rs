@@ -243,9 +243,12 @@ enum Expect {
         ordered: bool,
         series: Vec<(LabelPairs, Vec<Option<f64>>)>,
     },
+    /// Our extension for log queries: `{labels} <time> "line"`, per stream in result order.
+    Entries(Vec<(LabelPairs, i64, String)>),
 }
 
 struct EvalCmd {
+    logs: bool,
     query: String,
     params: QueryParams,
     instant: bool,
@@ -263,6 +266,7 @@ fn parse_eval(line: &str) -> Result<EvalCmd, String> {
         let end = r.find(char::is_whitespace).ok_or("missing query")?;
         let t = dur(&r[..end])?;
         return Ok(EvalCmd {
+            logs: false,
             query: r[end..].trim().to_string(),
             params: QueryParams::instant(EPOCH_NS + t),
             instant: true,
@@ -279,6 +283,7 @@ fn parse_eval(line: &str) -> Result<EvalCmd, String> {
                 }
                 let n = ((b - a) / s) as usize + 1;
                 return Ok(EvalCmd {
+                    logs: false,
                     query: q.trim().to_string(),
                     params: QueryParams::range(EPOCH_NS + a, EPOCH_NS + b, s),
                     instant: false,
@@ -288,7 +293,75 @@ fn parse_eval(line: &str) -> Result<EvalCmd, String> {
             _ => return Err(format!("bad range eval {line:?}")),
         }
     }
+    if let Some(r) = rest.strip_prefix("logs") {
+        // eval logs from <t0> to <t1> [limit N] [forward|backward] <query>
+        let mut words = r.trim_start();
+        let mut next = |w: &mut &str| -> Option<String> {
+            let t = w.trim_start();
+            let end = t.find(char::is_whitespace)?;
+            let tok = t[..end].to_string();
+            *w = &t[end..];
+            Some(tok)
+        };
+        let (Some(f), Some(a), Some(t), Some(b)) = (
+            next(&mut words),
+            next(&mut words),
+            next(&mut words),
+            next(&mut words),
+        ) else {
+            return Err(format!("bad logs eval {line:?}"));
+        };
+        if f != "from" || t != "to" {
+            return Err(format!("bad logs eval {line:?}"));
+        }
+        let mut params = QueryParams::range(EPOCH_NS + dur(&a)?, EPOCH_NS + dur(&b)?, 0);
+        loop {
+            let t = words.trim_start();
+            if let Some(r) = t.strip_prefix("limit ") {
+                words = r;
+                let n = next(&mut words).ok_or("limit needs a number")?;
+                params.limit = n.parse().map_err(|_| format!("bad limit {n:?}"))?;
+            } else if let Some(r) = t.strip_prefix("forward ") {
+                words = r;
+                params.direction = crate::storage::Direction::Forward;
+            } else if let Some(r) = t.strip_prefix("backward ") {
+                words = r;
+                params.direction = crate::storage::Direction::Backward;
+            } else {
+                break;
+            }
+        }
+        return Ok(EvalCmd {
+            logs: true,
+            query: words.trim().to_string(),
+            params,
+            instant: false,
+            n_steps: 0,
+        });
+    }
     Err(format!("bad eval {line:?}"))
+}
+
+fn parse_entries(lines: &[&str]) -> Result<Vec<(LabelPairs, i64, String)>, String> {
+    let mut out = Vec::new();
+    for l in lines {
+        let l = l.trim();
+        if l.is_empty() {
+            continue;
+        }
+        let (labels, rest) = parse_label_set(l)?;
+        let rest = rest.trim_start();
+        let end = rest
+            .find(char::is_whitespace)
+            .ok_or("entry needs a time and a line")?;
+        let t = dur(&rest[..end])?;
+        let (text, tail) = take_literal(rest[end..].trim_start())?;
+        if !tail.trim().is_empty() {
+            return Err(format!("unexpected text {tail:?}"));
+        }
+        out.push((labels, t, text));
+    }
+    Ok(out)
 }
 
 fn parse_expect(lines: &[&str]) -> Result<Expect, String> {
@@ -366,7 +439,34 @@ fn check(cmd: &EvalCmd, exp: &Expect, got: Result<QueryResult, crate::Error>) ->
         }
         (Expect::Fail { .. }, Ok(r)) => fail(format!("expected failure, got {}", brief(&r))),
         (_, Err(e)) => fail(format!("unexpected error: {e}")),
+        (Expect::Entries(want), Ok(QueryResult::Streams(got))) => {
+            let got: Vec<(LabelPairs, i64, String)> = got
+                .into_iter()
+                .flat_map(|s| {
+                    let labels = s.labels;
+                    s.entries
+                        .into_iter()
+                        .map(move |e| (labels.clone(), e.ts_ns - EPOCH_NS, e.line))
+                })
+                .collect();
+            // streams may come in any order; entries within a stream must keep theirs
+            let per_stream = |v: &[(LabelPairs, i64, String)]| {
+                let mut m: std::collections::BTreeMap<LabelPairs, Vec<(i64, String)>> =
+                    Default::default();
+                for (l, t, x) in v {
+                    m.entry(l.clone()).or_default().push((*t, x.clone()));
+                }
+                m
+            };
+            if per_stream(&got) == per_stream(want) {
+                Status::Passed
+            } else {
+                fail(format!("log entries differ: got {got:?}"))
+            }
+        }
+        (Expect::Entries(_), Ok(r)) => fail(format!("expected log entries, got {}", brief(&r))),
         (Expect::Empty, Ok(r)) => match &r {
+            QueryResult::Streams(s) if s.is_empty() => Status::Passed,
             QueryResult::Vector(v) if v.is_empty() => Status::Passed,
             QueryResult::Matrix(m) if m.is_empty() => Status::Passed,
             _ => fail(format!("expected empty, got {}", brief(&r))),
@@ -514,7 +614,14 @@ pub fn run_script(file: &str, text: &str, engine: &Engine) -> Result<Vec<Outcome
                 block.push(lines[i]);
                 i += 1;
             }
-            let status = match (parse_eval(l), parse_expect(&block)) {
+            let cmd = parse_eval(l);
+            let exp = match &cmd {
+                Ok(c) if c.logs && !block.iter().any(|b| b.trim().starts_with("expect")) => {
+                    parse_entries(&block).map(Expect::Entries)
+                }
+                _ => parse_expect(&block),
+            };
+            let status = match (cmd, exp) {
                 (Ok(cmd), Ok(exp)) => {
                     let got = engine.query(&store, &cmd.query, &cmd.params);
                     let st = check(&cmd, &exp, got);
