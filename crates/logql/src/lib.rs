@@ -38,3 +38,6 @@ pub use storage::{
     Direction, EntryRef, LogStorage, MemEntry, MemStorage, SelectRequest, StorageError,
     StreamCursor,
 };
+
+#[cfg(test)]
+mod tests;

@@ -296,7 +296,7 @@ fn parse_eval(line: &str) -> Result<EvalCmd, String> {
     if let Some(r) = rest.strip_prefix("logs") {
         // eval logs from <t0> to <t1> [limit N] [forward|backward] <query>
         let mut words = r.trim_start();
-        let mut next = |w: &mut &str| -> Option<String> {
+        let next = |w: &mut &str| -> Option<String> {
             let t = w.trim_start();
             let end = t.find(char::is_whitespace)?;
             let tok = t[..end].to_string();

@@ -1,0 +1,153 @@
+//! Unit tests of the public surface: parse errors and canonical printing, one
+//! `check(query, expected)` per case, and the engine's limits (max series, max entries,
+//! cancel flag, deadline).
+
+use crate::{Direction, Engine, EngineOptions, Error, MemStorage, QueryParams, QueryResult};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+/// The query parses and prints as `printed`.
+fn check_print(query: &str, printed: &str) {
+    let e = crate::parse(query).unwrap_or_else(|e| panic!("{query}: {e}"));
+    assert_eq!(e.to_string(), printed, "{query}");
+}
+
+/// The query is rejected with a message containing `msg`.
+fn check_err(query: &str, msg: &str) {
+    match crate::parse(query) {
+        Ok(e) => panic!("{query} parsed as {e}"),
+        Err(e) => assert!(e.to_string().contains(msg), "{query}: {e}"),
+    }
+}
+
+#[test]
+fn canonical_printing() {
+    check_print(r#"{app="a"}"#, r#"{app="a"}"#);
+    check_print(
+        r#"{app="a"} |= "x" or "y" | logfmt --strict host, ip="src" | d > 1s and (n >= 2 or s = ip("1.2.3.0/24"))"#,
+        r#"{app="a"} |= "x" or "y" | logfmt --strict host="host",ip="src" | d>1s and (n>=2 or s=ip("1.2.3.0/24"))"#,
+    );
+    check_print(
+        r#"sum by (a) (rate({app="a"} | json [5m] offset 1m)) / on (a) group_left (b) count_over_time({app="b"}[1h])"#,
+        r#"(sum by (a) (rate({app="a"} | json [5m] offset 1m)) / on (a) group_left (b) count_over_time({app="b"} [1h]))"#,
+    );
+    check_print(
+        r#"quantile_over_time(0.9, {app="a"} | logfmt | unwrap duration_seconds(d) | __error__="" [1m]) by (x)"#,
+        r#"quantile_over_time(0.9, {app="a"} | logfmt | unwrap duration_seconds(d) | __error__="" [1m]) by (x)"#,
+    );
+    check_print("1 + 2 * 3", "7");
+    check_print("2 ^ 3 ^ 2", "512");
+    check_print(r#"{app="a"} # a comment"#, r#"{app="a"}"#);
+}
+
+#[test]
+fn parse_errors_name_position_and_cause() {
+    check_err(r#"{app="a""#, "syntax error: unexpected $end");
+    check_err(r#"{app="a"} |~"#, "unexpected $end, expecting STRING or ip");
+    check_err(
+        r#"rate({app="a"}[5minutes])"#,
+        r#"unknown unit "minutes" in duration"#,
+    );
+    check_err(r#"min({app="a"}[5m])"#, "syntax error: unexpected RANGE");
+    check_err(
+        r#"sum(3, count_over_time({app="a"}[1m]))"#,
+        "unsupported parameter for operation sum(3,",
+    );
+    check_err(
+        r#"{app="a"} | regexp "(?P<x>.)(?P<x>.)""#,
+        "duplicate extracted label name",
+    );
+    check_err(
+        r#"{app="a"} | pattern "no captures""#,
+        "at least one capture is required",
+    );
+    check_err(r##"{app="a"} | line_format "{{ .x ""##, "unclosed action");
+    check_err(r##"{app="a"} | json x="a[""##, "cannot parse expression");
+    check_err(r##"{app="a"} |~ "(""##, "error parsing regexp");
+    let e = crate::parse("sum(\n  rate({app=\"a\"}[1m]) ) )").unwrap_err();
+    assert!(matches!(e, Error::Parse { line: 2, .. }), "{e:?}");
+}
+
+fn store() -> MemStorage {
+    let mut s = MemStorage::new();
+    for i in 0..10 {
+        let labels = model::Labels::from_pairs([("app", "a"), ("pod", &*i.to_string())]);
+        for k in 0..100 {
+            s.push(&labels, k * 1_000_000_000, &format!("line {k}"), vec![]);
+        }
+    }
+    s.seal();
+    s
+}
+
+#[test]
+fn max_series_limit() {
+    let eng = Engine::new(EngineOptions {
+        max_series: 5,
+        max_entries: 100,
+    });
+    let p = QueryParams::instant(50_000_000_000);
+    let e = eng
+        .query(&store(), r#"count_over_time({app="a"}[1m])"#, &p)
+        .unwrap_err();
+    assert!(matches!(e, Error::Limit(_)), "{e}");
+    // an aggregation that fits is fine
+    let r = eng.query(&store(), r#"sum(count_over_time({app="a"}[1m]))"#, &p);
+    assert!(
+        r.is_err(),
+        "the inner range aggregation still has 10 series"
+    );
+    let r = eng
+        .query(
+            &store(),
+            r#"sum(count_over_time({app="a", pod=~"[0-4]"}[1m]))"#,
+            &p,
+        )
+        .unwrap();
+    assert_eq!(
+        r,
+        QueryResult::Vector(vec![crate::Sample {
+            labels: vec![],
+            value: 255.0
+        }])
+    );
+}
+
+#[test]
+fn log_limit_and_max_entries() {
+    let eng = Engine::new(EngineOptions {
+        max_series: 5,
+        max_entries: 100,
+    });
+    let mut p = QueryParams::range(0, 100_000_000_000, 0);
+    p.limit = 1000;
+    let e = eng.query(&store(), r#"{app="a"}"#, &p).unwrap_err();
+    assert!(e.to_string().contains("max entries limit"), "{e}");
+    p.limit = 15;
+    p.direction = Direction::Forward;
+    let QueryResult::Streams(s) = eng.query(&store(), r#"{app="a"}"#, &p).unwrap() else {
+        panic!()
+    };
+    let n: usize = s.iter().map(|s| s.entries.len()).sum();
+    assert_eq!(n, 15);
+    // the 15 oldest overall: ts 0 for all ten pods, then ts 1 for five of them
+    assert!(
+        s.iter()
+            .all(|s| s.entries.iter().all(|e| e.ts_ns <= 1_000_000_000))
+    );
+}
+
+#[test]
+fn cancel_and_deadline() {
+    let eng = Engine::default();
+    let mut p = QueryParams::instant(50_000_000_000);
+    p.cancel = Some(Arc::new(AtomicBool::new(true)));
+    let e = eng
+        .query(&store(), r#"count_over_time({app="a"}[1m])"#, &p)
+        .unwrap_err();
+    assert_eq!(e, Error::Canceled);
+    let mut p = QueryParams::instant(50_000_000_000);
+    p.deadline = Some(std::time::Instant::now());
+    let e = eng.query(&store(), r#"{app="a"}"#, &p).unwrap_err();
+    assert_eq!(e, Error::Timeout);
+}
