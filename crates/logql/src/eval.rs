@@ -407,7 +407,7 @@ fn eval_sample(ctx: &mut Ctx<'_>, e: &SampleExpr) -> Result<Val, Error> {
             param,
             range,
             grouping,
-        } => eval_range(ctx, *op, *param, range, grouping.as_ref()).map(Val::Vectors),
+        } => eval_range(ctx, *op, *param, range, grouping.as_ref(), None).map(Val::Vectors),
         SampleExpr::Aggregate {
             op,
             param,
@@ -419,7 +419,31 @@ fn eval_sample(ctx: &mut Ctx<'_>, e: &SampleExpr) -> Result<Val, Error> {
                     "approx_topk is only supported on instant queries".into(),
                 ));
             }
-            let inner = eval_sample(ctx, expr)?;
+            let by_nothing = Grouping {
+                without: false,
+                labels: vec![],
+            };
+            let inner = match &**expr {
+                SampleExpr::Range {
+                    op: rop,
+                    param: rp,
+                    range,
+                    grouping: None,
+                } if *op == AggOp::Sum
+                    && matches!(
+                        rop,
+                        RangeOp::CountOverTime
+                            | RangeOp::Rate
+                            | RangeOp::BytesOverTime
+                            | RangeOp::BytesRate
+                            | RangeOp::SumOverTime
+                    ) =>
+                {
+                    let g = grouping.as_ref().unwrap_or(&by_nothing);
+                    Val::Vectors(eval_range(ctx, *rop, *rp, range, None, Some(g))?)
+                }
+                _ => eval_sample(ctx, expr)?,
+            };
             let Val::Vectors(vs) = inner else {
                 return Err(Error::BadQuery(format!(
                     "unexpected literal for {} aggregation",
@@ -538,6 +562,7 @@ fn eval_range(
     param: Option<f64>,
     r: &LogRange,
     grouping: Option<&Grouping>,
+    pushdown: Option<&Grouping>,
 ) -> Result<Vec<Vector>, Error> {
     let pipeline = Pipeline::compile(&r.log.stages)?;
     let post = match &r.unwrap {
@@ -561,7 +586,15 @@ fn eval_range(
     let mut by_hash: HashMap<u64, Vec<usize>> = HashMap::new();
     let mut lb = LabelsBuilder::default();
     let mut buf = String::new();
-    let grouped = r.unwrap.is_some() && grouping.is_some();
+    // Series are keyed by the grouped labels for an unwrapped `… by (…)`, and for a range
+    // aggregation whose sums the enclosing `sum by (…)` merges anyway (so
+    // `sum by (status) (rate({…} | json [5m]))` keeps one series per status, not per line).
+    let key_grouping = if r.unwrap.is_some() && grouping.is_some() {
+        grouping
+    } else {
+        pushdown
+    };
+    let grouped = key_grouping.is_some();
     for c in cursors.iter_mut() {
         lb.set_stream(Arc::new(pairs_of(c.labels())));
         let mut unsorted_from = None;
@@ -609,7 +642,7 @@ fn eval_range(
             };
             // find or create the series
             let idx = if grouped {
-                let labels = lb.grouped(grouping);
+                let labels = lb.grouped(key_grouping);
                 let h = labels_hash(&labels);
                 let cands = by_hash.entry(h).or_default();
                 match cands.iter().find(|i| *series[**i].labels == labels) {
