@@ -91,11 +91,21 @@ fn max_series_limit() {
         .query(&store(), r#"count_over_time({app="a"}[1m])"#, &p)
         .unwrap_err();
     assert!(matches!(e, Error::Limit(_)), "{e}");
-    // an aggregation that fits is fine
-    let r = eng.query(&store(), r#"sum(count_over_time({app="a"}[1m]))"#, &p);
+    let r = eng.query(&store(), r#"max(count_over_time({app="a"}[1m]))"#, &p);
     assert!(
         r.is_err(),
         "the inner range aggregation still has 10 series"
+    );
+    // `sum` merges the inner series while reading, so the limit holds for the merged ones
+    let r = eng
+        .query(&store(), r#"sum(count_over_time({app="a"}[1m]))"#, &p)
+        .unwrap();
+    assert_eq!(
+        r,
+        QueryResult::Vector(vec![crate::Sample {
+            labels: vec![],
+            value: 510.0
+        }])
     );
     let r = eng
         .query(
