@@ -72,6 +72,9 @@ impl QueryParams {
 pub struct LogEntry {
     pub ts_ns: i64,
     pub line: String,
+    /// The entry's structured metadata as stored (also part of the stream's labels, as Loki
+    /// returns them by default; kept apart for the `categorize-labels` encoding).
+    pub metadata: Vec<(String, String)>,
 }
 
 /// The lines of one label set.
@@ -101,6 +104,19 @@ pub enum QueryResult {
     Vector(Vec<Sample>),
     Matrix(Vec<Series>),
     Scalar(f64),
+}
+
+/// Aligns a range query's start and end down to a multiple of `step` (what Loki's query
+/// frontend does with `align_queries_with_step`), so that consecutive dashboard refreshes hit
+/// the same step timestamps. The engine itself evaluates exactly the steps it is given.
+pub fn align_to_step(start_ns: i64, end_ns: i64, step_ns: i64) -> (i64, i64) {
+    if step_ns <= 0 {
+        return (start_ns, end_ns);
+    }
+    (
+        start_ns.div_euclid(step_ns) * step_ns,
+        end_ns.div_euclid(step_ns) * step_ns,
+    )
 }
 
 /// Formats labels like Prometheus' `labels.String()` (`{a="b", c="d"}`, values Go-quoted).
@@ -309,6 +325,7 @@ impl Engine {
                         cursor: i,
                         line: line.to_string(),
                         labels: lb.labels(),
+                        metadata: e.metadata.to_vec(),
                     }));
                 }
             }
@@ -343,6 +360,7 @@ impl Engine {
             out[si].entries.push(LogEntry {
                 ts_ns: h.ts,
                 line: h.line,
+                metadata: h.metadata,
             });
             if let Some(h) = next_kept(c, &mut cursors, &mut lb, &mut guard)? {
                 heap.push(h);
@@ -358,6 +376,7 @@ struct Head {
     cursor: usize,
     line: String,
     labels: LabelPairs,
+    metadata: Vec<(String, String)>,
 }
 
 impl PartialEq for Head {

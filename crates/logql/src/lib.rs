@@ -30,7 +30,7 @@ pub use ast::Expr;
 pub use error::Error;
 pub use eval::{
     Engine, EngineOptions, LogEntry, QueryParams, QueryResult, Sample, Series, Stream,
-    format_labels,
+    align_to_step, format_labels,
 };
 pub use parser::parse;
 pub use pipeline::LabelPairs;

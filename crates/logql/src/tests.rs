@@ -161,3 +161,27 @@ fn cancel_and_deadline() {
     let e = eng.query(&store(), r#"{app="a"}"#, &p).unwrap_err();
     assert_eq!(e, Error::Timeout);
 }
+
+#[test]
+fn step_alignment_and_metadata_in_entries() {
+    assert_eq!(crate::align_to_step(61, 179, 60), (60, 120));
+    assert_eq!(crate::align_to_step(5, 7, 0), (5, 7));
+    let mut s = MemStorage::new();
+    let l = model::Labels::from_pairs([("app", "m")]);
+    s.push(&l, 5, "x", vec![("trace".into(), "t1".into())]);
+    s.seal();
+    let r = Engine::default()
+        .query(&s, r#"{app="m"}"#, &QueryParams::range(0, 10, 0))
+        .unwrap();
+    let QueryResult::Streams(st) = r else {
+        panic!()
+    };
+    assert_eq!(
+        st[0].labels,
+        vec![("app".into(), "m".into()), ("trace".into(), "t1".into())]
+    );
+    assert_eq!(
+        st[0].entries[0].metadata,
+        vec![("trace".to_string(), "t1".to_string())]
+    );
+}
