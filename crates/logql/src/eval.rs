@@ -9,7 +9,7 @@
 
 use crate::Error;
 use crate::ast::*;
-use crate::pipeline::{ERROR_LABEL, LabelPairs, LabelsBuilder, Pipeline, PostFilters, labels_hash};
+use crate::pipeline::{ERROR_LABEL, LabelPairs, LabelsBuilder, Pipeline, PostFilters};
 use crate::storage::{Direction, LogStorage, SelectRequest};
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap};
@@ -660,35 +660,23 @@ fn eval_range(
                 }
             };
             // find or create the series
-            let idx = if grouped {
-                let labels = lb.grouped(key_grouping);
-                let h = labels_hash(&labels);
-                let cands = by_hash.entry(h).or_default();
-                match cands.iter().find(|i| *series[**i].labels == labels) {
-                    Some(i) => *i,
-                    None => {
-                        series.push(RangeSeries {
-                            labels: Arc::new(labels),
-                            samples: vec![],
-                        });
-                        cands.push(series.len() - 1);
-                        series.len() - 1
-                    }
-                }
-            } else {
-                let h = lb.hash();
-                let cands = by_hash.entry(h).or_default();
-                let found = cands.iter().find(|i| same_labels(&lb, &series[**i].labels));
-                match found {
-                    Some(i) => *i,
-                    None => {
-                        series.push(RangeSeries {
-                            labels: Arc::new(lb.labels()),
-                            samples: vec![],
-                        });
-                        cands.push(series.len() - 1);
-                        series.len() - 1
-                    }
+            let g = lb.effective_grouping(key_grouping);
+            let h = lb.grouped_hash(g);
+            let cands = by_hash.entry(h).or_default();
+            let idx = match cands.iter().find(|i| lb.grouped_eq(g, &series[**i].labels)) {
+                Some(i) => *i,
+                None => {
+                    let labels = if g.is_some() {
+                        lb.grouped(g)
+                    } else {
+                        lb.labels()
+                    };
+                    series.push(RangeSeries {
+                        labels: Arc::new(labels),
+                        samples: vec![],
+                    });
+                    cands.push(series.len() - 1);
+                    series.len() - 1
                 }
             };
             let s = &mut series[idx].samples;
@@ -774,20 +762,6 @@ fn eval_range(
         out.push(vec);
     }
     Ok(out)
-}
-
-fn same_labels(lb: &LabelsBuilder, l: &LabelPairs) -> bool {
-    let mut n = 0;
-    let mut ok = true;
-    lb.for_each(|k, v| {
-        n += 1;
-        if ok {
-            ok = l
-                .binary_search_by(|(a, _)| a.as_str().cmp(k))
-                .is_ok_and(|i| l[i].1 == v);
-        }
-    });
-    ok && n == l.len()
 }
 
 fn group_labels(l: &LabelPairs, g: Option<&Grouping>) -> LabelPairs {

@@ -42,6 +42,8 @@ pub struct LabelsBuilder {
     deleted: Vec<String>,
     err: String,
     err_details: String,
+    /// Strings of earlier lines' labels, reused so that parsing a line rarely allocates.
+    pool: Vec<String>,
 }
 
 impl LabelsBuilder {
@@ -54,7 +56,13 @@ impl LabelsBuilder {
 
     /// Starts a new line of the same stream, with its structured metadata.
     pub fn reset(&mut self, metadata: &[(String, String)]) {
-        self.add.clear();
+        let pool = &mut self.pool;
+        for (k, v, _) in self.add.drain(..) {
+            if pool.len() < 256 {
+                pool.push(k);
+                pool.push(v);
+            }
+        }
         self.deleted.clear();
         self.err.clear();
         self.err_details.clear();
@@ -123,7 +131,13 @@ impl LabelsBuilder {
             e.1.push_str(value);
             e.2 = cat;
         } else {
-            self.add.push((name.to_string(), value.to_string(), cat));
+            let mut k = self.pool.pop().unwrap_or_default();
+            k.clear();
+            k.push_str(name);
+            let mut v = self.pool.pop().unwrap_or_default();
+            v.clear();
+            v.push_str(value);
+            self.add.push((k, v, cat));
         }
     }
 
@@ -229,6 +243,39 @@ impl LabelsBuilder {
         });
         v.sort();
         v
+    }
+
+    /// The grouping that applies to this line: none when it carries an error (its labels
+    /// stay whole so the error shows).
+    pub fn effective_grouping<'g>(&self, g: Option<&'g Grouping>) -> Option<&'g Grouping> {
+        if self.has_err() { None } else { g }
+    }
+
+    /// [`LabelsBuilder::hash`] of the labels `g` keeps, without allocating.
+    pub fn grouped_hash(&self, g: Option<&Grouping>) -> u64 {
+        let mut acc: u64 = 0;
+        self.for_each(|k, v| {
+            if g.is_none_or(|g| g.labels.iter().any(|l| l == k) != g.without) {
+                acc = acc.wrapping_add(pair_hash(k, v));
+            }
+        });
+        acc
+    }
+
+    /// Are the labels `g` keeps exactly `l` (sorted)? Does not allocate.
+    pub fn grouped_eq(&self, g: Option<&Grouping>, l: &[(String, String)]) -> bool {
+        let mut n = 0;
+        let mut ok = true;
+        self.for_each(|k, v| {
+            if !ok || !g.is_none_or(|g| g.labels.iter().any(|x| x == k) != g.without) {
+                return;
+            }
+            n += 1;
+            ok = l
+                .binary_search_by(|(a, _)| a.as_str().cmp(k))
+                .is_ok_and(|i| l[i].1 == v);
+        });
+        ok && n == l.len()
     }
 
     /// A hash of the current labels that does not allocate (order-independent).
