@@ -267,7 +267,7 @@ impl LabelsBuilder {
         let mut n = 0;
         let mut ok = true;
         self.for_each(|k, v| {
-            if !ok || !g.is_none_or(|g| g.labels.iter().any(|x| x == k) != g.without) {
+            if !ok || g.is_some_and(|g| g.labels.iter().any(|x| x == k) == g.without) {
                 return;
             }
             n += 1;
