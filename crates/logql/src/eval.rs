@@ -572,7 +572,127 @@ fn label_replace(
 /// The per-series samples of a range aggregation's selector.
 struct RangeSeries {
     labels: Arc<LabelPairs>,
+    /// Every sample, for the aggregations that need them all (quantile, rate_counter).
     samples: Vec<(i64, f64)>,
+    /// Per time segment (see [`Segments`]), a mergeable summary; for all other aggregations.
+    segs: Vec<(u32, Agg)>,
+    segs_unsorted: bool,
+}
+
+/// The boundaries of every step's window, sorted: the time line cut into segments
+/// `(b[j], b[j+1]]` such that each window is a run of whole segments. A series then keeps
+/// one summary per non-empty segment instead of one entry per line, so memory is bounded by
+/// series × steps, not by the number of lines read.
+struct Segments {
+    bounds: Vec<i64>,
+}
+
+impl Segments {
+    fn new(windows: impl Iterator<Item = (i64, i64)>) -> Self {
+        let mut bounds: Vec<i64> = windows.flat_map(|(a, b)| [a, b]).collect();
+        bounds.sort_unstable();
+        bounds.dedup();
+        Segments { bounds }
+    }
+    /// The segment holding `ts`, if any window covers it.
+    fn of(&self, ts: i64) -> Option<u32> {
+        let j = self.bounds.partition_point(|b| *b < ts);
+        (j >= 1 && j < self.bounds.len()).then(|| (j - 1) as u32)
+    }
+    /// Index of a window boundary.
+    fn index(&self, b: i64) -> u32 {
+        self.bounds.partition_point(|x| *x < b) as u32
+    }
+}
+
+/// A mergeable summary of samples: count, compensated sum, min, max, first, last, and the
+/// running mean and squared deviations (Chan et al.'s parallel variance).
+#[derive(Clone, Copy, Debug)]
+struct Agg {
+    n: f64,
+    sum: f64,
+    comp: f64,
+    min: f64,
+    max: f64,
+    first: (i64, f64),
+    last: (i64, f64),
+    mean: f64,
+    m2: f64,
+    has_inf: bool,
+}
+
+impl Agg {
+    fn one(ts: i64, v: f64) -> Agg {
+        Agg {
+            n: 1.0,
+            sum: v,
+            comp: 0.0,
+            min: v,
+            max: v,
+            first: (ts, v),
+            last: (ts, v),
+            mean: v,
+            m2: 0.0,
+            has_inf: v.is_infinite(),
+        }
+    }
+
+    fn merge(&mut self, o: &Agg) {
+        let t = self.sum + o.sum;
+        if self.sum.abs() >= o.sum.abs() {
+            self.comp += (self.sum - t) + o.sum;
+        } else {
+            self.comp += (o.sum - t) + self.sum;
+        }
+        self.sum = t;
+        self.comp += o.comp;
+        if o.min < self.min || self.min.is_nan() {
+            self.min = o.min;
+        }
+        if o.max > self.max || self.max.is_nan() {
+            self.max = o.max;
+        }
+        if o.first.0 < self.first.0 {
+            self.first = o.first;
+        }
+        if o.last.0 >= self.last.0 {
+            self.last = o.last;
+        }
+        let n = self.n + o.n;
+        let delta = o.mean - self.mean;
+        self.mean += delta * o.n / n;
+        self.m2 += o.m2 + delta * delta * self.n * o.n / n;
+        self.n = n;
+        self.has_inf |= o.has_inf;
+    }
+
+    fn total(&self) -> f64 {
+        let s = self.sum + self.comp;
+        if s.is_finite() { s } else { self.sum }
+    }
+
+    fn value(&self, op: RangeOp, range_s: f64) -> f64 {
+        match op {
+            RangeOp::CountOverTime => self.n,
+            RangeOp::Rate | RangeOp::BytesRate => self.total() / range_s,
+            RangeOp::BytesOverTime | RangeOp::SumOverTime => self.total(),
+            RangeOp::AvgOverTime => {
+                if self.has_inf {
+                    self.sum / self.n
+                } else {
+                    self.mean
+                }
+            }
+            RangeOp::MaxOverTime => self.max,
+            RangeOp::MinOverTime => self.min,
+            RangeOp::StdvarOverTime => self.m2 / self.n,
+            RangeOp::StddevOverTime => (self.m2 / self.n).sqrt(),
+            RangeOp::FirstOverTime => self.first.1,
+            RangeOp::LastOverTime => self.last.1,
+            RangeOp::AbsentOverTime => 1.0,
+            RangeOp::QuantileOverTime | RangeOp::RateCounter => f64::NAN,
+        }
+    }
 }
 
 fn eval_range(
@@ -603,6 +723,11 @@ fn eval_range(
         .map_err(|e| Error::Storage(e.to_string()))?;
     let mut series: Vec<RangeSeries> = Vec::new();
     let mut by_hash: HashMap<u64, Vec<usize>> = HashMap::new();
+    let whole = matches!(op, RangeOp::QuantileOverTime | RangeOp::RateCounter);
+    let segments = Segments::new(ctx.steps.iter().map(|t| {
+        let end = t - r.offset_ns;
+        (end - r.range_ns, end)
+    }));
     let mut lb = LabelsBuilder::default();
     let mut buf = String::new();
     // Series are keyed by the grouped labels for an unwrapped `… by (…)`, and for a range
@@ -616,7 +741,6 @@ fn eval_range(
     let grouped = key_grouping.is_some();
     for c in cursors.iter_mut() {
         lb.set_stream(Arc::new(pairs_of(c.labels())));
-        let mut unsorted_from = None;
         while let Some(e) = c.next_entry().map_err(|e| Error::Storage(e.to_string()))? {
             ctx.guard.tick()?;
             lb.reset(e.metadata);
@@ -674,21 +798,43 @@ fn eval_range(
                     series.push(RangeSeries {
                         labels: Arc::new(labels),
                         samples: vec![],
+                        segs: vec![],
+                        segs_unsorted: false,
                     });
                     cands.push(series.len() - 1);
                     series.len() - 1
                 }
             };
-            let s = &mut series[idx].samples;
-            if unsorted_from.is_none() && s.last().is_some_and(|(t, _)| *t > e.ts_ns) {
-                unsorted_from = Some(idx);
+            let s = &mut series[idx];
+            if whole {
+                s.samples.push((e.ts_ns, value));
+            } else if let Some(seg) = segments.of(e.ts_ns) {
+                match s.segs.last_mut() {
+                    Some((last, agg)) if *last == seg => agg.merge(&Agg::one(e.ts_ns, value)),
+                    last => {
+                        if last.is_some_and(|(l, _)| *l > seg) {
+                            s.segs_unsorted = true;
+                        }
+                        s.segs.push((seg, Agg::one(e.ts_ns, value)));
+                    }
+                }
             }
-            s.push((e.ts_ns, value));
         }
     }
     for s in &mut series {
         if s.samples.windows(2).any(|w| w[0].0 > w[1].0) {
             s.samples.sort_by_key(|(t, _)| *t);
+        }
+        if s.segs_unsorted {
+            s.segs.sort_by_key(|(k, _)| *k);
+            let mut merged: Vec<(u32, Agg)> = Vec::with_capacity(s.segs.len());
+            for (k, a) in s.segs.drain(..) {
+                match merged.last_mut() {
+                    Some((lk, la)) if *lk == k => la.merge(&a),
+                    _ => merged.push((k, a)),
+                }
+            }
+            s.segs = merged;
         }
     }
     // step windows
@@ -701,7 +847,37 @@ fn eval_range(
         let start = end - r.range_ns;
         let mut vec: Vector = Vec::new();
         let mut any = false;
+        let (seg_lo, seg_hi) = (segments.index(start), segments.index(end));
         for (i, s) in series.iter().enumerate() {
+            if !whole {
+                let sg = &s.segs;
+                while los[i] < sg.len() && sg[los[i]].0 < seg_lo {
+                    los[i] += 1;
+                }
+                if his[i] < los[i] {
+                    his[i] = los[i];
+                }
+                while his[i] < sg.len() && sg[his[i]].0 < seg_hi {
+                    his[i] += 1;
+                }
+                let w = &sg[los[i]..his[i]];
+                let Some(((_, first), rest)) = w.split_first() else {
+                    continue;
+                };
+                any = true;
+                if op == RangeOp::AbsentOverTime {
+                    continue;
+                }
+                let mut agg = *first;
+                for (_, a) in rest {
+                    agg.merge(a);
+                }
+                if s.labels.iter().any(|(k, _)| k == ERROR_LABEL) {
+                    return Err(pipeline_error(&s.labels));
+                }
+                vec.push((s.labels.clone(), agg.value(op, range_s)));
+                continue;
+            }
             let smp = &s.samples;
             while los[i] < smp.len() && smp[los[i]].0 <= start {
                 los[i] += 1;
