@@ -17,6 +17,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering as AtOrd};
 use std::time::Instant;
 
+/// Most steps of a range query (Loki's and Prometheus' 11,000 points per series).
+pub const MAX_POINTS: i64 = 11_000;
+
 /// Limits that hold for every query of an engine.
 #[derive(Clone, Debug)]
 pub struct EngineOptions {
@@ -216,7 +219,14 @@ impl Engine {
                         ));
                     }
                     let n = (p.end_ns - p.start_ns) / p.step_ns;
-                    (0..=n).map(|i| p.start_ns + i * p.step_ns).collect()
+                    if n >= MAX_POINTS {
+                        return Err(Error::BadQuery(format!(
+                            "exceeded maximum resolution of {MAX_POINTS} points per timeseries. Try increasing the value of the step parameter"
+                        )));
+                    }
+                    (0..=n)
+                        .map(|i| p.start_ns.saturating_add(i * p.step_ns))
+                        .collect()
                 };
                 let mut ctx = Ctx {
                     store,
@@ -285,7 +295,7 @@ impl Engine {
             )));
         }
         let (start, end) = if p.start_ns == p.end_ns {
-            (p.start_ns, p.end_ns + 1)
+            (p.start_ns, p.end_ns.saturating_add(1))
         } else {
             (p.start_ns, p.end_ns)
         };
@@ -712,8 +722,11 @@ fn eval_range(
     let last = *ctx.steps.last().unwrap_or(&first);
     let req = SelectRequest {
         matchers: &r.log.matchers,
-        start_ns: first - r.offset_ns - r.range_ns + 1,
-        end_ns: last - r.offset_ns + 1,
+        start_ns: first
+            .saturating_sub(r.offset_ns)
+            .saturating_sub(r.range_ns)
+            .saturating_add(1),
+        end_ns: last.saturating_sub(r.offset_ns).saturating_add(1),
         direction: Direction::Forward,
         line_hints: pipeline.hints(),
     };
@@ -725,8 +738,8 @@ fn eval_range(
     let mut by_hash: HashMap<u64, Vec<usize>> = HashMap::new();
     let whole = matches!(op, RangeOp::QuantileOverTime | RangeOp::RateCounter);
     let segments = Segments::new(ctx.steps.iter().map(|t| {
-        let end = t - r.offset_ns;
-        (end - r.range_ns, end)
+        let end = t.saturating_sub(r.offset_ns);
+        (end.saturating_sub(r.range_ns), end)
     }));
     let mut lb = LabelsBuilder::default();
     let mut buf = String::new();
@@ -843,8 +856,8 @@ fn eval_range(
     let mut los = vec![0usize; series.len()];
     let mut his = vec![0usize; series.len()];
     for &t in &ctx.steps {
-        let end = t - r.offset_ns;
-        let start = end - r.range_ns;
+        let end = t.saturating_sub(r.offset_ns);
+        let start = end.saturating_sub(r.range_ns);
         let mut vec: Vector = Vec::new();
         let mut any = false;
         let (seg_lo, seg_hi) = (segments.index(start), segments.index(end));

@@ -749,11 +749,11 @@ fn call(f: &str, a: Vec<Value>, data: &Data<'_>) -> Result<Value, String> {
             let re = regex::Regex::new(&s(0)).map_err(|e| e.to_string())?;
             Value::Int(re.find_iter(&s(1)).count() as i64)
         }
-        "add" => Value::Int(a.iter().map(Value::to_i64).sum()),
-        "mul" => Value::Int(a.iter().map(Value::to_i64).product()),
+        "add" => Value::Int(a.iter().map(Value::to_i64).fold(0i64, i64::wrapping_add)),
+        "mul" => Value::Int(a.iter().map(Value::to_i64).fold(1i64, i64::wrapping_mul)),
         "sub" => {
             fixed(2)?;
-            Value::Int(n(0) - n(1))
+            Value::Int(n(0).wrapping_sub(n(1)))
         }
         "div" => {
             fixed(2)?;
@@ -762,7 +762,7 @@ fn call(f: &str, a: Vec<Value>, data: &Data<'_>) -> Result<Value, String> {
                     "template: line_format:1: error calling div: integer divide by zero".into(),
                 );
             }
-            Value::Int(n(0) / n(1))
+            Value::Int(n(0).wrapping_div(n(1)))
         }
         "mod" => {
             fixed(2)?;
@@ -771,7 +771,7 @@ fn call(f: &str, a: Vec<Value>, data: &Data<'_>) -> Result<Value, String> {
                     "template: line_format:1: error calling mod: integer divide by zero".into(),
                 );
             }
-            Value::Int(n(0) % n(1))
+            Value::Int(n(0).wrapping_rem(n(1)))
         }
         "addf" => Value::Float(a.iter().map(Value::to_f64).sum()),
         "mulf" => Value::Float(a.iter().map(Value::to_f64).product()),
@@ -832,9 +832,9 @@ fn call(f: &str, a: Vec<Value>, data: &Data<'_>) -> Result<Value, String> {
                 .parse()
                 .map_err(|_| format!("unable to parse unix time {v:?}"))?;
             let ns = match v.len() {
-                0..=10 => k * 1_000_000_000,
-                11..=13 => k * 1_000_000,
-                14..=16 => k * 1_000,
+                0..=10 => k.saturating_mul(1_000_000_000),
+                11..=13 => k.saturating_mul(1_000_000),
+                14..=16 => k.saturating_mul(1_000),
                 _ => k,
             };
             Value::Time(ns)
@@ -849,7 +849,7 @@ fn call(f: &str, a: Vec<Value>, data: &Data<'_>) -> Result<Value, String> {
         }
         "alignLeft" => {
             fixed(2)?;
-            let (k, v) = (n(0).max(0) as usize, s(1));
+            let (k, v) = (sized(n(0), 1)?, s(1));
             let len = v.chars().count();
             Value::Str(if len >= k {
                 v.chars().take(k).collect()
@@ -859,7 +859,7 @@ fn call(f: &str, a: Vec<Value>, data: &Data<'_>) -> Result<Value, String> {
         }
         "alignRight" => {
             fixed(2)?;
-            let (k, v) = (n(0).max(0) as usize, s(1));
+            let (k, v) = (sized(n(0), 1)?, s(1));
             let len = v.chars().count();
             Value::Str(if len >= k {
                 v.chars().skip(len - k).collect()
@@ -869,7 +869,7 @@ fn call(f: &str, a: Vec<Value>, data: &Data<'_>) -> Result<Value, String> {
         }
         "indent" | "nindent" => {
             fixed(2)?;
-            let pad = " ".repeat(n(0).max(0) as usize);
+            let pad = " ".repeat(sized(n(0), s(1).matches('\n').count() + 1)?);
             let body = format!("{pad}{}", s(1).replace('\n', &format!("\n{pad}")));
             Value::Str(if f == "nindent" {
                 format!("\n{body}")
@@ -879,7 +879,7 @@ fn call(f: &str, a: Vec<Value>, data: &Data<'_>) -> Result<Value, String> {
         }
         "repeat" => {
             fixed(2)?;
-            Value::Str(s(1).repeat(n(0).max(0) as usize))
+            Value::Str(s(1).repeat(sized(n(0), s(1).len())?))
         }
         "quote" => Value::Str(
             a.iter()
@@ -925,10 +925,24 @@ fn call(f: &str, a: Vec<Value>, data: &Data<'_>) -> Result<Value, String> {
     })
 }
 
+/// The most bytes a padding or repeating function may produce (a bad template must not
+/// exhaust memory).
+const MAX_OUTPUT: usize = 1 << 20;
+
+fn sized(n: i64, unit: usize) -> Result<usize, String> {
+    let n = n.max(0) as usize;
+    if n.saturating_mul(unit.max(1)) > MAX_OUTPUT {
+        return Err(format!(
+            "template: line_format:1: output of more than {MAX_OUTPUT} bytes"
+        ));
+    }
+    Ok(n)
+}
+
 fn time_of(v: Option<&Value>) -> i64 {
     match v {
         Some(Value::Time(t)) => *t,
-        Some(Value::Int(i)) => *i * 1_000_000_000,
+        Some(Value::Int(i)) => i.saturating_mul(1_000_000_000),
         Some(other) => other.to_f64() as i64,
         None => 0,
     }
@@ -1274,41 +1288,54 @@ pub fn format_time(ns: i64, layout: &str) -> String {
 /// Parses `value` with a Go layout (numeric fields, `Z`/offset zones); `None` if it does
 /// not fit.
 pub fn parse_time(layout: &str, value: &str) -> Option<i64> {
-    let (mut y, mut mo, mut d, mut h, mut mi, mut s, mut frac, mut off) =
-        (1i64, 1u32, 1u32, 0i64, 0i64, 0i64, 0i64, 0i64);
+    let (mut y, mut mo, mut d) = (1i64, 1u32, 1u32);
+    let (mut h, mut mi, mut s, mut frac, mut off) = (0i64, 0i64, 0i64, 0i64, 0i64);
     let mut l = layout;
     let mut v = value;
-    let num = |v: &mut &str, n: usize| -> Option<i64> {
-        let k = v.chars().take(n).take_while(|c| c.is_ascii_digit()).count();
+    fn num(v: &mut &str, n: usize) -> Option<i64> {
+        let k = v.bytes().take(n).take_while(u8::is_ascii_digit).count();
         if k == 0 {
             return None;
         }
         let r = v[..k].parse().ok();
         *v = &v[k..];
         r
-    };
+    }
+    fn fraction(v: &mut &str) -> Option<i64> {
+        let k = v.bytes().take_while(u8::is_ascii_digit).count();
+        let digits = format!("{:0<9}", &v[..k]);
+        *v = &v[k..];
+        digits[..9].parse().ok()
+    }
+    fn zone(v: &mut &str, colon: bool) -> Option<i64> {
+        let sign = match v.as_bytes().first()? {
+            b'-' => -1,
+            b'+' => 1,
+            _ => return None,
+        };
+        *v = &v[1..];
+        let oh = num(v, 2)?;
+        if colon {
+            *v = v.strip_prefix(':')?;
+        }
+        let om = num(v, 2)?;
+        Some(sign * (oh * 3600 + om * 60))
+    }
     while !l.is_empty() {
         if let Some(r) = l.strip_prefix("2006") {
             y = num(&mut v, 4)?;
             l = r;
         } else if let Some(r) = l.strip_prefix("Z07:00") {
-            if let Some(rv) = v.strip_prefix('Z') {
-                v = rv;
-            } else {
-                let sign = if v.starts_with('-') { -1 } else { 1 };
-                v = &v[1..];
-                let oh = num(&mut v, 2)?;
-                v = v.strip_prefix(':')?;
-                let om = num(&mut v, 2)?;
-                off = sign * (oh * 3600 + om * 60);
+            match v.strip_prefix('Z') {
+                Some(rv) => v = rv,
+                None => off = zone(&mut v, true)?,
             }
             l = r;
+        } else if let Some(r) = l.strip_prefix("-07:00") {
+            off = zone(&mut v, true)?;
+            l = r;
         } else if let Some(r) = l.strip_prefix("-0700") {
-            let sign = if v.starts_with('-') { -1 } else { 1 };
-            v = &v[1..];
-            let oh = num(&mut v, 2)?;
-            let om = num(&mut v, 2)?;
-            off = sign * (oh * 3600 + om * 60);
+            off = zone(&mut v, false)?;
             l = r;
         } else if let Some(r) = l.strip_prefix("01") {
             mo = num(&mut v, 2)? as u32;
@@ -1325,19 +1352,16 @@ pub fn parse_time(layout: &str, value: &str) -> Option<i64> {
         } else if let Some(r) = l.strip_prefix("05") {
             s = num(&mut v, 2)?;
             l = r;
-            if let Some(rv) = v.strip_prefix('.')
-                && !l.starts_with('.')
-            {
-                let k = rv.chars().take_while(|c| c.is_ascii_digit()).count();
-                let digits = &rv[..k];
-                frac = format!("{digits:0<9}")[..9].parse().ok()?;
-                v = &rv[k..];
+            // Go accepts a fraction after seconds even when the layout has none
+            if !l.starts_with('.') {
+                if let Some(rv) = v.strip_prefix('.') {
+                    v = rv;
+                    frac = fraction(&mut v)?;
+                }
             }
         } else if let Some(r) = l.strip_prefix(".000") {
-            let rv = v.strip_prefix('.')?;
-            let k = rv.chars().take_while(|c| c.is_ascii_digit()).count();
-            frac = format!("{:0<9}", &rv[..k])[..9].parse().ok()?;
-            v = &rv[k..];
+            v = v.strip_prefix('.')?;
+            frac = fraction(&mut v)?;
             l = r.trim_start_matches('0');
         } else {
             let c = l.chars().next()?;
@@ -1349,8 +1373,14 @@ pub fn parse_time(layout: &str, value: &str) -> Option<i64> {
             v = &v[cv.len_utf8()..];
         }
     }
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) {
+        return None;
+    }
     let days = days_from_civil(y, mo, d);
-    Some((days * 86_400 + h * 3600 + mi * 60 + s - off) * 1_000_000_000 + frac)
+    let secs = days
+        .checked_mul(86_400)?
+        .checked_add(h * 3600 + mi * 60 + s - off)?;
+    secs.checked_mul(1_000_000_000)?.checked_add(frac)
 }
 
 #[cfg(test)]

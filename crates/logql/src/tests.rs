@@ -185,3 +185,209 @@ fn step_alignment_and_metadata_in_entries() {
         vec![("trace".to_string(), "t1".to_string())]
     );
 }
+
+#[test]
+fn too_many_steps_is_an_error() {
+    let p = QueryParams::range(0, 20_000 * 1_000_000_000, 1_000_000_000);
+    let e = Engine::default()
+        .query(&store(), r#"count_over_time({app="a"}[1m])"#, &p)
+        .unwrap_err();
+    assert!(e.to_string().contains("maximum resolution"), "{e}");
+}
+
+/// Random token soup must be rejected or accepted, never panic (the server feeds user
+/// input straight to the parser and templates).
+#[test]
+fn parser_and_templates_never_panic() {
+    let atoms = [
+        "{",
+        "}",
+        "(",
+        ")",
+        "[5m]",
+        "[",
+        "]",
+        ",",
+        "=",
+        "!=",
+        "=~",
+        "!~",
+        "|=",
+        "|~",
+        "|>",
+        "!>",
+        "|",
+        "app",
+        "\"a\"",
+        "`b`",
+        "\"",
+        "`",
+        "1",
+        "-",
+        "+",
+        "*",
+        "/",
+        "%",
+        "^",
+        "==",
+        ">",
+        ">=",
+        "<",
+        "<=",
+        "and",
+        "or",
+        "unless",
+        "by",
+        "without",
+        "on",
+        "ignoring",
+        "group_left",
+        "bool",
+        "offset",
+        "5m",
+        "1.5",
+        "0x1p3",
+        "20MB",
+        "json",
+        "logfmt",
+        "--strict",
+        "regexp",
+        "pattern",
+        "unpack",
+        "line_format",
+        "label_format",
+        "keep",
+        "drop",
+        "unwrap",
+        "bytes",
+        "duration",
+        "ip",
+        "sum",
+        "topk",
+        "rate",
+        "count_over_time",
+        "quantile_over_time",
+        "vector",
+        "label_replace",
+        "#",
+        "\n",
+        "é",
+        "\"{{\"",
+        "\"{{ .a | x }}\"",
+        "__error__",
+    ];
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for _ in 0..20_000 {
+        let mut q = String::new();
+        for _ in 0..(x % 24) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            q.push_str(atoms[(x % atoms.len() as u64) as usize]);
+            if x & 4 == 0 {
+                q.push(' ');
+            }
+        }
+        x = x.wrapping_add(1);
+        let _ = crate::parse(&q);
+        if let Ok(t) = crate::template::Template::parse(&q) {
+            let get = |n: &str| (n != "missing").then(|| format!("{n}-é-{}", n.len()));
+            let mut out = String::new();
+            let _ = t.render(
+                &crate::template::Data {
+                    labels: &get,
+                    line: "a line é",
+                    ts_ns: -5,
+                },
+                &mut out,
+            );
+        }
+        let _ = crate::template::parse_time("2006-01-02T15:04:05Z07:00", &q);
+    }
+    let fns = [
+        "{{",
+        "}}",
+        "trunc",
+        "substr",
+        "-3",
+        "100",
+        "\"x\"",
+        ".a",
+        "|",
+        "(",
+        ")",
+        "printf",
+        "\"%-5.2f|%d|%q|%x|%\"",
+        "alignLeft",
+        "alignRight",
+        "indent",
+        "repeat",
+        "div",
+        "mod",
+        "0",
+        "b64dec",
+        "urldecode",
+        "\"%zz\"",
+        "date",
+        "toDate",
+        "\"2006\"",
+        "__timestamp__",
+        "regexReplaceAll",
+        "\"(\"",
+        "count",
+        "if",
+        "else",
+        "end",
+        "default",
+        "unixToTime",
+        "\"99999999999999999999\"",
+        "title",
+        "abbrev",
+        "-",
+    ];
+    for _ in 0..20_000 {
+        let mut t = String::from("{{ ");
+        for _ in 0..(x % 8) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            t.push_str(fns[(x % fns.len() as u64) as usize]);
+            t.push(' ');
+        }
+        t.push_str("}}");
+        x = x.wrapping_add(1);
+        if let Ok(tpl) = crate::template::Template::parse(&t) {
+            let get = |n: &str| Some(format!("{n}é"));
+            let mut out = String::new();
+            let _ = tpl.render(
+                &crate::template::Data {
+                    labels: &get,
+                    line: "é",
+                    ts_ns: 0,
+                },
+                &mut out,
+            );
+        }
+    }
+    // and a few well-formed seeds with random tails
+    for seed in [
+        r#"{app="a"} | logfmt | x > 1"#,
+        r#"sum by (a) (rate({a="b"}[1m]))"#,
+    ] {
+        for cut in 0..seed.len() {
+            let _ = crate::parse(&seed[..cut]);
+        }
+    }
+}
+
+#[test]
+fn huge_ranges_and_offsets_do_not_overflow() {
+    for q in [
+        r#"count_over_time({app="a"}[100000y])"#,
+        r#"count_over_time({app="a"}[1m] offset 100000y)"#,
+        r#"rate({app="a"}[100000y] offset 100000y)"#,
+    ] {
+        let _ = Engine::default().query(&store(), q, &QueryParams::instant(i64::MAX - 1));
+        let _ = Engine::default().query(&store(), q, &QueryParams::instant(i64::MIN + 1));
+    }
+}
