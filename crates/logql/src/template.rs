@@ -1353,11 +1353,11 @@ pub fn parse_time(layout: &str, value: &str) -> Option<i64> {
             s = num(&mut v, 2)?;
             l = r;
             // Go accepts a fraction after seconds even when the layout has none
-            if !l.starts_with('.') {
-                if let Some(rv) = v.strip_prefix('.') {
-                    v = rv;
-                    frac = fraction(&mut v)?;
-                }
+            if !l.starts_with('.')
+                && let Some(rv) = v.strip_prefix('.')
+            {
+                v = rv;
+                frac = fraction(&mut v)?;
             }
         } else if let Some(r) = l.strip_prefix(".000") {
             v = v.strip_prefix('.')?;
