@@ -14,6 +14,24 @@
 //!
 //! What this crate is **not**: it knows no storage engine (never depends on `logstore`), no
 //! HTTP, no JSON rendering; it does no I/O.
+//!
+//! Labels: a line's labels are its stream's, then its structured metadata, then what parsers
+//! extract; a name taken by an earlier source sends the later value to `<name>_extracted`.
+//! Results use [`LabelPairs`] rather than `model::Labels` because LogQL keeps labels with an
+//! empty value (`logfmt --keep-empty` gives `name=""`, distinct from an absent label);
+//! stream labels from the store are `model::Labels` and selectors are `model::Matcher`s.
+//!
+//! Conformance: all 99 lines of `queries.txt` are classified as Loki does and all 1,095
+//! evals of Loki's `.logqltest` scripts pass (`tests/conformance.rs`); our own scripts in
+//! `tests/testdata/` cover log queries too.
+//!
+//! Not supported (yet): Go templates' `range`/`with`/variables and sprig functions beyond
+//! the list in [`template`]; time layouts other than numeric UTC ones in `date`/`toDate`;
+//! `approx_topk` is an exact `topk` (no count-min sketch); the experimental `| distinct`,
+//! `| limit` and pattern-matching `|>` with named captures in filters (rejected, as in Loki);
+//! query splitting/sharding and query statistics (a server concern); parsers extract every
+//! field (no label hints), except that `sum` over count/rate/bytes/sum_over_time merges series
+//! while reading.
 
 pub mod ast;
 pub mod duration;
