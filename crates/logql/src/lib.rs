@@ -42,6 +42,7 @@ pub mod logqltest;
 mod parser;
 pub mod pipeline;
 mod storage;
+mod tail;
 pub mod template;
 
 pub use ast::Expr;
@@ -56,6 +57,7 @@ pub use storage::{
     Direction, EntryRef, LogStorage, MemEntry, MemStorage, SelectRequest, StorageError,
     StreamCursor,
 };
+pub use tail::{TailQuery, TailedEntry};
 
 #[cfg(test)]
 mod tests;
