@@ -752,6 +752,20 @@ fn eval_range(
         pushdown
     };
     let grouped = key_grouping.is_some();
+    // Label hints: when series keep only `by` labels, parsers need extract only those plus
+    // what the label filters and unwrap read.
+    if let Some(g) = key_grouping.filter(|g| !g.without)
+        && let Some(mut names) = pipeline.label_names_used()
+    {
+        names.extend(g.labels.iter().cloned());
+        if let Some(u) = &r.unwrap {
+            names.push(u.label.clone());
+        }
+        if let Some(p) = &post {
+            names.extend(p.names());
+        }
+        lb.set_wanted(Some(Arc::new(names)));
+    }
     for c in cursors.iter_mut() {
         lb.set_stream(Arc::new(pairs_of(c.labels())));
         while let Some(e) = c.next_entry().map_err(|e| Error::Storage(e.to_string()))? {

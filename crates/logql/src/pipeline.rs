@@ -44,6 +44,8 @@ pub struct LabelsBuilder {
     err_details: String,
     /// Strings of earlier lines' labels, reused so that parsing a line rarely allocates.
     pool: Vec<String>,
+    /// When set, parsers extract only these labels (the query needs no others).
+    wanted: Option<Arc<Vec<String>>>,
 }
 
 impl LabelsBuilder {
@@ -74,6 +76,12 @@ impl LabelsBuilder {
             };
             self.add.push((name, v.clone(), Cat::Metadata));
         }
+    }
+
+    /// Restricts what parsers extract to `names` (Loki's label hints): only for callers that
+    /// will look at no other label.
+    pub fn set_wanted(&mut self, names: Option<Arc<Vec<String>>>) {
+        self.wanted = names;
     }
 
     pub fn set_stream(&mut self, stream: Arc<LabelPairs>) {
@@ -144,6 +152,16 @@ impl LabelsBuilder {
     /// A parser's label: `name_extracted` when a stream or metadata label has the name; the
     /// first value a parser extracts for a name wins.
     fn set_parsed(&mut self, name: &str, value: &str) {
+        if let Some(w) = &self.wanted {
+            let needed = w.iter().any(|x| {
+                x == name
+                    || x.strip_suffix("_extracted")
+                        .is_some_and(|base| base == name)
+            });
+            if !needed {
+                return;
+            }
+        }
         let extracted;
         let name = if self.base_has(name) {
             extracted = format!("{name}_extracted");
@@ -895,6 +913,20 @@ fn readable<'b>(lb: &'b LabelsBuilder, name: &str) -> Option<&'b str> {
 }
 
 impl CLabelFilter {
+    fn names(&self, out: &mut Vec<String>) {
+        match self {
+            CLabelFilter::And(a, b) | CLabelFilter::Or(a, b) => {
+                a.names(out);
+                b.names(out);
+            }
+            CLabelFilter::Str(m) => out.push(m.name.clone()),
+            CLabelFilter::Number { name, .. }
+            | CLabelFilter::Duration { name, .. }
+            | CLabelFilter::Bytes { name, .. }
+            | CLabelFilter::Ip { name, .. } => out.push(name.clone()),
+        }
+    }
+
     fn compile(f: &LabelFilter) -> Result<Self, Error> {
         Ok(match f {
             LabelFilter::And(a, b) => {
@@ -1139,6 +1171,23 @@ impl Pipeline {
             out.push(c);
         }
         Ok(Pipeline { stages: out, hints })
+    }
+
+    /// The labels the pipeline's label filters read, or `None` when a stage may read or
+    /// rewrite any label (formatters, keep, drop): then parsers must extract everything.
+    pub fn label_names_used(&self) -> Option<Vec<String>> {
+        let mut out = Vec::new();
+        for st in &self.stages {
+            match st {
+                CStage::LineFormat(_)
+                | CStage::LabelFormat(_)
+                | CStage::Keep(_)
+                | CStage::Drop(_) => return None,
+                CStage::LabelFilter(f) => f.names(&mut out),
+                _ => {}
+            }
+        }
+        Some(out)
     }
 
     /// Line-filter substrings for the storage (advisory).
@@ -1697,6 +1746,15 @@ impl PostFilters {
     }
     pub fn process(&self, lb: &mut LabelsBuilder) -> bool {
         self.0.iter().all(|f| f.process(lb))
+    }
+
+    /// The labels these filters read.
+    pub fn names(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for f in &self.0 {
+            f.names(&mut out);
+        }
+        out
     }
 }
 
