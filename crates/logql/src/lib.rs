@@ -29,9 +29,13 @@
 //! the list in [`template`]; time layouts other than numeric UTC ones in `date`/`toDate`;
 //! `approx_topk` is an exact `topk` (no count-min sketch); the experimental `| distinct`,
 //! `| limit` and pattern-matching `|>` with named captures in filters (rejected, as in Loki);
-//! query splitting/sharding and query statistics (a server concern); parsers extract every
-//! field (no label hints), except that `sum` over count/rate/bytes/sum_over_time merges series
-//! while reading.
+//! query splitting/sharding and query statistics (a server concern).
+//!
+//! Performance: line filters search bytes with `memchr`'s memmem and drop a line before any
+//! label work; the JSON and logfmt parsers borrow from the line; label strings are pooled
+//! across lines; under a `by` grouping parsers extract only the labels the query reads
+//! (Loki's label hints), and `sum` over count/rate/bytes/sum_over_time merges series while
+//! reading; range aggregations keep one summary per series and window segment.
 
 pub mod ast;
 pub mod duration;

@@ -86,6 +86,7 @@ struct MemStream {
 #[derive(Clone, Debug, Default)]
 pub struct MemStorage {
     streams: Vec<MemStream>,
+    index: std::collections::HashMap<Labels, usize>,
 }
 
 impl MemStorage {
@@ -95,6 +96,7 @@ impl MemStorage {
 
     pub fn clear(&mut self) {
         self.streams.clear();
+        self.index.clear();
     }
 
     /// Appends one entry to the stream with these labels.
@@ -105,14 +107,15 @@ impl MemStorage {
         line: &str,
         metadata: Vec<(String, String)>,
     ) {
-        let idx = match self.streams.iter().position(|s| &s.labels == labels) {
-            Some(i) => i,
+        let idx = match self.index.get(labels) {
+            Some(i) => *i,
             None => {
                 self.streams.push(MemStream {
                     labels: labels.clone(),
                     entries: Vec::new(),
                     sorted: true,
                 });
+                self.index.insert(labels.clone(), self.streams.len() - 1);
                 self.streams.len() - 1
             }
         };
