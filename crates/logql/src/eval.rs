@@ -629,6 +629,7 @@ struct Agg {
     mean: f64,
     m2: f64,
     has_inf: bool,
+    non_finite: bool,
 }
 
 impl Agg {
@@ -644,6 +645,7 @@ impl Agg {
             mean: v,
             m2: 0.0,
             has_inf: v.is_infinite(),
+            non_finite: !v.is_finite(),
         }
     }
 
@@ -674,6 +676,7 @@ impl Agg {
         self.m2 += o.m2 + delta * delta * self.n * o.n / n;
         self.n = n;
         self.has_inf |= o.has_inf;
+        self.non_finite |= o.non_finite;
     }
 
     fn total(&self) -> f64 {
@@ -695,6 +698,9 @@ impl Agg {
             }
             RangeOp::MaxOverTime => self.max,
             RangeOp::MinOverTime => self.min,
+            // one infinite or NaN sample makes the variance NaN, as Welford's update does
+            RangeOp::StdvarOverTime if self.non_finite => f64::NAN,
+            RangeOp::StddevOverTime if self.non_finite => f64::NAN,
             RangeOp::StdvarOverTime => self.m2 / self.n,
             RangeOp::StddevOverTime => (self.m2 / self.n).sqrt(),
             RangeOp::FirstOverTime => self.first.1,
@@ -990,6 +996,8 @@ fn pipeline_error(l: &LabelPairs) -> Error {
     ))
 }
 
+/// A range aggregation over every sample of a window: what quantile_over_time and
+/// rate_counter use, and the reference the segment summaries ([`Agg`]) are tested against.
 fn range_value(
     op: RangeOp,
     param: Option<f64>,
@@ -1437,6 +1445,58 @@ fn result_labels(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Merging per-segment summaries gives what aggregating every sample gives.
+    #[test]
+    fn segment_summaries_match_every_sample() {
+        let mut x: u64 = 0x1234_5678_9abc_def1;
+        let mut rnd = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for round in 0..300 {
+            let n = 1 + (rnd() % 40) as usize;
+            let mut w: Vec<(i64, f64)> = (0..n)
+                .map(|i| {
+                    let v = match rnd() % 20 {
+                        0 if round % 3 == 0 => f64::INFINITY,
+                        1 if round % 5 == 0 => f64::NAN,
+                        k => (rnd() % 1000) as f64 / 7.0 - 50.0 + k as f64,
+                    };
+                    (i as i64 * 1000 + (rnd() % 3) as i64, v)
+                })
+                .collect();
+            w.sort_by_key(|(t, _)| *t);
+            // cut into 1..=4 consecutive segments, then merge their summaries in order
+            let cuts = 1 + (rnd() % 4) as usize;
+            let mut aggs: Vec<Agg> = Vec::new();
+            for (i, (t, v)) in w.iter().enumerate() {
+                let seg = i * cuts / n;
+                if aggs.len() <= seg {
+                    aggs.push(Agg::one(*t, *v));
+                } else {
+                    aggs[seg].merge(&Agg::one(*t, *v));
+                }
+            }
+            let mut total = aggs[0];
+            for a in &aggs[1..] {
+                total.merge(a);
+            }
+            for op in RangeOp::ALL {
+                if matches!(op, RangeOp::QuantileOverTime | RangeOp::RateCounter) {
+                    continue;
+                }
+                let want = range_value(op, None, &w, 60.0, 0, 60_000).unwrap();
+                let got = total.value(op, 60.0);
+                let same = (want.is_nan() && got.is_nan())
+                    || want == got
+                    || (want - got).abs() <= 1e-9 * want.abs().max(1.0);
+                assert!(same, "{op:?} round {round}: samples {want}, segments {got}");
+            }
+        }
+    }
 
     #[test]
     fn quantiles_and_rates() {
