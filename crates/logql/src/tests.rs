@@ -391,3 +391,76 @@ fn huge_ranges_and_offsets_do_not_overflow() {
         let _ = Engine::default().query(&store(), q, &QueryParams::instant(i64::MIN + 1));
     }
 }
+
+/// A range query's value at each step equals the instant query at that time (exercises the
+/// window segments with overlapping and gapped windows, offsets and pushdown).
+#[test]
+fn range_steps_equal_instant_queries() {
+    let mut s = MemStorage::new();
+    let mut x: u64 = 0xdead_beef_1234_5678;
+    for i in 0..400i64 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let pod = (x % 3).to_string();
+        let labels = model::Labels::from_pairs([("app", "r"), ("pod", pod.as_str())]);
+        let ts = i * 1_500_000_000 + (x % 1000) as i64 * 1_000_000;
+        let line = format!(
+            "v={} level={}",
+            x % 97,
+            ["info", "warn", "error"][(x % 7 % 3) as usize]
+        );
+        s.push(&labels, ts, &line, vec![]);
+    }
+    s.seal();
+    let eng = Engine::default();
+    let queries = [
+        r#"count_over_time({app="r"}[45s])"#,
+        r#"sum by (level) (rate({app="r"} | logfmt [1m]))"#,
+        r#"sum(bytes_over_time({app="r"} |= "warn" [30s] offset 20s))"#,
+        r#"avg_over_time({app="r"} | logfmt | unwrap v [1m]) by (pod)"#,
+        r#"max_over_time({app="r"} | logfmt | unwrap v [2m]) by (level)"#,
+        r#"stddev_over_time({app="r"} | logfmt | unwrap v [50s]) by (pod)"#,
+        r#"last_over_time({app="r"} | logfmt | unwrap v [20s]) by (pod)"#,
+        r#"quantile_over_time(0.9, {app="r"} | logfmt | unwrap v [1m]) by (pod)"#,
+        r#"sum by (pod) (rate_counter({app="r"} | logfmt | keep pod, v | unwrap v [1m]))"#,
+        r#"topk(2, sum by (pod) (count_over_time({app="r"}[1m])))"#,
+    ];
+    let (start, end, step) = (30_000_000_000i64, 600_000_000_000i64, 17_000_000_000i64);
+    for q in queries {
+        let QueryResult::Matrix(m) = eng
+            .query(&s, q, &QueryParams::range(start, end, step))
+            .unwrap()
+        else {
+            panic!("{q}: not a matrix")
+        };
+        let mut t = start;
+        while t <= end {
+            let QueryResult::Vector(v) = eng.query(&s, q, &QueryParams::instant(t)).unwrap() else {
+                panic!("{q}: not a vector")
+            };
+            let from_range: Vec<(&crate::LabelPairs, f64)> = m
+                .iter()
+                .filter_map(|s| {
+                    s.points
+                        .iter()
+                        .find(|(pt, _)| *pt == t)
+                        .map(|(_, v)| (&s.labels, *v))
+                })
+                .collect();
+            assert_eq!(from_range.len(), v.len(), "{q} at {t}");
+            for smp in &v {
+                let (_, rv) = from_range
+                    .iter()
+                    .find(|(l, _)| **l == smp.labels)
+                    .unwrap_or_else(|| {
+                        panic!("{q} at {t}: {:?} missing in range result", smp.labels)
+                    });
+                let same = (rv.is_nan() && smp.value.is_nan())
+                    || (rv - smp.value).abs() <= 1e-9 * rv.abs().max(1.0);
+                assert!(same, "{q} at {t}: range {rv}, instant {}", smp.value);
+            }
+            t += step;
+        }
+    }
+}
