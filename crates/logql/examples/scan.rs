@@ -87,6 +87,20 @@ fn main() {
     );
 
     let t = Instant::now();
+    eng.query(
+        &store,
+        r#"count_over_time({job="nginx"}[5m])"#,
+        &QueryParams::range(0, hour_ns, 60_000_000_000),
+    )
+    .expect("query");
+    let el = t.elapsed().as_secs_f64();
+    println!(
+        "count_over_time({{job=\"nginx\"}}[5m]) 1h/1m            : {:.3}s, {:.0} k lines/s",
+        el,
+        n as f64 / el / 1e3
+    );
+
+    let t = Instant::now();
     let r = eng
         .query(
             &store,

@@ -1237,8 +1237,9 @@ impl Pipeline {
                             return;
                         }
                         match params {
+                            None if model::is_valid_label_name(k) => lb.set_parsed(k, &v),
                             None => {
-                                let mut key = String::with_capacity(k.len());
+                                let mut key = String::with_capacity(k.len() + 1);
                                 sanitize_key(k, &mut key);
                                 lb.set_parsed(&key, &v);
                             }
