@@ -221,6 +221,13 @@ const FUNCS: &[&str] = &[
     "initials",
     "snakecase",
     "camelcase",
+    "TrimLeft",
+    "TrimRight",
+    "Trim",
+    "bytes",
+    "duration",
+    "duration_seconds",
+    "toDateInZone",
 ];
 
 impl Template {
@@ -646,6 +653,35 @@ fn call(f: &str, a: Vec<Value>, data: &Data<'_>) -> Result<Value, String> {
             fixed(2)?;
             let cut = s(0);
             Value::Str(s(1).trim_matches(|c| cut.contains(c)).to_string())
+        }
+        "TrimLeft" | "TrimRight" | "Trim" => {
+            fixed(2)?;
+            let (v, cut) = (s(0), s(1));
+            let f_cut = |c: char| cut.contains(c);
+            Value::Str(match f {
+                "TrimLeft" => v.trim_start_matches(f_cut).to_string(),
+                "TrimRight" => v.trim_end_matches(f_cut).to_string(),
+                _ => v.trim_matches(f_cut).to_string(),
+            })
+        }
+        "bytes" => {
+            fixed(1)?;
+            match crate::duration::parse_bytes_human(&s(0)) {
+                Ok(b) => Value::Float(b as f64),
+                Err(e) => return Err(format!("template: line_format:1: error calling bytes: {e}")),
+            }
+        }
+        "duration" | "duration_seconds" => {
+            fixed(1)?;
+            match crate::duration::parse_duration(&s(0), false) {
+                Ok(ns) => Value::Float(ns as f64 / 1e9),
+                Err(e) => return Err(format!("template: line_format:1: error calling {f}: {e}")),
+            }
+        }
+        "toDateInZone" => {
+            fixed(3)?;
+            // zones other than UTC are not known here: the value is read as UTC
+            Value::Time(parse_time(&s(0), &s(2)).unwrap_or(0))
         }
         "TrimPrefix" => {
             fixed(2)?;
@@ -1472,6 +1508,13 @@ mod tests {
         );
         assert_eq!(render("a {{- .n -}} b", &l).unwrap(), "a1500b");
         assert_eq!(render("{{ .missing }}", &l).unwrap(), "");
+        assert_eq!(render(r#"{{ TrimLeft .a "Hel" }}"#, &l).unwrap(), "o World");
+        assert_eq!(
+            render(r#"{{ TrimRight .a "dl" }}"#, &l).unwrap(),
+            "Hello Wor"
+        );
+        assert_eq!(render(r#"{{ "1.5KiB" | bytes }}"#, &l).unwrap(), "1536");
+        assert_eq!(render(r#"{{ "1m30s" | duration }}"#, &l).unwrap(), "90");
     }
 
     #[test]
