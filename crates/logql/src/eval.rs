@@ -757,7 +757,6 @@ fn eval_range(
     } else {
         pushdown
     };
-    let grouped = key_grouping.is_some();
     // Label hints: when series keep only `by` labels, parsers need extract only those plus
     // what the label filters and unwrap read.
     if let Some(g) = key_grouping.filter(|g| !g.without)
@@ -933,34 +932,23 @@ fn eval_range(
                 if s.labels.iter().any(|(k, _)| k == ERROR_LABEL) {
                     return Err(pipeline_error(&s.labels));
                 }
-                let labels = if grouping.is_some() && !grouped {
-                    Arc::new(group_labels(&s.labels, grouping))
-                } else {
-                    s.labels.clone()
-                };
-                vec.push((labels, v));
+                vec.push((s.labels.clone(), v));
             }
         }
-        if op == RangeOp::AbsentOverTime {
-            if !any {
-                let labels: LabelPairs = {
-                    let mut l: LabelPairs = r
-                        .log
-                        .matchers
-                        .iter()
-                        .filter(|m| m.op == model::MatchOp::Equal)
-                        .map(|m| (m.name.clone(), m.value.clone()))
-                        .collect();
-                    l.sort();
-                    l.dedup_by(|a, b| a.0 == b.0);
-                    l
-                };
-                vec.push((Arc::new(labels), 1.0));
-            }
-        } else if grouping.is_some() && !grouped {
-            // merge equal label sets (non-unwrap grouping is rejected by the parser; kept
-            // for safety)
-            vec.sort_by(|a, b| a.0.cmp(&b.0));
+        if op == RangeOp::AbsentOverTime && !any {
+            let labels: LabelPairs = {
+                let mut l: LabelPairs = r
+                    .log
+                    .matchers
+                    .iter()
+                    .filter(|m| m.op == model::MatchOp::Equal)
+                    .map(|m| (m.name.clone(), m.value.clone()))
+                    .collect();
+                l.sort();
+                l.dedup_by(|a, b| a.0 == b.0);
+                l
+            };
+            vec.push((Arc::new(labels), 1.0));
         }
         if vec.len() > ctx.max_series {
             return Err(Error::Limit(format!(

@@ -915,11 +915,7 @@ impl Parser {
             Tok::Re | Tok::Nre => Err(self.unexpected()),
             _ if matches!(op_tok, Tok::Re | Tok::Nre) => Err(self.unexpected_expecting("STRING")),
             Tok::Number(_) | Tok::Sub => {
-                let value = self.number_arg().map_err(|e| match e {
-                    Error::Parse { .. } => e,
-                    other => other,
-                })?;
-                let _ = vpos;
+                let value = self.number_arg()?;
                 Ok(LabelFilter::Number {
                     name,
                     op: cmp,

@@ -1194,13 +1194,14 @@ fn urldecode(s: &str) -> String {
     while i < b.len() {
         match b[i] {
             b'+' => out.push(b' '),
-            b'%' if i + 2 < b.len() && i + 2 < b.len() => {
-                match u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                    Ok(v) => {
-                        out.push(v);
+            b'%' if i + 2 < b.len() => {
+                let hex = |c: u8| (c as char).to_digit(16);
+                match (hex(b[i + 1]), hex(b[i + 2])) {
+                    (Some(h), Some(l)) => {
+                        out.push((h * 16 + l) as u8);
                         i += 2;
                     }
-                    Err(_) => out.push(b'%'),
+                    _ => out.push(b'%'),
                 }
             }
             c => out.push(c),
@@ -1515,6 +1516,14 @@ mod tests {
         );
         assert_eq!(render(r#"{{ "1.5KiB" | bytes }}"#, &l).unwrap(), "1536");
         assert_eq!(render(r#"{{ "1m30s" | duration }}"#, &l).unwrap(), "90");
+        assert_eq!(
+            render(r#"{{ "a%20b%zé%4" | urldecode }}"#, &l).unwrap(),
+            "a b%zé%4"
+        );
+        assert_eq!(
+            render(r#"{{ "a b/é" | urlencode }}"#, &l).unwrap(),
+            "a+b%2F%C3%A9"
+        );
     }
 
     #[test]
