@@ -581,6 +581,17 @@ fn brief(r: &QueryResult) -> String {
 
 /// Runs one script; errors only for a script the runner cannot read.
 pub fn run_script(file: &str, text: &str, engine: &Engine) -> Result<Vec<Outcome>, String> {
+    run_script_opts(file, text, engine, false)
+}
+
+/// [`run_script`]; with `check_printed`, each query that parses is also run in its printed
+/// (canonical) form, and an eval whose printed form fares differently fails.
+pub fn run_script_opts(
+    file: &str,
+    text: &str,
+    engine: &Engine,
+    check_printed: bool,
+) -> Result<Vec<Outcome>, String> {
     let lines: Vec<&str> = text.lines().map(strip_comment).collect();
     let mut store = MemStorage::new();
     let mut out = Vec::new();
@@ -624,7 +635,17 @@ pub fn run_script(file: &str, text: &str, engine: &Engine) -> Result<Vec<Outcome
             let status = match (cmd, exp) {
                 (Ok(cmd), Ok(exp)) => {
                     let got = engine.query(&store, &cmd.query, &cmd.params);
-                    let st = check(&cmd, &exp, got);
+                    let mut st = check(&cmd, &exp, got);
+                    if let (true, Ok(e)) = (check_printed, crate::parse(&cmd.query)) {
+                        let printed = e.to_string();
+                        let again = engine.query(&store, &printed, &cmd.params);
+                        let st2 = check(&cmd, &exp, again);
+                        if st2 != st {
+                            st = Status::Failed(format!(
+                                "printed form {printed:?} gives {st2:?}, the query {st:?}"
+                            ));
+                        }
+                    }
                     out.push(Outcome {
                         file: file.to_string(),
                         line: lineno,

@@ -990,8 +990,10 @@ fn build_binary(
         ));
     }
     // Literal folding: `1 + 2` is a literal (so `1 and 2`-style checks still see literals).
+    // Non-finite results stay expressions: LogQL has no NaN or Inf literal to print them as.
     if let (SampleExpr::Literal(a), SampleExpr::Literal(b)) = (&lhs, &rhs)
         && let Some(v) = crate::eval::scalar_binop(op, *a, *b, true)
+        && v.is_finite()
     {
         return Ok(SampleExpr::Literal(v));
     }

@@ -4,9 +4,10 @@
 //! given); every eval of `logqltest/*.logqltest` is compared with
 //! `tests/expected-failures.txt` (`file:line reason`). The test fails when an unlisted eval
 //! fails **or** a listed one passes, so the list only shrinks. `LOGQL_BLESS=1` rewrites it.
+//! Every query is also evaluated in its printed (canonical) form, which must fare the same.
 
 use logql::Engine;
-use logql::logqltest::{Status, run_script, summarize};
+use logql::logqltest::{Status, run_script_opts, summarize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -100,7 +101,8 @@ fn logqltest_scripts() {
             .expect("utf-8 file name")
             .to_string();
         let text = std::fs::read_to_string(f).expect("readable script");
-        outcomes.extend(run_script(&name, &text, &engine).unwrap_or_else(|e| panic!("{e}")));
+        outcomes
+            .extend(run_script_opts(&name, &text, &engine, true).unwrap_or_else(|e| panic!("{e}")));
     }
     let failures: BTreeMap<String, String> = outcomes
         .iter()
@@ -129,6 +131,16 @@ fn logqltest_scripts() {
             (k.to_string(), r.to_string())
         })
         .collect();
+    // The canonical form of every query that parses parses again, to itself.
+    for o in &outcomes {
+        if let Ok(e) = logql::parse(&o.query) {
+            let printed = e.to_string();
+            let again = logql::parse(&printed).unwrap_or_else(|err| {
+                panic!("{}:{}: {printed:?} does not parse: {err}", o.file, o.line)
+            });
+            assert_eq!(again.to_string(), printed, "{}:{}", o.file, o.line);
+        }
+    }
     let s = summarize(&outcomes);
     println!(
         "logqltest: {} passed, {} failed, {} total; listed {}",

@@ -1,8 +1,9 @@
 //! Runs Flightdeck's own LogQL scripts (`tests/testdata/*.logqltest`: log queries with our
-//! `eval logs` extension, and metric queries); every eval must pass.
+//! `eval logs` extension, and metric queries); every eval must pass, in its written and in
+//! its printed (canonical) form.
 
 use logql::Engine;
-use logql::logqltest::{Status, run_script};
+use logql::logqltest::{Status, run_script_opts};
 use std::path::PathBuf;
 
 #[test]
@@ -25,7 +26,7 @@ fn own_scripts_pass() {
             .unwrap_or("?")
             .to_string();
         let text = std::fs::read_to_string(f).expect("readable script");
-        for o in run_script(&name, &text, &engine).unwrap_or_else(|e| panic!("{e}")) {
+        for o in run_script_opts(&name, &text, &engine, true).unwrap_or_else(|e| panic!("{e}")) {
             n += 1;
             if let Status::Failed(r) = o.status {
                 failures.push(format!("{}:{} {} — {r}", o.file, o.line, o.query));
