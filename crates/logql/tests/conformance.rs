@@ -1,5 +1,5 @@
 //! Runs the LogQL conformance data in place (`../shared/conformance/logql/` next to the
-//! workspace, or `$FLIGHTDECK_CONFORMANCE_DIR/logql`): every `valid` line of `queries.txt`
+//! workspace, or `$LOGQL_CONFORMANCE_DIR`, or `$FLIGHTDECK_CONFORMANCE_DIR/logql`): every `valid` line of `queries.txt`
 //! must parse and every `invalid` one must be rejected (with Loki's quoted message where
 //! given); every eval of `logqltest/*.logqltest` is compared with
 //! `tests/expected-failures.txt` (`file:line reason`). The test fails when an unlisted eval
@@ -12,15 +12,18 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 fn suite_dir() -> Option<PathBuf> {
-    let dir = match std::env::var_os("FLIGHTDECK_CONFORMANCE_DIR") {
-        Some(d) => PathBuf::from(d).join("logql"),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/conformance/logql"),
+    let dir = if let Some(d) = std::env::var_os("LOGQL_CONFORMANCE_DIR") {
+        PathBuf::from(d)
+    } else if let Some(d) = std::env::var_os("FLIGHTDECK_CONFORMANCE_DIR") {
+        PathBuf::from(d).join("logql")
+    } else {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/conformance/logql")
     };
     if dir.is_dir() {
         return Some(dir);
     }
     println!(
-        "CONFORMANCE SUITE MISSING: {} (set FLIGHTDECK_CONFORMANCE_DIR)",
+        "CONFORMANCE SUITE MISSING: {} (set LOGQL_CONFORMANCE_DIR)",
         dir.display()
     );
     assert!(
