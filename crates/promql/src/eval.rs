@@ -12,6 +12,7 @@
 //! produced (which is when duplicate label sets become an error).
 
 use crate::functions;
+use crate::memo::{AddrHashMap, ByLabels, Interner, Stamps};
 use crate::storage::SampleBudget;
 use crate::value::format_labels;
 use crate::{Error, Sample, SampleValue, Series, Storage, Value};
@@ -21,7 +22,6 @@ use promql_parser::parser::{
     AggregateExpr, AtModifier, BinaryExpr, Call, Expr, LabelModifier, Offset, SubqueryExpr,
     VectorMatchCardinality, VectorSelector,
 };
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -270,29 +270,40 @@ pub(crate) fn dup_labelset() -> Error {
 }
 
 fn steps_to_matrix(steps: Vec<Vec<Smp>>, ts: &[i64]) -> Result<Vec<Series>, Error> {
-    let mut by: HashMap<Labels, Series> = HashMap::new();
+    // Output series by (labels `Arc`, name dropped or not), worked out once per series;
+    // series whose final label sets are equal share one output id, so that two of them in
+    // the same step are the duplicate Prometheus refuses.
+    let mut kept: ByLabels<u32> = ByLabels::default();
+    let mut dropped: ByLabels<u32> = ByLabels::default();
+    let mut ids: Interner<Labels> = Interner::default();
+    let mut out: Vec<Series> = Vec::new();
+    let mut seen = Stamps::default();
     for (i, step) in steps.into_iter().enumerate() {
-        let mut seen = std::collections::HashSet::new();
+        seen.next_round();
+        kept.next_round();
+        dropped.next_round();
         for s in step {
-            let metric = if s.drop_name {
-                drop_name(&s.m)
-            } else {
-                (*s.m).clone()
-            };
-            if !seen.insert(metric.clone()) {
+            let table = if s.drop_name { &mut dropped } else { &mut kept };
+            let pos = table.round_len();
+            let id = table.get_at(pos, &s.m, |m| {
+                ids.intern(if s.drop_name { drop_name(m) } else { m.clone() })
+            });
+            if seen.set(id, 0).is_some() {
                 return Err(dup_labelset());
             }
-            let e = by.entry(metric.clone()).or_insert_with(|| Series {
-                metric,
-                ..Series::default()
-            });
+            if id as usize == out.len() {
+                out.push(Series {
+                    metric: ids.get(id).clone(),
+                    ..Series::default()
+                });
+            }
+            let e = &mut out[id as usize];
             match s.v {
                 SampleValue::Float(v) => e.floats.push(FloatSample { t: ts[i], v }),
                 SampleValue::Histogram(h) => e.histograms.push((ts[i], h)),
             }
         }
     }
-    let mut out: Vec<Series> = by.into_values().collect();
     out.sort_by(|a, b| a.metric.cmp(&b.metric));
     Ok(out)
 }
@@ -351,6 +362,37 @@ impl RangeData {
         &s.pts[lo..hi.max(lo)]
     }
 
+    /// A cursor for [`RangeData::bounds`], to be used for one series, steps in order.
+    pub fn cursor(&self) -> WindowCursor {
+        WindowCursor {
+            lo: 0,
+            hi: 0,
+            sliding: self.ends.is_sorted(),
+        }
+    }
+
+    /// Step `i`'s window of `s` as indices into `s.pts`: the same samples as
+    /// [`RangeData::window`]. When window ends never decrease (always, but for `@`), the
+    /// bounds slide forward from the previous step's instead of being searched for.
+    pub fn bounds(&self, s: &RSeries, i: usize, cur: &mut WindowCursor) -> (usize, usize) {
+        let end = self.ends[i];
+        let start = end - self.range;
+        if !cur.sliding {
+            let lo = s.pts.partition_point(|p| p.0 <= start);
+            let hi = s.pts.partition_point(|p| p.0 <= end);
+            return (lo, hi.max(lo));
+        }
+        let n = s.pts.len();
+        while cur.lo < n && s.pts[cur.lo].0 <= start {
+            cur.lo += 1;
+        }
+        cur.hi = cur.hi.max(cur.lo);
+        while cur.hi < n && s.pts[cur.hi].0 <= end {
+            cur.hi += 1;
+        }
+        (cur.lo, cur.hi)
+    }
+
     fn window_series(&self, i: usize) -> Vec<Series> {
         let mut out = Vec::new();
         for s in &self.series {
@@ -377,6 +419,13 @@ impl RangeData {
         out.sort_by(|a, b| a.metric.cmp(&b.metric));
         out
     }
+}
+
+/// Where the previous step's window of one series was (see [`RangeData::bounds`]).
+pub(crate) struct WindowCursor {
+    lo: usize,
+    hi: usize,
+    sliding: bool,
 }
 
 /// The value of a sub-expression over all steps.
@@ -426,10 +475,20 @@ fn systime_ms(t: &SystemTime) -> i64 {
 impl<'a> Evaluator<'a> {
     /// Fails when the deadline has passed or the query was canceled; cheap to call often.
     pub fn check(&mut self) -> Result<(), Error> {
-        self.ticks = self.ticks.wrapping_add(1);
-        if !self.ticks.is_multiple_of(64) {
+        self.check_cost(64)
+    }
+
+    /// [`Evaluator::check`] after work worth `cost` (e.g. the number of steps just
+    /// evaluated for one series): the clock and the cancel flag are read about every 4096
+    /// units of work.
+    pub fn check_cost(&mut self, cost: usize) -> Result<(), Error> {
+        self.ticks = self
+            .ticks
+            .saturating_add(cost.min(u32::MAX as usize) as u32);
+        if self.ticks < 4096 {
             return Ok(());
         }
+        self.ticks = 0;
         if let Some(c) = &self.cancel
             && c.load(Ordering::Relaxed)
         {
@@ -588,6 +647,28 @@ impl<'a> Evaluator<'a> {
         Ok(all)
     }
 
+    /// Hands `f` the series `vs` selects in `[mint, maxt]`, one at a time, in label order,
+    /// with the number of series to expect (see [`Storage::select_each`]).
+    fn select_each(
+        &mut self,
+        vs: &VectorSelector,
+        mint: i64,
+        maxt: i64,
+        f: &mut dyn FnMut(&mut Self, usize, Series) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        let sets = self.matchers(vs)?;
+        let (storage, budget) = (self.storage, self.budget);
+        if sets.len() == 1 {
+            return storage.select_each(&sets[0], mint, maxt, budget, &mut |n, s| f(self, n, s));
+        }
+        let all = self.select(vs, mint, maxt)?;
+        let n = all.len();
+        for s in all {
+            f(self, n, s)?;
+        }
+        Ok(())
+    }
+
     /// Merges a stored series' float and histogram samples into one time-ordered list.
     fn merge_points(s: Series, drop_stale: bool) -> Vec<(i64, SampleValue)> {
         let mut pts = Vec::with_capacity(s.floats.len() + s.histograms.len());
@@ -618,17 +699,53 @@ impl<'a> Evaluator<'a> {
         ts: &[i64],
         want_ts: bool,
     ) -> Result<Res, Error> {
+        let mut sink = StepVecs::new(ts.len());
+        self.vector_selector_into(vs, ts, want_ts, &mut sink)?;
+        Ok(Res::Vector(sink.finish()))
+    }
+
+    /// [`Evaluator::vector_selector`], handing each series' samples to `sink`.
+    pub(crate) fn vector_selector_into(
+        &mut self,
+        vs: &VectorSelector,
+        ts: &[i64],
+        want_ts: bool,
+        sink: &mut dyn Sink,
+    ) -> Result<(), Error> {
         let off = offset_ms(&vs.offset);
         let at = self.at_ms(&vs.at);
         let eff: Vec<i64> = ts.iter().map(|&t| at.unwrap_or(t) - off).collect();
         let (Some(&lo), Some(&hi)) = (eff.iter().min(), eff.iter().max()) else {
-            return Ok(Res::Vector(Vec::new()));
+            return Ok(());
         };
-        let series = self.select(vs, lo - self.lookback + 1, hi)?;
-        let mut out: Vec<Vec<Smp>> = vec![Vec::new(); ts.len()];
-        for s in series {
-            self.check()?;
-            let m = Arc::new(s.metric.clone());
+        let sliding = eff.is_sorted();
+        let lookback = self.lookback;
+        self.select_each(vs, lo - lookback + 1, hi, &mut |ev, n, mut s| {
+            ev.check_cost(eff.len())?;
+            let m = Arc::new(std::mem::take(&mut s.metric));
+            sink.begin(&m, false, n);
+            if s.histograms.is_empty() && sliding {
+                // The usual case: floats only, steps in time order; the newest sample at or
+                // before each step is found by sliding forward.
+                let f = &s.floats;
+                let mut idx = 0;
+                for (i, &t) in eff.iter().enumerate() {
+                    while idx < f.len() && f[idx].t <= t {
+                        idx += 1;
+                    }
+                    let Some(p) = idx.checked_sub(1).map(|k| f[k]) else {
+                        continue;
+                    };
+                    if p.t <= t - lookback || model::is_stale_nan(p.v) {
+                        continue;
+                    }
+                    sink.push(
+                        i,
+                        SampleValue::Float(if want_ts { p.t as f64 / 1000.0 } else { p.v }),
+                    );
+                }
+                return Ok(());
+            }
             let pts = Self::merge_points(s, false);
             for (i, &t) in eff.iter().enumerate() {
                 let idx = pts.partition_point(|p| p.0 <= t);
@@ -636,7 +753,7 @@ impl<'a> Evaluator<'a> {
                     continue;
                 }
                 let (pt, pv) = &pts[idx - 1];
-                if *pt <= t - self.lookback {
+                if *pt <= t - lookback {
                     continue;
                 }
                 if let SampleValue::Float(f) = pv
@@ -644,18 +761,17 @@ impl<'a> Evaluator<'a> {
                 {
                     continue;
                 }
-                out[i].push(Smp {
-                    m: m.clone(),
-                    v: if want_ts {
+                sink.push(
+                    i,
+                    if want_ts {
                         SampleValue::Float(*pt as f64 / 1000.0)
                     } else {
                         pv.clone()
                     },
-                    drop_name: false,
-                });
+                );
             }
-        }
-        Ok(Res::Vector(out))
+            Ok(())
+        })
     }
 
     fn matrix_selector(
@@ -676,16 +792,20 @@ impl<'a> Evaluator<'a> {
                 at: at_t,
             });
         };
-        let series = self
-            .select(vs, lo - range + 1, hi)?
-            .into_iter()
-            .map(|s| RSeries {
-                m: Arc::new(s.metric.clone()),
-                drop_name: false,
-                pts: Self::merge_points(s, true),
-            })
-            .filter(|s| !s.pts.is_empty())
-            .collect();
+        let mut series: Vec<RSeries> = Vec::new();
+        self.select_each(vs, lo - range + 1, hi, &mut |_, n, mut s| {
+            series.reserve(n.saturating_sub(series.len()));
+            let m = Arc::new(std::mem::take(&mut s.metric));
+            let pts = Self::merge_points(s, true);
+            if !pts.is_empty() {
+                series.push(RSeries {
+                    m,
+                    drop_name: false,
+                    pts,
+                });
+            }
+            Ok(())
+        })?;
         Ok(RangeData {
             series,
             range,
@@ -726,12 +846,13 @@ impl<'a> Evaluator<'a> {
         }
         // `start()`/`end()` inside a subquery still mean the outer query's bounds.
         let inner = self.eval_vector(&sq.expr, &inner_ts)?;
-        let mut by: HashMap<(Arc<Labels>, bool), usize> = HashMap::new();
+        let mut kept: ByLabels<usize> = ByLabels::default();
+        let mut dropped: ByLabels<usize> = ByLabels::default();
         let mut series: Vec<RSeries> = Vec::new();
         for (i, step_v) in inner.into_iter().enumerate() {
             for s in step_v {
-                let key = (s.m.clone(), s.drop_name);
-                let idx = *by.entry(key).or_insert_with(|| {
+                let table = if s.drop_name { &mut dropped } else { &mut kept };
+                let idx = *table.get_or_insert_with(&s.m, |_| {
                     series.push(RSeries {
                         m: s.m.clone(),
                         drop_name: s.drop_name,
@@ -798,13 +919,16 @@ impl<'a> Evaluator<'a> {
                     .unwrap_or(VectorMatchCardinality::OneToOne);
                 let matching = b.modifier.as_ref().and_then(|m| m.matching.clone());
                 let mut out = Vec::with_capacity(ts.len());
+                let mut memo = MatchMemo::default();
                 for (ls, rs) in l.into_iter().zip(r) {
                     self.check()?;
                     let v = match op.as_str() {
-                        "and" => set_and(ls, rs, &matching),
-                        "or" => set_or(ls, rs, &matching),
-                        "unless" => set_unless(ls, rs, &matching),
-                        _ => self.vector_vector(&op, ls, rs, &card, &matching, ret_bool)?,
+                        "and" => memo.set_op(ls, rs, &matching, SetOp::And),
+                        "or" => memo.set_op(ls, rs, &matching, SetOp::Or),
+                        "unless" => memo.set_op(ls, rs, &matching, SetOp::Unless),
+                        _ => {
+                            self.vector_vector(&mut memo, &op, ls, rs, &card, &matching, ret_bool)?
+                        }
                     };
                     out.push(v);
                 }
@@ -878,8 +1002,10 @@ impl<'a> Evaluator<'a> {
         Ok(out)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn vector_vector(
         &mut self,
+        memo: &mut MatchMemo,
         op: &str,
         lhs: Vec<Smp>,
         rhs: Vec<Smp>,
@@ -890,35 +1016,36 @@ impl<'a> Evaluator<'a> {
         let cmp = is_comparison(op);
         let one_to_many = matches!(card, VectorMatchCardinality::OneToMany(_));
         let (lhs, rhs) = if one_to_many { (rhs, lhs) } else { (lhs, rhs) };
-        let include: Vec<String> = match card {
+        let include: &[String] = match card {
             VectorMatchCardinality::ManyToOne(l) | VectorMatchCardinality::OneToMany(l) => {
-                l.labels.clone()
+                &l.labels
             }
-            _ => Vec::new(),
+            _ => &[],
         };
         // The "one" side, by signature.
-        let mut right: HashMap<Vec<(String, String)>, usize> = HashMap::new();
+        memo.right.next_round();
         for (i, s) in rhs.iter().enumerate() {
-            let sig = signature(&s.m, matching);
-            if let Some(&j) = right.get(&sig) {
+            let sig = memo.sig(&s.m, matching);
+            if let Some(j) = memo.right.set(sig, i as u32) {
                 let side = if one_to_many { "left" } else { "right" };
                 return Err(Error::Execution(format!(
                     "found duplicate series for the match group {} on the {side} hand-side of the operation: [{}, {}];many-to-many matching not allowed: matching labels must be unique on one side",
-                    sig_string(&sig),
+                    sig_string(memo.sigs.get(sig)),
                     format_labels(&rhs[i].m),
-                    format_labels(&rhs[j].m),
+                    format_labels(&rhs[j as usize].m),
                 )));
             }
-            right.insert(sig, i);
         }
         let one_to_one = matches!(card, VectorMatchCardinality::OneToOne);
-        let mut matched: HashMap<Vec<(String, String)>, Labels> = HashMap::new();
-        let mut out_seen: std::collections::HashSet<Labels> = std::collections::HashSet::new();
+        memo.matched.next_round();
+        memo.out_seen.next_round();
         let mut out = Vec::new();
         for ls in &lhs {
-            let sig = signature(&ls.m, matching);
-            let Some(&ri) = right.get(&sig) else { continue };
-            let rs = &rhs[ri];
+            let sig = memo.sig(&ls.m, matching);
+            let Some(ri) = memo.right.get(sig) else {
+                continue;
+            };
+            let rs = &rhs[ri as usize];
             let (l, r) = if one_to_many {
                 (&rs.v, &ls.v)
             } else {
@@ -940,29 +1067,37 @@ impl<'a> Evaluator<'a> {
                 },
             };
             let drop = !cmp || ret_bool;
-            let metric = result_metric(&ls.m, &rs.m, card, matching, &include);
-            if one_to_one {
-                if let Some(prev) = matched.get(&sig) {
-                    let _ = prev;
-                    return Err(Error::Execution(
-                        "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)".into(),
-                    ));
-                }
-                matched.insert(sig.clone(), metric.clone());
+            if one_to_one && memo.matched.set(sig, 0).is_some() {
+                return Err(Error::Execution(
+                    "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)".into(),
+                ));
             }
             if cmp && !ret_bool && !keep {
                 continue;
             }
-            let key = if drop || ls.drop_name {
-                drop_name(&metric)
-            } else {
-                metric.clone()
-            };
-            if !one_to_one && !out_seen.insert(key) {
-                return Err(Error::Execution(
-                    "multiple matches for labels: grouping labels must ensure unique matches"
-                        .into(),
-                ));
+            let drop_out = drop || ls.drop_name;
+            let pair = memo
+                .pairs
+                .entry((Arc::as_ptr(&ls.m) as usize, Arc::as_ptr(&rs.m) as usize))
+                .or_insert_with(|| {
+                    let m = result_metric(&ls.m, &rs.m, card, matching, include);
+                    (Arc::new(m), [None, None])
+                });
+            let metric = pair.0.clone();
+            if !one_to_one {
+                let key = *pair.1[usize::from(drop_out)].get_or_insert_with(|| {
+                    memo.out_keys.intern(if drop_out {
+                        drop_name(&metric)
+                    } else {
+                        (*metric).clone()
+                    })
+                });
+                if memo.out_seen.set(key, 0).is_some() {
+                    return Err(Error::Execution(
+                        "multiple matches for labels: grouping labels must ensure unique matches"
+                            .into(),
+                    ));
+                }
             }
             let v = if cmp && ret_bool {
                 SampleValue::Float(if keep { 1.0 } else { 0.0 })
@@ -970,9 +1105,9 @@ impl<'a> Evaluator<'a> {
                 val
             };
             out.push(Smp {
-                m: Arc::new(metric),
+                m: metric,
                 v,
-                drop_name: drop || ls.drop_name,
+                drop_name: drop_out,
             });
         }
         Ok(out)
@@ -984,7 +1119,20 @@ impl<'a> Evaluator<'a> {
             None => None,
             Some(p) => Some(self.eval(p, ts)?),
         };
+        let streamable = matches!(
+            op.as_str(),
+            "sum" | "avg" | "count" | "group" | "min" | "max"
+        );
+        if streamable && let Some(out) = self.fused_aggregate(&op, a, ts)? {
+            return Ok(Res::Vector(out));
+        }
         let input = self.eval_vector(&a.expr, ts)?;
+        // A series' group is worked out once: its labels' `Arc` → group id → the group's
+        // labels, shared by every step's output.
+        let mut group_of: ByLabels<u32> = ByLabels::default();
+        let mut keys: Interner<Arc<Labels>> = Interner::default();
+        let mut slot = Stamps::default();
+        // `streamable` ops reduce a float group as its samples come, without collecting them.
         let mut out = Vec::with_capacity(ts.len());
         for (i, step) in input.into_iter().enumerate() {
             self.check()?;
@@ -998,13 +1146,360 @@ impl<'a> Evaluator<'a> {
                     )));
                 }
             };
-            out.push(functions::aggregate_step(self, &op, p, step, &a.modifier)?);
+            slot.next_round();
+            group_of.next_round();
+            if streamable && step.iter().all(|s| matches!(s.v, SampleValue::Float(_))) {
+                let mut accs: Vec<FloatAcc> = Vec::new();
+                for (pos, s) in step.into_iter().enumerate() {
+                    let g = group_of.get_at(pos, &s.m, |m| {
+                        keys.intern(Arc::new(functions::group_key(m, &a.modifier)))
+                    });
+                    let at = match slot.get(g) {
+                        Some(at) => at as usize,
+                        None => {
+                            slot.set(g, accs.len() as u32);
+                            accs.push(FloatAcc::new(g));
+                            accs.len() - 1
+                        }
+                    };
+                    let SampleValue::Float(v) = s.v else {
+                        unreachable!("checked: floats only")
+                    };
+                    accs[at].add(&op, v, s.drop_name);
+                }
+                out.push(
+                    accs.into_iter()
+                        .map(|acc| {
+                            let m = keys.get(acc.group).clone();
+                            Smp {
+                                drop_name: acc.any_drop && m.get(METRIC_NAME).is_some(),
+                                v: SampleValue::Float(acc.finish(&op)),
+                                m,
+                            }
+                        })
+                        .collect(),
+                );
+                continue;
+            }
+            let mut groups: Vec<(Arc<Labels>, Vec<Smp>)> = Vec::new();
+            for (pos, s) in step.into_iter().enumerate() {
+                let g = group_of.get_at(pos, &s.m, |m| {
+                    keys.intern(Arc::new(functions::group_key(m, &a.modifier)))
+                });
+                let at = match slot.get(g) {
+                    Some(at) => at as usize,
+                    None => {
+                        slot.set(g, groups.len() as u32);
+                        groups.push((keys.get(g).clone(), Vec::new()));
+                        groups.len() - 1
+                    }
+                };
+                groups[at].1.push(s);
+            }
+            out.push(functions::aggregate_step(self, &op, p, groups)?);
         }
         Ok(Res::Vector(out))
     }
 
+    /// `sum`, `avg`, `count`, `group`, `min` or `max` straight over a selector or a range
+    /// function, without building the argument's per-step vectors: each series' samples go
+    /// into its group's accumulator for that step as they are produced. `None` when the
+    /// argument is of another kind, holds histograms, or has too many groups for this to
+    /// pay; the caller then evaluates the ordinary way (the budget charged here is given
+    /// back first).
+    fn fused_aggregate(
+        &mut self,
+        op: &str,
+        a: &AggregateExpr,
+        ts: &[i64],
+    ) -> Result<Option<Vec<Vec<Smp>>>, Error> {
+        let mut inner = &*a.expr;
+        while let Expr::Paren(p) = inner {
+            inner = &p.expr;
+        }
+        let mut sink = AggSink::new(op, &a.modifier, ts.len());
+        let before = self.budget.used();
+        match inner {
+            Expr::VectorSelector(vs) => self.vector_selector_into(vs, ts, false, &mut sink)?,
+            Expr::Call(c) if functions::is_range_function(c.func.name) => {
+                functions::range_function_into(self, c, ts, &mut sink)?
+            }
+            _ => return Ok(None),
+        }
+        if sink.poisoned {
+            self.budget
+                .release(self.budget.used().saturating_sub(before));
+            return Ok(None);
+        }
+        Ok(Some(sink.finish()))
+    }
+
     fn call(&mut self, c: &Call, ts: &[i64]) -> Result<Res, Error> {
         functions::call(self, c, ts)
+    }
+}
+
+/// Receives a selector's or range function's result one series at a time: `begin` names
+/// the series (and how many to expect in all), `push` gives its value at a step.
+pub(crate) trait Sink {
+    fn begin(&mut self, m: &Arc<Labels>, drop_name: bool, hint: usize);
+    fn push(&mut self, step: usize, v: SampleValue);
+}
+
+/// The ordinary result: one vector per step.
+pub(crate) struct StepVecs {
+    steps: usize,
+    out: Vec<Vec<Smp>>,
+    m: Arc<Labels>,
+    drop_name: bool,
+}
+
+impl StepVecs {
+    pub fn new(steps: usize) -> Self {
+        StepVecs {
+            steps,
+            out: Vec::new(),
+            m: Arc::default(),
+            drop_name: false,
+        }
+    }
+
+    pub fn finish(mut self) -> Vec<Vec<Smp>> {
+        if self.out.is_empty() {
+            self.out = vec![Vec::new(); self.steps];
+        }
+        self.out
+    }
+}
+
+impl Sink for StepVecs {
+    fn begin(&mut self, m: &Arc<Labels>, drop_name: bool, hint: usize) {
+        if self.out.is_empty() {
+            self.out = functions::step_vectors(self.steps, hint);
+        }
+        self.m = m.clone();
+        self.drop_name = drop_name;
+    }
+
+    fn push(&mut self, step: usize, v: SampleValue) {
+        self.out[step].push(Smp {
+            m: self.m.clone(),
+            v,
+            drop_name: self.drop_name,
+        });
+    }
+}
+
+/// Most accumulators (groups × steps) a fused aggregation keeps before giving up.
+const FUSED_MAX_ACCS: usize = 1 << 20;
+
+/// A fused aggregation (see `Evaluator::fused_aggregate`): per group and step an
+/// accumulator, and per step the groups in order of first appearance, so the result is
+/// the one the step-by-step path gives, in the same order, with the same arithmetic.
+struct AggSink<'m> {
+    op: String,
+    modifier: &'m Option<LabelModifier>,
+    steps: usize,
+    keys: Interner<Arc<Labels>>,
+    /// By group, then step.
+    accs: Vec<Option<FloatAcc>>,
+    order: Vec<Vec<u32>>,
+    group: u32,
+    drop_name: bool,
+    /// A histogram sample, or too many groups: the caller falls back.
+    poisoned: bool,
+}
+
+impl<'m> AggSink<'m> {
+    fn new(op: &str, modifier: &'m Option<LabelModifier>, steps: usize) -> Self {
+        AggSink {
+            op: op.to_string(),
+            modifier,
+            steps,
+            keys: Interner::default(),
+            accs: Vec::new(),
+            order: vec![Vec::new(); steps],
+            group: 0,
+            drop_name: false,
+            poisoned: false,
+        }
+    }
+
+    fn finish(self) -> Vec<Vec<Smp>> {
+        let AggSink {
+            op,
+            steps,
+            keys,
+            accs,
+            order,
+            ..
+        } = self;
+        order
+            .into_iter()
+            .enumerate()
+            .map(|(i, groups)| {
+                groups
+                    .into_iter()
+                    .map(|g| {
+                        let acc = accs[g as usize * steps + i]
+                            .as_ref()
+                            .expect("every listed group has an accumulator");
+                        let m = keys.get(g).clone();
+                        Smp {
+                            drop_name: acc.any_drop && m.get(METRIC_NAME).is_some(),
+                            v: SampleValue::Float(acc.finish(&op)),
+                            m,
+                        }
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+}
+
+impl Sink for AggSink<'_> {
+    fn begin(&mut self, m: &Arc<Labels>, drop_name: bool, _hint: usize) {
+        if self.poisoned {
+            return;
+        }
+        let g = self
+            .keys
+            .intern(Arc::new(functions::group_key(m, self.modifier)));
+        let need = (g as usize + 1) * self.steps;
+        if need > self.accs.len() {
+            if need > FUSED_MAX_ACCS {
+                self.poisoned = true;
+                return;
+            }
+            self.accs.resize_with(need, || None);
+        }
+        self.group = g;
+        self.drop_name = drop_name;
+    }
+
+    fn push(&mut self, step: usize, v: SampleValue) {
+        if self.poisoned {
+            return;
+        }
+        let SampleValue::Float(f) = v else {
+            self.poisoned = true;
+            return;
+        };
+        let slot = &mut self.accs[self.group as usize * self.steps + step];
+        let acc = slot.get_or_insert_with(|| {
+            self.order[step].push(self.group);
+            FloatAcc::new(self.group)
+        });
+        acc.add(&self.op, f, self.drop_name);
+    }
+}
+
+/// The running state of one group of a float-only `sum`, `avg`, `count`, `group`, `min`
+/// or `max` step: the same arithmetic, in the same order, as the collecting path in
+/// `functions::aggregate_step` (Kahan sums; `avg` switching to an incremental mean when
+/// the sum overflows, and non-finite inputs deciding the mean on their own).
+struct FloatAcc {
+    group: u32,
+    n: usize,
+    sum: f64,
+    comp: f64,
+    incremental: bool,
+    mean: f64,
+    mean_comp: f64,
+    nan: bool,
+    pos_inf: bool,
+    neg_inf: bool,
+    extreme: f64,
+    any_drop: bool,
+}
+
+impl FloatAcc {
+    fn new(group: u32) -> Self {
+        FloatAcc {
+            group,
+            n: 0,
+            sum: 0.0,
+            comp: 0.0,
+            incremental: false,
+            mean: 0.0,
+            mean_comp: 0.0,
+            nan: false,
+            pos_inf: false,
+            neg_inf: false,
+            extreme: 0.0,
+            any_drop: false,
+        }
+    }
+
+    fn add(&mut self, op: &str, v: f64, drop_name: bool) {
+        self.any_drop |= drop_name;
+        let i = self.n;
+        self.n += 1;
+        match op {
+            "sum" => (self.sum, self.comp) = functions::kahan_inc(v, self.sum, self.comp),
+            "min" | "max" => {
+                let better = if op == "max" {
+                    self.extreme < v
+                } else {
+                    self.extreme > v
+                };
+                if i == 0 || better || self.extreme.is_nan() {
+                    self.extreme = v;
+                }
+            }
+            "avg" => {
+                self.nan |= v.is_nan();
+                self.pos_inf |= v == f64::INFINITY;
+                self.neg_inf |= v == f64::NEG_INFINITY;
+                if !self.incremental {
+                    let (s, c) = functions::kahan_inc(v, self.sum, self.comp);
+                    if !s.is_infinite() {
+                        (self.sum, self.comp) = (s, c);
+                        return;
+                    }
+                    self.incremental = true;
+                    self.mean = self.sum / i as f64;
+                    self.mean_comp = self.comp / i as f64;
+                }
+                let count = (i + 1) as f64;
+                if self.mean.is_infinite() {
+                    if v.is_infinite() && (self.mean > 0.0) == (v > 0.0) {
+                        return;
+                    }
+                    if !v.is_infinite() && !v.is_nan() {
+                        return;
+                    }
+                }
+                let q = (count - 1.0) / count;
+                (self.mean, self.mean_comp) =
+                    functions::kahan_inc(v / count, q * self.mean, q * self.mean_comp);
+            }
+            _ => {}
+        }
+    }
+
+    fn finish(&self, op: &str) -> f64 {
+        match op {
+            "sum" if self.sum.is_infinite() => self.sum,
+            "sum" => self.sum + self.comp,
+            "count" => self.n as f64,
+            "group" => 1.0,
+            "min" | "max" => self.extreme,
+            _ => {
+                if self.nan || (self.pos_inf && self.neg_inf) {
+                    f64::NAN
+                } else if self.pos_inf {
+                    f64::INFINITY
+                } else if self.neg_inf {
+                    f64::NEG_INFINITY
+                } else if self.incremental {
+                    self.mean + self.mean_comp
+                } else {
+                    let n = self.n as f64;
+                    self.sum / n + self.comp / n
+                }
+            }
+        }
     }
 }
 
@@ -1091,28 +1586,75 @@ fn result_metric(
     b.build()
 }
 
-fn set_and(l: Vec<Smp>, r: Vec<Smp>, matching: &Option<LabelModifier>) -> Vec<Smp> {
-    let sigs: std::collections::HashSet<_> = r.iter().map(|s| signature(&s.m, matching)).collect();
-    l.into_iter()
-        .filter(|s| sigs.contains(&signature(&s.m, matching)))
-        .collect()
+/// Which set operator a `MatchMemo::set_op` call applies.
+#[derive(Clone, Copy)]
+enum SetOp {
+    And,
+    Or,
+    Unless,
 }
 
-fn set_unless(l: Vec<Smp>, r: Vec<Smp>, matching: &Option<LabelModifier>) -> Vec<Smp> {
-    let sigs: std::collections::HashSet<_> = r.iter().map(|s| signature(&s.m, matching)).collect();
-    l.into_iter()
-        .filter(|s| !sigs.contains(&signature(&s.m, matching)))
-        .collect()
+/// A matched pair's result labels, and the ids of its output key with the name kept /
+/// dropped (filled in when first needed).
+type PairResult = (Arc<Labels>, [Option<u32>; 2]);
+
+/// What a binary operator between two vectors works out once per series (or pair of
+/// series) and reuses at every step: matching signatures, result label sets, and the
+/// per-step bookkeeping of which signatures were seen.
+#[derive(Default)]
+struct MatchMemo {
+    sig_of: ByLabels<u32>,
+    sigs: Interner<Vec<(String, String)>>,
+    /// (left labels, right labels) → result labels, and the id of its output key with the
+    /// name kept / dropped (for the "unique matches" check).
+    pairs: AddrHashMap<(usize, usize), PairResult>,
+    out_keys: Interner<Labels>,
+    right: Stamps,
+    matched: Stamps,
+    out_seen: Stamps,
 }
 
-fn set_or(l: Vec<Smp>, r: Vec<Smp>, matching: &Option<LabelModifier>) -> Vec<Smp> {
-    let sigs: std::collections::HashSet<_> = l.iter().map(|s| signature(&s.m, matching)).collect();
-    let mut out = l;
-    out.extend(
-        r.into_iter()
-            .filter(|s| !sigs.contains(&signature(&s.m, matching))),
-    );
-    out
+impl MatchMemo {
+    fn sig(&mut self, m: &Arc<Labels>, matching: &Option<LabelModifier>) -> u32 {
+        let sigs = &mut self.sigs;
+        *self
+            .sig_of
+            .get_or_insert_with(m, |m| sigs.intern(signature(m, matching)))
+    }
+
+    fn set_op(
+        &mut self,
+        l: Vec<Smp>,
+        r: Vec<Smp>,
+        matching: &Option<LabelModifier>,
+        op: SetOp,
+    ) -> Vec<Smp> {
+        // `or`: the left side, then right-side samples whose signature the left lacks;
+        // `and` / `unless`: left-side samples whose signature the right has / lacks.
+        self.right.next_round();
+        let marked = if matches!(op, SetOp::Or) { &l } else { &r };
+        let mut sigs = Vec::with_capacity(marked.len());
+        for s in marked {
+            sigs.push(self.sig(&s.m, matching));
+        }
+        for sig in sigs {
+            self.right.set(sig, 0);
+        }
+        let mut seen = |s: &Smp| {
+            let sig = self.sig(&s.m, matching);
+            self.right.get(sig).is_some()
+        };
+        match op {
+            SetOp::Or => {
+                let extra: Vec<Smp> = r.into_iter().filter(|s| !seen(s)).collect();
+                let mut out = l;
+                out.extend(extra);
+                out
+            }
+            SetOp::And => l.into_iter().filter(|s| seen(s)).collect(),
+            SetOp::Unless => l.into_iter().filter(|s| !seen(s)).collect(),
+        }
+    }
 }
 
 /// A histogram helper for callers that need an owned float histogram.

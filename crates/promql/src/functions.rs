@@ -3,7 +3,8 @@
 //! sums, Go's `math.Max`/`math.Min` NaN rules, bucket quantiles.
 
 use crate::eval::{
-    AggParam, Evaluator, RangeData, Res, Smp, drop_name, dup_labelset, hist, millis, res_type,
+    AggParam, Evaluator, RSeries, RangeData, Res, Sink, Smp, StepVecs, drop_name, dup_labelset,
+    hist, millis, res_type,
 };
 use crate::histogram as h;
 use crate::{Error, SampleValue};
@@ -168,43 +169,36 @@ fn format_go_float(f: f64) -> String {
     }
 }
 
-fn group_key(m: &Labels, modifier: &Option<LabelModifier>, drop: bool) -> Labels {
-    match modifier {
-        Some(LabelModifier::Include(by)) => {
-            // With delayed name removal, `by (__name__)` still sees the name of a sample
-            // whose name is due to be dropped; the group inherits the flag.
-            let _ = drop;
-            let mut b = m.builder();
-            b.retain(|n| by.labels.iter().any(|x| x == n));
-            b.build()
-        }
-        Some(LabelModifier::Exclude(without)) => {
-            let mut b = m.builder();
-            b.retain(|n| n != METRIC_NAME && !without.labels.iter().any(|x| x == n));
-            b.build()
-        }
-        None => Labels::new(),
-    }
+/// The label set of the group a sample with labels `m` falls into.
+pub(crate) fn group_key(m: &Labels, modifier: &Option<LabelModifier>) -> Labels {
+    // With delayed name removal, `by (__name__)` still sees the name of a sample whose
+    // name is due to be dropped; the group inherits the flag (see `aggregate_step`).
+    let keep: Vec<model::Label> = match modifier {
+        Some(LabelModifier::Include(by)) => m
+            .iter()
+            .filter(|l| by.labels.contains(&l.name))
+            .cloned()
+            .collect(),
+        Some(LabelModifier::Exclude(without)) => m
+            .iter()
+            .filter(|l| l.name != METRIC_NAME && !without.labels.contains(&l.name))
+            .cloned()
+            .collect(),
+        None => Vec::new(),
+    };
+    // A subset of a sorted, duplicate-free label set is sorted and duplicate-free.
+    Labels::from_sorted_unchecked(keep)
 }
 
+/// Aggregates one step. `groups` holds each group's label set and members, in order of
+/// first appearance in the step (the caller groups, so that a series' group is worked out
+/// once per query, not once per step).
 pub(crate) fn aggregate_step(
     ev: &mut Evaluator<'_>,
     op: &str,
     param: Option<AggParam>,
-    step: Vec<Smp>,
-    modifier: &Option<LabelModifier>,
+    groups: Vec<(Arc<Labels>, Vec<Smp>)>,
 ) -> Result<Vec<Smp>, Error> {
-    // Group in order of first appearance.
-    let mut index: HashMap<Labels, usize> = HashMap::new();
-    let mut groups: Vec<(Labels, Vec<Smp>)> = Vec::new();
-    for s in step {
-        let key = group_key(&s.m, modifier, s.drop_name);
-        let i = *index.entry(key.clone()).or_insert_with(|| {
-            groups.push((key, Vec::new()));
-            groups.len() - 1
-        });
-        groups[i].1.push(s);
-    }
     let mut out = Vec::new();
     let num = |p: &Option<AggParam>| match p {
         Some(AggParam::Num(n)) => Ok(*n),
@@ -212,9 +206,8 @@ pub(crate) fn aggregate_step(
             "aggregation {op} needs a number parameter"
         ))),
     };
-    for (key, members) in groups {
-        let group_drop = key.get(METRIC_NAME).is_some() && members.iter().any(|s| s.drop_name);
-        let m = Arc::new(key);
+    for (m, members) in groups {
+        let group_drop = m.get(METRIC_NAME).is_some() && members.iter().any(|s| s.drop_name);
         let floats: Vec<f64> = members.iter().filter_map(|s| s.float()).collect();
         let hists: Vec<&model::FloatHistogram> =
             members.iter().filter_map(|s| hist(&s.v)).collect();
@@ -1284,13 +1277,21 @@ fn bucket_fraction(lower: f64, upper: f64, b: &mut [(f64, f64)]) -> f64 {
     (upper_rank - lower_rank) / count
 }
 
-fn floats_of(w: &[(i64, SampleValue)]) -> Vec<(i64, f64)> {
-    w.iter()
-        .filter_map(|(t, v)| match v {
-            SampleValue::Float(f) => Some((*t, *f)),
-            SampleValue::Histogram(_) => None,
-        })
-        .collect()
+/// A window's float samples (histograms skipped), written into `buf`.
+fn fill_pairs<'b>(buf: &'b mut Vec<(i64, f64)>, w: &[(i64, SampleValue)]) -> &'b [(i64, f64)] {
+    buf.clear();
+    buf.extend(w.iter().filter_map(|(t, v)| match v {
+        SampleValue::Float(f) => Some((*t, *f)),
+        SampleValue::Histogram(_) => None,
+    }));
+    buf
+}
+
+/// A window's float values (histograms skipped), written into `buf`.
+fn fill_vals<'b>(buf: &'b mut Vec<f64>, w: &[(i64, SampleValue)]) -> &'b mut [f64] {
+    buf.clear();
+    buf.extend(w.iter().filter_map(|(_, v)| v.float()));
+    buf
 }
 
 fn linear_regression(s: &[(i64, f64)], intercept_t: i64) -> (f64, f64) {
@@ -1367,15 +1368,56 @@ fn extrapolated(
         }
         (SampleValue::Float(r), w[0].1.float()?)
     };
-    let mut to_start = (first_t - range_start) as f64 / 1000.0;
-    let mut to_end = (range_end - last_t) as f64 / 1000.0;
-    let sampled = (last_t - first_t) as f64 / 1000.0;
-    let avg = sampled / (w.len() - 1) as f64;
+    let span = Span {
+        first_t,
+        last_t,
+        n: w.len(),
+        range_start,
+        range_end,
+        range,
+    };
+    let float_result = match result {
+        SampleValue::Float(r) => Some(r),
+        SampleValue::Histogram(_) => None,
+    };
+    let factor = extrapolation(&span, float_result, first_v, counter, is_rate);
+    Some(match result {
+        SampleValue::Float(r) => SampleValue::Float(r * factor),
+        SampleValue::Histogram(x) => SampleValue::Histogram(Arc::new(h::scale(&x, factor))),
+    })
+}
+
+/// Where a window's samples sit in its range (for the extrapolation of `rate` & co.).
+struct Span {
+    first_t: i64,
+    last_t: i64,
+    /// Samples in the window (at least 2).
+    n: usize,
+    range_start: i64,
+    range_end: i64,
+    range: i64,
+}
+
+/// Prometheus' extrapolation factor for `rate`, `increase` and `delta`: the sampled
+/// interval is stretched towards the window's edges (by at most half an average sample
+/// interval, and for counters not below zero), and divided by the range for `rate`.
+/// `float_result` is the raw float increase (`None` for histograms).
+fn extrapolation(
+    span: &Span,
+    float_result: Option<f64>,
+    first_v: f64,
+    counter: bool,
+    is_rate: bool,
+) -> f64 {
+    let mut to_start = (span.first_t - span.range_start) as f64 / 1000.0;
+    let mut to_end = (span.range_end - span.last_t) as f64 / 1000.0;
+    let sampled = (span.last_t - span.first_t) as f64 / 1000.0;
+    let avg = sampled / (span.n - 1) as f64;
     let threshold = avg * 1.1;
     if to_start >= threshold {
         to_start = avg / 2.0;
     }
-    if let SampleValue::Float(r) = result
+    if let Some(r) = float_result
         && counter
         && r > 0.0
         && first_v >= 0.0
@@ -1390,15 +1432,131 @@ fn extrapolated(
     }
     let mut factor = (sampled + to_start + to_end) / sampled;
     if is_rate {
-        factor /= range as f64 / 1000.0;
+        factor /= span.range as f64 / 1000.0;
     }
-    Some(match result {
-        SampleValue::Float(r) => SampleValue::Float(r * factor),
-        SampleValue::Histogram(x) => SampleValue::Histogram(Arc::new(h::scale(&x, factor))),
-    })
+    factor
+}
+
+/// `rate`, `increase` and `delta` over a float-only series, for every step: the same
+/// arithmetic as [`extrapolated`], but a window's counter resets are found through a
+/// running count per sample (a window without resets, the usual case, costs O(1); one
+/// with resets adds them up in order, as Prometheus does).
+fn float_rate_steps(rd: &RangeData, s: &RSeries, name: &str, mut emit: impl FnMut(usize, f64)) {
+    let counter = name != "delta";
+    let is_rate = name == "rate";
+    let v = |k: usize| match s.pts[k].1 {
+        SampleValue::Float(f) => f,
+        SampleValue::Histogram(_) => unreachable!("float-only series"),
+    };
+    // resets[k]: counter resets among samples 0..=k.
+    let resets: Vec<u32> = if counter {
+        let mut n = 0u32;
+        (0..s.pts.len())
+            .map(|k| {
+                if k > 0 && v(k) < v(k - 1) {
+                    n += 1;
+                }
+                n
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let mut cur = rd.cursor();
+    for i in 0..rd.ends.len() {
+        let (lo, hi) = rd.bounds(s, i, &mut cur);
+        if hi - lo < 2 {
+            continue;
+        }
+        let first_v = v(lo);
+        let mut r = v(hi - 1) - first_v;
+        if counter && resets[hi - 1] != resets[lo] {
+            let mut prev = first_v;
+            for k in lo + 1..hi {
+                let c = v(k);
+                if c < prev {
+                    r += prev;
+                }
+                prev = c;
+            }
+        }
+        let end = rd.ends[i];
+        let span = Span {
+            first_t: s.pts[lo].0,
+            last_t: s.pts[hi - 1].0,
+            n: hi - lo,
+            range_start: end - rd.range,
+            range_end: end,
+            range: rd.range,
+        };
+        emit(
+            i,
+            r * extrapolation(&span, Some(r), first_v, counter, is_rate),
+        );
+    }
+}
+
+/// One empty vector per step for a function's results, sized for `series` samples each
+/// when that is small enough to reserve up front (a step's vector otherwise grows, copying
+/// itself several times).
+pub(crate) fn step_vectors(steps: usize, series: usize) -> Vec<Vec<Smp>> {
+    const RESERVE_UP_TO: usize = 1 << 23;
+    let per_step = if steps.saturating_mul(series) <= RESERVE_UP_TO {
+        series
+    } else {
+        0
+    };
+    (0..steps).map(|_| Vec::with_capacity(per_step)).collect()
+}
+
+/// Whether `name` is one of the functions [`range_function_into`] evaluates (a function of
+/// a range vector, one result per series and step).
+pub(crate) fn is_range_function(name: &str) -> bool {
+    matches!(
+        name,
+        "rate"
+            | "increase"
+            | "delta"
+            | "irate"
+            | "idelta"
+            | "deriv"
+            | "predict_linear"
+            | "holt_winters"
+            | "double_exponential_smoothing"
+            | "changes"
+            | "resets"
+            | "count_over_time"
+            | "present_over_time"
+            | "last_over_time"
+            | "first_over_time"
+            | "sum_over_time"
+            | "avg_over_time"
+            | "min_over_time"
+            | "max_over_time"
+            | "ts_of_min_over_time"
+            | "ts_of_max_over_time"
+            | "ts_of_first_over_time"
+            | "ts_of_last_over_time"
+            | "stddev_over_time"
+            | "stdvar_over_time"
+            | "quantile_over_time"
+            | "mad_over_time"
+    )
 }
 
 fn range_function(ev: &mut Evaluator<'_>, c: &Call, ts: &[i64]) -> Result<Res, Error> {
+    let mut sink = StepVecs::new(ts.len());
+    range_function_into(ev, c, ts, &mut sink)?;
+    Ok(Res::Vector(sink.finish()))
+}
+
+/// Evaluates a range function, handing each series' results to `sink`.
+pub(crate) fn range_function_into(
+    ev: &mut Evaluator<'_>,
+    c: &Call,
+    ts: &[i64],
+    sink: &mut dyn Sink,
+) -> Result<(), Error> {
     let name = c.func.name;
     let (ri, other) = match name {
         "quantile_over_time" => (1, Some(0)),
@@ -1420,16 +1578,26 @@ fn range_function(ev: &mut Evaluator<'_>, c: &Call, ts: &[i64]) -> Result<Res, E
         (Vec::new(), Vec::new())
     };
     let keep_name = matches!(name, "last_over_time" | "first_over_time");
-    let mut out: Vec<Vec<Smp>> = vec![Vec::new(); ts.len()];
     for s in &rd.series {
-        ev.check()?;
+        ev.check_cost(ts.len())?;
+        let drop_name = s.drop_name || !keep_name;
+        sink.begin(&s.m, drop_name, rd.series.len());
+        if matches!(name, "rate" | "increase" | "delta")
+            && s.pts.iter().all(|p| matches!(p.1, SampleValue::Float(_)))
+        {
+            float_rate_steps(&rd, s, name, |i, v| sink.push(i, SampleValue::Float(v)));
+            continue;
+        }
+        let mut cur = rd.cursor();
+        // Scratch for a window's floats, reused from step to step.
+        let (mut pairs, mut vals) = (Vec::new(), Vec::new());
         for i in 0..ts.len() {
-            let w = rd.window(s, i);
+            let (lo, hi) = rd.bounds(s, i, &mut cur);
+            let w = &s.pts[lo..hi];
             if w.is_empty() {
                 continue;
             }
             let end = rd.ends[i];
-            let fl = || floats_of(w);
             let v: Option<SampleValue> = match name {
                 "rate" | "increase" | "delta" => extrapolated(
                     ev,
@@ -1483,7 +1651,7 @@ fn range_function(ev: &mut Evaluator<'_>, c: &Call, ts: &[i64]) -> Result<Res, E
                     }
                 }
                 "deriv" => {
-                    let f = fl();
+                    let f = fill_pairs(&mut pairs, w);
                     if f.len() < 2 {
                         None
                     } else {
@@ -1491,7 +1659,7 @@ fn range_function(ev: &mut Evaluator<'_>, c: &Call, ts: &[i64]) -> Result<Res, E
                     }
                 }
                 "predict_linear" => {
-                    let f = fl();
+                    let f = fill_pairs(&mut pairs, w);
                     if f.len() < 2 {
                         None
                     } else {
@@ -1511,7 +1679,7 @@ fn range_function(ev: &mut Evaluator<'_>, c: &Call, ts: &[i64]) -> Result<Res, E
                             "invalid trend factor. Expected: 0 < tf < 1, got: {b}"
                         )));
                     }
-                    let f = fl();
+                    let f = fill_pairs(&mut pairs, w);
                     if f.len() < 2 {
                         None
                     } else {
@@ -1582,7 +1750,7 @@ fn range_function(ev: &mut Evaluator<'_>, c: &Call, ts: &[i64]) -> Result<Res, E
                         ev.warnings.push(format!("PromQL warning: encountered a mix of histograms and floats for metric name in {name}"));
                         None
                     } else {
-                        let f: Vec<f64> = fl().into_iter().map(|x| x.1).collect();
+                        let f = fill_vals(&mut vals, w);
                         Some(SampleValue::Float(if name == "sum_over_time" {
                             kahan_sum(f.iter().copied())
                         } else {
@@ -1594,7 +1762,7 @@ fn range_function(ev: &mut Evaluator<'_>, c: &Call, ts: &[i64]) -> Result<Res, E
                 | "max_over_time"
                 | "ts_of_min_over_time"
                 | "ts_of_max_over_time" => {
-                    let f = fl();
+                    let f = fill_pairs(&mut pairs, w);
                     if f.is_empty() {
                         None
                     } else {
@@ -1616,7 +1784,7 @@ fn range_function(ev: &mut Evaluator<'_>, c: &Call, ts: &[i64]) -> Result<Res, E
                     }
                 }
                 "stddev_over_time" | "stdvar_over_time" => {
-                    let f: Vec<f64> = fl().into_iter().map(|x| x.1).collect();
+                    let f = fill_vals(&mut vals, w);
                     if f.is_empty() {
                         None
                     } else {
@@ -1629,19 +1797,19 @@ fn range_function(ev: &mut Evaluator<'_>, c: &Call, ts: &[i64]) -> Result<Res, E
                     }
                 }
                 "quantile_over_time" => {
-                    let mut f: Vec<f64> = fl().into_iter().map(|x| x.1).collect();
+                    let f = fill_vals(&mut vals, w);
                     if f.is_empty() {
                         None
                     } else {
-                        Some(SampleValue::Float(quantile(param[i], &mut f)))
+                        Some(SampleValue::Float(quantile(param[i], f)))
                     }
                 }
                 "mad_over_time" => {
-                    let mut f: Vec<f64> = fl().into_iter().map(|x| x.1).collect();
+                    let f = fill_vals(&mut vals, w);
                     if f.is_empty() {
                         None
                     } else {
-                        let med = quantile(0.5, &mut f);
+                        let med = quantile(0.5, f);
                         let mut d: Vec<f64> = f.iter().map(|x| (x - med).abs()).collect();
                         Some(SampleValue::Float(quantile(0.5, &mut d)))
                     }
@@ -1659,16 +1827,12 @@ fn range_function(ev: &mut Evaluator<'_>, c: &Call, ts: &[i64]) -> Result<Res, E
                 }
             };
             if let Some(v) = v {
-                out[i].push(Smp {
-                    m: s.m.clone(),
-                    v,
-                    drop_name: s.drop_name || !keep_name,
-                });
+                sink.push(i, v);
             }
         }
     }
     let _ = millis;
-    Ok(Res::Vector(out))
+    Ok(())
 }
 
 #[cfg(test)]

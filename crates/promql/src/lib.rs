@@ -19,6 +19,7 @@ mod error;
 pub mod eval;
 mod functions;
 mod histogram;
+mod memo;
 pub mod promqltest;
 mod storage;
 mod value;

@@ -9,20 +9,41 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// What the engine reads. The contract:
 ///
-/// * `select` returns every series whose labels satisfy **all** `matchers` and that has at
-///   least one sample in `[mint_ms, maxt_ms]` (both bounds **inclusive**), with only the
-///   samples inside those bounds, in time order, stale markers included;
+/// * `select_each` hands `f` every series whose labels satisfy **all** `matchers` and that
+///   has at least one sample in `[mint_ms, maxt_ms]` (both bounds **inclusive**), with
+///   only the samples inside those bounds, in time order, stale markers included, one
+///   series at a time (so a query need not hold every selected series at once), together
+///   with how many series this call delivers at most (a size hint for the caller);
 /// * series come sorted by label set and each label set appears once;
 /// * every loaded sample is charged with [`SampleBudget::take`] while loading, and the error
-///   it returns is passed on at once, so a query can never hold more than its budget.
+///   it returns is passed on at once, so a query can never hold more than its budget;
+///   an error returned by `f` ends the call with that error.
 pub trait Storage {
+    fn select_each(
+        &self,
+        matchers: &[Matcher],
+        mint_ms: i64,
+        maxt_ms: i64,
+        budget: &SampleBudget,
+        f: &mut dyn FnMut(usize, Series) -> Result<(), Error>,
+    ) -> Result<(), Error>;
+
+    /// Every series `select_each` would deliver, collected.
     fn select(
         &self,
         matchers: &[Matcher],
         mint_ms: i64,
         maxt_ms: i64,
         budget: &SampleBudget,
-    ) -> Result<Vec<Series>, Error>;
+    ) -> Result<Vec<Series>, Error> {
+        let mut out = Vec::new();
+        self.select_each(matchers, mint_ms, maxt_ms, budget, &mut |n, s| {
+            out.reserve(n.saturating_sub(out.len()));
+            out.push(s);
+            Ok(())
+        })?;
+        Ok(out)
+    }
 }
 
 /// How many more samples a query may load (Prometheus' `query.max-samples`).
@@ -119,21 +140,25 @@ impl MemStorage {
 }
 
 impl Storage for MemStorage {
-    fn select(
+    fn select_each(
         &self,
         matchers: &[Matcher],
         mint_ms: i64,
         maxt_ms: i64,
         budget: &SampleBudget,
-    ) -> Result<Vec<Series>, Error> {
-        let mut out = Vec::new();
-        for (labels, (floats, hists)) in &self.series {
-            if !matchers
-                .iter()
-                .all(|m| m.matches(labels.get(&m.name).unwrap_or("")))
-            {
-                continue;
-            }
+        f: &mut dyn FnMut(usize, Series) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        let matching: Vec<(&Labels, &Stored)> = self
+            .series
+            .iter()
+            .filter(|(labels, _)| {
+                matchers
+                    .iter()
+                    .all(|m| m.matches(labels.get(&m.name).unwrap_or("")))
+            })
+            .collect();
+        let n = matching.len();
+        for (labels, (floats, hists)) in matching {
             let floats: Vec<FloatSample> = floats
                 .iter()
                 .filter(|s| s.t >= mint_ms && s.t <= maxt_ms)
@@ -148,12 +173,15 @@ impl Storage for MemStorage {
                 continue;
             }
             budget.take(floats.len() + histograms.len())?;
-            out.push(Series {
-                metric: labels.clone(),
-                floats,
-                histograms,
-            });
+            f(
+                n,
+                Series {
+                    metric: labels.clone(),
+                    floats,
+                    histograms,
+                },
+            )?;
         }
-        Ok(out)
+        Ok(())
     }
 }

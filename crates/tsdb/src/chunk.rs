@@ -61,6 +61,45 @@ pub fn decode_floats(enc: Encoding, data: &[u8], mint: i64) -> DecodeResult<Vec<
     }
 }
 
+/// Decodes a float chunk of either float encoding straight into `out`, keeping only the
+/// samples with `lo <= t <= hi` (the read path's variant of [`decode_floats`]: no
+/// intermediate vector for XOR chunks).
+pub fn decode_floats_into(
+    enc: Encoding,
+    data: &[u8],
+    mint: i64,
+    lo: i64,
+    hi: i64,
+    out: &mut Vec<model::Sample>,
+) -> DecodeResult<()> {
+    match enc {
+        Encoding::Xor => {
+            let it = XorIter::new(data)?;
+            out.reserve(usize::from(it.total));
+            for r in it {
+                let (t, v) = r?;
+                if t > hi {
+                    break;
+                }
+                if t >= lo {
+                    out.push(model::Sample { t, v });
+                }
+            }
+            Ok(())
+        }
+        Encoding::Dec => {
+            let all = decode_dec(data, mint)?;
+            out.extend(
+                all.into_iter()
+                    .filter(|&(t, _)| t >= lo && t <= hi)
+                    .map(|(t, v)| model::Sample { t, v }),
+            );
+            Ok(())
+        }
+        Encoding::Histogram => Err("a histogram chunk where floats were expected".into()),
+    }
+}
+
 // ---------------------------------------------------------------- decimal
 
 const POW10: [f64; 16] = [
@@ -347,6 +386,17 @@ struct BitReader<'a> {
 impl<'a> BitReader<'a> {
     #[inline]
     fn read(&mut self, n: u8) -> DecodeResult<u64> {
+        // Fast path: the bits lie in one big-endian 64-bit window of the buffer.
+        let byte = self.pos / 8;
+        let off = (self.pos % 8) as u32;
+        if n > 0
+            && off + u32::from(n) <= 64
+            && let Some(window) = self.buf.get(byte..byte + 8)
+        {
+            let w = u64::from_be_bytes(window.try_into().expect("8 bytes"));
+            self.pos += usize::from(n);
+            return Ok((w << off) >> (64 - u32::from(n)));
+        }
         let mut v = 0u64;
         let mut n = n;
         while n > 0 {

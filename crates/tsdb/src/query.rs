@@ -11,14 +11,13 @@
 //! decoded whole and merged; on equal timestamps the later source (head
 //! over blocks, newer block over older) wins.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use model::{HistogramValue, Labels, Matcher, Sample};
 
 use crate::Error;
 use crate::block::{Block, ChunkMeta};
-use crate::chunk::{Encoding, HistIter, decode_floats};
+use crate::chunk::{Encoding, HistIter, decode_floats, decode_floats_into};
 use crate::db::Project;
 use crate::head::MemChunk;
 
@@ -38,6 +37,19 @@ struct SrcChunk {
 }
 
 impl SrcChunk {
+    /// The error for a chunk whose bytes do not decode.
+    fn decode_error(&self, d: String) -> Error {
+        match &self.bytes {
+            ChunkBytes::Disk(b, m) => Error::corrupt(
+                b.dir().join(crate::files::BLOCK_CHUNKS),
+                format!("chunk at byte {}: {d}", m.offset),
+            ),
+            ChunkBytes::Mem(_) => {
+                Error::InvalidInput(format!("bug: head chunk does not decode: {d}"))
+            }
+        }
+    }
+
     fn load(&self) -> Result<Arc<[u8]>, Error> {
         match &self.bytes {
             ChunkBytes::Mem(b) => Ok(b.clone()),
@@ -70,6 +82,41 @@ impl Series {
         Histograms {
             inner: ChunkWalk::new(&self.hists, self.mint, self.maxt),
         }
+    }
+
+    /// Appends the float samples in range to `out`, in time order: the same samples as
+    /// [`Series::samples`], decoded a chunk at a time straight into `out`. After each chunk
+    /// `charge` is told how many samples it added; returning `false` stops early (the
+    /// caller's sample budget ran out).
+    pub fn floats_into(
+        &self,
+        out: &mut Vec<Sample>,
+        mut charge: impl FnMut(usize) -> bool,
+    ) -> Result<(), Error> {
+        let mut order: Vec<&SrcChunk> = self.floats.iter().collect();
+        order.sort_by_key(|c| c.mint);
+        if !order.windows(2).all(|w| w[0].maxt < w[1].mint) {
+            // Overlapping chunks: the merging walk decides which sample wins.
+            let before = out.len();
+            for x in self.samples() {
+                out.push(x?);
+            }
+            charge(out.len() - before);
+            return Ok(());
+        }
+        for c in order {
+            if c.maxt < self.mint || c.mint > self.maxt {
+                continue;
+            }
+            let before = out.len();
+            let bytes = c.load()?;
+            decode_floats_into(c.enc, &bytes, c.mint, self.mint, self.maxt, out)
+                .map_err(|d| c.decode_error(d))?;
+            if !charge(out.len() - before) {
+                return Ok(());
+            }
+        }
+        Ok(())
     }
 
     /// Whether the series has histogram chunks in range.
@@ -147,15 +194,7 @@ impl ChunkWalk {
 
     fn decode(&self, c: &SrcChunk) -> Result<Vec<Decoded>, Error> {
         let bytes = c.load()?;
-        let bad = |d: String| match &c.bytes {
-            ChunkBytes::Disk(b, m) => Error::corrupt(
-                b.dir().join(crate::files::BLOCK_CHUNKS),
-                format!("chunk at byte {}: {d}", m.offset),
-            ),
-            ChunkBytes::Mem(_) => {
-                Error::InvalidInput(format!("bug: head chunk does not decode: {d}"))
-            }
-        };
+        let bad = |d: String| c.decode_error(d);
         let (lo, hi) = (self.mint, self.maxt);
         let mut out = Vec::new();
         match c.enc {
@@ -284,25 +323,21 @@ impl Querier {
     /// Series matching every matcher with data in range, sorted by labels.
     /// Samples are decoded only when a series is iterated.
     pub fn select(&self, matchers: &[Matcher]) -> Result<SeriesSet, Error> {
-        let mut map: BTreeMap<Labels, Series> = BTreeMap::new();
         let (mint, maxt) = (self.mint, self.maxt);
-        fn entry(
-            map: &mut BTreeMap<Labels, Series>,
-            labels: Labels,
-            mint: i64,
-            maxt: i64,
-        ) -> &mut Series {
-            map.entry(labels.clone()).or_insert_with(|| Series {
-                labels,
-                floats: Vec::new(),
-                hists: Vec::new(),
-                mint,
-                maxt,
-            })
-        }
+        let series = |labels: Labels| Series {
+            labels,
+            floats: Vec::new(),
+            hists: Vec::new(),
+            mint,
+            maxt,
+        };
+        // Every source's series, blocks (oldest first) then the head; a stable sort by
+        // labels keeps that order among equal label sets, so merging them appends chunks
+        // oldest source first (later sources win ties when chunks overlap).
+        let mut all: Vec<Series> = Vec::new();
         for b in self.blocks_in_range() {
             for (labels, metas) in b.select(matchers, mint, maxt)? {
-                let s = entry(&mut map, labels, mint, maxt);
+                let mut s = series(labels);
                 for m in metas {
                     let c = SrcChunk {
                         enc: m.enc,
@@ -316,27 +351,38 @@ impl Querier {
                         s.hists.push(c);
                     }
                 }
+                all.push(s);
             }
         }
         if let Some(p) = &self.project {
-            let mut data = Vec::new();
-            for i in 0..crate::head::SHARDS as usize {
-                data.extend(p.shard(i).select(matchers, mint, maxt));
-            }
             let conv = |c: MemChunk| SrcChunk {
                 enc: c.enc,
                 mint: c.mint,
                 maxt: c.maxt,
                 bytes: ChunkBytes::Mem(c.data),
             };
-            for d in data {
-                let s = entry(&mut map, d.labels, mint, maxt);
-                s.floats.extend(d.floats.into_iter().map(conv));
-                s.hists.extend(d.hists.into_iter().map(conv));
+            for i in 0..crate::head::SHARDS as usize {
+                for d in p.shard(i).select(matchers, mint, maxt) {
+                    let mut s = series(d.labels);
+                    s.floats.extend(d.floats.into_iter().map(conv));
+                    s.hists.extend(d.hists.into_iter().map(conv));
+                    all.push(s);
+                }
+            }
+        }
+        all.sort_by(|a, b| a.labels.cmp(&b.labels));
+        let mut merged: Vec<Series> = Vec::with_capacity(all.len());
+        for s in all {
+            match merged.last_mut() {
+                Some(last) if last.labels == s.labels => {
+                    last.floats.extend(s.floats);
+                    last.hists.extend(s.hists);
+                }
+                _ => merged.push(s),
             }
         }
         Ok(SeriesSet {
-            inner: map.into_values().collect::<Vec<_>>().into_iter(),
+            inner: merged.into_iter(),
         })
     }
 

@@ -21,37 +21,39 @@ pub struct TsdbStorage<'a> {
     pub project: &'a str,
 }
 
-/// Samples are charged in batches of this many while decoding.
-const CHARGE_EVERY: usize = 4096;
-
 fn storage_err(e: tsdb::Error) -> promql::Error {
     promql::Error::Storage(e.to_string())
 }
 
 impl promql::Storage for TsdbStorage<'_> {
-    fn select(
+    fn select_each(
         &self,
         matchers: &[Matcher],
         mint_ms: i64,
         maxt_ms: i64,
         budget: &SampleBudget,
-    ) -> Result<Vec<Series>, promql::Error> {
+        f: &mut dyn FnMut(usize, Series) -> Result<(), promql::Error>,
+    ) -> Result<(), promql::Error> {
+        // Sorted by labels, each label set once (tsdb's `select` merges its sources).
         let set = self
             .db
             .querier(self.project, mint_ms, maxt_ms)
             .select(matchers)
             .map_err(storage_err)?;
-        let mut out = Vec::new();
-        for s in set {
+        let n = set.len();
+        for mut s in set {
             let mut floats = Vec::new();
-            let mut pending = 0;
-            for x in s.samples() {
-                floats.push(x.map_err(storage_err)?);
-                pending += 1;
-                if pending == CHARGE_EVERY {
-                    budget.take(pending)?;
-                    pending = 0;
+            let mut over = None;
+            s.floats_into(&mut floats, |n| match budget.take(n) {
+                Ok(()) => true,
+                Err(e) => {
+                    over = Some(e);
+                    false
                 }
+            })
+            .map_err(storage_err)?;
+            if let Some(e) = over {
+                return Err(e);
             }
             let mut histograms = Vec::new();
             if s.has_histograms() {
@@ -62,23 +64,22 @@ impl promql::Storage for TsdbStorage<'_> {
                         HistogramValue::Float(f) => f,
                     };
                     histograms.push((t, Arc::new(f)));
-                    pending += 1;
                 }
+                budget.take(histograms.len())?;
             }
-            budget.take(pending)?;
             if floats.is_empty() && histograms.is_empty() {
                 continue;
             }
-            out.push(Series {
-                metric: s.labels.clone(),
-                floats,
-                histograms,
-            });
+            f(
+                n,
+                Series {
+                    metric: std::mem::take(&mut s.labels),
+                    floats,
+                    histograms,
+                },
+            )?;
         }
-        if !out.is_sorted_by(|a, b| a.metric <= b.metric) {
-            out.sort_by(|a, b| a.metric.cmp(&b.metric));
-        }
-        Ok(out)
+        Ok(())
     }
 }
 
