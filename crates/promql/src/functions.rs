@@ -1655,7 +1655,7 @@ pub(crate) fn range_function_into(
                     if f.len() < 2 {
                         None
                     } else {
-                        Some(SampleValue::Float(linear_regression(&f, f[0].0).0))
+                        Some(SampleValue::Float(linear_regression(f, f[0].0).0))
                     }
                 }
                 "predict_linear" => {
@@ -1663,7 +1663,7 @@ pub(crate) fn range_function_into(
                     if f.len() < 2 {
                         None
                     } else {
-                        let (slope, icpt) = linear_regression(&f, rd.at[i]);
+                        let (slope, icpt) = linear_regression(f, rd.at[i]);
                         Some(SampleValue::Float(slope * param[i] + icpt))
                     }
                 }
@@ -1754,7 +1754,7 @@ pub(crate) fn range_function_into(
                         Some(SampleValue::Float(if name == "sum_over_time" {
                             kahan_sum(f.iter().copied())
                         } else {
-                            mean(&f)
+                            mean(f)
                         }))
                     }
                 }
@@ -1788,7 +1788,7 @@ pub(crate) fn range_function_into(
                     if f.is_empty() {
                         None
                     } else {
-                        let v = variance(&f);
+                        let v = variance(f);
                         Some(SampleValue::Float(if name == "stddev_over_time" {
                             v.sqrt()
                         } else {
