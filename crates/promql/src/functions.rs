@@ -190,6 +190,30 @@ pub(crate) fn group_key(m: &Labels, modifier: &Option<LabelModifier>) -> Labels 
     Labels::from_sorted_unchecked(keep)
 }
 
+/// The label pairs of `m`'s group ([`group_key`]) written as `name 0xff value 0xff …`
+/// into `out` (0xff never occurs in UTF-8, so equal bytes mean equal groups): a lookup key
+/// that costs no allocation.
+pub(crate) fn group_key_bytes(m: &Labels, modifier: &Option<LabelModifier>, out: &mut Vec<u8>) {
+    out.clear();
+    let mut put = |l: &model::Label| {
+        out.extend_from_slice(l.name.as_bytes());
+        out.push(0xff);
+        out.extend_from_slice(l.value.as_bytes());
+        out.push(0xff);
+    };
+    match modifier {
+        Some(LabelModifier::Include(by)) => m
+            .iter()
+            .filter(|l| by.labels.contains(&l.name))
+            .for_each(&mut put),
+        Some(LabelModifier::Exclude(without)) => m
+            .iter()
+            .filter(|l| l.name != METRIC_NAME && !without.labels.contains(&l.name))
+            .for_each(&mut put),
+        None => {}
+    }
+}
+
 /// Aggregates one step. `groups` holds each group's label set and members, in order of
 /// first appearance in the step (the caller groups, so that a series' group is worked out
 /// once per query, not once per step).
@@ -1849,6 +1873,50 @@ mod tests {
 
     fn names(v: &[Smp]) -> Vec<&str> {
         v.iter().map(|s| s.m.get("s").unwrap_or("")).collect()
+    }
+
+    /// The byte key the fused aggregation looks groups up by separates exactly the label
+    /// sets `group_key` separates.
+    #[test]
+    fn group_key_bytes_agree_with_group_key() {
+        use promql_parser::parser::{Expr, LabelModifier};
+        let sets: Vec<Labels> = [
+            vec![("__name__", "a"), ("job", "x"), ("i", "1")],
+            vec![("__name__", "b"), ("job", "x"), ("i", "1")],
+            vec![("__name__", "a"), ("job", "x"), ("i", "2")],
+            vec![("__name__", "a"), ("job", "xi"), ("i", "")],
+            vec![("__name__", "a"), ("jobx", ""), ("i", "1")],
+            vec![("job", "x")],
+        ]
+        .into_iter()
+        .map(|p| Labels::from_pairs(p.into_iter().filter(|(_, v)| !v.is_empty())))
+        .collect();
+        let modifier = |q: &str| -> Option<LabelModifier> {
+            match promql_parser::parser::parse(q).unwrap() {
+                Expr::Aggregate(a) => a.modifier,
+                _ => unreachable!(),
+            }
+        };
+        for q in [
+            "sum by (job) (m)",
+            "sum without (i) (m)",
+            "sum(m)",
+            "sum by (__name__, i) (m)",
+        ] {
+            let md = modifier(q);
+            for a in &sets {
+                for b in &sets {
+                    let (mut ka, mut kb) = (Vec::new(), Vec::new());
+                    group_key_bytes(a, &md, &mut ka);
+                    group_key_bytes(b, &md, &mut kb);
+                    assert_eq!(
+                        ka == kb,
+                        group_key(a, &md) == group_key(b, &md),
+                        "{q}: {a:?} vs {b:?}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]
