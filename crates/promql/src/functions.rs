@@ -71,26 +71,22 @@ fn kahan_sum(vals: impl Iterator<Item = f64>) -> f64 {
     if s.is_infinite() { s } else { s + c }
 }
 
-/// Mean as Prometheus computes it: a Kahan sum, or an incremental mean if the sum overflows.
+/// Mean as Prometheus computes it: a Kahan sum, or an incremental mean if the sum overflows;
+/// non-finite inputs decide the result on their own. One pass: the flags for NaN and the
+/// infinities are gathered beside the sums, which are then ignored if a flag decides.
 fn mean(vals: &[f64]) -> f64 {
-    // Non-finite inputs decide the result on their own (and would poison the running sums).
-    let (pos_inf, neg_inf) = (
-        vals.contains(&f64::INFINITY),
-        vals.contains(&f64::NEG_INFINITY),
-    );
-    if vals.iter().any(|v| v.is_nan()) || (pos_inf && neg_inf) {
-        return f64::NAN;
-    }
-    if pos_inf {
-        return f64::INFINITY;
-    }
-    if neg_inf {
-        return f64::NEG_INFINITY;
-    }
+    let (mut nan, mut pos_inf, mut neg_inf) = (false, false, false);
     let (mut s, mut c) = (0.0, 0.0);
     let mut incremental = false;
     let (mut m, mut mc) = (0.0, 0.0);
     for (i, &v) in vals.iter().enumerate() {
+        if !v.is_finite() {
+            nan |= v.is_nan();
+            pos_inf |= v == f64::INFINITY;
+            neg_inf |= v == f64::NEG_INFINITY;
+            // The result is decided by the flags; the sums no longer matter.
+            continue;
+        }
         if !incremental {
             let (ns, nc) = kahan_inc(v, s, c);
             if !ns.is_infinite() {
@@ -103,15 +99,19 @@ fn mean(vals: &[f64]) -> f64 {
         }
         let count = (i + 1) as f64;
         if m.is_infinite() {
-            if v.is_infinite() && (m > 0.0) == (v > 0.0) {
-                continue;
-            }
-            if !v.is_infinite() && !v.is_nan() {
-                continue;
-            }
+            continue;
         }
         let q = (count - 1.0) / count;
         (m, mc) = kahan_inc(v / count, q * m, q * mc);
+    }
+    if nan || (pos_inf && neg_inf) {
+        return f64::NAN;
+    }
+    if pos_inf {
+        return f64::INFINITY;
+    }
+    if neg_inf {
+        return f64::NEG_INFINITY;
     }
     if incremental {
         m + mc
