@@ -1300,7 +1300,10 @@ struct AggSink<'m> {
     op: String,
     modifier: &'m Option<LabelModifier>,
     steps: usize,
-    keys: Interner<Arc<Labels>>,
+    /// Group ids by [`functions::group_key_bytes`], and each group's labels.
+    by_key: std::collections::HashMap<Box<[u8]>, u32>,
+    groups: Vec<Arc<Labels>>,
+    scratch: Vec<u8>,
     /// By group, then step.
     accs: Vec<Option<FloatAcc>>,
     order: Vec<Vec<u32>>,
@@ -1316,7 +1319,9 @@ impl<'m> AggSink<'m> {
             op: op.to_string(),
             modifier,
             steps,
-            keys: Interner::default(),
+            by_key: Default::default(),
+            groups: Vec::new(),
+            scratch: Vec::new(),
             accs: Vec::new(),
             order: vec![Vec::new(); steps],
             group: 0,
@@ -1329,7 +1334,7 @@ impl<'m> AggSink<'m> {
         let AggSink {
             op,
             steps,
-            keys,
+            groups,
             accs,
             order,
             ..
@@ -1337,14 +1342,14 @@ impl<'m> AggSink<'m> {
         order
             .into_iter()
             .enumerate()
-            .map(|(i, groups)| {
-                groups
+            .map(|(i, step_groups)| {
+                step_groups
                     .into_iter()
                     .map(|g| {
                         let acc = accs[g as usize * steps + i]
                             .as_ref()
                             .expect("every listed group has an accumulator");
-                        let m = keys.get(g).clone();
+                        let m = groups[g as usize].clone();
                         Smp {
                             drop_name: acc.any_drop && m.get(METRIC_NAME).is_some(),
                             v: SampleValue::Float(acc.finish(&op)),
@@ -1362,9 +1367,17 @@ impl Sink for AggSink<'_> {
         if self.poisoned {
             return;
         }
-        let g = self
-            .keys
-            .intern(Arc::new(functions::group_key(m, self.modifier)));
+        functions::group_key_bytes(m, self.modifier, &mut self.scratch);
+        let g = match self.by_key.get(self.scratch.as_slice()) {
+            Some(&g) => g,
+            None => {
+                let g = self.groups.len() as u32;
+                self.groups
+                    .push(Arc::new(functions::group_key(m, self.modifier)));
+                self.by_key.insert(self.scratch.as_slice().into(), g);
+                g
+            }
+        };
         let need = (g as usize + 1) * self.steps;
         if need > self.accs.len() {
             if need > FUSED_MAX_ACCS {

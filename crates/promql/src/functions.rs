@@ -71,26 +71,22 @@ fn kahan_sum(vals: impl Iterator<Item = f64>) -> f64 {
     if s.is_infinite() { s } else { s + c }
 }
 
-/// Mean as Prometheus computes it: a Kahan sum, or an incremental mean if the sum overflows.
+/// Mean as Prometheus computes it: a Kahan sum, or an incremental mean if the sum overflows;
+/// non-finite inputs decide the result on their own. One pass: the flags for NaN and the
+/// infinities are gathered beside the sums, which are then ignored if a flag decides.
 fn mean(vals: &[f64]) -> f64 {
-    // Non-finite inputs decide the result on their own (and would poison the running sums).
-    let (pos_inf, neg_inf) = (
-        vals.contains(&f64::INFINITY),
-        vals.contains(&f64::NEG_INFINITY),
-    );
-    if vals.iter().any(|v| v.is_nan()) || (pos_inf && neg_inf) {
-        return f64::NAN;
-    }
-    if pos_inf {
-        return f64::INFINITY;
-    }
-    if neg_inf {
-        return f64::NEG_INFINITY;
-    }
+    let (mut nan, mut pos_inf, mut neg_inf) = (false, false, false);
     let (mut s, mut c) = (0.0, 0.0);
     let mut incremental = false;
     let (mut m, mut mc) = (0.0, 0.0);
     for (i, &v) in vals.iter().enumerate() {
+        if !v.is_finite() {
+            nan |= v.is_nan();
+            pos_inf |= v == f64::INFINITY;
+            neg_inf |= v == f64::NEG_INFINITY;
+            // The result is decided by the flags; the sums no longer matter.
+            continue;
+        }
         if !incremental {
             let (ns, nc) = kahan_inc(v, s, c);
             if !ns.is_infinite() {
@@ -103,15 +99,19 @@ fn mean(vals: &[f64]) -> f64 {
         }
         let count = (i + 1) as f64;
         if m.is_infinite() {
-            if v.is_infinite() && (m > 0.0) == (v > 0.0) {
-                continue;
-            }
-            if !v.is_infinite() && !v.is_nan() {
-                continue;
-            }
+            continue;
         }
         let q = (count - 1.0) / count;
         (m, mc) = kahan_inc(v / count, q * m, q * mc);
+    }
+    if nan || (pos_inf && neg_inf) {
+        return f64::NAN;
+    }
+    if pos_inf {
+        return f64::INFINITY;
+    }
+    if neg_inf {
+        return f64::NEG_INFINITY;
     }
     if incremental {
         m + mc
@@ -188,6 +188,30 @@ pub(crate) fn group_key(m: &Labels, modifier: &Option<LabelModifier>) -> Labels 
     };
     // A subset of a sorted, duplicate-free label set is sorted and duplicate-free.
     Labels::from_sorted_unchecked(keep)
+}
+
+/// The label pairs of `m`'s group ([`group_key`]) written as `name 0xff value 0xff …`
+/// into `out` (0xff never occurs in UTF-8, so equal bytes mean equal groups): a lookup key
+/// that costs no allocation.
+pub(crate) fn group_key_bytes(m: &Labels, modifier: &Option<LabelModifier>, out: &mut Vec<u8>) {
+    out.clear();
+    let mut put = |l: &model::Label| {
+        out.extend_from_slice(l.name.as_bytes());
+        out.push(0xff);
+        out.extend_from_slice(l.value.as_bytes());
+        out.push(0xff);
+    };
+    match modifier {
+        Some(LabelModifier::Include(by)) => m
+            .iter()
+            .filter(|l| by.labels.contains(&l.name))
+            .for_each(&mut put),
+        Some(LabelModifier::Exclude(without)) => m
+            .iter()
+            .filter(|l| l.name != METRIC_NAME && !without.labels.contains(&l.name))
+            .for_each(&mut put),
+        None => {}
+    }
 }
 
 /// Aggregates one step. `groups` holds each group's label set and members, in order of
@@ -1277,13 +1301,21 @@ fn bucket_fraction(lower: f64, upper: f64, b: &mut [(f64, f64)]) -> f64 {
     (upper_rank - lower_rank) / count
 }
 
-fn floats_of(w: &[(i64, SampleValue)]) -> Vec<(i64, f64)> {
-    w.iter()
-        .filter_map(|(t, v)| match v {
-            SampleValue::Float(f) => Some((*t, *f)),
-            SampleValue::Histogram(_) => None,
-        })
-        .collect()
+/// A window's float samples (histograms skipped), written into `buf`.
+fn fill_pairs<'b>(buf: &'b mut Vec<(i64, f64)>, w: &[(i64, SampleValue)]) -> &'b [(i64, f64)] {
+    buf.clear();
+    buf.extend(w.iter().filter_map(|(t, v)| match v {
+        SampleValue::Float(f) => Some((*t, *f)),
+        SampleValue::Histogram(_) => None,
+    }));
+    buf
+}
+
+/// A window's float values (histograms skipped), written into `buf`.
+fn fill_vals<'b>(buf: &'b mut Vec<f64>, w: &[(i64, SampleValue)]) -> &'b mut [f64] {
+    buf.clear();
+    buf.extend(w.iter().filter_map(|(_, v)| v.float()));
+    buf
 }
 
 fn linear_regression(s: &[(i64, f64)], intercept_t: i64) -> (f64, f64) {
@@ -1581,6 +1613,8 @@ pub(crate) fn range_function_into(
             continue;
         }
         let mut cur = rd.cursor();
+        // Scratch for a window's floats, reused from step to step.
+        let (mut pairs, mut vals) = (Vec::new(), Vec::new());
         for i in 0..ts.len() {
             let (lo, hi) = rd.bounds(s, i, &mut cur);
             let w = &s.pts[lo..hi];
@@ -1588,7 +1622,6 @@ pub(crate) fn range_function_into(
                 continue;
             }
             let end = rd.ends[i];
-            let fl = || floats_of(w);
             let v: Option<SampleValue> = match name {
                 "rate" | "increase" | "delta" => extrapolated(
                     ev,
@@ -1642,19 +1675,19 @@ pub(crate) fn range_function_into(
                     }
                 }
                 "deriv" => {
-                    let f = fl();
+                    let f = fill_pairs(&mut pairs, w);
                     if f.len() < 2 {
                         None
                     } else {
-                        Some(SampleValue::Float(linear_regression(&f, f[0].0).0))
+                        Some(SampleValue::Float(linear_regression(f, f[0].0).0))
                     }
                 }
                 "predict_linear" => {
-                    let f = fl();
+                    let f = fill_pairs(&mut pairs, w);
                     if f.len() < 2 {
                         None
                     } else {
-                        let (slope, icpt) = linear_regression(&f, rd.at[i]);
+                        let (slope, icpt) = linear_regression(f, rd.at[i]);
                         Some(SampleValue::Float(slope * param[i] + icpt))
                     }
                 }
@@ -1670,7 +1703,7 @@ pub(crate) fn range_function_into(
                             "invalid trend factor. Expected: 0 < tf < 1, got: {b}"
                         )));
                     }
-                    let f = fl();
+                    let f = fill_pairs(&mut pairs, w);
                     if f.len() < 2 {
                         None
                     } else {
@@ -1741,11 +1774,11 @@ pub(crate) fn range_function_into(
                         ev.warnings.push(format!("PromQL warning: encountered a mix of histograms and floats for metric name in {name}"));
                         None
                     } else {
-                        let f: Vec<f64> = fl().into_iter().map(|x| x.1).collect();
+                        let f = fill_vals(&mut vals, w);
                         Some(SampleValue::Float(if name == "sum_over_time" {
                             kahan_sum(f.iter().copied())
                         } else {
-                            mean(&f)
+                            mean(f)
                         }))
                     }
                 }
@@ -1753,7 +1786,7 @@ pub(crate) fn range_function_into(
                 | "max_over_time"
                 | "ts_of_min_over_time"
                 | "ts_of_max_over_time" => {
-                    let f = fl();
+                    let f = fill_pairs(&mut pairs, w);
                     if f.is_empty() {
                         None
                     } else {
@@ -1775,11 +1808,11 @@ pub(crate) fn range_function_into(
                     }
                 }
                 "stddev_over_time" | "stdvar_over_time" => {
-                    let f: Vec<f64> = fl().into_iter().map(|x| x.1).collect();
+                    let f = fill_vals(&mut vals, w);
                     if f.is_empty() {
                         None
                     } else {
-                        let v = variance(&f);
+                        let v = variance(f);
                         Some(SampleValue::Float(if name == "stddev_over_time" {
                             v.sqrt()
                         } else {
@@ -1788,19 +1821,19 @@ pub(crate) fn range_function_into(
                     }
                 }
                 "quantile_over_time" => {
-                    let mut f: Vec<f64> = fl().into_iter().map(|x| x.1).collect();
+                    let f = fill_vals(&mut vals, w);
                     if f.is_empty() {
                         None
                     } else {
-                        Some(SampleValue::Float(quantile(param[i], &mut f)))
+                        Some(SampleValue::Float(quantile(param[i], f)))
                     }
                 }
                 "mad_over_time" => {
-                    let mut f: Vec<f64> = fl().into_iter().map(|x| x.1).collect();
+                    let f = fill_vals(&mut vals, w);
                     if f.is_empty() {
                         None
                     } else {
-                        let med = quantile(0.5, &mut f);
+                        let med = quantile(0.5, f);
                         let mut d: Vec<f64> = f.iter().map(|x| (x - med).abs()).collect();
                         Some(SampleValue::Float(quantile(0.5, &mut d)))
                     }
@@ -1840,6 +1873,50 @@ mod tests {
 
     fn names(v: &[Smp]) -> Vec<&str> {
         v.iter().map(|s| s.m.get("s").unwrap_or("")).collect()
+    }
+
+    /// The byte key the fused aggregation looks groups up by separates exactly the label
+    /// sets `group_key` separates.
+    #[test]
+    fn group_key_bytes_agree_with_group_key() {
+        use promql_parser::parser::{Expr, LabelModifier};
+        let sets: Vec<Labels> = [
+            vec![("__name__", "a"), ("job", "x"), ("i", "1")],
+            vec![("__name__", "b"), ("job", "x"), ("i", "1")],
+            vec![("__name__", "a"), ("job", "x"), ("i", "2")],
+            vec![("__name__", "a"), ("job", "xi"), ("i", "")],
+            vec![("__name__", "a"), ("jobx", ""), ("i", "1")],
+            vec![("job", "x")],
+        ]
+        .into_iter()
+        .map(|p| Labels::from_pairs(p.into_iter().filter(|(_, v)| !v.is_empty())))
+        .collect();
+        let modifier = |q: &str| -> Option<LabelModifier> {
+            match promql_parser::parser::parse(q).unwrap() {
+                Expr::Aggregate(a) => a.modifier,
+                _ => unreachable!(),
+            }
+        };
+        for q in [
+            "sum by (job) (m)",
+            "sum without (i) (m)",
+            "sum(m)",
+            "sum by (__name__, i) (m)",
+        ] {
+            let md = modifier(q);
+            for a in &sets {
+                for b in &sets {
+                    let (mut ka, mut kb) = (Vec::new(), Vec::new());
+                    group_key_bytes(a, &md, &mut ka);
+                    group_key_bytes(b, &md, &mut kb);
+                    assert_eq!(
+                        ka == kb,
+                        group_key(a, &md) == group_key(b, &md),
+                        "{q}: {a:?} vs {b:?}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

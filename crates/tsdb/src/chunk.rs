@@ -386,6 +386,17 @@ struct BitReader<'a> {
 impl<'a> BitReader<'a> {
     #[inline]
     fn read(&mut self, n: u8) -> DecodeResult<u64> {
+        // Fast path: the bits lie in one big-endian 64-bit window of the buffer.
+        let byte = self.pos / 8;
+        let off = (self.pos % 8) as u32;
+        if n > 0
+            && off + u32::from(n) <= 64
+            && let Some(window) = self.buf.get(byte..byte + 8)
+        {
+            let w = u64::from_be_bytes(window.try_into().expect("8 bytes"));
+            self.pos += usize::from(n);
+            return Ok((w << off) >> (64 - u32::from(n)));
+        }
         let mut v = 0u64;
         let mut n = n;
         while n > 0 {

@@ -459,14 +459,6 @@ fn list_segments(dir: &Path) -> Result<(Vec<u64>, Option<u64>), Error> {
     Ok((segs, checkpoint))
 }
 
-fn read_file(path: &Path) -> Result<Vec<u8>, Error> {
-    let mut buf = Vec::new();
-    File::open(path)
-        .and_then(|mut f| f.read_to_end(&mut buf))
-        .at(path)?;
-    Ok(buf)
-}
-
 /// Capacity over which the writer replaces its buffer by a small one
 /// after a write.
 const RETAINED_BUFFER_BYTES: usize = 8 << 20;
@@ -480,16 +472,60 @@ fn is_headless(buf: &[u8]) -> bool {
     buf.len() < SEGMENT_MAGIC.len() && SEGMENT_MAGIC.starts_with(buf)
 }
 
+/// Bytes of a segment held in memory at a time while it is read (a record
+/// longer than this is read whole).
+const READ_WINDOW: usize = 8 << 20;
+
 /// Reads one segment; a torn tail is truncated when `truncate_torn`, and is
 /// corruption otherwise.
+///
+/// The file is read a window at a time, so replaying or checkpointing a
+/// 128 MiB segment holds a few MiB. A record cut by the window's end looks
+/// like a torn tail to the scan; that is only believed at the end of the
+/// file: before it, the rest of the record is read and the scan goes on
+/// (and a bad record is judged with the whole rest of the file in memory,
+/// exactly as a scan of the whole file would judge it).
 fn read_segment(
     path: &Path,
     truncate_torn: bool,
     skip: &dyn Fn(&[u8]) -> bool,
     apply: &mut dyn FnMut(Record) -> Result<(), Error>,
 ) -> Result<(), Error> {
-    let buf = read_file(path)?;
-    if is_headless(&buf) {
+    read_segment_windowed(path, READ_WINDOW, truncate_torn, skip, apply)
+}
+
+/// [`read_segment`] with a given window (tests use small ones).
+fn read_segment_windowed(
+    path: &Path,
+    window: usize,
+    truncate_torn: bool,
+    skip: &dyn Fn(&[u8]) -> bool,
+    apply: &mut dyn FnMut(Record) -> Result<(), Error>,
+) -> Result<(), Error> {
+    let window = window.max(SEGMENT_MAGIC.len());
+    let mut f = File::open(path).at(path)?;
+    let len = f.metadata().at(path)?.len();
+    let mut buf: Vec<u8> = Vec::new();
+    let read_to = |f: &mut File, buf: &mut Vec<u8>, want: usize| -> Result<(), Error> {
+        let have = buf.len();
+        if want > have {
+            buf.resize(want, 0);
+            let mut filled = have;
+            while filled < want {
+                let n = f.read(&mut buf[filled..]).at(path)?;
+                if n == 0 {
+                    break;
+                }
+                filled += n;
+            }
+            buf.truncate(filled);
+        }
+        Ok(())
+    };
+    // `pos`: the file offset of `buf[0]`; `file_read`: bytes read so far.
+    read_to(&mut f, &mut buf, window.min(len as usize))?;
+    let mut file_read = buf.len() as u64;
+    if is_headless(&buf) && file_read == len {
         // Created, header not (wholly) written: no record can be in it.
         // (Stores written before segments were created by rename can hold
         // such a file before other segments; `Wal::open` removes it.)
@@ -504,45 +540,77 @@ fn read_segment(
             ),
         ));
     }
-    let base = SEGMENT_MAGIC.len();
-    let mut it = diskio::scan(&buf[base..], MAX_RECORD);
-    for rec in it.by_ref() {
-        if skip(rec.payload) {
+    let mut pos = 0usize;
+    let mut start = SEGMENT_MAGIC.len();
+    loop {
+        let at_eof = file_read == len;
+        let base = pos + start;
+        let mut it = diskio::scan(&buf[start..], MAX_RECORD);
+        for rec in it.by_ref() {
+            if skip(rec.payload) {
+                continue;
+            }
+            let r = decode(rec.payload).map_err(|d| {
+                Error::corrupt(path, format!("record at byte {}: {d}", base + rec.offset))
+            })?;
+            apply(r)?;
+        }
+        let good = it.good_end();
+        let end = it.finish();
+        let more = match &end {
+            ScanEnd::Clean | ScanEnd::Torn { .. } => !at_eof,
+            ScanEnd::Corrupt { .. } => false,
+        };
+        if more {
+            // Keep the unread tail, then read the next window, or (when the
+            // tail is one record longer than a window, or a bad one) all
+            // that is left of the file.
+            let keep_from = start + good;
+            buf.drain(..keep_from);
+            pos += keep_from;
+            start = 0;
+            let want = if good == 0 && !matches!(end, ScanEnd::Clean) {
+                buf.len() + (len - file_read) as usize
+            } else {
+                window.max(buf.len())
+            };
+            let before = buf.len();
+            read_to(&mut f, &mut buf, want)?;
+            file_read += (buf.len() - before) as u64;
+            if buf.len() == before && file_read < len {
+                return Err(Error::corrupt(path, "the file shrank while it was read"));
+            }
             continue;
         }
-        let r = decode(rec.payload).map_err(|d| {
-            Error::corrupt(path, format!("record at byte {}: {d}", base + rec.offset))
-        })?;
-        apply(r)?;
-    }
-    match it.finish() {
-        ScanEnd::Clean => Ok(()),
-        ScanEnd::Torn { good_end, reason } if truncate_torn => {
-            let f = OpenOptions::new().write(true).open(path).at(path)?;
-            f.set_len((base + good_end) as u64).at(path)?;
-            f.sync_all().at(path)?;
-            let _ = reason;
-            Ok(())
-        }
-        ScanEnd::Torn { good_end, reason } => Err(Error::corrupt(
-            path,
-            format!(
-                "bad record at byte {} in a segment that is not the last: {reason}",
-                base + good_end
-            ),
-        )),
-        ScanEnd::Corrupt {
-            offset,
-            next_valid,
-            reason,
-        } => Err(Error::corrupt(
-            path,
-            format!(
-                "bad record at byte {} ({reason}) followed by a valid one at byte {}: damage, not a torn write",
-                base + offset,
-                base + next_valid
-            ),
-        )),
+        return match end {
+            ScanEnd::Clean => Ok(()),
+            ScanEnd::Torn { good_end, reason } if truncate_torn => {
+                let f = OpenOptions::new().write(true).open(path).at(path)?;
+                f.set_len((base + good_end) as u64).at(path)?;
+                f.sync_all().at(path)?;
+                let _ = reason;
+                Ok(())
+            }
+            ScanEnd::Torn { good_end, reason } => Err(Error::corrupt(
+                path,
+                format!(
+                    "bad record at byte {} in a segment that is not the last: {reason}",
+                    base + good_end
+                ),
+            )),
+            ScanEnd::Corrupt {
+                offset,
+                next_valid,
+                reason,
+            } => Err(Error::corrupt(
+                path,
+                format!(
+                    "bad record at byte {} ({reason}) followed by a valid one at byte {}: damage, not a torn write",
+                    base + offset,
+                    base + next_valid
+                ),
+            )),
+        };
     }
 }
 
@@ -910,6 +978,71 @@ fn writer(shared: Arc<Shared>, mut file: File, mut segment: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Reads `bytes` as a segment with the given window: the records, or the
+    /// error, and the file's length afterwards.
+    fn read_with(
+        bytes: &[u8],
+        window: usize,
+        truncate: bool,
+    ) -> (Result<Vec<Record>, String>, u64) {
+        // One path for every call (they run one after another), so that
+        // errors naming it compare equal.
+        let dir = std::env::temp_dir().join(format!("fd-wal-window-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("seg");
+        fs::write(&path, bytes).unwrap();
+        let mut got = Vec::new();
+        let r = read_segment_windowed(&path, window, truncate, &|_| false, &mut |rec| {
+            got.push(rec);
+            Ok(())
+        });
+        let len = fs::metadata(&path).unwrap().len();
+        fs::remove_dir_all(&dir).unwrap();
+        (r.map(|()| got).map_err(|e| e.to_string()), len)
+    }
+
+    #[test]
+    fn reading_by_windows_gives_what_reading_whole_gives() {
+        let mut seg = SEGMENT_MAGIC.to_vec();
+        let mut ends = Vec::new();
+        for i in 0..40u32 {
+            let rec = Record::Samples {
+                project: 1,
+                samples: (0..(i % 7) * 9 + 1)
+                    .map(|k| (k, i64::from(i), f64::from(k)))
+                    .collect(),
+            };
+            let mut payload = Vec::new();
+            encode(&mut payload, &rec);
+            diskio::encode_record(&mut seg, &payload).unwrap();
+            ends.push(seg.len());
+        }
+        let whole = read_with(&seg, 1 << 30, false);
+        assert_eq!(whole.0.as_ref().map(Vec::len), Ok(40));
+        // Torn: the last record cut short. Damage: a byte of an early record
+        // flipped (valid records follow).
+        let torn = &seg[..seg.len() - 5];
+        let mut damaged = seg.clone();
+        damaged[ends[3] + 10] ^= 0x40;
+        for window in [1, 9, 64, 300, 4096] {
+            assert_eq!(read_with(&seg, window, false), whole, "window {window}");
+            for case in [torn, &damaged[..]] {
+                for truncate in [false, true] {
+                    assert_eq!(
+                        read_with(case, window, truncate),
+                        read_with(case, 1 << 30, truncate),
+                        "window {window}, truncate {truncate}"
+                    );
+                }
+            }
+        }
+        // What those cases are, read whole: 39 records and a truncated tail;
+        // an error naming damage.
+        assert_eq!(read_with(torn, 1 << 30, true).1, ends[38] as u64);
+        let err = read_with(&damaged, 1 << 30, false).0.unwrap_err();
+        assert!(err.contains("damage, not a torn write"), "{err}");
+    }
 
     #[test]
     fn records_round_trip() {

@@ -542,3 +542,18 @@ fn grafana_needs_engine_panel() {
         assert!((v - 0.5).abs() < 1e-9, "p90 at {t} is {v}, want 0.5");
     }
 }
+
+/// `timeout` shortens the server's query timeout for one query, as in Prometheus: a
+/// query given none answers, the same query given `timeout=0s` is a 503 "timeout".
+#[test]
+fn a_query_timeout_parameter_cuts_a_query_short() {
+    let g = Grafana::start();
+    let q = format!("query=http_requests_total&{}&step=1", g.range());
+    let a = g.get("/api/v1/query_range", &q);
+    assert_eq!(a.status, 200, "{}", a.json);
+    let a = g.get("/api/v1/query_range", &format!("{q}&timeout=0s"));
+    assert_eq!(a.status, 503, "{}", a.json);
+    assert_eq!(a.json["errorType"], "timeout", "{}", a.json);
+    let a = g.get("/api/v1/query_range", &format!("{q}&timeout=soon"));
+    assert_eq!(a.status, 400, "{}", a.json);
+}

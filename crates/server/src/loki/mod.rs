@@ -1,7 +1,7 @@
 //! The log data plane: Loki's push API (`POST /loki/api/v1/push`) and
 //! OTLP/HTTP logs (`POST /v1/logs`) into the `logstore`, with Loki's
-//! per-project limits; and the store's upkeep (flush, retention,
-//! compaction) on timers.
+//! per-project limits ([`write`], [`limits`]); Loki's query API ([`read`]);
+//! and the store's upkeep (flush, retention, compaction) on timers.
 //!
 //! Authentication and the choice of project are the metric data plane's
 //! ([`crate::prom::data_layer`]): the scope needed is `logs:write` for the
@@ -9,6 +9,7 @@
 //! project token writes to its own project only.
 
 pub mod limits;
+pub mod read;
 pub mod write;
 
 use std::collections::HashMap;
@@ -17,7 +18,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::post;
+use axum::routing::{get, post};
 
 use crate::AppState;
 use crate::telemetry::Family;
@@ -128,11 +129,31 @@ pub fn routes(st: AppState) -> Router<AppState> {
     Router::new()
         .route("/loki/api/v1/push", post(write::push))
         .route("/v1/logs", post(write::otlp_logs))
+        .route(
+            "/loki/api/v1/query_range",
+            get(read::query_range).post(read::query_range),
+        )
+        .route("/loki/api/v1/query", get(read::query).post(read::query))
+        .route("/loki/api/v1/labels", get(read::labels).post(read::labels))
+        .route(
+            "/loki/api/v1/label/{name}/values",
+            get(read::label_values).post(read::label_values),
+        )
+        .route("/loki/api/v1/series", get(read::series).post(read::series))
+        .route(
+            "/loki/api/v1/index/stats",
+            get(read::index_stats).post(read::index_stats),
+        )
+        .route("/loki/api/v1/detected_labels", get(read::detected_labels))
+        .route("/loki/api/v1/status/buildinfo", get(read::buildinfo))
+        .route("/loki/api/v1/tail", get(read::tail))
         .layer(axum::middleware::from_fn_with_state(
             st.clone(),
             crate::prom::data_layer,
         ))
         .layer(DefaultBodyLimit::max(max))
+        // Loki's readiness probe, unauthenticated like `/-/ready`.
+        .route("/ready", get(read::ready))
 }
 
 /// Flushes due heads every 10 s (or `flush_age`, if shorter), and every

@@ -199,12 +199,23 @@ pub fn json_labels(out: &mut String, l: &Labels) {
 /// at least) when `|v| < 1e-6` or `|v| >= 1e21`, plain (`0.000035`,
 /// `123456`) otherwise; `NaN`, `+Inf`, `-Inf`.
 pub fn format_value(v: f64) -> String {
+    let mut s = String::new();
+    write_value(&mut s, v);
+    s
+}
+
+/// [`format_value`], written into `out` (no allocation for the usual values).
+pub fn write_value(out: &mut String, v: f64) {
     if v.is_nan() {
-        "NaN".into()
+        out.push_str("NaN");
     } else if v == f64::INFINITY {
-        "+Inf".into()
+        out.push_str("+Inf");
     } else if v == f64::NEG_INFINITY {
-        "-Inf".into()
+        out.push_str("-Inf");
+    } else if v.fract() == 0.0 && v.abs() < 1e15 && !(v == 0.0 && v.is_sign_negative()) {
+        // Whole numbers (counters, gauges of bytes): integer formatting is exact here
+        // and what the shortest float form would print.
+        let _ = write!(out, "{}", v as i64);
     } else if v != 0.0 && (v.abs() < 1e-6 || v.abs() >= 1e21) {
         // Rust's `{:e}` is shortest too, but writes `6.01e-7`, `1.5e21`.
         let s = format!("{v:e}");
@@ -213,9 +224,9 @@ pub fn format_value(v: f64) -> String {
             Some(d) => ('-', d),
             None => ('+', exp),
         };
-        format!("{mantissa}e{sign}{digits:0>2}")
+        let _ = write!(out, "{mantissa}e{sign}{digits:0>2}");
     } else {
-        format!("{v}")
+        let _ = write!(out, "{v}");
     }
 }
 
@@ -224,7 +235,7 @@ pub fn json_point(out: &mut String, t_ms: i64, v: f64) {
     out.push('[');
     json_time(out, t_ms);
     out.push_str(",\"");
-    out.push_str(&format_value(v));
+    write_value(out, v);
     out.push_str("\"]");
 }
 
@@ -433,6 +444,9 @@ mod tests {
             (1.5e21, "1.5e+21"),
             (-1.7976931348623157e308, "-1.7976931348623157e+308"),
             (0.6000000000000001, "0.6000000000000001"),
+            (-42.0, "-42"),
+            (999_999_999_999_999.0, "999999999999999"),
+            (1e15, "1000000000000000"),
         ] {
             assert_eq!(format_value(v), want, "{v:e}");
         }

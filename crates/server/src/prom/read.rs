@@ -68,6 +68,8 @@ impl Drop for CancelOnDrop {
 }
 
 /// Evaluates on the blocking pool: an instant query when `range` is `None`.
+/// `timeout` (a duration) shortens the server's query timeout for one query, as in
+/// Prometheus; it never lengthens it.
 async fn evaluate(
     m: Arc<super::MetricsStore>,
     project: String,
@@ -75,6 +77,7 @@ async fn evaluate(
     at: i64,
     range: Option<(i64, i64)>,
     lookback_ms: Option<i64>,
+    timeout_ms: Option<i64>,
 ) -> Result<String, PromError> {
     let guard = CancelOnDrop(Arc::new(AtomicBool::new(false)));
     let qopts = promql::QueryOptions {
@@ -82,8 +85,16 @@ async fn evaluate(
         lookback_delta_ms: lookback_ms,
     };
     let r = blocking(move || {
+        let timeout = match timeout_ms {
+            Some(t) => m
+                .query
+                .timeout
+                .min(std::time::Duration::from_millis(t.max(0) as u64)),
+            None => m.query.timeout,
+        };
         let engine = promql::Engine::new(promql::EngineOptions {
             lookback_delta_ms: m.lookback_ms,
+            timeout,
             ..m.query.clone()
         });
         let storage = TsdbStorage {
@@ -135,7 +146,17 @@ pub async fn query(
         let query = query_param(&p)?;
         let t = parse_time(&p, "time", now)?;
         let lookback = parse_duration(&p, "lookback_delta")?;
-        evaluate(m, dc.project.name.clone(), query, t, None, lookback).await
+        let timeout = parse_duration(&p, "timeout")?;
+        evaluate(
+            m,
+            dc.project.name.clone(),
+            query,
+            t,
+            None,
+            lookback,
+            timeout,
+        )
+        .await
     }
     .await;
     respond_body(r)
@@ -173,7 +194,8 @@ pub async fn query_range(
             ));
         }
         let lookback = parse_duration(&p, "lookback_delta")?;
-        evaluate(m, dc.project.name.clone(), query, start, Some((end, step)), lookback).await
+        let timeout = parse_duration(&p, "timeout")?;
+        evaluate(m, dc.project.name.clone(), query, start, Some((end, step)), lookback, timeout).await
     }
     .await;
     respond_body(r)
