@@ -306,6 +306,45 @@ fn loki_and_otlp_pushes_are_stored_and_limits_refuse_with_4xx() {
     let r = otlp("application/x-protobuf", b"\xff\xff\xff".to_vec());
     assert_eq!(r.status, 400, "{}", r.body);
 
+    // The read side sees the pushed lines (logs:read; logs:write alone is not enough).
+    let (_, reader) = s.token_in("shop", &["logs:read"]);
+    let q = format!(
+        "/loki/api/v1/query_range?query=%7Bjob%3D%22api%22%7D&start={}&end={}&direction=forward&limit=100",
+        t0,
+        t0 + 10
+    );
+    let r = call(
+        "GET",
+        &s.url(&q),
+        &[("authorization", &format!("Bearer {reader}"))],
+        None,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    // (metadata splits the stream in Loki's JSON: merge, then order by time)
+    let mut values: Vec<(String, String)> = r.json()["data"]["result"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{}", r.body))
+        .iter()
+        .flat_map(|st| st["values"].as_array().unwrap().clone())
+        .map(|v| {
+            (
+                v[0].as_str().unwrap().to_string(),
+                v[1].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    values.sort();
+    let lines: Vec<String> = values.into_iter().map(|v| v.1).collect();
+    assert_eq!(
+        lines,
+        ["json one", "json two", "gzip three", "partial ok"],
+        "{}",
+        r.body
+    );
+    let r = call("GET", &s.url(&q), &[("authorization", &auth)], None);
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert_eq!(call("GET", &s.url("/ready"), &[], None).status, 200);
+
     s.kill9();
     let rows = stored(&s.data_dir, "shop");
     let got: Vec<(String, i64, String)> = rows
