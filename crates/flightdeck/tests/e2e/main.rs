@@ -14,6 +14,7 @@ mod isolation;
 mod log_name;
 mod logs;
 mod logs_clients;
+mod loki_read;
 mod metrics;
 mod monitor;
 mod openapi;
