@@ -102,6 +102,13 @@ impl FilesConfig {
     }
 }
 
+/// Checks a glob pattern's syntax (for configuration errors).
+pub fn check_pattern(p: &str) -> Result<(), String> {
+    glob::Pattern::new(p)
+        .map(|_| ())
+        .map_err(|e| format!("invalid glob pattern at byte {}: {}", e.pos, e.msg))
+}
+
 /// Why the tailer could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum TailError {

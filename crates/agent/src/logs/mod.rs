@@ -80,7 +80,7 @@ pub struct Running {
 }
 
 impl Running {
-    pub(crate) fn new(
+    pub fn new(
         stop: Arc<AtomicBool>,
         thread: JoinHandle<()>,
         on_stop: Option<Box<dyn FnOnce() + Send>>,
