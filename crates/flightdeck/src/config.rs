@@ -35,6 +35,9 @@ pub struct FileConfig {
     pub audit: FileAudit,
     #[serde(default)]
     pub metrics: FileMetrics,
+    /// `[logs]`: host logs (`logs.self_logs`, `[logs.sources]`).
+    #[serde(default)]
+    pub logs: crate::hostlogs_config::FileLogs,
     /// Prometheus' `scrape_configs` (a subset; see `agent::scrape`).
     #[serde(default)]
     pub scrape_configs: Vec<agent::scrape::ScrapeConfig>,
@@ -176,6 +179,17 @@ pub struct Overrides {
     /// How long metric samples are kept (`metrics.retention`) [default: 15d].
     #[arg(long, env = "FLIGHTDECK_METRICS_RETENTION")]
     pub metrics_retention: Option<String>,
+    /// Store Flightdeck's own log events in the default project under
+    /// job="flightdeck" (`logs.self_logs`) [default: true].
+    #[arg(long, env = "FLIGHTDECK_LOGS_SELF_LOGS")]
+    pub logs_self_logs: Option<bool>,
+    /// Tail the files of `[[logs.sources.files]]` (default /var/log/*.log,
+    /// /var/log/syslog) into the default project; false turns tailing off [default: true].
+    #[arg(long, env = "FLIGHTDECK_LOGS_FILES")]
+    pub logs_files: Option<bool>,
+    /// Follow the systemd journal when present (`logs.sources.journal.enabled`) [default: true].
+    #[arg(long, env = "FLIGHTDECK_LOGS_JOURNAL")]
+    pub logs_journal: Option<bool>,
 }
 
 /// The metric store's settings (`[metrics]`).
@@ -207,6 +221,7 @@ pub struct Config {
     pub server: server::ServerOptions,
     pub audit: AuditSettings,
     pub metrics: MetricsSettings,
+    pub host_logs: crate::hostlogs_config::HostLogSettings,
 }
 
 /// The audit log settings of the configuration (`[audit]`).
@@ -356,6 +371,7 @@ pub fn load(o: &Overrides) -> Result<Config, ConfigError> {
         ));
     }
     let metrics = metrics_settings(o, file.metrics, &file.scrape_configs)?;
+    let host_logs = crate::hostlogs_config::host_log_settings(o, file.logs)?;
     Ok(Config {
         metrics,
         audit: AuditSettings {
@@ -370,6 +386,7 @@ pub fn load(o: &Overrides) -> Result<Config, ConfigError> {
         listen,
         organization,
         log_level,
+        host_logs,
         server: server::ServerOptions {
             max_body_bytes: max_body as usize,
             session_ttl: duration(

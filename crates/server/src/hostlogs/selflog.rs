@@ -295,6 +295,8 @@ impl SelfLogs {
         let mut failing = false;
         let mut dropped_seen = 0;
         loop {
+            // Once stopping, one last pass over what is queued, then out.
+            let stopping = stop.load(Ordering::SeqCst);
             let first = match self.rx.recv_timeout(Duration::from_millis(200)) {
                 Ok(r) => Some(r),
                 Err(RecvTimeoutError::Timeout) => None,
@@ -315,7 +317,7 @@ impl SelfLogs {
                 }
             }
             if batch.is_empty() {
-                if stop.load(Ordering::SeqCst) {
+                if stopping {
                     return;
                 }
                 continue;
@@ -335,6 +337,9 @@ impl SelfLogs {
                         failing = true;
                     }
                 }
+            }
+            if stopping {
+                return;
             }
         }
     }
