@@ -11,7 +11,11 @@
 //! - [`scrape`]: pulls Prometheus targets (`scrape_configs`): schedules each
 //!   target, fetches its exposition over HTTP, parses and relabels it with
 //!   `ingest`, adds `up` and the other scrape series, writes staleness
-//!   markers, and hands every scrape to a [`scrape::Sink`].
+//!   markers, and hands every scrape to a [`scrape::Sink`];
+//! - [`logs`]: host logs — files tailed by glob pattern with rotation,
+//!   truncation and saved positions ([`logs::files`]), the systemd journal
+//!   through `journalctl` ([`logs::journal`]), handed to a [`logs::LogSink`]
+//!   that acknowledges durable lines.
 //!
 //! It is *not* storage and not an HTTP server: what it collects goes to
 //! whoever runs it (`flightdeck serve` writes into the metric store through
@@ -21,6 +25,7 @@
 
 pub mod collected;
 pub mod host;
+pub mod logs;
 pub mod process;
 pub mod push;
 pub mod scrape;

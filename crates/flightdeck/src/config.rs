@@ -35,6 +35,8 @@ pub struct FileConfig {
     pub audit: FileAudit,
     #[serde(default)]
     pub metrics: FileMetrics,
+    /// `[logs]`: the log store's limits and upkeep, and host logs
+    /// (`logs.self_logs`, `[logs.sources]`).
     #[serde(default)]
     pub logs: FileLogs,
     /// Prometheus' `scrape_configs` (a subset; see `agent::scrape`).
@@ -94,6 +96,11 @@ pub struct FileLogs {
     pub ingestion_rate_mb: Option<f64>,
     pub ingestion_burst_size_mb: Option<f64>,
     pub max_streams_per_project: Option<usize>,
+    /// Flightdeck's own log events into the default project (`logs.self_logs`).
+    pub self_logs: Option<bool>,
+    /// Host log sources, `[logs.sources]` (read in `hostlogs_config`).
+    #[serde(default)]
+    pub sources: crate::hostlogs_config::FileSources,
     /// Per-project overrides: `[logs.projects.<slug>]`.
     #[serde(default)]
     pub projects: std::collections::BTreeMap<String, FileLogLimits>,
@@ -227,6 +234,17 @@ pub struct Overrides {
     /// How long metric samples are kept (`metrics.retention`) [default: 15d].
     #[arg(long, env = "FLIGHTDECK_METRICS_RETENTION")]
     pub metrics_retention: Option<String>,
+    /// Store Flightdeck's own log events in the default project under
+    /// job="flightdeck" (`logs.self_logs`) [default: true].
+    #[arg(long, env = "FLIGHTDECK_LOGS_SELF_LOGS")]
+    pub logs_self_logs: Option<bool>,
+    /// Tail the files of `[[logs.sources.files]]` (default /var/log/*.log,
+    /// /var/log/syslog) into the default project; false turns tailing off [default: true].
+    #[arg(long, env = "FLIGHTDECK_LOGS_FILES")]
+    pub logs_files: Option<bool>,
+    /// Follow the systemd journal when present (`logs.sources.journal.enabled`) [default: true].
+    #[arg(long, env = "FLIGHTDECK_LOGS_JOURNAL")]
+    pub logs_journal: Option<bool>,
 }
 
 /// The metric store's settings (`[metrics]`).
@@ -259,6 +277,7 @@ pub struct Config {
     pub audit: AuditSettings,
     pub metrics: MetricsSettings,
     pub logs: server::loki::LogsConfig,
+    pub host_logs: crate::hostlogs_config::HostLogSettings,
 }
 
 /// The audit log settings of the configuration (`[audit]`).
@@ -408,7 +427,15 @@ pub fn load(o: &Overrides) -> Result<Config, ConfigError> {
         ));
     }
     let metrics = metrics_settings(o, file.metrics, &file.scrape_configs)?;
-    let logs = logs_settings(file.logs)?;
+    let mut file_logs = file.logs;
+    let host_logs = crate::hostlogs_config::host_log_settings(
+        o,
+        crate::hostlogs_config::FileLogs {
+            self_logs: file_logs.self_logs.take(),
+            sources: std::mem::take(&mut file_logs.sources),
+        },
+    )?;
+    let logs = logs_settings(file_logs)?;
     Ok(Config {
         metrics,
         logs,
@@ -424,6 +451,7 @@ pub fn load(o: &Overrides) -> Result<Config, ConfigError> {
         listen,
         organization,
         log_level,
+        host_logs,
         server: server::ServerOptions {
             max_body_bytes: max_body as usize,
             session_ttl: duration(

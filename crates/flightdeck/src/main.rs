@@ -5,6 +5,8 @@
 mod agent_cmd;
 mod audit_cmd;
 mod config;
+mod hostlogs;
+mod hostlogs_config;
 mod promqltest_cmd;
 
 use std::io::Write;
@@ -64,8 +66,16 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            init_tracing(&cfg.log_level);
-            match serve(cfg) {
+            // The self-log layer catches events from the start; its
+            // receiving end is started once the log store is open.
+            let (layer, self_logs) = if cfg.host_logs.self_logs {
+                let (l, r) = server::hostlogs::selflog::self_logs(SELF_LOG_QUEUE);
+                (Some(l), Some(r))
+            } else {
+                (None, None)
+            };
+            init_tracing_with(&cfg.log_level, layer);
+            match serve(cfg, self_logs) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("flightdeck: {e:#}");
@@ -94,11 +104,25 @@ fn main() -> ExitCode {
     }
 }
 
+/// Flightdeck's own log events queued for the log store at most; more are
+/// dropped and counted (`flightdeck_self_logs_dropped_total`).
+const SELF_LOG_QUEUE: usize = 8192;
+
 fn init_tracing(filter: &str) {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+    init_tracing_with(filter, None);
+}
+
+/// stderr, plus the self-log layer when given; the filter applies to both.
+fn init_tracing_with(filter: &str, self_logs: Option<server::hostlogs::selflog::SelfLogLayer>) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    let _ = tracing_subscriber::registry()
+        .with(tracing_subscriber::EnvFilter::new(filter))
+        .with(fmt)
+        .with(self_logs)
         .try_init();
 }
 
@@ -135,7 +159,10 @@ pub fn open_stores(
     Ok((Arc::new(meta), audit))
 }
 
-fn serve(cfg: config::Config) -> anyhow::Result<()> {
+fn serve(
+    cfg: config::Config,
+    self_logs: Option<server::hostlogs::selflog::SelfLogs>,
+) -> anyhow::Result<()> {
     let (meta, audit) = open_stores(
         &cfg.data_dir,
         audit::Options {
@@ -167,6 +194,8 @@ fn serve(cfg: config::Config) -> anyhow::Result<()> {
     for (project, n) in &cfg.metrics.project_series {
         db.set_series_limit(project, *n);
     }
+    // One log store serves the Loki/OTLP push and read APIs and the host logs
+    // (files, journal, own events); its directory is locked while open.
     let logs_dir = cfg.data_dir.join("logs");
     let logs = server::loki::Logs::open(&logs_dir, cfg.logs.clone())
         .with_context(|| format!("cannot open the log store in {}", logs_dir.display()))?;
@@ -233,9 +262,22 @@ fn serve(cfg: config::Config) -> anyhow::Result<()> {
                 cfg.metrics.host_metrics_interval,
             ));
         }
-        server::serve(listener, state, shutdown_signal())
+        let host_logs = Some(log_store.clone()).map(|store| {
+            hostlogs::start(
+                &cfg.host_logs,
+                &cfg.data_dir,
+                store,
+                self_logs,
+                state.telemetry.clone(),
+            )
+        });
+        let served = server::serve(listener, state, shutdown_signal())
             .await
-            .context("server failed")
+            .context("server failed");
+        if let Some(h) = host_logs {
+            h.stop();
+        }
+        served
     });
     audit.shutdown();
     // Acknowledged lines are in the WAL already; closing writes what is

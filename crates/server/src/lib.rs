@@ -17,6 +17,7 @@ pub mod auth;
 pub mod bootstrap;
 pub mod cache;
 pub mod error;
+pub mod hostlogs;
 pub mod listen;
 pub mod loki;
 pub mod openapi;

@@ -4,6 +4,8 @@
 //! by the test.
 
 mod config;
+mod logs_files;
+mod logs_journal;
 mod manager;
 mod scrape;
 

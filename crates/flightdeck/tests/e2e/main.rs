@@ -10,6 +10,7 @@ mod crash;
 mod credential_cache;
 mod failures;
 mod grafana;
+mod hostlogs;
 mod isolation;
 mod log_name;
 mod logs;
