@@ -76,6 +76,25 @@ pub struct OtlpDecoded {
 /// Messages kept per request; the count stays exact beyond it.
 pub const MAX_MESSAGES: usize = 100;
 
+/// Whether an OTLP/HTTP body is JSON (`true`) or protobuf (`false`), from its
+/// `Content-Type` (parameters ignored); any other type is refused with the message to
+/// answer (415). Metrics and logs decide alike.
+pub fn content_is_json(content_type: &str) -> Result<bool, String> {
+    let mime = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    match mime.as_str() {
+        "application/json" => Ok(true),
+        "application/x-protobuf" | "application/protobuf" => Ok(false),
+        _ => Err(format!(
+            "unsupported Content-Type {content_type:?}: OTLP/HTTP takes application/x-protobuf or application/json"
+        )),
+    }
+}
+
 /// Decodes an OTLP/HTTP protobuf body.
 pub fn decode_metrics_protobuf(body: &[u8]) -> Result<OtlpDecoded, DecodeError> {
     use prost::Message;
@@ -993,6 +1012,19 @@ pub fn translate(req: &ExportMetricsServiceRequest) -> OtlpDecoded {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn content_type_picks_the_encoding_or_refuses() {
+        assert_eq!(content_is_json("application/json; charset=utf-8"), Ok(true));
+        assert_eq!(content_is_json("Application/X-Protobuf"), Ok(false));
+        assert_eq!(content_is_json("application/protobuf"), Ok(false));
+        assert!(
+            content_is_json("text/plain")
+                .unwrap_err()
+                .contains("text/plain")
+        );
+        assert!(content_is_json("").is_err());
+    }
 
     #[test]
     fn float_texts() {

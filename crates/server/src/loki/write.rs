@@ -287,26 +287,11 @@ pub async fn otlp_logs(
         Ok(l) => l,
         Err(e) => return e.into_response(),
     };
-    let ct = header_str(&headers, header::CONTENT_TYPE)
-        .unwrap_or("")
-        .to_string();
-    let mime = ct
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    let json = match mime.as_str() {
-        "application/json" => true,
-        "application/x-protobuf" | "application/protobuf" => false,
-        _ => {
-            return PushError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                format!(
-                    "unsupported Content-Type {ct:?}: OTLP/HTTP takes application/x-protobuf or application/json"
-                ),
-            )
-            .into_response();
+    let ct = header_str(&headers, header::CONTENT_TYPE).unwrap_or("");
+    let json = match ingest::otlp::content_is_json(ct) {
+        Ok(json) => json,
+        Err(msg) => {
+            return PushError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, msg).into_response();
         }
     };
     let encoding = header_str(&headers, header::CONTENT_ENCODING).map(str::to_string);

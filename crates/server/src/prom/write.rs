@@ -357,24 +357,11 @@ pub async fn otlp_metrics(
         Ok(m) => m,
         Err(e) => return e.into_response(),
     };
-    let ct = header(&headers, header::CONTENT_TYPE)
-        .unwrap_or("")
-        .to_string();
-    let mime = ct
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    let json = match mime.as_str() {
-        "application/json" => true,
-        "application/x-protobuf" | "application/protobuf" => false,
-        _ => {
-            return PromError::new(
-                ErrorType::UnsupportedMediaType,
-                format!("unsupported Content-Type {ct:?}: OTLP/HTTP takes application/x-protobuf or application/json"),
-            )
-            .into_response();
+    let ct = header(&headers, header::CONTENT_TYPE).unwrap_or("");
+    let json = match ingest::otlp::content_is_json(ct) {
+        Ok(json) => json,
+        Err(msg) => {
+            return PromError::new(ErrorType::UnsupportedMediaType, msg).into_response();
         }
     };
     let encoding = header(&headers, header::CONTENT_ENCODING).map(str::to_string);
