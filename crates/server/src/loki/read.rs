@@ -564,6 +564,55 @@ async fn blocking<T: Send + 'static>(
         .map_err(LokiError::internal)?
 }
 
+/// What a metadata endpoint reads: the store, the caller's project, the range.
+struct Meta<'a> {
+    store: &'a logstore::Store,
+    project: &'a str,
+    start: i64,
+    end: i64,
+}
+
+/// The skeleton every metadata endpoint shares: parameters (query string or form), the
+/// store, `start`/`end` (default the last 6 h), then `f` on the blocking pool; its
+/// `Ok` is the JSON body.
+async fn metadata(
+    st: &AppState,
+    dc: &DataCaller,
+    q: Option<String>,
+    headers: &HeaderMap,
+    body: &Bytes,
+    f: impl FnOnce(&Params, Meta<'_>) -> Result<String, LokiError> + Send + 'static,
+) -> Response {
+    let p = params(q, headers, body);
+    let r = async {
+        let store = log_store(st)?;
+        let (start, end) = meta_range(&p, st.now())?;
+        let project = dc.project.name.clone();
+        blocking(move || {
+            f(
+                &p,
+                Meta {
+                    store: &store,
+                    project: &project,
+                    start,
+                    end,
+                },
+            )
+        })
+        .await
+    }
+    .await;
+    reply(r)
+}
+
+/// The matchers of an optional `query` selector (none: every stream).
+fn optional_selector(p: &Params) -> Result<Vec<Matcher>, LokiError> {
+    match p.get("query").filter(|q| !q.trim().is_empty()) {
+        Some(q) => selector(q),
+        None => Ok(Vec::new()),
+    }
+}
+
 /// `GET|POST /loki/api/v1/labels`
 pub async fn labels(
     State(st): State<AppState>,
@@ -572,36 +621,24 @@ pub async fn labels(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let p = params(q, &headers, &body);
-    let r = async {
-        let store = log_store(&st)?;
-        let (start, end) = meta_range(&p, st.now())?;
-        let matchers = p
-            .get("query")
-            .filter(|q| !q.trim().is_empty())
-            .map(selector)
-            .transpose()?;
-        let project = dc.project.name.clone();
-        blocking(move || {
-            let names = match matchers {
-                None => store.labels(&project, start, end),
-                Some(ms) => {
-                    let mut names: Vec<String> = store
-                        .series(&project, &ms, start, end)
-                        .iter()
-                        .flat_map(|l| l.iter().map(|x| x.name.clone()).collect::<Vec<_>>())
-                        .collect();
-                    names.sort();
-                    names.dedup();
-                    names
-                }
-            };
-            Ok(string_list(&names))
-        })
-        .await
-    }
-    .await;
-    reply(r)
+    metadata(&st, &dc, q, &headers, &body, |p, m| {
+        let ms = optional_selector(p)?;
+        let names = if ms.is_empty() {
+            m.store.labels(m.project, m.start, m.end)
+        } else {
+            let mut names: Vec<String> = m
+                .store
+                .series(m.project, &ms, m.start, m.end)
+                .iter()
+                .flat_map(|l| l.iter().map(|x| x.name.clone()).collect::<Vec<_>>())
+                .collect();
+            names.sort();
+            names.dedup();
+            names
+        };
+        Ok(string_list(&names))
+    })
+    .await
 }
 
 /// `GET|POST /loki/api/v1/label/<name>/values`
@@ -613,37 +650,20 @@ pub async fn label_values(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let p = params(q, &headers, &body);
-    let r = async {
-        let store = log_store(&st)?;
-        let (start, end) = meta_range(&p, st.now())?;
-        let matchers = match p.get("query").filter(|q| !q.trim().is_empty()) {
-            Some(q) => selector(q)?,
-            None => Vec::new(),
-        };
-        let project = dc.project.name.clone();
-        blocking(move || {
-            Ok(string_list(
-                &store.label_values(&project, &name, start, end, &matchers),
-            ))
-        })
-        .await
-    }
-    .await;
-    reply(r)
+    metadata(&st, &dc, q, &headers, &body, move |p, m| {
+        let ms = optional_selector(p)?;
+        Ok(string_list(
+            &m.store.label_values(m.project, &name, m.start, m.end, &ms),
+        ))
+    })
+    .await
 }
 
 /// The union of the streams every `match[]` selects.
-fn matching_series(
-    store: &logstore::Store,
-    project: &str,
-    selectors: &[Vec<Matcher>],
-    start: i64,
-    end: i64,
-) -> Vec<Labels> {
+fn matching_series(m: &Meta<'_>, selectors: &[Vec<Matcher>]) -> Vec<Labels> {
     let mut all: Vec<Labels> = selectors
         .iter()
-        .flat_map(|ms| store.series(project, ms, start, end))
+        .flat_map(|ms| m.store.series(m.project, ms, m.start, m.end))
         .collect();
     all.sort();
     all.dedup();
@@ -667,30 +687,19 @@ pub async fn series(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let p = params(q, &headers, &body);
-    let r = async {
-        let store = log_store(&st)?;
-        let (start, end) = meta_range(&p, st.now())?;
-        let sels = match_params(&p)?;
-        let project = dc.project.name.clone();
-        blocking(move || {
-            let mut out = String::from("{\"status\":\"success\",\"data\":[");
-            for (i, l) in matching_series(&store, &project, &sels, start, end)
-                .iter()
-                .enumerate()
-            {
-                if i > 0 {
-                    out.push(',');
-                }
-                json_labels_model(&mut out, l);
+    metadata(&st, &dc, q, &headers, &body, |p, m| {
+        let sels = match_params(p)?;
+        let mut out = String::from("{\"status\":\"success\",\"data\":[");
+        for (i, l) in matching_series(&m, &sels).iter().enumerate() {
+            if i > 0 {
+                out.push(',');
             }
-            out.push_str("]}");
-            Ok(out)
-        })
-        .await
-    }
-    .await;
-    reply(r)
+            json_labels_model(&mut out, l);
+        }
+        out.push_str("]}");
+        Ok(out)
+    })
+    .await
 }
 
 /// `GET|POST /loki/api/v1/index/stats` (no envelope, as Loki answers it).
@@ -701,23 +710,15 @@ pub async fn index_stats(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let p = params(q, &headers, &body);
-    let r = async {
-        let store = log_store(&st)?;
-        let (start, end) = meta_range(&p, st.now())?;
-        let ms = selector(&query_param(&p)?)?;
-        let project = dc.project.name.clone();
-        blocking(move || {
-            let s = store.stats(&project, &ms, start, end);
-            Ok(format!(
-                "{{\"streams\":{},\"chunks\":{},\"entries\":{},\"bytes\":{}}}",
-                s.streams, s.chunks, s.entries, s.bytes
-            ))
-        })
-        .await
-    }
-    .await;
-    reply(r)
+    metadata(&st, &dc, q, &headers, &body, |p, m| {
+        let ms = selector(&query_param(p)?)?;
+        let s = m.store.stats(m.project, &ms, m.start, m.end);
+        Ok(format!(
+            "{{\"streams\":{},\"chunks\":{},\"entries\":{},\"bytes\":{}}}",
+            s.streams, s.chunks, s.entries, s.bytes
+        ))
+    })
+    .await
 }
 
 /// `GET /loki/api/v1/detected_labels`: each label of the matching streams with the number
@@ -729,42 +730,31 @@ pub async fn detected_labels(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let p = params(q, &headers, &body);
-    let r = async {
-        let store = log_store(&st)?;
-        let (start, end) = meta_range(&p, st.now())?;
-        let ms = match p.get("query").filter(|q| !q.trim().is_empty()) {
-            Some(q) => selector(q)?,
-            None => Vec::new(),
-        };
-        let project = dc.project.name.clone();
-        blocking(move || {
-            let mut values: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> =
-                Default::default();
-            for l in store.series(&project, &ms, start, end) {
-                for x in l.iter() {
-                    values
-                        .entry(x.name.clone())
-                        .or_default()
-                        .insert(x.value.clone());
-                }
+    metadata(&st, &dc, q, &headers, &body, |p, m| {
+        let ms = optional_selector(p)?;
+        let mut values: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> =
+            Default::default();
+        for l in m.store.series(m.project, &ms, m.start, m.end) {
+            for x in l.iter() {
+                values
+                    .entry(x.name.clone())
+                    .or_default()
+                    .insert(x.value.clone());
             }
-            let mut out = String::from("{\"detectedLabels\":[");
-            for (i, (name, vals)) in values.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                out.push_str("{\"label\":");
-                json_str(&mut out, name);
-                let _ = write!(out, ",\"cardinality\":{}}}", vals.len());
+        }
+        let mut out = String::from("{\"detectedLabels\":[");
+        for (i, (name, vals)) in values.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
             }
-            out.push_str("]}");
-            Ok(out)
-        })
-        .await
-    }
-    .await;
-    reply(r)
+            out.push_str("{\"label\":");
+            json_str(&mut out, name);
+            let _ = write!(out, ",\"cardinality\":{}}}", vals.len());
+        }
+        out.push_str("]}");
+        Ok(out)
+    })
+    .await
 }
 
 /// `GET /loki/api/v1/status/buildinfo`
