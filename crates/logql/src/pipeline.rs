@@ -978,40 +978,20 @@ impl CLabelFilter {
             CLabelFilter::Or(a, b) => a.process(lb) || b.process(lb),
             CLabelFilter::Str(m) => m.matches(lb.get(&m.name).unwrap_or("")),
             CLabelFilter::Number { name, op, value } => {
-                let Some(v) = readable(lb, name) else {
-                    return false;
-                };
-                match parse_go_float(v) {
-                    Ok(x) => op.apply(x, *value),
-                    Err(e) => {
-                        lb.set_err(ERR_LABEL_FILTER, &e);
-                        true
-                    }
-                }
+                converting_filter(lb, name, |x| op.apply(x, *value), parse_go_float)
             }
-            CLabelFilter::Duration { name, op, value } => {
-                let Some(v) = readable(lb, name) else {
-                    return false;
-                };
-                match parse_duration(v, false) {
-                    Ok(ns) => op.apply(ns as f64 / 1e9, *value),
-                    Err(e) => {
-                        lb.set_err(ERR_LABEL_FILTER, &e.to_string());
-                        true
-                    }
-                }
-            }
+            CLabelFilter::Duration { name, op, value } => converting_filter(
+                lb,
+                name,
+                |x| op.apply(x, *value),
+                |v| {
+                    parse_duration(v, false)
+                        .map(|ns| ns as f64 / 1e9)
+                        .map_err(|e| e.to_string())
+                },
+            ),
             CLabelFilter::Bytes { name, op, value } => {
-                let Some(v) = readable(lb, name) else {
-                    return false;
-                };
-                match parse_bytes_human(v) {
-                    Ok(x) => op.apply(x, *value),
-                    Err(e) => {
-                        lb.set_err(ERR_LABEL_FILTER, &e);
-                        true
-                    }
-                }
+                converting_filter(lb, name, |x| op.apply(x, *value), parse_bytes_human)
             }
             CLabelFilter::Ip { name, negate, m } => {
                 if lb.has_err() {
@@ -1756,6 +1736,27 @@ impl PostFilters {
             f.names(&mut out);
         }
         out
+    }
+}
+
+/// A label filter that converts the label's value first (number, duration in seconds,
+/// bytes): an absent (or unreadable) label fails the filter; a value that does not convert
+/// keeps the line and sets `__error__` (as Loki does).
+fn converting_filter<T, E: AsRef<str>>(
+    lb: &mut LabelsBuilder,
+    name: &str,
+    keep: impl Fn(T) -> bool,
+    convert: impl Fn(&str) -> Result<T, E>,
+) -> bool {
+    let Some(v) = readable(lb, name) else {
+        return false;
+    };
+    match convert(v) {
+        Ok(x) => keep(x),
+        Err(e) => {
+            lb.set_err(ERR_LABEL_FILTER, e.as_ref());
+            true
+        }
     }
 }
 
