@@ -1119,11 +1119,10 @@ impl<'a> Evaluator<'a> {
             None => None,
             Some(p) => Some(self.eval(p, ts)?),
         };
-        let streamable = matches!(
-            op.as_str(),
-            "sum" | "avg" | "count" | "group" | "min" | "max"
-        );
-        if streamable && let Some(out) = self.fused_aggregate(&op, a, ts)? {
+        let streamable = AccOp::of(&op);
+        if let Some(acc_op) = streamable
+            && let Some(out) = self.fused_aggregate(acc_op, a, ts)?
+        {
             return Ok(Res::Vector(out));
         }
         let input = self.eval_vector(&a.expr, ts)?;
@@ -1148,7 +1147,9 @@ impl<'a> Evaluator<'a> {
             };
             slot.next_round();
             group_of.next_round();
-            if streamable && step.iter().all(|s| matches!(s.v, SampleValue::Float(_))) {
+            if let Some(acc_op) = streamable
+                && step.iter().all(|s| matches!(s.v, SampleValue::Float(_)))
+            {
                 let mut accs: Vec<FloatAcc> = Vec::new();
                 for (pos, s) in step.into_iter().enumerate() {
                     let g = group_of.get_at(pos, &s.m, |m| {
@@ -1165,7 +1166,7 @@ impl<'a> Evaluator<'a> {
                     let SampleValue::Float(v) = s.v else {
                         unreachable!("checked: floats only")
                     };
-                    accs[at].add(&op, v, s.drop_name);
+                    accs[at].add(acc_op, v, s.drop_name);
                 }
                 out.push(
                     accs.into_iter()
@@ -1173,7 +1174,7 @@ impl<'a> Evaluator<'a> {
                             let m = keys.get(acc.group).clone();
                             Smp {
                                 drop_name: acc.any_drop && m.get(METRIC_NAME).is_some(),
-                                v: SampleValue::Float(acc.finish(&op)),
+                                v: SampleValue::Float(acc.finish(acc_op)),
                                 m,
                             }
                         })
@@ -1209,7 +1210,7 @@ impl<'a> Evaluator<'a> {
     /// back first).
     fn fused_aggregate(
         &mut self,
-        op: &str,
+        op: AccOp,
         a: &AggregateExpr,
         ts: &[i64],
     ) -> Result<Option<Vec<Vec<Smp>>>, Error> {
@@ -1297,7 +1298,7 @@ const FUSED_MAX_ACCS: usize = 1 << 20;
 /// accumulator, and per step the groups in order of first appearance, so the result is
 /// the one the step-by-step path gives, in the same order, with the same arithmetic.
 struct AggSink<'m> {
-    op: String,
+    op: AccOp,
     modifier: &'m Option<LabelModifier>,
     steps: usize,
     /// Group ids by [`functions::group_key_bytes`], and each group's labels.
@@ -1314,9 +1315,9 @@ struct AggSink<'m> {
 }
 
 impl<'m> AggSink<'m> {
-    fn new(op: &str, modifier: &'m Option<LabelModifier>, steps: usize) -> Self {
+    fn new(op: AccOp, modifier: &'m Option<LabelModifier>, steps: usize) -> Self {
         AggSink {
-            op: op.to_string(),
+            op,
             modifier,
             steps,
             by_key: Default::default(),
@@ -1352,7 +1353,7 @@ impl<'m> AggSink<'m> {
                         let m = groups[g as usize].clone();
                         Smp {
                             drop_name: acc.any_drop && m.get(METRIC_NAME).is_some(),
-                            v: SampleValue::Float(acc.finish(&op)),
+                            v: SampleValue::Float(acc.finish(op)),
                             m,
                         }
                     })
@@ -1403,7 +1404,35 @@ impl Sink for AggSink<'_> {
             self.order[step].push(self.group);
             FloatAcc::new(self.group)
         });
-        acc.add(&self.op, f, self.drop_name);
+        acc.add(self.op, f, self.drop_name);
+    }
+}
+
+/// The aggregations [`FloatAcc`] reduces, chosen once per query rather than by name per
+/// sample.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum AccOp {
+    Sum,
+    Avg,
+    Count,
+    Group,
+    Min,
+    Max,
+}
+
+impl AccOp {
+    /// The accumulator of an aggregation that reduces its samples as they come (`sum`,
+    /// `avg`, `count`, `group`, `min`, `max`), if it is one.
+    fn of(op: &str) -> Option<AccOp> {
+        Some(match op {
+            "sum" => AccOp::Sum,
+            "avg" => AccOp::Avg,
+            "count" => AccOp::Count,
+            "group" => AccOp::Group,
+            "min" => AccOp::Min,
+            "max" => AccOp::Max,
+            _ => return None,
+        })
     }
 }
 
@@ -1444,14 +1473,14 @@ impl FloatAcc {
         }
     }
 
-    fn add(&mut self, op: &str, v: f64, drop_name: bool) {
+    fn add(&mut self, op: AccOp, v: f64, drop_name: bool) {
         self.any_drop |= drop_name;
         let i = self.n;
         self.n += 1;
         match op {
-            "sum" => (self.sum, self.comp) = functions::kahan_inc(v, self.sum, self.comp),
-            "min" | "max" => {
-                let better = if op == "max" {
+            AccOp::Sum => functions::kahan_add(&mut self.sum, &mut self.comp, v),
+            AccOp::Min | AccOp::Max => {
+                let better = if op == AccOp::Max {
                     self.extreme < v
                 } else {
                     self.extreme > v
@@ -1460,7 +1489,7 @@ impl FloatAcc {
                     self.extreme = v;
                 }
             }
-            "avg" => {
+            AccOp::Avg => {
                 self.nan |= v.is_nan();
                 self.pos_inf |= v == f64::INFINITY;
                 self.neg_inf |= v == f64::NEG_INFINITY;
@@ -1487,18 +1516,18 @@ impl FloatAcc {
                 (self.mean, self.mean_comp) =
                     functions::kahan_inc(v / count, q * self.mean, q * self.mean_comp);
             }
-            _ => {}
+            AccOp::Count | AccOp::Group => {}
         }
     }
 
-    fn finish(&self, op: &str) -> f64 {
+    fn finish(&self, op: AccOp) -> f64 {
         match op {
-            "sum" if self.sum.is_infinite() => self.sum,
-            "sum" => self.sum + self.comp,
-            "count" => self.n as f64,
-            "group" => 1.0,
-            "min" | "max" => self.extreme,
-            _ => {
+            AccOp::Sum if self.sum.is_infinite() => self.sum,
+            AccOp::Sum => self.sum + self.comp,
+            AccOp::Count => self.n as f64,
+            AccOp::Group => 1.0,
+            AccOp::Min | AccOp::Max => self.extreme,
+            AccOp::Avg => {
                 if self.nan || (self.pos_inf && self.neg_inf) {
                     f64::NAN
                 } else if self.pos_inf {

@@ -204,7 +204,13 @@ pub fn format_value(v: f64) -> String {
     s
 }
 
-/// [`format_value`], written into `out` (no allocation for the usual values).
+/// [`format_value`], written into `out` (no allocation).
+///
+/// The digits are the shortest that read back as `v`, from `ryu`, which breaks an exact tie
+/// between two such strings to the even digit as Go does (Prometheus 2.42 answers
+/// `-949880721520770.2` for `-949880721520770.25`, where Rust's `{}` writes `…770.3`). The
+/// notation is Go's: plain decimal, with an exponent (two digits at least) below 1e-6 and
+/// from 1e21 up.
 pub fn write_value(out: &mut String, v: f64) {
     if v.is_nan() {
         out.push_str("NaN");
@@ -212,21 +218,71 @@ pub fn write_value(out: &mut String, v: f64) {
         out.push_str("+Inf");
     } else if v == f64::NEG_INFINITY {
         out.push_str("-Inf");
-    } else if v.fract() == 0.0 && v.abs() < 1e15 && !(v == 0.0 && v.is_sign_negative()) {
+    } else if v == 0.0 {
+        out.push_str(if v.is_sign_negative() { "-0" } else { "0" });
+    } else if v.fract() == 0.0 && v.abs() < 1e15 {
         // Whole numbers (counters, gauges of bytes): integer formatting is exact here
         // and what the shortest float form would print.
-        let _ = write!(out, "{}", v as i64);
-    } else if v != 0.0 && (v.abs() < 1e-6 || v.abs() >= 1e21) {
-        // Rust's `{:e}` is shortest too, but writes `6.01e-7`, `1.5e21`.
-        let s = format!("{v:e}");
-        let (mantissa, exp) = s.split_once('e').expect("{:e} has an exponent");
-        let (sign, digits) = match exp.strip_prefix('-') {
-            Some(d) => ('-', d),
-            None => ('+', exp),
-        };
-        let _ = write!(out, "{mantissa}e{sign}{digits:0>2}");
+        out.push_str(itoa::Buffer::new().format(v as i64));
     } else {
-        let _ = write!(out, "{v}");
+        let mut b = ryu::Buffer::new();
+        write_go_notation(out, b.format_finite(v), v.abs() < 1e-6 || v.abs() >= 1e21);
+    }
+}
+
+/// Rewrites `ryu`'s text of a non-zero finite number (`1.5`, `123.0`, `-0.001`, `6.01e-7`,
+/// `1e21`) in Go's notation: `exponent` or plain decimal.
+fn write_go_notation(out: &mut String, ryu: &str, exponent: bool) {
+    let (neg, body) = match ryu.strip_prefix('-') {
+        Some(b) => (true, b),
+        None => (false, ryu),
+    };
+    let (mantissa, exp) = match body.split_once('e') {
+        Some((m, e)) => (m, e.parse::<i32>().unwrap_or(0)),
+        None => (body, 0),
+    };
+    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    // value = 0.DIGITS × 10^point, DIGITS without leading or trailing zeros (ryu writes at
+    // most 17 significant digits, so they fit on the stack).
+    let mut buf = [0u8; 48];
+    let mut n = 0;
+    for d in int.bytes().chain(frac.bytes()) {
+        buf[n] = d;
+        n += 1;
+    }
+    let lead = buf[..n].iter().take_while(|&&d| d == b'0').count();
+    let mut point = int.len() as i32 + exp - lead as i32;
+    while n > lead && buf[n - 1] == b'0' {
+        n -= 1;
+    }
+    let digits = std::str::from_utf8(&buf[lead..n]).unwrap_or("0");
+    if neg {
+        out.push('-');
+    }
+    if exponent {
+        out.push_str(&digits[..1]);
+        if digits.len() > 1 {
+            out.push('.');
+            out.push_str(&digits[1..]);
+        }
+        point -= 1;
+        out.push('e');
+        out.push(if point < 0 { '-' } else { '+' });
+        if point.abs() < 10 {
+            out.push('0');
+        }
+        out.push_str(itoa::Buffer::new().format(point.abs()));
+    } else if point <= 0 {
+        out.push_str("0.");
+        out.extend(std::iter::repeat_n('0', point.unsigned_abs() as usize));
+        out.push_str(digits);
+    } else if point as usize >= digits.len() {
+        out.push_str(digits);
+        out.extend(std::iter::repeat_n('0', point as usize - digits.len()));
+    } else {
+        out.push_str(&digits[..point as usize]);
+        out.push('.');
+        out.push_str(&digits[point as usize..]);
     }
 }
 
@@ -243,11 +299,12 @@ pub fn json_point(out: &mut String, t_ms: i64, v: f64) {
 pub fn json_time(out: &mut String, t_ms: i64) {
     let secs = t_ms.div_euclid(1000);
     let ms = t_ms.rem_euclid(1000);
-    if ms == 0 {
-        let _ = write!(out, "{secs}");
-    } else {
-        let frac = format!("{ms:03}");
-        let _ = write!(out, "{secs}.{}", frac.trim_end_matches('0'));
+    out.push_str(itoa::Buffer::new().format(secs));
+    if ms != 0 {
+        let digits = [b'0' + (ms / 100) as u8, b'0' + (ms / 10 % 10) as u8, b'0' + (ms % 10) as u8];
+        let len = if ms % 100 == 0 { 1 } else if ms % 10 == 0 { 2 } else { 3 };
+        out.push('.');
+        out.extend(digits[..len].iter().map(|&d| d as char));
     }
 }
 
@@ -449,6 +506,53 @@ mod tests {
             (1e15, "1000000000000000"),
         ] {
             assert_eq!(format_value(v), want, "{v:e}");
+        }
+    }
+
+    /// Every finite value prints the digits `{v}` / `{v:e}` print (both shortest), in Go's
+    /// notation, except an exact tie between two shortest strings, which goes to the even
+    /// digit as in Go (checked against Prometheus 2.42 by hand: `query=<literal>`).
+    #[test]
+    fn values_format_as_shortest_digits_in_go_notation() {
+        for (v, want) in [
+            (-949_880_721_520_770.25, "-949880721520770.2"),
+            (100_000_000.001_953_125, "100000000.00195312"),
+            (281_474_976_710_656.25, "281474976710656.25"),
+        ] {
+            assert_eq!(format_value(v), want);
+        }
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..100_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            // Random bits for exponents −60…+80 (both sides of every cut-over), or a random
+            // mantissa scaled by a power of ten (values as gauges have them).
+            let v = if x & 1 == 0 {
+                f64::from_bits((x & !(0x7ff << 52)) | ((963 + (x >> 53) % 141) << 52))
+            } else {
+                (x >> 11) as f64 / (1u64 << 53) as f64 * 10f64.powi((x >> 3) as i32 % 30 - 10)
+            };
+            let got = format_value(v);
+            assert_eq!(got.parse::<f64>().unwrap(), v, "{got} reads back as {v:e}");
+            let core = if v != 0.0 && (v.abs() < 1e-6 || v.abs() >= 1e21) {
+                format!("{v:e}")
+            } else {
+                format!("{v}")
+            };
+            let sig = |t: &str| -> String {
+                let m = t.split(['e', 'E']).next().unwrap_or("");
+                let d: String = m.chars().filter(char::is_ascii_digit).collect();
+                d.trim_start_matches('0').trim_end_matches('0').to_string()
+            };
+            let (a, b) = (sig(&got), sig(&core));
+            if a != b {
+                // Only a tie may differ: same length, last digits one apart, ours even.
+                assert_eq!(a.len(), b.len(), "{v:e}: {got} vs {core}");
+                let last = |t: &str| t.as_bytes()[t.len() - 1] - b'0';
+                assert_eq!(last(&a) % 2, 0, "{v:e}: {got} vs {core}");
+                assert_eq!(last(&a).abs_diff(last(&b)), 1, "{v:e}: {got} vs {core}");
+            }
         }
     }
 
