@@ -671,6 +671,18 @@ impl<'a> Evaluator<'a> {
 
     /// Merges a stored series' float and histogram samples into one time-ordered list.
     fn merge_points(s: Series, drop_stale: bool) -> Vec<(i64, SampleValue)> {
+        if s.histograms.is_empty() {
+            // Float series, nearly all of them: no merge to decide per sample.
+            let keep = |f: &&FloatSample| !(drop_stale && model::is_stale_nan(f.v));
+            let mut pts = Vec::with_capacity(s.floats.len());
+            pts.extend(
+                s.floats
+                    .iter()
+                    .filter(keep)
+                    .map(|f| (f.t, SampleValue::Float(f.v))),
+            );
+            return pts;
+        }
         let mut pts = Vec::with_capacity(s.floats.len() + s.histograms.len());
         let (mut i, mut j) = (0, 0);
         while i < s.floats.len() || j < s.histograms.len() {
