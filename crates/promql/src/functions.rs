@@ -2104,7 +2104,11 @@ mod tests {
                 sliding_extreme_steps(&rd, &s, &vals, max, |i, v| got.push((i, v.to_bits())));
                 let mut want = Vec::new();
                 for i in 0..rd.ends.len() {
-                    let w: Vec<f64> = rd.window(&s, i).iter().filter_map(|p| p.1.float()).collect();
+                    let w: Vec<f64> = rd
+                        .window(&s, i)
+                        .iter()
+                        .filter_map(|p| p.1.float())
+                        .collect();
                     let Some(&first) = w.first() else { continue };
                     let mut best = first;
                     for &p in &w[1..] {
@@ -2116,7 +2120,16 @@ mod tests {
                 }
                 let canon = |v: Vec<(usize, u64)>| -> Vec<(usize, u64)> {
                     v.into_iter()
-                        .map(|(i, b)| (i, if f64::from_bits(b).is_nan() { 0x7ff8 << 48 } else { b }))
+                        .map(|(i, b)| {
+                            (
+                                i,
+                                if f64::from_bits(b).is_nan() {
+                                    0x7ff8 << 48
+                                } else {
+                                    b
+                                },
+                            )
+                        })
                         .collect()
                 };
                 assert_eq!(canon(got), canon(want), "max={max} range={range}");

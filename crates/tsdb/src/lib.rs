@@ -72,7 +72,7 @@ mod wal;
 
 use std::time::Duration;
 
-pub use block::BlockMeta;
+pub use block::{BlockMeta, ReadAhead};
 pub use db::Db;
 pub use error::Error;
 pub use head::MAX_LISTED_REJECTIONS;

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use model::{HistogramValue, Labels, Matcher, Sample};
 
 use crate::Error;
-use crate::block::{Block, ChunkMeta};
+use crate::block::{Block, ChunkMeta, ReadAhead};
 use crate::chunk::{Encoding, HistIter, decode_floats, decode_floats_into};
 use crate::db::Project;
 use crate::head::MemChunk;
@@ -47,6 +47,14 @@ impl SrcChunk {
             ChunkBytes::Mem(_) => {
                 Error::InvalidInput(format!("bug: head chunk does not decode: {d}"))
             }
+        }
+    }
+
+    /// The chunk's bytes: shared head bytes, or a block's read through `ra`.
+    fn bytes_via<'a>(&'a self, ra: &'a mut ReadAhead) -> Result<&'a [u8], Error> {
+        match &self.bytes {
+            ChunkBytes::Mem(b) => Ok(b),
+            ChunkBytes::Disk(block, m) => block.read_chunk_via(m, ra),
         }
     }
 
@@ -91,6 +99,17 @@ impl Series {
     pub fn floats_into(
         &self,
         out: &mut Vec<Sample>,
+        charge: impl FnMut(usize) -> bool,
+    ) -> Result<(), Error> {
+        self.floats_into_via(&mut ReadAhead::default(), out, charge)
+    }
+
+    /// [`Series::floats_into`], reading block chunks through `ra`: keep one [`ReadAhead`]
+    /// for all the series of a select, whose chunks mostly follow one another on disk.
+    pub fn floats_into_via(
+        &self,
+        ra: &mut ReadAhead,
+        out: &mut Vec<Sample>,
         mut charge: impl FnMut(usize) -> bool,
     ) -> Result<(), Error> {
         let mut order: Vec<&SrcChunk> = self.floats.iter().collect();
@@ -109,8 +128,8 @@ impl Series {
                 continue;
             }
             let before = out.len();
-            let bytes = c.load()?;
-            decode_floats_into(c.enc, &bytes, c.mint, self.mint, self.maxt, out)
+            let bytes = c.bytes_via(ra)?;
+            decode_floats_into(c.enc, bytes, c.mint, self.mint, self.maxt, out)
                 .map_err(|d| c.decode_error(d))?;
             if !charge(out.len() - before) {
                 return Ok(());

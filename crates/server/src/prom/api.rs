@@ -301,8 +301,18 @@ pub fn json_time(out: &mut String, t_ms: i64) {
     let ms = t_ms.rem_euclid(1000);
     out.push_str(itoa::Buffer::new().format(secs));
     if ms != 0 {
-        let digits = [b'0' + (ms / 100) as u8, b'0' + (ms / 10 % 10) as u8, b'0' + (ms % 10) as u8];
-        let len = if ms % 100 == 0 { 1 } else if ms % 10 == 0 { 2 } else { 3 };
+        let digits = [
+            b'0' + (ms / 100) as u8,
+            b'0' + (ms / 10 % 10) as u8,
+            b'0' + (ms % 10) as u8,
+        ];
+        let len = if ms % 100 == 0 {
+            1
+        } else if ms % 10 == 0 {
+            2
+        } else {
+            3
+        };
         out.push('.');
         out.extend(digits[..len].iter().map(|&d| d as char));
     }

@@ -41,10 +41,11 @@ impl promql::Storage for TsdbStorage<'_> {
             .select(matchers)
             .map_err(storage_err)?;
         let n = set.len();
+        let mut ra = tsdb::ReadAhead::default();
         for mut s in set {
             let mut floats = Vec::new();
             let mut over = None;
-            s.floats_into(&mut floats, |n| match budget.take(n) {
+            s.floats_into_via(&mut ra, &mut floats, |n| match budget.take(n) {
                 Ok(()) => true,
                 Err(e) => {
                     over = Some(e);

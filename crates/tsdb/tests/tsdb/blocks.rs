@@ -231,6 +231,61 @@ fn damaged_block_is_reported_with_its_path() {
     }
 }
 
+/// Reading a select's series through one shared `ReadAhead` (windows refilled many times
+/// over a chunks file of several windows, and a window of another block in between) gives
+/// each series the samples its own iterator gives; a flipped bit read through a window is
+/// reported with the file.
+#[test]
+fn read_ahead_reads_what_the_iterators_read() {
+    let d = tempfile::tempdir().unwrap();
+    let db = open_with(d.path(), o()).unwrap();
+    fill(&db, "p", 3000, 0, 90 * 60_000);
+    db.flush().unwrap();
+    fill(&db, "p", 3000, 2 * H, 2 * H + 30 * 60_000);
+    db.flush().unwrap();
+    let blocks = db.blocks("p");
+    assert_eq!(blocks.len(), 2, "{blocks:?}");
+    let set = db
+        .querier("p", 0, 3 * H)
+        .select(&[eq("__name__", "g")])
+        .unwrap();
+    let mut ra = tsdb::ReadAhead::default();
+    let mut n = 0;
+    for s in set {
+        let want: Vec<_> = s.samples().map(Result::unwrap).collect();
+        let mut got = Vec::new();
+        s.floats_into_via(&mut ra, &mut got, |_| true).unwrap();
+        assert_eq!(got, want, "{:?}", s.labels);
+        assert_eq!(got.len(), 120);
+        n += 1;
+    }
+    assert_eq!(n, 3000);
+    db.close().unwrap();
+    let cp = d
+        .path()
+        .join(tsdb::files::PROJECTS_DIR)
+        .join("p")
+        .join(&blocks[1].name)
+        .join(tsdb::files::BLOCK_CHUNKS);
+    let mut bytes = std::fs::read(&cp).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 1;
+    std::fs::write(&cp, &bytes).unwrap();
+    let db = open_with(d.path(), o()).unwrap();
+    let set = db
+        .querier("p", 0, 3 * H)
+        .select(&[eq("__name__", "g")])
+        .unwrap();
+    let mut ra = tsdb::ReadAhead::default();
+    let errs: Vec<Error> = set
+        .filter_map(|s| s.floats_into_via(&mut ra, &mut Vec::new(), |_| true).err())
+        .collect();
+    assert!(
+        matches!(&errs[..], [Error::Corrupt { path, .. }] if *path == cp),
+        "{errs:?}"
+    );
+}
+
 #[test]
 fn failed_block_write_keeps_the_data_and_retries() {
     let d = tempfile::tempdir().unwrap();
