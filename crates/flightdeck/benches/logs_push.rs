@@ -27,7 +27,7 @@
 //! The project's ingestion rate limit is lifted for the run (a config file beside the data).
 //!
 //! Run: `cargo bench -p flightdeck --bench logs_push [-- --lines 2000000 | --gb 10]
-//! [--writers 8] [--batch 1000] [--rare 10] [--dir PARENT] [--out FILE]`. `--dir` is where
+//! [--writers 8] [--batch 1000] [--rare 10] [--dir PARENT] [--keep] [--out FILE]`. `--dir` is where
 //! the temporary data directory goes (default: the system's temp dir; a 10 GB run wants a
 //! real disk: about 1 GB of segments plus up to 256 MiB of WAL).
 
@@ -44,6 +44,8 @@ struct Args {
     batch: usize,
     rare: usize,
     dir: Option<String>,
+    /// Keep the data directory (printed) instead of deleting it.
+    keep: bool,
     out: Option<String>,
 }
 
@@ -55,6 +57,7 @@ fn args() -> Args {
         batch: 1000,
         rare: 10,
         dir: None,
+        keep: false,
         out: None,
     };
     let v: Vec<String> = std::env::args().collect();
@@ -68,6 +71,11 @@ fn args() -> Args {
             "--gb" => a.gb = Some(next().parse().expect("--gb N")),
             "--rare" => a.rare = next().parse().expect("--rare N"),
             "--dir" => a.dir = Some(next()),
+            "--keep" => {
+                a.keep = true;
+                i += 1;
+                continue;
+            }
             "--out" => a.out = Some(next()),
             _ => {
                 i += 1;
@@ -574,6 +582,9 @@ fn main() {
         index as f64 * 100.0 / disk.max(1) as f64,
         load.join(" "),
     );
+    if a.keep {
+        eprintln!("data kept in {}", dir.keep().display());
+    }
     let head = "| run | push wall | lines/s | MB/s | push p50 / p99 (ms) | server CPU s per 1M lines | bench process CPU (generator + clients) | `|= rare` over 1 h, ms | `|= absent` over 1 h, ms | `|~ rare` over 1 h (no bloom), ms | `sum by (status)(rate(… \\| json [5m]))` 1 h @ 1 m, ms | peak RSS MiB: push / whole run | RSS after queries MiB | compression | load avg after |\n|---|---:|---:|---:|---:|---:|---:|---|---|---|---:|---:|---:|---:|---|";
     println!("{head}\n{row}");
     if let Some(f) = &a.out {
