@@ -18,16 +18,18 @@
 //! the injected lines) and of `{job=~".+"} |= "<absent token>"` over the hour (raw GB/s
 //! scanned or skipped: raw bytes of the range / wall time), with the blocks read and skipped
 //! when the response's `stats` carry them; of `{job=~".+"} |~ "<rare token>"`, which no
-//! bloom filter can help (every block decompressed, every line matched); and of `sum by (status) (rate({job="nginx"} | json [5m]))` (1 h, 1 m steps),
-//! the server's peak RSS (VmHWM) after the push and after the queries, its RSS after the
-//! queries, and after a clean stop (which seals every head into
-//! segments) the bytes of the segments (`data/logs/p`) against the raw line bytes
-//! (compression ratio; label index, blooms and framing included, the indexes' share shown).
+//! bloom filter can help (every block decompressed, every line matched); and of
+//! `sum by (status) (rate({job="nginx"} | json [5m]))` (1 h, 1 m steps); the server's peak
+//! RSS (VmHWM) after the push and after the queries, its RSS after the queries; and, after a
+//! stop and a restart (whose open seals the WAL's unflushed tail into a segment), the bytes
+//! of the segments (`data/logs/p`) against the raw line bytes (compression ratio; label
+//! index, blooms and framing included, the indexes' share shown).
 //!
 //! The project's ingestion rate limit is lifted for the run (a config file beside the data).
 //!
 //! Run: `cargo bench -p flightdeck --bench logs_push [-- --lines 2000000 | --gb 10]
-//! [--writers 8] [--batch 1000] [--rare 10] [--dir PARENT] [--keep] [--out FILE]`. `--dir` is where
+//! [--writers 8] [--batch 1000] [--rare 10] [--nginx-only] [--dir PARENT] [--keep]
+//! [--out FILE]`. `--dir` is where
 //! the temporary data directory goes (default: the system's temp dir; a 10 GB run wants a
 //! real disk: about 1 GB of segments plus up to 256 MiB of WAL).
 
@@ -46,6 +48,8 @@ struct Args {
     dir: Option<String>,
     /// Keep the data directory (printed) instead of deleting it.
     keep: bool,
+    /// Push only nginx access logs (compression of that kind alone).
+    nginx_only: bool,
     out: Option<String>,
 }
 
@@ -58,6 +62,7 @@ fn args() -> Args {
         rare: 10,
         dir: None,
         keep: false,
+        nginx_only: false,
         out: None,
     };
     let v: Vec<String> = std::env::args().collect();
@@ -73,6 +78,11 @@ fn args() -> Args {
             "--dir" => a.dir = Some(next()),
             "--keep" => {
                 a.keep = true;
+                i += 1;
+                continue;
+            }
+            "--nginx-only" => {
+                a.nginx_only = true;
                 i += 1;
                 continue;
             }
@@ -129,9 +139,10 @@ const AGENTS: [&str; 5] = [
     "Prometheus/2.42.0",
 ];
 
-/// One line of job `job`, and the job.
-fn line(r: &mut Rng, i: usize) -> (&'static str, String) {
-    match r.below(100) {
+/// One line and its job; only nginx access logs when `nginx_only`.
+fn line(r: &mut Rng, i: usize, nginx_only: bool) -> (&'static str, String) {
+    let pick = if nginx_only { 0 } else { r.below(100) };
+    match pick {
         0..=59 => {
             let status = match r.below(100) {
                 0..=84 => 200,
@@ -200,6 +211,7 @@ struct Plan {
     lines: usize,
     batch: usize,
     rare: usize,
+    nginx_only: bool,
     start_ns: i64,
     step_ns: i64,
 }
@@ -226,7 +238,7 @@ impl Plan {
         // Per request, one stream per (job, host).
         let mut streams: std::collections::BTreeMap<(&str, usize), String> = Default::default();
         for i in first..first + n {
-            let (job, mut l) = line(&mut r, i);
+            let (job, mut l) = line(&mut r, i, self.nginx_only);
             if self.is_rare(i) {
                 rare += 1;
                 if l.starts_with('{') {
@@ -259,7 +271,10 @@ impl Plan {
 fn mean_line_len() -> f64 {
     let mut r = Rng(0x9e37_79b9_7f4a_7c15);
     let n = 20_000;
-    (0..n).map(|i| line(&mut r, i).1.len()).sum::<usize>() as f64 / n as f64
+    (0..n)
+        .map(|i| line(&mut r, i, false).1.len())
+        .sum::<usize>() as f64
+        / n as f64
 }
 
 fn proc_field(pid: u32, file: &str, key: &str) -> f64 {
@@ -363,6 +378,42 @@ fn blocks(v: &serde_json::Value) -> String {
     }
 }
 
+/// Starts the server on `data` and returns it with its address once it listens. The store is
+/// open by then: an open replays the WAL and seals what it replayed into a segment.
+fn serve(config: &std::path::Path, data: &std::path::Path) -> (std::process::Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_flightdeck"))
+        .args(["serve", "--config"])
+        .arg(config)
+        .arg("--data-dir")
+        .arg(data)
+        .args(["--listen", "127.0.0.1:0", "--host-metrics", "false"])
+        .args(["--log-level", "warn,flightdeck=info"])
+        .env("FLIGHTDECK_LOGS_FILES", "false")
+        .env("FLIGHTDECK_LOGS_JOURNAL", "false")
+        .env("FLIGHTDECK_LOGS_SELF_LOGS", "false")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn flightdeck");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stderr = BufReader::new(child.stderr.take().expect("stderr"));
+    std::thread::spawn(move || {
+        for l in stderr.lines().map_while(Result::ok) {
+            if let Some(i) = l.find("address=") {
+                let _ = tx.send(
+                    l[i + 8..]
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or("")
+                        .to_string(),
+                );
+            }
+        }
+    });
+    let addr = rx.recv_timeout(Duration::from_secs(600)).expect("address");
+    (child, addr)
+}
+
 /// Up to 4M lines, bodies are built before the clock starts; above, on the fly.
 const PREBUILD_MAX_LINES: usize = 4_000_000;
 
@@ -386,20 +437,7 @@ fn main() {
         "[logs]\ningestion_rate_mb = 100000\ningestion_burst_size_mb = 100000\n",
     )
     .expect("config");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_flightdeck"))
-        .args(["serve", "--config"])
-        .arg(&config)
-        .arg("--data-dir")
-        .arg(&data)
-        .args(["--listen", "127.0.0.1:0", "--host-metrics", "false"])
-        .args(["--log-level", "warn,flightdeck=info"])
-        .env("FLIGHTDECK_LOGS_FILES", "false")
-        .env("FLIGHTDECK_LOGS_JOURNAL", "false")
-        .env("FLIGHTDECK_LOGS_SELF_LOGS", "false")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn flightdeck");
+    let (mut child, addr) = serve(&config, &data);
     let mut token = String::new();
     for l in BufReader::new(child.stdout.take().expect("stdout")).lines() {
         let l = l.expect("line");
@@ -408,22 +446,6 @@ fn main() {
             break;
         }
     }
-    let (tx, rx) = std::sync::mpsc::channel();
-    let stderr = BufReader::new(child.stderr.take().expect("stderr"));
-    std::thread::spawn(move || {
-        for l in stderr.lines().map_while(Result::ok) {
-            if let Some(i) = l.find("address=") {
-                let _ = tx.send(
-                    l[i + 8..]
-                        .split_whitespace()
-                        .next()
-                        .unwrap_or("")
-                        .to_string(),
-                );
-            }
-        }
-    });
-    let addr = rx.recv_timeout(Duration::from_secs(60)).expect("address");
     let base = format!("http://{addr}");
     let pid = child.id();
     let now_ns = std::time::SystemTime::now()
@@ -435,6 +457,7 @@ fn main() {
         lines: a.lines,
         batch: a.batch,
         rare: a.rare,
+        nginx_only: a.nginx_only,
         start_ns: now_ns - span_ns,
         step_ns: span_ns / a.lines as i64,
     };
@@ -539,17 +562,22 @@ fn main() {
     let rss_mib = proc_field(pid, "status", "VmRSS:") / 1024.0;
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let load: Vec<&str> = load.split_whitespace().take(3).collect();
-    // A clean stop seals every head into segments.
+    // A stop leaves the unflushed heads in the WAL (up to 256 MiB of lines); the next open
+    // replays them and seals them into a segment. So: stop, start again, stop, and only then
+    // weigh the segments, which now hold every line.
     let _ = Command::new("kill").arg(pid.to_string()).status();
     let _ = child.wait();
-    // Segments only: the WAL is truncated at the next flush, not at a stop.
+    let (mut again, _) = serve(&config, &data);
+    let _ = Command::new("kill").arg(again.id().to_string()).status();
+    let _ = again.wait();
     let disk = dir_bytes(&data.join("logs").join("p"));
     let index = index_bytes(&data.join("logs").join("p"));
     let mb = raw as f64 / 1e6;
     let gbps = |ms: f64| mb / 1000.0 / (ms / 1000.0);
     let row = format!(
-        "| {} lines ({:.2} GB raw), {} writers × {}/request, bodies {} | {:.0} s | {:.0} | {:.1} | {:.1} / {:.1} | {:.2} | {:.0} % | {:.1} ({:.1} GB/s; {found}/{rare} found; {}) | {:.1} ({:.1} GB/s; {}) | {:.1} ({:.2} GB/s; {}) | {:.1} | {:.0} / {:.0} | {:.0} | {:.1}× ({:.0} % index) | {} |",
+        "| {} lines{} ({:.2} GB raw), {} writers × {}/request, bodies {} | {:.0} s | {:.0} | {:.1} | {:.1} / {:.1} | {:.2} | {:.0} % | {:.1} ({:.1} GB/s; {found}/{rare} found; {}) | {:.1} ({:.1} GB/s; {}) | {:.1} ({:.2} GB/s; {}) | {:.1} | {:.0} / {:.0} | {:.0} | {:.1}× ({:.0} % index) | {} |",
         a.lines,
+        if a.nginx_only { " of nginx only" } else { "" },
         mb / 1000.0,
         a.writers,
         a.batch,
