@@ -110,6 +110,15 @@ impl StreamIter {
         self.blocks_skipped
     }
 
+    /// Blocks of the range neither read nor skipped (yet): still pending
+    /// when a limit or the caller stopped the read.
+    pub fn blocks_unopened(&self) -> u64 {
+        self.pending
+            .iter()
+            .filter(|p| !matches!(p.src, Src::Sorted(_)))
+            .count() as u64
+    }
+
     fn open(&mut self, p: Pending) -> Result<(), Error> {
         let req: Vec<&[u8]> = self.required.iter().map(|v| v.as_slice()).collect();
         let (start, end) = (self.start, self.end);

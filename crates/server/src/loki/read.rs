@@ -12,7 +12,7 @@
 
 use std::fmt::Write as _;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::Extension;
@@ -197,15 +197,42 @@ fn selector(q: &str) -> Result<Vec<Matcher>, LokiError> {
 pub struct StoreView<'a> {
     pub store: &'a logstore::Store,
     pub project: &'a str,
+    /// Blocks the query's cursors met, added up as each cursor is dropped.
+    pub blocks: BlockCounts,
 }
 
-struct Cursor {
+/// Blocks (Loki's chunks) of a query: those in its streams and range, and
+/// those decompressed; the rest were ruled out by their bloom filter or
+/// never needed (a limit stopped the read). Reported in the response's
+/// `stats.querier.store` as `totalChunksRef` and `totalChunksDownloaded`.
+#[derive(Debug, Default)]
+pub struct BlockCounts {
+    pub refs: AtomicU64,
+    pub read: AtomicU64,
+}
+
+struct Cursor<'a> {
     labels: Labels,
     iter: logstore::StreamIter,
     cur: Option<logstore::Entry>,
+    blocks: &'a BlockCounts,
 }
 
-impl logql::StreamCursor for Cursor {
+impl Drop for Cursor<'_> {
+    fn drop(&mut self) {
+        let (read, skipped, unopened) = (
+            self.iter.blocks_read(),
+            self.iter.blocks_skipped(),
+            self.iter.blocks_unopened(),
+        );
+        self.blocks
+            .refs
+            .fetch_add(read + skipped + unopened, Ordering::Relaxed);
+        self.blocks.read.fetch_add(read, Ordering::Relaxed);
+    }
+}
+
+impl logql::StreamCursor for Cursor<'_> {
     fn labels(&self) -> &Labels {
         &self.labels
     }
@@ -250,6 +277,7 @@ impl logql::LogStorage for StoreView<'_> {
                     labels,
                     iter,
                     cur: None,
+                    blocks: &self.blocks,
                 }) as Box<dyn logql::StreamCursor + 's>
             })
             .collect())
@@ -286,7 +314,7 @@ fn json_labels_model(out: &mut String, l: &Labels) {
 
 /// `{"status":"success","data":{"resultType":…,"result":…,"stats":…}}`.
 /// `t_ns` is when an instant query was evaluated (the time of vector and scalar samples).
-pub fn render(res: &QueryResult, t_ns: i64, exec: Duration) -> String {
+pub fn render(res: &QueryResult, t_ns: i64, exec: Duration, blocks: &BlockCounts) -> String {
     let mut out = String::from("{\"status\":\"success\",\"data\":{\"resultType\":");
     let mut returned = 0usize;
     match res {
@@ -352,8 +380,11 @@ pub fn render(res: &QueryResult, t_ns: i64, exec: Duration) -> String {
     }
     let _ = write!(
         out,
-        ",\"stats\":{{\"summary\":{{\"execTime\":{},\"totalEntriesReturned\":{returned}}}}}}}}}",
-        exec.as_secs_f64()
+        ",\"stats\":{{\"summary\":{{\"execTime\":{},\"totalEntriesReturned\":{returned}}},\
+         \"querier\":{{\"store\":{{\"totalChunksRef\":{},\"totalChunksDownloaded\":{}}}}}}}}}}}",
+        exec.as_secs_f64(),
+        blocks.refs.load(Ordering::Relaxed),
+        blocks.read.load(Ordering::Relaxed),
     );
     out
 }
@@ -412,6 +443,7 @@ async fn run(
         let view = StoreView {
             store: &store,
             project: &project,
+            blocks: BlockCounts::default(),
         };
         let engine = logql::Engine::new(logql::EngineOptions {
             max_series: MAX_SERIES,
@@ -420,7 +452,12 @@ async fn run(
         let res = engine
             .query(&view, &req.query, &req.params)
             .map_err(engine_err)?;
-        Ok(render(&res, req.params.end_ns, started.elapsed()))
+        Ok(render(
+            &res,
+            req.params.end_ns,
+            started.elapsed(),
+            &view.blocks,
+        ))
     })
     .await
     .map_err(LokiError::internal)?;
@@ -842,6 +879,7 @@ async fn tail_session(
             let view = StoreView {
                 store: &store,
                 project: &project,
+                blocks: BlockCounts::default(),
             };
             let mut params = logql::QueryParams::range(start, i64::MAX / 2, 0);
             params.limit = limit;
@@ -994,6 +1032,7 @@ mod tests {
         let view = StoreView {
             store: &store,
             project: "p1",
+            blocks: BlockCounts::default(),
         };
         let engine = logql::Engine::default();
         let mut params = logql::QueryParams::range(0, 10 * s, s);
@@ -1002,7 +1041,7 @@ mod tests {
         let res = engine
             .query(&view, "{app=\"a\"} |= \"status=500\"", &params)
             .unwrap();
-        let body = render(&res, 10 * s, Duration::from_millis(1));
+        let body = render(&res, 10 * s, Duration::from_millis(1), &view.blocks);
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(v["data"]["resultType"], "streams");
         let values = v["data"]["result"][0]["values"].as_array().unwrap();
@@ -1014,6 +1053,7 @@ mod tests {
         let view2 = StoreView {
             store: &store,
             project: "p2",
+            blocks: BlockCounts::default(),
         };
         let res = engine
             .query(
@@ -1023,11 +1063,36 @@ mod tests {
             )
             .unwrap();
         let v: serde_json::Value =
-            serde_json::from_str(&render(&res, 2 * s, Duration::ZERO)).unwrap();
+            serde_json::from_str(&render(&res, 2 * s, Duration::ZERO, &view2.blocks)).unwrap();
         assert_eq!(v["data"]["resultType"], "vector");
         // The window is (t - 10s, t]: p2's lines at 0, 1 and 2 s, none of p1's.
         assert_eq!(v["data"]["result"][0]["value"][0], 2);
         assert_eq!(v["data"]["result"][0]["value"][1], "3");
+        // Sealed into segments: a token no line holds is ruled out by the blocks' bloom
+        // filters (referenced, none decompressed); a present one reads its block.
+        store.flush().unwrap();
+        let stats = |q: &str| {
+            let view = StoreView {
+                store: &store,
+                project: "p1",
+                blocks: BlockCounts::default(),
+            };
+            let res = engine
+                .query(&view, q, &logql::QueryParams::range(0, 10 * s, s))
+                .unwrap();
+            let v: serde_json::Value =
+                serde_json::from_str(&render(&res, 10 * s, Duration::ZERO, &view.blocks)).unwrap();
+            let st = &v["data"]["stats"]["querier"]["store"];
+            (
+                st["totalChunksRef"].as_u64().unwrap(),
+                st["totalChunksDownloaded"].as_u64().unwrap(),
+            )
+        };
+        let (refs, read) = stats("{app=~\".+\"} |= \"nowhere-at-all\"");
+        assert!(refs >= 2, "one block per stream at least: {refs}");
+        assert_eq!(read, 0);
+        let (refs, read) = stats("{app=\"b\"} |= \"line 3 of b\"");
+        assert!(refs >= 1 && read >= 1, "{refs} {read}");
         drop(store);
         let _ = std::fs::remove_dir_all(&dir);
     }
