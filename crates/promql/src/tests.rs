@@ -116,3 +116,51 @@ fn a_parse_error_is_bad_data() {
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::BadData);
 }
+
+/// A range query of a range function or selector builds its series directly; where two
+/// series end with the same labels (names dropped) it takes the step-by-step path, which
+/// merges them when they never meet and refuses them when they do, as Prometheus does.
+#[test]
+fn direct_range_results_fall_back_on_equal_label_sets() {
+    let range = |s: &MemStorage, q: &str| {
+        engine(1_000_000).range(s, q, 0, 1_800_000, 60_000, &QueryOptions::default())
+    };
+    let mut s = MemStorage::new();
+    let a = Labels::from_pairs([("__name__", "a"), ("x", "1")]);
+    let b = Labels::from_pairs([("__name__", "b"), ("x", "1")]);
+    for t in 0..=40 {
+        s.add_float(a.clone(), t * 15_000, t as f64);
+        s.add_float(b.clone(), 1_200_000 + t * 15_000, 2.0 * t as f64);
+    }
+    let Value::Matrix(m) = range(&s, r#"rate({__name__=~"a|b"}[1m])"#).unwrap().value else {
+        panic!("a matrix")
+    };
+    assert_eq!(m.len(), 1, "{m:?}");
+    assert_eq!(m[0].metric, Labels::from_pairs([("x", "1")]));
+    assert_eq!(
+        m[0].floats.len(),
+        20,
+        "minutes 1–10 from a, 21–30 from b, merged"
+    );
+    // The direct path and the step-by-step one (`+ 0` goes through it) agree.
+    for q in ["rate(a[2m])", "max_over_time(a[5m])", "a"] {
+        let direct = range(&s, q).unwrap().value;
+        let stepwise = range(&s, &format!("{q} + 0")).unwrap().value;
+        let (Value::Matrix(d), Value::Matrix(w)) = (direct, stepwise) else {
+            panic!("matrices")
+        };
+        assert_eq!(d.len(), w.len(), "{q}");
+        for (d, w) in d.iter().zip(&w) {
+            assert_eq!(d.floats, w.floats, "{q}");
+        }
+    }
+    // Overlapping in time: the duplicate-labelset error.
+    for t in 0..=40 {
+        s.add_float(b.clone(), t * 15_000, t as f64);
+    }
+    let e = range(&s, r#"rate({__name__=~"a|b"}[1m])"#).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "vector cannot contain metrics with the same labelset"
+    );
+}
