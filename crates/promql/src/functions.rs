@@ -93,49 +93,75 @@ fn kahan_sum(vals: impl Iterator<Item = f64>) -> f64 {
 /// non-finite inputs decide the result on their own. One pass: the flags for NaN and the
 /// infinities are gathered beside the sums, which are then ignored if a flag decides.
 fn mean(vals: &[f64]) -> f64 {
-    let (mut nan, mut pos_inf, mut neg_inf) = (false, false, false);
+    let mut flags = NonFinite::default();
     let (mut s, mut c) = (0.0f64, 0.0f64);
-    let mut incremental = false;
-    let (mut m, mut mc) = (0.0, 0.0);
     for (i, &v) in vals.iter().enumerate() {
         if !v.is_finite() {
-            nan |= v.is_nan();
-            pos_inf |= v == f64::INFINITY;
-            neg_inf |= v == f64::NEG_INFINITY;
-            // The result is decided by the flags; the sums no longer matter.
+            flags.see(v);
             continue;
         }
-        if !incremental {
-            if !(s + v).is_infinite() {
-                kahan_add(&mut s, &mut c, v);
-                continue;
-            }
-            incremental = true;
-            m = s / i as f64;
-            mc = c / i as f64;
+        if (s + v).is_infinite() {
+            return mean_after_overflow(vals, i, s, c, flags);
         }
-        let count = (i + 1) as f64;
+        kahan_add(&mut s, &mut c, v);
+    }
+    let n = vals.len() as f64;
+    // `black_box` keeps the compiler from pairing the two divisions in one vector register,
+    // which made it carry `s` and `c` packed through the loop and serialised their chains
+    // again (the value is the same either way).
+    flags
+        .decide()
+        .unwrap_or_else(|| s / n + std::hint::black_box(c) / n)
+}
+
+/// NaN and infinities met by [`mean`]: when any is, it alone decides the mean.
+#[derive(Default, Clone, Copy)]
+struct NonFinite {
+    nan: bool,
+    pos_inf: bool,
+    neg_inf: bool,
+}
+
+impl NonFinite {
+    fn see(&mut self, v: f64) {
+        self.nan |= v.is_nan();
+        self.pos_inf |= v == f64::INFINITY;
+        self.neg_inf |= v == f64::NEG_INFINITY;
+    }
+
+    fn decide(self) -> Option<f64> {
+        if self.nan || (self.pos_inf && self.neg_inf) {
+            Some(f64::NAN)
+        } else if self.pos_inf {
+            Some(f64::INFINITY)
+        } else if self.neg_inf {
+            Some(f64::NEG_INFINITY)
+        } else {
+            None
+        }
+    }
+}
+
+/// [`mean`] from the value at `i` on, once adding it would overflow the Kahan sum `s, c`
+/// of the finite values before it: Prometheus' incremental mean. Out of line, so that its
+/// divisions do not shape the common loop's code.
+#[cold]
+#[inline(never)]
+fn mean_after_overflow(vals: &[f64], i: usize, s: f64, c: f64, mut flags: NonFinite) -> f64 {
+    let (mut m, mut mc) = (s / i as f64, c / i as f64);
+    for (k, &v) in vals.iter().enumerate().skip(i) {
+        if !v.is_finite() {
+            flags.see(v);
+            continue;
+        }
+        let count = (k + 1) as f64;
         if m.is_infinite() {
             continue;
         }
         let q = (count - 1.0) / count;
         (m, mc) = kahan_inc(v / count, q * m, q * mc);
     }
-    if nan || (pos_inf && neg_inf) {
-        return f64::NAN;
-    }
-    if pos_inf {
-        return f64::INFINITY;
-    }
-    if neg_inf {
-        return f64::NEG_INFINITY;
-    }
-    if incremental {
-        m + mc
-    } else {
-        let n = vals.len() as f64;
-        s / n + c / n
-    }
+    flags.decide().unwrap_or(m + mc)
 }
 
 fn variance(vals: &[f64]) -> f64 {
