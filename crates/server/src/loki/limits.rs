@@ -1,14 +1,14 @@
 //! Per-project log limits that need state across requests: the ingestion
 //! rate (a token bucket of bytes per second with a burst, as Loki's
 //! `ingestion_rate_mb` / `ingestion_burst_size_mb`) and the number of
-//! streams (`max_streams_per_project`).
+//! streams (`max_streams_per_project`, counting active streams as Loki does).
 //!
-//! Both are kept in memory. The stream count of a project is seeded from
-//! the store the first time the project writes after a start, and then
-//! only grows: streams that retention empties keep counting until the next
-//! start.
+//! Both are kept in memory. The active streams of a project are seeded from
+//! the store the first time the project writes after a start (as if pushed
+//! then); a stream stops counting once it has had no push for
+//! [`STREAM_ACTIVE_FOR`] (Loki's default `chunk_idle_period`).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Mutex;
 
 use ingest::logs::LogLimits;
@@ -82,17 +82,23 @@ impl RateLimiter {
     }
 }
 
-/// The streams each project holds (hashes of their label sets).
+/// How long a stream counts against `max_streams_per_project` after its last push: Loki's
+/// limit is on *active* streams, those its ingesters hold, and an ingester lets a stream go
+/// once it has been idle for `chunk_idle_period` (30 m by default).
+pub const STREAM_ACTIVE_FOR: std::time::Duration = std::time::Duration::from_secs(30 * 60);
+
+/// The active streams of each project (hashes of their label sets, with the time of their
+/// last push).
 #[derive(Debug, Default)]
 pub struct StreamTracker {
-    projects: Mutex<HashMap<String, HashSet<u64>>>,
+    projects: Mutex<HashMap<String, HashMap<u64, std::time::Instant>>>,
 }
 
 impl StreamTracker {
-    /// Splits `labels` into the ones `project` may write: streams it holds
-    /// already, and new ones while fewer than `max` exist (those are
-    /// counted from now). Returns a flag per label set: allowed or not.
-    /// `seed` lists the project's existing streams the first time.
+    /// Splits `labels` into the ones `project` may write: streams active already, and new
+    /// ones while fewer than `max` are active. Returns a flag per label set: allowed or
+    /// not. `seed` lists the project's existing streams the first time (counted as pushed
+    /// now).
     pub fn admit(
         &self,
         project: &str,
@@ -100,18 +106,39 @@ impl StreamTracker {
         max: usize,
         seed: impl FnOnce() -> Vec<Labels>,
     ) -> Vec<bool> {
+        self.admit_at(project, labels, max, seed, std::time::Instant::now())
+    }
+
+    /// [`StreamTracker::admit`] at `now`. Streams idle for [`STREAM_ACTIVE_FOR`] are let go
+    /// when the limit is reached.
+    pub fn admit_at(
+        &self,
+        project: &str,
+        labels: &[&Labels],
+        max: usize,
+        seed: impl FnOnce() -> Vec<Labels>,
+        now: std::time::Instant,
+    ) -> Vec<bool> {
         let mut m = self.projects.lock().unwrap_or_else(|e| e.into_inner());
-        let set = m
+        let active = m
             .entry(project.to_string())
-            .or_insert_with(|| seed().iter().map(Labels::stable_hash).collect());
+            .or_insert_with(|| seed().iter().map(|l| (l.stable_hash(), now)).collect());
+        let mut swept = false;
         labels
             .iter()
             .map(|l| {
                 let h = l.stable_hash();
-                if set.contains(&h) {
-                    true
-                } else if set.len() < max {
-                    set.insert(h);
+                if let Some(last) = active.get_mut(&h) {
+                    *last = now;
+                    return true;
+                }
+                if active.len() >= max && !swept {
+                    active
+                        .retain(|_, last| now.saturating_duration_since(*last) < STREAM_ACTIVE_FOR);
+                    swept = true;
+                }
+                if active.len() < max {
+                    active.insert(h, now);
                     true
                 } else {
                     false
@@ -161,5 +188,39 @@ mod tests {
             vec![false, true, true]
         );
         assert_eq!(t.admit("q", &[&c], 1, Vec::new), vec![true]);
+    }
+
+    /// Like Loki's active-stream limit: a stream idle for `STREAM_ACTIVE_FOR` stops
+    /// counting, one pushed to within it keeps counting.
+    #[test]
+    fn idle_streams_stop_counting() {
+        let t = StreamTracker::default();
+        let [a, b, c] = ["a", "b", "c"].map(|j| Labels::from_pairs([("job", j)]));
+        let t0 = std::time::Instant::now();
+        let at = |m: u64| t0 + std::time::Duration::from_secs(60 * m);
+        assert_eq!(t.admit_at("p", &[&a, &b], 2, Vec::new, at(0)), [true, true]);
+        assert_eq!(t.admit_at("p", &[&b], 2, Vec::new, at(20)), [true]);
+        assert_eq!(
+            t.admit_at("p", &[&c], 2, Vec::new, at(29)),
+            [false],
+            "a is 29 m idle"
+        );
+        assert_eq!(
+            t.admit_at("p", &[&c], 2, Vec::new, at(31)),
+            [true],
+            "a let go"
+        );
+        assert_eq!(
+            t.admit_at("p", &[&a], 2, Vec::new, at(31)),
+            [false],
+            "b and c active"
+        );
+        // Seeded streams count from the first push after a start.
+        let t = StreamTracker::default();
+        assert_eq!(
+            t.admit_at("p", &[&c], 1, || vec![a.clone()], at(0)),
+            [false]
+        );
+        assert_eq!(t.admit_at("p", &[&c], 1, Vec::new, at(30)), [true]);
     }
 }
