@@ -11,7 +11,8 @@
 //! block layout, and the ratio per kind of line. A 4th argument `hex`
 //! measures a candidate layout instead (hex ids packed apart; compress
 //! time then counts that layout's build and zstd only, without the bloom;
-//! decode is still the store's own layout's).
+//! decode is still the store's own layout's, and the
+//! hex layout's decompress + rebuild of the lines is timed beside it).
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -205,6 +206,64 @@ fn hex_layout(es: &[Entry]) -> Vec<u8> {
     out
 }
 
+/// Decompresses a [`hex_layout`] block and rebuilds its lines back to back
+/// (what a scan needs), returning them.
+fn hex_restore(data: &[u8], layout_len: usize, n_lines: usize) -> Vec<u8> {
+    fn uv(b: &[u8], at: &mut usize) -> usize {
+        let (mut v, mut shift) = (0usize, 0);
+        loop {
+            let c = b[*at];
+            *at += 1;
+            v |= ((c & 0x7f) as usize) << shift;
+            if c < 0x80 {
+                return v;
+            }
+            shift += 7;
+        }
+    }
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let raw = zstd::bulk::decompress(data, layout_len).expect("zstd");
+    let mut at = 0;
+    let n = uv(&raw, &mut at);
+    assert_eq!(n, n_lines);
+    for _ in 0..n {
+        uv(&raw, &mut at);
+    }
+    let kept: Vec<usize> = (0..n).map(|_| uv(&raw, &mut at)).collect();
+    let text_at = at;
+    let mut pos_at = text_at + kept.iter().sum::<usize>();
+    // The packed bytes start after the positions: walk them once.
+    let mut p = pos_at;
+    for _ in 0..n {
+        let runs = uv(&raw, &mut p);
+        for _ in 0..2 * runs {
+            uv(&raw, &mut p);
+        }
+    }
+    let mut bin_at = p;
+    let mut out = Vec::with_capacity(raw.len() * 2);
+    let mut t = text_at;
+    for &k in &kept {
+        let runs = uv(&raw, &mut pos_at);
+        let mut used = 0;
+        for _ in 0..runs {
+            let gap = uv(&raw, &mut pos_at);
+            let pairs = uv(&raw, &mut pos_at);
+            out.extend_from_slice(&raw[t..t + gap]);
+            t += gap;
+            used += gap;
+            for &b in &raw[bin_at..bin_at + pairs] {
+                out.push(HEX[(b >> 4) as usize]);
+                out.push(HEX[(b & 15) as usize]);
+            }
+            bin_at += pairs;
+        }
+        out.extend_from_slice(&raw[t..t + (k - used)]);
+        t += k - used;
+    }
+    out
+}
+
 fn main() {
     let a: Vec<String> = std::env::args().skip(1).collect();
     let lines: usize = a.first().and_then(|s| s.parse().ok()).unwrap_or(600_000);
@@ -228,7 +287,7 @@ fn main() {
     for &mib in &sizes {
         for &level in &levels {
             let (mut comp, mut bloom, mut layout, mut blocks) = (0usize, 0usize, 0usize, 0usize);
-            let (mut ct, mut dt) = (0f64, 0f64);
+            let (mut ct, mut dt, mut hdt) = (0f64, 0f64, 0f64);
             let mut kind: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
             for ((job, _), es) in &all {
                 let mut start = 0;
@@ -253,6 +312,12 @@ fn main() {
                         let lay = hex_layout(&es[start..end]);
                         let c = zstd::bulk::compress(&lay, level as i32).expect("zstd");
                         ct += t.elapsed().as_secs_f64();
+                        let t = Instant::now();
+                        let lines = hex_restore(&c, lay.len(), end - start);
+                        hdt += t.elapsed().as_secs_f64();
+                        let want: Vec<u8> =
+                            es[start..end].iter().flat_map(|e| e.line.bytes()).collect();
+                        assert!(lines == want, "hex layout round trip");
                         c.len()
                     } else {
                         b.data.len()
@@ -272,12 +337,20 @@ fn main() {
                 .map(|(k, (r, c))| format!("{k} {:.1}x", *r as f64 / *c as f64))
                 .collect();
             println!(
-                "{}block {mib} MiB level {level:>2}: {blocks} blocks, ratio {:.2}x data / {:.2}x with blooms, compress {:.1} MB/s, decode {:.0} MB/s; {}",
+                "{}block {mib} MiB level {level:>2}: {blocks} blocks, ratio {:.2}x data / {:.2}x with blooms, compress {:.1} MB/s, decode {:.0} MB/s{}; {}",
                 if hex { "hex-packed " } else { "" },
                 raw_total as f64 / comp as f64,
                 raw_total as f64 / (comp + bloom) as f64,
                 layout as f64 / 1e6 / ct,
                 layout as f64 / 1e6 / dt,
+                if hex {
+                    format!(
+                        " (hex layout: decompress + rebuild {:.0} MB/s of lines)",
+                        raw_total as f64 / 1e6 / hdt
+                    )
+                } else {
+                    String::new()
+                },
                 per_kind.join(", ")
             );
         }
