@@ -9,7 +9,9 @@
 //! ratio of raw line bytes to compressed block bytes (blooms added in the
 //! second figure), single-thread compress and decode speed in MB/s of raw
 //! block layout, and the ratio per kind of line. A 4th argument `hex`
-//! measures a candidate layout instead (hex ids packed apart; compress
+//! measures the prototype of layout version 2's hex packing, built here
+//! beside the store's own (it was how the packing was chosen; the store's
+//! `block::build` now packs the same runs) (hex ids packed apart; compress
 //! time then counts that layout's build and zstd only, without the bloom;
 //! decode is still the store's own layout's, and the
 //! hex layout's decompress + rebuild of the lines is timed beside it).
