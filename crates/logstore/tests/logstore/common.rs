@@ -16,7 +16,23 @@ pub fn small_opts() -> Options {
 }
 
 pub fn open(dir: &Path) -> Store {
-    Store::open(dir, small_opts()).unwrap()
+    open_with(dir, small_opts()).unwrap()
+}
+
+/// `Store::open`, waiting out a lock that was just released. Other tests of this binary
+/// spawn child processes (the kill -9 test); between its fork and exec a child holds a copy
+/// of every descriptor, so for a moment the `flock` of a store dropped here still reads as
+/// taken. A real second holder would keep it for good; this waits up to 2 s.
+pub fn open_with(dir: &Path, opts: Options) -> Result<Store, logstore::Error> {
+    for _ in 0..200 {
+        match Store::open(dir, opts.clone()) {
+            Err(logstore::Error::Locked(_)) => {
+                std::thread::sleep(std::time::Duration::from_millis(10))
+            }
+            other => return other,
+        }
+    }
+    Store::open(dir, opts)
 }
 
 pub fn labels(pairs: &[(&str, &str)]) -> Labels {

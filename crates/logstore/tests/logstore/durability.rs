@@ -89,7 +89,7 @@ fn damage_inside_the_wal_is_refused() {
     let mut bytes = fs::read(&seg).unwrap();
     bytes[8 + 8 + 4] ^= 0xff; // inside the first record's payload
     fs::write(&seg, bytes).unwrap();
-    match Store::open(d.path(), small_opts()) {
+    match open_with(d.path(), small_opts()) {
         Err(Error::Corrupt { path, detail }) => {
             assert_eq!(path, seg);
             assert!(detail.contains("damage"), "{detail}");
@@ -148,7 +148,7 @@ fn damaged_segment_index_or_footer_refuses_to_open() {
         let mut bytes = good.clone();
         bytes[at] ^= 0x10;
         fs::write(&seg, &bytes).unwrap();
-        match Store::open(d.path(), small_opts()) {
+        match open_with(d.path(), small_opts()) {
             Err(Error::Corrupt { path, .. }) => assert_eq!(path, seg),
             Err(e) => panic!("byte {at}: {e}"),
             Ok(_) => panic!("byte {at}: opened a damaged segment"),
@@ -156,7 +156,7 @@ fn damaged_segment_index_or_footer_refuses_to_open() {
     }
     fs::write(&seg, &good[..n - 1]).unwrap();
     assert!(matches!(
-        Store::open(d.path(), small_opts()),
+        open_with(d.path(), small_opts()),
         Err(Error::Corrupt { .. })
     ));
     fs::write(&seg, &good).unwrap();
@@ -167,7 +167,7 @@ fn damaged_segment_index_or_footer_refuses_to_open() {
 fn a_failed_wal_fsync_poisons_the_store() {
     let d = tempfile::tempdir().unwrap();
     let faults = Faults::enabled();
-    let s = Store::open(
+    let s = open_with(
         d.path(),
         Options {
             faults: faults.clone(),
@@ -195,7 +195,7 @@ fn a_failed_wal_fsync_poisons_the_store() {
 fn a_failed_segment_write_keeps_the_wal_and_poisons() {
     let d = tempfile::tempdir().unwrap();
     let faults = Faults::enabled();
-    let s = Store::open(
+    let s = open_with(
         d.path(),
         Options {
             faults: faults.clone(),

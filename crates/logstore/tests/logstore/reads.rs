@@ -271,7 +271,7 @@ fn projects_never_see_each_other() {
 #[test]
 fn live_tail_gets_durable_batches_and_drops_slow_subscribers() {
     let d = tempfile::tempdir().unwrap();
-    let s = Store::open(
+    let s = open_with(
         d.path(),
         Options {
             tail_queue: 2,
@@ -292,7 +292,7 @@ fn live_tail_gets_durable_batches_and_drops_slow_subscribers() {
 #[test]
 fn long_lines_and_bad_projects_are_refused_with_the_limit() {
     let d = tempfile::tempdir().unwrap();
-    let s = Store::open(
+    let s = open_with(
         d.path(),
         Options {
             max_line_bytes: 10,

@@ -7,7 +7,7 @@
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use logstore::{Direction, Entry, Options, Query, Store, StreamBatch};
+use logstore::{Direction, Entry, Options, Query, StreamBatch};
 use model::{Labels, Matcher};
 
 use crate::common::*;
@@ -94,7 +94,7 @@ impl Model {
 fn run(seed: u64, opts: Options) {
     let mut rng = StdRng::seed_from_u64(seed);
     let d = tempfile::tempdir().unwrap();
-    let mut store = Store::open(d.path(), opts.clone()).unwrap();
+    let mut store = open_with(d.path(), opts.clone()).unwrap();
     let mut model = Model { all: Vec::new() };
     let streams: Vec<Labels> = (0..5)
         .map(|i| labels(&[("app", ["api", "web", "db"][i % 3]), ("i", &i.to_string())]))
@@ -129,7 +129,7 @@ fn run(seed: u64, opts: Options) {
             9 => {
                 store.close().unwrap();
                 drop(store);
-                store = Store::open(d.path(), opts.clone()).unwrap();
+                store = open_with(d.path(), opts.clone()).unwrap();
             }
             _ => {}
         }
