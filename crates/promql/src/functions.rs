@@ -50,21 +50,15 @@ pub(crate) fn binop_float(op: &str, a: f64, b: f64) -> (f64, bool) {
     }
 }
 
-/// Prometheus' `kahanSumInc`.
+/// Prometheus' `kahanSumInc`: `(sum + inc, compensation)`.
 pub(crate) fn kahan_inc(inc: f64, sum: f64, c: f64) -> (f64, f64) {
-    let t = sum + inc;
-    let c = if t.is_infinite() {
-        0.0
-    } else if sum.abs() >= inc.abs() {
-        c + ((sum - t) + inc)
-    } else {
-        c + ((inc - t) + sum)
-    };
-    (t, c)
+    let (mut sum, mut c) = (sum, c);
+    kahan_add(&mut sum, &mut c, inc);
+    (sum, c)
 }
 
-/// [`kahan_inc`] in place: the same operations, but the sum and its compensation stay two
-/// separate dependency chains (through the returned tuple the compiler packed them into one
+/// [`kahan_inc`] in place. Hot loops use this form: the sum and its compensation stay two
+/// separate dependency chains (through a returned tuple the compiler packed them into one
 /// vector register, which serialised every step on both; `mean` over 20-sample windows
 /// was half of an `avg_over_time` query).
 #[inline(always)]

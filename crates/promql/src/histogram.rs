@@ -206,18 +206,6 @@ pub(crate) fn scale(h: &FloatHistogram, f: f64) -> FloatHistogram {
     r
 }
 
-/// One step of Neumaier's compensated (Kahan) summation: `(sum + inc, compensation)`.
-fn kahan_inc(inc: f64, sum: f64, c: f64) -> (f64, f64) {
-    let t = sum + inc;
-    if t.is_infinite() {
-        (t, 0.0)
-    } else if sum.abs() >= inc.abs() {
-        (t, c + ((sum - t) + inc))
-    } else {
-        (t, c + ((inc - t) + sum))
-    }
-}
-
 /// Every field of a histogram as a number: buckets by index, zero count, count, sum.
 struct Fields {
     pos: BTreeMap<i32, f64>,
@@ -230,7 +218,7 @@ struct Fields {
 /// The compensated field-wise sum of `scale·h` over `hs` (already on one bucket layout).
 fn kahan_fold(hs: &[(Parts, &FloatHistogram)], scale: f64) -> Fields {
     fn inc(acc: &mut (f64, f64), x: f64) {
-        *acc = kahan_inc(x, acc.0, acc.1);
+        crate::functions::kahan_add(&mut acc.0, &mut acc.1, x);
     }
     let (mut pos, mut neg) = (BTreeMap::new(), BTreeMap::new());
     let (mut zc, mut count, mut sum) = ((0.0, 0.0), (0.0, 0.0), (0.0, 0.0));
