@@ -349,7 +349,67 @@ impl Smp {
 pub(crate) struct RSeries {
     pub m: Arc<Labels>,
     pub drop_name: bool,
-    pub pts: Vec<(i64, SampleValue)>,
+    pub pts: Points,
+}
+
+/// A range-vector series' samples in time order: floats only (nearly every series, kept
+/// as stored, 16 bytes a sample), or floats and histograms.
+#[derive(Clone, Debug)]
+pub(crate) enum Points {
+    Floats(Vec<FloatSample>),
+    Mixed(Vec<(i64, SampleValue)>),
+}
+
+impl Points {
+    /// `pts` as [`Points::Floats`] when every sample is a float.
+    pub fn from_mixed(pts: Vec<(i64, SampleValue)>) -> Points {
+        if pts.iter().all(|p| matches!(p.1, SampleValue::Float(_))) {
+            Points::Floats(
+                pts.into_iter()
+                    .map(|(t, v)| FloatSample {
+                        t,
+                        v: v.float().unwrap_or(f64::NAN),
+                    })
+                    .collect(),
+            )
+        } else {
+            Points::Mixed(pts)
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            Points::Floats(f) => f.len(),
+            Points::Mixed(m) => m.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// How many samples are at or before `t`.
+    pub fn count_le(&self, t: i64) -> usize {
+        match self {
+            Points::Floats(f) => f.partition_point(|p| p.t <= t),
+            Points::Mixed(m) => m.partition_point(|p| p.0 <= t),
+        }
+    }
+
+    /// The samples as (time, value) pairs: borrowed when mixed, else built in `buf`.
+    pub fn as_pairs<'a>(
+        &'a self,
+        buf: &'a mut Vec<(i64, SampleValue)>,
+    ) -> &'a [(i64, SampleValue)] {
+        match self {
+            Points::Mixed(m) => m,
+            Points::Floats(f) => {
+                buf.clear();
+                buf.extend(f.iter().map(|p| (p.t, SampleValue::Float(p.v))));
+                buf
+            }
+        }
+    }
 }
 
 /// A range-vector argument: series, and for each step the end of its window.
@@ -364,11 +424,12 @@ pub(crate) struct RangeData {
 }
 
 impl RangeData {
-    pub fn window<'a>(&self, s: &'a RSeries, i: usize) -> &'a [(i64, SampleValue)] {
+    /// Step `i`'s window of `s` as indices into its samples.
+    pub fn window(&self, s: &RSeries, i: usize) -> (usize, usize) {
         let end = self.ends[i];
-        let lo = s.pts.partition_point(|p| p.0 <= end - self.range);
-        let hi = s.pts.partition_point(|p| p.0 <= end);
-        &s.pts[lo..hi.max(lo)]
+        let lo = s.pts.count_le(end - self.range);
+        let hi = s.pts.count_le(end);
+        (lo, hi.max(lo))
     }
 
     /// A cursor for [`RangeData::bounds`], to be used for one series, steps in order.
@@ -380,33 +441,26 @@ impl RangeData {
         }
     }
 
-    /// Step `i`'s window of `s` as indices into `s.pts`: the same samples as
+    /// Step `i`'s window of `s` as indices into its samples: the same as
     /// [`RangeData::window`]. When window ends never decrease (always, but for `@`), the
     /// bounds slide forward from the previous step's instead of being searched for.
     pub fn bounds(&self, s: &RSeries, i: usize, cur: &mut WindowCursor) -> (usize, usize) {
+        if !cur.sliding {
+            return self.window(s, i);
+        }
         let end = self.ends[i];
         let start = end - self.range;
-        if !cur.sliding {
-            let lo = s.pts.partition_point(|p| p.0 <= start);
-            let hi = s.pts.partition_point(|p| p.0 <= end);
-            return (lo, hi.max(lo));
+        match &s.pts {
+            Points::Floats(f) => cur.slide(f, |p| p.t, start, end),
+            Points::Mixed(m) => cur.slide(m, |p| p.0, start, end),
         }
-        let n = s.pts.len();
-        while cur.lo < n && s.pts[cur.lo].0 <= start {
-            cur.lo += 1;
-        }
-        cur.hi = cur.hi.max(cur.lo);
-        while cur.hi < n && s.pts[cur.hi].0 <= end {
-            cur.hi += 1;
-        }
-        (cur.lo, cur.hi)
     }
 
     fn window_series(&self, i: usize) -> Vec<Series> {
         let mut out = Vec::new();
         for s in &self.series {
-            let w = self.window(s, i);
-            if w.is_empty() {
+            let (lo, hi) = self.window(s, i);
+            if lo == hi {
                 continue;
             }
             let mut ser = Series {
@@ -417,10 +471,15 @@ impl RangeData {
                 },
                 ..Series::default()
             };
-            for (t, v) in w {
-                match v {
-                    SampleValue::Float(f) => ser.floats.push(FloatSample { t: *t, v: *f }),
-                    SampleValue::Histogram(h) => ser.histograms.push((*t, h.clone())),
+            match &s.pts {
+                Points::Floats(f) => ser.floats.extend_from_slice(&f[lo..hi]),
+                Points::Mixed(m) => {
+                    for (t, v) in &m[lo..hi] {
+                        match v {
+                            SampleValue::Float(f) => ser.floats.push(FloatSample { t: *t, v: *f }),
+                            SampleValue::Histogram(h) => ser.histograms.push((*t, h.clone())),
+                        }
+                    }
                 }
             }
             out.push(ser);
@@ -435,6 +494,26 @@ pub(crate) struct WindowCursor {
     lo: usize,
     hi: usize,
     sliding: bool,
+}
+
+impl WindowCursor {
+    fn slide<P>(
+        &mut self,
+        pts: &[P],
+        t: impl Fn(&P) -> i64,
+        start: i64,
+        end: i64,
+    ) -> (usize, usize) {
+        let n = pts.len();
+        while self.lo < n && t(&pts[self.lo]) <= start {
+            self.lo += 1;
+        }
+        self.hi = self.hi.max(self.lo);
+        while self.hi < n && t(&pts[self.hi]) <= end {
+            self.hi += 1;
+        }
+        (self.lo, self.hi)
+    }
 }
 
 /// The value of a sub-expression over all steps.
@@ -817,7 +896,13 @@ impl<'a> Evaluator<'a> {
         self.select_each(vs, lo - range + 1, hi, &mut |_, n, mut s| {
             series.reserve(n.saturating_sub(series.len()));
             let m = Arc::new(std::mem::take(&mut s.metric));
-            let pts = Self::merge_points(s, true);
+            let pts = if s.histograms.is_empty() {
+                let mut f = s.floats;
+                f.retain(|p| !model::is_stale_nan(p.v));
+                Points::Floats(f)
+            } else {
+                Points::Mixed(Self::merge_points(s, true))
+            };
             if !pts.is_empty() {
                 series.push(RSeries {
                     m,
@@ -869,16 +954,14 @@ impl<'a> Evaluator<'a> {
         let inner = self.eval_vector(&sq.expr, &inner_ts)?;
         let mut kept: ByLabels<usize> = ByLabels::default();
         let mut dropped: ByLabels<usize> = ByLabels::default();
-        let mut series: Vec<RSeries> = Vec::new();
+        // Per output series: labels, whether the name is dropped, its points.
+        type Building = (Arc<Labels>, bool, Vec<(i64, SampleValue)>);
+        let mut series: Vec<Building> = Vec::new();
         for (i, step_v) in inner.into_iter().enumerate() {
             for s in step_v {
                 let table = if s.drop_name { &mut dropped } else { &mut kept };
                 let idx = *table.get_or_insert_with(&s.m, |_| {
-                    series.push(RSeries {
-                        m: s.m.clone(),
-                        drop_name: s.drop_name,
-                        pts: Vec::new(),
-                    });
+                    series.push((s.m.clone(), s.drop_name, Vec::new()));
                     series.len() - 1
                 });
                 // Subquery points are not adjacent samples: "not a reset since the previous
@@ -893,9 +976,17 @@ impl<'a> Evaluator<'a> {
                     }
                     v => v,
                 };
-                series[idx].pts.push((inner_ts[i], v));
+                series[idx].2.push((inner_ts[i], v));
             }
         }
+        let mut series: Vec<RSeries> = series
+            .into_iter()
+            .map(|(m, drop_name, pts)| RSeries {
+                m,
+                drop_name,
+                pts: Points::from_mixed(pts),
+            })
+            .collect();
         series.sort_by(|a, b| a.m.cmp(&b.m));
         Ok(RangeData {
             series,

@@ -3,12 +3,12 @@
 //! sums, Go's `math.Max`/`math.Min` NaN rules, bucket quantiles.
 
 use crate::eval::{
-    AggParam, Evaluator, RSeries, RangeData, Res, Sink, Smp, StepVecs, drop_name, dup_labelset,
-    hist, millis, res_type,
+    AggParam, Evaluator, Points, RSeries, RangeData, Res, Sink, Smp, StepVecs, drop_name,
+    dup_labelset, hist, res_type,
 };
 use crate::histogram as h;
 use crate::{Error, SampleValue};
-use model::{Labels, METRIC_NAME};
+use model::{Labels, METRIC_NAME, Sample as FloatSample};
 use promql_parser::parser::{Call, Expr, LabelModifier};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -914,7 +914,10 @@ pub(crate) fn call(ev: &mut Evaluator<'_>, c: &Call, ts: &[i64]) -> Result<Res, 
             Ok(Res::Vector(
                 (0..n)
                     .map(|i| {
-                        if rd.series.iter().any(|s| !rd.window(s, i).is_empty()) {
+                        if rd.series.iter().any(|s| {
+                            let (lo, hi) = rd.window(s, i);
+                            lo < hi
+                        }) {
                             Vec::new()
                         } else {
                             vec![Smp {
@@ -1339,10 +1342,10 @@ fn bucket_fraction(lower: f64, upper: f64, b: &mut [(f64, f64)]) -> f64 {
 }
 
 /// A window's float samples (histograms skipped), written into `buf`.
-fn fill_pairs<'b>(buf: &'b mut Vec<(i64, f64)>, w: &[(i64, SampleValue)]) -> &'b [(i64, f64)] {
+fn fill_floats<'b>(buf: &'b mut Vec<FloatSample>, w: &[(i64, SampleValue)]) -> &'b [FloatSample] {
     buf.clear();
     buf.extend(w.iter().filter_map(|(t, v)| match v {
-        SampleValue::Float(f) => Some((*t, *f)),
+        SampleValue::Float(f) => Some(FloatSample { t: *t, v: *f }),
         SampleValue::Histogram(_) => None,
     }));
     buf
@@ -1355,12 +1358,12 @@ fn fill_vals<'b>(buf: &'b mut Vec<f64>, w: &[(i64, SampleValue)]) -> &'b mut [f6
     buf
 }
 
-fn linear_regression(s: &[(i64, f64)], intercept_t: i64) -> (f64, f64) {
+fn linear_regression(s: &[FloatSample], intercept_t: i64) -> (f64, f64) {
     let (mut n, mut sx, mut cx, mut sy, mut cy, mut sxy, mut cxy, mut sx2, mut cx2) =
         (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
-    let init = s[0].1;
+    let init = s[0].v;
     let mut const_y = true;
-    for (i, &(t, v)) in s.iter().enumerate() {
+    for (i, &FloatSample { t, v }) in s.iter().enumerate() {
         if const_y && i > 0 && v != init {
             const_y = false;
         }
@@ -1387,7 +1390,7 @@ fn linear_regression(s: &[(i64, f64)], intercept_t: i64) -> (f64, f64) {
 /// `rate`, `increase`, `delta` with Prometheus' extrapolation.
 #[allow(clippy::too_many_arguments)] // mirrors Prometheus' extrapolatedRate
 fn extrapolated(
-    ev: &mut Evaluator<'_>,
+    warnings: &mut Vec<String>,
     w: &[(i64, SampleValue)],
     range_start: i64,
     range_end: i64,
@@ -1404,7 +1407,7 @@ fn extrapolated(
         .filter(|p| matches!(p.1, SampleValue::Histogram(_)))
         .count();
     if nh > 0 && nh < w.len() {
-        ev.warnings.push(format!(
+        warnings.push(format!(
             "PromQL warning: encountered a mix of histograms and floats for metric name in {fname}"
         ));
         return None;
@@ -1505,14 +1508,14 @@ fn extrapolation(
 fn float_rate_steps(rd: &RangeData, s: &RSeries, name: &str, mut emit: impl FnMut(usize, f64)) {
     let counter = name != "delta";
     let is_rate = name == "rate";
-    let v = |k: usize| match s.pts[k].1 {
-        SampleValue::Float(f) => f,
-        SampleValue::Histogram(_) => unreachable!("float-only series"),
+    let Points::Floats(f) = &s.pts else {
+        unreachable!("float-only series")
     };
+    let v = |k: usize| f[k].v;
     // resets[k]: counter resets among samples 0..=k.
     let resets: Vec<u32> = if counter {
         let mut n = 0u32;
-        (0..s.pts.len())
+        (0..f.len())
             .map(|k| {
                 if k > 0 && v(k) < v(k - 1) {
                     n += 1;
@@ -1543,8 +1546,8 @@ fn float_rate_steps(rd: &RangeData, s: &RSeries, name: &str, mut emit: impl FnMu
         }
         let end = rd.ends[i];
         let span = Span {
-            first_t: s.pts[lo].0,
-            last_t: s.pts[hi - 1].0,
+            first_t: f[lo].t,
+            last_t: f[hi - 1].t,
             n: hi - lo,
             range_start: end - rd.range,
             range_end: end,
@@ -1600,8 +1603,10 @@ fn float_over_time_steps(
     mut emit: impl FnMut(usize, f64),
 ) {
     vals.clear();
-    vals.extend(s.pts.iter().filter_map(|p| p.1.float()));
-    debug_assert_eq!(vals.len(), s.pts.len(), "float-only series");
+    let Points::Floats(f) = &s.pts else {
+        unreachable!("float-only series")
+    };
+    vals.extend(f.iter().map(|p| p.v));
     if matches!(op, OverTime::Min | OverTime::Max) && rd.ends.is_sorted() {
         return sliding_extreme_steps(rd, s, vals, matches!(op, OverTime::Max), emit);
     }
@@ -1758,270 +1763,387 @@ pub(crate) fn range_function_into(
         (Vec::new(), Vec::new())
     };
     let keep_name = matches!(name, "last_over_time" | "first_over_time");
-    let over_time = over_time_op(name);
-    let mut over_time_vals = Vec::new();
-    for s in &rd.series {
-        ev.check_cost(ts.len())?;
-        let drop_name = s.drop_name || !keep_name;
-        sink.begin(&s.m, drop_name, rd.series.len());
-        if matches!(name, "rate" | "increase" | "delta")
-            && s.pts.iter().all(|p| matches!(p.1, SampleValue::Float(_)))
-        {
-            float_rate_steps(&rd, s, name, |i, v| sink.push(i, SampleValue::Float(v)));
-            continue;
-        }
-        if let Some(op) = over_time
-            && s.pts.iter().all(|p| matches!(p.1, SampleValue::Float(_)))
-        {
-            float_over_time_steps(&rd, s, op, &mut over_time_vals, |i, v| {
-                sink.push(i, SampleValue::Float(v))
+    let args = StepArgs {
+        rd: &rd,
+        name,
+        over_time: over_time_op(name),
+        param: &param,
+        sf: &sf,
+        tf: &tf,
+    };
+    let n = rd.series.len();
+    // Each series' values need nothing from the others: computed on two threads when
+    // there are many, handed to the sink in series order on this one.
+    crate::par::ordered(
+        rd.series.iter().collect(),
+        series_batch(
+            &rd,
+            over_time_op(name).is_some() || matches!(name, "rate" | "increase" | "delta"),
+        ),
+        |scratch: &mut StepScratch, s: &RSeries| {
+            let mut out = SeriesSteps::default();
+            let r = series_steps(&args, s, scratch, &mut out.warnings, &mut |i, v| {
+                out.vals.push((i as u32, v))
             });
-            continue;
-        }
+            (s, r.map(|()| out))
+        },
+        |(s, r)| {
+            ev.check_cost(ts.len())?;
+            let out = r?;
+            ev.warnings.extend(out.warnings);
+            sink.begin(&s.m, s.drop_name || !keep_name, n);
+            for (i, v) in out.vals {
+                sink.push(i as usize, v);
+            }
+            Ok(())
+        },
+    )
+}
+
+/// Series per batch when a range function's series are shared between two threads: about
+/// [`BATCH_WORK`] sample visits each, so that a batch is worth handing over (a thread's
+/// hand-over costs some microseconds) whether a series costs one pass over its samples
+/// (`one_pass`: `rate` & co. and `*_over_time`, which slide over the windows) or a pass
+/// over its window at every step (`deriv`, `quantile_over_time`…).
+fn series_batch(rd: &RangeData, one_pass: bool) -> usize {
+    const BATCH_WORK: usize = 64 * 1024;
+    let n = rd.series.len().max(1);
+    let per_series = rd.series.iter().map(|s| s.pts.len()).sum::<usize>() / n;
+    let steps = rd.ends.len();
+    let cost = if one_pass {
+        per_series + steps
+    } else {
+        // The share of a series' samples in one window, times the steps.
+        let (lo, hi) = (rd.ends.iter().min(), rd.ends.iter().max());
+        let span = match (lo, hi) {
+            (Some(lo), Some(hi)) => (hi - lo + rd.range).max(1),
+            _ => 1,
+        };
+        let per_window = (per_series as u128 * rd.range.max(0) as u128 / span as u128) as usize;
+        steps * per_window.max(1)
+    };
+    (BATCH_WORK / cost.max(1)).clamp(2, 512)
+}
+
+/// One series' values at the steps that have one, and the warnings computing them raised.
+#[derive(Default)]
+struct SeriesSteps {
+    vals: Vec<(u32, SampleValue)>,
+    warnings: Vec<String>,
+}
+
+/// Buffers one thread reuses from series to series.
+#[derive(Default)]
+struct StepScratch {
+    pairs: Vec<FloatSample>,
+    vals: Vec<f64>,
+    over_time_vals: Vec<f64>,
+    /// A float-only series as (time, value) pairs, for the general path.
+    mixed: Vec<(i64, SampleValue)>,
+}
+
+/// What [`series_steps`] needs besides the series: the range data and the function's
+/// other arguments (one value per step).
+struct StepArgs<'a> {
+    rd: &'a RangeData,
+    name: &'a str,
+    over_time: Option<OverTime>,
+    param: &'a [f64],
+    sf: &'a [f64],
+    tf: &'a [f64],
+}
+
+/// A range function's value for one series at every step that has one, in step order.
+fn series_steps(
+    args: &StepArgs<'_>,
+    s: &RSeries,
+    scratch: &mut StepScratch,
+    warnings: &mut Vec<String>,
+    push: &mut dyn FnMut(usize, SampleValue),
+) -> Result<(), Error> {
+    let StepArgs {
+        rd,
+        name,
+        over_time,
+        param,
+        sf,
+        tf,
+    } = *args;
+    let ts = &rd.ends;
+    let floats = matches!(s.pts, Points::Floats(_));
+    if floats && matches!(name, "rate" | "increase" | "delta") {
+        float_rate_steps(rd, s, name, |i, v| push(i, SampleValue::Float(v)));
+        return Ok(());
+    }
+    if let Some(op) = over_time
+        && floats
+    {
+        float_over_time_steps(rd, s, op, &mut scratch.over_time_vals, |i, v| {
+            push(i, SampleValue::Float(v))
+        });
+        return Ok(());
+    }
+    let mut cur = rd.cursor();
+    // Scratch for a window's floats, reused from step to step and series to series.
+    if let Points::Floats(f) = &s.pts
+        && matches!(name, "deriv" | "predict_linear")
+    {
+        // The regression straight over each window's slice of the stored samples.
         let mut cur = rd.cursor();
-        // Scratch for a window's floats, reused from step to step.
-        let (mut pairs, mut vals) = (Vec::new(), Vec::new());
-        for i in 0..ts.len() {
+        for (i, &at) in rd.at.iter().enumerate() {
             let (lo, hi) = rd.bounds(s, i, &mut cur);
-            let w = &s.pts[lo..hi];
-            if w.is_empty() {
+            let w = &f[lo..hi];
+            if w.len() < 2 {
                 continue;
             }
-            let end = rd.ends[i];
-            let v: Option<SampleValue> = match name {
-                "rate" | "increase" | "delta" => extrapolated(
-                    ev,
-                    w,
-                    end - rd.range,
-                    end,
-                    rd.range,
-                    name != "delta",
-                    name == "rate",
-                    name,
-                ),
-                "irate" | "idelta" => {
-                    if w.len() < 2 {
-                        None
-                    } else {
-                        let (pt, pv) = &w[w.len() - 2];
-                        let (lt, lv) = &w[w.len() - 1];
-                        match (pv, lv) {
-                            (SampleValue::Float(p), SampleValue::Float(l)) => {
-                                let mut r = l - p;
-                                if name == "irate" && l < p {
-                                    r = *l;
-                                }
-                                let dt = (lt - pt) as f64 / 1000.0;
-                                if dt == 0.0 {
-                                    None
-                                } else if name == "irate" {
-                                    Some(SampleValue::Float(r / dt))
-                                } else {
-                                    Some(SampleValue::Float(r))
-                                }
+            let v = if name == "deriv" {
+                linear_regression(w, w[0].t).0
+            } else {
+                let (slope, icpt) = linear_regression(w, at);
+                slope * param[i] + icpt
+            };
+            push(i, SampleValue::Float(v));
+        }
+        return Ok(());
+    }
+    let StepScratch {
+        pairs, vals, mixed, ..
+    } = scratch;
+    let pts = s.pts.as_pairs(mixed);
+    for i in 0..ts.len() {
+        let (lo, hi) = rd.bounds(s, i, &mut cur);
+        let w = &pts[lo..hi];
+        if w.is_empty() {
+            continue;
+        }
+        let end = rd.ends[i];
+        let v: Option<SampleValue> = match name {
+            "rate" | "increase" | "delta" => extrapolated(
+                warnings,
+                w,
+                end - rd.range,
+                end,
+                rd.range,
+                name != "delta",
+                name == "rate",
+                name,
+            ),
+            "irate" | "idelta" => {
+                if w.len() < 2 {
+                    None
+                } else {
+                    let (pt, pv) = &w[w.len() - 2];
+                    let (lt, lv) = &w[w.len() - 1];
+                    match (pv, lv) {
+                        (SampleValue::Float(p), SampleValue::Float(l)) => {
+                            let mut r = l - p;
+                            if name == "irate" && l < p {
+                                r = *l;
                             }
-                            (SampleValue::Histogram(p), SampleValue::Histogram(l)) => {
-                                let dt = (lt - pt) as f64 / 1000.0;
-                                let d = if name == "irate" && h::is_reset(p, l) {
-                                    Some((**l).clone())
-                                } else {
-                                    h::sub(l, p)
-                                };
-                                if name == "irate" {
-                                    d.map(|mut d| {
-                                        d.counter_reset_hint = model::CounterResetHint::Gauge;
-                                        SampleValue::Histogram(Arc::new(h::scale(&d, 1.0 / dt)))
-                                    })
-                                } else {
-                                    d.map(|d| SampleValue::Histogram(Arc::new(d)))
-                                }
-                            }
-                            _ => None,
-                        }
-                    }
-                }
-                "deriv" => {
-                    let f = fill_pairs(&mut pairs, w);
-                    if f.len() < 2 {
-                        None
-                    } else {
-                        Some(SampleValue::Float(linear_regression(f, f[0].0).0))
-                    }
-                }
-                "predict_linear" => {
-                    let f = fill_pairs(&mut pairs, w);
-                    if f.len() < 2 {
-                        None
-                    } else {
-                        let (slope, icpt) = linear_regression(f, rd.at[i]);
-                        Some(SampleValue::Float(slope * param[i] + icpt))
-                    }
-                }
-                "holt_winters" | "double_exponential_smoothing" => {
-                    let (a, b) = (sf[i], tf[i]);
-                    if a <= 0.0 || a >= 1.0 {
-                        return Err(Error::Execution(format!(
-                            "invalid smoothing factor. Expected: 0 < sf < 1, got: {a}"
-                        )));
-                    }
-                    if b <= 0.0 || b >= 1.0 {
-                        return Err(Error::Execution(format!(
-                            "invalid trend factor. Expected: 0 < tf < 1, got: {b}"
-                        )));
-                    }
-                    let f = fill_pairs(&mut pairs, w);
-                    if f.len() < 2 {
-                        None
-                    } else {
-                        let (mut s0, mut s1) = (0.0, f[0].1);
-                        let mut tr = f[1].1 - f[0].1;
-                        for (k, p) in f.iter().enumerate().skip(1) {
-                            let x = a * p.1;
-                            if k > 1 {
-                                tr = b * (s1 - s0) + (1.0 - b) * tr;
-                            }
-                            let y = (1.0 - a) * (s1 + tr);
-                            s0 = s1;
-                            s1 = x + y;
-                        }
-                        Some(SampleValue::Float(s1))
-                    }
-                }
-                "changes" | "resets" => {
-                    let mut n = 0;
-                    for k in 1..w.len() {
-                        let hit = match (&w[k - 1].1, &w[k].1) {
-                            (SampleValue::Float(p), SampleValue::Float(c)) => {
-                                if name == "changes" {
-                                    p != c && !(p.is_nan() && c.is_nan())
-                                } else {
-                                    c < p
-                                }
-                            }
-                            (SampleValue::Histogram(p), SampleValue::Histogram(c)) => {
-                                if name == "changes" {
-                                    !h::equal(p, c)
-                                } else {
-                                    h::is_reset(p, c)
-                                }
-                            }
-                            // A switch between float and histogram is a change, not a reset.
-                            _ => name == "changes",
-                        };
-                        if hit {
-                            n += 1;
-                        }
-                    }
-                    Some(SampleValue::Float(n as f64))
-                }
-                "count_over_time" => Some(SampleValue::Float(w.len() as f64)),
-                "present_over_time" => Some(SampleValue::Float(1.0)),
-                "last_over_time" => Some(w[w.len() - 1].1.clone()),
-                "first_over_time" => Some(w[0].1.clone()),
-                "ts_of_last_over_time" => {
-                    Some(SampleValue::Float(w[w.len() - 1].0 as f64 / 1000.0))
-                }
-                "ts_of_first_over_time" => Some(SampleValue::Float(w[0].0 as f64 / 1000.0)),
-                "sum_over_time" | "avg_over_time" => {
-                    let nh = w
-                        .iter()
-                        .filter(|p| matches!(p.1, SampleValue::Histogram(_)))
-                        .count();
-                    if nh == w.len() {
-                        let hs: Vec<&model::FloatHistogram> =
-                            w.iter().filter_map(|p| hist(&p.1)).collect();
-                        let r = if name == "sum_over_time" {
-                            h::sum(&hs)
-                        } else {
-                            h::avg(&hs)
-                        };
-                        r.map(|x| SampleValue::Histogram(Arc::new(x)))
-                    } else if nh > 0 {
-                        ev.warnings.push(format!("PromQL warning: encountered a mix of histograms and floats for metric name in {name}"));
-                        None
-                    } else {
-                        let f = fill_vals(&mut vals, w);
-                        Some(SampleValue::Float(if name == "sum_over_time" {
-                            kahan_sum(f.iter().copied())
-                        } else {
-                            mean(f)
-                        }))
-                    }
-                }
-                "min_over_time"
-                | "max_over_time"
-                | "ts_of_min_over_time"
-                | "ts_of_max_over_time" => {
-                    let f = fill_pairs(&mut pairs, w);
-                    if f.is_empty() {
-                        None
-                    } else {
-                        let max = name.contains("max");
-                        let ts_of = name.starts_with("ts_of");
-                        let mut best = f[0];
-                        for &p in &f[1..] {
-                            let better = if max { p.1 > best.1 } else { p.1 < best.1 };
-                            let tie = ts_of && p.1 == best.1;
-                            if better || tie || best.1.is_nan() {
-                                best = p;
+                            let dt = (lt - pt) as f64 / 1000.0;
+                            if dt == 0.0 {
+                                None
+                            } else if name == "irate" {
+                                Some(SampleValue::Float(r / dt))
+                            } else {
+                                Some(SampleValue::Float(r))
                             }
                         }
-                        if name.starts_with("ts_of") {
-                            Some(SampleValue::Float(best.0 as f64 / 1000.0))
-                        } else {
-                            Some(SampleValue::Float(best.1))
+                        (SampleValue::Histogram(p), SampleValue::Histogram(l)) => {
+                            let dt = (lt - pt) as f64 / 1000.0;
+                            let d = if name == "irate" && h::is_reset(p, l) {
+                                Some((**l).clone())
+                            } else {
+                                h::sub(l, p)
+                            };
+                            if name == "irate" {
+                                d.map(|mut d| {
+                                    d.counter_reset_hint = model::CounterResetHint::Gauge;
+                                    SampleValue::Histogram(Arc::new(h::scale(&d, 1.0 / dt)))
+                                })
+                            } else {
+                                d.map(|d| SampleValue::Histogram(Arc::new(d)))
+                            }
                         }
+                        _ => None,
                     }
                 }
-                "stddev_over_time" | "stdvar_over_time" => {
-                    let f = fill_vals(&mut vals, w);
-                    if f.is_empty() {
-                        None
-                    } else {
-                        let v = variance(f);
-                        Some(SampleValue::Float(if name == "stddev_over_time" {
-                            v.sqrt()
-                        } else {
-                            v
-                        }))
-                    }
+            }
+            "deriv" => {
+                let f = fill_floats(pairs, w);
+                if f.len() < 2 {
+                    None
+                } else {
+                    Some(SampleValue::Float(linear_regression(f, f[0].t).0))
                 }
-                "quantile_over_time" => {
-                    let f = fill_vals(&mut vals, w);
-                    if f.is_empty() {
-                        None
-                    } else {
-                        Some(SampleValue::Float(quantile(param[i], f)))
-                    }
+            }
+            "predict_linear" => {
+                let f = fill_floats(pairs, w);
+                if f.len() < 2 {
+                    None
+                } else {
+                    let (slope, icpt) = linear_regression(f, rd.at[i]);
+                    Some(SampleValue::Float(slope * param[i] + icpt))
                 }
-                "mad_over_time" => {
-                    let f = fill_vals(&mut vals, w);
-                    if f.is_empty() {
-                        None
-                    } else {
-                        let med = quantile(0.5, f);
-                        let mut d: Vec<f64> = f.iter().map(|x| (x - med).abs()).collect();
-                        Some(SampleValue::Float(quantile(0.5, &mut d)))
-                    }
-                }
-                other => {
-                    return Err(Error::BadData(format!(
-                        "function {other}() is not supported by this engine (argument type {})",
-                        res_type(&Res::Range(RangeData {
-                            series: Vec::new(),
-                            range: 0,
-                            ends: Vec::new(),
-                            at: Vec::new()
-                        }))
+            }
+            "holt_winters" | "double_exponential_smoothing" => {
+                let (a, b) = (sf[i], tf[i]);
+                if a <= 0.0 || a >= 1.0 {
+                    return Err(Error::Execution(format!(
+                        "invalid smoothing factor. Expected: 0 < sf < 1, got: {a}"
                     )));
                 }
-            };
-            if let Some(v) = v {
-                sink.push(i, v);
+                if b <= 0.0 || b >= 1.0 {
+                    return Err(Error::Execution(format!(
+                        "invalid trend factor. Expected: 0 < tf < 1, got: {b}"
+                    )));
+                }
+                let f = fill_floats(pairs, w);
+                if f.len() < 2 {
+                    None
+                } else {
+                    let (mut s0, mut s1) = (0.0, f[0].v);
+                    let mut tr = f[1].v - f[0].v;
+                    for (k, p) in f.iter().enumerate().skip(1) {
+                        let x = a * p.v;
+                        if k > 1 {
+                            tr = b * (s1 - s0) + (1.0 - b) * tr;
+                        }
+                        let y = (1.0 - a) * (s1 + tr);
+                        s0 = s1;
+                        s1 = x + y;
+                    }
+                    Some(SampleValue::Float(s1))
+                }
             }
+            "changes" | "resets" => {
+                let mut n = 0;
+                for k in 1..w.len() {
+                    let hit = match (&w[k - 1].1, &w[k].1) {
+                        (SampleValue::Float(p), SampleValue::Float(c)) => {
+                            if name == "changes" {
+                                p != c && !(p.is_nan() && c.is_nan())
+                            } else {
+                                c < p
+                            }
+                        }
+                        (SampleValue::Histogram(p), SampleValue::Histogram(c)) => {
+                            if name == "changes" {
+                                !h::equal(p, c)
+                            } else {
+                                h::is_reset(p, c)
+                            }
+                        }
+                        // A switch between float and histogram is a change, not a reset.
+                        _ => name == "changes",
+                    };
+                    if hit {
+                        n += 1;
+                    }
+                }
+                Some(SampleValue::Float(n as f64))
+            }
+            "count_over_time" => Some(SampleValue::Float(w.len() as f64)),
+            "present_over_time" => Some(SampleValue::Float(1.0)),
+            "last_over_time" => Some(w[w.len() - 1].1.clone()),
+            "first_over_time" => Some(w[0].1.clone()),
+            "ts_of_last_over_time" => Some(SampleValue::Float(w[w.len() - 1].0 as f64 / 1000.0)),
+            "ts_of_first_over_time" => Some(SampleValue::Float(w[0].0 as f64 / 1000.0)),
+            "sum_over_time" | "avg_over_time" => {
+                let nh = w
+                    .iter()
+                    .filter(|p| matches!(p.1, SampleValue::Histogram(_)))
+                    .count();
+                if nh == w.len() {
+                    let hs: Vec<&model::FloatHistogram> =
+                        w.iter().filter_map(|p| hist(&p.1)).collect();
+                    let r = if name == "sum_over_time" {
+                        h::sum(&hs)
+                    } else {
+                        h::avg(&hs)
+                    };
+                    r.map(|x| SampleValue::Histogram(Arc::new(x)))
+                } else if nh > 0 {
+                    warnings.push(format!("PromQL warning: encountered a mix of histograms and floats for metric name in {name}"));
+                    None
+                } else {
+                    let f = fill_vals(vals, w);
+                    Some(SampleValue::Float(if name == "sum_over_time" {
+                        kahan_sum(f.iter().copied())
+                    } else {
+                        mean(f)
+                    }))
+                }
+            }
+            "min_over_time" | "max_over_time" | "ts_of_min_over_time" | "ts_of_max_over_time" => {
+                let f = fill_floats(pairs, w);
+                if f.is_empty() {
+                    None
+                } else {
+                    let max = name.contains("max");
+                    let ts_of = name.starts_with("ts_of");
+                    let mut best = f[0];
+                    for &p in &f[1..] {
+                        let better = if max { p.v > best.v } else { p.v < best.v };
+                        let tie = ts_of && p.v == best.v;
+                        if better || tie || best.v.is_nan() {
+                            best = p;
+                        }
+                    }
+                    if name.starts_with("ts_of") {
+                        Some(SampleValue::Float(best.t as f64 / 1000.0))
+                    } else {
+                        Some(SampleValue::Float(best.v))
+                    }
+                }
+            }
+            "stddev_over_time" | "stdvar_over_time" => {
+                let f = fill_vals(vals, w);
+                if f.is_empty() {
+                    None
+                } else {
+                    let v = variance(f);
+                    Some(SampleValue::Float(if name == "stddev_over_time" {
+                        v.sqrt()
+                    } else {
+                        v
+                    }))
+                }
+            }
+            "quantile_over_time" => {
+                let f = fill_vals(vals, w);
+                if f.is_empty() {
+                    None
+                } else {
+                    Some(SampleValue::Float(quantile(param[i], f)))
+                }
+            }
+            "mad_over_time" => {
+                let f = fill_vals(vals, w);
+                if f.is_empty() {
+                    None
+                } else {
+                    let med = quantile(0.5, f);
+                    let mut d: Vec<f64> = f.iter().map(|x| (x - med).abs()).collect();
+                    Some(SampleValue::Float(quantile(0.5, &mut d)))
+                }
+            }
+            other => {
+                return Err(Error::BadData(format!(
+                    "function {other}() is not supported by this engine (argument type {})",
+                    res_type(&Res::Range(RangeData {
+                        series: Vec::new(),
+                        range: 0,
+                        ends: Vec::new(),
+                        at: Vec::new()
+                    }))
+                )));
+            }
+        };
+        if let Some(v) = v {
+            push(i, v);
         }
     }
-    let _ = millis;
     Ok(())
 }
 
@@ -2113,22 +2235,19 @@ mod tests {
                 at: ends.clone(),
                 ends,
             };
+            let vals: Vec<f64> = pts.iter().filter_map(|p| p.1.float()).collect();
             let s = RSeries {
                 m: Arc::new(Labels::default()),
                 drop_name: true,
-                pts,
+                pts: Points::from_mixed(pts),
             };
-            let vals: Vec<f64> = s.pts.iter().filter_map(|p| p.1.float()).collect();
             for max in [true, false] {
                 let mut got = Vec::new();
                 sliding_extreme_steps(&rd, &s, &vals, max, |i, v| got.push((i, v.to_bits())));
                 let mut want = Vec::new();
                 for i in 0..rd.ends.len() {
-                    let w: Vec<f64> = rd
-                        .window(&s, i)
-                        .iter()
-                        .filter_map(|p| p.1.float())
-                        .collect();
+                    let (lo, hi) = rd.window(&s, i);
+                    let w = &vals[lo..hi];
                     let Some(&first) = w.first() else { continue };
                     let mut best = first;
                     for &p in &w[1..] {

@@ -20,6 +20,7 @@ pub mod eval;
 mod functions;
 mod histogram;
 mod memo;
+pub mod par;
 pub mod promqltest;
 mod storage;
 mod value;

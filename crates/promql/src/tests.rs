@@ -164,3 +164,74 @@ fn direct_range_results_fall_back_on_equal_label_sets() {
         "vector cannot contain metrics with the same labelset"
     );
 }
+
+/// Many series: range functions and selectors computed on two threads (see `par`) give
+/// the answer one thread gives, bit for bit, warnings in the same order, for float series
+/// with resets, NaNs and stale markers, and for series mixing floats and histograms.
+#[test]
+fn two_threads_answer_what_one_thread_answers() {
+    let mut s = MemStorage::new();
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut rnd = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for i in 0..1500u64 {
+        let l = Labels::from_pairs([
+            ("__name__", "c_total"),
+            ("i", &*i.to_string()),
+            ("job", &*(i % 7).to_string()),
+        ]);
+        let mut v = 0.0;
+        for t in 0..120i64 {
+            v += (rnd() % 100) as f64;
+            let r = rnd() % 200;
+            let val = match r {
+                0 => {
+                    v = 0.0;
+                    0.0
+                }
+                1 => f64::NAN,
+                2 => model::stale_nan(),
+                _ => v,
+            };
+            if r == 3 && i % 50 == 0 {
+                let h = model::FloatHistogram {
+                    count: v,
+                    sum: v * 2.0,
+                    ..Default::default()
+                };
+                s.add_histogram(l.clone(), t * 15_000 + 7, h);
+            }
+            s.add_float(l.clone(), t * 15_000 + (i as i64 % 13) * 100, val);
+        }
+    }
+    let e = engine(50_000_000);
+    for q in [
+        "c_total",
+        "rate(c_total[5m])",
+        "increase(c_total[3m])",
+        "irate(c_total[2m])",
+        "deriv(c_total[10m])",
+        "predict_linear(c_total[10m], 600)",
+        "max_over_time(c_total[5m])",
+        "avg_over_time(c_total[5m])",
+        "quantile_over_time(0.9, c_total[5m])",
+        "changes(c_total[5m])",
+        "sum by (job) (rate(c_total[5m]))",
+        "count by (job) (c_total)",
+        "topk(3, rate(c_total[5m]))",
+        "rate(c_total[5m] offset 1m) / 2",
+    ] {
+        let run = || e.range(&s, q, 300_000, 1_785_000, 15_000, &QueryOptions::default());
+        let two = run().unwrap();
+        let one = crate::par::one_thread(run).unwrap();
+        // Debug output shows each float exactly (shortest round-trip digits).
+        assert_eq!(format!("{two:?}"), format!("{one:?}"), "{q}");
+    }
+    assert!(
+        crate::par::parallel() || std::thread::available_parallelism().map_or(1, |n| n.get()) == 1
+    );
+}

@@ -41,47 +41,63 @@ impl promql::Storage for TsdbStorage<'_> {
             .select(matchers)
             .map_err(storage_err)?;
         let n = set.len();
-        let mut ra = tsdb::ReadAhead::default();
-        for mut s in set {
-            let mut floats = Vec::new();
-            let mut over = None;
-            s.floats_into_via(&mut ra, &mut floats, |n| match budget.take(n) {
-                Ok(()) => true,
-                Err(e) => {
-                    over = Some(e);
-                    false
-                }
-            })
-            .map_err(storage_err)?;
-            if let Some(e) = over {
-                return Err(e);
-            }
-            let mut histograms = Vec::new();
-            if s.has_histograms() {
-                for x in s.histograms() {
-                    let (t, h) = x.map_err(storage_err)?;
-                    let f = match h {
-                        HistogramValue::Int(h) => h.to_float(),
-                        HistogramValue::Float(f) => f,
-                    };
-                    histograms.push((t, Arc::new(f)));
-                }
-                budget.take(histograms.len())?;
-            }
-            if floats.is_empty() && histograms.is_empty() {
-                continue;
-            }
-            f(
-                n,
-                Series {
-                    metric: std::mem::take(&mut s.labels),
-                    floats,
-                    histograms,
-                },
-            )?;
-        }
-        Ok(())
+        // Many series: chunks are decoded on two threads (each with its own read-ahead),
+        // and `f` still sees the series one at a time in label order.
+        promql::par::ordered(
+            set.collect(),
+            DECODE_BATCH,
+            |ra: &mut tsdb::ReadAhead, mut s: tsdb::Series| load(&mut s, ra, budget),
+            |r| match r? {
+                Some(x) => f(n, x),
+                None => Ok(()),
+            },
+        )
     }
+}
+
+/// Series per batch when two threads decode a select (a batch's chunks mostly lie
+/// together on disk, so each thread's read-ahead window serves its own batch).
+const DECODE_BATCH: usize = 512;
+
+/// One series' samples in the querier's range, charged to `budget`; `None` when it has none.
+fn load(
+    s: &mut tsdb::Series,
+    ra: &mut tsdb::ReadAhead,
+    budget: &SampleBudget,
+) -> Result<Option<Series>, promql::Error> {
+    let mut floats = Vec::new();
+    let mut over = None;
+    s.floats_into_via(ra, &mut floats, |n| match budget.take(n) {
+        Ok(()) => true,
+        Err(e) => {
+            over = Some(e);
+            false
+        }
+    })
+    .map_err(storage_err)?;
+    if let Some(e) = over {
+        return Err(e);
+    }
+    let mut histograms = Vec::new();
+    if s.has_histograms() {
+        for x in s.histograms() {
+            let (t, h) = x.map_err(storage_err)?;
+            let f = match h {
+                HistogramValue::Int(h) => h.to_float(),
+                HistogramValue::Float(f) => f,
+            };
+            histograms.push((t, Arc::new(f)));
+        }
+        budget.take(histograms.len())?;
+    }
+    if floats.is_empty() && histograms.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(Series {
+        metric: std::mem::take(&mut s.labels),
+        floats,
+        histograms,
+    }))
 }
 
 /// The engine's error as Prometheus answers it (one `match`: kind → `errorType`).
