@@ -1284,9 +1284,11 @@ impl Pipeline {
                     let res = {
                         let lbr: &LabelsBuilder = lb;
                         let get = |n: &str| lbr.get(n).map(str::to_string);
+                        let each = |f: &mut dyn FnMut(&str, &str)| lbr.for_each(f);
                         t.render(
                             &Data {
                                 labels: &get,
+                                each_label: &each,
                                 line: cur,
                                 ts_ns: ts,
                             },
@@ -1314,9 +1316,11 @@ impl Pipeline {
                                 let res = {
                                     let lbr: &LabelsBuilder = lb;
                                     let get = |n: &str| lbr.get(n).map(str::to_string);
+                                    let each = |f: &mut dyn FnMut(&str, &str)| lbr.for_each(f);
                                     t.render(
                                         &Data {
                                             labels: &get,
+                                            each_label: &each,
                                             line: cur,
                                             ts_ns: ts,
                                         },

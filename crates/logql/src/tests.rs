@@ -296,6 +296,7 @@ fn parser_and_templates_never_panic() {
             let _ = t.render(
                 &crate::template::Data {
                     labels: &get,
+                    each_label: &|f: &mut dyn FnMut(&str, &str)| f("k", "v"),
                     line: "a line é",
                     ts_ns: -5,
                 },
@@ -362,6 +363,7 @@ fn parser_and_templates_never_panic() {
             let _ = tpl.render(
                 &crate::template::Data {
                     labels: &get,
+                    each_label: &|f: &mut dyn FnMut(&str, &str)| f("k", "v"),
                     line: "é",
                     ts_ns: 0,
                 },
