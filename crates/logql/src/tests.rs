@@ -303,7 +303,11 @@ fn parser_and_templates_never_panic() {
                 &mut out,
             );
         }
-        let _ = crate::template::parse_time("2006-01-02T15:04:05Z07:00", &q);
+        let _ = crate::template::parse_time(
+            "2006-01-02T15:04:05Z07:00",
+            &q,
+            &crate::template::Zone::Utc,
+        );
     }
     let fns = [
         "{{",

@@ -110,8 +110,9 @@ pub(super) fn call(f: &str, a: Vec<Value>, data: &Data<'_>) -> Result<Value, Str
     let fixed = |k: usize| want(&a, k, f);
     Ok(match f {
         "__line__" => Value::Str(data.line.to_string()),
-        "__timestamp__" => Value::Time(data.ts_ns),
-        "now" => Value::Time(data.ts_ns),
+        "__timestamp__" => Value::Time(Time::from_nanos(data.ts_ns)),
+        // the line's time: a query's answer must not depend on when it runs
+        "now" => Value::Time(Time::from_nanos(data.ts_ns)),
         "ToLower" | "lower" => {
             fixed(1)?;
             Value::Str(s(0).to_lowercase())
@@ -169,8 +170,10 @@ pub(super) fn call(f: &str, a: Vec<Value>, data: &Data<'_>) -> Result<Value, Str
         }
         "toDateInZone" => {
             fixed(3)?;
-            // zones other than UTC are not known here: the value is read as UTC
-            Value::Time(parse_time(&s(0), &s(2)).unwrap_or(0))
+            // Loki reads an unknown zone as UTC, and a value that does not parse as Go's
+            // zero time
+            let zone = Zone::load(&s(1)).unwrap_or(Zone::Utc);
+            Value::Time(parse_time(&s(0), &s(2), &zone).unwrap_or_else(Time::zero))
         }
         "TrimPrefix" => {
             fixed(2)?;
@@ -399,29 +402,47 @@ pub(super) fn call(f: &str, a: Vec<Value>, data: &Data<'_>) -> Result<Value, Str
             fixed(1)?;
             Value::Bool(!a[0].truthy())
         }
-        "unixEpoch" => Value::Int(time_of(a.first()).div_euclid(1_000_000_000)),
-        "unixEpochMillis" => Value::Int(time_of(a.first()).div_euclid(1_000_000)),
-        "unixEpochNanos" => Value::Int(time_of(a.first())),
+        "unixEpoch" => {
+            fixed(1)?;
+            Value::Int(time_of(a.first(), data).secs)
+        }
+        "unixEpochMillis" => {
+            fixed(1)?;
+            let t = time_of(a.first(), data);
+            Value::Int(t.secs.wrapping_mul(1000) + i64::from(t.nanos / 1_000_000))
+        }
+        "unixEpochNanos" => {
+            fixed(1)?;
+            Value::Int(time_of(a.first(), data).unix_nanos())
+        }
         "unixToTime" => {
+            fixed(1)?;
+            // Loki tells the unit by the number of digits: days, s, ms, µs or ns
             let v = s(0);
-            let k: i64 = v
-                .parse()
-                .map_err(|_| format!("unable to parse unix time {v:?}"))?;
-            let ns = match v.len() {
-                0..=10 => k.saturating_mul(1_000_000_000),
-                11..=13 => k.saturating_mul(1_000_000),
-                14..=16 => k.saturating_mul(1_000),
-                _ => k,
+            let bad = || call_err(f, format!("unable to parse time '{v}'"));
+            let k: i64 = v.parse().map_err(|_| bad())?;
+            let (secs, nanos) = match v.len() {
+                5 => (k.checked_mul(86_400).ok_or_else(bad)?, 0),
+                10 => (k, 0),
+                13 => (k.div_euclid(1_000), k.rem_euclid(1_000) * 1_000_000),
+                16 => (k.div_euclid(1_000_000), k.rem_euclid(1_000_000) * 1_000),
+                19 => (k.div_euclid(1_000_000_000), k.rem_euclid(1_000_000_000)),
+                _ => return Err(bad()),
             };
-            Value::Time(ns)
+            Value::Time(Time {
+                secs,
+                nanos: nanos as u32,
+                zone: Zone::Utc,
+            })
         }
         "toDate" => {
             fixed(2)?;
-            Value::Time(parse_time(&s(0), &s(1)).unwrap_or(0))
+            Value::Time(parse_time(&s(0), &s(1), &Zone::Utc).unwrap_or_else(Time::zero))
         }
         "date" => {
             fixed(2)?;
-            Value::Str(format_time(time_of(a.get(1)), &s(0)))
+            // sprig formats in the server's local zone (UTC here), whatever the time's zone
+            Value::Str(format_time(&time_of(a.get(1), data).in_utc(), &s(0)))
         }
         "alignLeft" => {
             fixed(2)?;
@@ -497,12 +518,17 @@ fn sized(n: i64, unit: usize) -> Result<usize, String> {
     Ok(n)
 }
 
-fn time_of(v: Option<&Value>) -> i64 {
+/// sprig's reading of a date argument: a time, or an integer of Unix seconds; anything else
+/// is "now" (the line's time here).
+fn time_of(v: Option<&Value>, data: &Data<'_>) -> Time {
     match v {
-        Some(Value::Time(t)) => *t,
-        Some(Value::Int(i)) => i.saturating_mul(1_000_000_000),
-        Some(other) => other.to_f64() as i64,
-        None => 0,
+        Some(Value::Time(t)) => t.clone(),
+        Some(Value::Int(i)) => Time {
+            secs: *i,
+            nanos: 0,
+            zone: Zone::Utc,
+        },
+        _ => Time::from_nanos(data.ts_ns),
     }
 }
 

@@ -28,7 +28,7 @@ mod funcs;
 mod gotime;
 pub use funcs::go_sprintf;
 use funcs::{FUNCS, call};
-pub use gotime::{format_time, parse_time};
+pub use gotime::{Time, Zone, format_time, parse_time};
 
 /// At most this many `range` iterations per rendering (a template must not spin forever on
 /// `range 1000000000`).
@@ -105,8 +105,8 @@ pub enum Value {
     Int(i64),
     Float(f64),
     Bool(bool),
-    /// A time in nanoseconds since the Unix epoch (UTC).
-    Time(i64),
+    /// Go's `time.Time`: an instant and its zone.
+    Time(Time),
     Nil,
     /// A JSON array from `fromJson` (Go's `[]interface{}`).
     List(Rc<Vec<Value>>),
@@ -123,7 +123,7 @@ impl Value {
             Value::Int(i) => *i as f64,
             Value::Float(f) => *f,
             Value::Bool(b) => f64::from(u8::from(*b)),
-            Value::Time(t) => *t as f64,
+            Value::Time(t) => t.unix_nanos() as f64,
             _ => 0.0,
         }
     }
@@ -258,7 +258,7 @@ impl Value {
             Value::Int(i) => i.to_string(),
             Value::Float(f) => go_float_fmt(*f),
             Value::Bool(b) => b.to_string(),
-            Value::Time(t) => format_time(*t, "2006-01-02 15:04:05.999999999 -0700 MST"),
+            Value::Time(t) => t.go_string(),
             Value::Nil => "<no value>".into(),
             Value::List(l) => {
                 let items: Vec<String> = l.iter().map(Value::nested_str).collect();
@@ -1503,6 +1503,132 @@ mod tests {
     }
 
     #[test]
+    fn time_zones_from_the_tz_database() {
+        let l = [("jan", "2024-01-15 09:30"), ("jul", "2024-07-15 09:30")];
+        let ny = |v: &str| format!(r#"toDateInZone "2006-01-02 15:04" "America/New_York" {v}"#);
+        // New York observes DST: EST (-5h) in January, EDT (-4h) in July
+        check(
+            &format!("{{{{ {} }}}}", ny(".jan")),
+            &l,
+            "2024-01-15 09:30:00 -0500 EST",
+        );
+        check(
+            &format!("{{{{ {} }}}}", ny(".jul")),
+            &l,
+            "2024-07-15 09:30:00 -0400 EDT",
+        );
+        check(
+            &format!("{{{{ {} | unixEpoch }}}}", ny(".jan")),
+            &l,
+            "1705329000",
+        );
+        check(
+            &format!("{{{{ {} | unixEpoch }}}}", ny(".jul")),
+            &l,
+            "1721050200",
+        );
+        // a wall time skipped by the spring-forward change, and one repeated in the autumn
+        check(
+            &format!("{{{{ {} }}}}", ny(r#""2024-03-10 02:30""#)),
+            &l,
+            "2024-03-10 01:30:00 -0500 EST",
+        );
+        check(
+            &format!("{{{{ {} | unixEpoch }}}}", ny(r#""2024-11-03 01:30""#)),
+            &l,
+            "1730611800",
+        );
+        // other zones, and a zone name in the value
+        check(
+            r#"{{ toDateInZone "2006-01-02 15:04" "Asia/Kolkata" "2024-01-15 09:30" }}"#,
+            &l,
+            "2024-01-15 09:30:00 +0530 IST",
+        );
+        check(
+            r#"{{ toDateInZone "2006-01-02 15:04 MST" "America/New_York" "2024-07-15 09:30 EDT" | unixEpoch }}"#,
+            &l,
+            "1721050200",
+        );
+        check(
+            r#"{{ toDateInZone "2006-01-02T15:04:05Z07:00" "Europe/Paris" "2024-07-15T09:30:00+02:00" }}"#,
+            &l,
+            "2024-07-15 09:30:00 +0200 CEST",
+        );
+        check(
+            r#"{{ toDateInZone "2006-01-02T15:04:05Z07:00" "Europe/Paris" "2024-07-15T09:30:00+05:00" }}"#,
+            &l,
+            "2024-07-15 09:30:00 +0500 +0500",
+        );
+        // `date` formats in the server's zone (UTC), as sprig's does, whatever the time's zone
+        check(
+            &format!(
+                r#"{{{{ {} | date "2006-01-02 15:04 MST Z07:00" }}}}"#,
+                ny(".jan")
+            ),
+            &l,
+            "2024-01-15 14:30 UTC Z",
+        );
+        // an unknown zone reads as UTC (Loki's fallback), a value that does not parse is
+        // Go's zero time
+        check(
+            r#"{{ toDateInZone "2006-01-02" "Mars/Olympus_Mons" "2024-01-15" }}"#,
+            &l,
+            "2024-01-15 00:00:00 +0000 UTC",
+        );
+        check(
+            r#"{{ toDateInZone "2006-01-02" "UTC" "15/01/2024" }}"#,
+            &l,
+            "0001-01-01 00:00:00 +0000 UTC",
+        );
+        check(
+            r#"{{ toDate "2006-01-02" "nope" | unixEpoch }}"#,
+            &l,
+            "-62135596800",
+        );
+        check(
+            r#"{{ toDate "02 Jan 06 3:04PM" "15 Jan 24 9:30PM" }}"#,
+            &l,
+            "2024-01-15 21:30:00 +0000 UTC",
+        );
+        check(
+            r#"{{ toDate "Monday, January _2 2006 15:04:05.999" "Monday, January  8 2024 10:00:00.25" | unixEpochMillis }}"#,
+            &l,
+            "1704708000250",
+        );
+        // unixToTime: days, seconds, milli-, micro- and nanoseconds by the number of digits
+        check(
+            r#"{{ unixToTime "19737" | date "2006-01-02" }}"#,
+            &l,
+            "2024-01-15",
+        );
+        check(
+            r#"{{ unixToTime "1705329000123" | date "15:04:05.000" }}"#,
+            &l,
+            "14:30:00.123",
+        );
+        check(
+            r#"{{ unixToTime "1705329000123456" | unixEpochNanos }}"#,
+            &l,
+            "1705329000123456000",
+        );
+        check_run_err(
+            r#"{{ unixToTime "123" }}"#,
+            &l,
+            "error calling unixToTime: unable to parse time '123'",
+        );
+        check(
+            "{{ __timestamp__ }}",
+            &l,
+            "2023-11-14 22:13:20.123 +0000 UTC",
+        );
+        check(
+            r#"{{ __timestamp__ | date "Mon Jan _2 03:04:05.000000 PM 2006 -07 002" }}"#,
+            &l,
+            "Tue Nov 14 10:13:20.123000 PM 2023 +00 318",
+        );
+    }
+
+    #[test]
     fn errors() {
         assert!(
             render("{{ nosuchfunc }}", &[])
@@ -1514,7 +1640,19 @@ mod tests {
 
     #[test]
     fn time_roundtrip() {
-        let t = parse_time("2006-01-02T15:04:05Z07:00", "2024-02-29T12:30:00+01:00").unwrap();
-        assert_eq!(format_time(t, "2006-01-02 15:04:05"), "2024-02-29 11:30:00");
+        let t = parse_time(
+            "2006-01-02T15:04:05Z07:00",
+            "2024-02-29T12:30:00+01:00",
+            &Zone::Utc,
+        )
+        .unwrap();
+        assert_eq!(
+            format_time(&t, "2006-01-02 15:04:05 -0700 MST"),
+            "2024-02-29 12:30:00 +0100 +0100"
+        );
+        assert_eq!(
+            format_time(&t.in_utc(), "2006-01-02 15:04:05"),
+            "2024-02-29 11:30:00"
+        );
     }
 }
