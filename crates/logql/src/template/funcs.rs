@@ -9,7 +9,6 @@ pub(super) const FUNCS: &[&str] = &[
     "lower",
     "upper",
     "title",
-    "Title",
     "trim",
     "TrimSpace",
     "trimAll",
@@ -121,7 +120,7 @@ pub(super) fn call(f: &str, a: Vec<Value>, data: &Data<'_>) -> Result<Value, Str
             fixed(1)?;
             Value::Str(s(0).to_uppercase())
         }
-        "title" | "Title" => {
+        "title" => {
             fixed(1)?;
             let mut out = String::new();
             let mut prev_letter = false;
@@ -221,16 +220,31 @@ pub(super) fn call(f: &str, a: Vec<Value>, data: &Data<'_>) -> Result<Value, Str
         }
         "substr" => {
             fixed(3)?;
+            // sprig: start < 0 is [:end]; end < 0 or past the end is [start:]; Go's slice
+            // bounds errors otherwise
             let (st, en, v) = (n(0), n(1), s(2));
             let b = v.as_bytes();
             let len = b.len() as i64;
-            let st = st.max(0);
-            let en = if en < 0 || en > len { len } else { en };
-            Value::Str(if st >= en {
-                String::new()
+            let (lo, hi) = if st < 0 {
+                (0, en)
+            } else if en < 0 || en > len {
+                (st, len)
             } else {
-                String::from_utf8_lossy(&b[st as usize..en as usize]).into_owned()
-            })
+                (st, en)
+            };
+            if hi < 0 || hi > len {
+                return Err(call_err(
+                    f,
+                    format!("runtime error: slice bounds out of range [:{hi}] with length {len}"),
+                ));
+            }
+            if lo > hi {
+                return Err(call_err(
+                    f,
+                    format!("runtime error: slice bounds out of range [{lo}:{hi}]"),
+                ));
+            }
+            Value::Str(String::from_utf8_lossy(&b[lo as usize..hi as usize]).into_owned())
         }
         "default" => {
             if a.is_empty() || a.len() > 2 {
@@ -307,10 +321,35 @@ pub(super) fn call(f: &str, a: Vec<Value>, data: &Data<'_>) -> Result<Value, Str
             }
             Value::Int(n(0).wrapping_rem(n(1)))
         }
-        "addf" => Value::Float(a.iter().map(Value::to_f64).sum()),
-        "mulf" => Value::Float(a.iter().map(Value::to_f64).product()),
-        "subf" => Value::Float(a.iter().skip(1).fold(x(0), |acc, v| acc - v.to_f64())),
-        "divf" => Value::Float(a.iter().skip(1).fold(x(0), |acc, v| acc / v.to_f64())),
+        // sprig computes these in decimal: `addf 0.1 0.2` is 0.3
+        "addf" => Value::Float(decimal_fold(&a, 0.0, |p, q| p.add(q, false), |p, q| p + q)),
+        "mulf" => Value::Float(decimal_fold(&a, 1.0, Dec::mul, |p, q| p * q)),
+        "subf" => {
+            if a.is_empty() {
+                return Err(err("wrong number of args for subf: want at least 1 got 0"));
+            }
+            Value::Float(decimal_fold(
+                &a[1..],
+                x(0),
+                |p, q| p.add(q, true),
+                |p, q| p - q,
+            ))
+        }
+        "divf" => {
+            if a.is_empty() {
+                return Err(err("wrong number of args for divf: want at least 1 got 0"));
+            }
+            let mut acc = x(0);
+            for v in &a[1..] {
+                let q = v.to_f64();
+                if q == 0.0 {
+                    return Err(call_err(f, "decimal division by zero"));
+                }
+                // shopspring/decimal's Div keeps 16 decimal places
+                acc = format!("{:.16}", acc / q).parse().unwrap_or(acc / q);
+            }
+            Value::Float(acc)
+        }
         "max" => Value::Int(a.iter().map(Value::to_i64).max().unwrap_or(0)),
         "min" => Value::Int(a.iter().map(Value::to_i64).min().unwrap_or(0)),
         "maxf" => Value::Float(
@@ -322,8 +361,22 @@ pub(super) fn call(f: &str, a: Vec<Value>, data: &Data<'_>) -> Result<Value, Str
         "ceil" => Value::Float(x(0).ceil()),
         "floor" => Value::Float(x(0).floor()),
         "round" => {
-            let p = 10f64.powi(n(1) as i32);
-            Value::Float((x(0) * p).round() / p)
+            // sprig: up when the fraction of value×10^places reaches `roundOn` (default .5)
+            if a.len() < 2 {
+                return Err(err(format!(
+                    "wrong number of args for round: want at least 2 got {}",
+                    a.len()
+                )));
+            }
+            let round_on = a.get(2).map_or(0.5, Value::to_f64);
+            let pow = 10f64.powf(x(1).trunc());
+            let digit = pow * x(0);
+            let r = if digit.fract() >= round_on {
+                digit.ceil()
+            } else {
+                digit.floor()
+            };
+            Value::Float(r / pow)
         }
         "int" => Value::Int(n(0)),
         "float64" => Value::Float(x(0)),
@@ -444,6 +497,10 @@ pub(super) fn call(f: &str, a: Vec<Value>, data: &Data<'_>) -> Result<Value, Str
             // sprig formats in the server's local zone (UTC here), whatever the time's zone
             Value::Str(format_time(&time_of(a.get(1), data).in_utc(), &s(0)))
         }
+        "alignLeft" | "alignRight" if n(0) < 0 => {
+            fixed(2)?;
+            Value::Str(s(1))
+        }
         "alignLeft" => {
             fixed(2)?;
             let (k, v) = (sized(n(0), 1)?, s(1));
@@ -486,7 +543,7 @@ pub(super) fn call(f: &str, a: Vec<Value>, data: &Data<'_>) -> Result<Value, Str
         ),
         "urlencode" => Value::Str(urlencode(&s(0))),
         "urlquery" => Value::Str(urlencode(&go_sprint(&a))),
-        "urldecode" => Value::Str(urldecode(&s(0))),
+        "urldecode" => Value::Str(urldecode(&s(0)).map_err(|e| call_err(f, e))?),
         "html" => Value::Str(html_escape(&go_sprint(&a))),
         "js" => Value::Str(js_escape(&go_sprint(&a))),
         "fromJson" => {
@@ -735,28 +792,33 @@ fn urlencode(s: &str) -> String {
     out
 }
 
-fn urldecode(s: &str) -> String {
+/// Go's `url.QueryUnescape`: `+` is a space; a bad `%` escape is an error.
+fn urldecode(s: &str) -> Result<String, String> {
     let b = s.as_bytes();
     let mut out = Vec::new();
     let mut i = 0;
+    let hex = |c: u8| (c as char).to_digit(16);
     while i < b.len() {
         match b[i] {
             b'+' => out.push(b' '),
-            b'%' if i + 2 < b.len() => {
-                let hex = |c: u8| (c as char).to_digit(16);
-                match (hex(b[i + 1]), hex(b[i + 2])) {
-                    (Some(h), Some(l)) => {
-                        out.push((h * 16 + l) as u8);
-                        i += 2;
-                    }
-                    _ => out.push(b'%'),
+            b'%' => match (
+                b.get(i + 1).and_then(|c| hex(*c)),
+                b.get(i + 2).and_then(|c| hex(*c)),
+            ) {
+                (Some(h), Some(l)) => {
+                    out.push((h * 16 + l) as u8);
+                    i += 2;
                 }
-            }
+                _ => {
+                    let bad: String = String::from_utf8_lossy(&b[i..(i + 3).min(b.len())]).into();
+                    return Err(format!("invalid URL escape {}", go_quote(&bad)));
+                }
+            },
             c => out.push(c),
         }
         i += 1;
     }
-    String::from_utf8_lossy(&out).into_owned()
+    Ok(String::from_utf8_lossy(&out).into_owned())
 }
 
 /// `error calling f: msg`, as Go reports a function's error.
@@ -941,4 +1003,81 @@ fn js_escape(s: &str) -> String {
         }
     }
     out
+}
+
+/// A decimal `m × 10^-scale`, for sprig's decimal float arithmetic.
+#[derive(Clone, Copy)]
+struct Dec {
+    m: i128,
+    scale: u32,
+}
+
+impl Dec {
+    /// The shortest decimal that reads back as `f` (shopspring's `NewFromFloat`); `None` for
+    /// values too large or small for an i128 mantissa (and non-finite ones).
+    fn of(f: f64) -> Option<Dec> {
+        if !f.is_finite() {
+            return None;
+        }
+        let sci = format!("{f:e}");
+        let (mant, exp) = sci.split_once('e')?;
+        let exp: i32 = exp.parse().ok()?;
+        let neg = mant.starts_with('-');
+        let mant = mant.trim_start_matches('-');
+        let (int, frac) = mant.split_once('.').unwrap_or((mant, ""));
+        let digits: i128 = format!("{int}{frac}").parse().ok()?;
+        let scale = frac.len() as i32 - exp;
+        let (m, scale) = if scale >= 0 {
+            (digits, scale as u32)
+        } else {
+            (digits.checked_mul(10i128.checked_pow((-scale) as u32)?)?, 0)
+        };
+        (scale <= 30).then_some(Dec {
+            m: if neg { -m } else { m },
+            scale,
+        })
+    }
+    fn rescale(self, scale: u32) -> Option<i128> {
+        self.m.checked_mul(10i128.checked_pow(scale - self.scale)?)
+    }
+    fn add(self, o: Dec, negate: bool) -> Option<Dec> {
+        let scale = self.scale.max(o.scale);
+        let q = o.rescale(scale)?;
+        let q = if negate { -q } else { q };
+        Some(Dec {
+            m: self.rescale(scale)?.checked_add(q)?,
+            scale,
+        })
+    }
+    fn mul(self, o: Dec) -> Option<Dec> {
+        Some(Dec {
+            m: self.m.checked_mul(o.m)?,
+            scale: self.scale + o.scale,
+        })
+    }
+    fn to_f64(self) -> f64 {
+        let digits = self.m.unsigned_abs().to_string();
+        let sign = if self.m < 0 { "-" } else { "" };
+        format!("{sign}{digits}e-{}", self.scale)
+            .parse()
+            .unwrap_or(f64::NAN)
+    }
+}
+
+/// Folds `args` into `init` in decimal (`dop`), or in plain floats (`fop`) when a value
+/// does not fit a decimal.
+fn decimal_fold(
+    args: &[Value],
+    init: f64,
+    dop: impl Fn(Dec, Dec) -> Option<Dec>,
+    fop: impl Fn(f64, f64) -> f64,
+) -> f64 {
+    let exact = Dec::of(init).and_then(|start| {
+        args.iter()
+            .try_fold(start, |acc, v| dop(acc, Dec::of(v.to_f64())?))
+    });
+    match exact {
+        Some(d) => d.to_f64(),
+        None => args.iter().fold(init, |acc, v| fop(acc, v.to_f64())),
+    }
 }

@@ -1238,8 +1238,8 @@ mod tests {
         assert_eq!(render(r#"{{ "1.5KiB" | bytes }}"#, &l).unwrap(), "1536");
         assert_eq!(render(r#"{{ "1m30s" | duration }}"#, &l).unwrap(), "90");
         assert_eq!(
-            render(r#"{{ "a%20b%zé%4" | urldecode }}"#, &l).unwrap(),
-            "a b%zé%4"
+            render(r#"{{ "a%20b+c" | urldecode }}"#, &l).unwrap(),
+            "a b c"
         );
         assert_eq!(
             render(r#"{{ "a b/é" | urlencode }}"#, &l).unwrap(),
@@ -1626,6 +1626,71 @@ mod tests {
             &l,
             "Tue Nov 14 10:13:20.123000 PM 2023 +00 318",
         );
+    }
+
+    #[test]
+    fn sprig_functions_as_sprig() {
+        let l = [("a", "hello world"), ("f", "0.1")];
+        // decimal arithmetic: no binary float noise
+        check(
+            "{{ addf .f 0.2 }} {{ subf 0.3 0.1 }} {{ mulf 1.1 1.1 }} {{ divf 10 4 }}",
+            &l,
+            "0.3 0.2 1.21 2.5",
+        );
+        check(
+            "{{ addf 3.5 2 5 }} {{ subf 5.5 2 1.5 }} {{ mulf 5.5 2 2.5 }} {{ divf 10 2 4 }}",
+            &l,
+            "10.5 2 27.5 1.25",
+        );
+        check(
+            "{{ divf 1 3 }} {{ addf 1e300 1e300 }}",
+            &l,
+            "0.3333333333333333 2e+300",
+        );
+        check_run_err(
+            "{{ divf 1 0 }}",
+            &l,
+            "error calling divf: decimal division by zero",
+        );
+        // round with sprig's roundOn
+        check(
+            "{{ round 123.555555 3 }} {{ round 123.88571428571 5 .2 }} {{ round 123.88571428571 5 }}",
+            &l,
+            "123.556 123.88572 123.88571",
+        );
+        check(
+            "{{ ceil 123.001 }} {{ floor 123.9999 }} {{ max 1 2 3 }} {{ minf 1 2.5 3 }}",
+            &l,
+            "124 123 3 1",
+        );
+        // substr and its bounds
+        check(
+            "{{ substr 0 5 .a }}|{{ substr 6 11 .a }}|{{ substr -1 5 .a }}|{{ substr 6 -1 .a }}|{{ substr 6 99 .a }}",
+            &l,
+            "hello|world|hello|world|world",
+        );
+        check_run_err(
+            "{{ substr 5 2 .a }}",
+            &l,
+            "error calling substr: runtime error: slice bounds out of range [5:2]",
+        );
+        check_run_err(
+            "{{ substr -1 99 .a }}",
+            &l,
+            "slice bounds out of range [:99] with length 11",
+        );
+        // alignLeft/alignRight leave a string alone for a negative width
+        check(
+            "{{ alignLeft 5 .a }}|{{ alignRight 5 .a }}|{{ alignLeft 4 \"hi\" }}|{{ alignLeft -1 .a }}",
+            &l,
+            "hello|world|hi  |hello world",
+        );
+        check_run_err(
+            r#"{{ "a%zz" | urldecode }}"#,
+            &l,
+            r#"error calling urldecode: invalid URL escape "%zz""#,
+        );
+        check_parse_err("{{ Title .a }}", "function \"Title\" not defined");
     }
 
     #[test]
