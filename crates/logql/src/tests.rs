@@ -299,6 +299,7 @@ fn parser_and_templates_never_panic() {
                     each_label: &|f: &mut dyn FnMut(&str, &str)| f("k", "v"),
                     line: "a line é",
                     ts_ns: -5,
+                    now_ns: 7,
                 },
                 &mut out,
             );
@@ -370,6 +371,7 @@ fn parser_and_templates_never_panic() {
                     each_label: &|f: &mut dyn FnMut(&str, &str)| f("k", "v"),
                     line: "é",
                     ts_ns: 0,
+                    now_ns: 0,
                 },
                 &mut out,
             );

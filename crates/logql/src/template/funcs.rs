@@ -110,8 +110,7 @@ pub(super) fn call(f: &str, a: Vec<Value>, data: &Data<'_>) -> Result<Value, Str
     Ok(match f {
         "__line__" => Value::Str(data.line.to_string()),
         "__timestamp__" => Value::Time(Time::from_nanos(data.ts_ns)),
-        // the line's time: a query's answer must not depend on when it runs
-        "now" => Value::Time(Time::from_nanos(data.ts_ns)),
+        "now" => Value::Time(Time::from_nanos(data.now_ns)),
         "ToLower" | "lower" => {
             fixed(1)?;
             Value::Str(s(0).to_lowercase())
@@ -576,7 +575,7 @@ fn sized(n: i64, unit: usize) -> Result<usize, String> {
 }
 
 /// sprig's reading of a date argument: a time, or an integer of Unix seconds; anything else
-/// is "now" (the line's time here).
+/// is now.
 fn time_of(v: Option<&Value>, data: &Data<'_>) -> Time {
     match v {
         Some(Value::Time(t)) => t.clone(),
@@ -585,7 +584,7 @@ fn time_of(v: Option<&Value>, data: &Data<'_>) -> Time {
             nanos: 0,
             zone: Zone::Utc,
         },
-        _ => Time::from_nanos(data.ts_ns),
+        _ => Time::from_nanos(data.now_ns),
     }
 }
 

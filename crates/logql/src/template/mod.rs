@@ -193,6 +193,8 @@ pub struct Data<'a> {
     pub each_label: &'a EachLabel<'a>,
     pub line: &'a str,
     pub ts_ns: i64,
+    /// `now` (ns since the epoch; Loki's is the server's clock, taken once per query here).
+    pub now_ns: i64,
 }
 
 impl Data<'_> {
@@ -1159,6 +1161,7 @@ mod tests {
                 each_label: &each,
                 line: "the line",
                 ts_ns: 1_700_000_000_123_000_000,
+                now_ns: 1_800_000_000_000_000_000,
             },
             &mut out,
         )?;
@@ -1620,6 +1623,16 @@ mod tests {
             "{{ __timestamp__ }}",
             &l,
             "2023-11-14 22:13:20.123 +0000 UTC",
+        );
+        check(
+            "{{ now }} {{ unixEpoch now }}",
+            &l,
+            "2027-01-15 08:00:00 +0000 UTC 1800000000",
+        );
+        check(
+            r#"{{ date "2006" 1700000000 }} {{ date "2006" "x" }}"#,
+            &l,
+            "2023 2027",
         );
         check(
             r#"{{ __timestamp__ | date "Mon Jan _2 03:04:05.000000 PM 2006 -07 002" }}"#,
