@@ -562,7 +562,7 @@ pub(super) fn call(f: &str, a: Vec<Value>, data: &Data<'_>) -> Result<Value, Str
 
 /// The most bytes a padding or repeating function may produce (a bad template must not
 /// exhaust memory).
-const MAX_OUTPUT: usize = 1 << 20;
+pub(super) const MAX_OUTPUT: usize = 1 << 20;
 
 fn sized(n: i64, unit: usize) -> Result<usize, String> {
     let n = n.max(0) as usize;

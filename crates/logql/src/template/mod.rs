@@ -332,6 +332,7 @@ impl Template {
             i: 0,
             vars: vec!["$".to_string()],
             ranges: 0,
+            depth: 0,
         };
         let (nodes, end) = p.list()?;
         match end {
@@ -355,7 +356,7 @@ impl Template {
     pub fn render(&self, data: &Data<'_>, out: &mut String) -> Result<(), String> {
         let mut ex = Exec {
             data,
-            vars: vec![("$".to_string(), Value::Labels)],
+            vars: Vec::new(),
             iterations: 0,
         };
         ex.walk(&self.nodes, &Value::Labels, out).map(|_| ())
@@ -607,7 +608,12 @@ struct Parser<'t> {
     vars: Vec<String>,
     /// How many `range`s enclose the current position (for `break`/`continue`).
     ranges: usize,
+    /// Nesting of control structures and parentheses (bounded: the parser recurses).
+    depth: usize,
 }
+
+/// The deepest nesting of control structures and parentheses a template may have.
+const MAX_DEPTH: usize = 100;
 
 impl Parser<'_> {
     /// Nodes up to `{{end}}`/`{{else…}}` (returned) or the end of the template.
@@ -658,6 +664,22 @@ impl Parser<'_> {
 
     /// `{{if|with|range pipeline}} … [{{else [if|with] …}} …] {{end}}`; `toks` follows the keyword.
     fn control(&mut self, kind: Control, toks: &[(Tok, bool)]) -> Result<Node, String> {
+        self.deeper()?;
+        let node = self.control_body(kind, toks);
+        self.depth -= 1;
+        node
+    }
+
+    fn deeper(&mut self) -> Result<(), String> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            self.depth -= 1;
+            return Err(err(format!("nesting deeper than {MAX_DEPTH}")));
+        }
+        Ok(())
+    }
+
+    fn control_body(&mut self, kind: Control, toks: &[(Tok, bool)]) -> Result<Node, String> {
         let mark = self.vars.len();
         let pipe = self.pipeline(toks, kind == Control::Range)?;
         if kind == Control::Range {
@@ -809,7 +831,10 @@ impl Parser<'_> {
             Tok::Str(s) => Arg::Str(s.clone()),
             Tok::Char(c) => Arg::Num(*c as f64, true),
             Tok::LParen => {
-                let cmds = self.commands(toks, i)?;
+                self.deeper()?;
+                let cmds = self.commands(toks, i);
+                self.depth -= 1;
+                let cmds = cmds?;
                 if toks.get(*i).map(|t| &t.0) != Some(&Tok::RParen) {
                     return Err(err("unclosed left paren"));
                 }
@@ -953,6 +978,12 @@ impl Exec<'_, '_> {
                 Node::Break => Flow::Break,
                 Node::Continue => Flow::Continue,
             };
+            if out.len() > funcs::MAX_OUTPUT {
+                return Err(err(format!(
+                    "output of more than {} bytes",
+                    funcs::MAX_OUTPUT
+                )));
+            }
             if flow != Flow::Normal {
                 return Ok(flow);
             }
@@ -1102,6 +1133,7 @@ impl Exec<'_, '_> {
                     .rev()
                     .find(|(n, _)| n == name)
                     .map(|(_, v)| v.clone())
+                    .or_else(|| (name == "$").then_some(Value::Labels))
                     .ok_or_else(|| err(format!("undefined variable {name:?}")))?;
                 self.fields(v, fields)?
             }
@@ -1355,6 +1387,16 @@ mod tests {
         check_parse_err("{{ break }}", "{{break}} outside {{range}}");
         check_parse_err("{{ range .a }}x", "unexpected EOF");
         check_parse_err("{{ $a, $b := 1 }}", "too many declarations");
+        check_parse_err(
+            &format!("{{{{ {}1{} }}}}", "(".repeat(200), ")".repeat(200)),
+            "nesting deeper than 100",
+        );
+        check_parse_err(&"{{ if 1 }}".repeat(200), "nesting deeper than 100");
+        check_run_err(
+            "{{ range 200000 }}{{ __line__ }}{{ end }}",
+            &[],
+            "output of more than 1048576 bytes",
+        );
     }
 
     #[test]
