@@ -1,5 +1,13 @@
-//! The functions a template may call: Go's builtins (`printf`, `len`, `eq`, `and`, …), the sprig
-//! functions Loki registers, and Loki's own (`__line__`, `__timestamp__`, `bytes`, `duration`, …).
+//! The functions a template may call, exactly the set Loki registers: Go's builtins (`and`,
+//! `or`, `not`, `len`, `index`, `slice`, `print*`, `html`, `js`, `urlquery`, `eq`…`ge`;
+//! `call` has no function to call), the sprig functions Loki picks (strings, integer and
+//! decimal float math, `date`/`toDate`/`now`/`unixEpoch`, `fromJson`, `default`, base64) and
+//! Loki's own (`__line__`, `__timestamp__`, `bytes`, `duration`, `toDateInZone`,
+//! `unixToTime`, `alignLeft`/`alignRight`, `count`, `urlencode`/`urldecode`, the `ToUpper`…
+//! `TrimSpace` family).
+//!
+//! Arguments are converted loosely (a number where a string is expected is its text), where
+//! Go would report a type error; comparisons follow Go exactly.
 
 use super::*;
 
