@@ -348,8 +348,35 @@ fn parser_and_templates_never_panic() {
         "unixToTime",
         "\"99999999999999999999\"",
         "title",
-        "abbrev",
         "-",
+        "range",
+        "with",
+        "break",
+        "continue",
+        "$",
+        "$x",
+        "$x :=",
+        "$i, $v :=",
+        "$x =",
+        ".",
+        "fromJson",
+        "\"[1,{\\\"a\\\":[2]}]\"",
+        ".a.b",
+        "index",
+        "slice",
+        "len",
+        "eq",
+        "lt",
+        "and",
+        "or",
+        "toDateInZone",
+        "\"America/New_York\"",
+        "\"Jan _2 MST -07:00 .999 PM\"",
+        "round",
+        "addf",
+        "divf",
+        "1e300",
+        "-9223372036854775808",
     ];
     for _ in 0..20_000 {
         let mut t = String::from("{{ ");
@@ -361,6 +388,10 @@ fn parser_and_templates_never_panic() {
             t.push(' ');
         }
         t.push_str("}}");
+        // close what the atoms may have opened (`range`, `with`, `if`) so bodies run too
+        if x & 8 == 0 {
+            t.push_str("{{ . }}{{ break }}{{ end }}{{ end }}");
+        }
         x = x.wrapping_add(1);
         if let Ok(tpl) = crate::template::Template::parse(&t) {
             let get = |n: &str| Some(format!("{n}é"));
