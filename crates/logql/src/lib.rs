@@ -25,9 +25,7 @@
 //! evals of Loki's `.logqltest` scripts pass (`tests/conformance.rs`); our own scripts in
 //! `tests/testdata/` cover log queries too.
 //!
-//! Not supported (yet): Go templates' `range`/`with`/variables and sprig functions beyond
-//! the list in [`template`]; time layouts other than numeric UTC ones in `date`/`toDate`;
-//! `approx_topk` is an exact `topk` (no count-min sketch); the experimental `| distinct`,
+//! Not supported (yet): Go templates' `{{define}}`/`{{template}}`/`{{block}}`; `approx_topk` is an exact `topk` (no count-min sketch); the experimental `| distinct`,
 //! `| limit` and pattern-matching `|>` with named captures in filters (rejected, as in Loki);
 //! query splitting/sharding and query statistics (a server concern).
 //!

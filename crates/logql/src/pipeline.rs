@@ -1040,6 +1040,9 @@ pub struct Pipeline {
     stages: Vec<CStage>,
     /// Substrings every kept line contains (leading `|= "…"` filters): storage hints.
     hints: Vec<String>,
+    /// The wall clock when the pipeline was compiled (ns): templates' `now`, one value for
+    /// the whole query.
+    now_ns: i64,
 }
 
 fn template_err(e: String) -> Error {
@@ -1150,7 +1153,14 @@ impl Pipeline {
             }
             out.push(c);
         }
-        Ok(Pipeline { stages: out, hints })
+        let now_ns = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
+        Ok(Pipeline {
+            stages: out,
+            hints,
+            now_ns,
+        })
     }
 
     /// The labels the pipeline's label filters read, or `None` when a stage may read or
@@ -1284,11 +1294,14 @@ impl Pipeline {
                     let res = {
                         let lbr: &LabelsBuilder = lb;
                         let get = |n: &str| lbr.get(n).map(str::to_string);
+                        let each = |f: &mut dyn FnMut(&str, &str)| lbr.for_each(f);
                         t.render(
                             &Data {
                                 labels: &get,
+                                each_label: &each,
                                 line: cur,
                                 ts_ns: ts,
+                                now_ns: self.now_ns,
                             },
                             &mut tmp,
                         )
@@ -1314,11 +1327,14 @@ impl Pipeline {
                                 let res = {
                                     let lbr: &LabelsBuilder = lb;
                                     let get = |n: &str| lbr.get(n).map(str::to_string);
+                                    let each = |f: &mut dyn FnMut(&str, &str)| lbr.for_each(f);
                                     t.render(
                                         &Data {
                                             labels: &get,
+                                            each_label: &each,
                                             line: cur,
                                             ts_ns: ts,
+                                            now_ns: self.now_ns,
                                         },
                                         &mut out,
                                     )

@@ -296,13 +296,19 @@ fn parser_and_templates_never_panic() {
             let _ = t.render(
                 &crate::template::Data {
                     labels: &get,
+                    each_label: &|f: &mut dyn FnMut(&str, &str)| f("k", "v"),
                     line: "a line é",
                     ts_ns: -5,
+                    now_ns: 7,
                 },
                 &mut out,
             );
         }
-        let _ = crate::template::parse_time("2006-01-02T15:04:05Z07:00", &q);
+        let _ = crate::template::parse_time(
+            "2006-01-02T15:04:05Z07:00",
+            &q,
+            &crate::template::Zone::Utc,
+        );
     }
     let fns = [
         "{{",
@@ -342,8 +348,35 @@ fn parser_and_templates_never_panic() {
         "unixToTime",
         "\"99999999999999999999\"",
         "title",
-        "abbrev",
         "-",
+        "range",
+        "with",
+        "break",
+        "continue",
+        "$",
+        "$x",
+        "$x :=",
+        "$i, $v :=",
+        "$x =",
+        ".",
+        "fromJson",
+        "\"[1,{\\\"a\\\":[2]}]\"",
+        ".a.b",
+        "index",
+        "slice",
+        "len",
+        "eq",
+        "lt",
+        "and",
+        "or",
+        "toDateInZone",
+        "\"America/New_York\"",
+        "\"Jan _2 MST -07:00 .999 PM\"",
+        "round",
+        "addf",
+        "divf",
+        "1e300",
+        "-9223372036854775808",
     ];
     for _ in 0..20_000 {
         let mut t = String::from("{{ ");
@@ -355,6 +388,10 @@ fn parser_and_templates_never_panic() {
             t.push(' ');
         }
         t.push_str("}}");
+        // close what the atoms may have opened (`range`, `with`, `if`) so bodies run too
+        if x & 8 == 0 {
+            t.push_str("{{ . }}{{ break }}{{ end }}{{ end }}");
+        }
         x = x.wrapping_add(1);
         if let Ok(tpl) = crate::template::Template::parse(&t) {
             let get = |n: &str| Some(format!("{n}é"));
@@ -362,8 +399,10 @@ fn parser_and_templates_never_panic() {
             let _ = tpl.render(
                 &crate::template::Data {
                     labels: &get,
+                    each_label: &|f: &mut dyn FnMut(&str, &str)| f("k", "v"),
                     line: "é",
                     ts_ns: 0,
+                    now_ns: 0,
                 },
                 &mut out,
             );
