@@ -1778,7 +1778,18 @@ pub(crate) fn range_function_into(
         rd.series.iter().collect(),
         series_batch(
             &rd,
-            over_time_op(name).is_some() || matches!(name, "rate" | "increase" | "delta"),
+            matches!(
+                name,
+                "rate"
+                    | "increase"
+                    | "delta"
+                    | "min_over_time"
+                    | "max_over_time"
+                    | "count_over_time"
+                    | "present_over_time"
+                    | "first_over_time"
+                    | "last_over_time"
+            ),
         ),
         |scratch: &mut StepScratch, s: &RSeries| {
             let mut out = SeriesSteps::default();
@@ -1803,8 +1814,9 @@ pub(crate) fn range_function_into(
 /// Series per batch when a range function's series are shared between two threads: about
 /// [`BATCH_WORK`] sample visits each, so that a batch is worth handing over (a thread's
 /// hand-over costs some microseconds) whether a series costs one pass over its samples
-/// (`one_pass`: `rate` & co. and `*_over_time`, which slide over the windows) or a pass
-/// over its window at every step (`deriv`, `quantile_over_time`…).
+/// (`one_pass`: `rate` & co., `min/max_over_time` and the `*_over_time` that look at a
+/// window's ends or length) or a pass over its window at every step (`avg_over_time`,
+/// `deriv`, `quantile_over_time`…).
 fn series_batch(rd: &RangeData, one_pass: bool) -> usize {
     const BATCH_WORK: usize = 64 * 1024;
     let n = rd.series.len().max(1);

@@ -127,16 +127,53 @@ fn hist_point(out: &mut String, t: i64, h: &FloatHistogram) {
 /// `{"resultType":…,"result":…}` for a query's value.
 pub fn render(v: &Value) -> String {
     let mut out = String::new();
+    render_into(&mut out, v);
+    out
+}
+
+/// A range query's series rendered per batch of about this many points (on two threads
+/// when there are many).
+const RENDER_BATCH_POINTS: usize = 4096;
+
+/// One series of a matrix, `{"metric":…,"values":[…],"histograms":[…]}`, appended to `out`.
+fn render_series(out: &mut String, s: &Series) {
+    out.push_str("{\"metric\":");
+    json_labels(out, &s.metric);
+    if !s.floats.is_empty() {
+        out.push_str(",\"values\":[");
+        for (k, p) in s.floats.iter().enumerate() {
+            if k > 0 {
+                out.push(',');
+            }
+            json_point(out, p.t, p.v);
+        }
+        out.push(']');
+    }
+    if !s.histograms.is_empty() {
+        out.push_str(",\"histograms\":[");
+        for (k, (t, h)) in s.histograms.iter().enumerate() {
+            if k > 0 {
+                out.push(',');
+            }
+            hist_point(out, *t, h);
+        }
+        out.push(']');
+    }
+    out.push('}');
+}
+
+/// [`render`], appended to `out`.
+pub fn render_into(out: &mut String, v: &Value) {
     match v {
         Value::Scalar { t, v } => {
             out.push_str("{\"resultType\":\"scalar\",\"result\":");
-            json_point(&mut out, *t, *v);
+            json_point(out, *t, *v);
         }
         Value::String { t, v } => {
             out.push_str("{\"resultType\":\"string\",\"result\":[");
-            json_time(&mut out, *t);
+            json_time(out, *t);
             out.push(',');
-            json_str(&mut out, v);
+            json_str(out, v);
             out.push(']');
         }
         Value::Vector(samples) => {
@@ -146,15 +183,15 @@ pub fn render(v: &Value) -> String {
                     out.push(',');
                 }
                 out.push_str("{\"metric\":");
-                json_labels(&mut out, &s.metric);
+                json_labels(out, &s.metric);
                 match &s.value {
                     SampleValue::Float(f) => {
                         out.push_str(",\"value\":");
-                        json_point(&mut out, s.t, *f);
+                        json_point(out, s.t, *f);
                     }
                     SampleValue::Histogram(h) => {
                         out.push_str(",\"histogram\":");
-                        hist_point(&mut out, s.t, h);
+                        hist_point(out, s.t, h);
                     }
                 }
                 out.push('}');
@@ -163,40 +200,47 @@ pub fn render(v: &Value) -> String {
         }
         Value::Matrix(series) => {
             out.push_str("{\"resultType\":\"matrix\",\"result\":[");
-            for (i, s) in series.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                out.push_str("{\"metric\":");
-                json_labels(&mut out, &s.metric);
-                if !s.floats.is_empty() {
-                    out.push_str(",\"values\":[");
-                    for (k, p) in s.floats.iter().enumerate() {
-                        if k > 0 {
-                            out.push(',');
-                        }
-                        json_point(&mut out, p.t, p.v);
+            let points: usize = series
+                .iter()
+                .map(|s| s.floats.len() + s.histograms.len())
+                .sum();
+            // About 30 bytes a float point: one allocation instead of a doubling series.
+            out.reserve(points.saturating_mul(30).min(1 << 30));
+            let per_series = points / series.len().max(1) + 1;
+            let mut first = true;
+            // Text for one series needs nothing from the others: written on two threads
+            // when there are many points, appended here in order.
+            let r = promql::par::ordered(
+                series.iter().collect(),
+                (RENDER_BATCH_POINTS / per_series).max(1),
+                |_: &mut (), s: &Series| {
+                    let mut text = String::with_capacity(64 + 30 * s.floats.len());
+                    render_series(&mut text, s);
+                    text
+                },
+                |text| {
+                    if !first {
+                        out.push(',');
                     }
-                    out.push(']');
-                }
-                if !s.histograms.is_empty() {
-                    out.push_str(",\"histograms\":[");
-                    for (k, (t, h)) in s.histograms.iter().enumerate() {
-                        if k > 0 {
-                            out.push(',');
-                        }
-                        hist_point(&mut out, *t, h);
-                    }
-                    out.push(']');
-                }
-                out.push('}');
-            }
+                    first = false;
+                    out.push_str(&text);
+                    Ok(())
+                },
+            );
+            debug_assert!(r.is_ok(), "appending text cannot fail");
             out.push(']');
         }
     }
     out.push('}');
-    let _ = write!(out, "");
-    out
+}
+
+/// Prometheus' success envelope around a query's value, with `warnings` and `infos` when
+/// there are: the value is written straight into the answer's buffer.
+pub fn envelope_value(v: &Value, warnings: &[String], infos: &[String]) -> String {
+    let mut body = String::from("{\"status\":\"success\",\"data\":");
+    render_into(&mut body, v);
+    annotations(&mut body, warnings, infos);
+    body
 }
 
 /// Prometheus' success envelope with `warnings` and `infos` when there are.
@@ -204,6 +248,12 @@ pub fn envelope(data: &str, warnings: &[String], infos: &[String]) -> String {
     let mut body = String::with_capacity(data.len() + 64);
     body.push_str("{\"status\":\"success\",\"data\":");
     body.push_str(data);
+    annotations(&mut body, warnings, infos);
+    body
+}
+
+/// `,"warnings":[…],"infos":[…]` (each only when not empty) and the closing brace.
+fn annotations(body: &mut String, warnings: &[String], infos: &[String]) {
     for (key, list) in [("warnings", warnings), ("infos", infos)] {
         if list.is_empty() {
             continue;
@@ -213,10 +263,43 @@ pub fn envelope(data: &str, warnings: &[String], infos: &[String]) -> String {
             if i > 0 {
                 body.push(',');
             }
-            json_str(&mut body, w);
+            json_str(body, w);
         }
         body.push(']');
     }
     body.push('}');
-    body
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use model::{Labels, Sample};
+
+    /// A matrix big enough to be written on two threads reads the same as written on one:
+    /// series in order, separated by commas, nothing lost or doubled.
+    #[test]
+    fn matrix_text_is_the_same_on_two_threads() {
+        let series: Vec<Series> = (0..3000)
+            .map(|i| Series {
+                metric: Labels::from_pairs([("__name__", "m"), ("i", &*i.to_string())]),
+                floats: (0..(i % 40))
+                    .map(|k| Sample {
+                        t: 1_700_000_000_000 + k * 15_001,
+                        v: (i * k) as f64 / 7.0,
+                    })
+                    .collect(),
+                histograms: Vec::new(),
+            })
+            .collect();
+        let v = Value::Matrix(series);
+        let two = envelope_value(&v, &["w".into()], &[]);
+        let one = promql::par::one_thread(|| envelope_value(&v, &["w".into()], &[]));
+        assert_eq!(two, one);
+        let parsed: serde_json::Value = serde_json::from_str(&two).unwrap();
+        let result = parsed["data"]["result"].as_array().unwrap();
+        assert_eq!(result.len(), 3000);
+        assert_eq!(result[2999]["metric"]["i"], "2999");
+        assert_eq!(result[41]["values"].as_array().unwrap().len(), 1);
+        assert_eq!(parsed["warnings"][0], "w");
+    }
 }

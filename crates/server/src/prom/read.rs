@@ -106,8 +106,8 @@ async fn evaluate(
             Some((end, step)) => engine.range(&storage, &query, at, end, step, &qopts),
         }
         .map_err(engine::to_prom_error)?;
-        Ok(engine::envelope(
-            &engine::render(&res.value),
+        Ok(engine::envelope_value(
+            &res.value,
             &res.warnings,
             &res.infos,
         ))
