@@ -241,9 +241,31 @@ fn loki_and_otlp_pushes_are_stored_and_limits_refuse_with_4xx() {
     };
     assert_eq!(tiny_push("a", "1").status, 204);
     assert_eq!(tiny_push("b", "2").status, 204);
+    // A new stream over the limit: 429, as Loki answers its stream limit.
     let r = tiny_push("c", "3");
-    assert_eq!(r.status, 400, "{}", r.body);
+    assert_eq!(r.status, 429, "{}", r.body);
+    assert!(r.body.contains("stream_limit: 1"), "{}", r.body);
     assert!(r.body.contains("max_streams_per_project=2"), "{}", r.body);
+    // Refused streams and invalid lines in one push: still 429, each reason counted, and
+    // the admitted stream's valid line stored.
+    let body = format!(
+        r#"{{"streams":[
+            {{"stream":{{"job":"b"}},"values":[["{t}","mixed ok"],["{t}","{long}"]]}},
+            {{"stream":{{"job":"d"}},"values":[["{t}","new d"],["{t}","new d again"]]}}
+        ]}}"#,
+        t = t0 + 6,
+        long = "z".repeat(1001),
+    );
+    let r = push(&s, &tiny, "application/json", None, body.into_bytes());
+    assert_eq!(r.status, 429, "{}", r.body);
+    for needle in [
+        "3 log lines rejected",
+        "line_too_long: 1",
+        "stream_limit: 2",
+        "max_streams_per_project=2",
+    ] {
+        assert!(r.body.contains(needle), "{needle:?} not in {}", r.body);
+    }
     assert_eq!(
         tiny_push("a", "4").status,
         204,
@@ -396,10 +418,13 @@ fn loki_and_otlp_pushes_are_stored_and_limits_refuse_with_4xx() {
         stored(&s.data_dir, "other").is_empty(),
         "nothing in project other"
     );
-    let tiny_rows: BTreeSet<String> = stored(&s.data_dir, "tiny")
-        .into_iter()
-        .map(|r| r.0)
-        .collect();
+    let tiny = stored(&s.data_dir, "tiny");
+    assert!(
+        tiny.iter()
+            .any(|r| r.0 == r#"{job="b"}"# && r.1 == t0 + 6 && r.2 == "mixed ok"),
+        "the admitted stream's line of the 429 push is stored"
+    );
+    let tiny_rows: BTreeSet<String> = tiny.into_iter().map(|r| r.0).collect();
     assert_eq!(
         tiny_rows.into_iter().collect::<Vec<_>>(),
         vec![r#"{job="a"}"#.to_string(), r#"{job="b"}"#.to_string()]
