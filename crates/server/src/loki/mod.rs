@@ -8,6 +8,7 @@
 //! push routes and `logs:read` for every other `/loki/…` route; a
 //! project token writes to its own project only.
 
+pub mod drain;
 pub mod limits;
 pub mod read;
 pub mod write;
