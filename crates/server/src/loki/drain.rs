@@ -14,8 +14,8 @@
 //!    value; a word that looks like a value (numbers, hex, UUIDs, IPs, timestamps,
 //!    durations: [`looks_variable`]) is a variable from the start;
 //! 2. a fixed-depth prefix tree routes the line by its token count, then by its first
-//!    [`PREFIX_DEPTH`] words (a variable word, or a word beyond [`MAX_CHILDREN`] siblings,
-//!    takes the `<_>` branch) to a leaf holding a few clusters;
+//!    [`PREFIX_DEPTH`] words (a word with a digit or a `/`, or beyond [`MAX_CHILDREN`]
+//!    siblings, takes the `<_>` branch) to a leaf holding a few clusters;
 //! 3. in the leaf the most similar cluster wins: its punctuation must be the line's, and
 //!    the share of words equal to the line's is the similarity. At [`SIMILARITY`] or more
 //!    the line joins it, and every word where they differ becomes a variable; else the
@@ -297,7 +297,10 @@ impl Drain {
             .filter(|t| t.kind == Kind::Word)
             .take(PREFIX_DEPTH)
         {
-            let mut key = if t.var { VAR } else { t.text };
+            // As Drain does, a word with a digit routes as a variable (even when it is
+            // not one in the template); a path too: both vary between lines of a print.
+            let routes_as_var = t.var || t.text.contains(|c: char| c.is_ascii_digit() || c == '/');
+            let mut key = if routes_as_var { VAR } else { t.text };
             if !node.children.contains_key(key) {
                 if node.children.len() >= MAX_CHILDREN {
                     key = VAR;
@@ -377,6 +380,9 @@ mod tests {
 
     const S: i64 = 1_000_000_000;
 
+    /// A pattern, its total and its samples (seconds).
+    type Got = (String, u64, Vec<(i64, u64)>);
+
     /// The tokens of `line`, `|`-separated, each with its whitespace, values as `<_>`.
     fn check_tokens(line: &str, want: &str) {
         let got: Vec<String> = tokenize(line)
@@ -440,7 +446,7 @@ mod tests {
 
     /// Feeds `lines` (`(seconds, line)`) with a 10 s step; the patterns with their totals
     /// and samples (seconds).
-    fn cluster(lines: &[(i64, String)]) -> Vec<(String, u64, Vec<(i64, u64)>)> {
+    fn cluster(lines: &[(i64, String)]) -> Vec<Got> {
         let mut d = Drain::new(10 * S);
         for (t, l) in lines {
             d.add(t * S, l);
@@ -510,7 +516,7 @@ mod tests {
     #[test]
     fn lines_of_a_few_templates_come_back_as_those_templates() {
         let got = cluster(&mixed());
-        let want: Vec<(String, u64, Vec<(i64, u64)>)> = vec![
+        let want: Vec<Got> = vec![
             (
                 r#"<_> - - [<_> <_>] "GET <_> HTTP/1.1" <_> <_>"#.into(),
                 6,
@@ -568,6 +574,29 @@ mod tests {
                 .collect();
             assert!(!hits.is_empty(), "no pattern matches {line}");
         }
+    }
+
+    /// Words with digits or slashes route as variables, so lines that differ there meet
+    /// in one leaf; a different first word keeps them apart.
+    #[test]
+    fn values_in_the_first_words_do_not_split_a_template() {
+        let lines: Vec<(i64, String)> = [
+            "GET /items/abc took 1ms",
+            "GET /items/7 took 2ms",
+            "GET /orders took 3ms",
+            "POST /orders took 9ms",
+        ]
+        .iter()
+        .map(|l| (0, l.to_string()))
+        .collect();
+        let got: Vec<(String, u64)> = cluster(&lines).into_iter().map(|p| (p.0, p.1)).collect();
+        assert_eq!(
+            got,
+            vec![
+                ("GET <_> took <_>".to_string(), 3),
+                ("POST /orders took <_>".to_string(), 1)
+            ]
+        );
     }
 
     #[test]
