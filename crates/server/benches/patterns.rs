@@ -90,7 +90,7 @@ fn main() {
     let mut patterns = Vec::new();
     for _ in 0..runs {
         let t = Instant::now();
-        patterns = find_patterns(&store, "bench", &req, None).expect("patterns");
+        patterns = find_patterns(&store, "bench", &req, MAX_LINES, None).expect("patterns");
         request_times.push(t.elapsed());
     }
     let counted: u64 = patterns.iter().map(|p| p.total).sum();

@@ -97,12 +97,13 @@ pub fn patterns_request(p: &Params, now_ns: i64) -> Result<PatternsRequest, Loki
     })
 }
 
-/// Reads the request's newest [`MAX_LINES`] lines from one project and clusters them
-/// (blocking).
+/// Reads the request's newest `max_lines` lines ([`MAX_LINES`] for the endpoint) from one
+/// project and clusters them (blocking).
 pub fn find_patterns(
     store: &logstore::Store,
     project: &str,
     req: &PatternsRequest,
+    max_lines: usize,
     cancel: Option<Arc<AtomicBool>>,
 ) -> Result<Vec<Pattern>, LokiError> {
     let view = StoreView {
@@ -112,10 +113,10 @@ pub fn find_patterns(
     };
     let engine = logql::Engine::new(logql::EngineOptions {
         max_series: MAX_SERIES,
-        max_entries: MAX_LINES,
+        max_entries: max_lines,
     });
     let mut params = logql::QueryParams::range(req.start, req.end, req.step);
-    params.limit = MAX_LINES;
+    params.limit = max_lines;
     params.direction = Direction::Backward;
     params.deadline = Some(Instant::now() + QUERY_TIMEOUT);
     params.cancel = cancel;
@@ -176,7 +177,7 @@ pub async fn patterns(
         let guard = CancelOnDrop(Arc::new(AtomicBool::new(false)));
         let cancel = guard.0.clone();
         let r = tokio::task::spawn_blocking(move || {
-            find_patterns(&store, &project, &req, Some(cancel)).map(|ps| render(&ps))
+            find_patterns(&store, &project, &req, MAX_LINES, Some(cancel)).map(|ps| render(&ps))
         })
         .await
         .map_err(LokiError::internal)?;
@@ -263,7 +264,7 @@ mod tests {
             end: 1_000 * SECOND,
             step: 20 * SECOND,
         };
-        let ps = find_patterns(&store, "p", &r, None).unwrap();
+        let ps = find_patterns(&store, "p", &r, MAX_LINES, None).unwrap();
         let v: serde_json::Value = serde_json::from_str(&render(&ps)).unwrap();
         assert_eq!(
             v,
@@ -279,8 +280,13 @@ mod tests {
             end: 135 * SECOND,
             step: 20 * SECOND,
         };
-        let ps = find_patterns(&store, "p", &r, None).unwrap();
+        let ps = find_patterns(&store, "p", &r, MAX_LINES, None).unwrap();
         assert_eq!(ps.len(), 1);
         assert_eq!(ps[0].samples, vec![(100 * SECOND, 3), (120 * SECOND, 3)]);
+        // Over the cap, the newest lines are the ones counted.
+        // (the six lines at 105…130 s: 115, 120, 125 and 130)
+        let ps = find_patterns(&store, "p", &r, 4, None).unwrap();
+        assert_eq!(ps[0].samples, vec![(100 * SECOND, 1), (120 * SECOND, 3)]);
+        assert_eq!(ps[0].total, 4);
     }
 }
