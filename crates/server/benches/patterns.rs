@@ -1,9 +1,9 @@
 //! How long `/loki/api/v1/patterns` takes over its cap of lines: the log benchmarks' mix
 //! (`bench/logmix.rs`: nginx JSON access logs, JSON app logs, logfmt) written into a
 //! `logstore` in a temporary directory and sealed into segments, then timed twice: the
-//! clustering alone (`Drain` over lines already in memory), and the whole request
-//! (`find_patterns`: the store read through the `logql` engine, newest lines first, and
-//! the clustering). Prints a Markdown table and the top patterns.
+//! clustering alone (one `Drain` over lines already in memory), and the whole request
+//! (`find_patterns`: the store read through the `logql` engine, newest lines first, each
+//! line's level, and one clustering per level). Prints a Markdown table and the top patterns.
 //!
 //! Run: `cargo bench -p server --bench patterns [-- --lines 100000] [--runs 5]`.
 
@@ -93,7 +93,7 @@ fn main() {
         patterns = find_patterns(&store, "bench", &req, MAX_LINES, None).expect("patterns");
         request_times.push(t.elapsed());
     }
-    let counted: u64 = patterns.iter().map(|p| p.total).sum();
+    let counted: u64 = patterns.iter().map(|p| p.pattern.total).sum();
     let (d, r) = (median(drain_times), median(request_times));
     let per_s = |t: Duration| n as f64 / t.as_secs_f64();
     println!(
@@ -111,6 +111,9 @@ fn main() {
     println!("\nmedian of {runs} runs; lines in the answer's patterns: {counted}\n");
     println!("top patterns:");
     for p in patterns.iter().take(12) {
-        println!("{:>7}  {}", p.total, p.pattern);
+        println!(
+            "{:>7}  {:<7}  {}",
+            p.pattern.total, p.level, p.pattern.pattern
+        );
     }
 }

@@ -401,10 +401,11 @@ fn grafana_patterns() {
     assert_eq!(
         d,
         json!([
-            {"pattern": info, "samples": [[ts(0), 6], [ts(30), 6]]},
-            {"pattern": error, "samples": [[ts(0), 1], [ts(30), 1], [ts(60), 2]]},
+            {"pattern": info, "samples": [[ts(0), 6], [ts(30), 6]], "level": "info"},
+            {"pattern": error, "samples": [[ts(0), 1], [ts(30), 1], [ts(60), 2]],
+             "level": "error"},
             {"pattern": r#"{"level":"debug","msg":"cache refreshed","keys":<_>}"#,
-             "samples": [[ts(0), 1], [ts(30), 1], [ts(60), 1]]},
+             "samples": [[ts(0), 1], [ts(30), 1], [ts(60), 1]], "level": "debug"},
         ])
     );
     // POST with a form, and a line filter applied before clustering.
@@ -419,7 +420,8 @@ fn grafana_patterns() {
     );
     assert_eq!(
         ok(&r),
-        json!([{"pattern": error, "samples": [[ts(0), 1], [ts(30), 1], [ts(60), 2]]}])
+        json!([{"pattern": error, "samples": [[ts(0), 1], [ts(30), 1], [ts(60), 2]],
+                "level": "error"}])
     );
     // Picking a pattern: Grafana filters with `|>`, which takes exactly its lines.
     for (pattern, want) in [(info, 12), (error, 4)] {

@@ -5,11 +5,12 @@
 //! Loki computes patterns in its ingesters as lines arrive; Flightdeck computes them when
 //! asked: the newest [`MAX_LINES`] lines of the query in `[start, end)` (read through the
 //! `logql` engine, so line filters and other pipeline stages apply) are fed oldest first
-//! into a [`Drain`] clustering, and the [`MAX_PATTERNS`] patterns with the most lines are
-//! answered, most first:
+//! into a [`Drain`] clustering per level (as Loki keeps patterns per detected level: from a
+//! `level`-like label or metadata, else from the line; `unknown` when none says), and the
+//! [`MAX_PATTERNS`] patterns with the most lines are answered, most first:
 //!
 //! ```json
-//! {"status":"success","data":[{"pattern":"level=info msg=\"GET <_>\"","samples":[[1764217800,12],…]}]}
+//! {"status":"success","data":[{"pattern":"level=info msg=\"GET <_>\"","samples":[[1764217800,12],…],"level":"info"}]}
 //! ```
 //!
 //! Samples are `[unix seconds of the step's start, lines]`, only for steps with lines, in
@@ -17,6 +18,7 @@
 //! default the range / 250 as for `query_range`). A range holding more lines than the cap
 //! is summarised from its newest part only.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
@@ -97,15 +99,24 @@ pub fn patterns_request(p: &Params, now_ns: i64) -> Result<PatternsRequest, Loki
     })
 }
 
+/// A pattern of the lines of one level.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LevelPattern {
+    /// `trace`, `debug`, `info`, `warn`, `error`, `fatal`, `critical` or `unknown`.
+    pub level: &'static str,
+    pub pattern: Pattern,
+}
+
 /// Reads the request's newest `max_lines` lines ([`MAX_LINES`] for the endpoint) from one
-/// project and clusters them (blocking).
+/// project and clusters them, one clustering per [detected level](detect_level) as Loki
+/// keeps them (blocking). At most [`MAX_PATTERNS`], most lines first.
 pub fn find_patterns(
     store: &logstore::Store,
     project: &str,
     req: &PatternsRequest,
     max_lines: usize,
     cancel: Option<Arc<AtomicBool>>,
-) -> Result<Vec<Pattern>, LokiError> {
+) -> Result<Vec<LevelPattern>, LokiError> {
     let view = StoreView {
         store,
         project,
@@ -126,22 +137,127 @@ pub fn find_patterns(
     else {
         return Err(LokiError::bad("a log query is expected here"));
     };
-    let mut lines: Vec<(i64, &str)> = streams
-        .iter()
-        .flat_map(|s| s.entries.iter().map(|e| (e.ts_ns, e.line.as_str())))
-        .collect();
-    lines.sort_by_key(|(ts, _)| *ts);
-    let mut drain = Drain::new(req.step);
-    for (ts, line) in lines {
-        drain.add(ts, line);
+    let mut lines: Vec<(i64, &'static str, &str)> = Vec::new();
+    for s in &streams {
+        // The stream's labels hold its structured metadata and parsed labels too.
+        let known = level_of_labels(&s.labels);
+        for e in &s.entries {
+            let level = known.or_else(|| level_in_line(&e.line)).unwrap_or(UNKNOWN);
+            lines.push((e.ts_ns, level, &e.line));
+        }
     }
-    Ok(drain.patterns(MAX_PATTERNS))
+    lines.sort_by_key(|(ts, _, _)| *ts);
+    let mut drains: BTreeMap<&'static str, Drain> = BTreeMap::new();
+    for (ts, level, line) in lines {
+        drains
+            .entry(level)
+            .or_insert_with(|| Drain::new(req.step))
+            .add(ts, line);
+    }
+    let mut out: Vec<LevelPattern> = drains
+        .into_iter()
+        .flat_map(|(level, d)| {
+            d.patterns(MAX_PATTERNS)
+                .into_iter()
+                .map(move |pattern| LevelPattern { level, pattern })
+        })
+        .collect();
+    out.sort_by(|a, b| {
+        (b.pattern.total, a.level, &a.pattern.pattern).cmp(&(
+            a.pattern.total,
+            b.level,
+            &b.pattern.pattern,
+        ))
+    });
+    out.truncate(MAX_PATTERNS);
+    Ok(out)
 }
 
-/// `{"status":"success","data":[{"pattern":…,"samples":[[<s>,<n>],…]},…]}`.
-pub fn render(patterns: &[Pattern]) -> String {
+// ------------------------------------------------------------------ levels
+
+const UNKNOWN: &str = "unknown";
+
+/// Label (and structured metadata) names that state a line's level, most telling first.
+const LEVEL_LABELS: [&str; 6] = [
+    "detected_level",
+    "level",
+    "lvl",
+    "severity",
+    "log_level",
+    "loglevel",
+];
+
+/// A level name or abbreviation, in Loki's normalised spelling.
+fn normalize_level(v: &str) -> Option<&'static str> {
+    Some(match v.to_ascii_lowercase().as_str() {
+        "trace" | "trc" => "trace",
+        "debug" | "dbg" => "debug",
+        "info" | "inf" | "information" | "informational" | "notice" => "info",
+        "warn" | "warning" | "wrn" => "warn",
+        "error" | "err" | "eror" => "error",
+        "fatal" | "ftl" => "fatal",
+        "critical" | "crit" | "panic" | "alert" | "emerg" | "emergency" => "critical",
+        _ => return None,
+    })
+}
+
+fn level_of_labels(labels: &[(String, String)]) -> Option<&'static str> {
+    LEVEL_LABELS.iter().find_map(|name| {
+        labels
+            .iter()
+            .find(|(n, _)| n == name)
+            .and_then(|(_, v)| normalize_level(v))
+    })
+}
+
+/// The level a line states in its first 1 KiB: a `level`, `lvl` or `severity` key
+/// (logfmt `level=warn`, JSON `"level":"warn"`), else the first word that is a level's
+/// full name (`[ERROR] disk full`).
+fn level_in_line(line: &str) -> Option<&'static str> {
+    let mut cut = line.len().min(1024);
+    while !line.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let head = &line[..cut];
+    let b = head.as_bytes();
+    for key in ["level", "lvl", "severity"] {
+        let mut from = 0;
+        while let Some(i) = head[from..].find(key) {
+            let at = from + i;
+            from = at + key.len();
+            if at > 0 && !matches!(b[at - 1], b' ' | b'\t' | b'"' | b'{' | b',') {
+                continue;
+            }
+            let after = &head[from..];
+            let Some(value) = after
+                .strip_prefix('=')
+                .or_else(|| after.strip_prefix("\":").map(str::trim_start))
+            else {
+                continue;
+            };
+            let value = value.trim_start_matches('"');
+            let end = value
+                .find(|c: char| !c.is_ascii_alphabetic())
+                .unwrap_or(value.len());
+            if let Some(l) = normalize_level(&value[..end]) {
+                return Some(l);
+            }
+        }
+    }
+    head.split(|c: char| !c.is_ascii_alphabetic())
+        .filter(|w| {
+            matches!(
+                w.to_ascii_lowercase().as_str(),
+                "trace" | "debug" | "info" | "warn" | "warning" | "error" | "fatal" | "critical"
+            )
+        })
+        .find_map(normalize_level)
+}
+
+/// `{"status":"success","data":[{"pattern":…,"samples":[[<s>,<n>],…],"level":…},…]}`.
+pub fn render(patterns: &[LevelPattern]) -> String {
     let mut out = String::from("{\"status\":\"success\",\"data\":[");
-    for (i, p) in patterns.iter().enumerate() {
+    for (i, LevelPattern { level, pattern: p }) in patterns.iter().enumerate() {
         if i > 0 {
             out.push(',');
         }
@@ -154,7 +270,9 @@ pub fn render(patterns: &[Pattern]) -> String {
             }
             out.push_str(&format!("[{},{n}]", t.div_euclid(SECOND)));
         }
-        out.push_str("]}");
+        out.push_str("],\"level\":");
+        json_str(&mut out, level);
+        out.push('}');
     }
     out.push_str("]}");
     out
@@ -269,8 +387,9 @@ mod tests {
         assert_eq!(
             v,
             serde_json::json!({"status": "success", "data": [
-                {"pattern": "GET <_> took <_>", "samples": [[100, 4], [120, 4]]},
-                {"pattern": "slow query on orders", "samples": [[100, 1]]},
+                {"pattern": "GET <_> took <_>", "samples": [[100, 4], [120, 4]],
+                 "level": "unknown"},
+                {"pattern": "slow query on orders", "samples": [[100, 1]], "level": "unknown"},
             ]})
         );
         // Line filters apply before clustering; the range is [start, end).
@@ -282,11 +401,99 @@ mod tests {
         };
         let ps = find_patterns(&store, "p", &r, MAX_LINES, None).unwrap();
         assert_eq!(ps.len(), 1);
-        assert_eq!(ps[0].samples, vec![(100 * SECOND, 3), (120 * SECOND, 3)]);
+        assert_eq!(
+            ps[0].pattern.samples,
+            vec![(100 * SECOND, 3), (120 * SECOND, 3)]
+        );
         // Over the cap, the newest lines are the ones counted.
         // (the six lines at 105…130 s: 115, 120, 125 and 130)
         let ps = find_patterns(&store, "p", &r, 4, None).unwrap();
-        assert_eq!(ps[0].samples, vec![(100 * SECOND, 1), (120 * SECOND, 3)]);
-        assert_eq!(ps[0].total, 4);
+        assert_eq!(
+            ps[0].pattern.samples,
+            vec![(100 * SECOND, 1), (120 * SECOND, 3)]
+        );
+        assert_eq!(ps[0].pattern.total, 4);
+    }
+
+    /// The level of lines: labels and metadata first, then a key in the line, then a
+    /// level's name as a word; one pattern per level even when the text is the same.
+    #[test]
+    fn levels_come_from_labels_then_the_line() {
+        let l = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        assert_eq!(level_of_labels(&l(&[("level", "WARNING")])), Some("warn"));
+        assert_eq!(
+            level_of_labels(&l(&[("detected_level", "err"), ("level", "info")])),
+            Some("error")
+        );
+        assert_eq!(
+            level_of_labels(&l(&[("level", "loud"), ("job", "x")])),
+            None
+        );
+        for (line, want) in [
+            ("level=info msg=ok", Some("info")),
+            ("ts=1 lvl=dbg msg=ok", Some("debug")),
+            (r#"{"msg":"x","level":"Error"}"#, Some("error")),
+            (r#"{"severity": "CRITICAL", "msg": "x"}"#, Some("critical")),
+            ("sublevel=9 [WARN] disk almost full", Some("warn")),
+            ("2026-11-27 04:00:00 FATAL out of memory", Some("fatal")),
+            ("nothing to say", None),
+            ("errors: 0", None),
+        ] {
+            assert_eq!(level_in_line(line), want, "{line}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let store = logstore::Store::open(dir.path(), logstore::Options::default()).unwrap();
+        let entry = |t: i64, line: &str| logstore::Entry::new(t * SECOND, line.to_string());
+        let mut tagged = entry(3, "cache refreshed");
+        tagged.metadata = vec![("level".into(), "debug".into())];
+        store
+            .append(
+                "p",
+                &[
+                    logstore::StreamBatch {
+                        labels: model::Labels::from_pairs([("app", "a")]),
+                        entries: vec![
+                            entry(1, "level=error msg=\"cache refreshed\""),
+                            entry(2, "level=info msg=\"cache refreshed\""),
+                            entry(4, "level=info msg=\"cache refreshed\""),
+                            tagged,
+                        ],
+                    },
+                    logstore::StreamBatch {
+                        labels: model::Labels::from_pairs([("app", "b"), ("level", "warn")]),
+                        entries: vec![entry(5, "level=info msg=\"cache refreshed\"")],
+                    },
+                ],
+            )
+            .unwrap();
+        let r = PatternsRequest {
+            query: "{app=~\".+\"}".into(),
+            start: 0,
+            end: 100 * SECOND,
+            step: 10 * SECOND,
+        };
+        let got: Vec<(&str, String, u64)> = find_patterns(&store, "p", &r, MAX_LINES, None)
+            .unwrap()
+            .into_iter()
+            .map(|p| (p.level, p.pattern.pattern, p.pattern.total))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("info", r#"level=info msg="cache refreshed""#.to_string(), 2),
+                ("debug", "cache refreshed".to_string(), 1),
+                (
+                    "error",
+                    r#"level=error msg="cache refreshed""#.to_string(),
+                    1
+                ),
+                ("warn", r#"level=info msg="cache refreshed""#.to_string(), 1),
+            ]
+        );
     }
 }
