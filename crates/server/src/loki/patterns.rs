@@ -244,14 +244,13 @@ fn level_in_line(line: &str) -> Option<&'static str> {
             }
         }
     }
+    const NAMES: [&str; 8] = [
+        "trace", "debug", "info", "warn", "warning", "error", "fatal", "critical",
+    ];
     head.split(|c: char| !c.is_ascii_alphabetic())
-        .filter(|w| {
-            matches!(
-                w.to_ascii_lowercase().as_str(),
-                "trace" | "debug" | "info" | "warn" | "warning" | "error" | "fatal" | "critical"
-            )
-        })
-        .find_map(normalize_level)
+        .filter(|w| (4..=8).contains(&w.len()))
+        .find_map(|w| NAMES.iter().find(|n| w.eq_ignore_ascii_case(n)))
+        .and_then(|n| normalize_level(n))
 }
 
 /// `{"status":"success","data":[{"pattern":…,"samples":[[<s>,<n>],…],"level":…},…]}`.
