@@ -22,9 +22,23 @@ pub type Row = (String, i64, String, Vec<(String, String)>);
 
 /// Every entry of `project` in the store under `data_dir`, in label then
 /// time order. The server must be stopped (the store takes a lock).
+///
+/// Waits out a lock that was just released: other tests of this binary spawn child
+/// processes, and between its fork and exec a child holds a copy of every descriptor, so
+/// for a moment the `flock` of a store this process dropped (an earlier call) still reads
+/// as taken. A real second holder would keep it for good; this waits up to 2 s.
 pub fn stored(data_dir: &Path, project: &str) -> Vec<Row> {
-    let store = logstore::Store::open(&data_dir.join("logs"), logstore::Options::default())
-        .expect("open the log store");
+    let dir = data_dir.join("logs");
+    let open = || logstore::Store::open(&dir, logstore::Options::default());
+    let mut r = open();
+    for _ in 0..200 {
+        if !matches!(r, Err(logstore::Error::Locked(_))) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        r = open();
+    }
+    let store = r.expect("open the log store");
     let q = logstore::Query {
         matchers: &[],
         start: i64::MIN,
