@@ -2,8 +2,8 @@
 //! data source sends: "Save & test" (`vector(1)+vector(1)` and the labels call), Explore's
 //! logs panel (a backward `query_range` with a limit) with its log volume histogram
 //! (`sum by (level) (count_over_time(…))`), the label browser (labels, label values,
-//! series, index stats) and live tail over a WebSocket; errors as Loki gives them, and one
-//! project's token never reading another project's lines.
+//! series, index stats), live tail over a WebSocket and Logs Drilldown's patterns; errors
+//! as Loki gives them, and one project's token never reading another project's lines.
 
 use serde_json::{Value, json};
 
@@ -333,4 +333,136 @@ fn live_tail_sends_history_then_new_lines() {
         vec!["level=error app=db msg=\"live one\"".to_string()]
     );
     let _ = ws.close(None);
+}
+
+/// Logs Drilldown's "Patterns" tab: `/loki/api/v1/patterns` over a selector's lines (three
+/// templates with varying fields, in two streams), then the `|>` filter Grafana builds when
+/// a pattern is picked.
+#[test]
+fn grafana_patterns() {
+    let s = Server::binary_with(&["--host-metrics", "false"]);
+    s.project("shop");
+    let (_, t) = s.token_in("shop", &["logs:read", "logs:write"]);
+    let (_, write_only) = s.token_in("shop", &["logs:write"]);
+    let sec = 1_000_000_000i64;
+    // A whole minute, ten minutes ago: the 30 s steps start at t0.
+    let t0 = (now_ns() / (60 * sec) - 10) * 60 * sec;
+    let at = |dt: i64, line: String| json!([(t0 + dt * sec).to_string(), line]);
+    let mut shop: Vec<Value> = (0..12)
+        .map(|i| {
+            at(
+                5 * i,
+                format!(
+                    "level=info msg=\"GET /api/items/{}\" status=200 took={}ms",
+                    100 + i,
+                    3 + i
+                ),
+            )
+        })
+        .collect();
+    for (i, dt) in [10, 40, 70, 75].into_iter().enumerate() {
+        shop.push(at(
+            dt,
+            format!("level=error msg=\"payment declined\" order=ord-{i}{i}{i} code=card_declined"),
+        ));
+    }
+    let cache: Vec<Value> = [20, 50, 80]
+        .into_iter()
+        .map(|dt| {
+            at(
+                dt,
+                format!(
+                    r#"{{"level":"debug","msg":"cache refreshed","keys":{}}}"#,
+                    dt * 3
+                ),
+            )
+        })
+        .collect();
+    push(
+        &s,
+        &t,
+        json!({"streams": [
+            {"stream": {"app": "shop"}, "values": shop},
+            {"stream": {"app": "cache"}, "values": cache},
+        ]}),
+    );
+    let range = format!("start={t0}&end={}&step=30s", t0 + 120 * sec);
+    let ts = |dt: i64| t0 / sec + dt;
+    let info = r#"level=info msg="GET <_>" status=<_> took=<_>"#;
+    let error = r#"level=error msg="payment declined" order=<_> code=card_declined"#;
+    let d = ok(&get(
+        &s,
+        &t,
+        &format!(
+            "/loki/api/v1/patterns?query={}&{range}",
+            enc(r#"{app=~"shop|cache"}"#)
+        ),
+    ));
+    assert_eq!(
+        d,
+        json!([
+            {"pattern": info, "samples": [[ts(0), 6], [ts(30), 6]], "level": "info"},
+            {"pattern": error, "samples": [[ts(0), 1], [ts(30), 1], [ts(60), 2]],
+             "level": "error"},
+            {"pattern": r#"{"level":"debug","msg":"cache refreshed","keys":<_>}"#,
+             "samples": [[ts(0), 1], [ts(30), 1], [ts(60), 1]], "level": "debug"},
+        ])
+    );
+    // POST with a form, and a line filter applied before clustering.
+    let r = call(
+        "POST",
+        &s.url("/loki/api/v1/patterns"),
+        &[("authorization", &format!("Bearer {t}"))],
+        Some((
+            "application/x-www-form-urlencoded",
+            format!("query={}&{range}", enc(r#"{app="shop"} |= "declined""#)).into_bytes(),
+        )),
+    );
+    assert_eq!(
+        ok(&r),
+        json!([{"pattern": error, "samples": [[ts(0), 1], [ts(30), 1], [ts(60), 2]],
+                "level": "error"}])
+    );
+    // Picking a pattern: Grafana filters with `|>`, which takes exactly its lines.
+    for (pattern, want) in [(info, 12), (error, 4)] {
+        let q = enc(&format!("{{app=\"shop\"}} |> `{pattern}`"));
+        let d = ok(&get(
+            &s,
+            &t,
+            &format!("/loki/api/v1/query_range?query={q}&{range}&limit=100"),
+        ));
+        let n: usize = d["result"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|st| st["values"].as_array().unwrap().len())
+            .sum();
+        assert_eq!(n, want, "{pattern}: {d}");
+    }
+    // Errors as Loki gives them; logs:read is needed.
+    let r = get(
+        &s,
+        &t,
+        &format!(
+            "/loki/api/v1/patterns?query={}&{range}",
+            enc(r#"rate({app="shop"}[1m])"#)
+        ),
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("not a metric query"), "{}", r.body);
+    let r = get(
+        &s,
+        &t,
+        &format!(
+            "/loki/api/v1/patterns?query={}&step=-5",
+            enc(r#"{app="shop"}"#)
+        ),
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+    let r = get(
+        &s,
+        &write_only,
+        &format!("/loki/api/v1/patterns?query={}", enc(r#"{app="shop"}"#)),
+    );
+    assert_eq!(r.status, 403, "{}", r.body);
 }

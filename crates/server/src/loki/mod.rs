@@ -1,6 +1,7 @@
 //! The log data plane: Loki's push API (`POST /loki/api/v1/push`) and
 //! OTLP/HTTP logs (`POST /v1/logs`) into the `logstore`, with Loki's
-//! per-project limits ([`write`], [`limits`]); Loki's query API ([`read`]);
+//! per-project limits ([`write`], [`limits`]); Loki's query API ([`read`],
+//! and [`patterns`] over the [`drain`] clustering);
 //! and the store's upkeep (flush, retention, compaction) on timers.
 //!
 //! Authentication and the choice of project are the metric data plane's
@@ -8,7 +9,9 @@
 //! push routes and `logs:read` for every other `/loki/…` route; a
 //! project token writes to its own project only.
 
+pub mod drain;
 pub mod limits;
+pub mod patterns;
 pub mod read;
 pub mod write;
 
@@ -145,6 +148,10 @@ pub fn routes(st: AppState) -> Router<AppState> {
             get(read::index_stats).post(read::index_stats),
         )
         .route("/loki/api/v1/detected_labels", get(read::detected_labels))
+        .route(
+            "/loki/api/v1/patterns",
+            get(patterns::patterns).post(patterns::patterns),
+        )
         .route("/loki/api/v1/status/buildinfo", get(read::buildinfo))
         .route("/loki/api/v1/tail", get(read::tail))
         .layer(axum::middleware::from_fn_with_state(

@@ -1,7 +1,8 @@
 //! The Loki HTTP API's read side, per project (scope `logs:read`): `query`, `query_range`,
 //! `labels`, `label/<name>/values`, `series`, `index/stats`, `detected_labels`, `tail`
 //! (WebSocket), `/ready` and `status/buildinfo`, answering in Loki's JSON so that Grafana's
-//! Loki data source works unchanged.
+//! Loki data source works unchanged. `patterns` is [`super::patterns`], with the
+//! parameter readers here.
 //!
 //! Queries run in the `logql` engine over [`StoreView`], which adapts one project of the
 //! `logstore` (the engine never sees the store). Parameters are read as Loki reads them:
@@ -43,7 +44,7 @@ impl LokiError {
         }
     }
 
-    fn internal(message: impl std::fmt::Display) -> Self {
+    pub(crate) fn internal(message: impl std::fmt::Display) -> Self {
         LokiError {
             status: StatusCode::INTERNAL_SERVER_ERROR,
             message: message.to_string(),
@@ -63,7 +64,7 @@ impl IntoResponse for LokiError {
 }
 
 /// The engine's error as Loki answers it.
-fn engine_err(e: logql::Error) -> LokiError {
+pub(crate) fn engine_err(e: logql::Error) -> LokiError {
     let status = match &e {
         logql::Error::Parse { .. }
         | logql::Error::BadQuery(_)
@@ -88,7 +89,7 @@ pub const MAX_SERIES: usize = 500;
 /// How long a query may run.
 pub const QUERY_TIMEOUT: Duration = Duration::from_secs(120);
 /// Default range of a query without `start`.
-const DEFAULT_RANGE_NS: i64 = 3_600 * 1_000_000_000;
+pub(crate) const DEFAULT_RANGE_NS: i64 = 3_600 * 1_000_000_000;
 
 // ------------------------------------------------------------------ parameters
 
@@ -118,7 +119,7 @@ pub fn parse_time(raw: &str) -> Option<i64> {
     }
 }
 
-fn time_param(p: &Params, name: &str, default: i64) -> Result<i64, LokiError> {
+pub(crate) fn time_param(p: &Params, name: &str, default: i64) -> Result<i64, LokiError> {
     match p.get(name).filter(|s| !s.is_empty()) {
         None => Ok(default),
         Some(raw) => parse_time(raw).ok_or_else(|| {
@@ -141,7 +142,7 @@ pub fn parse_step(raw: &str) -> Option<i64> {
 }
 
 /// Loki's default step: the range over 250 points, at least one second.
-fn default_step(start: i64, end: i64) -> i64 {
+pub(crate) fn default_step(start: i64, end: i64) -> i64 {
     (((end - start) / 1_000_000_000) / 250).max(1) * 1_000_000_000
 }
 
@@ -174,7 +175,7 @@ fn limit(p: &Params) -> Result<usize, LokiError> {
     Ok(n)
 }
 
-fn query_param(p: &Params) -> Result<String, LokiError> {
+pub(crate) fn query_param(p: &Params) -> Result<String, LokiError> {
     p.get("query")
         .filter(|q| !q.trim().is_empty())
         .map(str::to_string)
@@ -414,7 +415,7 @@ fn string_list(v: &[String]) -> String {
 // ------------------------------------------------------------------ evaluation
 
 /// Raises its flag when dropped: a query whose client went away stops.
-struct CancelOnDrop(Arc<AtomicBool>);
+pub(crate) struct CancelOnDrop(pub(crate) Arc<AtomicBool>);
 
 impl Drop for CancelOnDrop {
     fn drop(&mut self) {
@@ -466,7 +467,7 @@ async fn run(
 }
 
 /// Whether `q` is a log query (streams) rather than a metric query.
-fn is_log_query(q: &str) -> Result<bool, LokiError> {
+pub(crate) fn is_log_query(q: &str) -> Result<bool, LokiError> {
     Ok(matches!(
         logql::parse(q).map_err(engine_err)?,
         logql::Expr::Log(_)
@@ -519,7 +520,7 @@ pub fn instant_request(p: &Params, now_ns: i64) -> Result<Request, LokiError> {
 
 // ------------------------------------------------------------------ handlers
 
-fn params(q: Option<String>, headers: &HeaderMap, body: &Bytes) -> Params {
+pub(crate) fn params(q: Option<String>, headers: &HeaderMap, body: &Bytes) -> Params {
     Params::parse(
         q.as_deref(),
         crate::prom::is_form(headers).then_some(&body[..]),
@@ -527,7 +528,7 @@ fn params(q: Option<String>, headers: &HeaderMap, body: &Bytes) -> Params {
 }
 
 /// The project's log store, or 503 when logs are not enabled.
-fn log_store(st: &AppState) -> Result<Arc<logstore::Store>, LokiError> {
+pub(crate) fn log_store(st: &AppState) -> Result<Arc<logstore::Store>, LokiError> {
     st.logs
         .as_ref()
         .map(|l| l.store.clone())
@@ -537,7 +538,7 @@ fn log_store(st: &AppState) -> Result<Arc<logstore::Store>, LokiError> {
         })
 }
 
-fn reply(r: Result<String, LokiError>) -> Response {
+pub(crate) fn reply(r: Result<String, LokiError>) -> Response {
     match r {
         Ok(body) => json_ok(body),
         Err(e) => e.into_response(),

@@ -16,10 +16,13 @@
 //! 4. new streams beyond `max_streams_per_project` are left out;
 //! 5. the rest is stored.
 //!
-//! Loki push answers 204, or 400 naming each reason with a count and an
-//! example when something was left out (the rest is stored: retrying it
-//! cannot help). OTLP answers 200 with `partial_success` in that case, as
-//! the OTLP spec asks.
+//! Loki push answers 204 when everything was stored. When something was
+//! left out (the rest is stored) it names each reason with a count and an
+//! example, with Loki's status: 429 when a stream was refused for
+//! `max_streams_per_project` (the limit counts *active* streams, so a retry
+//! may pass once some go idle), else 400 (a line too long or too old fails
+//! the same way on every retry). See [`Outcome::status`]. OTLP answers 200
+//! with `partial_success` in either case, as the OTLP spec asks.
 
 use std::fmt::Write as _;
 
@@ -86,6 +89,9 @@ fn header_str(h: &HeaderMap, name: header::HeaderName) -> Option<&str> {
     h.get(name).and_then(|v| v.to_str().ok())
 }
 
+/// Loki's reason name for a stream refused by `max_streams_per_project`.
+pub const STREAM_LIMIT: &str = "stream_limit";
+
 /// What one push stored and left out.
 #[derive(Debug, Default)]
 pub struct Outcome {
@@ -109,6 +115,24 @@ impl Outcome {
                 self.rejected.push((reason, n));
                 self.examples.push(message.to_string());
             }
+        }
+    }
+
+    /// The status of a Loki push that left something out: 429 (Too Many
+    /// Requests) when any stream was refused for the stream limit, as Loki
+    /// answers its per-tenant stream limit; 400 when only validation failed.
+    ///
+    /// When both happened, 429 wins. Loki does the same: its distributor keeps
+    /// the validation error aside, sends the valid streams to the ingesters,
+    /// returns the ingester's 429 for the stream limit if there is one, and
+    /// the 400 only when the valid streams went through. It is also the
+    /// useful answer: a 429 says a retry may succeed later, and the message
+    /// still counts every reason.
+    pub fn status(&self) -> StatusCode {
+        if self.rejected.iter().any(|(r, _)| *r == STREAM_LIMIT) {
+            StatusCode::TOO_MANY_REQUESTS
+        } else {
+            StatusCode::BAD_REQUEST
         }
     }
 
@@ -174,7 +198,7 @@ pub fn ingest_streams(
     for (s, ok) in valid.into_iter().zip(admitted) {
         if !ok {
             out.add(
-                "stream_limit",
+                STREAM_LIMIT,
                 s.entries.len(),
                 &format!(
                     "new stream refused, the project holds the most streams allowed \
@@ -267,7 +291,7 @@ pub async fn push(
     .await;
     match r {
         Ok(Ok(out)) if out.rejected_total() == 0 => StatusCode::NO_CONTENT.into_response(),
-        Ok(Ok(out)) => PushError::new(StatusCode::BAD_REQUEST, out.message()).into_response(),
+        Ok(Ok(out)) => PushError::new(out.status(), out.message()).into_response(),
         Ok(Err(e)) => e.into_response(),
         Err(e) => PushError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
@@ -361,5 +385,17 @@ mod tests {
             "4 log lines rejected (line_too_long: 3, stream_limit: 1); e.g. line of 9 bytes, \
              limit max_line_size=8; limit max_streams_per_project=1"
         );
+        assert_eq!(o.status(), StatusCode::TOO_MANY_REQUESTS, "429 wins");
+    }
+
+    #[test]
+    fn validation_alone_is_a_400_and_the_stream_limit_a_429() {
+        let mut o = Outcome::default();
+        o.add("line_too_long", 1, "limit max_line_size=8");
+        o.add("greater_than_max_sample_age", 1, "too old");
+        assert_eq!(o.status(), StatusCode::BAD_REQUEST);
+        let mut o = Outcome::default();
+        o.add(STREAM_LIMIT, 3, "limit max_streams_per_project=1");
+        assert_eq!(o.status(), StatusCode::TOO_MANY_REQUESTS);
     }
 }
