@@ -92,6 +92,10 @@ pub struct StreamIter {
     failed: bool,
     blocks_read: u64,
     blocks_skipped: u64,
+    /// Entries in range of the sources opened, and their lines' bytes, before the
+    /// `required` filter (what a query processed).
+    lines_scanned: u64,
+    bytes_scanned: u64,
     /// Timestamp of the last entry returned, and the lines returned at it
     /// when more entries at that time were pending (for de-duplication).
     dup_ts: i64,
@@ -102,6 +106,16 @@ impl StreamIter {
     /// Blocks decompressed so far.
     pub fn blocks_read(&self) -> u64 {
         self.blocks_read
+    }
+
+    /// Entries in range of the blocks opened so far (matching `required` or not).
+    pub fn lines_scanned(&self) -> u64 {
+        self.lines_scanned
+    }
+
+    /// The bytes of the lines [`StreamIter::lines_scanned`] counts.
+    pub fn bytes_scanned(&self) -> u64 {
+        self.bytes_scanned
     }
 
     /// Blocks of the range never read because their bloom filter ruled a
@@ -122,8 +136,12 @@ impl StreamIter {
     fn open(&mut self, p: Pending) -> Result<(), Error> {
         let req: Vec<&[u8]> = self.required.iter().map(|v| v.as_slice()).collect();
         let (start, end) = (self.start, self.end);
-        let mut entries: VecDeque<Entry> = match p.src {
-            Src::Sorted(v) => v.into(),
+        let (mut entries, scanned): (VecDeque<Entry>, Scanned) = match p.src {
+            Src::Sorted(v) => {
+                let bytes = v.iter().map(|e| e.line.len() as u64).sum();
+                let lines = v.len() as u64;
+                (v.into(), Scanned { lines, bytes })
+            }
             Src::Mem(b) => {
                 self.blocks_read += 1;
                 decode_range(&b.data, &b.meta, start, end, &req)
@@ -138,6 +156,8 @@ impl StreamIter {
                 })?
             }
         };
+        self.lines_scanned += scanned.lines;
+        self.bytes_scanned += scanned.bytes;
         if self.direction == Direction::Backward {
             entries.make_contiguous().reverse();
         }
@@ -226,14 +246,27 @@ impl Iterator for StreamIter {
     }
 }
 
+/// Entries and line bytes looked at in one source.
+struct Scanned {
+    lines: u64,
+    bytes: u64,
+}
+
 fn decode_range(
     data: &[u8],
     meta: &block::BlockMeta,
     start: i64,
     end: i64,
     req: &[&[u8]],
-) -> Result<VecDeque<Entry>, String> {
+) -> Result<(VecDeque<Entry>, Scanned), String> {
     let d = block::decode(data, meta)?;
+    let mut scanned = Scanned { lines: 0, bytes: 0 };
+    for (i, &t) in d.ts.iter().enumerate() {
+        if t >= start && t < end {
+            scanned.lines += 1;
+            scanned.bytes += d.line(i).len() as u64;
+        }
+    }
     let mut out = VecDeque::new();
     for i in d.matching(req) {
         let t = d.ts[i as usize];
@@ -241,7 +274,7 @@ fn decode_range(
             out.push_back(d.entry(i as usize)?);
         }
     }
-    Ok(out)
+    Ok((out, scanned))
 }
 
 /// Stream ids of `st` matching all `matchers`, ascending.
@@ -373,6 +406,8 @@ fn stream_iter(st: &ProjState, sid: u32, q: &Query) -> StreamIter {
         failed: false,
         blocks_read: 0,
         blocks_skipped: skipped,
+        lines_scanned: 0,
+        bytes_scanned: 0,
         dup_ts: i64::MIN,
         dup_lines: Vec::new(),
     }

@@ -206,10 +206,15 @@ pub struct StoreView<'a> {
 /// those decompressed; the rest were ruled out by their bloom filter or
 /// never needed (a limit stopped the read). Reported in the response's
 /// `stats.querier.store` as `totalChunksRef` and `totalChunksDownloaded`.
+/// Also the lines in range (and their bytes) of those blocks, before any
+/// filter: Loki's `totalLinesProcessed`/`totalBytesProcessed`, which Grafana
+/// shows as what a query processed.
 #[derive(Debug, Default)]
 pub struct BlockCounts {
     pub refs: AtomicU64,
     pub read: AtomicU64,
+    pub lines: AtomicU64,
+    pub bytes: AtomicU64,
 }
 
 struct Cursor<'a> {
@@ -230,6 +235,12 @@ impl Drop for Cursor<'_> {
             .refs
             .fetch_add(read + skipped + unopened, Ordering::Relaxed);
         self.blocks.read.fetch_add(read, Ordering::Relaxed);
+        self.blocks
+            .lines
+            .fetch_add(self.iter.lines_scanned(), Ordering::Relaxed);
+        self.blocks
+            .bytes
+            .fetch_add(self.iter.bytes_scanned(), Ordering::Relaxed);
     }
 }
 
@@ -379,11 +390,26 @@ pub fn render(res: &QueryResult, t_ns: i64, exec: Duration, blocks: &BlockCounts
             json_point(&mut out, t_ns.div_euclid(1_000_000), *value);
         }
     }
+    let secs = exec.as_secs_f64();
+    let (lines, bytes) = (
+        blocks.lines.load(Ordering::Relaxed),
+        blocks.bytes.load(Ordering::Relaxed),
+    );
+    let per_sec = |n: u64| {
+        if secs > 0.0 {
+            (n as f64 / secs) as u64
+        } else {
+            0
+        }
+    };
     let _ = write!(
         out,
-        ",\"stats\":{{\"summary\":{{\"execTime\":{},\"totalEntriesReturned\":{returned}}},\
+        ",\"stats\":{{\"summary\":{{\"execTime\":{secs},\"totalEntriesReturned\":{returned},\
+         \"totalLinesProcessed\":{lines},\"totalBytesProcessed\":{bytes},\
+         \"linesProcessedPerSecond\":{},\"bytesProcessedPerSecond\":{}}},\
          \"querier\":{{\"store\":{{\"totalChunksRef\":{},\"totalChunksDownloaded\":{}}}}}}}}}}}",
-        exec.as_secs_f64(),
+        per_sec(lines),
+        per_sec(bytes),
         blocks.refs.load(Ordering::Relaxed),
         blocks.read.load(Ordering::Relaxed),
     );
@@ -1084,16 +1110,24 @@ mod tests {
             let v: serde_json::Value =
                 serde_json::from_str(&render(&res, 10 * s, Duration::ZERO, &view.blocks)).unwrap();
             let st = &v["data"]["stats"]["querier"]["store"];
+            let sum = &v["data"]["stats"]["summary"];
             (
                 st["totalChunksRef"].as_u64().unwrap(),
                 st["totalChunksDownloaded"].as_u64().unwrap(),
+                sum["totalLinesProcessed"].as_u64().unwrap(),
+                sum["totalBytesProcessed"].as_u64().unwrap(),
             )
         };
-        let (refs, read) = stats("{app=~\".+\"} |= \"nowhere-at-all\"");
+        let (refs, read, lines, bytes) = stats("{app=~\".+\"} |= \"nowhere-at-all\"");
         assert!(refs >= 2, "one block per stream at least: {refs}");
-        assert_eq!(read, 0);
-        let (refs, read) = stats("{app=\"b\"} |= \"line 3 of b\"");
+        assert_eq!((read, lines, bytes), (0, 0, 0));
+        let (refs, read, lines, bytes) = stats("{app=\"b\"} |= \"line 3 of b\"");
         assert!(refs >= 1 && read >= 1, "{refs} {read}");
+        // Every line of the blocks read is processed, the filter's misses included.
+        assert!(
+            lines > 1 && bytes >= lines * "line 3 of b".len() as u64,
+            "{lines} {bytes}"
+        );
         drop(store);
         let _ = std::fs::remove_dir_all(&dir);
     }
