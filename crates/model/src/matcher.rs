@@ -5,7 +5,29 @@
 //! `{a=~".*"}` matches every series.
 
 use regex::Regex;
+use std::collections::HashMap;
 use std::fmt;
+use std::sync::{Mutex, OnceLock};
+
+/// Compiled regexes by pattern: dashboards send the same matchers again and again, and
+/// compiling one (the regex crate may build a whole DFA) cost a tenth of a small query.
+/// Bounded: emptied when full. Holds compiled programs only, never an answer.
+fn compile(value: &str) -> Result<Regex, regex::Error> {
+    const MAX: usize = 1024;
+    static CACHE: OnceLock<Mutex<HashMap<String, Regex>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(re) = cache.lock().ok().and_then(|c| c.get(value).cloned()) {
+        return Ok(re);
+    }
+    let re = Regex::new(&format!("^(?s:{value})$"))?;
+    if let Ok(mut c) = cache.lock() {
+        if c.len() >= MAX {
+            c.clear();
+        }
+        c.insert(value.to_string(), re.clone());
+    }
+    Ok(re)
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum MatchOp {
@@ -52,13 +74,13 @@ impl Matcher {
     ) -> Result<Self, MatcherError> {
         let (name, value) = (name.into(), value.into());
         let re = match op {
-            MatchOp::Regex | MatchOp::NotRegex => Some(
-                Regex::new(&format!("^(?s:{value})$")).map_err(|e| MatcherError {
+            MatchOp::Regex | MatchOp::NotRegex => {
+                Some(compile(&value).map_err(|e| MatcherError {
                     name: name.clone(),
                     value: value.clone(),
                     reason: e.to_string(),
-                })?,
-            ),
+                })?)
+            }
             _ => None,
         };
         Ok(Matcher {

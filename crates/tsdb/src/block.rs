@@ -770,6 +770,27 @@ impl IndexReader {
 }
 
 impl Index for IndexReader {
+    fn value_id(&self, id: u32, name: &str) -> Option<u32> {
+        let want = u64::from(self.sym(name)?);
+        let off = *self.series.get(id as usize)? as usize;
+        let mut r = Reader::new(&self.bytes[off..]);
+        let nl = r.usize_bounded(r.remaining(), "label count").ok()?;
+        for _ in 0..nl {
+            let n = r.uvarint("label name").ok()?;
+            let v = r.uvarint("label value").ok()?;
+            if n == want {
+                return u32::try_from(v)
+                    .ok()
+                    .filter(|&v| (v as usize) < self.syms.len());
+            }
+        }
+        None
+    }
+
+    fn symbol(&self, sym: u32) -> &str {
+        self.syms.get(sym as usize).map_or("", |s| &**s)
+    }
+
     fn all(&self) -> Vec<u32> {
         (0..self.series.len() as u32).collect()
     }

@@ -1236,6 +1236,18 @@ pub(crate) fn rechunk_hists(chunks: &[MemChunk], at: i64, below: bool) -> Vec<Me
 }
 
 impl Index for Head {
+    fn value_id(&self, id: u32, name: &str) -> Option<u32> {
+        let want = self.syms.get(name)?;
+        let s = self.series.get(id as usize)?.as_deref()?;
+        id_pairs(&s.labels)
+            .find(|&(n, _)| n == want)
+            .map(|(_, v)| v)
+    }
+
+    fn symbol(&self, sym: u32) -> &str {
+        self.syms.str(sym)
+    }
+
     fn all(&self) -> Vec<u32> {
         self.live_refs()
     }
