@@ -166,6 +166,9 @@ pub enum Stage {
     LabelFormat(Vec<LabelFmt>),
     Keep(Vec<NameOrMatcher>),
     Drop(Vec<NameOrMatcher>),
+    /// `| distinct a, b` (Loki's experimental filter): one entry per combination of
+    /// these labels' values, the first one emitted; log queries only.
+    Distinct(Vec<String>),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -547,6 +550,7 @@ impl fmt::Display for Stage {
             }
             Stage::Keep(i) => write!(f, "| keep {}", names(i)),
             Stage::Drop(i) => write!(f, "| drop {}", names(i)),
+            Stage::Distinct(n) => write!(f, "| distinct {}", n.join(",")),
         }
     }
 }

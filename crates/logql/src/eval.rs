@@ -354,8 +354,14 @@ impl Engine {
             if n >= limit {
                 break;
             }
-            n += 1;
             let c = h.cursor;
+            if !pipeline.distinct_keeps(&h.labels) {
+                if let Some(h) = next_kept(c, &mut cursors, &mut lb, &mut guard)? {
+                    heap.push(h);
+                }
+                continue;
+            }
+            n += 1;
             let si = match idx.get(&h.labels) {
                 Some(i) => *i,
                 None => {
@@ -720,6 +726,11 @@ fn eval_range(
     pushdown: Option<&Grouping>,
 ) -> Result<Vec<Vector>, Error> {
     let pipeline = Pipeline::compile(&r.log.stages)?;
+    if pipeline.has_distinct() {
+        return Err(Error::BadQuery(
+            "distinct is only supported in log queries, not in metric queries".into(),
+        ));
+    }
     let post = match &r.unwrap {
         Some(u) => Some(PostFilters::compile(&u.post_filters)?),
         None => None,

@@ -72,6 +72,7 @@ const KEYWORDS: &[&str] = &[
     "decolorize",
     "keep",
     "drop",
+    "distinct",
     "unwrap",
     "ip",
 ];

@@ -793,6 +793,15 @@ impl Parser {
                 }
                 Ok(Stage::LabelFormat(items))
             }
+            "distinct" => {
+                self.next();
+                let mut names = vec![self.ident()?];
+                while self.peek() == &Tok::Comma {
+                    self.next();
+                    names.push(self.ident()?);
+                }
+                Ok(Stage::Distinct(names))
+            }
             "keep" | "drop" => {
                 self.next();
                 let mut items = Vec::new();

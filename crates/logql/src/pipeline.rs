@@ -13,8 +13,9 @@ use crate::duration::{parse_bytes_human, parse_duration, parse_go_float};
 use crate::template::{Data, Template};
 use memchr::memmem;
 use regex::Regex;
+use std::collections::HashSet;
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 pub const ERROR_LABEL: &str = "__error__";
 pub const ERROR_DETAILS_LABEL: &str = "__error_details__";
@@ -1034,10 +1035,45 @@ enum CStage {
     Drop(Vec<NameOrMatcher>),
 }
 
+/// `| distinct a, b`: passes an entry the first time its combination of these labels'
+/// values is seen (absent labels count as absent, not as ""). Applied where entries are
+/// emitted in the query's order (after the merge of streams), so "first" is the oldest
+/// for a forward query and the newest for a backward one.
+#[derive(Debug)]
+pub struct DistinctFilter {
+    names: Vec<String>,
+    seen: Mutex<HashSet<Vec<Option<String>>>>,
+}
+
+/// Distinct value combinations a filter remembers at most (a live tail runs for long):
+/// past this, entries with combinations not seen yet pass.
+const DISTINCT_MAX: usize = 100_000;
+
+impl DistinctFilter {
+    /// Whether this is the first entry with these labels' values (and remember them).
+    pub fn first_time(&self, labels: &LabelPairs) -> bool {
+        let key: Vec<Option<String>> = self
+            .names
+            .iter()
+            .map(|n| labels.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone()))
+            .collect();
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.contains(&key) {
+            return false;
+        }
+        if seen.len() < DISTINCT_MAX {
+            seen.insert(key);
+        }
+        true
+    }
+}
+
 /// A compiled pipeline.
 #[derive(Debug)]
 pub struct Pipeline {
     stages: Vec<CStage>,
+    /// `| distinct` filters, applied by the caller where entries are emitted in order.
+    distinct: Vec<DistinctFilter>,
     /// Substrings every kept line contains (leading `|= "…"` filters): storage hints.
     hints: Vec<String>,
     /// The wall clock when the pipeline was compiled (ns): templates' `now`, one value for
@@ -1053,6 +1089,7 @@ impl Pipeline {
     pub fn compile(stages: &[Stage]) -> Result<Pipeline, Error> {
         let mut out = Vec::new();
         let mut hints = Vec::new();
+        let mut distinct = Vec::new();
         let mut leading = true;
         for s in stages {
             let c = match s {
@@ -1145,6 +1182,13 @@ impl Pipeline {
                     }
                     CStage::LabelFormat(c)
                 }
+                Stage::Distinct(names) => {
+                    distinct.push(DistinctFilter {
+                        names: names.clone(),
+                        seen: Mutex::new(HashSet::new()),
+                    });
+                    continue;
+                }
                 Stage::Keep(i) => CStage::Keep(i.clone()),
                 Stage::Drop(i) => CStage::Drop(i.clone()),
             };
@@ -1158,9 +1202,21 @@ impl Pipeline {
             .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
         Ok(Pipeline {
             stages: out,
+            distinct,
             hints,
             now_ns,
         })
+    }
+
+    /// Whether an entry with these final labels passes every `| distinct` (each one
+    /// remembers what it passed).
+    pub fn distinct_keeps(&self, labels: &LabelPairs) -> bool {
+        self.distinct.iter().all(|d| d.first_time(labels))
+    }
+
+    /// Whether the pipeline has a `| distinct` (log queries only).
+    pub fn has_distinct(&self) -> bool {
+        !self.distinct.is_empty()
     }
 
     /// The labels the pipeline's label filters read, or `None` when a stage may read or
@@ -1176,6 +1232,9 @@ impl Pipeline {
                 CStage::LabelFilter(f) => f.names(&mut out),
                 _ => {}
             }
+        }
+        for d in &self.distinct {
+            out.extend(d.names.iter().cloned());
         }
         Some(out)
     }
@@ -1711,7 +1770,11 @@ pub fn validate(e: &Expr) -> Result<(), Error> {
 fn validate_sample(s: &SampleExpr) -> Result<(), Error> {
     match s {
         SampleExpr::Range { range, .. } => {
-            Pipeline::compile(&range.log.stages)?;
+            if Pipeline::compile(&range.log.stages)?.has_distinct() {
+                return Err(Error::BadQuery(
+                    "distinct is only supported in log queries, not in metric queries".into(),
+                ));
+            }
             if let Some(u) = &range.unwrap {
                 for f in &u.post_filters {
                     CLabelFilter::compile(f)?;

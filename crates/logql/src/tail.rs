@@ -64,9 +64,13 @@ impl TailQuery {
         lb.reset(metadata);
         let mut buf = String::new();
         let out = self.pipeline.process(ts_ns, line, &mut lb, &mut buf)?;
+        let labels = lb.labels();
+        if !self.pipeline.distinct_keeps(&labels) {
+            return None;
+        }
         Some(TailedEntry {
             line: out.to_string(),
-            labels: lb.labels(),
+            labels,
         })
     }
 }

@@ -770,6 +770,19 @@ impl IndexReader {
 }
 
 impl Index for IndexReader {
+    fn postings_len_where(&self, name: &str, pred: &dyn Fn(&str) -> bool) -> usize {
+        let Some(vs) = self.sym(name).and_then(|n| self.postings.get(&n)) else {
+            return 0;
+        };
+        vs.iter()
+            .filter(|(v, _)| pred(&self.syms[*v as usize]))
+            .map(|(_, off)| {
+                let mut r = Reader::new(&self.bytes[*off as usize..]);
+                r.uvarint("postings length").unwrap_or(0) as usize
+            })
+            .sum()
+    }
+
     fn value_id(&self, id: u32, name: &str) -> Option<u32> {
         let want = u64::from(self.sym(name)?);
         let off = *self.series.get(id as usize)? as usize;

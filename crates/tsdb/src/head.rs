@@ -1236,6 +1236,16 @@ pub(crate) fn rechunk_hists(chunks: &[MemChunk], at: i64, below: bool) -> Vec<Me
 }
 
 impl Index for Head {
+    fn postings_len_where(&self, name: &str, pred: &dyn Fn(&str) -> bool) -> usize {
+        let Some(m) = self.syms.get(name).and_then(|n| self.postings.get(&n)) else {
+            return 0;
+        };
+        m.iter()
+            .filter(|(v, _)| pred(self.syms.str(**v)))
+            .map(|(_, p)| p.len())
+            .sum()
+    }
+
     fn value_id(&self, id: u32, name: &str) -> Option<u32> {
         let want = self.syms.get(name)?;
         let s = self.series.get(id as usize)?.as_deref()?;

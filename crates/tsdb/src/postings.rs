@@ -19,24 +19,41 @@ pub(crate) trait Index {
     /// The union of the postings of every value of `name` for which `pred`
     /// holds, sorted and unique.
     fn union_where(&self, name: &str, pred: &dyn Fn(&str) -> bool) -> Vec<u32>;
+    /// How many ids the postings of the values of `name` for which `pred` holds hold in
+    /// all (repeats across values counted), read from the lists' lengths.
+    fn postings_len_where(&self, name: &str, pred: &dyn Fn(&str) -> bool) -> usize;
     /// The symbol id of series `id`'s value of `name`, `None` when it has none.
     fn value_id(&self, id: u32, name: &str) -> Option<u32>;
     /// The text of a symbol id [`Index::value_id`] returned.
     fn symbol(&self, sym: u32) -> &str;
 }
 
-/// Once this few candidates are left, a further matcher is checked on each candidate's
-/// own value instead of through the postings of every value it matches (a regex over a
-/// label with many values, or `{mode!="idle"}`, unions thousands of ids).
-const CHECK_CANDIDATES_UP_TO: usize = 2048;
+/// When a further matcher is checked on each candidate's own value instead of through the
+/// postings of every value it matches (a regex over a label with many values, or
+/// `{mode!="idle"}`, unions thousands of ids).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Check {
+    /// When the candidates are few, or cost less than the postings: a candidate's check
+    /// (a walk over its labels) costs about [`CHECK_COST`] ids of a union.
+    ByCost,
+    #[cfg(test)]
+    Never,
+    #[cfg(test)]
+    Always,
+}
+
+/// A candidate's check against one id merged into a union, roughly.
+const CHECK_COST: usize = 8;
+/// Candidates checked whatever the postings hold.
+const CHECK_ALWAYS_UP_TO: usize = 64;
 
 /// Series ids matching all `matchers`, sorted.
 pub(crate) fn resolve(ix: &impl Index, matchers: &[Matcher]) -> Vec<u32> {
-    resolve_checking_up_to(ix, matchers, CHECK_CANDIDATES_UP_TO)
+    resolve_with(ix, matchers, Check::ByCost)
 }
 
-/// [`resolve`], checking candidates one by one once at most `check_up_to` are left.
-fn resolve_checking_up_to(ix: &impl Index, matchers: &[Matcher], check_up_to: usize) -> Vec<u32> {
+/// [`resolve`], with the given rule for checking candidates one by one.
+fn resolve_with(ix: &impl Index, matchers: &[Matcher], rule: Check) -> Vec<u32> {
     let mut pos: Option<Vec<u32>> = None;
     let mut neg: Vec<Vec<u32>> = Vec::new();
     // Exact matchers first (one postings list each, usually the smallest), so an empty
@@ -44,8 +61,25 @@ fn resolve_checking_up_to(ix: &impl Index, matchers: &[Matcher], check_up_to: us
     let mut order: Vec<&Matcher> = matchers.iter().collect();
     order.sort_by_key(|m| m.op != MatchOp::Equal);
     for m in order {
+        let check = |p: &[u32]| match rule {
+            Check::ByCost => {
+                m.op != MatchOp::Equal
+                    && (p.len() <= CHECK_ALWAYS_UP_TO || {
+                        let union = if m.matches_empty() {
+                            ix.postings_len_where(&m.name, &|v| !m.matches(v))
+                        } else {
+                            ix.postings_len_where(&m.name, &|v| m.matches(v))
+                        };
+                        p.len().saturating_mul(CHECK_COST) <= union
+                    })
+            }
+            #[cfg(test)]
+            Check::Never => false,
+            #[cfg(test)]
+            Check::Always => true,
+        };
         if let Some(p) = &pos
-            && p.len() <= check_up_to
+            && check(p)
         {
             // A label has few distinct values among the candidates: each is matched once.
             let mut seen: HashMap<Option<u32>, bool> = HashMap::new();
@@ -187,6 +221,9 @@ mod tests {
                 .filter(|i| self.0[*i as usize].get(name).is_some_and(|v| pred(v)))
                 .collect()
         }
+        fn postings_len_where(&self, name: &str, pred: &dyn Fn(&str) -> bool) -> usize {
+            self.union_where(name, pred).len()
+        }
         fn value_id(&self, id: u32, name: &str) -> Option<u32> {
             let v = self.0[id as usize].get(name)?;
             SYMS.iter().position(|s| s == v).map(|i| i as u32)
@@ -215,8 +252,8 @@ mod tests {
             .collect();
         assert_eq!(resolve(&ix, &ms), want);
         // The same through postings only, and through candidate checks as early as can be.
-        assert_eq!(resolve_checking_up_to(&ix, &ms, 0), want);
-        assert_eq!(resolve_checking_up_to(&ix, &ms, usize::MAX), want);
+        assert_eq!(resolve_with(&ix, &ms, Check::Never), want);
+        assert_eq!(resolve_with(&ix, &ms, Check::Always), want);
         assert_eq!(brute, want);
     }
 
