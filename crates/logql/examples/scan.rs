@@ -23,12 +23,10 @@ fn main() {
     ];
     let statuses = ["200", "200", "200", "201", "304", "404", "500"];
     let mut bytes = 0usize;
-    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut rng = model::XorShift64::new(0x2545_f491_4f6c_dd1d);
     for i in 0..n {
         // xorshift for cheap variety
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
+        let x = rng.next_u64();
         let host = format!("web-{}", x % 4);
         let labels = model::Labels::from_pairs([("job", "nginx"), ("host", host.as_str())]);
         let ts = i * hour_ns / n;

@@ -1448,13 +1448,8 @@ mod tests {
     /// Merging per-segment summaries gives what aggregating every sample gives.
     #[test]
     fn segment_summaries_match_every_sample() {
-        let mut x: u64 = 0x1234_5678_9abc_def1;
-        let mut rnd = || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut rng = model::XorShift64::new(0x1234_5678_9abc_def1);
+        let mut rnd = move || rng.next_u64();
         for round in 0..300 {
             let n = 1 + (rnd() % 40) as usize;
             let mut w: Vec<(i64, f64)> = (0..n)

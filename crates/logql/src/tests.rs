@@ -277,12 +277,11 @@ fn parser_and_templates_never_panic() {
         "__error__",
     ];
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut rng = model::XorShift64::new(0x9e37_79b9_7f4a_7c15);
     for _ in 0..20_000 {
         let mut q = String::new();
         for _ in 0..(x % 24) {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
+            x = rng.next_u64();
             q.push_str(atoms[(x % atoms.len() as u64) as usize]);
             if x & 4 == 0 {
                 q.push(' ');
@@ -381,9 +380,7 @@ fn parser_and_templates_never_panic() {
     for _ in 0..20_000 {
         let mut t = String::from("{{ ");
         for _ in 0..(x % 8) {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
+            x = rng.next_u64();
             t.push_str(fns[(x % fns.len() as u64) as usize]);
             t.push(' ');
         }
@@ -436,11 +433,9 @@ fn huge_ranges_and_offsets_do_not_overflow() {
 #[test]
 fn range_steps_equal_instant_queries() {
     let mut s = MemStorage::new();
-    let mut x: u64 = 0xdead_beef_1234_5678;
+    let mut rng = model::XorShift64::new(0xdead_beef_1234_5678);
     for i in 0..400i64 {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
+        let x = rng.next_u64();
         let pod = (x % 3).to_string();
         let labels = model::Labels::from_pairs([("app", "r"), ("pod", pod.as_str())]);
         let ts = i * 1_500_000_000 + (x % 1000) as i64 * 1_000_000;

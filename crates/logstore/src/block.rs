@@ -524,13 +524,8 @@ mod tests {
 
     #[test]
     fn packing_random_ids_compresses_better() {
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut rng = model::XorShift64::new(0x9e37_79b9_7f4a_7c15);
+        let mut next = move || rng.next_u64();
         let es: Vec<Entry> = (0..5000)
             .map(|i| {
                 let l = format!(

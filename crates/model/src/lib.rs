@@ -16,6 +16,7 @@ pub mod histogram;
 pub mod labels;
 pub mod matcher;
 pub mod metadata;
+pub mod rng;
 pub mod sample;
 pub mod series;
 
@@ -28,5 +29,6 @@ pub use labels::{
 };
 pub use matcher::{MatchOp, Matcher, MatcherError};
 pub use metadata::{Metadata, MetricType};
+pub use rng::XorShift64;
 pub use sample::{STALE_NAN_BITS, Sample, is_stale_nan, stale_nan};
 pub use series::{HistogramSample, HistogramValue, TimeSeries, WriteBatch};

@@ -2223,13 +2223,8 @@ mod tests {
     /// general path's loop), with NaNs, zeros of both signs, repeats and gaps.
     #[test]
     fn sliding_extremes_match_a_pass_over_each_window() {
-        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
-        let mut rnd = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut rng = model::XorShift64::new(0x2545_f491_4f6c_dd1d);
+        let mut rnd = move || rng.next_u64();
         let pick = [f64::NAN, 0.0, -0.0, 1.0, -1.0, 2.0, 2.0, 3.5];
         for _ in 0..300 {
             let mut t = 0;

@@ -171,13 +171,8 @@ fn direct_range_results_fall_back_on_equal_label_sets() {
 #[test]
 fn two_threads_answer_what_one_thread_answers() {
     let mut s = MemStorage::new();
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut rnd = move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    };
+    let mut rng = model::XorShift64::new(0x9e37_79b9_7f4a_7c15);
+    let mut rnd = move || rng.next_u64();
     for i in 0..1500u64 {
         let l = Labels::from_pairs([
             ("__name__", "c_total"),

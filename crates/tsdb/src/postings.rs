@@ -260,13 +260,8 @@ mod tests {
     /// The pairwise merge gives the sorted, repeat-free union, for any number of lists.
     #[test]
     fn union_all_is_the_sorted_union() {
-        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
-        let mut rnd = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut rng = model::XorShift64::new(0x2545_f491_4f6c_dd1d);
+        let mut rnd = move || rng.next_u64();
         for k in 0..9 {
             let lists: Vec<Vec<u32>> = (0..k)
                 .map(|_| {
