@@ -126,16 +126,7 @@ fn civil(ts_ns: i64) -> (i64, u32, u32, u32, u32, u32, u32) {
     let ms = (ts_ns.rem_euclid(1_000_000_000) / 1_000_000) as u32;
     let days = secs.div_euclid(86400);
     let sod = secs.rem_euclid(86400) as u32;
-    // Civil-from-days (proleptic Gregorian), for log-looking dates.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
+    let (y, m, d) = model::civil::civil_from_days(days);
     (y, m, d, sod / 3600, sod / 60 % 60, sod % 60, ms)
 }
 

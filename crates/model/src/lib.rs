@@ -12,6 +12,7 @@
 //! It is *not* a place for I/O, async, JSON or wire formats: no tokio, no
 //! serde_json (an architecture invariant checked by `.ci/run`).
 
+pub mod civil;
 pub mod histogram;
 pub mod labels;
 pub mod matcher;

@@ -8,6 +8,7 @@ use crate::eval::{
 };
 use crate::histogram as h;
 use crate::{Error, SampleValue};
+use model::civil::civil_from_days as civil;
 use model::{Labels, METRIC_NAME, Sample as FloatSample};
 use promql_parser::parser::{Call, Expr, LabelModifier};
 use std::collections::{HashMap, VecDeque};
@@ -533,20 +534,6 @@ fn map_floats(v: Vec<Vec<Smp>>, keep_name: bool, f: impl Fn(f64) -> f64) -> Res 
             })
             .collect(),
     )
-}
-
-/// Days since 1970-01-01 → (year, month 1-12, day 1-31) (proleptic Gregorian).
-fn civil(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
 fn is_leap(y: i64) -> bool {

@@ -7,6 +7,7 @@
 //! that results do not depend on the host.
 
 use jiff::tz::TimeZone;
+use model::civil::{civil_from_days as civil, days_from_civil};
 
 /// A time's location: Go's `time.Location`.
 #[derive(Clone, Debug)]
@@ -108,30 +109,6 @@ impl Time {
     pub fn go_string(&self) -> String {
         format_time(self, "2006-01-02 15:04:05.999999999 -0700 MST")
     }
-}
-
-/// Days since 1970-01-01 to (y, m, d) (proleptic Gregorian).
-fn civil(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
-}
-
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = if m > 2 { m - 3 } else { m + 9 } as i64;
-    let doy = (153 * mp + 2) / 5 + d as i64 - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 const MONTHS: [&str; 12] = [

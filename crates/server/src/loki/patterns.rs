@@ -32,9 +32,8 @@ use logql::{Direction, QueryResult};
 
 use super::drain::{Drain, Pattern};
 use super::read::{
-    BlockCounts, CancelOnDrop, DEFAULT_RANGE_NS, LokiError, MAX_SERIES, QUERY_TIMEOUT, StoreView,
-    default_step, engine_err, is_log_query, log_store, params, parse_step, query_param, reply,
-    time_param,
+    BlockCounts, CancelOnDrop, LokiError, MAX_SERIES, QUERY_TIMEOUT, StoreView, engine_err,
+    is_log_query, log_store, params, query_param, range_window, reply,
 };
 use crate::AppState;
 use crate::prom::DataCaller;
@@ -67,30 +66,8 @@ pub fn patterns_request(p: &Params, now_ns: i64) -> Result<PatternsRequest, Loki
              here, not a metric query: {query}"
         )));
     }
-    let end = time_param(p, "end", now_ns)?;
-    let start = time_param(p, "start", end - DEFAULT_RANGE_NS)?;
-    if end < start {
-        return Err(LokiError::bad(
-            "end timestamp must not be before or equal to start time",
-        ));
-    }
-    let step = match p.get("step").filter(|s| !s.is_empty()) {
-        None => default_step(start, end),
-        Some(raw) => parse_step(raw).ok_or_else(|| {
-            LokiError::bad(format!(
-                "invalid step \"{raw}\": zero or negative query resolution step widths are \
-                 not accepted. Try a positive integer"
-            ))
-        })?,
-    };
     // Samples are in whole seconds: a step rounds up to one.
-    let step = ((step + SECOND - 1) / SECOND).max(1) * SECOND;
-    if (end - start) / step > logql::eval::MAX_POINTS {
-        return Err(LokiError::bad(
-            "exceeded maximum resolution of 11,000 points per timeseries. Try increasing \
-             the value of the step parameter",
-        ));
-    }
+    let (start, end, step) = range_window(p, now_ns, SECOND)?;
     Ok(PatternsRequest {
         query,
         start,

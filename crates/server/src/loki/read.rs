@@ -500,9 +500,14 @@ pub(crate) fn is_log_query(q: &str) -> Result<bool, LokiError> {
     ))
 }
 
-/// The request of `GET|POST /loki/api/v1/query_range`.
-pub fn range_request(p: &Params, now_ns: i64) -> Result<Request, LokiError> {
-    let query = query_param(p)?;
+/// `start`, `end` (default: the hour up to now) and `step` (default from the range,
+/// rounded up to a multiple of `step_unit` ns) of a range request, checked as Loki checks
+/// them (order, a positive step, at most 11,000 points).
+pub(crate) fn range_window(
+    p: &Params,
+    now_ns: i64,
+    step_unit: i64,
+) -> Result<(i64, i64, i64), LokiError> {
     let end = time_param(p, "end", now_ns)?;
     let start = time_param(p, "start", end - DEFAULT_RANGE_NS)?;
     if end < start {
@@ -518,11 +523,20 @@ pub fn range_request(p: &Params, now_ns: i64) -> Result<Request, LokiError> {
             ))
         })?,
     };
+    let unit = step_unit.max(1);
+    let step = (step.saturating_add(unit - 1) / unit).max(1) * unit;
     if (end - start) / step > logql::eval::MAX_POINTS {
         return Err(LokiError::bad(
             "exceeded maximum resolution of 11,000 points per timeseries. Try increasing the value of the step parameter",
         ));
     }
+    Ok((start, end, step))
+}
+
+/// The request of `GET|POST /loki/api/v1/query_range`.
+pub fn range_request(p: &Params, now_ns: i64) -> Result<Request, LokiError> {
+    let query = query_param(p)?;
+    let (start, end, step) = range_window(p, now_ns, 1)?;
     let mut params = logql::QueryParams::range(start, end, step);
     params.limit = limit(p)?;
     params.direction = direction(p)?;
