@@ -78,6 +78,9 @@ pub struct LogEntry {
     /// The entry's structured metadata as stored (also part of the stream's labels, as Loki
     /// returns them by default; kept apart for the `categorize-labels` encoding).
     pub metadata: Vec<(String, String)>,
+    /// The labels of the stream the entry was read from, before the pipeline (for the
+    /// `categorize-labels` encoding, which groups entries by them).
+    pub stream: Arc<LabelPairs>,
 }
 
 /// The lines of one label set.
@@ -330,6 +333,7 @@ impl Engine {
                 lb.reset(e.metadata);
                 if let Some(line) = pipeline.process(e.ts_ns, e.line, lb, &mut buf) {
                     return Ok(Some(Head {
+                        stream: streams[i].clone(),
                         ts: e.ts_ns,
                         backward: p.direction == Direction::Backward,
                         cursor: i,
@@ -377,6 +381,7 @@ impl Engine {
                 ts_ns: h.ts,
                 line: h.line,
                 metadata: h.metadata,
+                stream: h.stream,
             });
             if let Some(h) = next_kept(c, &mut cursors, &mut lb, &mut guard)? {
                 heap.push(h);
@@ -387,6 +392,7 @@ impl Engine {
 }
 
 struct Head {
+    stream: Arc<LabelPairs>,
     ts: i64,
     backward: bool,
     cursor: usize,

@@ -324,12 +324,103 @@ fn json_labels_model(out: &mut String, l: &Labels) {
     out.push('}');
 }
 
+/// Log streams in the `categorize-labels` encoding (see [`render_with`]); returns how many
+/// entries were written.
+fn render_categorized(out: &mut String, streams: &[logql::Stream], backward: bool) -> usize {
+    // Entries by the stream they were read from, streams in order of first appearance.
+    let mut order: Vec<&LabelPairs> = Vec::new();
+    let mut groups: std::collections::HashMap<&LabelPairs, Vec<(&logql::LogEntry, &LabelPairs)>> =
+        std::collections::HashMap::new();
+    for s in streams {
+        for e in &s.entries {
+            let key: &LabelPairs = &e.stream;
+            groups
+                .entry(key)
+                .or_insert_with(|| {
+                    order.push(key);
+                    Vec::new()
+                })
+                .push((e, &s.labels));
+        }
+    }
+    let mut returned = 0;
+    out.push_str("\"streams\",\"encodingFlags\":[\"categorize-labels\"],\"result\":[");
+    for (i, key) in order.iter().enumerate() {
+        let mut entries = groups.remove(*key).unwrap_or_default();
+        // Each output stream was in the query's order; merged, they are sorted again.
+        entries.sort_by_key(|(e, _)| e.ts_ns);
+        if backward {
+            entries.reverse();
+        }
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str("{\"stream\":");
+        json_pairs(out, key);
+        out.push_str(",\"values\":[");
+        for (j, (e, labels)) in entries.iter().enumerate() {
+            if j > 0 {
+                out.push(',');
+            }
+            let _ = write!(out, "[\"{}\",", e.ts_ns);
+            json_str(out, &e.line);
+            out.push_str(",{");
+            let mut first = true;
+            if !e.metadata.is_empty() {
+                out.push_str("\"structuredMetadata\":");
+                json_pairs(out, &e.metadata);
+                first = false;
+            }
+            // What the pipeline extracted or changed: neither the stream's own pair nor
+            // structured metadata.
+            let parsed: LabelPairs = labels
+                .iter()
+                .filter(|(k, v)| {
+                    !key.iter().any(|(sk, sv)| sk == k && sv == v)
+                        && !e.metadata.iter().any(|(mk, mv)| mk == k && mv == v)
+                })
+                .cloned()
+                .collect();
+            if !parsed.is_empty() {
+                if !first {
+                    out.push(',');
+                }
+                out.push_str("\"parsed\":");
+                json_pairs(out, &parsed);
+            }
+            out.push_str("}]");
+        }
+        returned += entries.len();
+        out.push_str("]}");
+    }
+    out.push(']');
+    returned
+}
+
 /// `{"status":"success","data":{"resultType":…,"result":…,"stats":…}}`.
 /// `t_ns` is when an instant query was evaluated (the time of vector and scalar samples).
 pub fn render(res: &QueryResult, t_ns: i64, exec: Duration, blocks: &BlockCounts) -> String {
+    render_with(res, t_ns, exec, blocks, None)
+}
+
+/// [`render`]; with `categorize` (the query's direction), log results in Loki's
+/// `categorize-labels` encoding: entries grouped by the labels of the stream they were read
+/// from, each with `{"structuredMetadata":{…},"parsed":{…}}` (the labels the pipeline
+/// added or changed) as a third element, and `"encodingFlags":["categorize-labels"]`.
+pub fn render_with(
+    res: &QueryResult,
+    t_ns: i64,
+    exec: Duration,
+    blocks: &BlockCounts,
+    categorize: Option<Direction>,
+) -> String {
     let mut out = String::from("{\"status\":\"success\",\"data\":{\"resultType\":");
     let mut returned = 0usize;
     match res {
+        QueryResult::Streams(streams) if categorize.is_some() => {
+            let backward = categorize == Some(Direction::Backward);
+            returned = render_categorized(&mut out, streams, backward);
+        }
         QueryResult::Streams(streams) => {
             out.push_str("\"streams\",\"result\":[");
             for (i, s) in streams.iter().enumerate() {
@@ -454,6 +545,20 @@ impl Drop for CancelOnDrop {
 pub struct Request {
     pub query: String,
     pub params: logql::QueryParams,
+    /// The client asked for the `categorize-labels` encoding
+    /// (`X-Loki-Response-Encoding-Flags`).
+    pub categorize: bool,
+}
+
+/// Whether the request's `X-Loki-Response-Encoding-Flags` holds `categorize-labels`
+/// (comma-separated flags, as Grafana sends them).
+pub fn wants_categorized(headers: &HeaderMap) -> bool {
+    headers
+        .get_all("x-loki-response-encoding-flags")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|f| f.trim() == "categorize-labels")
 }
 
 /// Runs a query on the blocking pool against one project.
@@ -479,11 +584,13 @@ async fn run(
         let res = engine
             .query(&view, &req.query, &req.params)
             .map_err(engine_err)?;
-        Ok(render(
+        let categorize = req.categorize.then_some(req.params.direction);
+        Ok(render_with(
             &res,
             req.params.end_ns,
             started.elapsed(),
             &view.blocks,
+            categorize,
         ))
     })
     .await
@@ -540,7 +647,11 @@ pub fn range_request(p: &Params, now_ns: i64) -> Result<Request, LokiError> {
     let mut params = logql::QueryParams::range(start, end, step);
     params.limit = limit(p)?;
     params.direction = direction(p)?;
-    Ok(Request { query, params })
+    Ok(Request {
+        query,
+        params,
+        categorize: false,
+    })
 }
 
 /// The request of `GET|POST /loki/api/v1/query` (metric queries only, as Loki 3).
@@ -555,7 +666,11 @@ pub fn instant_request(p: &Params, now_ns: i64) -> Result<Request, LokiError> {
     let mut params = logql::QueryParams::instant(t);
     params.limit = limit(p)?;
     params.direction = direction(p)?;
-    Ok(Request { query, params })
+    Ok(Request {
+        query,
+        params,
+        categorize: false,
+    })
 }
 
 // ------------------------------------------------------------------ handlers
@@ -596,7 +711,8 @@ pub async fn query_range(
     let p = params(q, &headers, &body);
     let r = async {
         let store = log_store(&st)?;
-        let req = range_request(&p, st.now())?;
+        let mut req = range_request(&p, st.now())?;
+        req.categorize = wants_categorized(&headers);
         run(store, dc.project.name.clone(), req).await
     }
     .await;
@@ -1052,6 +1168,92 @@ mod tests {
                 .message
                 .contains("range query")
         );
+    }
+
+    /// `categorize-labels`: entries grouped by their stream's labels, structured metadata and
+    /// parsed labels apart in a third element, newest first for a backward query, and the
+    /// flag echoed; the default encoding is unchanged.
+    #[test]
+    fn categorized_labels_keep_stream_metadata_and_parsed_apart() {
+        let dir = std::env::temp_dir().join(format!("fd-loki-cat-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = logstore::Store::open(&dir, logstore::Options::default()).unwrap();
+        let s = 1_000_000_000i64;
+        let entry = |t: i64, line: &str, trace: &str| logstore::Entry {
+            ts: t * s,
+            line: line.to_string(),
+            metadata: vec![("trace_id".to_string(), trace.to_string())],
+        };
+        store
+            .append(
+                "p1",
+                &[logstore::StreamBatch {
+                    labels: Labels::from_pairs([("app", "a")]),
+                    entries: vec![
+                        entry(1, "level=info msg=one", "t1"),
+                        entry(2, "level=error msg=two", "t2"),
+                        entry(3, "level=info msg=three", "t3"),
+                    ],
+                }],
+            )
+            .unwrap();
+        let view = StoreView {
+            store: &store,
+            project: "p1",
+            blocks: BlockCounts::default(),
+        };
+        let engine = logql::Engine::default();
+        let params = logql::QueryParams::range(0, 10 * s, s);
+        let res = engine
+            .query(&view, "{app=\"a\"} | logfmt", &params)
+            .unwrap();
+        let cat = render_with(
+            &res,
+            10 * s,
+            Duration::ZERO,
+            &view.blocks,
+            Some(Direction::Backward),
+        );
+        let v: serde_json::Value = serde_json::from_str(&cat).unwrap();
+        assert_eq!(v["data"]["encodingFlags"][0], "categorize-labels");
+        let result = v["data"]["result"].as_array().unwrap();
+        assert_eq!(
+            result.len(),
+            1,
+            "one stream read, one stream answered: {cat}"
+        );
+        assert_eq!(result[0]["stream"], serde_json::json!({"app": "a"}));
+        let values = result[0]["values"].as_array().unwrap();
+        let times: Vec<&str> = values.iter().map(|x| x[0].as_str().unwrap()).collect();
+        assert_eq!(times, ["3000000000", "2000000000", "1000000000"]);
+        assert_eq!(
+            values[1][2],
+            serde_json::json!({
+                "structuredMetadata": {"trace_id": "t2"},
+                "parsed": {"level": "error", "msg": "two"}
+            })
+        );
+        // The default encoding: one stream per final label set, no third element.
+        let plain: serde_json::Value =
+            serde_json::from_str(&render(&res, 10 * s, Duration::ZERO, &view.blocks)).unwrap();
+        assert!(plain["data"].get("encodingFlags").is_none());
+        assert_eq!(plain["data"]["result"].as_array().unwrap().len(), 3);
+        assert_eq!(
+            plain["data"]["result"][0]["values"][0]
+                .as_array()
+                .unwrap()
+                .len(),
+            2
+        );
+        let mut h = HeaderMap::new();
+        assert!(!wants_categorized(&h));
+        h.insert(
+            "x-loki-response-encoding-flags",
+            "other, categorize-labels".parse().unwrap(),
+        );
+        assert!(wants_categorized(&h));
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
