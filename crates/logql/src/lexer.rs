@@ -289,12 +289,23 @@ pub fn tokenize(src: &str) -> Result<Vec<Token>, Error> {
 /// A Go interpreted string literal starting at `chars[i] == '"'`; returns the value and the
 /// index after the closing quote.
 fn lex_quoted(chars: &[char], i: usize) -> Result<(String, usize), String> {
+    unescape_go(chars, i + 1, '"')
+}
+
+/// The body of a Go quoted literal (string `"…"` or character `'…'`) from `chars[from]` up
+/// to the unescaped `quote`, with Go's escapes decoded (also used by the templates'
+/// lexer); returns the value and the index after the closing quote.
+pub(crate) fn unescape_go(
+    chars: &[char],
+    from: usize,
+    quote: char,
+) -> Result<(String, usize), String> {
     let mut s = String::new();
-    let mut j = i + 1;
+    let mut j = from;
     while j < chars.len() {
         let c = chars[j];
         match c {
-            '"' => return Ok((s, j + 1)),
+            c if c == quote => return Ok((s, j + 1)),
             '\\' => {
                 let e = *chars.get(j + 1).ok_or("literal not terminated")?;
                 j += 2;

@@ -452,40 +452,34 @@ fn tokenize_action(s: &str) -> Result<Vec<(Tok, bool)>, String> {
                 i += 1;
                 Tok::Assign
             }
-            '"' | '`' => {
+            '`' => {
                 let mut j = i + 1;
-                while j < c.len() && c[j] != ch {
-                    if ch == '"' && c[j] == '\\' {
-                        j += 1;
-                    }
+                while j < c.len() && c[j] != '`' {
                     j += 1;
                 }
                 if j >= c.len() {
-                    return Err(err("unterminated quoted string"));
+                    return Err(err("unterminated raw quoted string"));
                 }
                 let body: String = c[i + 1..j].iter().collect();
                 i = j + 1;
-                Tok::Str(if ch == '"' { unquote(&body)? } else { body })
+                Tok::Str(body)
+            }
+            '"' => {
+                let (v, next) = crate::lexer::unescape_go(&c, i + 1, '"')
+                    .map_err(|e| err(format!("{e} in quoted string")))?;
+                i = next;
+                Tok::Str(v)
             }
             '\'' => {
-                let mut j = i + 1;
-                while j < c.len() && c[j] != '\'' {
-                    if c[j] == '\\' {
-                        j += 1;
-                    }
-                    j += 1;
-                }
-                if j >= c.len() {
-                    return Err(err("unterminated character constant"));
-                }
-                let body: String = c[i + 1..j].iter().collect();
-                let s = unquote(&body)?;
-                let mut it = s.chars();
-                let (Some(v), None) = (it.next(), it.next()) else {
+                let (v, next) = crate::lexer::unescape_go(&c, i + 1, '\'')
+                    .map_err(|e| err(format!("{e} in character constant")))?;
+                let mut it = v.chars();
+                let (Some(ch), None) = (it.next(), it.next()) else {
+                    let body: String = c[i + 1..next - 1].iter().collect();
                     return Err(err(format!("malformed character constant: '{body}'")));
                 };
-                i = j + 1;
-                Tok::Char(i64::from(u32::from(v)))
+                i = next;
+                Tok::Char(i64::from(u32::from(ch)))
             }
             '$' => {
                 let mut j = i + 1;
@@ -541,50 +535,6 @@ fn tokenize_action(s: &str) -> Result<Vec<(Tok, bool)>, String> {
         spaced = false;
     }
     Ok(out)
-}
-
-/// Go's interpreted string literal escapes.
-fn unquote(body: &str) -> Result<String, String> {
-    let chars: Vec<char> = body.chars().collect();
-    let mut s = String::new();
-    let mut j = 0;
-    while j < chars.len() {
-        if chars[j] != '\\' {
-            s.push(chars[j]);
-            j += 1;
-            continue;
-        }
-        j += 1;
-        let Some(&e) = chars.get(j) else {
-            return Err(err("unterminated quoted string"));
-        };
-        j += 1;
-        match e {
-            'n' => s.push('\n'),
-            't' => s.push('\t'),
-            'r' => s.push('\r'),
-            'a' => s.push('\x07'),
-            'b' => s.push('\x08'),
-            'f' => s.push('\x0c'),
-            'v' => s.push('\x0b'),
-            'x' | 'u' | 'U' => {
-                let n = match e {
-                    'x' => 2,
-                    'u' => 4,
-                    _ => 8,
-                };
-                let h: String = chars[j..(j + n).min(chars.len())].iter().collect();
-                let v = u32::from_str_radix(&h, 16)
-                    .ok()
-                    .filter(|_| h.len() == n)
-                    .ok_or_else(|| err("invalid syntax in quoted string"))?;
-                s.push(char::from_u32(v).unwrap_or('\u{fffd}'));
-                j += n;
-            }
-            c => s.push(c),
-        }
-    }
-    Ok(s)
 }
 
 /// How a list of nodes ended.
@@ -1299,6 +1249,18 @@ mod tests {
     fn check_parse_err(t: &str, want: &str) {
         let e = Template::parse(t).unwrap_err();
         assert!(e.contains(want), "template {t}: error {e:?} lacks {want:?}");
+    }
+
+    /// String and character literals decode Go's escapes (the LogQL lexer's decoder) and
+    /// reject what Go rejects.
+    #[test]
+    fn literals_decode_go_escapes() {
+        check(r#"{{ "a\x41\101\u00e9\t|" }}"#, &[], "aAA\u{e9}\t|");
+        check(r#"{{ print '"' 'A' '\n' }}"#, &[], "34 65 10");
+        check("{{ `raw \\n` }}", &[], "raw \\n");
+        check_parse_err(r#"{{ "\q" }}"#, "invalid syntax");
+        check_parse_err(r#"{{ 'ab' }}"#, "malformed character constant");
+        check_parse_err(r#"{{ "open }}"#, "unclosed action");
     }
 
     const QUERIES: &str = r#"[{"query":"up","ms":12.5},{"query":"rate(x[5m])","ms":1000000}]"#;
