@@ -1345,6 +1345,9 @@ fn fill_vals<'b>(buf: &'b mut Vec<f64>, w: &[(i64, SampleValue)]) -> &'b mut [f6
     buf
 }
 
+/// Prometheus' `linearRegression`: the slope and the intercept at `intercept_t` of the
+/// least-squares line through the samples, from Kahan sums of x (seconds from
+/// `intercept_t`), y, xy and x².
 fn linear_regression(s: &[FloatSample], intercept_t: i64) -> (f64, f64) {
     let (mut n, mut sx, mut cx, mut sy, mut cy, mut sxy, mut cxy, mut sx2, mut cx2) =
         (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
@@ -1362,16 +1365,194 @@ fn linear_regression(s: &[FloatSample], intercept_t: i64) -> (f64, f64) {
         kahan_add(&mut sx2, &mut cx2, x * x);
     }
     if const_y {
-        if init.is_infinite() {
-            return (f64::NAN, f64::NAN);
-        }
-        return (0.0, init);
+        return const_line(init);
     }
-    let (sx, sy, sxy, sx2) = (sx + cx, sy + cy, sxy + cxy, sx2 + cx2);
+    line_from_sums(n, sx + cx, sy + cy, sxy + cxy, sx2 + cx2)
+}
+
+/// The regression's answer when every y is the same.
+fn const_line(y: f64) -> (f64, f64) {
+    if y.is_infinite() {
+        (f64::NAN, f64::NAN)
+    } else {
+        (0.0, y)
+    }
+}
+
+/// The regression's slope and intercept from its (compensated) sums.
+fn line_from_sums(n: f64, sx: f64, sy: f64, sxy: f64, sx2: f64) -> (f64, f64) {
     let cov = sxy - sx * sy / n;
     let var = sx2 - sx * sx / n;
     let slope = cov / var;
     (slope, sy / n - slope * sx / n)
+}
+
+/// Largest magnitude below which every integer is a float, and sums of them exact.
+const EXACT: i128 = 1 << 53;
+
+/// A float series' running integer sums for [`linear_regression`] over any of its windows
+/// without a pass over the window, when that gives Prometheus' answer bit for bit.
+///
+/// That is so when the samples lie whole seconds apart (scrapes on a fixed interval: the
+/// x of every sample is then an integer) and every partial sum of x and x² stays below
+/// 2^53: each Kahan step then adds exactly, its compensation stays zero, and the sums
+/// are the integer sums. When the values are integers too (bytes, counts) and the sums of
+/// |y| and |xy| stay below 2^53 as well (2^(53+k) when every value is a multiple of 2^k,
+/// as byte counts in pages are), the same holds for y and xy, and a window costs
+/// a few subtractions; otherwise y and xy are still summed per sample, without x's
+/// division. Windows (or series) outside these bounds take [`linear_regression`].
+#[derive(Default)]
+struct RegressionSums {
+    /// The first sample's time: x is counted in seconds from it.
+    t0: i64,
+    /// Prefix sums (index k: samples before k) of u = (t - t0) / 1000 and of u².
+    u: Vec<i128>,
+    u2: Vec<i128>,
+    /// When every value is an integer below 2^53: prefix sums of y, |y| and u·y, and for
+    /// each sample the index of the next one with another value.
+    y: Vec<i128>,
+    abs_y: Vec<i128>,
+    uy: Vec<i128>,
+    next_change: Vec<usize>,
+    integral: bool,
+    /// Every value is a multiple of 2^y_twos (bytes counted in pages, say): so are the
+    /// sums of y and xy, which are then exact up to 2^(53 + y_twos).
+    y_twos: u32,
+}
+
+impl RegressionSums {
+    /// The sums for `f`, or `false` when its samples are not whole seconds apart.
+    fn fill(&mut self, f: &[FloatSample]) -> bool {
+        let Some(first) = f.first() else {
+            return false;
+        };
+        self.t0 = first.t;
+        // Samples in time order: a span under 2^40 s bounds every difference below (and
+        // keeps the i128 sums far from overflow).
+        let span = f[f.len() - 1].t.checked_sub(first.t);
+        if span.is_none_or(|s| s > (1 << 40) * 1000)
+            || f.iter().any(|p| (p.t - first.t) % 1000 != 0)
+        {
+            return false;
+        }
+        // Integers below 2^62 (exact in i128, and the running sums of u·y far from its
+        // bound), and the power of two that divides them all.
+        self.integral = f.len() < 1 << 24
+            && f.iter()
+                .all(|p| p.v.fract() == 0.0 && p.v.abs() < (1u64 << 62) as f64);
+        self.y_twos = 62;
+        if self.integral {
+            for p in f {
+                if p.v != 0.0 {
+                    self.y_twos = self.y_twos.min((p.v as i128).trailing_zeros());
+                }
+            }
+        }
+        for v in [
+            &mut self.u,
+            &mut self.u2,
+            &mut self.y,
+            &mut self.abs_y,
+            &mut self.uy,
+        ] {
+            v.clear();
+            v.push(0);
+        }
+        let (mut u, mut u2, mut y, mut ay, mut uy) = (0i128, 0i128, 0i128, 0i128, 0i128);
+        for p in f {
+            let k = i128::from((p.t - first.t) / 1000);
+            u += k;
+            u2 += k * k;
+            self.u.push(u);
+            self.u2.push(u2);
+            if self.integral {
+                let v = p.v as i128;
+                y += v;
+                ay += v.abs();
+                uy += k * v;
+                self.y.push(y);
+                self.abs_y.push(ay);
+                self.uy.push(uy);
+            }
+        }
+        self.next_change.clear();
+        if self.integral {
+            self.next_change.resize(f.len(), f.len());
+            for k in (0..f.len().saturating_sub(1)).rev() {
+                self.next_change[k] = if f[k + 1].v != f[k].v {
+                    k + 1
+                } else {
+                    self.next_change[k + 1]
+                };
+            }
+        }
+        true
+    }
+
+    /// [`linear_regression`] of `f[lo..hi]` (at least one sample) at `intercept_t`, the
+    /// same bits, or `None` when this window needs the general path.
+    fn regression(
+        &self,
+        f: &[FloatSample],
+        lo: usize,
+        hi: usize,
+        intercept_t: i64,
+    ) -> Option<(f64, f64)> {
+        let off = intercept_t.checked_sub(self.t0)?;
+        if off % 1000 != 0 {
+            return None;
+        }
+        let a = i128::from(off / 1000);
+        let n = (hi - lo) as i128;
+        // x = u - a is monotone in the window: its largest magnitude is at an end.
+        let u_at = |k: usize| i128::from((f[k].t - self.t0) / 1000);
+        let max_x = (u_at(lo) - a).abs().max((u_at(hi - 1) - a).abs());
+        // Every x and x² exact, as are t - intercept_t (milliseconds) and the partial sums.
+        if n * max_x >= EXACT || n * max_x * max_x >= EXACT || max_x * 1000 >= EXACT {
+            return None;
+        }
+        let su = self.u[hi] - self.u[lo];
+        let sx = su - n * a;
+        let sx2 = (self.u2[hi] - self.u2[lo]) - 2 * a * su + n * a * a;
+        if self.integral {
+            let sum_abs_y = self.abs_y[hi] - self.abs_y[lo];
+            let limit = EXACT << self.y_twos;
+            if sum_abs_y < limit && max_x * sum_abs_y < limit {
+                if self.next_change[lo] >= hi {
+                    return Some(const_line(f[lo].v));
+                }
+                let sy = self.y[hi] - self.y[lo];
+                let sxy = (self.uy[hi] - self.uy[lo]) - a * sy;
+                return Some(line_from_sums(
+                    n as f64, sx as f64, sy as f64, sxy as f64, sx2 as f64,
+                ));
+            }
+        }
+        // Exact x sums; y and xy by Kahan steps as Prometheus makes them (x is exact, so
+        // x·y is the product Prometheus forms).
+        let w = &f[lo..hi];
+        let init = w[0].v;
+        let mut const_y = true;
+        let (mut sy, mut cy, mut sxy, mut cxy) = (0.0, 0.0, 0.0, 0.0);
+        for (k, p) in w.iter().enumerate() {
+            if const_y && k > 0 && p.v != init {
+                const_y = false;
+            }
+            let x = (u_at(lo + k) - a) as f64;
+            kahan_add(&mut sy, &mut cy, p.v);
+            kahan_add(&mut sxy, &mut cxy, x * p.v);
+        }
+        if const_y {
+            return Some(const_line(init));
+        }
+        Some(line_from_sums(
+            n as f64,
+            sx as f64,
+            sy + cy,
+            sxy + cxy,
+            sx2 as f64,
+        ))
+    }
 }
 
 /// `rate`, `increase`, `delta` with Prometheus' extrapolation.
@@ -1597,6 +1778,9 @@ fn float_over_time_steps(
     if matches!(op, OverTime::Min | OverTime::Max) && rd.ends.is_sorted() {
         return sliding_extreme_steps(rd, s, vals, matches!(op, OverTime::Max), emit);
     }
+    if matches!(op, OverTime::Sum | OverTime::Avg) {
+        return paired_sum_steps(rd, s, vals, matches!(op, OverTime::Avg), emit);
+    }
     let mut cur = rd.cursor();
     for i in 0..rd.ends.len() {
         let (lo, hi) = rd.bounds(s, i, &mut cur);
@@ -1627,6 +1811,103 @@ fn float_over_time_steps(
         };
         emit(i, v);
     }
+}
+
+/// `sum_over_time` or (`avg`) `avg_over_time` of a float-only series, two steps' windows
+/// at a time: each window's Kahan sum is its own chain of dependent additions, so running
+/// two side by side lets the processor overlap them (a window's additions are the ones
+/// [`kahan_sum`] and [`mean`] make, in the same order, so the values are theirs bit for
+/// bit). A window that meets a NaN, an infinity or an overflow is summed again by those
+/// functions, whose rules then decide.
+fn paired_sum_steps(
+    rd: &RangeData,
+    s: &RSeries,
+    vals: &[f64],
+    avg: bool,
+    mut emit: impl FnMut(usize, f64),
+) {
+    let finish = |w: &[f64], sum: f64, c: f64| {
+        if !sum.is_finite() {
+            // Something non-finite came in (it stays in the sum): the general rules.
+            return if avg {
+                mean(w)
+            } else {
+                kahan_sum(w.iter().copied())
+            };
+        }
+        if avg {
+            let n = w.len() as f64;
+            sum / n + c / n
+        } else {
+            sum + c
+        }
+    };
+    let mut cur = rd.cursor();
+    let steps = rd.ends.len();
+    let mut i = 0;
+    while i < steps {
+        let (lo, hi) = rd.bounds(s, i, &mut cur);
+        let a = &vals[lo..hi];
+        if i + 1 == steps {
+            if !a.is_empty() {
+                let (sum, c) = kahan_plain(a);
+                emit(i, finish(a, sum, c));
+            }
+            break;
+        }
+        let (lo2, hi2) = rd.bounds(s, i + 1, &mut cur);
+        let b = &vals[lo2..hi2];
+        let ((sa, ca), (sb, cb)) = kahan_two(a, b);
+        if !a.is_empty() {
+            emit(i, finish(a, sa, ca));
+        }
+        if !b.is_empty() {
+            emit(i + 1, finish(b, sb, cb));
+        }
+        i += 2;
+    }
+}
+
+/// One step of Prometheus' `kahanSumInc` for finite values (its infinity case left to
+/// the caller, which sees the sum turn non-finite): no branch, so two of these in one loop
+/// run side by side.
+#[inline(always)]
+fn kahan_step(sum: &mut f64, c: &mut f64, v: f64) {
+    let t = *sum + v;
+    let (big, small) = if sum.abs() >= v.abs() {
+        (*sum, v)
+    } else {
+        (v, *sum)
+    };
+    *c += (big - t) + small;
+    *sum = t;
+}
+
+/// The Kahan sum and compensation of `w` by [`kahan_step`].
+fn kahan_plain(w: &[f64]) -> (f64, f64) {
+    let (mut s, mut c) = (0.0, 0.0);
+    for &v in w {
+        kahan_step(&mut s, &mut c, v);
+    }
+    (s, c)
+}
+
+/// [`kahan_plain`] of two windows at once.
+fn kahan_two(a: &[f64], b: &[f64]) -> ((f64, f64), (f64, f64)) {
+    let m = a.len().min(b.len());
+    let (a2, b2) = (&a[..m], &b[..m]);
+    let (mut s0, mut c0, mut s1, mut c1) = (0.0, 0.0, 0.0, 0.0);
+    for k in 0..m {
+        kahan_step(&mut s0, &mut c0, a2[k]);
+        kahan_step(&mut s1, &mut c1, b2[k]);
+    }
+    for &v in &a[m..] {
+        kahan_step(&mut s0, &mut c0, v);
+    }
+    for &v in &b[m..] {
+        kahan_step(&mut s1, &mut c1, v);
+    }
+    ((s0, c0), (s1, c1))
 }
 
 /// `max_over_time` (`max`) or `min_over_time` of a float-only series when the windows only
@@ -1779,20 +2060,16 @@ pub(crate) fn range_function_into(
             ),
         ),
         |scratch: &mut StepScratch, s: &RSeries| {
-            let mut out = SeriesSteps::default();
-            let r = series_steps(&args, s, scratch, &mut out.warnings, &mut |i, v| {
-                out.vals.push((i as u32, v))
-            });
+            let mut out = SeriesSteps::with_steps(ts.len());
+            let r = series_steps(&args, s, scratch, &mut out);
             (s, r.map(|()| out))
         },
         |(s, r)| {
             ev.check_cost(ts.len())?;
-            let out = r?;
-            ev.warnings.extend(out.warnings);
+            let mut out = r?;
+            ev.warnings.append(&mut out.warnings);
             sink.begin(&s.m, s.drop_name || !keep_name, n);
-            for (i, v) in out.vals {
-                sink.push(i as usize, v);
-            }
+            out.drain_into(sink);
             Ok(())
         },
     )
@@ -1805,7 +2082,7 @@ pub(crate) fn range_function_into(
 /// window's ends or length) or a pass over its window at every step (`avg_over_time`,
 /// `deriv`, `quantile_over_time`…).
 fn series_batch(rd: &RangeData, one_pass: bool) -> usize {
-    const BATCH_WORK: usize = 64 * 1024;
+    const BATCH_WORK: usize = 16 * 1024;
     let n = rd.series.len().max(1);
     let per_series = rd.series.iter().map(|s| s.pts.len()).sum::<usize>() / n;
     let steps = rd.ends.len();
@@ -1827,8 +2104,55 @@ fn series_batch(rd: &RangeData, one_pass: bool) -> usize {
 /// One series' values at the steps that have one, and the warnings computing them raised.
 #[derive(Default)]
 struct SeriesSteps {
+    /// The values while all are floats (nearly always), 16 bytes a step, no drop work.
+    floats: Vec<(u32, f64)>,
+    /// All values, in step order, once one is not a float (`floats` is then empty).
     vals: Vec<(u32, SampleValue)>,
     warnings: Vec<String>,
+}
+
+impl SeriesSteps {
+    /// Room for a value at each of `steps` steps.
+    fn with_steps(steps: usize) -> SeriesSteps {
+        SeriesSteps {
+            floats: Vec::with_capacity(steps),
+            ..SeriesSteps::default()
+        }
+    }
+
+    fn push_float(&mut self, step: usize, v: f64) {
+        if self.vals.is_empty() {
+            self.floats.push((step as u32, v));
+        } else {
+            self.vals.push((step as u32, SampleValue::Float(v)));
+        }
+    }
+
+    fn push(&mut self, step: usize, v: SampleValue) {
+        match v {
+            SampleValue::Float(f) => self.push_float(step, f),
+            v => {
+                if self.vals.is_empty() {
+                    self.vals.extend(
+                        self.floats
+                            .drain(..)
+                            .map(|(i, f)| (i, SampleValue::Float(f))),
+                    );
+                }
+                self.vals.push((step as u32, v));
+            }
+        }
+    }
+
+    /// Every value, in step order, to `sink`.
+    fn drain_into(self, sink: &mut dyn Sink) {
+        for (i, f) in self.floats {
+            sink.push(i as usize, SampleValue::Float(f));
+        }
+        for (i, v) in self.vals {
+            sink.push(i as usize, v);
+        }
+    }
 }
 
 /// Buffers one thread reuses from series to series.
@@ -1839,6 +2163,7 @@ struct StepScratch {
     over_time_vals: Vec<f64>,
     /// A float-only series as (time, value) pairs, for the general path.
     mixed: Vec<(i64, SampleValue)>,
+    regression: RegressionSums,
 }
 
 /// What [`series_steps`] needs besides the series: the range data and the function's
@@ -1857,8 +2182,7 @@ fn series_steps(
     args: &StepArgs<'_>,
     s: &RSeries,
     scratch: &mut StepScratch,
-    warnings: &mut Vec<String>,
-    push: &mut dyn FnMut(usize, SampleValue),
+    out: &mut SeriesSteps,
 ) -> Result<(), Error> {
     let StepArgs {
         rd,
@@ -1871,14 +2195,14 @@ fn series_steps(
     let ts = &rd.ends;
     let floats = matches!(s.pts, Points::Floats(_));
     if floats && matches!(name, "rate" | "increase" | "delta") {
-        float_rate_steps(rd, s, name, |i, v| push(i, SampleValue::Float(v)));
+        float_rate_steps(rd, s, name, |i, v| out.push_float(i, v));
         return Ok(());
     }
     if let Some(op) = over_time
         && floats
     {
         float_over_time_steps(rd, s, op, &mut scratch.over_time_vals, |i, v| {
-            push(i, SampleValue::Float(v))
+            out.push_float(i, v)
         });
         return Ok(());
     }
@@ -1887,7 +2211,10 @@ fn series_steps(
     if let Points::Floats(f) = &s.pts
         && matches!(name, "deriv" | "predict_linear")
     {
-        // The regression straight over each window's slice of the stored samples.
+        // The regression straight over each window's slice of the stored samples, from
+        // running sums when the samples allow.
+        let sums = &mut scratch.regression;
+        let exact = sums.fill(f);
         let mut cur = rd.cursor();
         for (i, &at) in rd.at.iter().enumerate() {
             let (lo, hi) = rd.bounds(s, i, &mut cur);
@@ -1895,13 +2222,17 @@ fn series_steps(
             if w.len() < 2 {
                 continue;
             }
+            let icpt = if name == "deriv" { w[0].t } else { at };
+            let (slope, intercept) = exact
+                .then(|| sums.regression(f, lo, hi, icpt))
+                .flatten()
+                .unwrap_or_else(|| linear_regression(w, icpt));
             let v = if name == "deriv" {
-                linear_regression(w, w[0].t).0
+                slope
             } else {
-                let (slope, icpt) = linear_regression(w, at);
-                slope * param[i] + icpt
+                slope * param[i] + intercept
             };
-            push(i, SampleValue::Float(v));
+            out.push_float(i, v);
         }
         return Ok(());
     }
@@ -1918,7 +2249,7 @@ fn series_steps(
         let end = rd.ends[i];
         let v: Option<SampleValue> = match name {
             "rate" | "increase" | "delta" => extrapolated(
-                warnings,
+                &mut out.warnings,
                 w,
                 end - rd.range,
                 end,
@@ -2063,7 +2394,7 @@ fn series_steps(
                     };
                     r.map(|x| SampleValue::Histogram(Arc::new(x)))
                 } else if nh > 0 {
-                    warnings.push(format!("PromQL warning: encountered a mix of histograms and floats for metric name in {name}"));
+                    out.warnings.push(format!("PromQL warning: encountered a mix of histograms and floats for metric name in {name}"));
                     None
                 } else {
                     let f = fill_vals(vals, w);
@@ -2140,7 +2471,7 @@ fn series_steps(
             }
         };
         if let Some(v) = v {
-            push(i, v);
+            out.push(i, v);
         }
     }
     Ok(())
@@ -2268,6 +2599,164 @@ mod tests {
                 assert_eq!(canon(got), canon(want), "max={max} range={range}");
             }
         }
+    }
+
+    /// Two windows summed side by side give each window's `kahan_sum` and `mean` bit for
+    /// bit, also when a window holds NaN, infinities, huge values that overflow the sum,
+    /// signed zeros or nothing, and when the windows of two steps differ in length.
+    #[test]
+    fn paired_sums_match_one_window_at_a_time() {
+        let mut rng = model::XorShift64::new(0x9e37_79b9_7f4a_7c15);
+        let mut rnd = move || rng.next_u64();
+        for round in 0..400 {
+            let mut t = 0;
+            let pts: Vec<(i64, SampleValue)> = (0..(rnd() % 80) as usize)
+                .map(|_| {
+                    t += 1 + (rnd() % 30) as i64 * 1000;
+                    let v = match rnd() % 16 {
+                        0 if round % 3 == 0 => f64::NAN,
+                        1 if round % 5 == 0 => f64::INFINITY,
+                        2 if round % 7 == 0 => f64::NEG_INFINITY,
+                        3 if round % 2 == 0 => f64::MAX * 0.75,
+                        4 => -0.0,
+                        5 => 1e16,
+                        6 => -1e-3,
+                        _ => (rnd() % 10_000) as f64 / 100.0,
+                    };
+                    (t, SampleValue::Float(v))
+                })
+                .collect();
+            let range = 1000 * (1 + (rnd() % 120) as i64);
+            let steps = 1 + (rnd() % 41) as i64;
+            let ends: Vec<i64> = (0..steps)
+                .map(|i| i * (1000 + (rnd() % 3) as i64 * 7000))
+                .collect();
+            let mut ends = ends;
+            ends.sort();
+            let rd = RangeData {
+                series: Vec::new(),
+                range,
+                at: ends.clone(),
+                ends,
+            };
+            let vals: Vec<f64> = pts.iter().filter_map(|p| p.1.float()).collect();
+            let s = RSeries {
+                m: Arc::new(Labels::default()),
+                drop_name: true,
+                pts: Points::from_mixed(pts),
+            };
+            for avg in [true, false] {
+                let mut got = Vec::new();
+                paired_sum_steps(&rd, &s, &vals, avg, |i, v| got.push((i, v.to_bits())));
+                let mut want = Vec::new();
+                for i in 0..rd.ends.len() {
+                    let (lo, hi) = rd.window(&s, i);
+                    let w = &vals[lo..hi];
+                    if w.is_empty() {
+                        continue;
+                    }
+                    let v = if avg {
+                        mean(w)
+                    } else {
+                        kahan_sum(w.iter().copied())
+                    };
+                    want.push((i, v.to_bits()));
+                }
+                let canon = |v: Vec<(usize, u64)>| -> Vec<(usize, u64)> {
+                    v.into_iter()
+                        .map(|(i, b)| {
+                            (
+                                i,
+                                if f64::from_bits(b).is_nan() {
+                                    0x7ff8 << 48
+                                } else {
+                                    b
+                                },
+                            )
+                        })
+                        .collect()
+                };
+                assert_eq!(canon(got), canon(want), "avg={avg} round={round}");
+            }
+        }
+    }
+
+    /// The regression from running sums is `linear_regression`'s bit for bit wherever it
+    /// answers: whole and odd seconds apart, integer and fractional values, values near
+    /// the 2^53 bound, constant runs, NaN and infinities, intercepts at the window's first
+    /// sample (`deriv`) and at other times (`predict_linear`); and it does answer most
+    /// whole-second windows.
+    #[test]
+    fn regression_sums_match_linear_regression() {
+        let mut rng = model::XorShift64::new(0x5851_f42d_4c95_7f2d);
+        let mut rnd = move || rng.next_u64();
+        let (mut exact, mut windows) = (0, 0);
+        for round in 0..600 {
+            let odd_times = round % 7 == 0;
+            let kind = round % 7;
+            let mut t = (rnd() % 1_000_000) as i64 * 1000 - 500_000_000;
+            let mut v = 0.0f64;
+            let f: Vec<FloatSample> = (0..2 + (rnd() % 90) as usize)
+                .map(|_| {
+                    t += 1000 * (1 + (rnd() % 30) as i64)
+                        + if odd_times { (rnd() % 999) as i64 } else { 0 };
+                    v = match (kind, rnd() % 10) {
+                        (_, 0) => v, // a run of equal values
+                        (0, _) => (rnd() % 1_000_000) as f64 * 4096.0,
+                        (1, _) => (rnd() % 100) as f64 / 100.0,
+                        (2, _) => ((rnd() % 2_000) as f64 - 1_000.0) * 1e12,
+                        (3, 1) if round % 3 == 0 => f64::NAN,
+                        (3, 2) if round % 4 == 0 => f64::INFINITY,
+                        (3, _) => (rnd() % 50) as f64 - 25.0,
+                        // Free bytes in 4 KiB pages: sums past 2^53, exact as multiples.
+                        (4, _) => ((rnd() % 1_000_000) + 50_000_000) as f64 * 4096.0,
+                        // Multiples of 8 near 2^56: sums past 2^56, not exact.
+                        (5, _) => ((1u64 << 53) - (rnd() % 1000)) as f64 * 8.0,
+                        _ => 9.007e15 - (rnd() % 10) as f64,
+                    };
+                    FloatSample { t, v }
+                })
+                .collect();
+            let mut sums = RegressionSums::default();
+            if !sums.fill(&f) {
+                assert!(odd_times);
+                continue;
+            }
+            for _ in 0..20 {
+                let lo = (rnd() as usize) % (f.len() - 1);
+                let hi = lo + 2 + (rnd() as usize) % (f.len() - lo - 1);
+                let at = match rnd() % 3 {
+                    0 => f[lo].t,
+                    1 => f[hi - 1].t + 60_000 * (rnd() % 100) as i64,
+                    _ => f[lo].t + (rnd() % 100_000) as i64,
+                };
+                windows += 1;
+                let Some(got) = sums.regression(&f, lo, hi, at) else {
+                    continue;
+                };
+                exact += 1;
+                let want = linear_regression(&f[lo..hi], at);
+                let bits = |(a, b): (f64, f64)| {
+                    let c = |x: f64| {
+                        if x.is_nan() {
+                            0x7ff8 << 48
+                        } else {
+                            x.to_bits()
+                        }
+                    };
+                    (c(a), c(b))
+                };
+                assert_eq!(
+                    bits(got),
+                    bits(want),
+                    "round {round} window {lo}..{hi} at {at}"
+                );
+            }
+        }
+        assert!(
+            exact * 2 > windows,
+            "{exact} of {windows} windows answered from sums"
+        );
     }
 
     #[test]

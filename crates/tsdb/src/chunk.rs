@@ -88,13 +88,19 @@ pub fn decode_floats_into(
             Ok(())
         }
         Encoding::Dec => {
-            let all = decode_dec(data, mint)?;
-            out.extend(
-                all.into_iter()
-                    .filter(|&(t, _)| t >= lo && t <= hi)
-                    .map(|(t, v)| model::Sample { t, v }),
-            );
-            Ok(())
+            out.reserve(usize::from(u16::from_be_bytes([
+                *data.first().unwrap_or(&0),
+                *data.get(1).unwrap_or(&0),
+            ])));
+            dec_each(data, mint, |t, v| {
+                if t > hi {
+                    return false;
+                }
+                if t >= lo {
+                    out.push(model::Sample { t, v });
+                }
+                true
+            })
         }
         Encoding::Histogram => Err("a histogram chunk where floats were expected".into()),
     }
@@ -163,20 +169,6 @@ fn put_packed(w: &mut BitWriter, out: &mut Vec<u8>, xs: &[i64]) {
     for x in xs {
         w.write(out, x.wrapping_sub(base) as u64 / g, width);
     }
-}
-
-fn get_packed(r: &mut BitReader<'_>, n: usize) -> DecodeResult<Vec<i64>> {
-    let base = unzigzag(r.uvarint()?);
-    let g = r.uvarint()?;
-    let width = r.read(7)? as u8;
-    if width > 64 {
-        return Err("dec chunk: bit width over 64".into());
-    }
-    let mut v = Vec::with_capacity(n);
-    for _ in 0..n {
-        v.push(base.wrapping_add(r.read(width)?.wrapping_mul(g) as i64));
-    }
-    Ok(v)
 }
 
 /// Encodes samples as a [`Encoding::Dec`] chunk, or `None` if a value is
@@ -265,25 +257,49 @@ fn write_dod(w: &mut BitWriter, out: &mut Vec<u8>, dod: i64) {
 }
 
 fn read_dod(r: &mut BitReader<'_>) -> DecodeResult<i64> {
-    let mut prefix = 0u8;
-    for _ in 0..4 {
-        if !r.bit()? {
-            break;
+    // The prefix (up to four 1 bits, ended by a 0 below four) and the bucket's bits, at
+    // most 24, all in one window.
+    let w = r.peek();
+    Ok(match (!w).leading_zeros() {
+        0 => {
+            r.consume(1)?;
+            0
         }
-        prefix += 1;
-    }
-    Ok(match prefix {
-        0 => 0,
-        1 => sign_extend(r.read(14)?, 14),
-        2 => sign_extend(r.read(17)?, 17),
-        3 => sign_extend(r.read(20)?, 20),
-        _ => r.read(64)? as i64,
+        1 => {
+            r.consume(2 + 14)?;
+            sign_extend((w << 2) >> (64 - 14), 14)
+        }
+        2 => {
+            r.consume(3 + 17)?;
+            sign_extend((w << 3) >> (64 - 17), 17)
+        }
+        3 => {
+            r.consume(4 + 20)?;
+            sign_extend((w << 4) >> (64 - 20), 20)
+        }
+        _ => {
+            r.consume(4)?;
+            r.read(64)? as i64
+        }
     })
 }
 
 /// Decodes a [`Encoding::Dec`] chunk.
 /// `mint` is its first timestamp (not stored in the chunk).
 pub fn decode_dec(chunk: &[u8], mint: i64) -> DecodeResult<Vec<(i64, f64)>> {
+    let mut out = Vec::new();
+    dec_each(chunk, mint, |t, v| {
+        out.push((t, v));
+        true
+    })?;
+    Ok(out)
+}
+
+/// The samples of a [`Encoding::Dec`] chunk, in order, to `f` until it returns `false`
+/// (the rest of the chunk is then not read). Evenly spaced timestamps (nearly always)
+/// are computed as they are needed, and the packed mantissas read as they are used: no
+/// vector but the caller's.
+fn dec_each(chunk: &[u8], mint: i64, mut f: impl FnMut(i64, f64) -> bool) -> DecodeResult<()> {
     if chunk.len() < 2 {
         return Err("dec chunk shorter than its header".into());
     }
@@ -292,51 +308,81 @@ pub fn decode_dec(chunk: &[u8], mint: i64) -> DecodeResult<Vec<(i64, f64)>> {
         buf: &chunk[2..],
         pos: 0,
     };
-    let mut ts = Vec::with_capacity(n);
     let regular = r.bit()?;
-    let (mut t, mut d) = (0i64, 0i64);
-    for i in 0..n {
-        match i {
-            0 => t = mint,
-            1 => {
-                d = unzigzag(r.uvarint()?);
-                t = t.wrapping_add(d);
-            }
-            _ if regular => t = t.wrapping_add(d),
-            _ => {
-                d = d.wrapping_add(read_dod(&mut r)?);
-                t = t.wrapping_add(d);
-            }
-        }
-        ts.push(t);
+    let mut d = 0i64;
+    if n >= 2 {
+        d = unzigzag(r.uvarint()?);
     }
+    // Uneven timestamps come before the values in the stream: read them all first.
+    let mut uneven = Vec::new();
+    if !regular && n > 0 {
+        uneven.reserve(n);
+        let mut t = mint;
+        uneven.push(t);
+        if n >= 2 {
+            t = t.wrapping_add(d);
+            uneven.push(t);
+        }
+        for _ in 2..n {
+            d = d.wrapping_add(read_dod(&mut r)?);
+            t = t.wrapping_add(d);
+            uneven.push(t);
+        }
+    }
+    let t_at = |i: usize| {
+        if regular {
+            mint.wrapping_add((i as i64).wrapping_mul(d))
+        } else {
+            uneven[i]
+        }
+    };
     if n == 0 {
-        return Ok(Vec::new());
+        return Ok(());
     }
     let e = r.read(4)? as usize;
     let p = POW10[e];
     let mut m = unzigzag(r.uvarint()?);
-    let mut out = Vec::with_capacity(n);
-    out.push((ts[0], m as f64 / p));
-    if r.bit()? {
-        let mut delta = unzigzag(r.uvarint()?);
-        let dods = get_packed(&mut r, n.saturating_sub(2))?;
+    if !f(t_at(0), m as f64 / p) {
+        return Ok(());
+    }
+    let deltas_of_deltas = r.bit()?;
+    let mut delta = if deltas_of_deltas {
+        unzigzag(r.uvarint()?)
+    } else {
+        0
+    };
+    // The packed numbers: `base + k × g` for a `width`-bit `k` each.
+    let base = unzigzag(r.uvarint()?);
+    let g = r.uvarint()?;
+    let width = r.read(7)? as u8;
+    if width > 64 {
+        return Err("dec chunk: bit width over 64".into());
+    }
+    let mut packed =
+        || -> DecodeResult<i64> { Ok(base.wrapping_add(r.read(width)?.wrapping_mul(g) as i64)) };
+    if deltas_of_deltas {
         if n >= 2 {
             m = m.wrapping_add(delta);
-            out.push((ts[1], m as f64 / p));
+            if !f(t_at(1), m as f64 / p) {
+                return Ok(());
+            }
         }
-        for (i, dd) in dods.into_iter().enumerate() {
-            delta = delta.wrapping_add(dd);
+        for i in 2..n {
+            delta = delta.wrapping_add(packed()?);
             m = m.wrapping_add(delta);
-            out.push((ts[i + 2], m as f64 / p));
+            if !f(t_at(i), m as f64 / p) {
+                return Ok(());
+            }
         }
     } else {
-        for (i, dl) in get_packed(&mut r, n - 1)?.into_iter().enumerate() {
-            m = m.wrapping_add(dl);
-            out.push((ts[i + 1], m as f64 / p));
+        for i in 1..n {
+            m = m.wrapping_add(packed()?);
+            if !f(t_at(i), m as f64 / p) {
+                return Ok(());
+            }
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 // ---------------------------------------------------------------- bits
@@ -384,34 +430,56 @@ struct BitReader<'a> {
 }
 
 impl<'a> BitReader<'a> {
+    /// The 64 bits from the position on, the first at the top; zeros past the end of the
+    /// buffer. At least the top 57 are the stream's (the window starts at a byte).
+    #[inline]
+    fn peek(&self) -> u64 {
+        let byte = self.pos / 8;
+        let w = match self.buf.get(byte..byte + 8) {
+            Some(b) => u64::from_be_bytes(b.try_into().expect("8 bytes")),
+            None => self.peek_tail(byte),
+        };
+        w << (self.pos % 8)
+    }
+
+    /// [`BitReader::peek`] within the last 8 bytes: the rest padded with zeros.
+    #[cold]
+    #[inline(never)]
+    fn peek_tail(&self, byte: usize) -> u64 {
+        let mut b = [0u8; 8];
+        if let Some(rest) = self.buf.get(byte..) {
+            b[..rest.len()].copy_from_slice(rest);
+        }
+        u64::from_be_bytes(b)
+    }
+
+    /// Moves past `n` bits already looked at through [`BitReader::peek`]; an error if the
+    /// stream does not have them (what was read from the padding is then thrown away).
+    #[inline]
+    fn consume(&mut self, n: usize) -> DecodeResult<()> {
+        self.pos += n;
+        if self.pos > self.buf.len() * 8 {
+            return Err("xor chunk: bit stream ends early".into());
+        }
+        Ok(())
+    }
+
+    /// The next `n` bits (`n <= 64`) as a number.
     #[inline]
     fn read(&mut self, n: u8) -> DecodeResult<u64> {
-        // Fast path: the bits lie in one big-endian 64-bit window of the buffer.
-        let byte = self.pos / 8;
-        let off = (self.pos % 8) as u32;
-        if n > 0
-            && off + u32::from(n) <= 64
-            && let Some(window) = self.buf.get(byte..byte + 8)
-        {
-            let w = u64::from_be_bytes(window.try_into().expect("8 bytes"));
-            self.pos += usize::from(n);
-            return Ok((w << off) >> (64 - u32::from(n)));
+        match n {
+            0 => Ok(0),
+            1..=57 => {
+                let v = self.peek() >> (64 - u32::from(n));
+                self.consume(usize::from(n))?;
+                Ok(v)
+            }
+            _ => {
+                let hi = self.read(32)?;
+                let lo = self.read(n - 32)?;
+                Ok((hi << (n - 32)) | lo)
+            }
         }
-        let mut v = 0u64;
-        let mut n = n;
-        while n > 0 {
-            let byte = *self
-                .buf
-                .get(self.pos / 8)
-                .ok_or_else(|| "xor chunk: bit stream ends early".to_string())?;
-            let avail = 8 - (self.pos % 8) as u8;
-            let k = n.min(avail);
-            let bits = (byte >> (avail - k)) & (((1u16 << k) - 1) as u8);
-            v = (v << k) | u64::from(bits);
-            self.pos += k as usize;
-            n -= k;
-        }
-        Ok(v)
     }
 
     #[inline]
@@ -638,12 +706,17 @@ impl<'a> XorIter<'a> {
     }
 
     fn read_value(&mut self) -> DecodeResult<()> {
-        if !self.r.bit()? {
-            return Ok(());
+        // The control bits and a new window's sizes, 13 bits at most, in one look.
+        let w = self.r.peek();
+        if w >> 63 == 0 {
+            // The same value.
+            return self.r.consume(1);
         }
-        if self.r.bit()? {
-            self.leading = self.r.read(5)? as u8;
-            let mut sig = self.r.read(6)? as u8;
+        if (w >> 62) & 1 == 1 {
+            // A new window: 5 bits of leading zeros, 6 of significant bits (0 = 64).
+            self.r.consume(2 + 5 + 6)?;
+            self.leading = ((w >> 57) & 0x1f) as u8;
+            let mut sig = ((w >> 51) & 0x3f) as u8;
             if sig == 0 {
                 sig = 64;
             }
@@ -651,6 +724,8 @@ impl<'a> XorIter<'a> {
                 return Err("xor chunk: bad value window".into());
             }
             self.trailing = 64 - self.leading - sig;
+        } else {
+            self.r.consume(2)?;
         }
         let sig = 64 - self.leading - self.trailing;
         let x = self.r.read(sig)?;
@@ -1364,8 +1439,23 @@ mod tests {
             a.append(i * 1000, i as f64 * 1.5);
         }
         let b = a.bytes().to_vec();
+        let full: Vec<(i64, f64)> = XorIter::new(&b).unwrap().map(Result::unwrap).collect();
         for cut in 0..b.len() {
-            let _ = XorIter::new(&b[..cut]).map(|it| it.count());
+            let Ok(it) = XorIter::new(&b[..cut]) else {
+                assert!(cut < 2);
+                continue;
+            };
+            // What decodes before the cut is the chunk's beginning, then an error: never
+            // a sample made up from bits past the end.
+            let got: Vec<DecodeResult<(i64, f64)>> = it.collect();
+            let ok = got.iter().take_while(|r| r.is_ok()).count();
+            assert_eq!(ok + 1, got.len(), "cut at {cut}: no error at the end");
+            assert!(ok < full.len());
+            for (g, w) in got.iter().zip(&full) {
+                if let Ok(g) = g {
+                    assert_eq!(g, w);
+                }
+            }
         }
     }
 }

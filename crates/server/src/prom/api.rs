@@ -226,7 +226,14 @@ pub fn write_value(out: &mut String, v: f64) {
         out.push_str(itoa::Buffer::new().format(v as i64));
     } else {
         let mut b = ryu::Buffer::new();
-        write_go_notation(out, b.format_finite(v), v.abs() < 1e-6 || v.abs() >= 1e21);
+        let text = b.format_finite(v);
+        let exponent = v.abs() < 1e-6 || v.abs() >= 1e21;
+        if !exponent && !text.as_bytes().contains(&b'e') {
+            // Plain decimal already (most values): Go's text but for a whole number's ".0".
+            out.push_str(text.strip_suffix(".0").unwrap_or(text));
+        } else {
+            write_go_notation(out, text, exponent);
+        }
     }
 }
 

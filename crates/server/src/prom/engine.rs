@@ -57,7 +57,7 @@ impl promql::Storage for TsdbStorage<'_> {
 
 /// Series per batch when two threads decode a select (a batch's chunks mostly lie
 /// together on disk, so each thread's read-ahead window serves its own batch).
-const DECODE_BATCH: usize = 256;
+const DECODE_BATCH: usize = 64;
 
 /// One series' samples in the querier's range, charged to `budget`; `None` when it has none.
 fn load(
