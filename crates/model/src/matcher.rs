@@ -7,26 +7,66 @@
 use regex::Regex;
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
-/// Compiled regexes by pattern: dashboards send the same matchers again and again, and
+/// A compiled `=~`/`!~` pattern: the anchored regex, and the literal prefixes one of which
+/// begins every value it matches, when there are such (`(web|api)-0.*`: `web-0`, `api-0`).
+/// Checking those first spares the regex engine's call (a few hundred ns even for a value
+/// that fails at its first byte) for most values of a label with thousands.
+#[derive(Clone, Debug)]
+struct Compiled {
+    re: Regex,
+    prefixes: Option<Arc<[Box<[u8]>]>>,
+}
+
+impl Compiled {
+    fn is_match(&self, value: &str) -> bool {
+        if let Some(p) = &self.prefixes
+            && !p.iter().any(|p| value.as_bytes().starts_with(p))
+        {
+            return false;
+        }
+        self.re.is_match(value)
+    }
+}
+
+/// The literal prefixes of `pattern` (as it is matched: whole value, `.` matching newlines),
+/// `None` when a match may begin with anything (or the set is too large to be worth it).
+fn literal_prefixes(pattern: &str) -> Option<Arc<[Box<[u8]>]>> {
+    use regex_syntax::hir::literal::{ExtractKind, Extractor};
+    const MAX_PREFIXES: usize = 16;
+    let hir = regex_syntax::Parser::new()
+        .parse(&format!("(?s:{pattern})"))
+        .ok()?;
+    let seq = Extractor::new().kind(ExtractKind::Prefix).extract(&hir);
+    let lits = seq.literals()?;
+    if lits.is_empty() || lits.len() > MAX_PREFIXES || lits.iter().any(|l| l.is_empty()) {
+        return None;
+    }
+    Some(lits.iter().map(|l| Box::from(l.as_bytes())).collect())
+}
+
+/// Compiled patterns by pattern: dashboards send the same matchers again and again, and
 /// compiling one (the regex crate may build a whole DFA) cost a tenth of a small query.
 /// Bounded: emptied when full. Holds compiled programs only, never an answer.
-fn compile(value: &str) -> Result<Regex, regex::Error> {
+fn compile(value: &str) -> Result<Compiled, regex::Error> {
     const MAX: usize = 1024;
-    static CACHE: OnceLock<Mutex<HashMap<String, Regex>>> = OnceLock::new();
+    static CACHE: OnceLock<Mutex<HashMap<String, Compiled>>> = OnceLock::new();
     let cache = CACHE.get_or_init(Default::default);
-    if let Some(re) = cache.lock().ok().and_then(|c| c.get(value).cloned()) {
-        return Ok(re);
+    if let Some(c) = cache.lock().ok().and_then(|c| c.get(value).cloned()) {
+        return Ok(c);
     }
-    let re = Regex::new(&format!("^(?s:{value})$"))?;
+    let compiled = Compiled {
+        re: Regex::new(&format!("^(?s:{value})$"))?,
+        prefixes: literal_prefixes(value),
+    };
     if let Ok(mut c) = cache.lock() {
         if c.len() >= MAX {
             c.clear();
         }
-        c.insert(value.to_string(), re.clone());
+        c.insert(value.to_string(), compiled.clone());
     }
-    Ok(re)
+    Ok(compiled)
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -55,7 +95,7 @@ pub struct Matcher {
     pub op: MatchOp,
     pub value: String,
     /// The anchored regex for `=~` and `!~`.
-    re: Option<Regex>,
+    re: Option<Compiled>,
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -172,6 +212,88 @@ mod tests {
         assert!(!m(MatchOp::Regex, ".+").matches_empty());
         // dot matches newline, as in Prometheus
         assert!(m(MatchOp::Regex, "a.b").matches("a\nb"));
+    }
+
+    /// The prefix check never changes an answer: every pattern, with and without it, over
+    /// values that start with the prefixes, nearly do, or do not; and it exists for the
+    /// patterns dashboards use.
+    #[test]
+    fn literal_prefixes_only_rule_out_non_matches() {
+        let patterns = [
+            "(web|api)-0[0-1].*",
+            "web-.*",
+            "eth.*",
+            "/api/.*",
+            "5..",
+            "a|b",
+            "(?i)get",
+            "foo(bar)?baz.*",
+            "x*y",
+            ".*x",
+            "",
+            "(a|)b",
+            "[a-c]d.+",
+            "é.*",
+            "a\\.b.*",
+            "(?i)web-.*",
+            "line\nbreak.*",
+        ];
+        let values = [
+            "",
+            "web-001:9100",
+            "web-011:9100",
+            "web-021:9100",
+            "api-00",
+            "api-0",
+            "db-001",
+            "eth0",
+            "eth",
+            "lo",
+            "/api/v1",
+            "/apx",
+            "500",
+            "404",
+            "a",
+            "b",
+            "ab",
+            "GET",
+            "gEt",
+            "foobaz",
+            "foobarbaz1",
+            "fooba",
+            "xxy",
+            "y",
+            "zx",
+            "b",
+            "ad1",
+            "cd",
+            "éa",
+            "a.b!",
+            "a-b",
+            "WEB-1",
+            "line\nbreak!",
+        ];
+        let mut with_prefixes = 0;
+        for p in patterns {
+            let c = compile(p).unwrap();
+            with_prefixes += usize::from(c.prefixes.is_some());
+            for v in values {
+                assert_eq!(c.is_match(v), c.re.is_match(v), "{p:?} on {v:?}");
+            }
+        }
+        assert!(with_prefixes >= 8, "{with_prefixes}");
+        let c = compile("(web|api)-0[0-1].*").unwrap();
+        let mut p: Vec<&[u8]> = c
+            .prefixes
+            .as_deref()
+            .unwrap()
+            .iter()
+            .map(|b| &b[..])
+            .collect();
+        p.sort();
+        assert_eq!(p, [&b"api-00"[..], b"api-01", b"web-00", b"web-01"]);
+        assert!(compile(".*x").unwrap().prefixes.is_none());
+        assert!(compile("(a|)b").unwrap().prefixes.is_some());
     }
 
     #[test]

@@ -770,17 +770,17 @@ impl IndexReader {
 }
 
 impl Index for IndexReader {
-    fn postings_len_where(&self, name: &str, pred: &dyn Fn(&str) -> bool) -> usize {
+    fn values_where(&self, name: &str, pred: &dyn Fn(&str) -> bool) -> Vec<(u32, usize)> {
         let Some(vs) = self.sym(name).and_then(|n| self.postings.get(&n)) else {
-            return 0;
+            return Vec::new();
         };
         vs.iter()
             .filter(|(v, _)| pred(&self.syms[*v as usize]))
-            .map(|(_, off)| {
-                let mut r = Reader::new(&self.bytes[*off as usize..]);
-                r.uvarint("postings length").unwrap_or(0) as usize
+            .map(|&(v, off)| {
+                let mut r = Reader::new(&self.bytes[off as usize..]);
+                (v, r.uvarint("postings length").unwrap_or(0) as usize)
             })
-            .sum()
+            .collect()
     }
 
     fn value_id(&self, id: u32, name: &str) -> Option<u32> {
@@ -819,17 +819,14 @@ impl Index for IndexReader {
             .unwrap_or_default()
     }
 
-    fn union_where(&self, name: &str, pred: &dyn Fn(&str) -> bool) -> Vec<u32> {
-        let Some(n) = self.sym(name) else {
+    fn union_of(&self, name: &str, values: &[u32]) -> Vec<u32> {
+        let Some(vs) = self.sym(name).and_then(|n| self.postings.get(&n)) else {
             return Vec::new();
         };
-        let Some(vs) = self.postings.get(&n) else {
-            return Vec::new();
-        };
-        let lists = vs
+        let lists = values
             .iter()
-            .filter(|(v, _)| pred(&self.syms[*v as usize]))
-            .map(|(_, off)| self.postings_at(*off))
+            .filter_map(|v| vs.binary_search_by_key(v, |x| x.0).ok())
+            .map(|i| self.postings_at(vs[i].1))
             .collect();
         postings::union_all(lists)
     }

@@ -358,6 +358,9 @@ pub(crate) struct Head {
     /// Further series whose label hash collides with the one in `by_hash`.
     collisions: IdMap<u64, Vec<u32>>,
     postings: IdMap<u32, IdMap<u32, Vec<u32>>>,
+    /// Which values of a label regex matchers matched (see [`postings::MatchCache`]);
+    /// emptied when [`Head::gc`] renumbers the symbols.
+    match_cache: postings::MatchCache,
     /// Samples older than this are rejected as too old: it is the end of
     /// the newest block cut from this head.
     pub min_valid_t: i64,
@@ -389,6 +392,7 @@ impl Head {
             by_hash: IdMap::default(),
             collisions: IdMap::default(),
             postings: IdMap::default(),
+            match_cache: postings::MatchCache::default(),
             min_valid_t,
             mint: i64::MAX,
             maxt: i64::MIN,
@@ -1112,6 +1116,7 @@ impl Head {
         }
         self.syms = syms;
         self.postings = postings;
+        self.match_cache.clear();
         self.by_hash = by_hash;
         self.collisions = collisions;
         removed
@@ -1236,14 +1241,14 @@ pub(crate) fn rechunk_hists(chunks: &[MemChunk], at: i64, below: bool) -> Vec<Me
 }
 
 impl Index for Head {
-    fn postings_len_where(&self, name: &str, pred: &dyn Fn(&str) -> bool) -> usize {
+    fn values_where(&self, name: &str, pred: &dyn Fn(&str) -> bool) -> Vec<(u32, usize)> {
         let Some(m) = self.syms.get(name).and_then(|n| self.postings.get(&n)) else {
-            return 0;
+            return Vec::new();
         };
         m.iter()
             .filter(|(v, _)| pred(self.syms.str(**v)))
-            .map(|(_, p)| p.len())
-            .sum()
+            .map(|(v, p)| (*v, p.len()))
+            .collect()
     }
 
     fn value_id(&self, id: u32, name: &str) -> Option<u32> {
@@ -1273,19 +1278,27 @@ impl Index for Head {
             .unwrap_or_default()
     }
 
-    fn union_where(&self, name: &str, pred: &dyn Fn(&str) -> bool) -> Vec<u32> {
-        let Some(n) = self.syms.get(name) else {
+    fn values_for(&self, m: &Matcher) -> Vec<(u32, usize)> {
+        let Some(vals) = self.syms.get(&m.name).and_then(|n| self.postings.get(&n)) else {
             return Vec::new();
         };
-        let Some(m) = self.postings.get(&n) else {
+        let empty = m.matches_empty();
+        let ids = self.match_cache.get_or(m, vals.len(), || {
+            vals.keys()
+                .copied()
+                .filter(|v| m.matches(self.syms.str(*v)) != empty)
+                .collect()
+        });
+        ids.into_iter()
+            .filter_map(|v| vals.get(&v).map(|p| (v, p.len())))
+            .collect()
+    }
+
+    fn union_of(&self, name: &str, values: &[u32]) -> Vec<u32> {
+        let Some(m) = self.syms.get(name).and_then(|n| self.postings.get(&n)) else {
             return Vec::new();
         };
-        let lists: Vec<Vec<u32>> = m
-            .iter()
-            .filter(|(v, _)| pred(self.syms.str(**v)))
-            .map(|(_, p)| p.clone())
-            .collect();
-        postings::union_all(lists)
+        postings::union_all(values.iter().filter_map(|v| m.get(v).cloned()).collect())
     }
 }
 

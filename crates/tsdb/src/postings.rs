@@ -8,7 +8,7 @@
 //! A query made only of the latter starts from every series.
 
 use model::{MatchOp, Matcher};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// A postings index: series ids (sorted, unique) per label name and value.
 pub(crate) trait Index {
@@ -16,12 +16,18 @@ pub(crate) trait Index {
     fn all(&self) -> Vec<u32>;
     /// The postings of `name="value"` (empty if absent).
     fn exact(&self, name: &str, value: &str) -> Vec<u32>;
-    /// The union of the postings of every value of `name` for which `pred`
-    /// holds, sorted and unique.
-    fn union_where(&self, name: &str, pred: &dyn Fn(&str) -> bool) -> Vec<u32>;
-    /// How many ids the postings of the values of `name` for which `pred` holds hold in
-    /// all (repeats across values counted), read from the lists' lengths.
-    fn postings_len_where(&self, name: &str, pred: &dyn Fn(&str) -> bool) -> usize;
+    /// The values of `name` for which `pred` holds, as symbol ids (those
+    /// [`Index::value_id`] gives), each with the length of its postings list.
+    fn values_where(&self, name: &str, pred: &dyn Fn(&str) -> bool) -> Vec<(u32, usize)>;
+    /// The union of the postings of `name` = each of `values` (symbol ids from
+    /// [`Index::values_where`]), sorted and unique.
+    fn union_of(&self, name: &str, values: &[u32]) -> Vec<u32>;
+    /// [`Index::values_where`] for the values whose series `m` keeps (when it does not
+    /// match `""`) or drops (when it does). An index may remember the answer.
+    fn values_for(&self, m: &Matcher) -> Vec<(u32, usize)> {
+        let empty = m.matches_empty();
+        self.values_where(&m.name, &|v| m.matches(v) != empty)
+    }
     /// The symbol id of series `id`'s value of `name`, `None` when it has none.
     fn value_id(&self, id: u32, name: &str) -> Option<u32>;
     /// The text of a symbol id [`Index::value_id`] returned.
@@ -47,6 +53,91 @@ const CHECK_COST: usize = 8;
 /// Candidates checked whatever the postings hold.
 const CHECK_ALWAYS_UP_TO: usize = 64;
 
+/// The values of a label that a regex matcher matched, remembered per matcher while the
+/// label gets no new value: dashboards run the same `=~` over a label with thousands of
+/// values on every refresh, and the pass over the values (a string each, scattered in
+/// memory) was most of such a query. Only which values match is kept, never series or
+/// samples: postings are read afresh each time. An entry holds the count of the label's
+/// values when it was made and is used only while that count is the same (values are only
+/// added between [`MatchCache::clear`]s, which the owner calls whenever it renumbers or
+/// drops values).
+#[derive(Default)]
+pub(crate) struct MatchCache {
+    map: std::sync::Mutex<HashMap<MatcherKey, (usize, Vec<u32>)>>,
+}
+
+/// A matcher as a cache key: label name, operator, pattern.
+type MatcherKey = (String, MatchOp, String);
+
+impl MatchCache {
+    /// Entries at most (then emptied), and the longest value list kept.
+    const MAX_ENTRIES: usize = 512;
+    const MAX_VALUES: usize = 100_000;
+
+    /// `compute()`'s value ids for `m` over a label with `values` values, remembered.
+    pub(crate) fn get_or(
+        &self,
+        m: &Matcher,
+        values: usize,
+        compute: impl FnOnce() -> Vec<u32>,
+    ) -> Vec<u32> {
+        if !matches!(m.op, MatchOp::Regex | MatchOp::NotRegex) {
+            return compute();
+        }
+        let key = (m.name.clone(), m.op, m.value.clone());
+        let lock = || self.map.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((n, ids)) = lock().get(&key)
+            && *n == values
+        {
+            return ids.clone();
+        }
+        let ids = compute();
+        if ids.len() <= Self::MAX_VALUES {
+            let mut map = lock();
+            if map.len() >= Self::MAX_ENTRIES {
+                map.clear();
+            }
+            map.insert(key, (values, ids.clone()));
+        }
+        ids
+    }
+
+    /// Forgets every entry (the label values were renumbered or dropped).
+    pub(crate) fn clear(&self) {
+        self.map.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+}
+
+/// Whether `n` candidates are few enough to check one by one whatever the postings hold.
+fn few(rule: Check, n: usize) -> bool {
+    match rule {
+        Check::ByCost => n <= CHECK_ALWAYS_UP_TO,
+        #[cfg(test)]
+        Check::Never => false,
+        #[cfg(test)]
+        Check::Always => true,
+    }
+}
+
+/// Whether checking `n` candidates costs less than a union of `union` ids.
+fn by_candidates(rule: Check, n: usize, union: usize) -> bool {
+    match rule {
+        Check::ByCost => n.saturating_mul(CHECK_COST) <= union,
+        #[cfg(test)]
+        Check::Never => false,
+        #[cfg(test)]
+        Check::Always => true,
+    }
+}
+
+/// `list`, or its intersection with the candidates so far.
+fn narrow(pos: Option<Vec<u32>>, list: Vec<u32>) -> Vec<u32> {
+    match pos {
+        None => list,
+        Some(p) => intersect(&p, &list),
+    }
+}
+
 /// Series ids matching all `matchers`, sorted.
 pub(crate) fn resolve(ix: &impl Index, matchers: &[Matcher]) -> Vec<u32> {
     resolve_with(ix, matchers, Check::ByCost)
@@ -61,29 +152,16 @@ fn resolve_with(ix: &impl Index, matchers: &[Matcher], rule: Check) -> Vec<u32> 
     let mut order: Vec<&Matcher> = matchers.iter().collect();
     order.sort_by_key(|m| m.op != MatchOp::Equal);
     for m in order {
-        let check = |p: &[u32]| match rule {
-            Check::ByCost => {
-                m.op != MatchOp::Equal
-                    && (p.len() <= CHECK_ALWAYS_UP_TO || {
-                        let union = if m.matches_empty() {
-                            ix.postings_len_where(&m.name, &|v| !m.matches(v))
-                        } else {
-                            ix.postings_len_where(&m.name, &|v| m.matches(v))
-                        };
-                        p.len().saturating_mul(CHECK_COST) <= union
-                    })
-            }
-            #[cfg(test)]
-            Check::Never => false,
-            #[cfg(test)]
-            Check::Always => true,
-        };
-        if let Some(p) = &pos
-            && check(p)
+        let op = m.op;
+        if op == MatchOp::Equal && !m.matches_empty() {
+            pos = Some(narrow(pos, ix.exact(&m.name, &m.value)));
+        } else if let Some(p) = &pos
+            && op != MatchOp::Equal
+            && few(rule, p.len())
         {
-            // A label has few distinct values among the candidates: each is matched once.
+            // A handful of candidates: each distinct value among them matched once.
             let mut seen: HashMap<Option<u32>, bool> = HashMap::new();
-            let keep: Vec<u32> = p
+            let keep = p
                 .iter()
                 .copied()
                 .filter(|&id| {
@@ -93,30 +171,46 @@ fn resolve_with(ix: &impl Index, matchers: &[Matcher], rule: Check) -> Vec<u32> 
                         .or_insert_with(|| m.matches(v.map_or("", |v| ix.symbol(v))))
                 })
                 .collect();
-            if keep.is_empty() {
-                return keep;
-            }
             pos = Some(keep);
-            continue;
-        }
-        if !m.matches_empty() {
-            let list = if m.op == MatchOp::Equal {
-                ix.exact(&m.name, &m.value)
-            } else if let Some(set) = m.set_matches() {
-                let lists: Vec<Vec<u32>> = set.iter().map(|v| ix.exact(&m.name, v)).collect();
-                union_all(lists)
-            } else {
-                ix.union_where(&m.name, &|v| m.matches(v))
-            };
-            pos = Some(match pos {
-                None => list,
-                Some(p) => intersect(&p, &list),
-            });
-            if pos.as_ref().is_some_and(|p| p.is_empty()) {
-                return Vec::new();
-            }
+        } else if let (Some(set), false) = (m.set_matches(), m.matches_empty()) {
+            let lists: Vec<Vec<u32>> = set.iter().map(|v| ix.exact(&m.name, v)).collect();
+            pos = Some(narrow(pos, union_all(lists)));
         } else {
-            neg.push(ix.union_where(&m.name, &|v| !m.matches(v)));
+            // One pass over the label's values: those whose series the matcher keeps (it
+            // does not match "") or drops (it does), with their postings' lengths.
+            let empty = m.matches_empty();
+            let values = ix.values_for(m);
+            // A union merges its lists two by two: each id is moved once per round.
+            let rounds = values.len().max(2).next_power_of_two().trailing_zeros() as usize;
+            let union: usize = values.iter().map(|v| v.1).sum::<usize>() * rounds;
+            match &pos {
+                Some(p) if by_candidates(rule, p.len(), union) => {
+                    // Checking each candidate's own value against the values found costs
+                    // less than merging their postings.
+                    let ids: HashSet<u32> = values.iter().map(|v| v.0).collect();
+                    let keep = p
+                        .iter()
+                        .copied()
+                        .filter(|&id| match ix.value_id(id, &m.name) {
+                            Some(v) => ids.contains(&v) != empty,
+                            None => empty,
+                        })
+                        .collect();
+                    pos = Some(keep);
+                }
+                _ => {
+                    let ids: Vec<u32> = values.iter().map(|v| v.0).collect();
+                    let list = ix.union_of(&m.name, &ids);
+                    if empty {
+                        neg.push(list);
+                    } else {
+                        pos = Some(narrow(pos, list));
+                    }
+                }
+            }
+        }
+        if pos.as_ref().is_some_and(|p| p.is_empty()) {
+            return Vec::new();
         }
     }
     let mut base = pos.unwrap_or_else(|| ix.all());
@@ -214,15 +308,24 @@ mod tests {
             (0..self.0.len() as u32).collect()
         }
         fn exact(&self, name: &str, value: &str) -> Vec<u32> {
-            self.union_where(name, &|v| v == value)
-        }
-        fn union_where(&self, name: &str, pred: &dyn Fn(&str) -> bool) -> Vec<u32> {
             (0..self.0.len() as u32)
-                .filter(|i| self.0[*i as usize].get(name).is_some_and(|v| pred(v)))
+                .filter(|i| self.0[*i as usize].get(name) == Some(&value))
                 .collect()
         }
-        fn postings_len_where(&self, name: &str, pred: &dyn Fn(&str) -> bool) -> usize {
-            self.union_where(name, pred).len()
+        fn values_where(&self, name: &str, pred: &dyn Fn(&str) -> bool) -> Vec<(u32, usize)> {
+            (0..SYMS.len() as u32)
+                .filter(|&s| pred(SYMS[s as usize]))
+                .map(|s| (s, self.exact(name, SYMS[s as usize]).len()))
+                .filter(|v| v.1 > 0)
+                .collect()
+        }
+        fn union_of(&self, name: &str, values: &[u32]) -> Vec<u32> {
+            union_all(
+                values
+                    .iter()
+                    .map(|&s| self.exact(name, SYMS[s as usize]))
+                    .collect(),
+            )
         }
         fn value_id(&self, id: u32, name: &str) -> Option<u32> {
             let v = self.0[id as usize].get(name)?;
@@ -275,6 +378,59 @@ mod tests {
             want.sort_unstable();
             want.dedup();
             assert_eq!(union_all(lists), want);
+        }
+    }
+
+    /// Random series and matcher sets: every rule for checking candidates gives the
+    /// series the matchers select by definition.
+    #[test]
+    fn random_matchers_agree_with_the_definition() {
+        use MatchOp::*;
+        let mut rng = model::XorShift64::new(0x9e37_79b9_7f4a_7c15);
+        let mut rnd = move || rng.next_u64();
+        let names = ["__name__", "job", "x"];
+        let pool = [
+            ("__name__", Equal, "up"),
+            ("job", Equal, ""),
+            ("job", NotEqual, "a"),
+            ("job", Regex, "a|b"),
+            ("job", Regex, "a|"),
+            ("job", NotRegex, "b.*"),
+            ("x", Regex, "1|up"),
+            ("x", NotEqual, ""),
+            ("x", NotRegex, ""),
+            ("__name__", Regex, "d.*"),
+            ("job", Regex, ".*"),
+        ];
+        for _ in 0..300 {
+            let series: Vec<BTreeMap<&'static str, &'static str>> = (0..1 + rnd() % 120)
+                .map(|_| {
+                    let mut s = BTreeMap::new();
+                    for n in names {
+                        let r = rnd();
+                        if r % 4 != 0 {
+                            s.insert(n, SYMS[(r / 4 % SYMS.len() as u64) as usize]);
+                        }
+                    }
+                    s
+                })
+                .collect();
+            let ix = Naive(series);
+            let ms: Vec<Matcher> = (0..1 + rnd() % 3)
+                .map(|_| {
+                    let (n, op, v) = pool[(rnd() % pool.len() as u64) as usize];
+                    Matcher::new(op, n, v).unwrap()
+                })
+                .collect();
+            let brute: Vec<u32> = (0..ix.0.len() as u32)
+                .filter(|i| {
+                    ms.iter()
+                        .all(|m| m.matches(ix.0[*i as usize].get(m.name.as_str()).unwrap_or(&"")))
+                })
+                .collect();
+            for rule in [Check::ByCost, Check::Never, Check::Always] {
+                assert_eq!(resolve_with(&ix, &ms, rule), brute, "{ms:?} {rule:?}");
+            }
         }
     }
 

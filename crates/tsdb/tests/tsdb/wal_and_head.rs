@@ -527,3 +527,57 @@ fn the_store_can_be_shared_across_threads() {
     assert_send::<tsdb::SeriesSet>();
     assert_send::<tsdb::Samples>();
 }
+
+/// A regex matcher run again after the label got new values sees them (the head
+/// remembers which values a regex matched only while the label's values stay the same),
+/// for `=~` and `!~`, alone and after an exact matcher, and across many values.
+#[test]
+fn regex_selects_see_values_added_since_the_last_query() {
+    let d = tempfile::tempdir().unwrap();
+    let db = open(d.path());
+    let names = |ms: &[Matcher]| -> Vec<String> {
+        dump(&db, "default", 0, 10_000, ms)
+            .into_iter()
+            .map(|(l, _)| l)
+            .collect()
+    };
+    let re = |op, v: &str| Matcher::new(op, "instance", v).unwrap();
+    let add = |inst: &str| {
+        db.append(
+            "default",
+            &batch(vec![series(
+                &[("__name__", "up"), ("instance", inst)],
+                &[(1000, 1.0)],
+            )]),
+        )
+        .unwrap();
+    };
+    for i in 0..300 {
+        add(&format!("db-{i:03}"));
+    }
+    add("web-001");
+    let web = [re(MatchOp::Regex, "web-0.*")];
+    let not_web = [eq("__name__", "up"), re(MatchOp::NotRegex, "web-.*|db-.*")];
+    assert_eq!(names(&web), [r#"up{instance="web-001"}"#]);
+    assert!(names(&not_web).is_empty());
+    add("web-002");
+    add("api-001");
+    assert_eq!(
+        names(&web),
+        [r#"up{instance="web-001"}"#, r#"up{instance="web-002"}"#]
+    );
+    assert_eq!(names(&not_web), [r#"up{instance="api-001"}"#]);
+    // The same answers as a scan of every series by the matchers' definition.
+    let all = names(&[eq("__name__", "up")]);
+    assert_eq!(all.len(), 303);
+    for ms in [&web[..], &not_web[..]] {
+        let want: Vec<&String> = all
+            .iter()
+            .filter(|l| {
+                let inst = l.split('"').nth(1).unwrap();
+                ms.iter().all(|m| m.name != "instance" || m.matches(inst))
+            })
+            .collect();
+        assert_eq!(names(ms).iter().collect::<Vec<_>>(), want);
+    }
+}
