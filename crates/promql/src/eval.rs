@@ -169,7 +169,7 @@ impl Engine {
         instant: bool,
         qopts: &QueryOptions,
     ) -> Result<QueryResult, Error> {
-        let budget = SampleBudget::new(self.opts.max_samples);
+        let budget = Arc::new(SampleBudget::new(self.opts.max_samples));
         let mut ev = Evaluator {
             storage,
             budget: &budget,
@@ -527,7 +527,7 @@ pub(crate) enum Res {
 
 pub(crate) struct Evaluator<'a> {
     storage: &'a dyn Storage,
-    budget: &'a SampleBudget,
+    budget: &'a Arc<SampleBudget>,
     pub lookback: i64,
     sub_step: i64,
     deadline: Instant,

@@ -2031,48 +2031,76 @@ pub(crate) fn range_function_into(
         (Vec::new(), Vec::new())
     };
     let keep_name = matches!(name, "last_over_time" | "first_over_time");
-    let args = StepArgs {
-        rd: &rd,
+    let n = rd.series.len();
+    let batch = series_batch(
+        &rd,
+        matches!(
+            name,
+            "rate"
+                | "increase"
+                | "delta"
+                | "min_over_time"
+                | "max_over_time"
+                | "count_over_time"
+                | "present_over_time"
+                | "first_over_time"
+                | "last_over_time"
+        ),
+    );
+    // Each series' values need nothing from the others: computed on two threads when
+    // there are many (the helper gets its own handles on the data), handed to the sink in
+    // series order on this one.
+    let owned = Arc::new(OwnedStepArgs {
+        rd,
         name,
         over_time: over_time_op(name),
-        param: &param,
-        sf: &sf,
-        tf: &tf,
+        param,
+        sf,
+        tf,
+    });
+    let steps = ts.len();
+    let work = {
+        let owned = owned.clone();
+        Arc::new(move |scratch: &mut StepScratch, i: usize| {
+            let args = owned.args();
+            let mut out = SeriesSteps::with_steps(steps);
+            let r = series_steps(&args, &owned.rd.series[i], scratch, &mut out);
+            (i, r.map(|()| out))
+        })
     };
-    let n = rd.series.len();
-    // Each series' values need nothing from the others: computed on two threads when
-    // there are many, handed to the sink in series order on this one.
-    crate::par::ordered(
-        rd.series.iter().collect(),
-        series_batch(
-            &rd,
-            matches!(
-                name,
-                "rate"
-                    | "increase"
-                    | "delta"
-                    | "min_over_time"
-                    | "max_over_time"
-                    | "count_over_time"
-                    | "present_over_time"
-                    | "first_over_time"
-                    | "last_over_time"
-            ),
-        ),
-        |scratch: &mut StepScratch, s: &RSeries| {
-            let mut out = SeriesSteps::with_steps(ts.len());
-            let r = series_steps(&args, s, scratch, &mut out);
-            (s, r.map(|()| out))
-        },
-        |(s, r)| {
-            ev.check_cost(ts.len())?;
-            let mut out = r?;
-            ev.warnings.append(&mut out.warnings);
-            sink.begin(&s.m, s.drop_name || !keep_name, n);
-            out.drain_into(sink);
-            Ok(())
-        },
-    )
+    crate::par::ordered_owned((0..n).collect(), batch, work, |(i, r)| {
+        ev.check_cost(ts.len())?;
+        let mut out = r?;
+        ev.warnings.append(&mut out.warnings);
+        let s = &owned.rd.series[i];
+        sink.begin(&s.m, s.drop_name || !keep_name, n);
+        out.drain_into(sink);
+        Ok(())
+    })
+}
+
+/// What a range function's per-series work needs, owned, so that a kept helper thread can
+/// hold it: see [`StepArgs`].
+struct OwnedStepArgs {
+    rd: RangeData,
+    name: &'static str,
+    over_time: Option<OverTime>,
+    param: Vec<f64>,
+    sf: Vec<f64>,
+    tf: Vec<f64>,
+}
+
+impl OwnedStepArgs {
+    fn args(&self) -> StepArgs<'_> {
+        StepArgs {
+            rd: &self.rd,
+            name: self.name,
+            over_time: self.over_time,
+            param: &self.param,
+            sf: &self.sf,
+            tf: &self.tf,
+        }
+    }
 }
 
 /// Series per batch when a range function's series are shared between two threads: about

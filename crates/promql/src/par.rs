@@ -9,7 +9,7 @@
 
 use std::cell::Cell;
 use std::collections::BTreeMap;
-use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 
 use crate::Error;
 
@@ -76,6 +76,10 @@ impl<T, R> Drop for Gone<'_, T, R> {
 /// `work` applied to every item (each thread with its own `S`), `emit` called with the
 /// results in item order on this thread. Fewer than two batches of items, or one core:
 /// all on this thread. An error from `emit` stops the work and is returned.
+///
+/// The helper is a thread started for this call (it may borrow): the call ends when it
+/// has. Work that can be handed over owned goes through [`ordered_owned`] instead, whose
+/// helper is kept from call to call.
 pub fn ordered<T, R, S>(
     items: Vec<T>,
     batch: usize,
@@ -87,13 +91,76 @@ where
     R: Send,
     S: Default,
 {
+    let Some(shared) = split(items, batch, &work, &mut emit)? else {
+        return Ok(());
+    };
+    let run = |st: &mut S, b: Vec<T>| -> Vec<R> { b.into_iter().map(|x| work(st, x)).collect() };
+    std::thread::scope(|scope| {
+        let helper = std::thread::Builder::new()
+            .name("query-worker".into())
+            .spawn_scoped(scope, || help(&shared, &run));
+        if helper.is_err() {
+            // No thread to be had: this thread claims every batch below.
+            shared.lock().helper_gone = true;
+        }
+        consume(&shared, &run, emit)
+    })
+}
+
+/// Per-item work a kept thread can hold: owns (or shares) all it uses.
+pub type OwnedWork<S, T, R> = Arc<dyn Fn(&mut S, T) -> R + Send + Sync>;
+
+/// [`ordered`] for work that owns what it needs (`'static` items, results and `work`):
+/// the second share goes to a thread kept for the process, which needs no start (a thread
+/// started per call cost ~35 µs, and on a virtual machine often began hundreds of µs
+/// late) and is never waited for: if it has not begun when this thread has done every
+/// batch, the call returns and the helper, when it runs, finds nothing left.
+pub fn ordered_owned<T, R, S>(
+    items: Vec<T>,
+    batch: usize,
+    work: OwnedWork<S, T, R>,
+    mut emit: impl FnMut(R) -> Result<(), Error>,
+) -> Result<(), Error>
+where
+    T: Send + 'static,
+    R: Send + 'static,
+    S: Default + 'static,
+{
+    let Some(shared) = split(items, batch, &*work, &mut emit)? else {
+        return Ok(());
+    };
+    let shared = Arc::new(shared);
+    let run =
+        move |st: &mut S, b: Vec<T>| -> Vec<R> { b.into_iter().map(|x| work(st, x)).collect() };
+    let run = Arc::new(run);
+    let job = {
+        let (shared, run) = (shared.clone(), run.clone());
+        Box::new(move || help(&shared, &*run))
+    };
+    if !pool::submit(job) {
+        shared.lock().helper_gone = true;
+    }
+    let r = consume(&shared, &*run, emit);
+    // A helper that has not begun yet finds the work stopped.
+    shared.lock().stop = true;
+    r
+}
+
+/// The batches of `items`, shared with a helper; `None` when they are too few to share (or
+/// there is one core), in which case `work` and `emit` have run here already.
+fn split<T, R, S: Default>(
+    items: Vec<T>,
+    batch: usize,
+    work: &(impl Fn(&mut S, T) -> R + ?Sized),
+    emit: &mut impl FnMut(R) -> Result<(), Error>,
+) -> Result<Option<Shared<T, R>>, Error> {
     let batch = batch.max(1);
     if items.len() < 2 * batch || !parallel() || ONE_THREAD.get() {
         let mut st = S::default();
         for x in items {
             emit(work(&mut st, x))?;
         }
-        return Ok(());
+        return Ok(None);
     }
     let mut batches = Vec::with_capacity(items.len().div_ceil(batch));
     let mut it = items.into_iter();
@@ -104,8 +171,7 @@ where
         }
         batches.push(Some(b));
     }
-    let n = batches.len();
-    let shared = Shared {
+    Ok(Some(Shared {
         state: Mutex::new(State {
             batches,
             next: 0,
@@ -115,82 +181,156 @@ where
             helper_gone: false,
         }),
         cv: Condvar::new(),
-    };
-    let run = |st: &mut S, b: Vec<T>| -> Vec<R> { b.into_iter().map(|x| work(st, x)).collect() };
-    std::thread::scope(|scope| {
-        let helper = std::thread::Builder::new()
-            .name("query-worker".into())
-            .spawn_scoped(scope, || {
-                let _gone = Gone(&shared);
-                let mut st = S::default();
-                loop {
-                    let (k, b) = {
-                        let mut g = shared.lock();
-                        loop {
-                            if g.stop || g.next >= n {
-                                return;
-                            }
-                            if g.next < g.consumed + AHEAD {
-                                break;
-                            }
-                            g = shared.wait(g);
-                        }
-                        let k = g.next;
-                        g.next += 1;
-                        (k, g.batches[k].take())
-                    };
-                    let out = run(&mut st, b.unwrap_or_default());
-                    shared.lock().done.insert(k, out);
-                    shared.cv.notify_all();
+    }))
+}
+
+/// The helper's part: claims batches (at most [`AHEAD`] past the last consumed) until
+/// none is left or the consumer stopped.
+fn help<T, R, S: Default>(
+    shared: &Shared<T, R>,
+    run: &(impl Fn(&mut S, Vec<T>) -> Vec<R> + ?Sized),
+) {
+    let _gone = Gone(shared);
+    let mut st = S::default();
+    loop {
+        let (k, b) = {
+            let mut g = shared.lock();
+            loop {
+                if g.stop || g.next >= g.batches.len() {
+                    return;
                 }
-            });
-        if helper.is_err() {
-            // No thread to be had: this thread claims every batch below.
-            shared.lock().helper_gone = true;
-        }
-        let mut st = S::default();
-        let stop = |e: Error| {
-            shared.lock().stop = true;
-            shared.cv.notify_all();
-            Err(e)
+                if g.next < g.consumed + AHEAD {
+                    break;
+                }
+                g = shared.wait(g);
+            }
+            let k = g.next;
+            g.next += 1;
+            (k, g.batches[k].take())
         };
-        for k in 0..n {
-            let out = loop {
-                let mut g = shared.lock();
-                if let Some(out) = g.done.remove(&k) {
+        let out = run(&mut st, b.unwrap_or_default());
+        shared.lock().done.insert(k, out);
+        shared.cv.notify_all();
+    }
+}
+
+/// The calling thread's part: every batch's results to `emit` in order, working ahead on
+/// unclaimed batches while the one it needs is with the helper.
+fn consume<T, R, S: Default>(
+    shared: &Shared<T, R>,
+    run: &(impl Fn(&mut S, Vec<T>) -> Vec<R> + ?Sized),
+    mut emit: impl FnMut(R) -> Result<(), Error>,
+) -> Result<(), Error> {
+    let n = shared.lock().batches.len();
+    let mut st = S::default();
+    let stop = |e: Error| {
+        shared.lock().stop = true;
+        shared.cv.notify_all();
+        Err(e)
+    };
+    for k in 0..n {
+        let out = loop {
+            let mut g = shared.lock();
+            if let Some(out) = g.done.remove(&k) {
+                break out;
+            }
+            if g.next < n && (g.next < k + AHEAD || g.helper_gone) {
+                // Batch k is with the helper (or next): work ahead meanwhile.
+                let j = g.next;
+                g.next += 1;
+                let b = g.batches[j].take();
+                drop(g);
+                let out = run(&mut st, b.unwrap_or_default());
+                if j == k {
                     break out;
                 }
-                if g.next < n && (g.next < k + AHEAD || g.helper_gone) {
-                    // Batch k is with the helper (or next): work ahead meanwhile.
-                    let j = g.next;
-                    g.next += 1;
-                    let b = g.batches[j].take();
-                    drop(g);
-                    let out = run(&mut st, b.unwrap_or_default());
-                    if j == k {
-                        break out;
-                    }
-                    shared.lock().done.insert(j, out);
-                    continue;
-                }
-                if g.helper_gone {
-                    // The helper claimed batch k and ended without it: it panicked; the
-                    // panic surfaces when the scope joins it.
-                    drop(g);
-                    return stop(Error::Storage("a query worker thread failed".into()));
-                }
-                drop(shared.wait(g));
-            };
-            for r in out {
-                if let Err(e) = emit(r) {
-                    return stop(e);
-                }
+                shared.lock().done.insert(j, out);
+                continue;
             }
-            shared.lock().consumed = k + 1;
-            shared.cv.notify_all();
+            if g.helper_gone {
+                // The helper claimed batch k and ended without it: it panicked.
+                drop(g);
+                return stop(Error::Storage("a query worker thread failed".into()));
+            }
+            drop(shared.wait(g));
+        };
+        for r in out {
+            if let Err(e) = emit(r) {
+                return stop(e);
+            }
         }
-        Ok(())
-    })
+        shared.lock().consumed = k + 1;
+        shared.cv.notify_all();
+    }
+    Ok(())
+}
+
+/// The threads [`ordered_owned`] hands work to: one fewer than the cores, started on first
+/// use and kept.
+mod pool {
+    use std::collections::VecDeque;
+    use std::sync::{Condvar, Mutex, OnceLock};
+
+    type Job = Box<dyn FnOnce() + Send>;
+
+    struct Pool {
+        queue: Mutex<VecDeque<Job>>,
+        ready: Condvar,
+    }
+
+    fn pool() -> Option<&'static Pool> {
+        static POOL: OnceLock<Option<&'static Pool>> = OnceLock::new();
+        *POOL.get_or_init(|| {
+            let threads = std::thread::available_parallelism()
+                .map_or(1, |n| n.get())
+                .saturating_sub(1)
+                .max(1);
+            // As long-lived as its threads: the process.
+            let p: &'static Pool = Box::leak(Box::new(Pool {
+                queue: Mutex::new(VecDeque::new()),
+                ready: Condvar::new(),
+            }));
+            let started = (0..threads)
+                .filter(|_| {
+                    std::thread::Builder::new()
+                        .name("query-worker".into())
+                        .spawn(move || serve(p))
+                        .is_ok()
+                })
+                .count();
+            (started > 0).then_some(p)
+        })
+    }
+
+    /// Queues `job` for a pool thread; `false` when there is none.
+    pub(super) fn submit(job: Job) -> bool {
+        let Some(p) = pool() else {
+            return false;
+        };
+        p.queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push_back(job);
+        p.ready.notify_one();
+        true
+    }
+
+    fn serve(p: &'static Pool) {
+        loop {
+            let job = {
+                let mut q = p.queue.lock().unwrap_or_else(|e| e.into_inner());
+                loop {
+                    if let Some(j) = q.pop_front() {
+                        break j;
+                    }
+                    q = p.ready.wait(q).unwrap_or_else(|e| e.into_inner());
+                }
+            };
+            // A panic ends that job's share (its caller sees the helper gone); the thread
+            // lives on for the next.
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+        }
+    }
 }
 
 #[cfg(test)]
@@ -241,6 +381,66 @@ mod tests {
         );
         assert!(matches!(r, Err(Error::Execution(m)) if m == "stop here"));
         assert_eq!(seen, 501);
+    }
+
+    /// The kept helper gives the same order and stops the same way; a panic on it fails
+    /// the call with an error (the thread lives on for the next call).
+    #[test]
+    fn owned_work_in_order_and_helper_panics_fail_the_call() {
+        let items: Vec<u64> = (0..20_000).collect();
+        for _ in 0..3 {
+            let mut got = Vec::new();
+            ordered_owned(
+                items.clone(),
+                64,
+                Arc::new(|_: &mut (), x: u64| {
+                    let spin = if (x / 64).is_multiple_of(3) {
+                        2_000
+                    } else {
+                        10
+                    };
+                    let mut h = x;
+                    for _ in 0..spin {
+                        h = h.wrapping_mul(6364136223846793005).wrapping_add(1);
+                    }
+                    (x, h)
+                }),
+                |r| {
+                    got.push(r.0);
+                    Ok(())
+                },
+            )
+            .unwrap();
+            assert_eq!(got, items);
+        }
+        let mut seen = 0;
+        let r = ordered_owned(items.clone(), 64, Arc::new(|_: &mut (), x: u64| x), |x| {
+            seen += 1;
+            if x == 500 {
+                return Err(Error::Execution("stop here".into()));
+            }
+            Ok(())
+        });
+        assert!(matches!(r, Err(Error::Execution(m)) if m == "stop here"));
+        assert_eq!(seen, 501);
+        // Work that panics only on the helper: slow batches here, so the helper gets some.
+        let on_helper = Arc::new(|_: &mut (), x: u64| {
+            if std::thread::current().name() == Some("query-worker") {
+                panic!("helper fails on {x}");
+            }
+            std::thread::sleep(std::time::Duration::from_micros(20));
+            x
+        });
+        let r = ordered_owned(items.clone(), 16, on_helper, |_| Ok(()));
+        assert!(matches!(r, Err(Error::Storage(_))), "{r:?}");
+        // The pool thread is still there for the next call.
+        let mut n = 0;
+        ordered_owned(items, 64, Arc::new(|_: &mut (), x: u64| x), |_| {
+            n += 1;
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(n, 20_000);
     }
 
     /// Few items stay on this thread.

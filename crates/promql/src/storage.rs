@@ -24,7 +24,7 @@ pub trait Storage {
         matchers: &[Matcher],
         mint_ms: i64,
         maxt_ms: i64,
-        budget: &SampleBudget,
+        budget: &Arc<SampleBudget>,
         f: &mut dyn FnMut(usize, Series) -> Result<(), Error>,
     ) -> Result<(), Error>;
 
@@ -34,7 +34,7 @@ pub trait Storage {
         matchers: &[Matcher],
         mint_ms: i64,
         maxt_ms: i64,
-        budget: &SampleBudget,
+        budget: &Arc<SampleBudget>,
     ) -> Result<Vec<Series>, Error> {
         let mut out = Vec::new();
         self.select_each(matchers, mint_ms, maxt_ms, budget, &mut |n, s| {
@@ -145,7 +145,7 @@ impl Storage for MemStorage {
         matchers: &[Matcher],
         mint_ms: i64,
         maxt_ms: i64,
-        budget: &SampleBudget,
+        budget: &Arc<SampleBudget>,
         f: &mut dyn FnMut(usize, Series) -> Result<(), Error>,
     ) -> Result<(), Error> {
         let matching: Vec<(&Labels, &Stored)> = self

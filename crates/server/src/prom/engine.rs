@@ -31,7 +31,7 @@ impl promql::Storage for TsdbStorage<'_> {
         matchers: &[Matcher],
         mint_ms: i64,
         maxt_ms: i64,
-        budget: &SampleBudget,
+        budget: &Arc<SampleBudget>,
         f: &mut dyn FnMut(usize, Series) -> Result<(), promql::Error>,
     ) -> Result<(), promql::Error> {
         // Sorted by labels, each label set once (tsdb's `select` merges its sources).
@@ -43,10 +43,13 @@ impl promql::Storage for TsdbStorage<'_> {
         let n = set.len();
         // Many series: chunks are decoded on two threads (each with its own read-ahead),
         // and `f` still sees the series one at a time in label order.
-        promql::par::ordered(
+        let budget = budget.clone();
+        promql::par::ordered_owned(
             set.collect(),
             DECODE_BATCH,
-            |ra: &mut tsdb::ReadAhead, mut s: tsdb::Series| load(&mut s, ra, budget),
+            Arc::new(move |ra: &mut tsdb::ReadAhead, mut s: tsdb::Series| {
+                load(&mut s, ra, &budget)
+            }),
             |r| match r? {
                 Some(x) => f(n, x),
                 None => Ok(()),
@@ -63,7 +66,7 @@ const DECODE_BATCH: usize = 64;
 fn load(
     s: &mut tsdb::Series,
     ra: &mut tsdb::ReadAhead,
-    budget: &SampleBudget,
+    budget: &Arc<SampleBudget>,
 ) -> Result<Option<Series>, promql::Error> {
     let mut floats = Vec::new();
     let mut over = None;
