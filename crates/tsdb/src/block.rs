@@ -819,16 +819,15 @@ impl Index for IndexReader {
             .unwrap_or_default()
     }
 
-    fn union_of(&self, name: &str, values: &[u32]) -> Vec<u32> {
+    fn postings_of(&self, name: &str, values: &[u32]) -> Vec<Vec<u32>> {
         let Some(vs) = self.sym(name).and_then(|n| self.postings.get(&n)) else {
             return Vec::new();
         };
-        let lists = values
+        values
             .iter()
             .filter_map(|v| vs.binary_search_by_key(v, |x| x.0).ok())
             .map(|i| self.postings_at(vs[i].1))
-            .collect();
-        postings::union_all(lists)
+            .collect()
     }
 }
 

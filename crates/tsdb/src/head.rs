@@ -1294,11 +1294,11 @@ impl Index for Head {
             .collect()
     }
 
-    fn union_of(&self, name: &str, values: &[u32]) -> Vec<u32> {
+    fn postings_of(&self, name: &str, values: &[u32]) -> Vec<Vec<u32>> {
         let Some(m) = self.syms.get(name).and_then(|n| self.postings.get(&n)) else {
             return Vec::new();
         };
-        postings::union_all(values.iter().filter_map(|v| m.get(v).cloned()).collect())
+        values.iter().filter_map(|v| m.get(v).cloned()).collect()
     }
 }
 

@@ -19,9 +19,9 @@ pub(crate) trait Index {
     /// The values of `name` for which `pred` holds, as symbol ids (those
     /// [`Index::value_id`] gives), each with the length of its postings list.
     fn values_where(&self, name: &str, pred: &dyn Fn(&str) -> bool) -> Vec<(u32, usize)>;
-    /// The union of the postings of `name` = each of `values` (symbol ids from
-    /// [`Index::values_where`]), sorted and unique.
-    fn union_of(&self, name: &str, values: &[u32]) -> Vec<u32>;
+    /// The postings of `name` = each of `values` (symbol ids from
+    /// [`Index::values_where`]), one sorted list per value found.
+    fn postings_of(&self, name: &str, values: &[u32]) -> Vec<Vec<u32>>;
     /// [`Index::values_where`] for the values whose series `m` keeps (when it does not
     /// match `""`) or drops (when it does). An index may remember the answer.
     fn values_for(&self, m: &Matcher) -> Vec<(u32, usize)> {
@@ -130,6 +130,44 @@ fn by_candidates(rule: Check, n: usize, union: usize) -> bool {
     }
 }
 
+/// Whether looking the `listed` ids up among `n` candidates (a bit set over them: about an
+/// id each, plus the set's making) costs less than both the union (`union`, counted per
+/// merge round) and a check of each candidate's value.
+fn by_probing(rule: Check, n: usize, listed: usize, union: usize) -> bool {
+    match rule {
+        Check::ByCost => {
+            let cost = listed.saturating_add(n);
+            cost <= union && cost <= n.saturating_mul(CHECK_COST)
+        }
+        #[cfg(test)]
+        Check::Never => false,
+        #[cfg(test)]
+        Check::Always => n.is_multiple_of(2),
+    }
+}
+
+/// The candidates `p` (sorted) that appear in some list (`hits`), or in none.
+fn probe(p: &[u32], lists: &[Vec<u32>], hits: bool) -> Vec<u32> {
+    let Some(&max) = p.last() else {
+        return Vec::new();
+    };
+    let words = max as usize / 64 + 1;
+    let mut cand = vec![0u64; words];
+    for &id in p {
+        cand[id as usize / 64] |= 1 << (id % 64);
+    }
+    let mut seen = vec![0u64; words];
+    for &id in lists.iter().flatten() {
+        if let Some(&w) = cand.get(id as usize / 64) {
+            seen[id as usize / 64] |= w & (1 << (id % 64));
+        }
+    }
+    p.iter()
+        .copied()
+        .filter(|&id| (seen[id as usize / 64] >> (id % 64) & 1 == 1) == hits)
+        .collect()
+}
+
 /// `list`, or its intersection with the candidates so far.
 fn narrow(pos: Option<Vec<u32>>, list: Vec<u32>) -> Vec<u32> {
     match pos {
@@ -183,7 +221,14 @@ fn resolve_with(ix: &impl Index, matchers: &[Matcher], rule: Check) -> Vec<u32> 
             // A union merges its lists two by two: each id is moved once per round.
             let rounds = values.len().max(2).next_power_of_two().trailing_zeros() as usize;
             let union: usize = values.iter().map(|v| v.1).sum::<usize>() * rounds;
+            let ids_in_lists: usize = values.iter().map(|v| v.1).sum();
             match &pos {
+                Some(p) if by_probing(rule, p.len(), ids_in_lists, union) => {
+                    // Each listed id looked up among the candidates (a bit per id): no
+                    // merge, no walk over the candidates' labels.
+                    let ids: Vec<u32> = values.iter().map(|v| v.0).collect();
+                    pos = Some(probe(p, &ix.postings_of(&m.name, &ids), !empty));
+                }
                 Some(p) if by_candidates(rule, p.len(), union) => {
                     // Checking each candidate's own value against the values found costs
                     // less than merging their postings.
@@ -200,7 +245,7 @@ fn resolve_with(ix: &impl Index, matchers: &[Matcher], rule: Check) -> Vec<u32> 
                 }
                 _ => {
                     let ids: Vec<u32> = values.iter().map(|v| v.0).collect();
-                    let list = ix.union_of(&m.name, &ids);
+                    let list = union_all(ix.postings_of(&m.name, &ids));
                     if empty {
                         neg.push(list);
                     } else {
@@ -319,13 +364,11 @@ mod tests {
                 .filter(|v| v.1 > 0)
                 .collect()
         }
-        fn union_of(&self, name: &str, values: &[u32]) -> Vec<u32> {
-            union_all(
-                values
-                    .iter()
-                    .map(|&s| self.exact(name, SYMS[s as usize]))
-                    .collect(),
-            )
+        fn postings_of(&self, name: &str, values: &[u32]) -> Vec<Vec<u32>> {
+            values
+                .iter()
+                .map(|&s| self.exact(name, SYMS[s as usize]))
+                .collect()
         }
         fn value_id(&self, id: u32, name: &str) -> Option<u32> {
             let v = self.0[id as usize].get(name)?;

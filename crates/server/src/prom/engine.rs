@@ -128,7 +128,7 @@ fn hist_point(out: &mut String, t: i64, h: &FloatHistogram) {
 }
 
 /// `{"resultType":…,"result":…}` for a query's value.
-pub fn render(v: &Value) -> String {
+pub fn render(v: Value) -> String {
     let mut out = String::new();
     render_into(&mut out, v);
     out
@@ -166,8 +166,8 @@ fn render_series(out: &mut String, s: &Series) {
 }
 
 /// [`render`], appended to `out`.
-pub fn render_into(out: &mut String, v: &Value) {
-    match v {
+pub fn render_into(out: &mut String, v: Value) {
+    match &v {
         Value::Scalar { t, v } => {
             out.push_str("{\"resultType\":\"scalar\",\"result\":");
             json_point(out, *t, *v);
@@ -201,45 +201,55 @@ pub fn render_into(out: &mut String, v: &Value) {
             }
             out.push(']');
         }
-        Value::Matrix(series) => {
-            out.push_str("{\"resultType\":\"matrix\",\"result\":[");
-            let points: usize = series
-                .iter()
-                .map(|s| s.floats.len() + s.histograms.len())
-                .sum();
-            // About 30 bytes a float point: one allocation instead of a doubling series.
-            out.reserve(points.saturating_mul(30).min(1 << 30));
-            let per_series = points / series.len().max(1) + 1;
-            let mut first = true;
-            // Text for one series needs nothing from the others: written on two threads
-            // when there are many points, appended here in order.
-            let r = promql::par::ordered(
-                series.iter().collect(),
-                (RENDER_BATCH_POINTS / per_series).max(1),
-                |_: &mut (), s: &Series| {
-                    let mut text = String::with_capacity(64 + 30 * s.floats.len());
-                    render_series(&mut text, s);
-                    text
-                },
-                |text| {
-                    if !first {
-                        out.push(',');
-                    }
-                    first = false;
-                    out.push_str(&text);
-                    Ok(())
-                },
-            );
-            debug_assert!(r.is_ok(), "appending text cannot fail");
-            out.push(']');
-        }
+        // Below, where the value can be taken apart.
+        Value::Matrix(_) => {}
+    }
+    if let Value::Matrix(series) = v {
+        render_matrix(out, series);
     }
     out.push('}');
 }
 
+/// A matrix's `"resultType":"matrix","result":[…]`, appended to `out`. The text of one
+/// series needs nothing from the others: written on two threads when there are many
+/// points (the series shared with the helper), appended here in order.
+fn render_matrix(out: &mut String, series: Vec<Series>) {
+    out.push_str("{\"resultType\":\"matrix\",\"result\":[");
+    let points: usize = series
+        .iter()
+        .map(|s| s.floats.len() + s.histograms.len())
+        .sum();
+    // About 30 bytes a float point: one allocation instead of a doubling series.
+    out.reserve(points.saturating_mul(30).min(1 << 30));
+    let per_series = points / series.len().max(1) + 1;
+    let mut first = true;
+    let series = Arc::new(series);
+    let shared = series.clone();
+    let r = promql::par::ordered_owned(
+        (0..series.len()).collect(),
+        (RENDER_BATCH_POINTS / per_series).max(1),
+        Arc::new(move |_: &mut (), i: usize| {
+            let s = &shared[i];
+            let mut text = String::with_capacity(64 + 30 * s.floats.len());
+            render_series(&mut text, s);
+            text
+        }),
+        |text| {
+            if !first {
+                out.push(',');
+            }
+            first = false;
+            out.push_str(&text);
+            Ok(())
+        },
+    );
+    debug_assert!(r.is_ok(), "appending text cannot fail");
+    out.push(']');
+}
+
 /// Prometheus' success envelope around a query's value, with `warnings` and `infos` when
 /// there are: the value is written straight into the answer's buffer.
-pub fn envelope_value(v: &Value, warnings: &[String], infos: &[String]) -> String {
+pub fn envelope_value(v: Value, warnings: &[String], infos: &[String]) -> String {
     let mut body = String::from("{\"status\":\"success\",\"data\":");
     render_into(&mut body, v);
     annotations(&mut body, warnings, infos);
@@ -295,8 +305,8 @@ mod tests {
             })
             .collect();
         let v = Value::Matrix(series);
-        let two = envelope_value(&v, &["w".into()], &[]);
-        let one = promql::par::one_thread(|| envelope_value(&v, &["w".into()], &[]));
+        let two = envelope_value(v.clone(), &["w".into()], &[]);
+        let one = promql::par::one_thread(|| envelope_value(v, &["w".into()], &[]));
         assert_eq!(two, one);
         let parsed: serde_json::Value = serde_json::from_str(&two).unwrap();
         let result = parsed["data"]["result"].as_array().unwrap();

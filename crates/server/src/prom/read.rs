@@ -106,11 +106,7 @@ async fn evaluate(
             Some((end, step)) => engine.range(&storage, &query, at, end, step, &qopts),
         }
         .map_err(engine::to_prom_error)?;
-        Ok(engine::envelope_value(
-            &res.value,
-            &res.warnings,
-            &res.infos,
-        ))
+        Ok(engine::envelope_value(res.value, &res.warnings, &res.infos))
     })
     .await;
     drop(guard);
