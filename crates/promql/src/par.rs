@@ -1,4 +1,5 @@
-//! Per-series work on two threads with results in order: [`ordered`].
+//! Per-series work on two threads with results in order: [`ordered`] (borrowed work, a
+//! helper thread per call) and [`ordered_owned`] (owned work, a helper thread kept).
 //!
 //! A query's cost is mostly per-series work that needs nothing from the other series
 //! (decoding chunks, a range function's value at every step), followed by work that must
