@@ -2517,6 +2517,43 @@ mod tests {
         }
     }
 
+    /// `(step, value bits)` with every NaN written as one NaN, to compare results.
+    fn canon_nan(v: Vec<(usize, u64)>) -> Vec<(usize, u64)> {
+        v.into_iter()
+            .map(|(i, b)| {
+                (
+                    i,
+                    if f64::from_bits(b).is_nan() {
+                        0x7ff8 << 48
+                    } else {
+                        b
+                    },
+                )
+            })
+            .collect()
+    }
+
+    /// A float series over `ends` with windows of `range`, and its values.
+    fn one_series(
+        pts: Vec<(i64, SampleValue)>,
+        range: i64,
+        ends: Vec<i64>,
+    ) -> (RangeData, RSeries, Vec<f64>) {
+        let rd = RangeData {
+            series: Vec::new(),
+            range,
+            at: ends.clone(),
+            ends,
+        };
+        let vals: Vec<f64> = pts.iter().filter_map(|p| p.1.float()).collect();
+        let s = RSeries {
+            m: Arc::new(Labels::default()),
+            drop_name: true,
+            pts: Points::from_mixed(pts),
+        };
+        (rd, s, vals)
+    }
+
     fn names(v: &[Smp]) -> Vec<&str> {
         v.iter().map(|s| s.m.get("s").unwrap_or("")).collect()
     }
@@ -2582,18 +2619,7 @@ mod tests {
                 .collect();
             let range = 1000 * (1 + (rnd() % 90) as i64);
             let ends: Vec<i64> = (0..40).map(|i| i * 15_000).collect();
-            let rd = RangeData {
-                series: Vec::new(),
-                range,
-                at: ends.clone(),
-                ends,
-            };
-            let vals: Vec<f64> = pts.iter().filter_map(|p| p.1.float()).collect();
-            let s = RSeries {
-                m: Arc::new(Labels::default()),
-                drop_name: true,
-                pts: Points::from_mixed(pts),
-            };
+            let (rd, s, vals) = one_series(pts, range, ends);
             for max in [true, false] {
                 let mut got = Vec::new();
                 sliding_extreme_steps(&rd, &s, &vals, max, |i, v| got.push((i, v.to_bits())));
@@ -2610,21 +2636,7 @@ mod tests {
                     }
                     want.push((i, best.to_bits()));
                 }
-                let canon = |v: Vec<(usize, u64)>| -> Vec<(usize, u64)> {
-                    v.into_iter()
-                        .map(|(i, b)| {
-                            (
-                                i,
-                                if f64::from_bits(b).is_nan() {
-                                    0x7ff8 << 48
-                                } else {
-                                    b
-                                },
-                            )
-                        })
-                        .collect()
-                };
-                assert_eq!(canon(got), canon(want), "max={max} range={range}");
+                assert_eq!(canon_nan(got), canon_nan(want), "max={max} range={range}");
             }
         }
     }
@@ -2661,18 +2673,7 @@ mod tests {
                 .collect();
             let mut ends = ends;
             ends.sort();
-            let rd = RangeData {
-                series: Vec::new(),
-                range,
-                at: ends.clone(),
-                ends,
-            };
-            let vals: Vec<f64> = pts.iter().filter_map(|p| p.1.float()).collect();
-            let s = RSeries {
-                m: Arc::new(Labels::default()),
-                drop_name: true,
-                pts: Points::from_mixed(pts),
-            };
+            let (rd, s, vals) = one_series(pts, range, ends);
             for avg in [true, false] {
                 let mut got = Vec::new();
                 paired_sum_steps(&rd, &s, &vals, avg, |i, v| got.push((i, v.to_bits())));
@@ -2690,21 +2691,7 @@ mod tests {
                     };
                     want.push((i, v.to_bits()));
                 }
-                let canon = |v: Vec<(usize, u64)>| -> Vec<(usize, u64)> {
-                    v.into_iter()
-                        .map(|(i, b)| {
-                            (
-                                i,
-                                if f64::from_bits(b).is_nan() {
-                                    0x7ff8 << 48
-                                } else {
-                                    b
-                                },
-                            )
-                        })
-                        .collect()
-                };
-                assert_eq!(canon(got), canon(want), "avg={avg} round={round}");
+                assert_eq!(canon_nan(got), canon_nan(want), "avg={avg} round={round}");
             }
         }
     }

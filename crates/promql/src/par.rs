@@ -367,19 +367,22 @@ mod tests {
         // Each thread's own state counts its own calls, so no count passes the total.
         assert!(got.iter().all(|r| r.2 >= 1 && r.2 <= items.len() as u64));
 
+        stops_at_500(|emit| ordered(items, 64, |_: &mut (), x| x, emit));
+    }
+
+    /// `call` with a consumer that fails at item 500: that error comes back, and nothing
+    /// after it is consumed.
+    fn stops_at_500(
+        call: impl FnOnce(&mut dyn FnMut(u64) -> Result<(), Error>) -> Result<(), Error>,
+    ) {
         let mut seen = 0;
-        let r = ordered(
-            items,
-            64,
-            |_: &mut (), x| x,
-            |x| {
-                seen += 1;
-                if x == 500 {
-                    return Err(Error::Execution("stop here".into()));
-                }
-                Ok(())
-            },
-        );
+        let r = call(&mut |x| {
+            seen += 1;
+            if x == 500 {
+                return Err(Error::Execution("stop here".into()));
+            }
+            Ok(())
+        });
         assert!(matches!(r, Err(Error::Execution(m)) if m == "stop here"));
         assert_eq!(seen, 501);
     }
@@ -414,16 +417,9 @@ mod tests {
             .unwrap();
             assert_eq!(got, items);
         }
-        let mut seen = 0;
-        let r = ordered_owned(items.clone(), 64, Arc::new(|_: &mut (), x: u64| x), |x| {
-            seen += 1;
-            if x == 500 {
-                return Err(Error::Execution("stop here".into()));
-            }
-            Ok(())
+        stops_at_500(|emit| {
+            ordered_owned(items.clone(), 64, Arc::new(|_: &mut (), x: u64| x), emit)
         });
-        assert!(matches!(r, Err(Error::Execution(m)) if m == "stop here"));
-        assert_eq!(seen, 501);
         // Work that panics only on the helper: slow batches here, so the helper gets some.
         let on_helper = Arc::new(|_: &mut (), x: u64| {
             if std::thread::current().name() == Some("query-worker") {
