@@ -64,6 +64,16 @@ impl<T, R> Shared<T, R> {
     }
 }
 
+/// Stops the helper when the consumer ends, also by a panic.
+struct StopOnDrop<'a, T, R>(&'a Shared<T, R>);
+
+impl<T, R> Drop for StopOnDrop<'_, T, R> {
+    fn drop(&mut self) {
+        self.0.lock().stop = true;
+        self.0.cv.notify_all();
+    }
+}
+
 /// Marks the helper gone when it ends, also by a panic, so the consumer never waits for it.
 struct Gone<'a, T, R>(&'a Shared<T, R>);
 
@@ -141,10 +151,7 @@ where
     if !pool::submit(job) {
         shared.lock().helper_gone = true;
     }
-    let r = consume(&shared, &*run, emit);
-    // A helper that has not begun yet finds the work stopped.
-    shared.lock().stop = true;
-    r
+    consume(&shared, &*run, emit)
 }
 
 /// The batches of `items`, shared with a helper; `None` when they are too few to share (or
@@ -222,6 +229,9 @@ fn consume<T, R, S: Default>(
     run: &(impl Fn(&mut S, Vec<T>) -> Vec<R> + ?Sized),
     mut emit: impl FnMut(R) -> Result<(), Error>,
 ) -> Result<(), Error> {
+    // However this ends (also by a panic here), the helper stops: one that has not begun
+    // finds nothing to do, one that waits for room ahead is woken, never left waiting.
+    let _stop = StopOnDrop(shared);
     let n = shared.lock().batches.len();
     let mut st = S::default();
     let stop = |e: Error| {
@@ -430,6 +440,30 @@ mod tests {
         });
         let r = ordered_owned(items.clone(), 16, on_helper, |_| Ok(()));
         assert!(matches!(r, Err(Error::Storage(_))), "{r:?}");
+        // A panic in the consumer does not leave the helper waiting for room ahead.
+        let r = std::panic::catch_unwind(|| {
+            ordered_owned(items.clone(), 16, Arc::new(|_: &mut (), x: u64| x), |x| {
+                assert!(x < 100, "consumer fails");
+                Ok(())
+            })
+        });
+        assert!(r.is_err());
+        // ... and takes part in the next call (slow items, so that it surely wakes).
+        let mut on_helper = 0;
+        ordered_owned(
+            (0..2_000u64).collect(),
+            16,
+            Arc::new(|_: &mut (), _x: u64| {
+                std::thread::sleep(std::time::Duration::from_micros(50));
+                std::thread::current().name() == Some("query-worker")
+            }),
+            |h| {
+                on_helper += usize::from(h);
+                Ok(())
+            },
+        )
+        .unwrap();
+        assert!(on_helper > 0);
         // The pool thread is still there for the next call.
         let mut n = 0;
         ordered_owned(items, 64, Arc::new(|_: &mut (), x: u64| x), |_| {
