@@ -130,13 +130,16 @@ fn by_candidates(rule: Check, n: usize, union: usize) -> bool {
     }
 }
 
-/// Whether looking the `listed` ids up among `n` candidates (a bit set over them: about an
-/// id each, plus the set's making) costs less than both the union (`union`, counted per
-/// merge round) and a check of each candidate's value.
-fn by_probing(rule: Check, n: usize, listed: usize, union: usize) -> bool {
+/// Whether looking the `listed` ids up among the candidates `p` (a bit set over them:
+/// about an id each, plus the set's making: a bit per candidate, and zeroed words up to the
+/// largest id, a memset at about eight words an id's cost) costs less than both the union
+/// (`union`, counted per merge round) and a check of each candidate's value.
+fn by_probing(rule: Check, p: &[u32], listed: usize, union: usize) -> bool {
+    let n = p.len();
     match rule {
         Check::ByCost => {
-            let cost = listed.saturating_add(n);
+            let words = p.last().map_or(0, |&m| m as usize / 64 + 1) / 8;
+            let cost = listed.saturating_add(n).saturating_add(words);
             cost <= union && cost <= n.saturating_mul(CHECK_COST)
         }
         #[cfg(test)]
@@ -223,7 +226,7 @@ fn resolve_with(ix: &impl Index, matchers: &[Matcher], rule: Check) -> Vec<u32> 
             let union: usize = values.iter().map(|v| v.1).sum::<usize>() * rounds;
             let ids_in_lists: usize = values.iter().map(|v| v.1).sum();
             match &pos {
-                Some(p) if by_probing(rule, p.len(), ids_in_lists, union) => {
+                Some(p) if by_probing(rule, p, ids_in_lists, union) => {
                     // Each listed id looked up among the candidates (a bit per id): no
                     // merge, no walk over the candidates' labels.
                     let ids: Vec<u32> = values.iter().map(|v| v.0).collect();
