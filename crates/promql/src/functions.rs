@@ -2068,7 +2068,7 @@ pub(crate) fn range_function_into(
             (i, r.map(|()| out))
         })
     };
-    crate::par::ordered_owned((0..n).collect(), batch, work, |(i, r)| {
+    crate::par::ordered((0..n).collect(), batch, work, |(i, r)| {
         ev.check_cost(ts.len())?;
         let mut out = r?;
         ev.warnings.append(&mut out.warnings);

@@ -1,5 +1,5 @@
-//! Per-series work on two threads with results in order: [`ordered`] (borrowed work, a
-//! helper thread per call) and [`ordered_owned`] (owned work, a helper thread kept).
+//! Per-series work on two threads with results in order: [`ordered`], whose helper is a
+//! thread kept for the process.
 //!
 //! A query's cost is mostly per-series work that needs nothing from the other series
 //! (decoding chunks, a range function's value at every step), followed by work that must
@@ -84,49 +84,19 @@ impl<T, R> Drop for Gone<'_, T, R> {
     }
 }
 
+/// Per-item work a kept thread can hold: owns (or shares) all it uses.
+pub type OwnedWork<S, T, R> = Arc<dyn Fn(&mut S, T) -> R + Send + Sync>;
+
 /// `work` applied to every item (each thread with its own `S`), `emit` called with the
 /// results in item order on this thread. Fewer than two batches of items, or one core:
 /// all on this thread. An error from `emit` stops the work and is returned.
 ///
-/// The helper is a thread started for this call (it may borrow): the call ends when it
-/// has. Work that can be handed over owned goes through [`ordered_owned`] instead, whose
-/// helper is kept from call to call.
-pub fn ordered<T, R, S>(
-    items: Vec<T>,
-    batch: usize,
-    work: impl Fn(&mut S, T) -> R + Sync,
-    mut emit: impl FnMut(R) -> Result<(), Error>,
-) -> Result<(), Error>
-where
-    T: Send,
-    R: Send,
-    S: Default,
-{
-    let Some(shared) = split(items, batch, &work, &mut emit)? else {
-        return Ok(());
-    };
-    let run = |st: &mut S, b: Vec<T>| -> Vec<R> { b.into_iter().map(|x| work(st, x)).collect() };
-    std::thread::scope(|scope| {
-        let helper = std::thread::Builder::new()
-            .name("query-worker".into())
-            .spawn_scoped(scope, || help(&shared, &run));
-        if helper.is_err() {
-            // No thread to be had: this thread claims every batch below.
-            shared.lock().helper_gone = true;
-        }
-        consume(&shared, &run, emit)
-    })
-}
-
-/// Per-item work a kept thread can hold: owns (or shares) all it uses.
-pub type OwnedWork<S, T, R> = Arc<dyn Fn(&mut S, T) -> R + Send + Sync>;
-
-/// [`ordered`] for work that owns what it needs (`'static` items, results and `work`):
-/// the second share goes to a thread kept for the process, which needs no start (a thread
+/// The work owns what it needs (`'static` items, results and `work`), since the second
+/// share goes to a thread kept for the process, which needs no start (a thread
 /// started per call cost ~35 µs, and on a virtual machine often began hundreds of µs
 /// late) and is never waited for: if it has not begun when this thread has done every
 /// batch, the call returns and the helper, when it runs, finds nothing left.
-pub fn ordered_owned<T, R, S>(
+pub fn ordered<T, R, S>(
     items: Vec<T>,
     batch: usize,
     work: OwnedWork<S, T, R>,
@@ -276,7 +246,7 @@ fn consume<T, R, S: Default>(
     Ok(())
 }
 
-/// The threads [`ordered_owned`] hands work to: one fewer than the cores, started on first
+/// The threads [`ordered`] hands work to: one fewer than the cores, started on first
 /// use and kept.
 mod pool {
     use std::collections::VecDeque;
@@ -357,16 +327,20 @@ mod tests {
         ordered(
             items.clone(),
             64,
-            |calls: &mut u64, x| {
+            Arc::new(|calls: &mut u64, x: u64| {
                 *calls += 1;
                 // Uneven work so the two threads finish batches out of order.
-                let spin = if (x / 64) % 3 == 0 { 2_000 } else { 10 };
+                let spin = if (x / 64).is_multiple_of(3) {
+                    2_000
+                } else {
+                    10
+                };
                 let mut h = x;
                 for _ in 0..spin {
                     h = h.wrapping_mul(6364136223846793005).wrapping_add(1);
                 }
                 (x, h, *calls)
-            },
+            }),
             |r| {
                 got.push(r);
                 Ok(())
@@ -377,7 +351,7 @@ mod tests {
         // Each thread's own state counts its own calls, so no count passes the total.
         assert!(got.iter().all(|r| r.2 >= 1 && r.2 <= items.len() as u64));
 
-        stops_at_500(|emit| ordered(items, 64, |_: &mut (), x| x, emit));
+        stops_at_500(|emit| ordered(items, 64, Arc::new(|_: &mut (), x: u64| x), emit));
     }
 
     /// `call` with a consumer that fails at item 500: that error comes back, and nothing
@@ -397,39 +371,12 @@ mod tests {
         assert_eq!(seen, 501);
     }
 
-    /// The kept helper gives the same order and stops the same way; a panic on it fails
-    /// the call with an error (the thread lives on for the next call).
+    /// A panic on the kept helper fails the call with an error, and one in the consumer
+    /// does not leave the helper waiting: the thread takes part in later calls.
     #[test]
-    fn owned_work_in_order_and_helper_panics_fail_the_call() {
+    fn panics_fail_the_call_and_the_helper_lives_on() {
         let items: Vec<u64> = (0..20_000).collect();
-        for _ in 0..3 {
-            let mut got = Vec::new();
-            ordered_owned(
-                items.clone(),
-                64,
-                Arc::new(|_: &mut (), x: u64| {
-                    let spin = if (x / 64).is_multiple_of(3) {
-                        2_000
-                    } else {
-                        10
-                    };
-                    let mut h = x;
-                    for _ in 0..spin {
-                        h = h.wrapping_mul(6364136223846793005).wrapping_add(1);
-                    }
-                    (x, h)
-                }),
-                |r| {
-                    got.push(r.0);
-                    Ok(())
-                },
-            )
-            .unwrap();
-            assert_eq!(got, items);
-        }
-        stops_at_500(|emit| {
-            ordered_owned(items.clone(), 64, Arc::new(|_: &mut (), x: u64| x), emit)
-        });
+        stops_at_500(|emit| ordered(items.clone(), 64, Arc::new(|_: &mut (), x: u64| x), emit));
         // Work that panics only on the helper: slow batches here, so the helper gets some.
         let on_helper = Arc::new(|_: &mut (), x: u64| {
             if std::thread::current().name() == Some("query-worker") {
@@ -438,11 +385,11 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_micros(20));
             x
         });
-        let r = ordered_owned(items.clone(), 16, on_helper, |_| Ok(()));
+        let r = ordered(items.clone(), 16, on_helper, |_| Ok(()));
         assert!(matches!(r, Err(Error::Storage(_))), "{r:?}");
         // A panic in the consumer does not leave the helper waiting for room ahead.
         let r = std::panic::catch_unwind(|| {
-            ordered_owned(items.clone(), 16, Arc::new(|_: &mut (), x: u64| x), |x| {
+            ordered(items.clone(), 16, Arc::new(|_: &mut (), x: u64| x), |x| {
                 assert!(x < 100, "consumer fails");
                 Ok(())
             })
@@ -450,7 +397,7 @@ mod tests {
         assert!(r.is_err());
         // ... and takes part in the next call (slow items, so that it surely wakes).
         let mut on_helper = 0;
-        ordered_owned(
+        ordered(
             (0..2_000u64).collect(),
             16,
             Arc::new(|_: &mut (), _x: u64| {
@@ -466,7 +413,7 @@ mod tests {
         assert!(on_helper > 0);
         // The pool thread is still there for the next call.
         let mut n = 0;
-        ordered_owned(items, 64, Arc::new(|_: &mut (), x: u64| x), |_| {
+        ordered(items, 64, Arc::new(|_: &mut (), x: u64| x), |_| {
             n += 1;
             Ok(())
         })
@@ -482,7 +429,7 @@ mod tests {
         ordered(
             (0..10).collect::<Vec<u32>>(),
             64,
-            |_: &mut (), _| std::thread::current().id(),
+            Arc::new(|_: &mut (), _: u32| std::thread::current().id()),
             |id| {
                 ids.push(id);
                 Ok(())

@@ -44,7 +44,7 @@ impl promql::Storage for TsdbStorage<'_> {
         // Many series: chunks are decoded on two threads (each with its own read-ahead),
         // and `f` still sees the series one at a time in label order.
         let budget = budget.clone();
-        promql::par::ordered_owned(
+        promql::par::ordered(
             set.collect(),
             DECODE_BATCH,
             Arc::new(move |ra: &mut tsdb::ReadAhead, mut s: tsdb::Series| {
@@ -225,7 +225,7 @@ fn render_matrix(out: &mut String, series: Vec<Series>) {
     let mut first = true;
     let series = Arc::new(series);
     let shared = series.clone();
-    let r = promql::par::ordered_owned(
+    let r = promql::par::ordered(
         (0..series.len()).collect(),
         (RENDER_BATCH_POINTS / per_series).max(1),
         Arc::new(move |_: &mut (), i: usize| {
