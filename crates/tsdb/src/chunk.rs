@@ -266,31 +266,38 @@ fn write_dod(w: &mut BitWriter, out: &mut Vec<u8>, dod: i64) {
 
 #[inline(always)]
 fn read_dod(r: &mut BitReader<'_>) -> DecodeResult<i64> {
-    // The prefix (up to four 1 bits, ended by a 0 below four) and the bucket's bits, at
-    // most 24, all in one window.
+    let d = dod_unchecked(r);
+    r.consume(0)?;
+    Ok(d)
+}
+
+/// A delta of delta: the prefix (up to four 1 bits, ended by a 0 below four) and the
+/// bucket's bits, at most 24, from one window; unchecked (see [`BitReader::take`]).
+#[inline(always)]
+fn dod_unchecked(r: &mut BitReader<'_>) -> i64 {
     let w = r.peek();
-    Ok(match (!w).leading_zeros() {
+    match (!w).leading_zeros() {
         0 => {
-            r.consume(1)?;
+            r.pos += 1;
             0
         }
         1 => {
-            r.consume(2 + 14)?;
+            r.pos += 2 + 14;
             sign_extend((w << 2) >> (64 - 14), 14)
         }
         2 => {
-            r.consume(3 + 17)?;
+            r.pos += 3 + 17;
             sign_extend((w << 3) >> (64 - 17), 17)
         }
         3 => {
-            r.consume(4 + 20)?;
+            r.pos += 4 + 20;
             sign_extend((w << 4) >> (64 - 20), 20)
         }
         _ => {
-            r.consume(4)?;
-            r.read(64)? as i64
+            r.pos += 4;
+            r.take(64) as i64
         }
-    })
+    }
 }
 
 /// Decodes a [`Encoding::Dec`] chunk.
@@ -720,7 +727,9 @@ impl<'a> XorIter<'a> {
             1 => {
                 self.t_delta = unzigzag(self.r.uvarint()?);
                 self.t = self.t.wrapping_add(self.t_delta);
-                self.read_value()?;
+                if !self.value_unchecked() || self.r.pos > self.r.buf.len() * 8 {
+                    return Err(self.rest_error());
+                }
             }
             _ => {
                 if !self.step_rest() {
@@ -740,57 +749,46 @@ impl<'a> XorIter<'a> {
     /// [`XorIter::rest_error`].
     #[inline(always)]
     fn step_rest(&mut self) -> bool {
-        let r = &mut self.r;
-        let w = r.peek();
-        let dod = match (!w).leading_zeros() {
-            0 => {
-                r.pos += 1;
-                0
-            }
-            1 => {
-                r.pos += 2 + 14;
-                sign_extend((w << 2) >> (64 - 14), 14)
-            }
-            2 => {
-                r.pos += 3 + 17;
-                sign_extend((w << 3) >> (64 - 17), 17)
-            }
-            3 => {
-                r.pos += 4 + 20;
-                sign_extend((w << 4) >> (64 - 20), 20)
-            }
-            _ => {
-                r.pos += 4;
-                r.take(64) as i64
-            }
-        };
+        let dod = dod_unchecked(&mut self.r);
         self.t_delta = self.t_delta.wrapping_add(dod);
         self.t = self.t.wrapping_add(self.t_delta);
-        let w = r.peek();
-        if w >> 63 != 0 {
-            if (w >> 62) & 1 == 1 {
-                // A new window: 5 bits of leading zeros, 6 of significant bits (0 = 64).
-                r.pos += 2 + 5 + 6;
-                let leading = ((w >> 57) & 0x1f) as u8;
-                let sig = match ((w >> 51) & 0x3f) as u8 {
-                    0 => 64,
-                    s => s,
-                };
-                if leading + sig > 64 {
-                    return false;
-                }
-                self.leading = leading;
-                self.trailing = 64 - leading - sig;
-            } else {
-                r.pos += 2;
-            }
-            let x = r.take(64 - self.leading - self.trailing);
-            self.v_bits ^= x << self.trailing;
-        } else {
-            r.pos += 1;
+        if !self.value_unchecked() {
+            return false;
         }
         self.read += 1;
-        r.pos <= r.buf.len() * 8
+        self.r.pos <= self.r.buf.len() * 8
+    }
+
+    /// A value: its control bits and a new window's sizes (13 bits at most) from one look,
+    /// then the significant bits; unchecked but for an impossible window (`false`).
+    #[inline(always)]
+    fn value_unchecked(&mut self) -> bool {
+        let r = &mut self.r;
+        let w = r.peek();
+        if w >> 63 == 0 {
+            // The same value.
+            r.pos += 1;
+            return true;
+        }
+        if (w >> 62) & 1 == 1 {
+            // A new window: 5 bits of leading zeros, 6 of significant bits (0 = 64).
+            r.pos += 2 + 5 + 6;
+            let leading = ((w >> 57) & 0x1f) as u8;
+            let sig = match ((w >> 51) & 0x3f) as u8 {
+                0 => 64,
+                s => s,
+            };
+            if leading + sig > 64 {
+                return false;
+            }
+            self.leading = leading;
+            self.trailing = 64 - leading - sig;
+        } else {
+            r.pos += 2;
+        }
+        let x = r.take(64 - self.leading - self.trailing);
+        self.v_bits ^= x << self.trailing;
+        true
     }
 
     /// Why [`XorIter::step_rest`] failed.
@@ -801,35 +799,6 @@ impl<'a> XorIter<'a> {
         } else {
             "xor chunk: bad value window".into()
         }
-    }
-
-    #[inline(always)]
-    fn read_value(&mut self) -> DecodeResult<()> {
-        // The control bits and a new window's sizes, 13 bits at most, in one look.
-        let w = self.r.peek();
-        if w >> 63 == 0 {
-            // The same value.
-            return self.r.consume(1);
-        }
-        if (w >> 62) & 1 == 1 {
-            // A new window: 5 bits of leading zeros, 6 of significant bits (0 = 64).
-            self.r.consume(2 + 5 + 6)?;
-            self.leading = ((w >> 57) & 0x1f) as u8;
-            let mut sig = ((w >> 51) & 0x3f) as u8;
-            if sig == 0 {
-                sig = 64;
-            }
-            if self.leading + sig > 64 {
-                return Err("xor chunk: bad value window".into());
-            }
-            self.trailing = 64 - self.leading - sig;
-        } else {
-            self.r.consume(2)?;
-        }
-        let sig = 64 - self.leading - self.trailing;
-        let x = self.r.read(sig)?;
-        self.v_bits ^= x << self.trailing;
-        Ok(())
     }
 }
 
